@@ -1,0 +1,47 @@
+"""Lineage checkpoints: everything needed to resume after the last finished round (round,
+mask, θ0, θ_k, trained weights, the rows so far), written atomically.
+
+No RNG state is stored because none is carried between rounds: every random draw (data order,
+augmentation, re-initialisation, random masks) comes from a generator seeded by (seed, round,
+purpose), so a resumed lineage repeats the uninterrupted one exactly."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = 1
+
+
+def save_checkpoint(path: Path, config_hash: str, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    cpu = _to(state, torch.device("cpu"))
+    torch.save({"format": FORMAT, "config_hash": config_hash, "state": cpu}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, config_hash: str, device: torch.device) -> dict[str, Any] | None:
+    """The saved state, or None when there is none. A checkpoint of another config is an error:
+    resuming it would mix two experiments."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to restart the lineage from round 0") from None
+    if blob.get("config_hash") != config_hash:
+        raise RuntimeError(f"checkpoint {path} belongs to config {blob.get('config_hash')}, not {config_hash}; use another workdir")
+    return _to(blob["state"], device)
+
+
+def _to(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to(v, device) for v in obj]
+    return obj

@@ -1,0 +1,100 @@
+"""An image-classification task held in memory on the training device.
+
+Batches come from a seeded per-epoch permutation addressed by the global iteration number, so a
+run rewound to iteration k sees exactly the batches the dense run saw from k on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PAD = 4
+
+
+@dataclass
+class ClassificationTask:
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    batch_size: int
+    seed: int
+    augment: bool = False
+    pad_value: Tensor | None = None
+    eval_chunk: int = 2500
+    _epoch: int = field(default=-1, repr=False)
+    _perm: Tensor | None = field(default=None, repr=False)
+    _aug: tuple[Tensor, Tensor, Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(len(self.train_x) // self.batch_size, 1)
+
+    def _start_epoch(self, epoch: int) -> None:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        n = len(self.train_x)
+        self._perm = torch.randperm(n, generator=g).to(self.device)
+        if self.augment:
+            offsets = torch.randint(0, 2 * PAD + 1, (n, 2), generator=g).to(self.device)
+            flips = (torch.rand(n, generator=g) < 0.5).to(self.device)
+            self._aug = (offsets[:, 0], offsets[:, 1], flips)
+        self._epoch = epoch
+
+    def batch(self, iteration: int) -> tuple[Tensor, Tensor]:
+        epoch, step = divmod(iteration, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._start_epoch(epoch)
+        lo = step * self.batch_size
+        idx = self._perm[lo: lo + self.batch_size]
+        x = self.train_x.index_select(0, idx)
+        if self.augment:
+            oy, ox, flip = (a[lo: lo + self.batch_size] for a in self._aug)
+            x = self._crop_flip(x, oy, ox, flip)
+        return x, self.train_y.index_select(0, idx)
+
+    def _crop_flip(self, x: Tensor, oy: Tensor, ox: Tensor, flip: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        padded = F.pad(x, (PAD, PAD, PAD, PAD))
+        if self.pad_value is not None:
+            border = F.pad(torch.zeros(1, 1, h, w, device=x.device, dtype=torch.bool), (PAD,) * 4, value=True)
+            padded = torch.where(border, self.pad_value.view(1, c, 1, 1), padded)
+        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        bi = torch.arange(b, device=x.device)[:, None, None, None]
+        ci = torch.arange(c, device=x.device)[None, :, None, None]
+        out = padded[bi, ci, rows, cols]
+        return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(model(x), y)
+
+    def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy) on 'val' or 'test'."""
+        x, y = (self.val_x, self.val_y) if split == "val" else (self.test_x, self.test_y)
+        was_training = model.training
+        model.eval()
+        loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+        correct = torch.zeros((), device=x.device, dtype=torch.long)
+        with torch.inference_mode():
+            for lo in range(0, len(x), self.eval_chunk):
+                out = model(x[lo: lo + self.eval_chunk])
+                yy = y[lo: lo + self.eval_chunk]
+                loss_sum += F.cross_entropy(out, yy, reduction="sum").double()
+                correct += (out.argmax(1) == yy).sum()
+        model.train(was_training)
+        n = len(x)
+        return float(loss_sum) / n, int(correct) / n

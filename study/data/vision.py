@@ -1,0 +1,150 @@
+"""MNIST, Fashion-MNIST and CIFAR-10 through torchvision's dataset classes, held in memory.
+
+Raw files are read once by torchvision; everything after that is whole-tensor work on the
+training device: one normalisation, a seeded validation split, seeded per-epoch permutations,
+and CIFAR augmentation (pad-4 random crop, horizontal flip) done on batches of tensors.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import datasets as tvd
+
+from study.specs import DataSpec, SpecError
+
+SYSTEM_DIRS = {"fashion_mnist": ["/usr/share/datasets/fashion-mnist"]}
+
+# name -> (torchvision class, folder torchvision expects under root, files that must exist there,
+#          mean, std, input shape)
+_IDX = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+_CIFAR = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"]
+
+
+@dataclass(frozen=True)
+class VisionSource:
+    torchvision_class: type
+    folder: str
+    files: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_shape: tuple[int, int, int]
+    augment: bool
+
+
+class _LocalCIFAR10(tvd.CIFAR10):
+    """torchvision's CIFAR10 that accepts any complete local copy (it otherwise insists on the
+    md5 sums of the original archive, which rejects re-packed folders)."""
+
+    def _check_integrity(self) -> bool:
+        base = Path(self.root) / self.base_folder
+        return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+
+
+SOURCES = {
+    "mnist": VisionSource(tvd.MNIST, "MNIST/raw", tuple(_IDX), (0.1307,), (0.3081,), (1, 28, 28), False),
+    "fashion_mnist": VisionSource(tvd.FashionMNIST, "FashionMNIST/raw", tuple(_IDX), (0.2860,), (0.3530,), (1, 28, 28), False),
+    "cifar10": VisionSource(_LocalCIFAR10, "cifar-10-batches-py", tuple(_CIFAR),
+                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32), True),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STUDY_CACHE_DIR", Path.home() / ".cache" / "study"))
+
+
+def candidate_roots(name: str, spec: DataSpec) -> list[Path]:
+    roots = []
+    if spec.root:
+        roots.append(Path(spec.root).expanduser())
+    if os.environ.get("STUDY_DATA_DIR"):
+        roots.append(Path(os.environ["STUDY_DATA_DIR"]).expanduser())
+    roots.append(cache_dir() / "datasets")
+    roots += [Path(p) for p in SYSTEM_DIRS.get(name, [])]
+    return roots
+
+
+def _has_files(folder: Path, files: tuple[str, ...]) -> bool:
+    return all((folder / f).is_file() for f in files)
+
+
+def _stage_flat_idx(name: str, flat: Path, source: VisionSource) -> Path | None:
+    """A folder holding the four IDX files directly (plain or .gz), as Debian's
+    dataset-fashion-mnist does, is staged once into the layout torchvision expects."""
+    if not all((flat / f).is_file() or (flat / f"{f}.gz").is_file() for f in source.files):
+        return None
+    root = cache_dir() / "staged" / name
+    raw = root / source.folder
+    if _has_files(raw, source.files):
+        return root
+    raw.mkdir(parents=True, exist_ok=True)
+    for f in source.files:
+        tmp = raw / f".{f}.tmp"
+        if (flat / f).is_file():
+            shutil.copyfile(flat / f, tmp)
+        else:
+            with gzip.open(flat / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        tmp.replace(raw / f)
+    return root
+
+
+def find_root(name: str, spec: DataSpec) -> Path:
+    source = SOURCES[name]
+    looked = candidate_roots(name, spec)
+    for root in looked:
+        if _has_files(root / source.folder, source.files):
+            return root
+        if source.files == tuple(_IDX):
+            staged = _stage_flat_idx(name, root, source)
+            if staged is not None:
+                return staged
+    if spec.download:
+        target = looked[0]
+        source.torchvision_class(str(target), train=True, download=True)
+        return target
+    where = ", ".join(str(r) for r in looked)
+    hint = ("apt-get install dataset-fashion-mnist, or " if name == "fashion_mnist" else "")
+    raise SpecError(
+        f"dataset '{name}' not found: looked for {source.folder}/{source.files[0]} under {where}; "
+        f"{hint}set data.download: true on a machine that is online, or copy torchvision's "
+        f"'{source.folder}' folder under data.root (or $STUDY_DATA_DIR)"
+    )
+
+
+def _as_nchw_uint8(data) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(data))
+    if t.ndim == 3:
+        return t.unsqueeze(1).contiguous()
+    return t.permute(0, 3, 1, 2).contiguous()
+
+
+def load_raw(name: str, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train images uint8 NCHW, train labels, test images, test labels) via torchvision."""
+    source = SOURCES[name]
+    root = str(find_root(name, spec))
+    train = source.torchvision_class(root, train=True, download=False)
+    test = source.torchvision_class(root, train=False, download=False)
+    return (_as_nchw_uint8(train.data), torch.as_tensor(np.asarray(train.targets), dtype=torch.long),
+            _as_nchw_uint8(test.data), torch.as_tensor(np.asarray(test.targets), dtype=torch.long))
+
+
+def synthetic_raw(shape: tuple[int, int, int], n: int, seed: int, num_classes: int = 10):
+    """A small learnable image set: class prototypes plus noise, seeded, as uint8 images."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    protos = torch.rand((num_classes, *shape), generator=g) * 255
+
+    def draw(count: int):
+        y = torch.randint(0, num_classes, (count,), generator=g)
+        noise = torch.randn((count, *shape), generator=g) * 60
+        x = (protos[y] + noise).clamp(0, 255).to(torch.uint8)
+        return x, y
+
+    train_x, train_y = draw(n)
+    test_x, test_y = draw(max(n // 5, 1))
+    return train_x, train_y, test_x, test_y

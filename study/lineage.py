@@ -1,0 +1,284 @@
+"""The IMP lineage: train dense, then repeatedly prune, reset (per strategy) and retrain.
+
+Plain PyTorch; knows nothing of Ray or Parquet. `run_lineage(spec, on_round=...)` is what the CLI,
+the tests and the Tune adapter call. With a `workdir` it checkpoints after every round and a
+re-run with the same spec resumes after the last finished round.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from study.checkpoint import load_checkpoint, save_checkpoint
+from study.data import dataset_input_shape, load_task
+from study.models import MODELS, build_model, prunable_layers
+from study.pruning import (Mask, apply_mask, dense_mask, keep_top, magnitude_scores, planned_counts,
+                           random_scores, remaining)
+from study.pruning_at_init import grasp_scores, snip_scores, synflow_mask
+from study.specs import LineageSpec, SpecError
+from study.train import TrainResult, final_lr, lr_at, resolve_device, train
+from study.version import code_version
+
+MAGNITUDE_STRATEGIES = ("imp", "lr_rewind", "finetune", "oneshot")
+
+
+@dataclass(frozen=True)
+class LineageIds:
+    study: str = "adhoc"
+    trial_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    study: str
+    trial_id: str
+    lineage_id: str
+    config_hash: str
+    strategy: str
+    model: str
+    dataset: str
+    seed: int
+    round: int
+    remaining_pct: float
+    layer_remaining_pct: dict[str, float]
+    scope: str
+    prune_rate: float
+    lr: float
+    rewind_iteration: int
+    early_stop_iteration: int
+    val_acc: float
+    val_loss: float
+    test_acc: float
+    test_loss: float
+    final_val_acc: float
+    final_test_acc: float
+    final_train_loss: float
+    iterations: int
+    wall_seconds: float
+    device: str
+    code_version: str
+    curve_iteration: list[int]
+    curve_train_loss: list[float]
+    curve_val_loss: list[float]
+    curve_val_acc: list[float]
+    curve_test_acc: list[float]
+
+    def as_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class LineagePlan:
+    """What a spec will do: the pruning groups, their rates and exact per-round counts."""
+    layers: dict[str, str]                 # prunable parameter -> layer kind
+    groups: dict[str, list[str]]           # pruning group -> its parameters
+    rates: dict[str, float]                # pruning group -> rate per round
+    counts: list[dict[str, int]]           # round -> group -> weights kept
+    rounds: list[int]                      # the round numbers that will run
+    total_weights: int
+
+    def keep(self, round_: int) -> dict[str, int]:
+        return self.counts[round_]
+
+    def remaining_pct(self, round_: int) -> float:
+        return 100.0 * sum(self.counts[round_].values()) / self.total_weights
+
+
+def derive_seed(seed: int, purpose: str, round_: int = 0) -> int:
+    digest = hashlib.sha256(f"{seed}/{purpose}/{round_}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+def _groups(spec: LineageSpec, layers: dict[str, str]) -> tuple[dict[str, list[str]], dict[str, float]]:
+    if spec.prune.scope == "layerwise":
+        kind_rates = {**MODELS[spec.model].default_rates, **spec.prune.rates}
+        return {n: [n] for n in layers}, {n: kind_rates[k] for n, k in layers.items()}
+    pooled = [n for n, k in layers.items() if not (k == "output" and spec.prune.output_rate is not None)]
+    groups, rates = {"global": pooled}, {"global": spec.prune.rate}
+    if spec.prune.output_rate is not None:
+        groups["output"] = [n for n, k in layers.items() if k == "output"]
+        rates["output"] = spec.prune.output_rate
+    return groups, rates
+
+
+def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePlan:
+    if model is None:
+        model = MODELS[spec.model].factory(dataset_input_shape(spec.dataset), 10)
+    layers = prunable_layers(model)
+    params = dict(model.named_parameters())
+    sizes = {n: params[n].numel() for n in layers}
+    groups, rates = _groups(spec, layers)
+    total = sum(sizes.values())
+    if spec.rounds is not None:
+        n_rounds = spec.rounds
+    else:
+        n_rounds, counts = 0, planned_counts(sizes, groups, rates, 0)
+        while 100.0 * sum(counts[-1].values()) / total > spec.target_remaining:
+            n_rounds += 1
+            counts = planned_counts(sizes, groups, rates, n_rounds)
+            if n_rounds > 500 or counts[-1] == counts[-2]:
+                raise SpecError(f"target_remaining {spec.target_remaining}% is not reachable with these rates; raise it or the rates")
+    counts = planned_counts(sizes, groups, rates, n_rounds)
+    rounds = [0, 1] if spec.strategy == "oneshot" else list(range(n_rounds + 1))
+    if spec.strategy == "oneshot":
+        counts = [counts[0], counts[-1]]
+    return LineagePlan(layers, groups, rates, counts, rounds, total)
+
+
+def round_length(spec: LineageSpec, round_: int) -> int:
+    if round_ == 0 or spec.strategy == "finetune":
+        return spec.train.iterations
+    return spec.train.iterations - spec.rewind_iteration
+
+
+def total_iterations(spec: LineageSpec, plan: LineagePlan) -> int:
+    total = sum(round_length(spec, r) for r in plan.rounds)
+    if spec.strategy == "random_reinit":  # the imp track that supplies the next mask
+        total += sum(round_length(spec, r) for r in plan.rounds[1:-1])
+    return total
+
+
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def run_lineage(
+    spec: LineageSpec,
+    on_round: Callable[[RoundResult], None] | None = None,
+    *,
+    ids: LineageIds = LineageIds(),
+    workdir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[RoundResult]:
+    """Run (or resume) one lineage and return one RoundResult per round."""
+    spec.validate()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    task = load_task(spec.dataset, spec.data, batch_size=spec.train.batch_size, seed=spec.seed, device=dev)
+    model = build_model(spec.model, task.input_shape, task.num_classes, spec.seed, spec.init).to(dev)
+    plan = plan_lineage(spec, model)
+    layers = list(plan.layers)
+    trial_id = ids.trial_id or spec.lineage_id()
+    ckpt_path = Path(workdir) / "lineage.pt" if workdir is not None else None
+    version = code_version()
+
+    state = load_checkpoint(ckpt_path, spec.config_hash(), dev) if ckpt_path else None
+    if state is None:
+        state = {"round_done": -1, "theta0": _clone_state(model), "theta_k": None, "trained": None,
+                 "imp_trained": None, "mask": dense_mask(model, layers), "results": []}
+    results = [RoundResult(**r) for r in state["results"]]
+    if on_progress and state["round_done"] >= 0:
+        on_progress(sum(r.iterations for r in results))
+
+    def capture_theta_k(m: nn.Module) -> None:
+        state["theta_k"] = _clone_state(m)
+
+    def run_round(round_: int, start_state: dict, mask: Mask, start: int, lr_fn=None,
+                  capture: bool = False) -> TrainResult:
+        model.load_state_dict(start_state)
+        apply_mask(model, mask)
+        return train(model, task, spec.train, mask=mask if round_ > 0 else None, start=start,
+                     lr_fn=lr_fn, capture_at=spec.rewind_iteration if capture else None,
+                     on_capture=capture_theta_k, progress=on_progress)
+
+    for round_ in plan.rounds:
+        if round_ <= state["round_done"]:
+            continue
+        k = spec.rewind_iteration
+        if round_ == 0:
+            mask = state["mask"]
+            result = run_round(0, state["theta0"], mask, 0, capture=True)
+            state["trained"] = _clone_state(model)
+        else:
+            mask = _next_mask(spec, plan, round_, state, model, task)
+            if spec.strategy in ("imp", "oneshot", "random_prune"):
+                result = run_round(round_, state["theta_k"], mask, k)
+            elif spec.strategy == "lr_rewind":
+                result = run_round(round_, state["trained"], mask, k)
+            elif spec.strategy == "finetune":
+                lr_final = final_lr(spec.train)
+                result = run_round(round_, state["trained"], mask, 0, lr_fn=lambda it: lr_final)
+            elif spec.strategy == "random_reinit":
+                fresh = build_model(spec.model, task.input_shape, task.num_classes,
+                                    derive_seed(spec.seed, "reinit", round_), spec.init).to(dev)
+                result = run_round(round_, fresh.state_dict(), mask, k)
+            else:  # pruning at init: scored on θ0, trained from θ0
+                result = run_round(round_, state["theta0"], mask, 0)
+            state["trained"] = _clone_state(model)
+            if spec.strategy == "random_reinit" and round_ < plan.rounds[-1]:
+                run_round(round_, state["theta_k"], mask, k)
+                state["imp_trained"] = _clone_state(model)
+        state["mask"] = mask
+        if round_ == 0 and spec.strategy == "random_reinit":
+            state["imp_trained"] = state["trained"]
+        row = _round_result(spec, plan, ids.study, trial_id, round_, mask, result, results, dev, version)
+        if on_round:
+            on_round(row)
+        results.append(row)
+        state["results"] = [r.as_row() for r in results]
+        state["round_done"] = round_
+        if ckpt_path:
+            save_checkpoint(ckpt_path, spec.config_hash(), state)
+    return results
+
+
+def _next_mask(spec: LineageSpec, plan: LineagePlan, round_: int, state: dict, model: nn.Module, task) -> Mask:
+    layers, groups, keep = list(plan.layers), plan.groups, plan.keep(round_)
+    mask = state["mask"]
+    if spec.strategy in MAGNITUDE_STRATEGIES or spec.strategy == "random_reinit":
+        source = state["imp_trained"] if spec.strategy == "random_reinit" else state["trained"]
+        model.load_state_dict(source)
+        return keep_top(magnitude_scores(model, layers), mask, groups, keep)
+    if spec.strategy == "random_prune":
+        g = torch.Generator().manual_seed(derive_seed(spec.seed, "random_prune", round_))
+        return keep_top(random_scores(mask, g), mask, groups, keep)
+    model.load_state_dict(state["theta0"])
+    full = dense_mask(model, layers)
+    if spec.strategy == "snip":
+        return keep_top(snip_scores(model, task, layers), full, groups, keep)
+    if spec.strategy == "grasp":
+        return keep_top(grasp_scores(model, task, layers), full, groups, keep)
+    return synflow_mask(model, task.input_shape, layers, full, groups, keep)
+
+
+def _round_result(spec: LineageSpec, plan: LineagePlan, study: str, trial_id: str, round_: int,
+                  mask: Mask, result: TrainResult, previous: list[RoundResult], dev: torch.device,
+                  version: str) -> RoundResult:
+    overall, per_layer, _ = remaining(mask)
+    before = previous[-1].remaining_pct if previous else 100.0
+    es, fin = result.early_stop, result.final
+    curve = result.curve
+    return RoundResult(
+        study=study, trial_id=trial_id, lineage_id=spec.lineage_id(), config_hash=spec.config_hash(),
+        strategy=spec.strategy, model=spec.model, dataset=spec.dataset, seed=spec.seed, round=round_,
+        remaining_pct=overall, layer_remaining_pct=per_layer, scope=spec.prune.scope,
+        prune_rate=0.0 if round_ == 0 else 1.0 - overall / before,
+        lr=spec.train.lr, rewind_iteration=spec.rewind_iteration,
+        early_stop_iteration=es.iteration, val_acc=es.val_acc, val_loss=es.val_loss,
+        test_acc=es.test_acc, test_loss=es.test_loss, final_val_acc=fin.val_acc,
+        final_test_acc=fin.test_acc,
+        final_train_loss=fin.train_loss if math.isfinite(fin.train_loss) else None,
+        iterations=result.iterations, wall_seconds=result.wall_seconds, device=str(dev),
+        code_version=version,
+        curve_iteration=[p.iteration for p in curve],
+        curve_train_loss=[p.train_loss if math.isfinite(p.train_loss) else None for p in curve],
+        curve_val_loss=[p.val_loss for p in curve], curve_val_acc=[p.val_acc for p in curve],
+        curve_test_acc=[p.test_acc for p in curve],
+    )
+
+
+def describe_plan(spec: LineageSpec) -> str:
+    plan = plan_lineage(spec)
+    pct = ", ".join(f"{plan.remaining_pct(i):.1f}%" for i in range(len(plan.counts)))
+    return f"{spec.strategy} {spec.model} on {spec.dataset}: rounds {plan.rounds[0]}..{plan.rounds[-1]}, remaining {pct}"
+

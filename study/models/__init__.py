@@ -1,0 +1,51 @@
+"""Models by name, each declaring its prunable weights, their layer kinds and its output layer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from study.models.cifar import VGG19, ResNet20
+from study.models.conv import PLANS, ConvNet
+from study.models.init import initialize
+from study.models.lenet import LeNet300100
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    factory: Callable[[tuple[int, ...], int], nn.Module]
+    layer_kinds: tuple[str, ...]
+    default_rates: dict[str, float]
+    default_init: str
+
+
+MODELS: dict[str, ModelInfo] = {
+    "lenet_300_100": ModelInfo(LeNet300100, ("fc", "output"), {"fc": 0.2, "output": 0.1}, "glorot_normal"),
+    "conv2": ModelInfo(lambda s, n: ConvNet(PLANS["conv2"], s, n), ("conv", "fc", "output"),
+                       {"conv": 0.1, "fc": 0.2, "output": 0.1}, "glorot_normal"),
+    "conv4": ModelInfo(lambda s, n: ConvNet(PLANS["conv4"], s, n), ("conv", "fc", "output"),
+                       {"conv": 0.1, "fc": 0.2, "output": 0.1}, "glorot_normal"),
+    "conv6": ModelInfo(lambda s, n: ConvNet(PLANS["conv6"], s, n), ("conv", "fc", "output"),
+                       {"conv": 0.15, "fc": 0.2, "output": 0.1}, "glorot_normal"),
+    "vgg19": ModelInfo(VGG19, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal"),
+    "resnet20": ModelInfo(ResNet20, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal"),
+}
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int,
+                init: str | None = None) -> nn.Module:
+    info = MODELS[name]
+    return initialize(info.factory(input_shape, num_classes), init or info.default_init, seed)
+
+
+def prunable_layers(model: nn.Module) -> dict[str, str]:
+    """Parameter name -> layer kind ('conv', 'fc' or 'output') for every prunable weight.
+    Biases and normalisation parameters are never prunable."""
+    out_prefix = getattr(model, "output_layer")
+    kinds: dict[str, str] = {}
+    for mod_name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            kind = "output" if mod_name == out_prefix else ("conv" if isinstance(module, nn.Conv2d) else "fc")
+            kinds[f"{mod_name}.weight"] = kind
+    return kinds

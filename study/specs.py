@@ -1,0 +1,308 @@
+"""Typed, validated lineage specs and their YAML loading.
+
+Every bad input becomes a one-line `SpecError` that names the problem and the fix, raised
+before any data is loaded or any training starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STRATEGIES = (
+    "imp", "lr_rewind", "finetune", "random_reinit", "random_prune", "oneshot",
+    "snip", "grasp", "synflow",
+)
+PRUNING_AT_INIT = ("snip", "grasp", "synflow")
+SCOPES = ("layerwise", "global")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "step", "warmup")
+INITS = ("glorot_normal", "kaiming_normal")
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; the message is one line naming the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    lr: float
+    iterations: int
+    optimizer: str = "adam"
+    batch_size: int = 60
+    eval_every: int = 100
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_iterations: int = 0
+
+    def validate(self) -> None:
+        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("train.schedule", self.schedule, SCHEDULES)
+        if not self.lr > 0:
+            raise SpecError(f"train.lr must be > 0, got {self.lr}; set e.g. lr: 1.2e-3")
+        if self.iterations < 1:
+            raise SpecError(f"train.iterations must be >= 1, got {self.iterations}")
+        if self.batch_size < 1:
+            raise SpecError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.eval_every:
+            raise SpecError(f"train.eval_every must be >= 1, got {self.eval_every}")
+        if not 0 <= self.momentum < 1:
+            raise SpecError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise SpecError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.schedule == "step" and not self.milestones:
+            raise SpecError("train.schedule 'step' needs train.milestones, e.g. milestones: [20000, 30000]")
+        if list(self.milestones) != sorted(self.milestones) or any(
+            not 0 < m < self.iterations for m in self.milestones
+        ):
+            raise SpecError(
+                f"train.milestones must be increasing iterations inside (0, {self.iterations}), got {list(self.milestones)}"
+            )
+        if self.schedule == "warmup" and not 0 < self.warmup_iterations < self.iterations:
+            raise SpecError(
+                f"train.schedule 'warmup' needs 0 < warmup_iterations < iterations ({self.iterations}), got {self.warmup_iterations}"
+            )
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """How much to prune per round.
+
+    layerwise: `rates` maps a layer kind (fc, conv, output) to its per-round rate; kinds left out
+    take the model's paper default. global: one `rate` over all prunable weights, and an optional
+    `output_rate` that prunes the output layer on its own.
+    """
+    scope: str = "layerwise"
+    rates: dict[str, float] = field(default_factory=dict)
+    rate: float | None = None
+    output_rate: float | None = None
+
+    def validate(self) -> None:
+        _choice("prune.scope", self.scope, SCOPES)
+        for kind, r in self.rates.items():
+            _rate(f"prune.rates.{kind}", r)
+        if self.rate is not None:
+            _rate("prune.rate", self.rate)
+        if self.output_rate is not None:
+            _rate("prune.output_rate", self.output_rate)
+        if self.scope == "global" and self.rate is None:
+            raise SpecError("prune.scope 'global' needs prune.rate (the fraction pruned per round), e.g. rate: 0.2")
+        if self.scope == "global" and self.rates:
+            raise SpecError("prune.rates is for scope 'layerwise'; with scope 'global' use prune.rate and prune.output_rate")
+        if self.scope == "layerwise" and (self.rate is not None or self.output_rate is not None):
+            raise SpecError("prune.rate/output_rate are for scope 'global'; with scope 'layerwise' use prune.rates: {fc: 0.2, output: 0.1}")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    root: str | None = None
+    download: bool = False
+    validation_size: int = 5000
+    split_seed: int = 0
+    augment: bool | None = None
+    synthetic_size: int = 3000
+
+    def validate(self) -> None:
+        if self.validation_size < 1:
+            raise SpecError(f"data.validation_size must be >= 1, got {self.validation_size}")
+        if self.synthetic_size < 2:
+            raise SpecError(f"data.synthetic_size must be >= 2, got {self.synthetic_size}")
+
+
+@dataclass(frozen=True)
+class LineageSpec:
+    model: str
+    dataset: str
+    train: TrainSpec
+    strategy: str = "imp"
+    rewind_iteration: int = 0
+    prune: PruneSpec = field(default_factory=PruneSpec)
+    rounds: int | None = None
+    target_remaining: float | None = None
+    seed: int = 0
+    init: str | None = None
+    data: DataSpec = field(default_factory=DataSpec)
+
+    def validate(self) -> None:
+        from study.data import DATASETS
+        from study.models import MODELS
+
+        _choice("model", self.model, tuple(MODELS))
+        _choice("dataset", self.dataset, tuple(DATASETS))
+        _choice("strategy", self.strategy, STRATEGIES)
+        if self.init is not None:
+            _choice("init", self.init, INITS)
+        self.train.validate()
+        self.prune.validate()
+        self.data.validate()
+        known_kinds = MODELS[self.model].layer_kinds
+        for kind in self.prune.rates:
+            if kind not in known_kinds:
+                raise SpecError(
+                    f"prune.rates.{kind}: model {self.model} has no '{kind}' layers; its kinds are {', '.join(known_kinds)}"
+                )
+        if (self.rounds is None) == (self.target_remaining is None):
+            raise SpecError("give exactly one of rounds (number of pruning rounds) or target_remaining (% of weights to reach)")
+        if self.rounds is not None and self.rounds < 0:
+            raise SpecError(f"rounds must be >= 0, got {self.rounds}")
+        if self.target_remaining is not None and not 0 < self.target_remaining < 100:
+            raise SpecError(f"target_remaining is a percentage in (0, 100), got {self.target_remaining}")
+        if not 0 <= self.rewind_iteration < self.train.iterations:
+            raise SpecError(
+                f"rewind_iteration {self.rewind_iteration} is outside the round (0 <= k < train.iterations = {self.train.iterations}); lower it"
+            )
+        if self.strategy == "random_prune" and self.prune.scope != "layerwise":
+            raise SpecError("strategy random_prune keeps per-layer sparsity and needs prune.scope: layerwise")
+        if self.strategy in PRUNING_AT_INIT and self.rewind_iteration:
+            raise SpecError(f"strategy {self.strategy} prunes at init and resets to θ0; set rewind_iteration: 0")
+        if self.strategy == "finetune" and self.rewind_iteration:
+            raise SpecError("strategy finetune keeps the trained weights and does not rewind; set rewind_iteration: 0 (or use lr_rewind)")
+        if self.strategy == "oneshot" and self.rounds == 0:
+            raise SpecError("strategy oneshot needs rounds >= 1 (the iterative round count whose sparsity it jumps to)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def hparam_dict(self) -> dict[str, Any]:
+        """The settings that decide the result (where the data lives does not)."""
+        d = self.to_dict()
+        d["data"] = {k: v for k, v in d["data"].items() if k not in ("root", "download")}
+        return d
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.hparam_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def lineage_id(self) -> str:
+        return f"lin-{self.config_hash()[:12]}"
+
+    def replace(self, **changes: Any) -> "LineageSpec":
+        spec = dataclasses.replace(self, **changes)
+        spec.validate()
+        return spec
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise SpecError(f"{name}: unknown value '{value}'; {hint}choose one of {', '.join(allowed)}")
+
+
+def _rate(name: str, r: float) -> None:
+    if not isinstance(r, (int, float)) or not 0 < r < 1:
+        raise SpecError(f"{name} = {r} is impossible: a prune rate is the fraction pruned per round, strictly between 0 and 1")
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def build(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types by name."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where or 'spec'} must be a mapping of keys to values, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise SpecError(f"unknown key '{_join(where, key)}'; {hint}allowed keys: {', '.join(fields)}")
+    missing = [n for n, f in fields.items() if n not in raw and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SpecError(f"missing required key '{_join(where, missing[0])}'")
+    values = {k: _coerce(hints[k], v, _join(where, k)) for k, v in raw.items()}
+    return cls(**values)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{where} must be a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise SpecError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SpecError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def lineage_spec_from_dict(raw: Any) -> LineageSpec:
+    spec = build(LineageSpec, raw, "")
+    spec.validate()
+    return spec
+
+
+def load_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file {p} does not exist; pass the path of a YAML spec such as search_spaces/lenet300_fashion_mnist_demo.yaml")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{p} is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+
+
+def load_lineage_spec(path: str | Path) -> LineageSpec:
+    raw = load_yaml(path)
+    if isinstance(raw, dict) and "lineage" in raw and len(raw) == 1:
+        raw = raw["lineage"]
+    try:
+        return lineage_spec_from_dict(raw)
+    except SpecError as e:
+        raise SpecError(f"{path}: {e}") from None

@@ -1,0 +1,158 @@
+"""The iteration-based, mask-aware training loop.
+
+Batches come from an in-memory task; evaluation runs every `eval_every` iterations on the
+validation and test splits under `torch.inference_mode`. Pruned weights are exactly zero after
+every step: gradients are masked before the step (so optimizer averages of pruned weights stay
+zero) and weights after it. Fused Adam keeps the cost of gradients full of zeros flat.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from study.optim import LeanAdam, TorchOptimizer
+from study.specs import TrainSpec
+
+
+class Task(Protocol):
+    def batch(self, iteration: int) -> tuple[Tensor, Tensor]: ...
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor: ...
+    def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]: ...
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; results of earlier rounds are kept."""
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    iteration: int
+    train_loss: float
+    val_loss: float
+    val_acc: float
+    test_loss: float
+    test_acc: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    curve: tuple[EvalPoint, ...]
+    early_stop: EvalPoint
+    final: EvalPoint
+    iterations: int
+    wall_seconds: float
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def lr_at(spec: TrainSpec, iteration: int) -> float:
+    """The schedule's learning rate at a global iteration."""
+    if spec.schedule == "step":
+        return spec.lr * spec.gamma ** sum(iteration >= m for m in spec.milestones)
+    if spec.schedule == "warmup":
+        return spec.lr * min(1.0, (iteration + 1) / spec.warmup_iterations)
+    return spec.lr
+
+
+def final_lr(spec: TrainSpec) -> float:
+    return lr_at(spec, spec.iterations - 1)
+
+
+def make_optimizer(params: list[Tensor], spec: TrainSpec, lr: float) -> LeanAdam | TorchOptimizer:
+    if spec.optimizer == "adam":
+        return LeanAdam(params, lr=lr, weight_decay=spec.weight_decay)
+    return TorchOptimizer(torch.optim.SGD(params, lr=lr, momentum=spec.momentum,
+                                          weight_decay=spec.weight_decay, foreach=True))
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    spec: TrainSpec,
+    *,
+    mask: dict[str, Tensor] | None = None,
+    start: int = 0,
+    end: int | None = None,
+    lr_fn: Callable[[int], float] | None = None,
+    capture_at: int | None = None,
+    on_capture: Callable[[nn.Module], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train `model` from global iteration `start` to `end` (default: spec.iterations).
+
+    The learning rate at each iteration is `lr_fn(iteration)` (default: the spec's schedule).
+    `on_capture(model)` is called with the weights after `capture_at` iterations.
+    `progress(n)` is told every n iterations done.
+    """
+    end = spec.iterations if end is None else end
+    lr_fn = lr_fn or (lambda it: lr_at(spec, it))
+    params = dict(model.named_parameters())
+    masked = [(params[name], m) for name, m in (mask or {}).items()]
+    mask_weights = [p for p, _ in masked]
+    mask_values = [m.to(dtype=p.dtype, device=p.device) for p, m in masked]
+    if masked:
+        with torch.no_grad():
+            torch._foreach_mul_(mask_weights, mask_values)
+
+    current_lr = lr_fn(start)
+    optimizer = make_optimizer(list(params.values()), spec, current_lr)
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    loss_count = 0
+    curve: list[EvalPoint] = []
+    t0 = time.perf_counter()
+    model.train()
+
+    def evaluate(iteration: int) -> None:
+        nonlocal loss_sum, loss_count
+        train_loss = float(loss_sum) / loss_count if loss_count else float("nan")
+        if loss_count and not math.isfinite(train_loss):
+            raise TrainingDiverged(
+                f"training diverged by iteration {iteration} (train loss {train_loss}); lower train.lr or add warm-up"
+            )
+        val_loss, val_acc = task.evaluate(model, "val")
+        test_loss, test_acc = task.evaluate(model, "test")
+        curve.append(EvalPoint(iteration, train_loss, val_loss, val_acc, test_loss, test_acc))
+        loss_sum = torch.zeros((), device=device)
+        loss_count = 0
+
+    if capture_at == start and on_capture:
+        on_capture(model)
+    evaluate(start)
+    done_since_report = 0
+    for it in range(start, end):
+        lr = lr_fn(it)
+        if lr != current_lr:
+            optimizer.set_lr(lr)
+            current_lr = lr
+        x, y = task.batch(it)
+        loss = task.loss(model, x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        if masked:
+            torch._foreach_mul_([p.grad for p in mask_weights], mask_values)
+        optimizer.step()
+        if masked:
+            with torch.no_grad():
+                torch._foreach_mul_(mask_weights, mask_values)
+        loss_sum += loss.detach()
+        loss_count += 1
+        done = it + 1
+        if capture_at == done and on_capture:
+            on_capture(model)
+        if (done - start) % spec.eval_every == 0 or done == end:
+            evaluate(done)
+            if progress:
+                progress(done - start - done_since_report)
+                done_since_report = done - start
+    best = min(curve, key=lambda p: (p.val_loss, p.iteration))
+    return TrainResult(tuple(curve), best, curve[-1], end - start, time.perf_counter() - t0)
