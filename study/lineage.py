@@ -158,8 +158,13 @@ def run_lineage(
     device: str | torch.device | None = None,
     threads: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    on_reset: Callable[[int, nn.Module, Mask], None] | None = None,
 ) -> list[RoundResult]:
-    """Run (or resume) one lineage and return one RoundResult per round."""
+    """Run (or resume) one lineage and return one RoundResult per round.
+
+    `on_round(result)` is called as each round finishes (before its checkpoint is written, so a
+    crash in between re-runs and re-reports that round). `on_reset(round, model, mask)` sees the
+    weights a round starts training from."""
     spec.validate()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -187,6 +192,8 @@ def run_lineage(
                   capture: bool = False) -> TrainResult:
         model.load_state_dict(start_state)
         apply_mask(model, mask)
+        if on_reset:
+            on_reset(round_, model, mask)
         return train(model, task, spec.train, mask=mask if round_ > 0 else None, start=start,
                      lr_fn=lr_fn, capture_at=spec.rewind_iteration if capture else None,
                      on_capture=capture_theta_k, progress=on_progress)

@@ -7,6 +7,7 @@ and CIFAR augmentation (pad-4 random crop, horizontal flip) done on batches of t
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -38,12 +39,13 @@ class VisionSource:
 
 
 class _LocalCIFAR10(tvd.CIFAR10):
-    """torchvision's CIFAR10 that accepts any complete local copy (it otherwise insists on the
-    md5 sums of the original archive, which rejects re-packed folders)."""
+    """torchvision's CIFAR10 that accepts any complete local copy: without md5 sums it checks
+    that the files exist (it otherwise insists on the original archive's sums, which rejects
+    re-packed folders). Downloads are still verified by torchvision's own archive check."""
 
-    def _check_integrity(self) -> bool:
-        base = Path(self.root) / self.base_folder
-        return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+    train_list = [[name, None] for name, _ in tvd.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in tvd.CIFAR10.test_list]
+    meta = {**tvd.CIFAR10.meta, "md5": None}
 
 
 SOURCES = {
@@ -78,7 +80,9 @@ def _stage_flat_idx(name: str, flat: Path, source: VisionSource) -> Path | None:
     dataset-fashion-mnist does, is staged once into the layout torchvision expects."""
     if not all((flat / f).is_file() or (flat / f"{f}.gz").is_file() for f in source.files):
         return None
-    root = cache_dir() / "staged" / name
+    first = next(p for p in (flat / source.files[0], flat / f"{source.files[0]}.gz") if p.is_file())
+    stamp = hashlib.sha256(f"{flat.resolve()}:{first.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    root = cache_dir() / "staged" / f"{name}-{stamp}"
     raw = root / source.folder
     if _has_files(raw, source.files):
         return root
@@ -137,11 +141,11 @@ def load_raw(name: str, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor, tor
 def synthetic_raw(shape: tuple[int, int, int], n: int, seed: int, num_classes: int = 10):
     """A small learnable image set: class prototypes plus noise, seeded, as uint8 images."""
     g = torch.Generator().manual_seed(10_000 + seed)
-    protos = torch.rand((num_classes, *shape), generator=g) * 255
+    protos = 96 + torch.rand((num_classes, *shape), generator=g) * 64
 
     def draw(count: int):
         y = torch.randint(0, num_classes, (count,), generator=g)
-        noise = torch.randn((count, *shape), generator=g) * 60
+        noise = torch.randn((count, *shape), generator=g) * 96
         x = (protos[y] + noise).clamp(0, 255).to(torch.uint8)
         return x, y
 

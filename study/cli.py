@@ -1,0 +1,165 @@
+"""`study ...` entry points."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from study.specs import SpecError
+
+DEFAULT_RESULTS = os.environ.get("STUDY_RESULTS", "results")
+
+
+def _round_table(title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("round", "% remaining", "early-stop it", "val acc", "test acc @ES", "final test acc", "wall s"):
+        table.add_column(col, justify="right")
+    return table
+
+
+def _add_round(table: Table, r) -> None:
+    table.add_row(str(r.round), f"{r.remaining_pct:.1f}", str(r.early_stop_iteration), f"{r.val_acc:.4f}",
+                  f"{r.test_acc:.4f}", f"{r.final_test_acc:.4f}", f"{r.wall_seconds:.1f}")
+
+
+def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
+    from tqdm import tqdm
+
+    from study.lineage import describe_plan, plan_lineage, total_iterations
+    from study.runner import default_workdir, run_to_lake
+    from study.specs import load_lineage_spec
+
+    spec = load_lineage_spec(args.spec)
+    if args.seed is not None:
+        spec = spec.replace(seed=args.seed)
+    if args.strategy is not None:
+        spec = spec.replace(strategy=args.strategy)
+    trial_id = args.trial or spec.lineage_id()
+    workdir = default_workdir(args.results, args.study, trial_id)
+    if args.fresh and (workdir / "lineage.pt").exists():
+        (workdir / "lineage.pt").unlink()
+    console.print(describe_plan(spec))
+    table = _round_table(f"{spec.strategy} lineage {trial_id} (study {args.study})")
+    bar = tqdm(total=total_iterations(spec, plan_lineage(spec)), unit="it", dynamic_ncols=True,
+               disable=args.quiet, file=sys.stderr)
+
+    def on_round(r) -> None:
+        _add_round(table, r)
+        bar.write(f"round {r.round}: {r.remaining_pct:.1f}% remaining, early stop {r.early_stop_iteration}, "
+                  f"test acc {r.test_acc:.4f}")
+
+    try:
+        results = run_to_lake(spec, args.results, study=args.study, trial_id=trial_id, device=args.device,
+                              threads=args.threads, on_round=on_round, on_progress=bar.update)
+    finally:
+        bar.close()
+    if len(table.rows) < len(results):  # resumed: show the rounds of earlier runs too
+        table = _round_table(table.title)
+        for r in results:
+            _add_round(table, r)
+    console.print(table)
+    console.print(f"results: {Path(args.results).resolve()}")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace, console: Console) -> int:
+    from study.summary import summarize
+
+    rows, skipped = summarize(args.root, args.study)
+    for s in skipped:
+        console.print(f"[yellow]skipped unreadable file[/yellow] {s}")
+    if not rows:
+        console.print(f"no results under {Path(args.root).resolve()} yet; run `study lineage SPEC.yaml --results {args.root}`")
+        return 0
+    table = Table(title=f"results in {Path(args.root).resolve()}", title_justify="left")
+    for col in rows[0]:
+        table.add_column(col, justify="left" if col in ("study", "strategy", "model", "dataset") else "right")
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    console.print(table)
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace, console: Console) -> int:
+    from study.results import compact
+
+    written = compact(args.root, args.study, force=args.force)
+    for strategy, n in written.items():
+        console.print(f"{args.study}/{strategy}: {n} rows in one file")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from study.lineage import plan_lineage, total_iterations
+    from study.specs import load_lineage_spec
+
+    spec = load_lineage_spec(args.spec)
+    plan = plan_lineage(spec)
+    table = Table(title=f"{spec.strategy} {spec.model} on {spec.dataset} ({spec.prune.scope})", title_justify="left")
+    table.add_column("round", justify="right")
+    table.add_column("% remaining", justify="right")
+    for group in plan.groups:
+        table.add_column(f"{group} kept", justify="right")
+    for i, r in enumerate(plan.rounds):
+        table.add_row(str(r), f"{plan.remaining_pct(i):.2f}", *[str(plan.counts[i][g]) for g in plan.groups])
+    console.print(table)
+    console.print(f"lineage id {spec.lineage_id()}, {total_iterations(spec, plan)} training iterations in all")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="study", description="Lottery-ticket studies: IMP lineages, searches and their results lake")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("lineage", help="run one lineage from a YAML spec (resumes if interrupted)")
+    p.add_argument("spec")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results lake root (default: %(default)s)")
+    p.add_argument("--study", default="adhoc", help="study name the rows are filed under")
+    p.add_argument("--trial", default=None, help="trial id (default: the lineage's content hash)")
+    p.add_argument("--seed", type=int, default=None, help="override the spec's seed")
+    p.add_argument("--strategy", default=None, help="override the spec's strategy")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for this run")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start at round 0")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_lineage)
+
+    p = sub.add_parser("plan", help="show the rounds and exact per-group weight counts a spec will run")
+    p.add_argument("spec")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("results", help="summarise what the results lake holds")
+    p.add_argument("root", nargs="?", default=DEFAULT_RESULTS)
+    p.add_argument("--study", default=None)
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("compact", help="rewrite a finished study's round files into one file per strategy")
+    p.add_argument("root")
+    p.add_argument("--study", required=True)
+    p.add_argument("--force", action="store_true", help="compact even with lineages still running")
+    p.set_defaults(func=cmd_compact)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    try:
+        return args.func(args, console)
+    except (SpecError, RuntimeError, FileNotFoundError) as e:
+        from study.train import TrainingDiverged
+
+        kind = "diverged" if isinstance(e, TrainingDiverged) else "error"
+        print(f"{kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished rounds are in the lake; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

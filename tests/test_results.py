@@ -1,0 +1,141 @@
+import datetime as dt
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from study.results import (LINEAGES_SCHEMA, ROUNDS_SCHEMA, SCHEMA_VERSION, compact, duckdb_rounds_sql,
+                           read_lineages, read_rounds, round_path, write_round)
+from study.runner import run_to_lake
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """A small real lake: two strategies, two seeds each, written by the engine."""
+    from study.specs import lineage_spec_from_dict
+    from conftest import synthetic_spec_dict
+
+    root = tmp_path_factory.mktemp("lake")
+    for strategy in ("imp", "random_reinit"):
+        for seed in (0, 1):
+            spec = lineage_spec_from_dict(synthetic_spec_dict(strategy=strategy, seed=seed, rounds=2))
+            run_to_lake(spec, root, study="demo", threads=1)
+    return root
+
+
+def test_one_file_per_trial_round_with_schema_version(lake):
+    files = sorted((lake / "rounds").rglob("*.parquet"))
+    assert len(files) == 12
+    assert not [p for p in lake.rglob(".*") if p.is_file()], "no temp files left behind"
+    meta = pq.read_schema(files[0]).metadata
+    assert meta[b"study.schema_version"] == SCHEMA_VERSION.encode()
+    assert files[0].parent.name.startswith("strategy=") and files[0].name.endswith("-r000.parquet")
+
+
+def test_reader_applies_canonical_schema(lake):
+    read = read_rounds(lake)
+    assert read.table.schema.equals(ROUNDS_SCHEMA, check_metadata=False)
+    assert read.table.num_rows == 12 and not read.skipped
+    df = read.table.to_pandas()
+    assert set(df["strategy"].astype(str)) == {"imp", "random_reinit"}
+    assert df["val_perplexity"].isna().all()
+    lineages = read_lineages(lake).table
+    assert lineages.schema.equals(LINEAGES_SCHEMA, check_metadata=False)
+    assert set(lineages["status"].to_pylist()) == {"finished"}
+
+
+def test_duckdb_reads_the_lake_with_hive_partitioning(lake):
+    con = duckdb.connect()
+    rows = con.sql(f"select strategy, count(*) as n, min(remaining_pct) as lo from {duckdb_rounds_sql(lake)} "
+                   f"group by strategy order by strategy").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("imp", 6), ("random_reinit", 6)]
+    assert rows[0][2] == pytest.approx(64.06, abs=0.01)
+    study = con.sql(f"select distinct study from {duckdb_rounds_sql(lake)}").fetchall()
+    assert study == [("demo",)]
+    per_layer = con.sql(f"select layer_remaining_pct['fc3.weight'] from {duckdb_rounds_sql(lake)} "
+                        f"where round = 1 limit 1").fetchall()[0][0]
+    assert per_layer == pytest.approx(90.0)
+
+
+def test_pandas_reads_the_lake_directly(lake):
+    df = pd.read_parquet(lake / "rounds")
+    assert len(df) == 12 and set(df["study"].astype(str)) == {"demo"}
+    assert df.groupby("strategy", observed=True).size().to_dict() == {"imp": 6, "random_reinit": 6}
+
+
+def _row(**kw):
+    base = {"study": "s", "strategy": "imp", "trial_id": "t1", "lineage_id": "lin-x", "config_hash": "h",
+            "round": 0, "remaining_pct": 100.0, "test_acc": 0.5,
+            "written_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)}
+    return {**base, **kw}
+
+
+def test_a_rerun_round_replaces_its_own_file(tmp_path):
+    write_round(tmp_path, _row(test_acc=0.5))
+    write_round(tmp_path, _row(test_acc=0.7, written_at=dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)))
+    table = read_rounds(tmp_path).table
+    assert table.num_rows == 1 and table["test_acc"][0].as_py() == 0.7
+
+
+def test_corrupt_and_foreign_files_are_skipped_and_named(tmp_path):
+    write_round(tmp_path, _row())
+    bad = round_path(tmp_path, "s", "imp", "t2", 0)
+    bad.write_bytes(b"PAR1 this is not parquet")
+    half = round_path(tmp_path, "s", "imp", "t3", 0)
+    good = round_path(tmp_path, "s", "imp", "t1", 0).read_bytes()
+    half.write_bytes(good[: len(good) // 2])
+    read = read_rounds(tmp_path)
+    assert read.table.num_rows == 1 and read.files == 3
+    assert len(read.skipped) == 2 and any("t2-r000" in s for s in read.skipped)
+
+
+def test_old_files_missing_new_columns_read_as_nulls(tmp_path):
+    old = ROUNDS_SCHEMA.remove(ROUNDS_SCHEMA.get_field_index("parse_f1"))
+    path = round_path(tmp_path, "s", "imp", "old", 0)
+    path.parent.mkdir(parents=True)
+    from study.results import to_table
+
+    pq.write_table(to_table([_row(trial_id="old")], old), path)
+    write_round(tmp_path, _row(trial_id="new", parse_f1={"layer1": 0.4}))
+    table = read_rounds(tmp_path).table.sort_by("trial_id")
+    assert table["parse_f1"].to_pylist() == [[("layer1", 0.4)], None]
+    con = duckdb.connect()
+    n = con.sql(f"select count(*) from {duckdb_rounds_sql(tmp_path)}").fetchall()[0][0]
+    assert n == 2
+
+
+def test_orphan_lineage_without_final_row_is_tolerated(tmp_path):
+    from study.results import write_lineage
+
+    write_lineage(tmp_path, {"study": "s", "strategy": "imp", "trial_id": "orphan", "lineage_id": "l",
+                             "config_hash": "h", "status": "running", "rounds_done": 0})
+    read = read_lineages(tmp_path)
+    assert read.table.num_rows == 1 and read_rounds(tmp_path).table.num_rows == 0
+    with pytest.raises(ValueError, match="status"):
+        write_lineage(tmp_path, {"study": "s", "strategy": "imp", "trial_id": "x", "lineage_id": "l",
+                                 "config_hash": "h", "status": "weird"})
+
+
+def test_compact_rewrites_a_finished_study_into_one_file_per_strategy(lake, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(lake, root)
+    before = read_rounds(root).table.sort_by([("trial_id", "ascending"), ("round", "ascending")])
+    written = compact(root, "demo")
+    assert written == {"imp": 6, "random_reinit": 6}
+    files = sorted((root / "rounds").rglob("*.parquet"))
+    assert len(files) == 2 and all(f.name.startswith("compact-") for f in files)
+    after = read_rounds(root).table.sort_by([("trial_id", "ascending"), ("round", "ascending")])
+    assert after.equals(before)
+    n = duckdb.connect().sql(f"select count(*) from {duckdb_rounds_sql(root)}").fetchall()[0][0]
+    assert n == 12
+
+
+def test_rows_reject_unknown_columns(tmp_path):
+    with pytest.raises(ValueError, match="not in the schema"):
+        write_round(tmp_path, _row(bogus=1))
+    with pytest.raises(ValueError, match="safe file name"):
+        write_round(tmp_path, _row(study="../evil"))
