@@ -90,3 +90,20 @@ def test_real_fashion_mnist_paper_split():
     assert (len(task.train_x), len(task.val_x), len(task.test_x)) == (55000, 5000, 10000)
     assert abs(float(task.train_x.mean())) < 0.05 and abs(float(task.train_x.std()) - 1) < 0.05
     assert sorted(task.train_y.unique().tolist()) == list(range(10))
+
+
+def test_concurrent_staging_of_a_flat_folder(tmp_path, monkeypatch):
+    """Parallel trials on one machine stage the same dataset at once without colliding."""
+    import subprocess
+    import sys
+
+    write_idx(tmp_path / "flat", gz=True, n_train=3000, n_test=500)
+    env = {**__import__("os").environ, "STUDY_DATA_DIR": str(tmp_path / "flat"),
+           "STUDY_CACHE_DIR": str(tmp_path / "cache")}
+    code = ("from study.data import load_task; from study.specs import DataSpec; "
+            "print(len(load_task('fashion_mnist', DataSpec(validation_size=100), batch_size=10, seed=0).train_x))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    outs = [p.communicate() for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-300:] for o in outs]
+    assert [o[0].strip() for o in outs] == ["2900"] * 4

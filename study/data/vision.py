@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def _stage_flat_idx(name: str, flat: Path, source: VisionSource) -> Path | None:
         return root
     raw.mkdir(parents=True, exist_ok=True)
     for f in source.files:
-        tmp = raw / f".{f}.tmp"
+        tmp = raw / f".{f}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # concurrent stagers don't collide
         if (flat / f).is_file():
             shutil.copyfile(flat / f, tmp)
         else:
