@@ -160,11 +160,40 @@ def run_lineage(
     on_progress: Callable[[int], None] | None = None,
     on_reset: Callable[[int, nn.Module, Mask], None] | None = None,
 ) -> list[RoundResult]:
-    """Run (or resume) one lineage and return one RoundResult per round.
+    """Run (or resume) one lineage and return one RoundResult per round (resumed ones too).
 
     `on_round(result)` is called as each round finishes (before its checkpoint is written, so a
     crash in between re-runs and re-reports that round). `on_reset(round, model, mask)` sees the
     weights a round starts training from."""
+    lineage = iter_lineage(spec, on_round, ids=ids, workdir=workdir, device=device, threads=threads,
+                           on_progress=on_progress, on_reset=on_reset)
+    return list(lineage.previous) + list(lineage)
+
+
+class iter_lineage:
+    """The lineage as an iterator: each `next()` runs one round, writes its checkpoint and
+    yields its RoundResult. `previous` holds the rounds a resumed lineage had already finished;
+    `plan` and `checkpoint_path` say what it will do and where it saves."""
+
+    def __init__(self, spec: LineageSpec, on_round: Callable[[RoundResult], None] | None = None, *,
+                 ids: LineageIds = LineageIds(), workdir: str | Path | None = None,
+                 device: str | torch.device | None = None, threads: int | None = None,
+                 on_progress: Callable[[int], None] | None = None,
+                 on_reset: Callable[[int, nn.Module, Mask], None] | None = None) -> None:
+        self._gen = _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, on_reset, self)
+        self.previous: list[RoundResult] = []
+        self.plan: LineagePlan | None = None
+        self.checkpoint_path: Path | None = Path(workdir) / "lineage.pt" if workdir is not None else None
+        next(self._gen)  # load data, build the model, restore the checkpoint
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> RoundResult:
+        return next(self._gen)
+
+
+def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, on_reset, handle):
     spec.validate()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -182,8 +211,10 @@ def run_lineage(
         state = {"round_done": -1, "theta0": _clone_state(model), "theta_k": None, "trained": None,
                  "imp_trained": None, "mask": dense_mask(model, layers), "results": []}
     results = [RoundResult(**r) for r in state["results"]]
+    handle.previous, handle.plan = list(results), plan
     if on_progress and state["round_done"] >= 0:
         on_progress(sum(r.iterations for r in results))
+    yield None
 
     def capture_theta_k(m: nn.Module) -> None:
         state["theta_k"] = _clone_state(m)
@@ -236,7 +267,7 @@ def run_lineage(
         state["round_done"] = round_
         if ckpt_path:
             save_checkpoint(ckpt_path, spec.config_hash(), state)
-    return results
+        yield row
 
 
 def _next_mask(spec: LineageSpec, plan: LineagePlan, round_: int, state: dict, model: nn.Module, task) -> Mask:

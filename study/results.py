@@ -85,6 +85,7 @@ LINEAGE_FIELDS = [
     pa.field("rounds_done", pa.int64()),
     pa.field("config_json", pa.string()),
     pa.field("optuna_trial_number", pa.int64()),
+    pa.field("node_id", pa.string()),
     pa.field("device", pa.string()),
     pa.field("code_version", pa.string()),
     pa.field("started_at", _TS),

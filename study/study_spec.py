@@ -1,0 +1,244 @@
+"""Typed, validated study specs: a base lineage, the searched parameters, seeds, objective(s),
+sampler, scheduler, budget, resources and storage. Everything is checked here, before Ray starts:
+each searched parameter is tried at its edges against the base lineage spec, so an impossible
+prune rate or a rewind point past the round is caught with the parameter's name."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.specs import (LineageSpec, SpecError, _choice, build, lineage_spec_from_dict, load_yaml)
+
+PARAM_TYPES = ("float", "log_float", "int", "categorical")
+OBJECTIVES = ("sparsest_within", "accuracy_at", "auc", "pareto")
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+SCHEDULERS = ("asha",)
+REWINDING = ("imp", "lr_rewind", "random_reinit", "random_prune", "oneshot")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    type: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    when: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def validate(self, name: str) -> None:
+        _choice(f"search.{name}.type", self.type, PARAM_TYPES)
+        if self.type == "categorical":
+            if not self.choices:
+                raise SpecError(f"search.{name}: a categorical parameter needs choices: [...]")
+            return
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise SpecError(f"search.{name}: needs low < high, got low={self.low} high={self.high}")
+        if self.type == "log_float" and self.low <= 0:
+            raise SpecError(f"search.{name}: log_float needs low > 0, got {self.low}")
+        if self.type == "int" and (int(self.low) != self.low or int(self.high) != self.high):
+            raise SpecError(f"search.{name}: int bounds must be whole numbers")
+
+    def edges(self) -> list[Any]:
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
+    def grid(self, name: str) -> list[Any]:
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int":
+            step = int(self.step or 1)
+            return list(range(int(self.low), int(self.high) + 1, step))
+        if self.step:
+            n = int(round((self.high - self.low) / self.step))
+            return [self.low + i * self.step for i in range(n + 1)]
+        raise SpecError(f"search.{name}: sampler grid needs a step for float parameters (or categorical choices)")
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    name: str = "sparsest_within"
+    tolerance: float = 0.01
+    target_remaining: float | None = None
+
+    def validate(self, sampler: str) -> None:
+        _choice("objective.name", self.name, OBJECTIVES)
+        if not 0 <= self.tolerance < 1:
+            raise SpecError(f"objective.tolerance is a fraction of accuracy in [0, 1), got {self.tolerance}")
+        if self.name == "accuracy_at" and not (self.target_remaining and 0 < self.target_remaining < 100):
+            raise SpecError("objective accuracy_at needs target_remaining, a percentage in (0, 100)")
+        if self.name == "pareto" and sampler not in ("nsga2", "tpe", "random"):
+            raise SpecError(f"objective pareto is multi-objective; use sampler nsga2 or tpe, not {sampler}")
+
+    @property
+    def metrics(self) -> list[str]:
+        return ["final_test_acc", "final_remaining_pct"] if self.name == "pareto" else [f"objective_{self.name}"]
+
+    @property
+    def modes(self) -> list[str]:
+        if self.name == "pareto":
+            return ["max", "min"]
+        return ["min" if self.name == "sparsest_within" else "max"]
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    type: str = "asha"
+    grace_pruned_pct: float = 50.0
+    reduction_factor: int = 2
+
+    def validate(self) -> None:
+        _choice("scheduler.type", self.type, SCHEDULERS)
+        if not 0 < self.grace_pruned_pct < 100:
+            raise SpecError(f"scheduler.grace_pruned_pct is the % of weights pruned before a trial can be stopped, in (0, 100); got {self.grace_pruned_pct}")
+        if self.reduction_factor < 2:
+            raise SpecError("scheduler.reduction_factor must be >= 2")
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    num_samples: int = 8
+    time_budget_s: float | None = None
+
+    def validate(self) -> None:
+        if self.num_samples < 1:
+            raise SpecError(f"budget.num_samples must be >= 1, got {self.num_samples}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise SpecError("budget.time_budget_s must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def validate(self) -> None:
+        if self.cpu <= 0 or self.gpu < 0:
+            raise SpecError(f"resources need cpu > 0 and gpu >= 0, got cpu={self.cpu} gpu={self.gpu}")
+        if self.gpu > 1 and self.gpu != int(self.gpu):
+            raise SpecError(f"resources.gpu above 1 must be a whole number, got {self.gpu}")
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    results: str = "results"
+    tune: str | None = None
+    optuna: str | None = None
+
+    def tune_path(self) -> str:
+        if self.tune:
+            return self.tune if "://" in self.tune else str(Path(self.tune).expanduser().resolve())
+        return str(Path(self.results).expanduser().resolve() / "_tune")
+
+    def optuna_url(self, study: str) -> str:
+        """A journal file path (default) or an RDB URL (sqlite:///..., postgresql://...)."""
+        if self.optuna:
+            return self.optuna
+        return str(Path(self.results).expanduser().resolve() / "_optuna" / f"{study}.journal")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    base: dict[str, Any]
+    search: dict[str, ParamSpec] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    sampler: str = "tpe"
+    sampler_seed: int | None = 0
+    scheduler: SchedulerSpec | None = None
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    max_concurrent: int = 2
+    max_failures: int = 2
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    storage: StorageSpec = field(default_factory=StorageSpec)
+
+    def validate(self) -> None:
+        from study.results import _check_name
+
+        try:
+            _check_name("study name", self.name)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+        base = self.base_spec()
+        _choice("sampler", self.sampler, SAMPLERS)
+        self.objective.validate(self.sampler)
+        self.budget.validate()
+        self.resources.validate()
+        if self.scheduler is not None:
+            self.scheduler.validate()
+            if self.objective.name == "pareto":
+                raise SpecError("a scheduler stops trials early on one metric; remove it for the multi-objective pareto objective")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise SpecError(f"seeds must be a non-empty list of distinct integers, got {list(self.seeds)}")
+        if self.max_concurrent < 1 or self.max_failures < 0:
+            raise SpecError("max_concurrent must be >= 1 and max_failures >= 0")
+        for name, param in self.search.items():
+            param.validate(name)
+            _lookup(base.to_dict(), name)
+            for other in param.when:
+                if other not in self.search and other not in ("strategy",):
+                    raise SpecError(f"search.{name}.when names '{other}', which is not a searched parameter")
+            conditions = {k: allowed[0] for k, allowed in param.when.items()}
+            for value in param.edges():
+                self.lineage_spec({**conditions, name: value}, where=f"search.{name}={value}")
+        if self.sampler == "grid":
+            for name, param in self.search.items():
+                param.grid(name)
+
+    def base_spec(self) -> LineageSpec:
+        try:
+            return lineage_spec_from_dict(self.base)
+        except SpecError as e:
+            raise SpecError(f"base: {e}") from None
+
+    def lineage_spec(self, params: dict[str, Any], seed: int | None = None, where: str = "") -> LineageSpec:
+        """The base lineage with searched values applied (dotted paths: train.lr, prune.rates.fc)."""
+        raw = copy.deepcopy(self.base)
+        for name, value in params.items():
+            _assign(raw, name, value)
+        if seed is not None:
+            raw["seed"] = seed
+        try:
+            return lineage_spec_from_dict(raw)
+        except SpecError as e:
+            raise SpecError(f"{where or 'trial'}: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _lookup(raw: dict, dotted: str) -> None:
+    node: Any = raw
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, dict) and (part in node or (i == len(parts) - 1 and parts[i - 1] == "rates")):
+            node = node.get(part)
+            continue
+        raise SpecError(f"search.{dotted}: the lineage spec has no '{'.'.join(parts[: i + 1])}'; "
+                        f"searchable names look like train.lr, prune.rates.fc, rewind_iteration, strategy")
+
+
+def _assign(raw: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def load_study_spec(path: str | Path) -> StudySpec:
+    raw = load_yaml(path)
+    if not isinstance(raw, dict) or "study" not in raw:
+        raise SpecError(f"{path}: a study spec starts with a top-level 'study:' mapping")
+    try:
+        spec = build(StudySpec, raw["study"], "study")
+        spec.validate()
+    except SpecError as e:
+        raise SpecError(f"{path}: {e}") from None
+    return spec

@@ -1,0 +1,201 @@
+"""Ray Tune + Optuna adapter: one trial = one configuration's lineage (one per seed, stepped
+round by round together), reported to Tune after every round with a checkpoint that carries the
+lineage state (θ_k and mask included). The lineage engine does the work; this only schedules it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from study.objectives import RoundPoint, objective_metrics, pareto_front
+from study.runner import LakeLineage
+from study.study_spec import StudySpec
+
+FAULT_ENV = "STUDY_INJECT_FAULT"  # "<round>:<marker dir>": every trial raises once at that round (recovery tests)
+
+
+def optuna_storage(url: str) -> optuna.storages.BaseStorage:
+    if "://" in url:
+        return optuna.storages.RDBStorage(url)
+    Path(url).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+
+
+def make_sampler(study: StudySpec) -> optuna.samplers.BaseSampler:
+    seed = study.sampler_seed
+    if study.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if study.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if study.sampler == "grid":
+        return optuna.samplers.GridSampler({n: p.grid(n) for n, p in study.search.items()}, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+class DefineByRunSpace:
+    """The Optuna define-by-run space (a picklable callable: Tune saves the searcher with the
+    experiment). A parameter with `when` exists only while its condition holds."""
+
+    def __init__(self, study: StudySpec) -> None:
+        self.search = study.search
+        self.base = study.base_spec().to_dict()
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, p in self.search.items():
+            if any(values.get(k, self.base.get(k)) not in allowed for k, allowed in p.when.items()):
+                continue
+            if p.type == "categorical":
+                values[name] = trial.suggest_categorical(name, list(p.choices))
+            elif p.type == "int":
+                values[name] = trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1))
+            else:
+                values[name] = trial.suggest_float(name, p.low, p.high, log=p.type == "log_float",
+                                                   step=p.step if p.type == "float" else None)
+        return {"optuna_trial_number": trial.number}
+
+
+def _maybe_inject_fault(trial_id: str, round_: int) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    at, marker_dir = spec.split(":", 1)
+    marker = Path(marker_dir) / trial_id
+    if round_ == int(at) and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        raise RuntimeError(f"injected fault in trial {trial_id} at round {round_} ({FAULT_ENV})")
+
+
+def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
+    """The Tune function trainable."""
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id()
+    params = {k: v for k, v in config.items() if k in study.search}
+    threads = max(1, int(study.resources.cpu))
+    device = "cuda" if study.resources.gpu > 0 else "cpu"
+    workdir = Path(tempfile.mkdtemp(prefix=f"study-{trial_id}-"))
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint:
+            with checkpoint.as_directory() as saved:
+                shutil.copytree(saved, workdir, dirs_exist_ok=True)
+        node_id = ray.get_runtime_context().get_node_id()
+        lineages = [
+            LakeLineage(study.lineage_spec(params, seed), study.storage.results, study=study.name,
+                        trial_id=f"{trial_id}-s{seed}", workdir=workdir / f"seed={seed}", device=device,
+                        threads=threads, optuna_trial_number=config.get("optuna_trial_number"), node_id=node_id)
+            for seed in study.seeds
+        ]
+        points = [_mean_point(rs) for rs in zip(*(lin.previous for lin in lineages))]
+        for results in zip(*lineages):
+            points.append(_mean_point(results))
+            _maybe_inject_fault(trial_id, results[0].round)
+            tune.report(_metrics(study, results, points), checkpoint=Checkpoint.from_directory(str(workdir)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _mean_point(results) -> RoundPoint:
+    n = len(results)
+    return RoundPoint(sum(r.remaining_pct for r in results) / n, sum(r.test_acc for r in results) / n)
+
+
+def _metrics(study: StudySpec, results, points: list[RoundPoint]) -> dict[str, Any]:
+    n = len(results)
+    point = points[-1]
+    return {
+        "round": results[0].round,
+        "remaining_pct": point.remaining_pct,
+        "pruned_pct": 100.0 - point.remaining_pct,
+        "test_acc": point.test_acc,
+        "val_acc": sum(r.val_acc for r in results) / n,
+        "early_stop_iteration": sum(r.early_stop_iteration for r in results) / n,
+        "dense_test_acc": points[0].test_acc,
+        "iterations": sum(r.iterations for r in results),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        **objective_metrics(points, study.objective.name, study.objective.tolerance,
+                            study.objective.target_remaining),
+    }
+
+
+@dataclass
+class StudyOutcome:
+    best: list[dict[str, Any]]         # the best configuration, or the Pareto set
+    trials: list[dict[str, Any]]       # every Optuna trial: number, state, params, values
+    results_root: str
+    tune_path: str
+    optuna_storage: str
+    errors: int
+
+
+def prepare(study: StudySpec) -> StudySpec:
+    """Absolute storage paths, so trials on any node (and in Tune's per-trial working
+    directories) write to the same place."""
+    storage = study.storage
+    results = storage.results if "://" in storage.results else str(Path(storage.results).expanduser().resolve())
+    return dataclasses.replace(study, storage=dataclasses.replace(
+        storage, results=results, tune=storage.tune_path(), optuna=storage.optuna_url(study.name)))
+
+
+def run_study(study: StudySpec, *, address: str | None = None,
+              callbacks: list[tune.Callback] | None = None) -> StudyOutcome:
+    study = prepare(study)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    metrics, modes = study.objective.metrics, study.objective.modes
+    multi = len(metrics) > 1
+    trainable = tune.with_resources(tune.with_parameters(lineage_trial, study=study),
+                                    {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
+    path = f"{study.storage.tune.rstrip('/')}/{study.name}"
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        searcher = OptunaSearch(DefineByRunSpace(study), metric=metrics if multi else metrics[0],
+                                mode=modes if multi else modes[0], sampler=make_sampler(study),
+                                study_name=study.name, storage=optuna_storage(study.storage.optuna))
+        scheduler = None
+        if study.scheduler:
+            scheduler = ASHAScheduler(time_attr="pruned_pct", metric=metrics[0], mode=modes[0], max_t=100,
+                                      grace_period=study.scheduler.grace_pruned_pct,
+                                      reduction_factor=study.scheduler.reduction_factor)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                        num_samples=study.budget.num_samples,
+                                        max_concurrent_trials=study.max_concurrent,
+                                        time_budget_s=study.budget.time_budget_s),
+            run_config=RunConfig(name=study.name, storage_path=study.storage.tune, verbose=0,
+                                 failure_config=FailureConfig(max_failures=study.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 callbacks=callbacks or []),
+        )
+    grid = tuner.fit()
+    return _outcome(study, metrics, modes, grid.num_errors)
+
+
+def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int) -> StudyOutcome:
+    ostudy = optuna.load_study(study_name=study.name, storage=optuna_storage(study.storage.optuna))
+    trials = [{"number": t.number, "state": t.state.name, "params": t.params,
+               "values": t.values, "tune_trial_id": None} for t in ostudy.trials]
+    done = [t for t in trials if t["state"] == "COMPLETE" and t["values"]]
+    if len(metrics) > 1:
+        front = pareto_front([tuple(t["values"]) for t in done], modes)
+        best = [done[i] for i in front]
+    else:
+        sign = 1 if modes[0] == "max" else -1
+        best = sorted(done, key=lambda t: -sign * t["values"][0])[:1]
+    return StudyOutcome(best, trials, study.storage.results, f"{study.storage.tune}/{study.name}",
+                        study.storage.optuna, errors)
