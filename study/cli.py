@@ -66,6 +66,56 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    import dataclasses
+
+    from study.study_spec import load_study_spec
+
+    study = load_study_spec(args.space)  # every check runs before Ray starts
+    if args.results:
+        study = dataclasses.replace(study, storage=dataclasses.replace(study.storage, results=args.results))
+    from study.tune import run_study
+    from study.tune_progress import StudyProgress
+
+    metric, mode = study.objective.metrics[0], study.objective.modes[0]
+    progress = StudyProgress(metric, mode, study.budget.num_samples, console)
+    where = f"the Ray cluster at {args.address}" if args.address else "a local Ray instance"
+    console.print(f"study {study.name}: {study.budget.num_samples} trials x {len(study.seeds)} seed(s), "
+                  f"objective {study.objective.name}, sampler {study.sampler}, on {where}")
+    outcome = run_study(study, address=args.address, callbacks=[progress])
+    _print_outcome(console, study, outcome)
+    return 0 if outcome.errors == 0 else 1
+
+
+def _print_outcome(console: Console, study, outcome) -> None:
+    states = {}
+    for t in outcome.trials:
+        states[t["state"]] = states.get(t["state"], 0) + 1
+    console.print("optuna trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
+    title = "Pareto set" if len(study.objective.metrics) > 1 else "best configuration"
+    table = Table(title=title, title_justify="left")
+    table.add_column("optuna trial", justify="right")
+    params = sorted({k for t in outcome.best for k in t["params"]})
+    for name in params:
+        table.add_column(name, justify="right")
+    for metric in study.objective.metrics:
+        table.add_column(metric, justify="right")
+    for t in outcome.best:
+        table.add_row(str(t["number"]), *[_fmt(t["params"].get(p)) for p in params], *[_fmt(v) for v in t["values"]])
+    console.print(table)
+    console.print(f"results lake: {outcome.results_root}   (study results {outcome.results_root} --study {study.name})")
+    console.print(f"tune experiment: {outcome.tune_path}")
+    console.print(f"optuna storage: {outcome.optuna_storage}")
+    if outcome.errors:
+        console.print(f"[red]{outcome.errors} trial(s) failed for good; their finished rounds are in the lake[/red]")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
     from study.summary import summarize
 
@@ -127,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start at round 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_lineage)
+
+    p = sub.add_parser("tune", help="run a study (Optuna search of lineages on Ray Tune); re-run to resume")
+    p.add_argument("space", help="a study YAML, e.g. search_spaces/studies/fashion_mnist_demo.yaml")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (default: start a local one)")
+    p.add_argument("--results", default=None, help="override storage.results (the lake root)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("plan", help="show the rounds and exact per-group weight counts a spec will run")
     p.add_argument("spec")

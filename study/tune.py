@@ -100,7 +100,11 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
             for seed in study.seeds
         ]
         points = [_mean_point(rs) for rs in zip(*(lin.previous for lin in lineages))]
-        for results in zip(*lineages):
+        while True:
+            # next() on every lineage (zip would stop at the first one), so each one finishes
+            results = [next(lin, None) for lin in lineages]
+            if any(r is None for r in results):
+                break
             points.append(_mean_point(results))
             _maybe_inject_fault(trial_id, results[0].round)
             tune.report(_metrics(study, results, points), checkpoint=Checkpoint.from_directory(str(workdir)))

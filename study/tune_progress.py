@@ -1,0 +1,72 @@
+"""A live progress table for `study tune`: trials running/done/failed, rounds done and the best
+objective so far (a Tune callback, driven by the Tune controller in the driver)."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from ray import tune
+
+
+class StudyProgress(tune.Callback):
+    def __init__(self, metric: str, mode: str, num_samples: int, console: Console | None = None) -> None:
+        self.metric, self.mode, self.num_samples = metric, mode, num_samples
+        self.console = console
+        self.trials: dict[str, dict[str, Any]] = {}
+        self._live: Live | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment
+        return {**self.__dict__, "_live": None, "console": None}
+
+    def setup(self, **info) -> None:
+        self.console = self.console or Console()
+        self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
+        self._live.start()
+
+    def _update(self, trial, **changes) -> None:
+        self.trials.setdefault(trial.trial_id, {"status": "pending", "rounds": 0, "value": None}).update(changes)
+        if self._live:
+            self._live.update(self.render())
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._update(trial, status="running")
+
+    def on_trial_restore(self, iteration, trials, trial, **info) -> None:
+        self._update(trial, status="running")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._update(trial, rounds=int(result.get("round", 0)) + 1, value=result.get(self.metric))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._update(trial, status="done")
+        if self._live and not self.console.is_terminal:
+            t = self.trials[trial.trial_id]
+            self.console.print(f"trial {trial.trial_id} done: {t['rounds']} rounds, {self.metric} = {t['value']}")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._update(trial, status="failed")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self._live:
+            self._live.update(self.render())
+            self._live.stop()
+            self._live = None
+
+    def best(self) -> float | None:
+        values = [t["value"] for t in self.trials.values() if t["value"] is not None]
+        if not values:
+            return None
+        return max(values) if self.mode == "max" else min(values)
+
+    def render(self) -> Table:
+        status = [t["status"] for t in self.trials.values()]
+        table = Table(title="study progress", title_justify="left")
+        for col in ("trials", "running", "done", "failed", "rounds done", f"best {self.metric} ({self.mode})"):
+            table.add_column(col, justify="right")
+        best = self.best()
+        table.add_row(f"{len(status)}/{self.num_samples}", str(status.count("running")), str(status.count("done")),
+                      str(status.count("failed")), str(sum(t["rounds"] for t in self.trials.values())),
+                      "-" if best is None else f"{best:.4g}")
+        return table
