@@ -74,8 +74,12 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     study = load_study_spec(args.space)  # every check runs before Ray starts
     if args.results:
         study = dataclasses.replace(study, storage=dataclasses.replace(study.storage, results=args.results))
+    import logging
+
     from study.tune import run_study
     from study.tune_progress import StudyProgress
+
+    logging.getLogger("ray").setLevel(logging.WARNING)
 
     metric, mode = study.objective.metrics[0], study.objective.modes[0]
     progress = StudyProgress(metric, mode, study.budget.num_samples, console)

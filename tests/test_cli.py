@@ -57,7 +57,7 @@ def test_plan_and_empty_results(tmp_path, capsys):
 def test_every_ready_spec_validates_and_plans():
     from study.lineage import plan_lineage
 
-    specs = sorted((ROOT / "search_spaces").rglob("*.yaml"))
+    specs = sorted(p for p in (ROOT / "search_spaces").rglob("*.yaml") if "studies" not in p.parts)
     assert len(specs) >= 9
     for path in specs:
         spec = load_lineage_spec(path)
@@ -84,3 +84,13 @@ def test_fashion_mnist_lineage_end_to_end(tmp_path, capsys):
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert all(r["test_acc"] > 0.75 for r in rows), [r["test_acc"] for r in rows]
     assert rows[2]["remaining_pct"] < 65
+
+
+def test_every_ready_study_validates():
+    from study.study_spec import load_study_spec
+
+    studies = sorted((ROOT / "search_spaces" / "studies").glob("*.yaml"))
+    assert len(studies) >= 4
+    for path in studies:
+        study = load_study_spec(path)
+        assert study.search and study.base_spec().model

@@ -107,3 +107,19 @@ def test_concurrent_staging_of_a_flat_folder(tmp_path, monkeypatch):
     outs = [p.communicate() for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-300:] for o in outs]
     assert [o[0].strip() for o in outs] == ["2900"] * 4
+
+
+def test_second_load_comes_from_the_tensor_cache_without_torchvision(tmp_path):
+    import subprocess
+    import sys
+
+    write_idx(tmp_path / "MNIST" / "raw", n_train=50, n_test=10)
+    env = {**__import__("os").environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")}
+    code = (f"import sys; from study.data import load_task; from study.specs import DataSpec; "
+            f"t = load_task('mnist', DataSpec(root={str(tmp_path)!r}, validation_size=10), batch_size=5, seed=0); "
+            f"print(float(t.train_x.sum()), 'torchvision' in sys.modules)")
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.split()[1] == "True" and second.stdout.split()[1] == "False"
+    assert first.stdout.split()[0] == second.stdout.split()[0]
+    assert len(list((tmp_path / "cache" / "tensors").glob("mnist-*.pt"))) == 1

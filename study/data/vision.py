@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets as tvd
 
 from study.specs import DataSpec, SpecError
 
@@ -30,7 +29,7 @@ _CIFAR = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_
 
 @dataclass(frozen=True)
 class VisionSource:
-    torchvision_class: type
+    torchvision_class: str
     folder: str
     files: tuple[str, ...]
     mean: tuple[float, ...]
@@ -39,20 +38,30 @@ class VisionSource:
     augment: bool
 
 
-class _LocalCIFAR10(tvd.CIFAR10):
-    """torchvision's CIFAR10 that accepts any complete local copy: without md5 sums it checks
-    that the files exist (it otherwise insists on the original archive's sums, which rejects
-    re-packed folders). Downloads are still verified by torchvision's own archive check."""
+def torchvision_dataset(name: str) -> type:
+    """The torchvision dataset class (imported only when raw files must be read: torchvision
+    takes about a second to import, which every trial of a study would pay)."""
+    from torchvision import datasets as tvd
 
-    train_list = [[name, None] for name, _ in tvd.CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in tvd.CIFAR10.test_list]
-    meta = {**tvd.CIFAR10.meta, "md5": None}
+    if name != "CIFAR10":
+        return getattr(tvd, name)
+
+    class LocalCIFAR10(tvd.CIFAR10):
+        """torchvision's CIFAR10 that accepts any complete local copy: without md5 sums it
+        checks that the files exist (it otherwise insists on the original archive's sums,
+        which rejects re-packed folders). Downloads are still verified by torchvision."""
+
+        train_list = [[n, None] for n, _ in tvd.CIFAR10.train_list]
+        test_list = [[n, None] for n, _ in tvd.CIFAR10.test_list]
+        meta = {**tvd.CIFAR10.meta, "md5": None}
+
+    return LocalCIFAR10
 
 
 SOURCES = {
-    "mnist": VisionSource(tvd.MNIST, "MNIST/raw", tuple(_IDX), (0.1307,), (0.3081,), (1, 28, 28), False),
-    "fashion_mnist": VisionSource(tvd.FashionMNIST, "FashionMNIST/raw", tuple(_IDX), (0.2860,), (0.3530,), (1, 28, 28), False),
-    "cifar10": VisionSource(_LocalCIFAR10, "cifar-10-batches-py", tuple(_CIFAR),
+    "mnist": VisionSource("MNIST", "MNIST/raw", tuple(_IDX), (0.1307,), (0.3081,), (1, 28, 28), False),
+    "fashion_mnist": VisionSource("FashionMNIST", "FashionMNIST/raw", tuple(_IDX), (0.2860,), (0.3530,), (1, 28, 28), False),
+    "cifar10": VisionSource("CIFAR10", "cifar-10-batches-py", tuple(_CIFAR),
                             (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32), True),
 }
 
@@ -111,7 +120,7 @@ def find_root(name: str, spec: DataSpec) -> Path:
                 return staged
     if spec.download:
         target = looked[0]
-        source.torchvision_class(str(target), train=True, download=True)
+        torchvision_dataset(source.torchvision_class)(str(target), train=True, download=True)
         return target
     where = ", ".join(str(r) for r in looked)
     hint = ("apt-get install dataset-fashion-mnist, or " if name == "fashion_mnist" else "")
@@ -130,13 +139,29 @@ def _as_nchw_uint8(data) -> torch.Tensor:
 
 
 def load_raw(name: str, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train images uint8 NCHW, train labels, test images, test labels) via torchvision."""
+    """(train images uint8 NCHW, train labels, test images, test labels), read by torchvision's
+    dataset class once and then from a tensor cache keyed by the files' location and mtime."""
     source = SOURCES[name]
-    root = str(find_root(name, spec))
-    train = source.torchvision_class(root, train=True, download=False)
-    test = source.torchvision_class(root, train=False, download=False)
-    return (_as_nchw_uint8(train.data), torch.as_tensor(np.asarray(train.targets), dtype=torch.long),
-            _as_nchw_uint8(test.data), torch.as_tensor(np.asarray(test.targets), dtype=torch.long))
+    root = find_root(name, spec)
+    first = root / source.folder / source.files[0]
+    key = hashlib.sha256(f"{first.resolve()}:{first.stat().st_mtime_ns}:{first.stat().st_size}".encode()).hexdigest()[:16]
+    cached = cache_dir() / "tensors" / f"{name}-{key}.pt"
+    if cached.is_file():
+        try:
+            blob = torch.load(cached, weights_only=True)
+            return blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"]
+        except Exception:
+            cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt from the files
+    cls = torchvision_dataset(source.torchvision_class)
+    train = cls(str(root), train=True, download=False)
+    test = cls(str(root), train=False, download=False)
+    tensors = (_as_nchw_uint8(train.data), torch.as_tensor(np.asarray(train.targets), dtype=torch.long),
+               _as_nchw_uint8(test.data), torch.as_tensor(np.asarray(test.targets), dtype=torch.long))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.parent / f".{cached.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    torch.save(dict(zip(("train_x", "train_y", "test_x", "test_y"), tensors)), tmp)
+    os.replace(tmp, cached)
+    return tensors
 
 
 def synthetic_raw(shape: tuple[int, int, int], n: int, seed: int, num_classes: int = 10):
