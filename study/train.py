@@ -49,9 +49,13 @@ class TrainResult:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """cpu, or a CUDA device with its index (cuda -> cuda:<current>); None/'auto' picks CUDA when present."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def lr_at(spec: TrainSpec, iteration: int) -> float:
