@@ -3,6 +3,7 @@ and a compaction step.
 
     <root>/rounds/study=<s>/strategy=<k>/<trial>-r<round:03d>.parquet   one row per lineage-round
     <root>/lineages/study=<s>/strategy=<k>/<trial>.parquet              config, status, ids
+    <root>/studies/study=<s>/study.parquet                               a search's space and objective
 
 Files are written to a dot-prefixed temp file in the same folder and renamed into place, so a
 re-run round replaces its own file and no reader ever sees half a file. `study` and `strategy`
@@ -92,6 +93,17 @@ LINEAGE_FIELDS = [
     pa.field("updated_at", _TS),
 ]
 
+STUDY_FIELDS = [
+    pa.field("study", _CAT, nullable=False),
+    pa.field("objective", pa.string()),
+    pa.field("metrics", pa.list_(pa.string())),
+    pa.field("modes", pa.list_(pa.string())),
+    pa.field("search_json", pa.string()),
+    pa.field("spec_json", pa.string()),
+    pa.field("code_version", pa.string()),
+    pa.field("written_at", _TS),
+]
+
 
 def _schema(fields: list[pa.Field], table: str) -> pa.Schema:
     return pa.schema(fields, metadata={b"study.schema_version": SCHEMA_VERSION.encode(),
@@ -100,6 +112,7 @@ def _schema(fields: list[pa.Field], table: str) -> pa.Schema:
 
 ROUNDS_SCHEMA = _schema(ROUND_FIELDS, "rounds")
 LINEAGES_SCHEMA = _schema(LINEAGE_FIELDS, "lineages")
+STUDIES_SCHEMA = _schema(STUDY_FIELDS, "studies")
 STATUSES = ("running", "finished", "failed", "diverged")
 _SAFE = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
@@ -164,6 +177,11 @@ def write_lineage(root: str | Path, row: dict[str, Any]) -> Path:
     return write_atomic(to_table([row], LINEAGES_SCHEMA), path)
 
 
+def write_study(root: str | Path, row: dict[str, Any]) -> Path:
+    _check_name("study", row["study"])
+    return write_atomic(to_table([row], STUDIES_SCHEMA), Path(root) / "studies" / f"study={row['study']}" / "study.parquet")
+
+
 @dataclass
 class LakeRead:
     """What a read found: the table (canonical schema) and the files it had to skip, with why."""
@@ -217,6 +235,10 @@ def read_rounds(root: str | Path, study: str | None = None) -> LakeRead:
 
 def read_lineages(root: str | Path, study: str | None = None) -> LakeRead:
     return _read(_files(Path(root), "lineages", study), LINEAGES_SCHEMA, ["study", "trial_id"])
+
+
+def read_studies(root: str | Path, study: str | None = None) -> LakeRead:
+    return _read(_files(Path(root), "studies", study), STUDIES_SCHEMA, ["study"])
 
 
 def duckdb_rounds_sql(root: str | Path) -> str:

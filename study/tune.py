@@ -20,8 +20,10 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from study.objectives import RoundPoint, objective_metrics, pareto_front
+from study.results import write_study
 from study.runner import LakeLineage
 from study.study_spec import StudySpec
+from study.version import code_version
 
 FAULT_ENV = "STUDY_INJECT_FAULT"  # "<round>:<marker dir>": every trial raises once at that round (recovery tests)
 
@@ -186,8 +188,22 @@ def run_study(study: StudySpec, *, address: str | None = None,
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
                                  callbacks=callbacks or []),
         )
+    _record_study(study)
     grid = tuner.fit()
     return _outcome(study, metrics, modes, grid.num_errors)
+
+
+def _record_study(study: StudySpec) -> None:
+    """The search space and objective, in the lake, so readers need nothing but Parquet."""
+    import datetime as dt
+    import json
+
+    write_study(study.storage.results, {
+        "study": study.name, "objective": study.objective.name, "metrics": study.objective.metrics,
+        "modes": study.objective.modes, "search_json": json.dumps(dataclasses.asdict(study)["search"], sort_keys=True),
+        "spec_json": json.dumps(study.to_dict(), sort_keys=True, default=str), "code_version": code_version(),
+        "written_at": dt.datetime.now(dt.timezone.utc),
+    })
 
 
 def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int) -> StudyOutcome:

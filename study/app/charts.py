@@ -1,0 +1,69 @@
+"""Altair charts of the app (checked in tests through their Vega-Lite specs)."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+REMAINING_AXIS = alt.X("remaining_pct:Q", title="% of weights remaining (log scale)",
+                       scale=alt.Scale(type="log", reverse=True, nice=False))
+
+
+def band_chart(bands: pd.DataFrame, title: str, y_title: str) -> alt.Chart:
+    """Mean line per series against % remaining (log axis, reversed as in the paper), with a
+    95% band over seeds."""
+    base = alt.Chart(bands).encode(x=REMAINING_AXIS, color=alt.Color("series:N", title="strategy"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title, scale=alt.Scale(zero=False)),
+                                              y2="hi:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)),
+        tooltip=["series", "round", alt.Tooltip("remaining_pct:Q", format=".2f"),
+                 alt.Tooltip("mean:Q", format=".4f"), "n"])
+    return (band + line).properties(title=title, height=360)
+
+
+def curves_chart(curves: pd.DataFrame) -> alt.Chart:
+    return alt.Chart(curves).mark_line().encode(
+        x=alt.X("iteration:Q", title="training iteration"),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+        color=alt.Color("round:O", title="round"),
+        row=alt.Row("metric:N", title=None),
+        tooltip=["round", "iteration", alt.Tooltip("value:Q", format=".4f")],
+    ).properties(height=180).resolve_scale(y="independent")
+
+
+def sparsity_heatmap(cells: pd.DataFrame) -> alt.Chart:
+    return alt.Chart(cells).mark_rect().encode(
+        x=alt.X("round:O", title="round"),
+        y=alt.Y("layer:N", title="layer / group", sort=None),
+        color=alt.Color("remaining_pct:Q", title="% remaining", scale=alt.Scale(scheme="viridis", domain=[0, 100])),
+        tooltip=["layer", "round", alt.Tooltip("remaining_pct:Q", format=".2f")],
+    ).properties(height=max(120, 28 * cells["layer"].nunique()), title="per-layer sparsity")
+
+
+def param_scatter(trials: pd.DataFrame, param: str, objective: str) -> alt.Chart:
+    kind = "Q" if pd.api.types.is_numeric_dtype(trials[param]) else "N"
+    return alt.Chart(trials).mark_circle(size=70).encode(
+        x=alt.X(f"{param}:{kind}", title=param, scale=alt.Scale(zero=False) if kind == "Q" else alt.Undefined),
+        y=alt.Y(f"{objective}:Q", title=objective, scale=alt.Scale(zero=False)),
+        tooltip=["optuna trial", param, alt.Tooltip(f"{objective}:Q", format=".4f")],
+    ).properties(height=240, title=f"{param} vs {objective}")
+
+
+def importance_chart(importance: pd.DataFrame) -> alt.Chart:
+    return alt.Chart(importance).mark_bar().encode(
+        x=alt.X("importance:Q", title="importance"),
+        y=alt.Y("parameter:N", sort="-x", title=None),
+        color=alt.Color("objective:N"),
+        yOffset="objective:N",
+    ).properties(title="parameter importance (Optuna)", height=max(120, 40 * importance["parameter"].nunique()))
+
+
+def pareto_chart(trials: pd.DataFrame, x: str, y: str) -> alt.Chart:
+    points = alt.Chart(trials).mark_circle(size=80).encode(
+        x=alt.X(f"{x}:Q", title=x, scale=alt.Scale(type="log", reverse=True, nice=False)),
+        y=alt.Y(f"{y}:Q", title=y, scale=alt.Scale(zero=False)),
+        color=alt.Color("pareto:N", title="Pareto set", scale=alt.Scale(domain=[True, False], range=["#d62728", "#9e9e9e"])),
+        tooltip=["optuna trial", alt.Tooltip(f"{x}:Q", format=".2f"), alt.Tooltip(f"{y}:Q", format=".4f")],
+    )
+    front = alt.Chart(trials[trials["pareto"]].sort_values(x)).mark_line(color="#d62728").encode(x=f"{x}:Q", y=f"{y}:Q")
+    return (front + points).properties(title="Pareto front: accuracy vs sparsity", height=360)

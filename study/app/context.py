@@ -1,0 +1,52 @@
+"""What every page needs: the lake at the chosen root (cached until its files change), the
+sidebar filters, and readable messages for empty, partial or damaged lakes."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from study.app.lake import FILTERS, Lake, filter_rows, fingerprint, load_lake, unfinished_lineages
+
+
+@st.cache_data(show_spinner="Reading the results lake…", max_entries=4)
+def _cached_lake(root: str, _fingerprint: tuple, fp_key: str) -> Lake:
+    return load_lake(root)
+
+
+def current_lake() -> Lake:
+    root = st.session_state.get("root", "results")
+    fp = fingerprint(root)
+    return _cached_lake(root, fp, str(hash(fp)))
+
+
+def selected_filters() -> dict[str, list[str]]:
+    return {k: st.session_state.get(f"filter_{k}", []) for k in FILTERS}
+
+
+def filtered_rounds(lake: Lake) -> pd.DataFrame:
+    return filter_rows(lake.rounds, selected_filters())
+
+
+def require_rows(lake: Lake) -> pd.DataFrame:
+    """The filtered rounds, or a readable message and a stop when there is nothing to show."""
+    if not lake.exists:
+        st.info(f"No results lake at `{lake.root}` yet. Run `make demo`, `study tune SPACE.yaml` or "
+                f"`study lineage SPEC.yaml --results {lake.root}`, or point the sidebar at another lake.")
+        st.stop()
+    if lake.skipped:
+        st.warning(f"{len(lake.skipped)} unreadable file(s) were skipped (truncated or not Parquet): "
+                   + "; ".join(s.split(':')[0] for s in lake.skipped[:5]))
+    waiting = unfinished_lineages(lake)
+    if len(waiting):
+        counts = waiting["status"].value_counts().to_dict()
+        st.caption("Not finished: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+                   + " lineage(s); their finished rounds are shown (interrupted ones resume when re-run).")
+    if lake.empty:
+        st.info(f"The lake at `{lake.root}` holds no finished rounds yet; a running study shows up here as its "
+                "rounds land.")
+        st.stop()
+    rows = filtered_rounds(lake)
+    if rows.empty:
+        st.info("No rounds match the filters in the sidebar.")
+        st.stop()
+    return rows

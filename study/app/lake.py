@@ -1,0 +1,132 @@
+"""What the app knows of the results lake: read with the canonical schemas (Parquet only), turned
+into pandas frames, and the aggregations every page shares (series, seed means, bands)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from study.results import read_lineages, read_rounds, read_studies
+
+FILTERS = ("study", "model", "dataset", "strategy")
+
+
+def fingerprint(root: str | Path) -> tuple:
+    """(path, mtime, size) of every Parquet file: changes whenever a round or status lands."""
+    root = Path(root)
+    out = []
+    for kind in ("rounds", "lineages", "studies"):
+        base = root / kind
+        if base.is_dir():
+            for p in base.rglob("*.parquet"):
+                if not p.name.startswith("."):
+                    st = p.stat()
+                    out.append((str(p.relative_to(root)), st.st_mtime_ns, st.st_size))
+    return tuple(sorted(out))
+
+
+@dataclass
+class Lake:
+    root: str
+    exists: bool
+    rounds_table: pa.Table
+    rounds: pd.DataFrame
+    lineages: pd.DataFrame
+    studies: pd.DataFrame
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.rounds.empty
+
+
+def _plain(table: pa.Table) -> pd.DataFrame:
+    df = table.to_pandas()
+    for name in df.columns:
+        if isinstance(df[name].dtype, pd.CategoricalDtype):
+            df[name] = df[name].astype(str)
+        elif pa.types.is_map(table.schema.field(name).type):
+            df[name] = df[name].map(lambda v: dict(v) if v is not None else None)
+    return df
+
+
+def _config_id(config_json: str | None) -> str:
+    """A configuration's id: its lineage config without the seed (seeds are replicates)."""
+    if not isinstance(config_json, str) or not config_json:
+        return "?"
+    cfg = json.loads(config_json)
+    cfg.pop("seed", None)
+    cfg.get("data", {}).pop("root", None)
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def load_lake(root: str | Path) -> Lake:
+    root = Path(root)
+    rounds = read_rounds(root)
+    lineages = read_lineages(root)
+    studies = read_studies(root)
+    r, lin, stu = _plain(rounds.table), _plain(lineages.table), _plain(studies.table)
+    lin["config_id"] = lin["config_json"].map(_config_id)
+    r = r.merge(lin[["study", "trial_id", "config_id", "optuna_trial_number", "status"]],
+                on=["study", "trial_id"], how="left")
+    r["config_id"] = r["config_id"].fillna(r["lineage_id"].str[-6:])
+    r["row"] = range(len(r))
+    return Lake(str(root), root.is_dir(), rounds.table, r, lin, stu,
+                rounds.skipped + lineages.skipped + studies.skipped)
+
+
+def filter_rows(df: pd.DataFrame, selected: dict[str, list[str]]) -> pd.DataFrame:
+    for key, values in selected.items():
+        if values:
+            df = df[df[key].isin(values)]
+    return df
+
+
+def unfinished_lineages(lake: Lake) -> pd.DataFrame:
+    """Lineages that are not finished: still running, interrupted (orphans) or failed."""
+    lin = lake.lineages
+    return lin[lin["status"] != "finished"] if not lin.empty else lin
+
+
+def with_series(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per strategy; a strategy run with several configurations gets one per config."""
+    df = df.copy()
+    configs = df.groupby("strategy")["config_id"].nunique()
+    df["series"] = [s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(df["strategy"], df["config_id"])]
+    return df
+
+
+def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Mean and 95% confidence band over seeds, per series and round."""
+    g = df.groupby(["series", "round"])
+    out = g.agg(remaining_pct=("remaining_pct", "mean"), mean=(value, "mean"), std=(value, "std"),
+                n=(value, "count")).reset_index()
+    half = [1.96 * s / math.sqrt(n) if n > 1 and pd.notna(s) else 0.0 for s, n in zip(out["std"], out["n"])]
+    out["lo"] = out["mean"] - half
+    out["hi"] = out["mean"] + half
+    out["metric"] = value
+    return out.drop(columns="std")
+
+
+def sparsest_tickets(df: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Per series: the sparsest round whose seed-mean test accuracy stays within `tolerance`
+    of the series' dense round, with its 95% confidence interval."""
+    bands = seed_bands(df, "test_acc")
+    rows = []
+    for series, g in bands.groupby("series"):
+        g = g.sort_values("round")
+        dense = g[g["round"] == 0]
+        if dense.empty:
+            continue
+        dense_acc = float(dense["mean"].iloc[0])
+        ok = g[g["mean"] >= dense_acc - tolerance]
+        best = ok.loc[ok["remaining_pct"].idxmin()]
+        rows.append({"series": series, "% remaining": round(best["remaining_pct"], 2), "round": int(best["round"]),
+                     "test acc": round(best["mean"], 4), "95% CI": f"[{best['lo']:.4f}, {best['hi']:.4f}]",
+                     "dense test acc": round(dense_acc, 4), "seeds": int(best["n"])})
+    return pd.DataFrame(rows)

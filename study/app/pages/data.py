@@ -1,0 +1,21 @@
+import io
+
+import pyarrow.parquet as pq
+import streamlit as st
+
+from study.app.context import current_lake, require_rows
+
+st.title("Data")
+lake = current_lake()
+rows = require_rows(lake)
+st.caption(f"{len(rows)} round row(s) match the filters. Downloads keep the lake's canonical schema (Parquet) "
+           "or flatten it (CSV).")
+shown = ["study", "strategy", "model", "dataset", "seed", "trial_id", "round", "remaining_pct",
+         "early_stop_iteration", "val_acc", "test_acc", "final_test_acc", "lr", "rewind_iteration", "wall_seconds"]
+st.dataframe(rows[shown], hide_index=True, width="stretch")
+table = lake.rounds_table.take(rows["row"].to_numpy())
+buf = io.BytesIO()
+pq.write_table(table, buf)
+c1, c2 = st.columns(2)
+c1.download_button("Download CSV", rows.drop(columns=["row"]).to_csv(index=False), "rounds.csv", "text/csv")
+c2.download_button("Download Parquet", buf.getvalue(), "rounds.parquet", "application/octet-stream")

@@ -1,0 +1,101 @@
+"""A study's trials as the lake records them: searched values from each lineage's config, the
+objective recomputed from its rounds (seed means), and Optuna's parameter importance on an
+in-memory study built from those rows. Nothing here reads Optuna's own storage."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import optuna
+import pandas as pd
+
+from study.app.lake import Lake
+from study.objectives import RoundPoint, objective_metrics, pareto_front
+
+
+def _get(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def study_info(lake: Lake, name: str) -> dict | None:
+    rows = lake.studies[lake.studies["study"] == name]
+    if rows.empty:
+        return None
+    row = rows.iloc[0]
+    spec = json.loads(row["spec_json"])
+    return {"objective": row["objective"], "metrics": list(row["metrics"]), "modes": list(row["modes"]),
+            "search": json.loads(row["search_json"]), "objective_spec": spec.get("objective", {})}
+
+
+def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
+    lin = lake.lineages[(lake.lineages["study"] == name) & lake.lineages["optuna_trial_number"].notna()
+                        & lake.lineages["config_json"].map(lambda c: isinstance(c, str))]
+    rounds = lake.rounds[lake.rounds["study"] == name]
+    obj = info["objective_spec"]
+    rows = []
+    for number, group in lin.groupby("optuna_trial_number"):
+        cfg = json.loads(group["config_json"].iloc[0])
+        params = {}
+        for pname, pspec in info["search"].items():
+            active = all(_get(cfg, k) in allowed for k, allowed in (pspec.get("when") or {}).items())
+            if active:
+                params[pname] = _get(cfg, pname)
+        r = rounds[rounds["trial_id"].isin(group["trial_id"])]
+        per_round = r.groupby("round").agg(remaining_pct=("remaining_pct", "mean"), test_acc=("test_acc", "mean"),
+                                           seeds=("trial_id", "nunique")).reset_index().sort_values("round")
+        complete = per_round[per_round["seeds"] == len(group)]
+        metrics = {}
+        if not complete.empty:
+            points = [RoundPoint(a, b) for a, b in zip(complete["remaining_pct"], complete["test_acc"])]
+            metrics = objective_metrics(points, info["objective"], obj.get("tolerance", 0.01),
+                                        obj.get("target_remaining"))
+        statuses = set(group["status"])
+        rows.append({"optuna trial": int(number), **params, **metrics, "seeds": len(group),
+                     "rounds done": len(complete), "status": "finished" if statuses == {"finished"} else
+                     ("failed" if statuses & {"failed", "diverged"} else "running")})
+    trials = pd.DataFrame(rows)
+    if not trials.empty and info["objective"] == "pareto":
+        done = trials.dropna(subset=info["metrics"])
+        front = pareto_front([tuple(v) for v in done[info["metrics"]].to_numpy()], info["modes"])
+        trials["pareto"] = trials.index.isin(done.index[front])
+    return trials
+
+
+def _distribution(spec: dict) -> optuna.distributions.BaseDistribution:
+    if spec["type"] == "categorical":
+        return optuna.distributions.CategoricalDistribution(list(spec["choices"]))
+    if spec["type"] == "int":
+        return optuna.distributions.IntDistribution(int(spec["low"]), int(spec["high"]), step=int(spec.get("step") or 1))
+    return optuna.distributions.FloatDistribution(spec["low"], spec["high"], log=spec["type"] == "log_float",
+                                                  step=spec.get("step") if spec["type"] == "float" else None)
+
+
+def importance(trials: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, str | None]:
+    """Optuna's default importance (PED-ANOVA in Optuna 5) per objective, on finished trials.
+    Values are handed to a minimising study, negated where the objective is maximised."""
+    metrics, modes = info["metrics"], info["modes"]
+    done = trials.dropna(subset=[m for m in metrics if m in trials]) if set(metrics) <= set(trials) else trials.iloc[:0]
+    if len(done) < 3:
+        return pd.DataFrame(), f"importance needs at least 3 trials with results; {len(done)} so far"
+    dists = {name: _distribution(spec) for name, spec in info["search"].items()}
+    study = optuna.create_study(directions=["minimize"] * len(metrics))
+    for _, row in done.iterrows():
+        params = {p: (row[p].item() if hasattr(row[p], "item") else row[p]) for p in dists if p in row and pd.notna(row[p])}
+        values = [(-1 if mode == "max" else 1) * float(row[m]) for m, mode in zip(metrics, modes)]
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={p: dists[p] for p in params},
+                                                  values=values))
+    out = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for i, metric in enumerate(metrics):
+                imp = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+                out += [{"parameter": p, "objective": metric, "importance": v} for p, v in imp.items()]
+    except (ValueError, RuntimeError) as e:
+        return pd.DataFrame(), f"Optuna could not rank the parameters yet: {e}"
+    return pd.DataFrame(out), None

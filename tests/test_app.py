@@ -1,0 +1,199 @@
+"""The Streamlit app (AppTest) on a small real lake written by the engine and a real Ray study."""
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from conftest import synthetic_spec_dict
+from study.results import ROUNDS_SCHEMA, round_path, write_lineage
+from study.runner import run_to_lake
+from study.specs import build, lineage_spec_from_dict
+from study.study_spec import StudySpec
+from study.tune import run_study
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGES = {"search": "study/app/pages/search.py", "lineage": "study/app/pages/lineage.py",
+         "data": "study/app/pages/data.py"}
+pytestmark = pytest.mark.timeout(600)
+
+
+def study(name, root, **kw):
+    raw = {"name": name, "base": synthetic_spec_dict(rounds=2), "sampler": "random", "max_concurrent": 2,
+           "budget": {"num_samples": 4}, "storage": {"results": str(root)},
+           "search": {"strategy": {"type": "categorical", "choices": ["imp", "random_reinit"]},
+                      "prune.rates.fc": {"type": "float", "low": 0.2, "high": 0.6}}}
+    raw.update(kw)
+    spec = build(StudySpec, raw, "study")
+    spec.validate()
+    return spec
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("applake")
+    for seed in (0, 1):  # two replicates of one configuration per strategy: bands over seeds
+        for strategy in ("imp", "random_prune"):
+            run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(strategy=strategy, seed=seed, rounds=3)), root,
+                        study="compare", threads=1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_study(study("searched", root, seeds=[0, 1], budget={"num_samples": 4}))
+        run_study(study("paretos", root, objective={"name": "pareto"}, sampler="nsga2",
+                        search={"prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.7},
+                                "rounds": {"type": "int", "low": 1, "high": 3}}))
+    finally:
+        ray.shutdown()
+    return root
+
+
+def app(root, monkeypatch, **filters) -> AppTest:
+    st.cache_data.clear()
+    monkeypatch.setenv("STUDY_RESULTS", str(root))
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, values in filters.items():
+        at.session_state[f"filter_{key}"] = values
+    return at.run()
+
+
+def specs(at):
+    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
+def layers(spec):
+    return spec.get("layer", [spec])
+
+
+def test_strategies_page_plots_accuracy_and_early_stop_against_log_remaining(lake, monkeypatch):
+    at = app(lake, monkeypatch, study=["compare"])
+    assert not at.exception
+    charts = specs(at)
+    assert len(charts) == 2
+    for spec, y in zip(charts, ("test_acc", "early_stop_iteration")):
+        line = layers(spec)[1]
+        x = line["encoding"]["x"]
+        assert x["field"] == "remaining_pct" and x["scale"]["type"] == "log" and x["scale"]["reverse"] is True
+        assert line["encoding"]["color"]["field"] == "series" and line["mark"]["type"] == "line"
+        band = layers(spec)[0]
+        assert band["mark"]["type"] == "area" and band["encoding"]["y2"]["field"] == "hi"
+    tickets = at.dataframe[0].value
+    assert set(tickets["series"]) == {"imp", "random_prune"}
+    assert (tickets["seeds"] == 2).all() and tickets["95% CI"].str.startswith("[").all()
+    assert (tickets["% remaining"] <= 100).all()
+
+
+def test_filters_narrow_every_page(lake, monkeypatch):
+    at = app(lake, monkeypatch, study=["compare"], strategy=["imp"])
+    assert not at.exception
+    assert set(at.dataframe[0].value["series"]) == {"imp"}
+    at.switch_page(PAGES["data"]).run()
+    table = at.dataframe[0].value
+    assert set(table["strategy"]) == {"imp"} and len(table) == 8  # 2 seeds x 4 rounds
+
+
+def test_search_page_shows_trials_importance_and_best(lake, monkeypatch):
+    at = app(lake, monkeypatch, study=["searched"])
+    at.switch_page(PAGES["search"]).run()
+    assert not at.exception
+    trials = at.dataframe[0].value
+    assert len(trials) == 4 and set(trials["optuna trial"]) == {0, 1, 2, 3}
+    assert {"strategy", "prune.rates.fc", "objective_sparsest_within"} <= set(trials.columns)
+    assert (trials["seeds"] == 2).all() and (trials["status"] == "finished").all()
+    charts = specs(at)
+    scatter = [c for c in charts if c.get("mark", {}).get("type") == "circle"]
+    assert {c["encoding"]["x"]["field"] for c in scatter} == {"strategy", "prune.rates.fc"}
+    bars = [c for c in charts if c.get("mark", {}).get("type") == "bar"]
+    assert len(bars) == 1 and bars[0]["encoding"]["x"]["field"] == "importance"
+    best = at.dataframe[1].value
+    assert best["objective_sparsest_within"].iloc[0] == trials["objective_sparsest_within"].min()
+
+
+def test_search_page_draws_the_pareto_front(lake, monkeypatch):
+    at = app(lake, monkeypatch, study=["paretos"])
+    at.switch_page(PAGES["search"]).run()
+    assert not at.exception
+    pareto = [c for c in specs(at) if "layer" in c]
+    assert len(pareto) == 1
+    points = pareto[0]["layer"][1]
+    assert points["encoding"]["color"]["field"] == "pareto"
+    assert points["encoding"]["x"]["field"] == "final_remaining_pct"
+    assert points["encoding"]["y"]["field"] == "final_test_acc"
+    front = at.dataframe[1].value
+    assert len(front) >= 1 and front["pareto"].all()
+
+
+def test_lineage_page_curves_and_sparsity_heatmap(lake, monkeypatch):
+    at = app(lake, monkeypatch, study=["compare"], strategy=["imp"])
+    at.switch_page(PAGES["lineage"]).run()
+    assert not at.exception
+    rounds = at.dataframe[0].value
+    assert list(rounds["round"]) == [0, 1, 2, 3]
+    curves, heat = specs(at)
+    assert curves["encoding"]["x"]["field"] == "iteration" and curves["encoding"]["color"]["field"] == "round"
+    assert heat["mark"]["type"] == "rect" and heat["encoding"]["y"]["field"] == "layer"
+    assert heat["encoding"]["color"]["field"] == "remaining_pct"
+
+
+def test_data_page_downloads_filtered_rows_in_the_canonical_schema(lake, monkeypatch):
+    at = app(lake, monkeypatch, study=["compare"])
+    at.switch_page(PAGES["data"]).run()
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 16
+    buttons = at.get("download_button")
+    assert [b.proto.label for b in buttons] == ["Download CSV", "Download Parquet"]
+
+
+def test_parquet_download_is_the_canonical_schema(lake):
+    from study.app.lake import filter_rows, load_lake
+
+    view = load_lake(lake)
+    rows = filter_rows(view.rounds, {"study": ["compare"], "strategy": ["imp"]})
+    table = view.rounds_table.take(rows["row"].to_numpy())
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    back = pq.read_table(io.BytesIO(buf.getvalue()))
+    assert back.schema.equals(ROUNDS_SCHEMA, check_metadata=False) and back.num_rows == 8
+
+
+def test_missing_and_empty_lakes_give_messages_not_tracebacks(tmp_path, monkeypatch):
+    at = app(tmp_path / "nowhere", monkeypatch)
+    assert not at.exception and "No results lake" in at.info[0].value
+    (tmp_path / "empty").mkdir()
+    at = app(tmp_path / "empty", monkeypatch)
+    assert not at.exception and "no finished rounds yet" in at.info[0].value
+
+
+def test_corrupt_file_and_orphan_lineage_are_reported(lake, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "damaged"
+    shutil.copytree(lake, root)
+    bad = round_path(root, "compare", "imp", "broken", 0)
+    bad.write_bytes(b"PAR1 truncated")
+    write_lineage(root, {"study": "compare", "strategy": "imp", "trial_id": "orphan", "lineage_id": "l",
+                         "config_hash": "h", "status": "running", "rounds_done": 0})
+    for page in (None, *PAGES.values()):
+        at = app(root, monkeypatch)
+        if page:
+            at.switch_page(page).run()
+        assert not at.exception, page
+        assert "unreadable file" in at.warning[0].value and "broken-r000" in at.warning[0].value
+    assert any("1 running" in c.value for c in at.caption)
+
+
+def test_new_rounds_show_up_without_a_restart(lake, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "live"
+    shutil.copytree(lake, root)
+    at = app(root, monkeypatch, study=["compare"])
+    at.switch_page(PAGES["data"]).run()
+    assert len(at.dataframe[0].value) == 16
+    run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(strategy="imp", seed=2, rounds=1)), root,
+                study="compare", threads=1)
+    at.run()
+    assert len(at.dataframe[0].value) == 18
