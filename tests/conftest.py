@@ -41,6 +41,45 @@ def make_spec():
     return lambda **kw: lineage_spec_from_dict(synthetic_spec_dict(**kw))
 
 
+def _app_study(name, root, **kw):
+    from study.specs import build
+    from study.study_spec import StudySpec
+
+    raw = {"name": name, "base": synthetic_spec_dict(rounds=2), "sampler": "random", "max_concurrent": 2,
+           "budget": {"num_samples": 4}, "storage": {"results": str(root)},
+           "search": {"strategy": {"type": "categorical", "choices": ["imp", "random_reinit"]},
+                      "prune.rates.fc": {"type": "float", "low": 0.2, "high": 0.6}}}
+    raw.update(kw)
+    spec = build(StudySpec, raw, "study")
+    spec.validate()
+    return spec
+
+
+@pytest.fixture(scope="session")
+def app_lake(tmp_path_factory):
+    """A small real lake for the app: engine-written lineages and two real Ray studies."""
+    import ray
+
+    from study.runner import run_to_lake
+    from study.specs import lineage_spec_from_dict
+    from study.tune import run_study
+
+    root = tmp_path_factory.mktemp("applake")
+    for seed in (0, 1):  # two replicates of one configuration per strategy: bands over seeds
+        for strategy in ("imp", "random_prune"):
+            run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(strategy=strategy, seed=seed, rounds=3)), root,
+                        study="compare", threads=1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_study(_app_study("searched", root, seeds=[0, 1], budget={"num_samples": 4}))
+        run_study(_app_study("paretos", root, objective={"name": "pareto"}, sampler="nsga2",
+                        search={"prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.7},
+                                "rounds": {"type": "int", "low": 1, "high": 3}}))
+    finally:
+        ray.shutdown()
+    return root
+
+
 requires_fashion_mnist = pytest.mark.skipif(
     not os.path.isdir(FASHION_DIR), reason="apt-get install dataset-fashion-mnist"
 )

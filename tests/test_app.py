@@ -5,16 +5,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from conftest import synthetic_spec_dict
 from study.results import ROUNDS_SCHEMA, round_path, write_lineage
 from study.runner import run_to_lake
-from study.specs import build, lineage_spec_from_dict
-from study.study_spec import StudySpec
-from study.tune import run_study
+from study.specs import lineage_spec_from_dict
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = {"search": "study/app/pages/search.py", "lineage": "study/app/pages/lineage.py",
@@ -22,33 +19,9 @@ PAGES = {"search": "study/app/pages/search.py", "lineage": "study/app/pages/line
 pytestmark = pytest.mark.timeout(600)
 
 
-def study(name, root, **kw):
-    raw = {"name": name, "base": synthetic_spec_dict(rounds=2), "sampler": "random", "max_concurrent": 2,
-           "budget": {"num_samples": 4}, "storage": {"results": str(root)},
-           "search": {"strategy": {"type": "categorical", "choices": ["imp", "random_reinit"]},
-                      "prune.rates.fc": {"type": "float", "low": 0.2, "high": 0.6}}}
-    raw.update(kw)
-    spec = build(StudySpec, raw, "study")
-    spec.validate()
-    return spec
-
-
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory):
-    root = tmp_path_factory.mktemp("applake")
-    for seed in (0, 1):  # two replicates of one configuration per strategy: bands over seeds
-        for strategy in ("imp", "random_prune"):
-            run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(strategy=strategy, seed=seed, rounds=3)), root,
-                        study="compare", threads=1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        run_study(study("searched", root, seeds=[0, 1], budget={"num_samples": 4}))
-        run_study(study("paretos", root, objective={"name": "pareto"}, sampler="nsga2",
-                        search={"prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.7},
-                                "rounds": {"type": "int", "low": 1, "high": 3}}))
-    finally:
-        ray.shutdown()
-    return root
+def lake(app_lake):
+    return app_lake
 
 
 def app(root, monkeypatch, **filters) -> AppTest:
@@ -105,7 +78,8 @@ def test_search_page_shows_trials_importance_and_best(lake, monkeypatch):
     assert (trials["seeds"] == 2).all() and (trials["status"] == "finished").all()
     charts = specs(at)
     scatter = [c for c in charts if c.get("mark", {}).get("type") == "circle"]
-    assert {c["encoding"]["x"]["field"] for c in scatter} == {"strategy", "prune.rates.fc"}
+    assert {c["encoding"]["x"]["field"] for c in scatter} == {"strategy", "prune_rates_fc"}, "no dots: Vega-Lite nests them"
+    assert {c["encoding"]["x"]["title"] for c in scatter} == {"strategy", "prune.rates.fc"}
     bars = [c for c in charts if c.get("mark", {}).get("type") == "bar"]
     assert len(bars) == 1 and bars[0]["encoding"]["x"]["field"] == "importance"
     best = at.dataframe[1].value
@@ -136,6 +110,7 @@ def test_lineage_page_curves_and_sparsity_heatmap(lake, monkeypatch):
     assert curves["encoding"]["x"]["field"] == "iteration" and curves["encoding"]["color"]["field"] == "round"
     assert heat["mark"]["type"] == "rect" and heat["encoding"]["y"]["field"] == "layer"
     assert heat["encoding"]["color"]["field"] == "remaining_pct"
+    assert heat["height"] == {"step": 28}, "one 28 px row per layer (a numpy height would not serialise)"
 
 
 def test_data_page_downloads_filtered_rows_in_the_canonical_schema(lake, monkeypatch):
@@ -197,3 +172,17 @@ def test_new_rounds_show_up_without_a_restart(lake, tmp_path, monkeypatch):
                 study="compare", threads=1)
     at.run()
     assert len(at.dataframe[0].value) == 18
+
+
+def test_bands_use_student_t_over_few_seeds():
+    import pandas as pd
+
+    from study.app.lake import seed_bands, t95
+
+    df = pd.DataFrame({"series": ["a", "a"], "round": [0, 0], "remaining_pct": [100.0, 100.0],
+                       "test_acc": [0.50, 0.90]})
+    band = seed_bands(df, "test_acc").iloc[0]
+    half = 12.706 * df["test_acc"].std() / 2 ** 0.5
+    assert band["mean"] == pytest.approx(0.70) and band["hi"] == pytest.approx(0.70 + half)
+    assert band["lo"] == 0.0, "clipped at 0 for a non-negative metric"
+    assert t95(100) == 1.96 and t95(4) == pytest.approx(2.776)

@@ -37,25 +37,36 @@ def sparsity_heatmap(cells: pd.DataFrame) -> alt.Chart:
         y=alt.Y("layer:N", title="layer / group", sort=None),
         color=alt.Color("remaining_pct:Q", title="% remaining", scale=alt.Scale(scheme="viridis", domain=[0, 100])),
         tooltip=["layer", "round", alt.Tooltip("remaining_pct:Q", format=".2f")],
-    ).properties(height=max(120, 28 * cells["layer"].nunique()), title="per-layer sparsity")
+    ).properties(height=alt.Step(28), title="per-layer sparsity")
+
+
+def field_name(column: str) -> str:
+    """Vega-Lite reads dots in a field name as nested access: chart data uses safe names."""
+    return column.replace(".", "_")
 
 
 def param_scatter(trials: pd.DataFrame, param: str, objective: str) -> alt.Chart:
-    kind = "Q" if pd.api.types.is_numeric_dtype(trials[param]) else "N"
-    return alt.Chart(trials).mark_circle(size=70).encode(
-        x=alt.X(f"{param}:{kind}", title=param, scale=alt.Scale(zero=False) if kind == "Q" else alt.Undefined),
+    data = trials.rename(columns={param: field_name(param)})
+    field = field_name(param)
+    kind = "Q" if pd.api.types.is_numeric_dtype(data[field]) else "N"
+    return alt.Chart(data).mark_circle(size=70).encode(
+        x=alt.X(f"{field}:{kind}", title=param, scale=alt.Scale(zero=False) if kind == "Q" else alt.Undefined,
+                axis=alt.Axis(labelAngle=0) if kind == "N" else alt.Undefined),
         y=alt.Y(f"{objective}:Q", title=objective, scale=alt.Scale(zero=False)),
-        tooltip=["optuna trial", param, alt.Tooltip(f"{objective}:Q", format=".4f")],
+        tooltip=["optuna trial", alt.Tooltip(f"{field}:{kind}", title=param), alt.Tooltip(f"{objective}:Q", format=".4f")],
     ).properties(height=240, title=f"{param} vs {objective}")
 
 
 def importance_chart(importance: pd.DataFrame) -> alt.Chart:
-    return alt.Chart(importance).mark_bar().encode(
+    """One bar per parameter; a multi-objective study gets one panel per objective."""
+    chart = alt.Chart(importance).mark_bar().encode(
         x=alt.X("importance:Q", title="importance"),
-        y=alt.Y("parameter:N", sort="-x", title=None),
-        color=alt.Color("objective:N"),
-        yOffset="objective:N",
-    ).properties(title="parameter importance (Optuna)", height=max(120, 40 * importance["parameter"].nunique()))
+        y=alt.Y("parameter:N", sort="-x", title=None, axis=alt.Axis(labelLimit=240)),
+        tooltip=["parameter", "objective", alt.Tooltip("importance:Q", format=".3f")],
+    ).properties(height=alt.Step(28))
+    if importance["objective"].nunique() > 1:
+        chart = chart.facet(row=alt.Row("objective:N", title=None))
+    return chart.properties(title="parameter importance (Optuna)")
 
 
 def pareto_chart(trials: pd.DataFrame, x: str, y: str) -> alt.Chart:

@@ -101,14 +101,27 @@ def with_series(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(dof: int) -> float:
+    """Two-sided 95% Student-t quantile (the band over a handful of seeds must not pretend to be normal)."""
+    known = [d for d in _T95 if d <= dof]
+    return _T95[max(known)] if dof <= 30 else 1.96
+
+
 def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Mean and 95% confidence band over seeds, per series and round."""
+    """Mean and 95% confidence band (Student t) over seeds, per series and round; the band of a
+    non-negative metric is clipped at 0."""
     g = df.groupby(["series", "round"])
     out = g.agg(remaining_pct=("remaining_pct", "mean"), mean=(value, "mean"), std=(value, "std"),
                 n=(value, "count")).reset_index()
-    half = [1.96 * s / math.sqrt(n) if n > 1 and pd.notna(s) else 0.0 for s, n in zip(out["std"], out["n"])]
+    half = [t95(n - 1) * s / math.sqrt(n) if n > 1 and pd.notna(s) else 0.0 for s, n in zip(out["std"], out["n"])]
     out["lo"] = out["mean"] - half
     out["hi"] = out["mean"] + half
+    if (df[value] >= 0).all():
+        out["lo"] = out["lo"].clip(lower=0)
     out["metric"] = value
     return out.drop(columns="std")
 
