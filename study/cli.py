@@ -120,6 +120,18 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
+def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
+    from study.k8s import K8sOptions, dump, render
+
+    opts = K8sOptions(image=args.image, profile=args.profile, gpus=args.gpus, gpus_per_worker=args.gpus_per_worker,
+                      namespace=args.namespace, mount_path=args.mount_path, config_dir=args.config_dir,
+                      pvc_size=args.pvc_size, storage_class=args.storage_class, existing_claim=args.existing_claim,
+                      tune_storage=args.tune_storage, postgres=args.postgres,
+                      postgres_password=args.postgres_password, kind=args.kind)
+    sys.stdout.write(dump(render(args.space, opts)))
+    return 0
+
+
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
     from study.summary import summarize
 
@@ -187,6 +199,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--results", default=None, help="override storage.results (the lake root)")
     p.set_defaults(func=cmd_tune)
+
+    k8s = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests").add_subparsers(dest="k8s_command", required=True)
+    p = k8s.add_parser("render", help="print the manifests that run one study on KubeRay (pipe to kubectl apply -f -)")
+    p.add_argument("space", help="a study YAML")
+    p.add_argument("--image", default="lottery-study:0.1.0", help="the image built from k8s/Dockerfile, with its tag")
+    p.add_argument("--profile", default="gpu", choices=["gpu", "cpu-dev"], help="worker groups: GPU + CPU, or small CPU only")
+    p.add_argument("--gpus", type=int, default=4, help="most GPU worker pods the autoscaler may start (profile gpu)")
+    p.add_argument("--gpus-per-worker", type=int, default=1)
+    p.add_argument("--kind", default="rayjob", choices=["rayjob", "raycluster"])
+    p.add_argument("--namespace", default=None)
+    p.add_argument("--mount-path", default="/mnt/lake", help="where the shared volume is mounted on every pod")
+    p.add_argument("--config-dir", default="/etc/study", help="where the study YAML is mounted on the head")
+    p.add_argument("--pvc-size", default="100Gi")
+    p.add_argument("--storage-class", default=None, help="a ReadWriteMany storage class (NFS, CephFS, EFS...)")
+    p.add_argument("--existing-claim", default=None, help="use this RWX PersistentVolumeClaim instead of creating one")
+    p.add_argument("--tune-storage", default=None, help="s3://bucket/prefix for Tune experiments")
+    p.add_argument("--postgres", default=None, help="'bundled' (a StatefulSet) or a postgresql:// URL for Optuna")
+    p.add_argument("--postgres-password", default=None, help="render the bundled database's Secret with this password")
+    p.set_defaults(func=cmd_k8s_render)
 
     p = sub.add_parser("plan", help="show the rounds and exact per-group weight counts a spec will run")
     p.add_argument("spec")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,9 +137,10 @@ class StorageSpec:
         return str(Path(self.results).expanduser().resolve() / "_tune")
 
     def optuna_url(self, study: str) -> str:
-        """A journal file path (default) or an RDB URL (sqlite:///..., postgresql://...)."""
+        """A journal file path (default) or an RDB URL (sqlite:///..., postgresql://...); ${VARS}
+        are expanded from the environment (a database password from a Kubernetes Secret)."""
         if self.optuna:
-            return self.optuna
+            return os.path.expandvars(self.optuna)
         return str(Path(self.results).expanduser().resolve() / "_optuna" / f"{study}.journal")
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -78,6 +79,36 @@ def app_lake(tmp_path_factory):
     finally:
         ray.shutdown()
     return root
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def loopback_cluster(head_cpus: int, worker_cpus: int):
+    """A two-node Ray cluster on loopback: `ray start --head` plus `ray start --address`.
+    Yields the address; stops every Ray process of this machine afterwards."""
+    import subprocess
+    import sys
+
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                        f"--num-cpus={head_cpus}", *common], env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([ray_bin, "start", f"--address={address}", f"--num-cpus={worker_cpus}", *common], env=env,
+                       check=True, capture_output=True, timeout=120)
+        yield address
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 requires_fashion_mnist = pytest.mark.skipif(

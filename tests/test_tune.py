@@ -10,7 +10,7 @@ import pytest
 import ray
 import yaml
 
-from conftest import synthetic_spec_dict
+from conftest import loopback_cluster, synthetic_spec_dict
 from study.objectives import pareto_front
 from study.results import duckdb_rounds_sql, read_lineages, read_rounds
 from study.study_spec import load_study_spec
@@ -148,34 +148,16 @@ def test_driver_killed_mid_study_resumes_without_duplicates(tmp_path):
     assert "best configuration" in rerun.stdout
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_node_loopback_cluster_runs_one_study_into_one_lake(tmp_path):
     """`ray start --head` plus a second `ray start --address` on loopback, one CPU each: the
     study's trials land on both nodes and all results go to one lake."""
-    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    try:
-        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                       env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([ray_bin, "start", f"--address={address}", *common], env=env, check=True,
-                       capture_output=True, timeout=120)
+    with loopback_cluster(head_cpus=1, worker_cpus=1) as address:
         path = write_study(tmp_path, name="twonode")
         proc = subprocess.run([sys.executable, "-m", "study.cli", "tune", str(path), "--address", address],
                               env=env, capture_output=True, text=True, timeout=400)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "on the Ray cluster at" in proc.stdout
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
     lineages = read_lineages(tmp_path / "lake", "twonode").table.to_pylist()
     assert len(lineages) == 4 and len({r["node_id"] for r in lineages}) == 2, "trials ran on both nodes"
     assert read_rounds(tmp_path / "lake", "twonode").table.num_rows == 12

@@ -1,0 +1,228 @@
+"""Kubernetes manifests for one study on KubeRay (operator v1.7, `ray.io/v1`), generated from the
+study spec: the one source of truth (profiles `gpu` and `cpu-dev` play the part of overlays).
+
+    study k8s render search_spaces/studies/fashion_mnist_demo.yaml --image REPO/lottery-study:TAG | kubectl apply -f -
+
+Objects: a ConfigMap with the study YAML (its storage pointed at the shared volume), a
+ReadWriteMany PersistentVolumeClaim mounted at the same path on every pod (lake, Tune storage,
+Optuna journal, dataset cache), optionally PostgreSQL for Optuna (Secret, Service, StatefulSet),
+and a RayJob (or a standalone RayCluster) whose head schedules no trials.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import yaml
+
+from study.specs import SpecError, load_yaml
+from study.study_spec import load_study_spec
+
+RAYJOB_NAME_MAX = 47  # KubeRay derives cluster and pod names from it
+PROFILES = ("gpu", "cpu-dev")
+ENTRYPOINT_MODULE = "study.cli"
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    name: str
+    min_replicas: int
+    replicas: int
+    max_replicas: int
+    cpus: int
+    memory: str
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class K8sOptions:
+    image: str = "lottery-study:0.1.0"
+    profile: str = "gpu"
+    gpus: int = 4                       # most GPU worker pods (one GPU each by default)
+    gpus_per_worker: int = 1
+    namespace: str | None = None
+    mount_path: str = "/mnt/lake"
+    config_dir: str = "/etc/study"
+    pvc_size: str = "100Gi"
+    storage_class: str | None = None    # an RWX class (NFS, CephFS, EFS, Filestore...)
+    existing_claim: str | None = None
+    tune_storage: str | None = None     # s3://bucket/prefix for Tune experiments (lake stays on the volume)
+    postgres: str | None = None         # "bundled" or an external postgresql:// URL for Optuna
+    postgres_password: str | None = None  # renders the Secret; else create it once (see k8s/README.md)
+    ttl_seconds: int = 3600
+    backoff_limit: int = 2
+    active_deadline_seconds: int = 7 * 24 * 3600
+    kind: str = "rayjob"                # or "raycluster"
+    ray_version: str = field(default="")
+
+    def validate(self) -> None:
+        if self.profile not in PROFILES:
+            raise SpecError(f"--profile must be one of {', '.join(PROFILES)}, got {self.profile}")
+        if self.kind not in ("rayjob", "raycluster"):
+            raise SpecError(f"--kind must be rayjob or raycluster, got {self.kind}")
+        if self.gpus < 0 or self.gpus_per_worker < 1:
+            raise SpecError("--gpus must be >= 0 and --gpus-per-worker >= 1 (whole GPUs per pod)")
+        if ":" not in self.image.rsplit("/", 1)[-1]:
+            raise SpecError(f"--image {self.image} has no tag; pin one, e.g. {self.image}:0.1.0")
+        if self.tune_storage and not self.tune_storage.startswith("s3://"):
+            raise SpecError("--tune-storage takes an s3:// URI (the default keeps Tune storage on the shared volume)")
+        if self.postgres and self.postgres != "bundled" and not self.postgres.startswith("postgresql://"):
+            raise SpecError("--postgres is 'bundled' or a postgresql:// URL")
+        if not self.mount_path.startswith("/") or not self.config_dir.startswith("/"):
+            raise SpecError("--mount-path and --config-dir must be absolute paths")
+
+
+def k8s_name(text: str, limit: int = 63) -> str:
+    """A DNS-1123 label from any text, within `limit` characters (hash-suffixed if cut)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "study"
+    if len(name) > limit:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:6]
+        name = f"{name[: limit - 7].rstrip('-')}-{digest}"
+    return name
+
+
+def worker_groups(opts: K8sOptions) -> list[WorkerGroup]:
+    if opts.profile == "cpu-dev":
+        return [WorkerGroup("cpu", 1, 1, 4, cpus=2, memory="6Gi")]
+    return [WorkerGroup("gpu", 0, 0, opts.gpus, cpus=8 * opts.gpus_per_worker, memory=f"{48 * opts.gpus_per_worker}Gi",
+                        gpus=opts.gpus_per_worker),
+            WorkerGroup("cpu", 0, 0, 4, cpus=8, memory="16Gi")]
+
+
+def study_yaml_for_cluster(raw: dict, opts: K8sOptions, name: str, db_url: str | None) -> str:
+    """The study YAML as the cluster sees it: every store on the shared volume (or S3/Postgres)."""
+    raw = copy.deepcopy(raw)
+    storage = raw["study"].setdefault("storage", {})
+    storage["results"] = f"{opts.mount_path}/results"
+    storage["tune"] = opts.tune_storage or f"{opts.mount_path}/tune"
+    storage["optuna"] = db_url or f"{opts.mount_path}/optuna/{raw['study']['name']}.journal"
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
+    import ray
+
+    opts = replace(opts, ray_version=opts.ray_version or ray.__version__)
+    opts.validate()
+    study = load_study_spec(space_path)  # validated before anything is rendered
+    raw = load_yaml(space_path)
+    base = k8s_name(f"study-{study.name}", RAYJOB_NAME_MAX)
+    labels = {"app.kubernetes.io/name": "lottery-study", "app.kubernetes.io/instance": base}
+    meta = lambda n: {"name": n, "labels": dict(labels), **({"namespace": opts.namespace} if opts.namespace else {})}  # noqa: E731
+    claim = opts.existing_claim or f"{base}-lake"
+    secret_env: list[dict] = []
+    objects: list[dict[str, Any]] = []
+    db_url = None
+    if opts.postgres == "bundled":
+        db_url = f"postgresql://optuna:${{OPTUNA_DB_PASSWORD}}@{base}-postgres:5432/optuna"
+        objects += postgres_objects(base, meta, labels, opts.postgres_password)
+        secret_env = [{"name": "OPTUNA_DB_PASSWORD",
+                       "valueFrom": {"secretKeyRef": {"name": f"{base}-postgres", "key": "password"}}}]
+    elif opts.postgres:
+        db_url = opts.postgres
+    objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{base}-spec"),
+                    "data": {"study.yaml": study_yaml_for_cluster(raw, opts, study.name, db_url)}})
+    if not opts.existing_claim:
+        pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": opts.pvc_size}}}
+        if opts.storage_class:
+            pvc_spec["storageClassName"] = opts.storage_class
+        objects.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(claim), "spec": pvc_spec})
+    cluster = ray_cluster_spec(opts, claim, f"{base}-spec", secret_env)
+    if opts.kind == "raycluster":
+        objects.append({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": meta(base), "spec": cluster})
+    else:
+        objects.append({"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta(base), "spec": {
+            "entrypoint": entrypoint(opts),
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": opts.ttl_seconds,
+            "backoffLimit": opts.backoff_limit,
+            "activeDeadlineSeconds": opts.active_deadline_seconds,
+            "submissionMode": "K8sJobMode",
+            "rayClusterSpec": cluster,
+        }})
+    return objects
+
+
+def entrypoint(opts: K8sOptions) -> str:
+    """Runs as the Ray job's driver on the head. `study tune` restores the study when its Tune
+    storage already holds it and starts it otherwise, so every retry (a fresh cluster) resumes."""
+    return f"python -m {ENTRYPOINT_MODULE} tune {opts.config_dir}/study.yaml --address auto"
+
+
+def _container(name: str, opts: K8sOptions, cpus: int, memory: str, gpus: int, extra_env: list[dict],
+               mounts: list[dict]) -> dict[str, Any]:
+    limits: dict[str, Any] = {"cpu": str(cpus), "memory": memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = gpus
+    return {
+        "name": name, "image": opts.image, "imagePullPolicy": "IfNotPresent",
+        "resources": {"requests": {"cpu": str(cpus), "memory": memory}, "limits": limits},
+        "env": [{"name": "STUDY_DATA_DIR", "value": f"{opts.mount_path}/datasets"},
+                {"name": "STUDY_CACHE_DIR", "value": f"{opts.mount_path}/cache"}, *extra_env],
+        "volumeMounts": copy.deepcopy(mounts),  # every pod its own objects: no aliasing in the output
+    }
+
+
+def ray_cluster_spec(opts: K8sOptions, claim: str, configmap: str, secret_env: list[dict]) -> dict[str, Any]:
+    lake_volume = {"name": "lake", "persistentVolumeClaim": {"claimName": claim}}
+    lake_mount = {"name": "lake", "mountPath": opts.mount_path}
+    head_container = _container("ray-head", opts, 2, "8Gi", 0, secret_env,
+                                [lake_mount, {"name": "study-spec", "mountPath": opts.config_dir, "readOnly": True}])
+    head_container["ports"] = [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
+                               {"containerPort": 10001, "name": "client"}]
+    groups = []
+    for g in worker_groups(opts):
+        pod: dict[str, Any] = {"containers": [_container("ray-worker", opts, g.cpus, g.memory, g.gpus, [], [lake_mount])],
+                               "volumes": [copy.deepcopy(lake_volume)]}
+        if g.gpus:
+            pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        groups.append({"groupName": g.name, "replicas": g.replicas, "minReplicas": g.min_replicas,
+                       "maxReplicas": g.max_replicas, "rayStartParams": {}, "template": {"spec": pod}})
+    return {
+        "rayVersion": opts.ray_version,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 120},
+        "headGroupSpec": {
+            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+            "template": {"spec": {"containers": [head_container], "volumes": [
+                lake_volume, {"name": "study-spec", "configMap": {"name": configmap}}]}},
+        },
+        "workerGroupSpecs": groups,
+    }
+
+
+def postgres_objects(base: str, meta, labels: dict[str, str], password: str | None) -> list[dict[str, Any]]:
+    """PostgreSQL for Optuna. Its password lives in the Secret `<base>-postgres`: rendered only
+    when a password is given, so re-applying never rotates the password of a live database."""
+    name = f"{base}-postgres"
+    sel = {**labels, "app.kubernetes.io/component": "optuna-db"}
+    env = [{"name": "POSTGRES_USER", "value": "optuna"}, {"name": "POSTGRES_DB", "value": "optuna"},
+           {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": name, "key": "password"}}},
+           {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}]
+    secret = [{"apiVersion": "v1", "kind": "Secret", "metadata": meta(name), "type": "Opaque",
+               "stringData": {"password": password}}] if password else []
+    return secret + [
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta(name),
+         "spec": {"selector": sel, "ports": [{"port": 5432, "targetPort": 5432, "name": "postgres"}]}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta(name), "spec": {
+            "serviceName": name, "replicas": 1, "selector": {"matchLabels": sel},
+            "template": {"metadata": {"labels": sel}, "spec": {"containers": [{
+                "name": "postgres", "image": "postgres:16.4", "env": env, "ports": [{"containerPort": 5432}],
+                "readinessProbe": {"exec": {"command": ["pg_isready", "-U", "optuna"]}, "periodSeconds": 5},
+                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}}],
+        }},
+    ]
+
+
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(objects: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(objects, Dumper=_NoAliases, sort_keys=False)

@@ -1,0 +1,225 @@
+"""Kubernetes manifests, tested offline: parse, project-owned semantic checks, strict
+kubernetes-validate for core objects and every pod template, KubeRay v1.7.0 CRD schemas with
+unknown fields rejected, the committed examples up to date, the Dockerfile's pins."""
+import copy
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import ray
+import yaml
+
+from study.k8s import K8sOptions, dump, render
+from study.k8s_checks import pod_templates, semantic_problems
+
+ROOT = Path(__file__).resolve().parents[1]
+CRDS = ROOT.parent / "shared" / "kuberay-crds" / "v1.7.0"
+SPACE = str(ROOT / "search_spaces/studies/fashion_mnist_demo.yaml")
+K8S_VERSION = "1.37.0"
+VARIANTS = {
+    "gpu": {},
+    "cpu-dev": {"profile": "cpu-dev"},
+    "postgres-s3": {"postgres": "bundled", "postgres_password": "s3cret", "tune_storage": "s3://b/tune", "gpus": 8},
+    "external-db": {"postgres": "postgresql://u:p@db.example:5432/optuna", "existing_claim": "team-lake",
+                    "namespace": "studies"},
+    "raycluster": {"kind": "raycluster", "profile": "cpu-dev"},
+}
+
+
+def rendered(**kw):
+    return render(SPACE, K8sOptions(image="ghcr.io/acme/lottery-study:0.1.0", **kw))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_manifests_parse_and_pass_the_semantic_checks(variant):
+    objects = list(yaml.safe_load_all(dump(rendered(**VARIANTS[variant]))))
+    assert objects and all(o["apiVersion"] and o["metadata"]["name"] for o in objects)
+    assert semantic_problems(objects, ray.__version__) == []
+
+
+def _job():
+    return rendered()
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda o: o[-1]["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"].update({"num-cpus": "2"}), "head must schedule no trials"),
+    (lambda o: o[-1]["spec"]["rayClusterSpec"].update({"rayVersion": "2.9.0"}), "rayVersion"),
+    (lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+     ["resources"]["limits"].update({"nvidia.com/gpu": 0.5}), "whole number"),
+    (lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0].update({"minReplicas": 3, "maxReplicas": 2}), "minReplicas"),
+    (lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][1]["template"]["spec"]["containers"][0]
+     .update({"image": "ghcr.io/acme/lottery-study:0.2.0"}), "one tag everywhere"),
+    (lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+     ["volumeMounts"][0].update({"mountPath": "/data"}), "one claim at one path"),
+    (lambda o: o[-1]["metadata"].update({"name": "study-" + "x" * 50}), "longer than 47"),
+    (lambda o: o[-1]["spec"].update({"entrypoint": "python -m study.nonexistent tune x.yaml"}), "not importable"),
+    (lambda o: o[0]["data"].update({"study.yaml": o[0]["data"]["study.yaml"].replace("/mnt/lake/results", "/tmp/results")}),
+     "not on the shared volume"),
+])
+def test_semantic_checks_catch_each_fault(mutate, expected):
+    objects = copy.deepcopy(_job())
+    mutate(objects)
+    problems = semantic_problems(objects, ray.__version__)
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_core_objects_and_pod_templates_pass_strict_kubernetes_validation(variant):
+    objects = rendered(**VARIANTS[variant])
+    for obj in objects:
+        if obj["apiVersion"] in ("v1", "apps/v1"):
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    templates = list(pod_templates(objects))
+    assert len(templates) >= 2
+    for where, template in templates:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", **template.get("metadata", {})},
+               "spec": template["spec"]}
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+def test_strict_validation_rejects_a_typo():
+    pvc = [o for o in rendered() if o["kind"] == "PersistentVolumeClaim"][0]
+    pvc["spec"]["acessModes"] = pvc["spec"].pop("accessModes")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pvc, K8S_VERSION, strict=True)
+
+
+def _closed(schema):
+    """The CRD schema with unknown fields rejected wherever an object lists its properties."""
+    if isinstance(schema, dict):
+        schema = {k: _closed(v) for k, v in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [_closed(v) for v in schema]
+    return schema
+
+
+@functools.lru_cache(maxsize=None)
+def _load_crd_schema(filename):
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load((CRDS / filename).read_text(), Loader=loader)
+    version = [v for v in crd["spec"]["versions"] if v["name"] == "v1"][0]
+    return _closed(version["schema"]["openAPIV3Schema"])
+
+
+def _crd_schema(filename):
+    if not CRDS.is_dir():
+        pytest.skip(f"KubeRay CRD schemas not found at {CRDS} (they come with the project's shared/ folder)")
+    return _load_crd_schema(filename)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_rayjob_and_raycluster_validate_against_the_kuberay_crds(variant):
+    schemas = {"RayJob": _crd_schema("ray.io_rayjobs.yaml"), "RayCluster": _crd_schema("ray.io_rayclusters.yaml")}
+    ray_objects = [o for o in rendered(**VARIANTS[variant]) if o["kind"] in schemas]
+    assert len(ray_objects) == 1
+    for obj in ray_objects:
+        jsonschema.validate(obj, schemas[obj["kind"]])
+
+
+def test_crd_validation_rejects_unknown_fields():
+    schema = _crd_schema("ray.io_rayjobs.yaml")
+    job = [o for o in rendered() if o["kind"] == "RayJob"][0]
+    job["spec"]["shutdownAfterJobFinish"] = job["spec"].pop("shutdownAfterJobFinishes")
+    with pytest.raises(jsonschema.ValidationError, match="shutdownAfterJobFinish"):
+        jsonschema.validate(job, schema)
+    job = [o for o in rendered() if o["kind"] == "RayJob"][0]
+    job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplica"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(job, schema)
+
+
+EXAMPLES = {
+    "fashion-mnist-demo-gpu.yaml": ["search_spaces/studies/fashion_mnist_demo.yaml"],
+    "fashion-mnist-demo-cpu-dev.yaml": ["search_spaces/studies/fashion_mnist_demo.yaml", "--profile", "cpu-dev"],
+    "lenet300-mnist-paper-gpu-postgres.yaml": ["search_spaces/studies/lenet300_mnist_paper.yaml", "--gpus", "8",
+                                               "--postgres", "bundled", "--tune-storage", "s3://acme-studies/tune"],
+    "raycluster-cpu-dev.yaml": ["search_spaces/studies/fashion_mnist_demo.yaml", "--kind", "raycluster",
+                                "--profile", "cpu-dev"],
+}
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_committed_examples_match_a_fresh_render(name):
+    out = subprocess.run([sys.executable, "-m", "study.cli", "k8s", "render", *EXAMPLES[name], "--image",
+                          "ghcr.io/acme/lottery-study:0.1.0"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout == (ROOT / "k8s" / "examples" / name).read_text(), \
+        f"k8s/examples/{name} is stale: re-render it with `study k8s render {' '.join(EXAMPLES[name])}`"
+
+
+def test_dockerfile_installs_the_pinned_stack():
+    text = (ROOT / "k8s" / "Dockerfile").read_text()
+    assert "torch==2.14.1 torchvision==0.29.1" in text
+    assert "pip install --no-cache-dir . " in text, "the package (and its ray pin) is installed from the source"
+    assert f"ray.__version__ == '{ray.__version__}'" in text
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"ray[tune]=={ray.__version__}"' in pyproject
+
+
+def test_bad_render_inputs_are_one_line_errors(tmp_path):
+    for args, expected in ((["--image", "lottery-study"], "has no tag"), (["--tune-storage", "/local"], "s3://"),
+                           (["--gpus-per-worker", "0"], "whole GPUs")):
+        out = subprocess.run([sys.executable, "-m", "study.cli", "k8s", "render", SPACE, *args],
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and expected in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_and_resumed(tmp_path):
+    """A local stand-in for the RayJob: the rendered ConfigMap written where the pod mounts it,
+    a two-node loopback cluster shaped like the rendered one (head: 0 CPUs, one worker), and
+    the rendered entrypoint run exactly as the job's driver, SIGKILLed once, then run again."""
+    import os
+    import shlex
+    import signal
+    import time
+
+    from conftest import loopback_cluster, synthetic_spec_dict
+    from study.results import read_lineages, read_rounds
+
+    space = tmp_path / "tiny.yaml"
+    space.write_text(yaml.safe_dump({"study": {
+        "name": "k8s-tiny", "base": synthetic_spec_dict(rounds=2, train={"iterations": 400, "eval_every": 100}),
+        "search": {"prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.5}},
+        "budget": {"num_samples": 4}, "max_concurrent": 2}}))
+    opts = K8sOptions(image="ghcr.io/acme/lottery-study:0.1.0", profile="cpu-dev",
+                      mount_path=str(tmp_path / "mnt" / "lake"), config_dir=str(tmp_path / "etc" / "study"))
+    objects = render(str(space), opts)
+    configmap = [o for o in objects if o["kind"] == "ConfigMap"][0]
+    job = [o for o in objects if o["kind"] == "RayJob"][0]
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    Path(opts.config_dir).mkdir(parents=True)
+    (Path(opts.config_dir) / "study.yaml").write_text(configmap["data"]["study.yaml"])
+    container_env = {e["name"]: e["value"] for e in head["template"]["spec"]["containers"][0]["env"] if "value" in e}
+    lake = Path(opts.mount_path) / "results"
+    argv = shlex.split(job["spec"]["entrypoint"])
+    with loopback_cluster(head_cpus=0, worker_cpus=2) as address:
+        env = {**os.environ, **container_env, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled",
+               "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+        first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 240
+        while len(list((lake / "rounds").rglob("*.parquet"))) < 3:
+            assert first.poll() is None, first.stderr.read().decode()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.2)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        time.sleep(2)
+        again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400)
+        assert again.returncode == 0, again.stderr[-3000:]
+    table = read_rounds(lake, "k8s-tiny").table
+    keys = list(zip(table["trial_id"].to_pylist(), table["round"].to_pylist()))
+    assert len(keys) == len(set(keys)), "no duplicate rows"
+    finished = [r for r in read_lineages(lake, "k8s-tiny").table.to_pylist() if r["status"] == "finished"]
+    assert len(finished) >= 4
+    assert all({k[1] for k in keys if k[0] == r["trial_id"]} == {0, 1, 2} for r in finished)
+    assert len({r["node_id"] for r in finished}) == 1, "trials ran on the worker only: the head has no CPUs"
+    assert (Path(opts.mount_path) / "optuna" / "k8s-tiny.journal").is_file()
+    assert (Path(opts.mount_path) / "tune" / "k8s-tiny").is_dir()
