@@ -23,7 +23,7 @@ from study.pruning import (Mask, apply_mask, dense_mask, keep_top, magnitude_sco
                            random_scores, remaining)
 from study.pruning_at_init import grasp_scores, snip_scores, synflow_mask
 from study.specs import LineageSpec, SpecError
-from study.train import TrainResult, final_lr, lr_at, resolve_device, train
+from study.train import TrainResult, final_lr, resolve_device, train
 from study.version import code_version
 
 MAGNITUDE_STRATEGIES = ("imp", "lr_rewind", "finetune", "oneshot")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from study.objectives import RoundPoint, sparsest_within
 from study.results import read_lineages, read_rounds
 
 
@@ -27,7 +28,7 @@ def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], l
     for key, group in df.groupby(keys, sort=True):
         by_round = group.groupby("round").agg(remaining=("remaining_pct", "mean"), acc=("test_acc", "mean"))
         dense = by_round["acc"].get(0)
-        within = by_round[by_round["acc"] >= dense - 0.01] if dense is not None else by_round.iloc[:0]
+        points = [RoundPoint(r, a) for r, a in zip(by_round["remaining"], by_round["acc"])]
         status = ""
         if lin is not None:
             sel = lin[(lin["study"].astype(str) == key[0]) & (lin["strategy"].astype(str) == key[1])]
@@ -39,6 +40,6 @@ def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], l
             "rounds": len(group),
             "min %left": f"{group['remaining_pct'].min():.1f}",
             "dense acc": "-" if dense is None else f"{dense:.4f}",
-            "sparsest ≤1pt drop": f"{within['remaining'].min():.1f}" if len(within) else "-",
+            "sparsest ≤1pt drop": f"{sparsest_within(points, 0.01):.1f}" if dense is not None else "-",
         })
     return out, skipped

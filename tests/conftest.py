@@ -111,6 +111,40 @@ def loopback_cluster(head_cpus: int, worker_cpus: int):
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+def kill_once_and_rerun(argv, env, lake, min_round_files=3, timeout=240):
+    """Start `argv`, SIGKILL it once `min_round_files` round files have landed, run it again to the
+    end; returns the second run (a CompletedProcess)."""
+    import signal
+    import subprocess
+    import time
+
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while len(list((lake / "rounds").rglob("*.parquet"))) < min_round_files:
+        assert first.poll() is None, first.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "timed out waiting for rounds"
+        time.sleep(0.2)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(2)
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=2 * timeout)
+    assert again.returncode == 0, again.stderr[-3000:]
+    return again
+
+
+def assert_study_complete(lake, study, rounds, trials=4):
+    """No duplicate (trial, round) rows, and every finished lineage has all its rounds."""
+    from study.results import read_lineages, read_rounds
+
+    table = read_rounds(lake, study).table
+    keys = list(zip(table["trial_id"].to_pylist(), table["round"].to_pylist()))
+    assert len(keys) == len(set(keys)), "no duplicate rows"
+    finished = [r for r in read_lineages(lake, study).table.to_pylist() if r["status"] == "finished"]
+    assert len(finished) >= trials
+    assert all({k[1] for k in keys if k[0] == r["trial_id"]} == set(rounds) for r in finished)
+    return finished
+
+
 requires_fashion_mnist = pytest.mark.skipif(
     not os.path.isdir(FASHION_DIR), reason="apt-get install dataset-fashion-mnist"
 )

@@ -177,11 +177,8 @@ def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_an
     the rendered entrypoint run exactly as the job's driver, SIGKILLed once, then run again."""
     import os
     import shlex
-    import signal
-    import time
 
-    from conftest import loopback_cluster, synthetic_spec_dict
-    from study.results import read_lineages, read_rounds
+    from conftest import assert_study_complete, kill_once_and_rerun, loopback_cluster, synthetic_spec_dict
 
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump({"study": {
@@ -203,23 +200,8 @@ def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_an
     with loopback_cluster(head_cpus=0, worker_cpus=2) as address:
         env = {**os.environ, **container_env, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled",
                "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-        first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.time() + 240
-        while len(list((lake / "rounds").rglob("*.parquet"))) < 3:
-            assert first.poll() is None, first.stderr.read().decode()[-3000:]
-            assert time.time() < deadline
-            time.sleep(0.2)
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        time.sleep(2)
-        again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400)
-        assert again.returncode == 0, again.stderr[-3000:]
-    table = read_rounds(lake, "k8s-tiny").table
-    keys = list(zip(table["trial_id"].to_pylist(), table["round"].to_pylist()))
-    assert len(keys) == len(set(keys)), "no duplicate rows"
-    finished = [r for r in read_lineages(lake, "k8s-tiny").table.to_pylist() if r["status"] == "finished"]
-    assert len(finished) >= 4
-    assert all({k[1] for k in keys if k[0] == r["trial_id"]} == {0, 1, 2} for r in finished)
+        kill_once_and_rerun(argv, env, lake)
+    finished = assert_study_complete(lake, "k8s-tiny", rounds={0, 1, 2})
     assert len({r["node_id"] for r in finished}) == 1, "trials ran on the worker only: the head has no CPUs"
     assert (Path(opts.mount_path) / "optuna" / "k8s-tiny.journal").is_file()
     assert (Path(opts.mount_path) / "tune" / "k8s-tiny").is_dir()

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from study.lineage import plan_lineage, run_lineage
-from study.models import prunable_layers
 
 
 def run_capturing(spec, **kw):

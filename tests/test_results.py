@@ -2,7 +2,6 @@ import datetime as dt
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 

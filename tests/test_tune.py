@@ -1,16 +1,14 @@
 """Studies on a real local Ray (RAY_AUTH_MODE=disabled), small synthetic data."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import duckdb
 import pytest
 import ray
 import yaml
 
-from conftest import loopback_cluster, synthetic_spec_dict
+from conftest import assert_study_complete, kill_once_and_rerun, loopback_cluster, synthetic_spec_dict
 from study.objectives import pareto_front
 from study.results import duckdb_rounds_sql, read_lineages, read_rounds
 from study.study_spec import load_study_spec
@@ -112,39 +110,12 @@ def test_bad_study_yaml_is_rejected_before_ray_starts(tmp_path):
     assert proc.returncode == 2 and "unknown key 'study.budgett'" in proc.stderr and "did you mean 'budget'" in proc.stderr
 
 
-def _wait_for(predicate, timeout, proc=None):
-    deadline = time.time() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode()[-3000:])
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.2)
-
-
 def test_driver_killed_mid_study_resumes_without_duplicates(tmp_path):
     path = write_study(tmp_path, name="killed", rounds=3,
                        base=synthetic_spec_dict(rounds=3, train={"iterations": 600, "eval_every": 200}))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "study.cli", "tune", str(path)]
-    lake = tmp_path / "lake"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for(lambda: len(list((lake / "rounds").rglob("*.parquet"))) >= 3, 240, proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = len(list((lake / "rounds").rglob("*.parquet")))
-    assert before < 16
-    time.sleep(2)
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    table = read_rounds(lake, "killed").table
-    keys = list(zip(table["trial_id"].to_pylist(), table["round"].to_pylist()))
-    assert len(keys) == len(set(keys)), "no duplicate rows"
-    finished = [r for r in read_lineages(lake, "killed").table.to_pylist() if r["status"] == "finished"]
-    assert len(finished) >= 4
-    per_trial = {}
-    for trial, rnd in keys:
-        per_trial.setdefault(trial, set()).add(rnd)
-    assert all(per_trial[r["trial_id"]] == {0, 1, 2, 3} for r in finished), "finished lineages have every round"
+    rerun = kill_once_and_rerun([sys.executable, "-m", "study.cli", "tune", str(path)], env, tmp_path / "lake")
+    assert_study_complete(tmp_path / "lake", "killed", rounds={0, 1, 2, 3})
     assert "best configuration" in rerun.stdout
 
 
