@@ -1,0 +1,81 @@
+import torch
+from torch import nn
+
+from study.models.onlstm import RecurrentLayer, RNNLanguageModel, SequenceClassifier, cumax
+
+
+def test_cumax_is_monotone_in_unit_interval():
+    x = torch.randn(7, 13) * 5
+    y = cumax(x)
+    assert (y >= 0).all() and (y <= 1 + 1e-6).all()
+    assert (y[:, 1:] - y[:, :-1] >= -1e-7).all()
+    assert torch.allclose(y[:, -1], torch.ones(7))
+
+
+def _as_torch_lstm(layer: RecurrentLayer) -> nn.LSTM:
+    """nn.LSTM with the layer's gate rows ([o, cell, i, f] here; [i, f, g, o] in torch)."""
+    H, m = layer.hidden_size, layer.n_master
+    ref = nn.LSTM(layer.ih.in_features, H)
+
+    def reorder(t):
+        o, g, i, f = (t[m + k * H: m + (k + 1) * H] for k in range(4))
+        return torch.cat([i, f, g, o])
+
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(reorder(layer.ih.weight))
+        ref.weight_hh_l0.copy_(reorder(layer.hh.weight))
+        ref.bias_ih_l0.copy_(reorder(layer.ih.bias))
+        ref.bias_hh_l0.copy_(reorder(layer.hh.bias))
+    return ref
+
+
+def test_with_master_gates_forced_to_one_the_cell_is_a_standard_lstm():
+    torch.manual_seed(0)
+    layer = RecurrentLayer(12, 24, 4, masters=True).eval()
+    x = torch.randn(9, 5, 12)
+    ours, (h, c), _ = layer(x, force_master_ones=True)
+    ref_out, (ref_h, ref_c) = _as_torch_lstm(layer)(x)
+    assert torch.allclose(ours, ref_out, atol=1e-6)
+    assert torch.allclose(h, ref_h[0], atol=1e-6) and torch.allclose(c, ref_c[0], atol=1e-6)
+    plain = RecurrentLayer(12, 24, 4, masters=False).eval()
+    out, _, d = plain(x)
+    assert torch.allclose(out, _as_torch_lstm(plain)(x)[0], atol=1e-6) and (d == 0).all()
+
+
+def test_shapes_and_distances_in_unit_interval():
+    torch.manual_seed(1)
+    layer = RecurrentLayer(10, 20, 5, masters=True, dropconnect=0.3)
+    x = torch.randn(6, 3, 10)
+    out, (h, c), d = layer(x)
+    assert out.shape == (6, 3, 20) and h.shape == (3, 20) and c.shape == (3, 20) and d.shape == (6, 3)
+    assert (d >= 0).all() and (d <= 1).all()
+    assert layer.ih.weight.shape == (2 * 4 + 4 * 20, 10) and layer.hh.weight.shape == (2 * 4 + 4 * 20, 20)
+    assert layer.row_blocks() == {"gates": slice(8, 88), "master": slice(0, 8)}
+    out.sum().backward()
+    assert layer.hh.weight.grad is not None
+
+
+def test_language_model_ties_its_embedding_and_reports_distances_per_layer():
+    lm = RNNLanguageModel(vocab=50, embedding=16, hidden=32, layers=3, chunk_size=4)
+    names = [n for n, _ in lm.named_parameters()]
+    assert "encoder.weight" in names and "decoder.weight" not in names, "one shared parameter"
+    assert lm.decoder.weight is lm.encoder.weight
+    logits, distances = lm(torch.randint(0, 50, (7, 4)))
+    assert logits.shape == (7, 4, 50) and len(distances) == 3 and distances[0].shape == (7, 4)
+    lstm = RNNLanguageModel(vocab=50, embedding=16, hidden=32, layers=3, chunk_size=4, masters=False)
+    assert sum(p.numel() for p in lstm.parameters()) < sum(p.numel() for p in lm.parameters())
+
+
+def test_pair_classifier_reads_the_last_real_token():
+    torch.manual_seed(2)
+    model = SequenceClassifier(vocab=20, num_classes=7, embedding=8, hidden=16, layers=2, chunk_size=4, pair=True).eval()
+    a = torch.randint(1, 20, (6, 3))
+    lengths = torch.tensor([6, 4, 2])
+    padded = a.clone()
+    padded[4:, 1] = 0
+    padded[2:, 2] = 0
+    b = torch.randint(1, 20, (5, 3))
+    lb = torch.tensor([5, 5, 3])
+    out1 = model(a, lengths, b, lb)
+    out2 = model(padded, lengths, b, lb)
+    assert out1.shape == (3, 7) and torch.allclose(out1, out2, atol=1e-6), "padding after the end changes nothing"
