@@ -1,0 +1,80 @@
+"""Unsupervised parsing from ON-LSTM distances (Shen et al. 2019) and its evaluation.
+
+A tree is induced top-down: split the span at the token of largest distance (that token
+starts the right part). Scores are unlabelled sentence-level F1 over constituents, ignoring
+single-word and whole-sentence spans, averaged over sentences that have any gold span left."""
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from study.data.sequences import Tree, spans
+
+
+def tree_from_distances(distances: Sequence[float], lo: int = 0, hi: int | None = None) -> Tree:
+    """Greedy top-down split at the largest distance (ties: the leftmost)."""
+    hi = len(distances) if hi is None else hi
+    if hi - lo == 1:
+        return lo
+    if hi - lo == 2:
+        return (lo, lo + 1)
+    cut = max(range(lo + 1, hi), key=lambda i: (distances[i], -i))
+    left = tree_from_distances(distances, lo, cut)
+    right = tree_from_distances(distances, cut, hi)
+    return (left, right)
+
+
+def right_branching(n: int, lo: int = 0) -> Tree:
+    return lo if n == 1 else (lo, right_branching(n - 1, lo + 1))
+
+
+def left_branching(n: int) -> Tree:
+    tree: Tree = 0
+    for i in range(1, n):
+        tree = (tree, i)
+    return tree
+
+
+def balanced(lo: int, hi: int) -> Tree:
+    if hi - lo == 1:
+        return lo
+    mid = (lo + hi + 1) // 2
+    return (balanced(lo, mid), balanced(mid, hi))
+
+
+def random_tree(lo: int, hi: int, rng: random.Random) -> Tree:
+    if hi - lo == 1:
+        return lo
+    cut = rng.randint(lo + 1, hi - 1)
+    return (random_tree(lo, cut, rng), random_tree(cut, hi, rng))
+
+
+def _scored(tree: Tree, n: int) -> set[tuple[int, int]]:
+    return {(a, b) for a, b in spans(tree) if b > a and (a, b) != (0, n - 1)}
+
+
+def sentence_f1(predicted: Tree, gold: Tree, n: int) -> float | None:
+    gold_spans = _scored(gold, n)
+    if not gold_spans:
+        return None
+    pred_spans = _scored(predicted, n)
+    hit = len(gold_spans & pred_spans)
+    if hit == 0:
+        return 0.0
+    precision, recall = hit / len(pred_spans), hit / len(gold_spans)
+    return 2 * precision * recall / (precision + recall)
+
+
+def corpus_f1(predicted: list[Tree], gold: list[Tree], lengths: list[int]) -> float:
+    scores = [s for p, g, n in zip(predicted, gold, lengths) if (s := sentence_f1(p, g, n)) is not None]
+    return sum(scores) / len(scores) if scores else float("nan")
+
+
+def baseline_f1(gold: list[Tree], lengths: list[int], seed: int = 0) -> dict[str, float]:
+    rng = random.Random(seed)
+    return {
+        "right_branching": corpus_f1([right_branching(n) for n in lengths], gold, lengths),
+        "left_branching": corpus_f1([left_branching(n) for n in lengths], gold, lengths),
+        "balanced": corpus_f1([balanced(0, n) for n in lengths], gold, lengths),
+        "random": corpus_f1([random_tree(0, n, rng) for n in lengths], gold, lengths),
+    }
