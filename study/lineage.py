@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from study.checkpoint import load_checkpoint, save_checkpoint
-from study.data import dataset_input_shape, load_task
-from study.models import MODELS, build_model, prunable_layers
+from study.data import dataset_signature, load_task
+from study.models import MODELS, Slot, build_model, prunable_slots
 from study.pruning import (Mask, apply_mask, dense_mask, keep_top, magnitude_scores, planned_counts,
                            random_scores, remaining)
 from study.pruning_at_init import grasp_scores, snip_scores, synflow_mask
@@ -69,6 +69,13 @@ class RoundResult:
     curve_val_loss: list[float]
     curve_val_acc: list[float]
     curve_test_acc: list[float]
+    group_remaining_pct: dict[str, float] | None = None
+    val_perplexity: float | None = None
+    test_perplexity: float | None = None
+    parse_f1: dict[str, float] | None = None
+    parse_baselines: dict[str, float] | None = None
+    accuracy_by_length: dict[str, float] | None = None
+    parse_examples_json: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,18 +84,23 @@ class RoundResult:
 @dataclass(frozen=True)
 class LineagePlan:
     """What a spec will do: the pruning groups, their rates and exact per-round counts."""
-    layers: dict[str, str]                 # prunable parameter -> layer kind
-    groups: dict[str, list[str]]           # pruning group -> its parameters
+    slots: dict[str, Slot]                 # prunable slot -> (parameter, rows, kind)
+    groups: dict[str, list[str]]           # pruning group -> its slots
     rates: dict[str, float]                # pruning group -> rate per round
     counts: list[dict[str, int]]           # round -> group -> weights kept
     rounds: list[int]                      # the round numbers that will run
     total_weights: int
 
+    @property
+    def params(self) -> list[str]:
+        return list(dict.fromkeys(slot.param for slot in self.slots.values()))
+
     def keep(self, round_: int) -> dict[str, int]:
         return self.counts[round_]
 
     def remaining_pct(self, round_: int) -> float:
-        return 100.0 * sum(self.counts[round_].values()) / self.total_weights
+        exempt = self.total_weights - sum(self.counts[0].values())  # weights no group prunes
+        return 100.0 * (sum(self.counts[round_].values()) + exempt) / self.total_weights
 
 
 def derive_seed(seed: int, purpose: str, round_: int = 0) -> int:
@@ -96,31 +108,33 @@ def derive_seed(seed: int, purpose: str, round_: int = 0) -> int:
     return int.from_bytes(digest[:7], "little")
 
 
-def _groups(spec: LineageSpec, layers: dict[str, str]) -> tuple[dict[str, list[str]], dict[str, float]]:
+def _groups(spec: LineageSpec, slots: dict[str, Slot]) -> tuple[dict[str, list[str]], dict[str, float]]:
+    live = {n: slot.kind for n, slot in slots.items() if slot.kind not in spec.prune.exempt}
     if spec.prune.scope == "layerwise":
         kind_rates = {**MODELS[spec.model].default_rates, **spec.prune.rates}
-        return {n: [n] for n in layers}, {n: kind_rates[k] for n, k in layers.items()}
-    pooled = [n for n, k in layers.items() if not (k == "output" and spec.prune.output_rate is not None)]
+        return {n: [n] for n in live}, {n: kind_rates[k] for n, k in live.items()}
+    pooled = [n for n, k in live.items() if not (k == "output" and spec.prune.output_rate is not None)]
     groups, rates = {"global": pooled}, {"global": spec.prune.rate}
     if spec.prune.output_rate is not None:
-        groups["output"] = [n for n, k in layers.items() if k == "output"]
+        groups["output"] = [n for n, k in live.items() if k == "output"]
         rates["output"] = spec.prune.output_rate
     return groups, rates
 
 
 def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePlan:
     if model is None:
-        model = MODELS[spec.model].factory(dataset_input_shape(spec.dataset), 10)
-    layers = prunable_layers(model)
+        shape, classes, kwargs = dataset_signature(spec.dataset, spec.data)
+        model = MODELS[spec.model].factory(shape, classes, **kwargs, **spec.model_args)
+    slots = prunable_slots(model)
     params = dict(model.named_parameters())
-    sizes = {n: params[n].numel() for n in layers}
-    groups, rates = _groups(spec, layers)
+    sizes = {n: (params[s.param] if s.rows is None else params[s.param][s.rows]).numel() for n, s in slots.items()}
+    groups, rates = _groups(spec, slots)
     total = sum(sizes.values())
     if spec.rounds is not None:
         n_rounds = spec.rounds
     else:
         n_rounds, counts = 0, planned_counts(sizes, groups, rates, 0)
-        while 100.0 * sum(counts[-1].values()) / total > spec.target_remaining:
+        while 100.0 * (sum(counts[-1].values()) + total - sum(counts[0].values())) / total > spec.target_remaining:
             n_rounds += 1
             counts = planned_counts(sizes, groups, rates, n_rounds)
             if n_rounds > 500 or counts[-1] == counts[-2]:
@@ -129,7 +143,7 @@ def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePl
     rounds = [0, 1] if spec.strategy == "oneshot" else list(range(n_rounds + 1))
     if spec.strategy == "oneshot":
         counts = [counts[0], counts[-1]]
-    return LineagePlan(layers, groups, rates, counts, rounds, total)
+    return LineagePlan(slots, groups, rates, counts, rounds, total)
 
 
 def round_length(spec: LineageSpec, round_: int) -> int:
@@ -199,9 +213,8 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     task = load_task(spec.dataset, spec.data, batch_size=spec.train.batch_size, seed=spec.seed, device=dev)
-    model = build_model(spec.model, task.input_shape, task.num_classes, spec.seed, spec.init).to(dev)
+    model = _build(spec, task, spec.seed).to(dev)
     plan = plan_lineage(spec, model)
-    layers = list(plan.layers)
     trial_id = ids.trial_id or spec.lineage_id()
     ckpt_path = Path(workdir) / "lineage.pt" if workdir is not None else None
     version = code_version()
@@ -209,7 +222,7 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
     state = load_checkpoint(ckpt_path, spec.config_hash(), dev) if ckpt_path else None
     if state is None:
         state = {"round_done": -1, "theta0": _clone_state(model), "theta_k": None, "trained": None,
-                 "imp_trained": None, "mask": dense_mask(model, layers), "results": []}
+                 "imp_trained": None, "mask": dense_mask(model, plan.params), "results": []}
     results = [RoundResult(**r) for r in state["results"]]
     handle.previous, handle.plan = list(results), plan
     if on_progress and state["round_done"] >= 0:
@@ -225,9 +238,10 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
         apply_mask(model, mask)
         if on_reset:
             on_reset(round_, model, mask)
+        torch.manual_seed(derive_seed(spec.seed, "dropout", round_))  # dropout draws repeat on resume
         return train(model, task, spec.train, mask=mask if round_ > 0 else None, start=start,
                      lr_fn=lr_fn, capture_at=spec.rewind_iteration if capture else None,
-                     on_capture=capture_theta_k, progress=on_progress)
+                     on_capture=capture_theta_k, progress=on_progress, keep_best=hasattr(task, "round_metrics"))
 
     for round_ in plan.rounds:
         if round_ <= state["round_done"]:
@@ -247,8 +261,7 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
                 lr_final = final_lr(spec.train)
                 result = run_round(round_, state["trained"], mask, 0, lr_fn=lambda it: lr_final)
             elif spec.strategy == "random_reinit":
-                fresh = build_model(spec.model, task.input_shape, task.num_classes,
-                                    derive_seed(spec.seed, "reinit", round_), spec.init).to(dev)
+                fresh = _build(spec, task, derive_seed(spec.seed, "reinit", round_)).to(dev)
                 result = run_round(round_, fresh.state_dict(), mask, k)
             else:  # pruning at init: scored on θ0, trained from θ0
                 result = run_round(round_, state["theta0"], mask, 0)
@@ -259,7 +272,13 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
         state["mask"] = mask
         if round_ == 0 and spec.strategy == "random_reinit":
             state["imp_trained"] = state["trained"]
-        row = _round_result(spec, plan, ids.study, trial_id, round_, mask, result, results, dev, version)
+        extra = {}
+        if hasattr(task, "round_metrics"):  # sequence models: perplexity, parse F1... at the early-stop weights
+            trained = _clone_state(model)
+            model.load_state_dict(result.best_state)
+            extra = task.round_metrics(model)
+            model.load_state_dict(trained)
+        row = _round_result(spec, plan, ids.study, trial_id, round_, mask, result, results, dev, version, extra)
         if on_round:
             on_round(row)
         results.append(row)
@@ -270,29 +289,37 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
         yield row
 
 
+def _build(spec: LineageSpec, task, seed: int) -> nn.Module:
+    try:
+        return build_model(spec.model, task.input_shape, task.num_classes, seed, spec.init,
+                           **getattr(task, "model_kwargs", {}), **spec.model_args)
+    except TypeError as e:
+        raise SpecError(f"model_args for {spec.model}: {e}") from None
+
+
 def _next_mask(spec: LineageSpec, plan: LineagePlan, round_: int, state: dict, model: nn.Module, task) -> Mask:
-    layers, groups, keep = list(plan.layers), plan.groups, plan.keep(round_)
+    params, slots, groups, keep = plan.params, plan.slots, plan.groups, plan.keep(round_)
     mask = state["mask"]
     if spec.strategy in MAGNITUDE_STRATEGIES or spec.strategy == "random_reinit":
         source = state["imp_trained"] if spec.strategy == "random_reinit" else state["trained"]
         model.load_state_dict(source)
-        return keep_top(magnitude_scores(model, layers), mask, groups, keep)
+        return keep_top(magnitude_scores(model, params), mask, slots, groups, keep)
     if spec.strategy == "random_prune":
         g = torch.Generator().manual_seed(derive_seed(spec.seed, "random_prune", round_))
-        return keep_top(random_scores(mask, g), mask, groups, keep)
+        return keep_top(random_scores(mask, g), mask, slots, groups, keep)
     model.load_state_dict(state["theta0"])
-    full = dense_mask(model, layers)
+    full = dense_mask(model, params)
     if spec.strategy == "snip":
-        return keep_top(snip_scores(model, task, layers), full, groups, keep)
+        return keep_top(snip_scores(model, task, params), full, slots, groups, keep)
     if spec.strategy == "grasp":
-        return keep_top(grasp_scores(model, task, layers), full, groups, keep)
-    return synflow_mask(model, task.input_shape, layers, full, groups, keep)
+        return keep_top(grasp_scores(model, task, params), full, slots, groups, keep)
+    return synflow_mask(model, task, params, full, slots, groups, keep)
 
 
 def _round_result(spec: LineageSpec, plan: LineagePlan, study: str, trial_id: str, round_: int,
                   mask: Mask, result: TrainResult, previous: list[RoundResult], dev: torch.device,
-                  version: str) -> RoundResult:
-    overall, per_layer, _ = remaining(mask)
+                  version: str, extra: dict[str, Any]) -> RoundResult:
+    overall, per_layer, per_kind = remaining(mask, plan.slots)
     before = previous[-1].remaining_pct if previous else 100.0
     es, fin = result.early_stop, result.final
     curve = result.curve
@@ -312,6 +339,7 @@ def _round_result(spec: LineageSpec, plan: LineagePlan, study: str, trial_id: st
         curve_train_loss=[p.train_loss if math.isfinite(p.train_loss) else None for p in curve],
         curve_val_loss=[p.val_loss for p in curve], curve_val_acc=[p.val_acc for p in curve],
         curve_test_acc=[p.test_acc for p in curve],
+        group_remaining_pct=per_kind, **extra,
     )
 
 

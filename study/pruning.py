@@ -1,10 +1,12 @@
 """Masks and score-based pruning, exact to the weight.
 
-A mask is a dict from parameter name to a bool tensor (True = kept). Every pruning rule here is
-"keep the highest-scoring surviving weights": magnitude (|w|), random scores, or the
-pruning-at-init scores of `study.pruning_at_init`. Pruned weights score -inf, so masks of an
-iterative lineage are nested. Ties are broken by position (stable sort), so results are
-deterministic.
+A mask is a dict from parameter name to a bool tensor (True = kept). What is pruned is a set of
+slots: a whole weight, or a block of its rows (an ON-LSTM's master rows apart from its gate
+rows); slots form pruning groups (one slot each for layerwise pruning, a pool for global
+pruning). Every rule here is "keep the highest-scoring surviving weights of a group":
+magnitude (|w|), random scores, or the pruning-at-init scores of `study.pruning_at_init`.
+Pruned weights score -inf, so masks of an iterative lineage are nested. Ties are broken by
+position (stable sort), so results are deterministic.
 """
 from __future__ import annotations
 
@@ -13,12 +15,18 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from study.models.slots import Slot
+
 Mask = dict[str, Tensor]
 
 
-def dense_mask(model: nn.Module, layers: Iterable[str]) -> Mask:
-    params = dict(model.named_parameters())
-    return {name: torch.ones_like(params[name], dtype=torch.bool) for name in layers}
+def _view(t: Tensor, slot: Slot) -> Tensor:
+    return t if slot.rows is None else t[slot.rows]
+
+
+def dense_mask(model: nn.Module, params: Iterable[str]) -> Mask:
+    named = dict(model.named_parameters())
+    return {name: torch.ones_like(named[name], dtype=torch.bool) for name in dict.fromkeys(params)}
 
 
 def next_keep(count: int, rate: float) -> int:
@@ -36,45 +44,52 @@ def planned_counts(sizes: dict[str, int], groups: dict[str, list[str]], rates: d
     return counts
 
 
-def keep_top(scores: dict[str, Tensor], mask: Mask, groups: dict[str, list[str]],
+def keep_top(scores: dict[str, Tensor], mask: Mask, slots: dict[str, Slot], groups: dict[str, list[str]],
              keep: dict[str, int]) -> Mask:
-    """Keep exactly keep[g] surviving weights with the highest scores in each group g."""
-    new: Mask = {}
+    """Keep exactly keep[g] surviving weights with the highest scores in each group g of slots;
+    weights outside every group are left as they are."""
+    new: Mask = {n: m.clone() for n, m in mask.items()}
     for group, members in groups.items():
+        views = [(slots[s], _view(mask[slots[s].param], slots[s])) for s in members]
         flat = torch.cat([
-            torch.where(mask[n], scores[n].detach().to(torch.float64), float("-inf")).flatten()
-            for n in members
+            torch.where(m, _view(scores[slot.param], slot).detach().to(torch.float64), float("-inf")).flatten().cpu()
+            for slot, m in views
         ])
-        alive = int(sum(int(mask[n].sum()) for n in members))
+        alive = int(sum(int(m.sum()) for _, m in views))
         k = keep[group]
         if k > alive:
             raise ValueError(f"cannot keep {k} weights of group {group}: only {alive} survive")
-        order = torch.argsort(flat.cpu(), descending=True, stable=True)[:k]
+        order = torch.argsort(flat, descending=True, stable=True)[:k]
         kept = torch.zeros(flat.numel(), dtype=torch.bool)
         kept[order] = True
         offset = 0
-        for n in members:
-            size = mask[n].numel()
-            new[n] = kept[offset: offset + size].view_as(mask[n]).to(mask[n].device)
-            offset += size
+        for slot, m in views:
+            target = _view(new[slot.param], slot)
+            target.copy_(kept[offset: offset + m.numel()].view_as(m).to(m.device))
+            offset += m.numel()
     return new
 
 
-def magnitude_scores(model: nn.Module, layers: Iterable[str]) -> dict[str, Tensor]:
-    params = dict(model.named_parameters())
-    return {n: params[n].detach().abs() for n in layers}
+def magnitude_scores(model: nn.Module, params: Iterable[str]) -> dict[str, Tensor]:
+    named = dict(model.named_parameters())
+    return {n: named[n].detach().abs() for n in dict.fromkeys(params)}
 
 
 def random_scores(mask: Mask, generator: torch.Generator) -> dict[str, Tensor]:
     return {n: torch.rand(m.shape, generator=generator).to(m.device) for n, m in mask.items()}
 
 
-def remaining(mask: Mask) -> tuple[float, dict[str, float], dict[str, int]]:
-    """(% of prunable weights kept overall, % kept per layer, kept count per layer)."""
-    counts = {n: int(m.sum()) for n, m in mask.items()}
-    total = sum(m.numel() for m in mask.values())
-    per_layer = {n: 100.0 * counts[n] / mask[n].numel() for n in mask}
-    return 100.0 * sum(counts.values()) / total, per_layer, counts
+def remaining(mask: Mask, slots: dict[str, Slot]) -> tuple[float, dict[str, float], dict[str, float]]:
+    """(% of prunable weights kept overall, % kept per slot, % kept per slot kind)."""
+    kept = {s: int(_view(mask[slot.param], slot).sum()) for s, slot in slots.items()}
+    size = {s: _view(mask[slot.param], slot).numel() for s, slot in slots.items()}
+    kinds: dict[str, list[int]] = {}
+    for s, slot in slots.items():
+        k = kinds.setdefault(slot.kind, [0, 0])
+        k[0] += kept[s]
+        k[1] += size[s]
+    return (100.0 * sum(kept.values()) / sum(size.values()), {s: 100.0 * kept[s] / size[s] for s in slots},
+            {k: 100.0 * a / b for k, (a, b) in kinds.items()})
 
 
 def apply_mask(model: nn.Module, mask: Mask) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from study.models.slots import Slot
 from study.pruning import Mask, keep_top
 
 SCORE_BATCHES = 4
@@ -15,65 +15,65 @@ GRASP_TEMPERATURE = 200.0
 SYNFLOW_ITERATIONS = 100
 
 
-def _prunable(model: nn.Module, layers: list[str]) -> list[Tensor]:
-    params = dict(model.named_parameters())
-    return [params[n] for n in layers]
+def _prunable(model: nn.Module, params: list[str]) -> list[Tensor]:
+    named = dict(model.named_parameters())
+    return [named[n] for n in params]
 
 
-def snip_scores(model: nn.Module, task, layers: list[str]) -> dict[str, Tensor]:
+def snip_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]:
     """|θ ⊙ ∂L/∂θ| summed over a few training batches."""
     model = copy.deepcopy(model)
-    weights = _prunable(model, layers)
+    weights = _prunable(model, params)
     model.zero_grad()
     for i in range(SCORE_BATCHES):
         x, y = task.batch(i)
         task.loss(model, x, y).backward()
-    return {n: (w.grad * w).detach().abs() for n, w in zip(layers, weights)}
+    return {n: (w.grad * w).detach().abs() for n, w in zip(params, weights)}
 
 
-def grasp_scores(model: nn.Module, task, layers: list[str]) -> dict[str, Tensor]:
+def grasp_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]:
     """θ ⊙ Hg (keeping the highest removes the weights whose removal hurts gradient flow most)."""
     model = copy.deepcopy(model)
-    weights = _prunable(model, layers)
+    weights = _prunable(model, params)
     g = [torch.zeros_like(w) for w in weights]
     for i in range(SCORE_BATCHES):
         x, y = task.batch(i)
-        grads = torch.autograd.grad(F.cross_entropy(model(x) / GRASP_TEMPERATURE, y), weights)
+        grads = torch.autograd.grad(task.loss(model, x, y, temperature=GRASP_TEMPERATURE), weights)
         g = [a + b.detach() for a, b in zip(g, grads)]
     model.zero_grad()
     for i in range(SCORE_BATCHES):
         x, y = task.batch(i)
-        grads = torch.autograd.grad(F.cross_entropy(model(x) / GRASP_TEMPERATURE, y), weights, create_graph=True)
+        grads = torch.autograd.grad(task.loss(model, x, y, temperature=GRASP_TEMPERATURE), weights,
+                                    create_graph=True)
         sum((a * b).sum() for a, b in zip(g, grads)).backward()
-    scores = {n: (w.grad * w).detach() for n, w in zip(layers, weights)}
+    scores = {n: (w.grad * w).detach() for n, w in zip(params, weights)}
     norm = torch.cat([s.flatten() for s in scores.values()]).sum().abs() + 1e-10
     return {n: s / norm for n, s in scores.items()}
 
 
-def synflow_mask(model: nn.Module, input_shape: tuple[int, ...], layers: list[str], mask: Mask,
+def synflow_mask(model: nn.Module, task, params: list[str], mask: Mask, slots: dict[str, Slot],
                  groups: dict[str, list[str]], keep: dict[str, int]) -> Mask:
     """Iterative SynFlow: 100 rounds of data-free synaptic-flow scores on |θ| (in float64),
-    shrinking each group exponentially towards its final count."""
+    shrinking each group exponentially towards its final count. The task supplies the all-ones
+    input (images) or a constant token sequence (sequence models) and reads the output."""
     model = copy.deepcopy(model).double().eval()
-    params = dict(model.named_parameters())
+    named = dict(model.named_parameters())
     with torch.no_grad():
         for p in model.state_dict().values():
             if p.is_floating_point():
                 p.abs_()
-    device = next(model.parameters()).device
-    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
-    start = {g: sum(int(mask[n].sum()) for n in members) for g, members in groups.items()}
+    start = {g: sum(int((mask[slots[s].param] if slots[s].rows is None else mask[slots[s].param][slots[s].rows]).sum())
+                    for s in members) for g, members in groups.items()}
     current = dict(mask)
-    originals = {n: params[n].detach().clone() for n in layers}
+    originals = {n: named[n].detach().clone() for n in params}
     for i in range(1, SYNFLOW_ITERATIONS + 1):
         with torch.no_grad():
-            for n in layers:
-                params[n].copy_(originals[n] * current[n])
+            for n in params:
+                named[n].copy_(originals[n] * current[n])
         model.zero_grad()
-        model(ones).sum().backward()
-        scores = {n: (params[n].grad * params[n]).detach().abs() for n in layers}
-        step_keep = {g: int(round(start[g] * (keep[g] / start[g]) ** (i / SYNFLOW_ITERATIONS)))
-                     for g in groups}
+        task.synflow_output(model).sum().backward()
+        scores = {n: (named[n].grad * named[n]).detach().abs() for n in params}
+        step_keep = {g: int(round(start[g] * (keep[g] / start[g]) ** (i / SYNFLOW_ITERATIONS))) for g in groups}
         step_keep = {g: keep[g] if i == SYNFLOW_ITERATIONS else max(step_keep[g], keep[g]) for g in groups}
-        current = keep_top(scores, current, groups, step_keep)
+        current = keep_top(scores, current, slots, groups, step_keep)
     return current

@@ -70,6 +70,8 @@ ROUND_FIELDS = [
     pa.field("parse_f1", _F64_MAP),
     pa.field("parse_baselines", _F64_MAP),
     pa.field("group_remaining_pct", _F64_MAP),
+    pa.field("accuracy_by_length", _F64_MAP),
+    pa.field("parse_examples_json", pa.string()),
 ]
 LINEAGE_FIELDS = [
     pa.field("study", _CAT, nullable=False),

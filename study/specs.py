@@ -25,7 +25,7 @@ PRUNING_AT_INIT = ("snip", "grasp", "synflow")
 SCOPES = ("layerwise", "global")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step", "warmup")
-INITS = ("glorot_normal", "kaiming_normal")
+INITS = ("glorot_normal", "kaiming_normal", "uniform")
 
 
 class SpecError(ValueError):
@@ -81,12 +81,14 @@ class PruneSpec:
 
     layerwise: `rates` maps a layer kind (fc, conv, output) to its per-round rate; kinds left out
     take the model's paper default. global: one `rate` over all prunable weights, and an optional
-    `output_rate` that prunes the output layer on its own.
+    `output_rate` that prunes the output layer on its own. `exempt` lists kinds never pruned
+    (e.g. [ih_master, hh_master]: the ON-LSTM master-gate exemption).
     """
     scope: str = "layerwise"
     rates: dict[str, float] = field(default_factory=dict)
     rate: float | None = None
     output_rate: float | None = None
+    exempt: tuple[str, ...] = ()
 
     def validate(self) -> None:
         _choice("prune.scope", self.scope, SCOPES)
@@ -133,6 +135,7 @@ class LineageSpec:
     seed: int = 0
     init: str | None = None
     data: DataSpec = field(default_factory=DataSpec)
+    model_args: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         from study.data import DATASETS
@@ -147,6 +150,9 @@ class LineageSpec:
         self.prune.validate()
         self.data.validate()
         known_kinds = MODELS[self.model].layer_kinds
+        for kind in self.prune.exempt:
+            if kind not in known_kinds:
+                raise SpecError(f"prune.exempt: model {self.model} has no '{kind}' weights; its kinds are {', '.join(known_kinds)}")
         for kind in self.prune.rates:
             if kind not in known_kinds:
                 raise SpecError(

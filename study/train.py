@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +46,7 @@ class TrainResult:
     final: EvalPoint
     iterations: int
     wall_seconds: float
+    best_state: dict[str, Tensor] | None = None  # weights at the early-stop point (keep_best=True)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -90,12 +91,14 @@ def train(
     capture_at: int | None = None,
     on_capture: Callable[[nn.Module], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    keep_best: bool = False,
 ) -> TrainResult:
     """Train `model` from global iteration `start` to `end` (default: spec.iterations).
 
     The learning rate at each iteration is `lr_fn(iteration)` (default: the spec's schedule).
     `on_capture(model)` is called with the weights after `capture_at` iterations.
-    `progress(n)` is told every n iterations done.
+    `progress(n)` is told every n iterations done. With `keep_best`, the weights at the minimum
+    validation loss are kept in the result.
     """
     end = spec.iterations if end is None else end
     lr_fn = lr_fn or (lambda it: lr_at(spec, it))
@@ -113,6 +116,7 @@ def train(
     loss_sum = torch.zeros((), device=device)
     loss_count = 0
     curve: list[EvalPoint] = []
+    best: dict[str, Any] = {"loss": float("inf"), "state": None}
     t0 = time.perf_counter()
     model.train()
 
@@ -126,6 +130,8 @@ def train(
         val_loss, val_acc = task.evaluate(model, "val")
         test_loss, test_acc = task.evaluate(model, "test")
         curve.append(EvalPoint(iteration, train_loss, val_loss, val_acc, test_loss, test_acc))
+        if keep_best and val_loss < best["loss"]:
+            best.update(loss=val_loss, state={k: v.detach().clone() for k, v in model.state_dict().items()})
         loss_sum = torch.zeros((), device=device)
         loss_count = 0
 
@@ -158,5 +164,5 @@ def train(
             if progress:
                 progress(done - start - done_since_report)
                 done_since_report = done - start
-    best = min(curve, key=lambda p: (p.val_loss, p.iteration))
-    return TrainResult(tuple(curve), best, curve[-1], end - start, time.perf_counter() - t0)
+    early = min(curve, key=lambda p: (p.val_loss, p.iteration))
+    return TrainResult(tuple(curve), early, curve[-1], end - start, time.perf_counter() - t0, best["state"])

@@ -8,17 +8,70 @@ from study.data.vision import SOURCES, load_raw, synthetic_raw
 from study.specs import DataSpec, SpecError
 
 SYNTHETIC_SHAPES = {"synthetic": (1, 28, 28), "synthetic_cifar": (3, 32, 32)}
-DATASETS = (*SOURCES, *SYNTHETIC_SHAPES)
+SEQUENCE_DATASETS = ("pcfg", "logical_inference", "listops", "text")
+DATASETS = (*SOURCES, *SYNTHETIC_SHAPES, *SEQUENCE_DATASETS)
+LOGIC_TRAIN_OPS, LOGIC_TEST_OPS = 6, 12
 
 
-def dataset_input_shape(name: str) -> tuple[int, int, int]:
-    return SYNTHETIC_SHAPES[name] if name in SYNTHETIC_SHAPES else SOURCES[name].input_shape
+def sequence_vocabulary(name: str, spec: DataSpec):
+    from study.data import sequences as seq
+    from study.data.sequence_tasks import Vocabulary
+
+    if name == "pcfg":
+        return Vocabulary([w for words in seq.LEXICON.values() for w in words] + ["that"])
+    if name == "logical_inference":
+        return Vocabulary(list(seq.VARIABLES) + ["and", "or", "not", "(", ")"])
+    if name == "listops":
+        return Vocabulary(list(seq.LISTOPS) + [str(d) for d in range(10)] + ["]"])
+    if not spec.root:
+        raise SpecError("dataset text needs data.root: a folder with train.txt, valid.txt and test.txt (PTB format)")
+    return Vocabulary([t for s in seq.read_text_corpus(spec.root)["train"] for t in s.tokens])
+
+
+def dataset_signature(name: str, spec: DataSpec) -> tuple[tuple[int, ...], int, dict]:
+    """(input shape, number of classes, model keyword arguments) without loading the data."""
+    if name in SEQUENCE_DATASETS:
+        vocab = len(sequence_vocabulary(name, spec))
+        if name == "logical_inference":
+            from study.data.sequences import RELATIONS
+            return (vocab,), len(RELATIONS), {"pair": True}
+        return (vocab,), (10 if name == "listops" else vocab), {}
+    shape = SYNTHETIC_SHAPES[name] if name in SYNTHETIC_SHAPES else SOURCES[name].input_shape
+    return shape, 10, {}
+
+
+def load_sequence_task(name: str, spec: DataSpec, *, batch_size: int, seed: int, device):
+    from study.data import sequences as seq
+    from study.data.sequence_tasks import LanguageModelTask, SequenceClassificationTask
+
+    vocab = sequence_vocabulary(name, spec)
+    n, m, base = spec.synthetic_size, spec.validation_size, 1000 * spec.split_seed
+    if name in ("pcfg", "text"):
+        if name == "pcfg":
+            parts = (seq.pcfg_corpus(n, base + 1), seq.pcfg_corpus(m, base + 2), seq.pcfg_corpus(m, base + 3))
+        else:
+            corpus = seq.read_text_corpus(spec.root)
+            parts = (corpus["train"], corpus["val"], corpus["test"])
+        return LanguageModelTask(*parts, vocab=vocab, batch_size=batch_size, seed=seed, device=torch.device(device))
+    if name == "listops":
+        parts = [[(s, v) for s, v in seq.listops(k, base + i)] for i, k in enumerate((n, m, m), 1)]
+        return SequenceClassificationTask(*parts, labels=[str(d) for d in range(10)], vocab=vocab,
+                                          batch_size=batch_size, seed=seed, device=torch.device(device))
+    as_tuples = lambda examples: [(ex.left, ex.right, ex.label) for ex in examples]  # noqa: E731
+    parts = [as_tuples(seq.logical_inference(k, base + i, LOGIC_TRAIN_OPS)) for i, k in enumerate((n, m, m), 1)]
+    by_ops = {k: as_tuples(seq.logical_inference(max(m // LOGIC_TEST_OPS, 50), base + 10 + k, LOGIC_TEST_OPS, exact_ops=k))
+              for k in range(1, LOGIC_TEST_OPS + 1)}
+    return SequenceClassificationTask(*parts, labels=list(seq.RELATIONS), vocab=vocab, batch_size=batch_size,
+                                      seed=seed, device=torch.device(device), test_by_length=by_ops)
 
 
 def load_task(name: str, spec: DataSpec, *, batch_size: int, seed: int,
               device: torch.device | str = "cpu") -> ClassificationTask:
     """Load `name`, hold out `spec.validation_size` training examples (seeded by split_seed),
-    normalise with the dataset's channel statistics and move everything to `device` once."""
+    normalise with the dataset's channel statistics and move everything to `device` once.
+    Sequence datasets are generated (seeded by split_seed) or read, and batched by their task."""
+    if name in SEQUENCE_DATASETS:
+        return load_sequence_task(name, spec, batch_size=batch_size, seed=seed, device=device)
     if name in SYNTHETIC_SHAPES:
         shape = SYNTHETIC_SHAPES[name]
         train_x, train_y, test_x, test_y = synthetic_raw(shape, spec.synthetic_size, spec.split_seed)

@@ -79,8 +79,13 @@ class ClassificationTask:
         out = padded[bi, ci, rows, cols]
         return torch.where(flip[:, None, None, None], out.flip(3), out)
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(model(x), y)
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
+        return F.cross_entropy(model(x) / temperature, y)
+
+    def synflow_output(self, model: nn.Module) -> Tensor:
+        """The network's output for an all-ones input (SynFlow's data-free score)."""
+        p = next(model.parameters())
+        return model(torch.ones((1, *self.input_shape), dtype=p.dtype, device=p.device))
 
     def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]:
         """(mean cross-entropy, accuracy) on 'val' or 'test'."""

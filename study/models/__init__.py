@@ -10,11 +10,16 @@ from study.models.cifar import VGG19, ResNet20
 from study.models.conv import PLANS, ConvNet
 from study.models.init import initialize
 from study.models.lenet import LeNet300100
+from study.models.onlstm import RNNLanguageModel, SequenceClassifier
+from study.models.slots import Slot
+
+RNN_KINDS = ("embedding", "ih_gates", "ih_master", "hh_gates", "hh_master")
+RNN_RATES = {k: 0.2 for k in RNN_KINDS}
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    factory: Callable[[tuple[int, ...], int], nn.Module]
+    factory: Callable[..., nn.Module]  # (input_shape, num_classes, **model_args)
     layer_kinds: tuple[str, ...]
     default_rates: dict[str, float]
     default_init: str
@@ -22,11 +27,17 @@ class ModelInfo:
 
 MODELS: dict[str, ModelInfo] = {
     "lenet_300_100": ModelInfo(LeNet300100, ("fc", "output"), {"fc": 0.2, "output": 0.1}, "glorot_normal"),
-    "conv2": ModelInfo(lambda s, n: ConvNet(PLANS["conv2"], s, n), ("conv", "fc", "output"),
+    "onlstm_lm": ModelInfo(lambda s, n, **kw: RNNLanguageModel(n, masters=True, **kw), RNN_KINDS, RNN_RATES, "uniform"),
+    "lstm_lm": ModelInfo(lambda s, n, **kw: RNNLanguageModel(n, masters=False, **kw), RNN_KINDS, RNN_RATES, "uniform"),
+    "onlstm_classifier": ModelInfo(lambda s, n, **kw: SequenceClassifier(s[0], n, masters=True, **kw),
+                                   (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform"),
+    "lstm_classifier": ModelInfo(lambda s, n, **kw: SequenceClassifier(s[0], n, masters=False, **kw),
+                                 (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform"),
+    "conv2": ModelInfo(lambda s, n, **kw: ConvNet(PLANS["conv2"], s, n, **kw), ("conv", "fc", "output"),
                        {"conv": 0.1, "fc": 0.2, "output": 0.1}, "glorot_normal"),
-    "conv4": ModelInfo(lambda s, n: ConvNet(PLANS["conv4"], s, n), ("conv", "fc", "output"),
+    "conv4": ModelInfo(lambda s, n, **kw: ConvNet(PLANS["conv4"], s, n, **kw), ("conv", "fc", "output"),
                        {"conv": 0.1, "fc": 0.2, "output": 0.1}, "glorot_normal"),
-    "conv6": ModelInfo(lambda s, n: ConvNet(PLANS["conv6"], s, n), ("conv", "fc", "output"),
+    "conv6": ModelInfo(lambda s, n, **kw: ConvNet(PLANS["conv6"], s, n, **kw), ("conv", "fc", "output"),
                        {"conv": 0.15, "fc": 0.2, "output": 0.1}, "glorot_normal"),
     "vgg19": ModelInfo(VGG19, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal"),
     "resnet20": ModelInfo(ResNet20, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal"),
@@ -34,9 +45,17 @@ MODELS: dict[str, ModelInfo] = {
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int,
-                init: str | None = None) -> nn.Module:
+                init: str | None = None, **model_args) -> nn.Module:
     info = MODELS[name]
-    return initialize(info.factory(input_shape, num_classes), init or info.default_init, seed)
+    return initialize(info.factory(input_shape, num_classes, **model_args), init or info.default_init, seed)
+
+
+def prunable_slots(model: nn.Module) -> dict[str, Slot]:
+    """Slot name -> Slot. A model may define its own (row blocks); otherwise one slot per
+    prunable weight, named after it."""
+    if hasattr(model, "prunable_slots"):
+        return model.prunable_slots()
+    return {name: Slot(name, None, kind) for name, kind in prunable_layers(model).items()}
 
 
 def prunable_layers(model: nn.Module) -> dict[str, str]:

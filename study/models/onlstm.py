@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from study.models.slots import Slot
+
 
 def cumax(x: Tensor, dim: int = -1) -> Tensor:
     """cumsum(softmax(x)): monotone non-decreasing in [0, 1] along `dim`."""
@@ -105,6 +107,15 @@ class StackedRNN(nn.Module):
             input_size = size
         self.drop = LockedDropout(dropout_between)
 
+    def slots(self, prefix: str) -> dict[str, Slot]:
+        """Pruning slots: input-to-hidden and hidden-to-hidden x {gate rows, master rows}."""
+        out = {}
+        for i, layer in enumerate(self.layers):
+            for which in ("ih", "hh"):
+                for block, rows in layer.row_blocks().items():
+                    out[f"layer{i}.{which}.{block}"] = Slot(f"{prefix}.layers.{i}.{which}.weight", rows, f"{which}_{block}")
+        return out
+
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         distances = []
         for i, layer in enumerate(self.layers):
@@ -131,6 +142,13 @@ class RNNLanguageModel(nn.Module):
         self.decoder = nn.Linear(embedding, vocab)
         self.decoder.weight = self.encoder.weight
 
+    def prunable_slots(self) -> dict[str, Slot]:
+        # The decoder shares the embedding's weight: one slot, masked once, staying tied.
+        return {"embedding": Slot("encoder.weight", None, "embedding"), **self.rnn.slots("rnn")}
+
+    def distances(self, tokens: Tensor) -> list[Tensor]:
+        return self.rnn(self.encoder(tokens))[1]
+
     def forward(self, tokens: Tensor) -> tuple[Tensor, list[Tensor]]:
         """tokens (T, B) -> logits (T, B, V) and per-layer distances [(T, B)]."""
         x = self.drop_in(self.encoder(tokens))
@@ -153,6 +171,13 @@ class SequenceClassifier(nn.Module):
         self.rnn = StackedRNN(embedding, [hidden] * layers, chunk_size, masters, dropconnect, dropout)
         features = 4 * hidden if pair else hidden
         self.head = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def prunable_slots(self) -> dict[str, Slot]:
+        return {"embedding": Slot("encoder.weight", None, "embedding"), **self.rnn.slots("rnn"),
+                "head.fc": Slot("head.0.weight", None, "fc"), "head.output": Slot("head.2.weight", None, "output")}
+
+    def distances(self, tokens: Tensor) -> list[Tensor]:
+        return self.rnn(self.encoder(tokens))[1]
 
     def encode(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, list[Tensor]]:
         out, distances = self.rnn(self.encoder(tokens))
