@@ -46,6 +46,8 @@ pages = [
     st.Page("study/app/pages/strategies.py", title="Strategies", icon=":material/show_chart:", default=True),
     st.Page("study/app/pages/search.py", title="Search", icon=":material/tune:"),
     st.Page("study/app/pages/lineage.py", title="Lineage", icon=":material/account_tree:"),
-    st.Page("study/app/pages/data.py", title="Data", icon=":material/download:"),
 ]
+if not lake.rounds.empty and (lake.rounds["test_perplexity"].notna() | lake.rounds["parse_baselines"].notna()).any():
+    pages.append(st.Page("study/app/pages/sequences.py", title="Sequence models", icon=":material/segment:"))
+pages.append(st.Page("study/app/pages/data.py", title="Data", icon=":material/download:"))
 st.navigation(pages).run()

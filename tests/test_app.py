@@ -15,7 +15,7 @@ from study.specs import lineage_spec_from_dict
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = {"search": "study/app/pages/search.py", "lineage": "study/app/pages/lineage.py",
-         "data": "study/app/pages/data.py"}
+         "data": "study/app/pages/data.py", "sequences": "study/app/pages/sequences.py"}
 pytestmark = pytest.mark.timeout(600)
 
 
@@ -186,3 +186,28 @@ def test_bands_use_student_t_over_few_seeds():
     assert band["mean"] == pytest.approx(0.70) and band["hi"] == pytest.approx(0.70 + half)
     assert band["lo"] == 0.0, "clipped at 0 for a non-negative metric"
     assert t95(100) == 1.96 and t95(4) == pytest.approx(2.776)
+
+
+def test_sequence_models_page_perplexity_parse_f1_baselines_and_trees(lake, monkeypatch):
+    at = app(lake, monkeypatch, study=["sequences"])
+    at.switch_page(PAGES["sequences"]).run()
+    assert not at.exception
+    charts = specs(at)
+    ppl = charts[0]["layer"][1]
+    assert ppl["encoding"]["x"]["field"] == "remaining_pct" and ppl["encoding"]["x"]["scale"]["reverse"] is True
+    f1 = charts[1]["layer"]
+    assert f1[0]["mark"]["type"] == "rule" and f1[0]["encoding"]["y"]["field"] == "f1", "baselines as rules"
+    assert f1[2]["encoding"]["color"]["field"] == "line" and f1[2]["encoding"]["y"]["field"] == "f1"
+    gold, induced = charts[2], charts[3]
+    assert gold["title"] == "gold tree" and induced["title"].startswith("induced from layer")
+    assert [layer["mark"]["type"] for layer in gold["layer"]] == ["rule", "text"]
+    assert any("grammar's own perplexity" in c.value for c in at.caption)
+
+
+def test_sequence_page_only_appears_with_sequence_results(tmp_path, monkeypatch):
+    from conftest import synthetic_spec_dict
+
+    run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(rounds=1)), tmp_path, study="vision", threads=1)
+    at = app(tmp_path, monkeypatch)
+    with pytest.raises(ValueError):
+        at.switch_page(PAGES["sequences"]).run()

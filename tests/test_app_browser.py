@@ -15,10 +15,12 @@ def test_every_page_renders_in_headless_chromium(app_lake, tmp_path):
     assert Path(CHROMIUM).exists(), "apt-get install chromium (scripts/setup.sh does)"
     out = Path(os.environ.get("STUDY_SCREENSHOTS", tmp_path / "screenshots"))
     with serve(app_lake) as url:
-        visits = {v.name: v for v in visit_pages(url, out, min_charts={"strategies": 2, "search": 3, "lineage": 2})}
-    assert set(visits) == {"strategies", "search", "lineage", "data"}
+        visits = {v.name: v for v in visit_pages(url, out, min_charts={"strategies": 2, "search": 3, "lineage": 2,
+                                                                        "sequences": 4})}
+    assert set(visits) == {"strategies", "search", "lineage", "sequences", "data"}
     for name, visit in visits.items():
         assert visit.exceptions == 0, name
         assert visit.screenshot.stat().st_size > 10_000, name
     assert visits["strategies"].title == "Strategies" and visits["strategies"].charts >= 2
-    assert visits["search"].charts >= 3 and visits["lineage"].charts >= 2
+    assert visits["search"].charts >= 3 and visits["lineage"].charts >= 2 and visits["sequences"].charts >= 4
+    assert visits["sequences"].title == "Sequence models"

@@ -78,3 +78,31 @@ def pareto_chart(trials: pd.DataFrame, x: str, y: str) -> alt.Chart:
     )
     front = alt.Chart(trials[trials["pareto"]].sort_values(x)).mark_line(color="#d62728").encode(x=f"{x}:Q", y=f"{y}:Q")
     return (front + points).properties(title="Pareto front: accuracy vs sparsity", height=360)
+
+
+def tree_chart(tokens: list[str], tree, title: str) -> alt.Chart:
+    """A constituency tree: leaves along the bottom, each node above the middle of its leaves."""
+    nodes, edges = [], []
+
+    def place(t, depth: int) -> tuple[float, int]:
+        if isinstance(t, int):
+            return float(t), depth
+        kids = [place(c, depth + 1) for c in t]
+        x = sum(k[0] for k in kids) / len(kids)
+        nodes.append({"x": x, "y": -depth})
+        for kx, kd in kids:
+            edges.append({"x": x, "y": -depth, "x2": kx, "y2": -kd})
+        return x, depth
+
+    place(tree, 0)
+    bottom = min(e["y2"] for e in edges) - 1 if edges else -1
+    leaves = pd.DataFrame({"x": [float(i) for i in range(len(tokens))], "y": bottom, "token": tokens})
+    edges_df = pd.DataFrame(edges)
+    stems = pd.DataFrame([{"x": e["x2"], "y": e["y2"], "x2": e["x2"], "y2": bottom + 0.4}
+                          for e in edges if e["x2"] == int(e["x2"]) and (e["x2"], e["y2"]) not in
+                          {(n["x"], n["y"]) for n in nodes}])
+    axis = dict(axis=None)
+    lines = alt.Chart(pd.concat([edges_df, stems])).mark_rule(color="#555").encode(
+        x=alt.X("x:Q", **axis), y=alt.Y("y:Q", **axis), x2="x2:Q", y2="y2:Q")
+    words = alt.Chart(leaves).mark_text(fontSize=13, baseline="top").encode(x="x:Q", y="y:Q", text="token:N")
+    return (lines + words).properties(title=title, height=260)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
-PAGES = {"strategies": "", "search": "search", "lineage": "lineage", "data": "data"}
+PAGES = {"strategies": "", "search": "search", "lineage": "lineage", "sequences": "sequences", "data": "data"}
 CHROMIUM = os.environ.get("STUDY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -68,7 +68,8 @@ def serve(root: str | Path, port: int | None = None):
             proc.kill()
 
 
-def visit_pages(url: str, out: Path, min_charts: dict[str, int] | None = None) -> list[PageVisit]:
+def visit_pages(url: str, out: Path, min_charts: dict[str, int] | None = None,
+                pages: dict[str, str] | None = None) -> list[PageVisit]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -76,7 +77,7 @@ def visit_pages(url: str, out: Path, min_charts: dict[str, int] | None = None) -
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
-        for name, path in PAGES.items():
+        for name, path in (pages or PAGES).items():
             page.goto(f"{url}/{path}")
             page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=60_000)
             want = (min_charts or {}).get(name, 0)

@@ -26,7 +26,6 @@ if curves:
 
 cells = []
 for _, r in one.iterrows():
-    groups = r["group_remaining_pct"] if isinstance(r.get("group_remaining_pct"), dict) else r["layer_remaining_pct"]
-    cells += [{"round": r["round"], "layer": k, "remaining_pct": v} for k, v in (groups or {}).items()]
+    cells += [{"round": r["round"], "layer": k, "remaining_pct": v} for k, v in (r["layer_remaining_pct"] or {}).items()]
 if cells:
     st.altair_chart(sparsity_heatmap(pd.DataFrame(cells)), width="stretch")
