@@ -115,7 +115,7 @@ def _schema(fields: list[pa.Field], table: str) -> pa.Schema:
 ROUNDS_SCHEMA = _schema(ROUND_FIELDS, "rounds")
 LINEAGES_SCHEMA = _schema(LINEAGE_FIELDS, "lineages")
 STUDIES_SCHEMA = _schema(STUDY_FIELDS, "studies")
-STATUSES = ("running", "finished", "failed", "diverged")
+STATUSES = ("running", "finished", "stopped", "failed", "diverged")
 _SAFE = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
 

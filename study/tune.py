@@ -137,6 +137,35 @@ def _metrics(study: StudySpec, results, points: list[RoundPoint]) -> dict[str, A
     }
 
 
+class LakeFinalizer(tune.Callback):
+    """Runs in the driver: when a trial ends with lineages still 'running' in the lake (a
+    scheduler stopped it early), mark them 'stopped', so no lineage stays 'running' forever."""
+
+    def __init__(self, root: str, study: str) -> None:
+        self.root, self.study = root, study
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.close(trial.trial_id, "stopped")
+
+    def close(self, trial_id: str, status: str) -> int:
+        import datetime as dt
+
+        import pyarrow.parquet as pq
+
+        from study.results import LINEAGES_SCHEMA, write_lineage
+
+        closed = 0
+        base = Path(self.root) / "lineages" / f"study={self.study}"
+        for path in base.glob(f"strategy=*/{trial_id}-s*.parquet"):
+            row = pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0]
+            if row["status"] == "running":
+                row.update(status=status, updated_at=dt.datetime.now(dt.timezone.utc),
+                           error=f"the scheduler stopped trial {trial_id} after round {row['rounds_done'] - 1}")
+                write_lineage(self.root, row)
+                closed += 1
+        return closed
+
+
 @dataclass
 class StudyOutcome:
     best: list[dict[str, Any]]         # the best configuration, or the Pareto set
@@ -186,7 +215,7 @@ def run_study(study: StudySpec, *, address: str | None = None,
             run_config=RunConfig(name=study.name, storage_path=study.storage.tune, verbose=0,
                                  failure_config=FailureConfig(max_failures=study.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                 callbacks=callbacks or []),
+                                 callbacks=[*(callbacks or []), LakeFinalizer(study.storage.results, study.name)]),
         )
     _record_study(study)
     grid = tuner.fit()

@@ -132,3 +132,34 @@ def test_two_node_loopback_cluster_runs_one_study_into_one_lake(tmp_path):
     lineages = read_lineages(tmp_path / "lake", "twonode").table.to_pylist()
     assert len(lineages) == 4 and len({r["node_id"] for r in lineages}) == 2, "trials ran on both nodes"
     assert read_rounds(tmp_path / "lake", "twonode").table.num_rows == 12
+
+
+def test_asha_stops_trials_on_the_sparsity_attribute_and_the_lake_says_so(local_ray, tmp_path):
+    path = write_study(tmp_path, name="asha", rounds=3, objective={"name": "auc"},
+                       scheduler={"type": "asha", "grace_pruned_pct": 15, "reduction_factor": 2},
+                       budget={"num_samples": 6})
+    outcome = run_study(load_study_spec(path))
+    assert outcome.errors == 0
+    assert {t["state"] for t in outcome.trials} == {"COMPLETE"}, "stopped trials reach Optuna as COMPLETE"
+    lineages = read_lineages(tmp_path / "lake", "asha").table.to_pylist()
+    assert len(lineages) == 6 and {r["status"] for r in lineages} <= {"finished", "stopped"}
+    rounds = read_rounds(tmp_path / "lake", "asha").table
+    per_trial = {}
+    for trial, rnd in zip(rounds["trial_id"].to_pylist(), rounds["round"].to_pylist()):
+        per_trial.setdefault(trial, set()).add(rnd)
+    for r in lineages:
+        full = per_trial[r["trial_id"]] == {0, 1, 2, 3}
+        assert full == (r["status"] == "finished"), r
+
+
+def test_lake_finalizer_marks_running_lineages_of_an_ended_trial_stopped(tmp_path):
+    from study.results import write_lineage
+    from study.tune import LakeFinalizer
+
+    for trial, status in (("t1-s0", "running"), ("t1-s1", "running"), ("t2-s0", "running"), ("t3-s0", "finished")):
+        write_lineage(tmp_path, {"study": "s", "strategy": "imp", "trial_id": trial, "lineage_id": "l",
+                                 "config_hash": "h", "status": status, "rounds_done": 2})
+    assert LakeFinalizer(str(tmp_path), "s").close("t1", "stopped") == 2
+    assert LakeFinalizer(str(tmp_path), "s").close("t3", "stopped") == 0
+    status = {r["trial_id"]: r["status"] for r in read_lineages(tmp_path, "s").table.to_pylist()}
+    assert status == {"t1-s0": "stopped", "t1-s1": "stopped", "t2-s0": "running", "t3-s0": "finished"}
