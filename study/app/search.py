@@ -55,9 +55,9 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
             metrics = objective_metrics(points, info["objective"], obj.get("tolerance", 0.01),
                                         obj.get("target_remaining"))
         statuses = set(group["status"])
+        status = next((s for s in ("failed", "diverged", "running", "stopped") if s in statuses), "finished")
         rows.append({"optuna trial": int(number), **params, **metrics, "seeds": len(group),
-                     "rounds done": len(complete), "status": "finished" if statuses == {"finished"} else
-                     ("failed" if statuses & {"failed", "diverged"} else "running")})
+                     "rounds done": len(complete), "status": status})
     trials = pd.DataFrame(rows)
     if not trials.empty and info["objective"] == "pareto":
         done = trials.dropna(subset=info["metrics"])
