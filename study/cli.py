@@ -80,6 +80,10 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     from study.tune_progress import StudyProgress
 
     logging.getLogger("ray").setLevel(logging.WARNING)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own banners; `study tune` draws its own table
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     metric, mode = study.objective.metrics[0], study.objective.modes[0]
     progress = StudyProgress(metric, mode, study.budget.num_samples, console)
@@ -87,6 +91,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     console.print(f"study {study.name}: {study.budget.num_samples} trials x {len(study.seeds)} seed(s), "
                   f"objective {study.objective.name}, sampler {study.sampler}, on {where}")
     outcome = run_study(study, address=args.address, callbacks=[progress])
+    console.print()
     _print_outcome(console, study, outcome)
     return 0 if outcome.errors == 0 else 1
 
