@@ -105,3 +105,21 @@ def test_sequence_rows_land_in_the_lake(tmp_path):
     got = duckdb.connect().sql(f"select group_remaining_pct['hh_master'] from {duckdb_rounds_sql(tmp_path)} "
                                f"where round = 1").fetchall()[0][0]
     assert 0 < got <= 100
+
+
+def test_ptb_format_text_language_model(tmp_path):
+    from study.data.sequences import pcfg_corpus
+
+    for name, seed, n in (("train.txt", 1, 300), ("valid.txt", 2, 40), ("test.txt", 3, 40)):
+        (tmp_path / name).write_text("\n".join(" ".join(s.tokens) for s in pcfg_corpus(n, seed)) + "\n")
+    spec = lineage_spec_from_dict({
+        "model": "onlstm_lm", "dataset": "text", "rounds": 1, "model_args": dict(TINY),
+        "train": {"lr": 3e-3, "batch_size": 16, "iterations": 20, "eval_every": 10},
+        "prune": {"scope": "global", "rate": 0.3}, "data": {"root": str(tmp_path)}})
+    results = run_lineage(spec, threads=1)
+    assert results[1].test_perplexity > 1 and results[1].parse_f1 is None, "no gold trees in plain text"
+    with pytest.raises(SpecError, match="needs data.root"):
+        plan_lineage(lineage_spec_from_dict({**spec.to_dict(), "data": {}}))
+    (tmp_path / "valid.txt").unlink()
+    with pytest.raises(SpecError, match="valid.txt is missing"):
+        run_lineage(spec, threads=1)
