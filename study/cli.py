@@ -42,9 +42,10 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     workdir = default_workdir(args.results, args.study, trial_id)
     if args.fresh and (workdir / "lineage.pt").exists():
         (workdir / "lineage.pt").unlink()
-    console.print(describe_plan(spec))
+    plan = plan_lineage(spec)
+    console.print(describe_plan(spec, plan))
     table = _round_table(f"{spec.strategy} lineage {trial_id} (study {args.study})")
-    bar = tqdm(total=total_iterations(spec, plan_lineage(spec)), unit="it", dynamic_ncols=True,
+    bar = tqdm(total=total_iterations(spec, plan), unit="it", dynamic_ncols=True,
                disable=args.quiet, file=sys.stderr)
 
     def on_round(r) -> None:

@@ -187,7 +187,7 @@ def run_lineage(
 class iter_lineage:
     """The lineage as an iterator: each `next()` runs one round, writes its checkpoint and
     yields its RoundResult. `previous` holds the rounds a resumed lineage had already finished;
-    `plan` and `checkpoint_path` say what it will do and where it saves."""
+    `plan` says what it will do."""
 
     def __init__(self, spec: LineageSpec, on_round: Callable[[RoundResult], None] | None = None, *,
                  ids: LineageIds = LineageIds(), workdir: str | Path | None = None,
@@ -197,7 +197,6 @@ class iter_lineage:
         self._gen = _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, on_reset, self)
         self.previous: list[RoundResult] = []
         self.plan: LineagePlan | None = None
-        self.checkpoint_path: Path | None = Path(workdir) / "lineage.pt" if workdir is not None else None
         next(self._gen)  # load data, build the model, restore the checkpoint
 
     def __iter__(self):
@@ -343,8 +342,7 @@ def _round_result(spec: LineageSpec, plan: LineagePlan, study: str, trial_id: st
     )
 
 
-def describe_plan(spec: LineageSpec) -> str:
-    plan = plan_lineage(spec)
+def describe_plan(spec: LineageSpec, plan: LineagePlan) -> str:
     pct = ", ".join(f"{plan.remaining_pct(i):.1f}%" for i in range(len(plan.counts)))
     return f"{spec.strategy} {spec.model} on {spec.dataset}: rounds {plan.rounds[0]}..{plan.rounds[-1]}, remaining {pct}"
 

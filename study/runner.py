@@ -9,7 +9,7 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
-from study.lineage import LineageIds, RoundResult, iter_lineage, plan_lineage
+from study.lineage import LineageIds, RoundResult, iter_lineage
 from study.results import lineage_path, write_lineage, write_round
 from study.specs import LineageSpec
 from study.train import TrainingDiverged, resolve_device
@@ -58,7 +58,7 @@ class LakeLineage:
         self.base = {
             "study": study, "strategy": spec.strategy, "trial_id": trial_id, "lineage_id": spec.lineage_id(),
             "config_hash": spec.config_hash(), "model": spec.model, "dataset": spec.dataset, "seed": spec.seed,
-            "rounds_planned": plan_lineage(spec).rounds[-1], "config_json": json.dumps(spec.to_dict(), sort_keys=True),
+            "rounds_planned": None, "config_json": json.dumps(spec.to_dict(), sort_keys=True),
             "optuna_trial_number": optuna_trial_number, "node_id": node_id, "device": str(resolve_device(device)),
             "code_version": code_version(), "started_at": started,
         }
@@ -69,6 +69,8 @@ class LakeLineage:
             threads=threads, on_progress=on_progress))
         self.previous = self.rounds.previous
         self.done = self.previous[-1].round + 1 if self.previous else 0
+        self.base["rounds_planned"] = self.rounds.plan.rounds[-1]  # the lineage's own plan: no second model
+        self.status("running")
 
     def status(self, state: str, error: str | None = None) -> None:
         write_lineage(self.root, {**self.base, "status": state, "error": error, "rounds_done": self.done,

@@ -109,7 +109,7 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
                 break
             points.append(_mean_point(results))
             _maybe_inject_fault(trial_id, results[0].round)
-            tune.report(_metrics(study, results, points), checkpoint=Checkpoint.from_directory(str(workdir)))
+            tune.report(_metrics(study, results, points, node_id), checkpoint=Checkpoint.from_directory(str(workdir)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -119,7 +119,7 @@ def _mean_point(results) -> RoundPoint:
     return RoundPoint(sum(r.remaining_pct for r in results) / n, sum(r.test_acc for r in results) / n)
 
 
-def _metrics(study: StudySpec, results, points: list[RoundPoint]) -> dict[str, Any]:
+def _metrics(study: StudySpec, results, points: list[RoundPoint], node_id: str) -> dict[str, Any]:
     n = len(results)
     point = points[-1]
     return {
@@ -131,7 +131,7 @@ def _metrics(study: StudySpec, results, points: list[RoundPoint]) -> dict[str, A
         "early_stop_iteration": sum(r.early_stop_iteration for r in results) / n,
         "dense_test_acc": points[0].test_acc,
         "iterations": sum(r.iterations for r in results),
-        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_id": node_id,
         **objective_metrics(points, study.objective.name, study.objective.tolerance,
                             study.objective.target_remaining),
     }

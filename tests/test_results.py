@@ -43,6 +43,7 @@ def test_reader_applies_canonical_schema(lake):
     lineages = read_lineages(lake).table
     assert lineages.schema.equals(LINEAGES_SCHEMA, check_metadata=False)
     assert set(lineages["status"].to_pylist()) == {"finished"}
+    assert set(lineages["rounds_planned"].to_pylist()) == {2}
 
 
 def test_duckdb_reads_the_lake_with_hive_partitioning(lake):
