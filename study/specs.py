@@ -116,6 +116,9 @@ class DataSpec:
     synthetic_size: int = 3000
 
     def validate(self) -> None:
+        if self.root and not self.download and not Path(self.root).expanduser().exists():
+            raise SpecError(f"data.root {self.root} does not exist; fix the path, or remove data.root to use "
+                            f"$STUDY_DATA_DIR, the cache or the system's copy")
         if self.validation_size < 1:
             raise SpecError(f"data.validation_size must be >= 1, got {self.validation_size}")
         if self.synthetic_size < 2:
@@ -136,14 +139,30 @@ class LineageSpec:
     init: str | None = None
     data: DataSpec = field(default_factory=DataSpec)
     model_args: dict[str, Any] = field(default_factory=dict)
+    chance_margin: float | None = 0.02  # the dense round must beat chance on validation by this much (null: no check)
 
     def validate(self) -> None:
-        from study.data import DATASETS
+        from study.data import DATASET_INPUTS, DATASETS
         from study.models import MODELS
 
         _choice("model", self.model, tuple(MODELS))
         _choice("dataset", self.dataset, tuple(DATASETS))
         _choice("strategy", self.strategy, STRATEGIES)
+        info = MODELS[self.model]
+        if DATASET_INPUTS[self.dataset] != info.inputs:
+            fits = ", ".join(d for d, kind in DATASET_INPUTS.items() if kind == info.inputs)
+            raise SpecError(f"model {self.model} takes {info.inputs} data but dataset {self.dataset} is "
+                            f"{DATASET_INPUTS[self.dataset]} data; use one of these datasets: {fits}")
+        for arg, value in self.model_args.items():
+            if arg not in info.model_args:
+                allowed = ", ".join(info.model_args) or "none"
+                close = difflib.get_close_matches(arg, info.model_args, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise SpecError(f"model_args.{arg}: {self.model} has no such argument; {hint}allowed: {allowed}")
+            if isinstance(value, (dict, list)) or value is None:
+                raise SpecError(f"model_args.{arg} must be a number or true/false, got {value!r}")
+        if self.chance_margin is not None and not 0 <= self.chance_margin < 1:
+            raise SpecError(f"chance_margin is a fraction of accuracy in [0, 1), got {self.chance_margin}")
         if self.init is not None:
             _choice("init", self.init, INITS)
         self.train.validate()
@@ -181,9 +200,16 @@ class LineageSpec:
         return _plain(dataclasses.asdict(self))
 
     def hparam_dict(self) -> dict[str, Any]:
-        """The settings that decide the result (where the data lives does not)."""
-        d = self.to_dict()
-        d["data"] = {k: v for k, v in d["data"].items() if k not in ("root", "download")}
+        """What identifies the lineage (OpenLTH's rule): model, dataset, strategy and seed, plus
+        every setting that differs from its default. A new field with a default therefore keeps
+        every existing id, lake row and checkpoint valid. Where the data lives is not part of it."""
+        d = _non_default(self)
+        d.update(model=self.model, dataset=self.dataset, strategy=self.strategy, seed=self.seed)
+        data = {k: v for k, v in d.get("data", {}).items() if k not in ("root", "download")}
+        if data:
+            d["data"] = data
+        else:
+            d.pop("data", None)
         return d
 
     def config_hash(self) -> str:
@@ -197,6 +223,27 @@ class LineageSpec:
         spec = dataclasses.replace(self, **changes)
         spec.validate()
         return spec
+
+
+def _non_default(obj: Any) -> dict[str, Any]:
+    """The fields of dataclass `obj` that differ from their defaults (required fields always),
+    recursing into nested dataclasses; a nested one left at its defaults is omitted."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        if dataclasses.is_dataclass(value):
+            inner = _non_default(value)
+            if inner or not has_default:
+                out[f.name] = inner
+            continue
+        if not has_default:
+            out[f.name] = _plain(value)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if _plain(value) != _plain(default):
+            out[f.name] = _plain(value)
+    return out
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -292,12 +339,35 @@ def lineage_spec_from_dict(raw: Any) -> LineageSpec:
     return spec
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice in one mapping; keep one of them", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> Any:
     p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"{p} is a directory; pass the path of a YAML spec file inside it")
     if not p.is_file():
-        raise SpecError(f"spec file {p} does not exist; pass the path of a YAML spec such as search_spaces/lenet300_fashion_mnist_demo.yaml")
+        raise SpecError(f"spec file {p} does not exist; pass the path of a YAML spec such as search_spaces/fashion_mnist/lenet300_demo.yaml")
+    blob = p.read_bytes()
     try:
-        return yaml.safe_load(p.read_text())
+        if b"\0" in blob:
+            raise UnicodeDecodeError("utf-8", blob, 0, 1, "NUL byte")
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"{p} is not a text YAML file (binary content); pass the path of a YAML spec") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

@@ -10,6 +10,9 @@ from study.specs import DataSpec, SpecError
 SYNTHETIC_SHAPES = {"synthetic": (1, 28, 28), "synthetic_cifar": (3, 32, 32)}
 SEQUENCE_DATASETS = ("pcfg", "logical_inference", "listops", "text")
 DATASETS = (*SOURCES, *SYNTHETIC_SHAPES, *SEQUENCE_DATASETS)
+# the kind of data each dataset is, matched against a model's `inputs`
+DATASET_INPUTS = {**{name: "image" for name in (*SOURCES, *SYNTHETIC_SHAPES)}, "pcfg": "text", "text": "text",
+                  "logical_inference": "sequence", "listops": "sequence"}
 LOGIC_TRAIN_OPS, LOGIC_TEST_OPS = 6, 12
 
 
@@ -52,7 +55,10 @@ def load_sequence_task(name: str, spec: DataSpec, *, batch_size: int, seed: int,
         else:
             corpus = seq.read_text_corpus(spec.root)
             parts = (corpus["train"], corpus["val"], corpus["test"])
+        _check_batch(batch_size, len(parts[0]), name)
         return LanguageModelTask(*parts, vocab=vocab, batch_size=batch_size, seed=seed, device=torch.device(device))
+    _check_batch(batch_size, n, name)
+    _check_batch(batch_size, n, name)
     if name == "listops":
         parts = [[(s, v) for s, v in seq.listops(k, base + i)] for i, k in enumerate((n, m, m), 1)]
         return SequenceClassificationTask(*parts, labels=[str(d) for d in range(10)], vocab=vocab,
@@ -63,6 +69,12 @@ def load_sequence_task(name: str, spec: DataSpec, *, batch_size: int, seed: int,
               for k in range(1, LOGIC_TEST_OPS + 1)}
     return SequenceClassificationTask(*parts, labels=list(seq.RELATIONS), vocab=vocab, batch_size=batch_size,
                                       seed=seed, device=torch.device(device), test_by_length=by_ops)
+
+
+def _check_batch(batch_size: int, train_size: int, name: str) -> None:
+    if batch_size > train_size:
+        raise SpecError(f"train.batch_size {batch_size} is larger than {name}'s training split ({train_size} examples); "
+                        f"lower train.batch_size or grow the training split")
 
 
 def load_task(name: str, spec: DataSpec, *, batch_size: int, seed: int,
@@ -86,6 +98,7 @@ def load_task(name: str, spec: DataSpec, *, batch_size: int, seed: int,
     n = len(train_x)
     if spec.validation_size >= n:
         raise SpecError(f"data.validation_size {spec.validation_size} leaves no training data ({name} has {n} training examples); lower it")
+    _check_batch(batch_size, n - spec.validation_size, name)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.split_seed))
     val_idx, train_idx = perm[: spec.validation_size], perm[spec.validation_size:]
 

@@ -87,6 +87,10 @@ class ClassificationTask:
         p = next(model.parameters())
         return model(torch.ones((1, *self.input_shape), dtype=p.dtype, device=p.device))
 
+    def chance_accuracy(self) -> float:
+        """Validation accuracy of always answering the most frequent validation class."""
+        return float(torch.bincount(self.val_y).max()) / len(self.val_y)
+
     def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]:
         """(mean cross-entropy, accuracy) on 'val' or 'test'."""
         x, y = (self.val_x, self.val_y) if split == "val" else (self.test_x, self.test_y)

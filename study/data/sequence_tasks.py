@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -151,6 +152,11 @@ class LanguageModelTask:
         model.train(was)
         return nll / count, correct / count
 
+    def chance_accuracy(self) -> float:
+        """Validation accuracy of always predicting the most frequent next token."""
+        counts = Counter(t for s in self._ids["val"] for t in [*s, self.vocab.index[EOS]])
+        return max(counts.values()) / sum(counts.values())
+
     def synflow_output(self, model: nn.Module) -> Tensor:
         return model(torch.full((8, 1), self.vocab.index[EOS], dtype=torch.long, device=self.device))[0]
 
@@ -230,6 +236,11 @@ class SequenceClassificationTask:
 
     def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]:
         return self._score(model, self.val_set if split == "val" else self.test_set)
+
+    def chance_accuracy(self) -> float:
+        """Validation accuracy of always answering the most frequent validation label."""
+        counts = Counter(str(ex[-1]) for ex in self.val_set)
+        return max(counts.values()) / len(self.val_set)
 
     def synflow_output(self, model: nn.Module) -> Tensor:
         tokens = torch.full((8, 1), 3, dtype=torch.long, device=self.device)

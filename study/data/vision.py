@@ -71,9 +71,11 @@ def cache_dir() -> Path:
 
 
 def candidate_roots(name: str, spec: DataSpec) -> list[Path]:
-    roots = []
+    """Where to look: only data.root when the spec names one (never a silent fallback to another
+    copy); otherwise $STUDY_DATA_DIR, the cache and the system's copy."""
     if spec.root:
-        roots.append(Path(spec.root).expanduser())
+        return [Path(spec.root).expanduser()]
+    roots = []
     if os.environ.get("STUDY_DATA_DIR"):
         roots.append(Path(os.environ["STUDY_DATA_DIR"]).expanduser())
     roots.append(cache_dir() / "datasets")

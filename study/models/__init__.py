@@ -1,6 +1,7 @@
 """Models by name, each declaring its prunable weights, their layer kinds and its output layer."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,22 +18,37 @@ RNN_KINDS = ("embedding", "ih_gates", "ih_master", "hh_gates", "hh_master")
 RNN_RATES = {k: 0.2 for k in RNN_KINDS}
 
 
+def _args(cls: type, *fixed: str) -> tuple[str, ...]:
+    """The keyword arguments of `cls` a spec may set in model_args (those with defaults)."""
+    params = inspect.signature(cls).parameters.values()
+    return tuple(p.name for p in params if p.default is not inspect.Parameter.empty and p.name not in fixed)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     factory: Callable[..., nn.Module]  # (input_shape, num_classes, **model_args)
     layer_kinds: tuple[str, ...]
     default_rates: dict[str, float]
     default_init: str
+    inputs: str = "image"              # the kind of data it takes: image, text (language model), sequence
+    model_args: tuple[str, ...] = ()   # what a spec's model_args may set
 
+
+_LM_ARGS = _args(RNNLanguageModel, "masters")
+_CLASSIFIER_ARGS = _args(SequenceClassifier, "masters", "pair")
 
 MODELS: dict[str, ModelInfo] = {
     "lenet_300_100": ModelInfo(LeNet300100, ("fc", "output"), {"fc": 0.2, "output": 0.1}, "glorot_normal"),
-    "onlstm_lm": ModelInfo(lambda s, n, **kw: RNNLanguageModel(n, masters=True, **kw), RNN_KINDS, RNN_RATES, "uniform"),
-    "lstm_lm": ModelInfo(lambda s, n, **kw: RNNLanguageModel(n, masters=False, **kw), RNN_KINDS, RNN_RATES, "uniform"),
+    "onlstm_lm": ModelInfo(lambda s, n, **kw: RNNLanguageModel(n, masters=True, **kw), RNN_KINDS, RNN_RATES, "uniform",
+                           "text", _LM_ARGS),
+    "lstm_lm": ModelInfo(lambda s, n, **kw: RNNLanguageModel(n, masters=False, **kw), RNN_KINDS, RNN_RATES, "uniform",
+                         "text", _LM_ARGS),
     "onlstm_classifier": ModelInfo(lambda s, n, **kw: SequenceClassifier(s[0], n, masters=True, **kw),
-                                   (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform"),
+                                   (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform",
+                                   "sequence", _CLASSIFIER_ARGS),
     "lstm_classifier": ModelInfo(lambda s, n, **kw: SequenceClassifier(s[0], n, masters=False, **kw),
-                                 (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform"),
+                                 (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform",
+                                 "sequence", _CLASSIFIER_ARGS),
     "conv2": ModelInfo(lambda s, n, **kw: ConvNet(PLANS["conv2"], s, n, **kw), ("conv", "fc", "output"),
                        {"conv": 0.1, "fc": 0.2, "output": 0.1}, "glorot_normal"),
     "conv4": ModelInfo(lambda s, n, **kw: ConvNet(PLANS["conv4"], s, n, **kw), ("conv", "fc", "output"),
