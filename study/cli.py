@@ -30,7 +30,7 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     from tqdm import tqdm
 
     from study.lineage import describe_plan, plan_lineage, total_iterations
-    from study.runner import default_workdir, run_to_lake
+    from study.runner import run_to_lake
     from study.specs import load_lineage_spec
 
     spec = load_lineage_spec(args.spec)
@@ -39,9 +39,6 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     if args.strategy is not None:
         spec = spec.replace(strategy=args.strategy)
     trial_id = args.trial or spec.lineage_id()
-    workdir = default_workdir(args.results, args.study, trial_id)
-    if args.fresh and (workdir / "lineage.pt").exists():
-        (workdir / "lineage.pt").unlink()
     plan = plan_lineage(spec)
     console.print(describe_plan(spec, plan))
     table = _round_table(f"{spec.strategy} lineage {trial_id} (study {args.study})")
@@ -55,7 +52,7 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
 
     try:
         results = run_to_lake(spec, args.results, study=args.study, trial_id=trial_id, device=args.device,
-                              threads=args.threads, on_round=on_round, on_progress=bar.update)
+                              threads=args.threads, on_round=on_round, on_progress=bar.update, fresh=args.fresh)
     finally:
         bar.close()
     if len(table.rows) < len(results):  # resumed: show the rounds of earlier runs too
@@ -103,16 +100,29 @@ def _print_outcome(console: Console, study, outcome) -> None:
         states[t["state"]] = states.get(t["state"], 0) + 1
     console.print("optuna trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
     title = "Pareto set" if len(study.objective.metrics) > 1 else "best configuration"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=f"{title} (selected on validation data; test accuracy reported only)", title_justify="left")
     table.add_column("optuna trial", justify="right")
     params = sorted({k for t in outcome.best for k in t["params"]})
     for name in params:
         table.add_column(name, justify="right")
     for metric in study.objective.metrics:
-        table.add_column(metric, justify="right")
+        table.add_column(f"{metric} (val)", justify="right")
+    table.add_column("% left at selected round", justify="right")
+    table.add_column("test acc there (reported)", justify="right")
     for t in outcome.best:
-        table.add_row(str(t["number"]), *[_fmt(t["params"].get(p)) for p in params], *[_fmt(v) for v in t["values"]])
+        rep = t.get("reported") or {}
+        table.add_row(str(t["number"]), *[_fmt(t["params"].get(p)) for p in params], *[_fmt(v) for v in t["values"]],
+                      _fmt(rep.get("remaining_pct_at_selected")), _fmt(rep.get("test_acc_at_selected")))
     console.print(table)
+    failed = [t for t in outcome.trials if t["state"] == "FAIL"]
+    if failed:
+        ftable = Table(title="trials that failed (never eligible as best)", title_justify="left")
+        for col in ("optuna trial", "params", "why"):
+            ftable.add_column(col)
+        for t in failed:
+            ftable.add_row(str(t["number"]), ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t["params"].items())),
+                           t.get("failure") or "the trial raised (see the lineages table and Tune's log)")
+        console.print(ftable)
     console.print(f"results lake: {outcome.results_root}   (study results {outcome.results_root} --study {study.name})")
     console.print(f"tune experiment: {outcome.tune_path}")
     console.print(f"optuna storage: {outcome.optuna_storage}")
@@ -248,9 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except (SpecError, RuntimeError, FileNotFoundError) as e:
-        from study.train import TrainingDiverged
+        from study.train import LineageFailure
 
-        kind = "diverged" if isinstance(e, TrainingDiverged) else "error"
+        kind = e.status if isinstance(e, LineageFailure) else "error"
         print(f"{kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

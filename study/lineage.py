@@ -23,7 +23,7 @@ from study.pruning import (Mask, apply_mask, dense_mask, keep_top, magnitude_sco
                            random_scores, remaining)
 from study.pruning_at_init import grasp_scores, snip_scores, synflow_mask
 from study.specs import LineageSpec, SpecError
-from study.train import TrainResult, final_lr, resolve_device, train
+from study.train import LineageFailure, TrainResult, final_lr, resolve_device, train
 from study.version import code_version
 
 MAGNITUDE_STRATEGIES = ("imp", "lr_rewind", "finetune", "oneshot")
@@ -76,9 +76,26 @@ class RoundResult:
     parse_baselines: dict[str, float] | None = None
     accuracy_by_length: dict[str, float] | None = None
     parse_examples_json: str | None = None
+    chance_val_acc: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class LineageDegenerate(LineageFailure):
+    """The dense round did not clearly beat chance on validation data: nothing after it means
+    anything (a learning rate far too high, a broken dataset...)."""
+    status = "degenerate"
+
+
+def degenerate_reason(spec: LineageSpec, dense: RoundResult) -> str | None:
+    """Why the dense round makes the lineage degenerate, or None when it clearly beats chance."""
+    if (spec.chance_margin is None or dense.chance_val_acc is None
+            or dense.val_acc >= dense.chance_val_acc + spec.chance_margin):
+        return None
+    return (f"the dense round's validation accuracy {dense.val_acc:.4f} does not beat chance "
+            f"({dense.chance_val_acc:.4f}, the most frequent class) by chance_margin {spec.chance_margin}; "
+            f"check train.lr (now {spec.train.lr:g}) and the data")
 
 
 @dataclass(frozen=True)
@@ -124,7 +141,7 @@ def _groups(spec: LineageSpec, slots: dict[str, Slot]) -> tuple[dict[str, list[s
 def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePlan:
     if model is None:
         shape, classes, kwargs = dataset_signature(spec.dataset, spec.data)
-        model = MODELS[spec.model].factory(shape, classes, **kwargs, **spec.model_args)
+        model = _construct(spec, lambda: MODELS[spec.model].factory(shape, classes, **kwargs, **spec.model_args))
     slots = prunable_slots(model)
     params = dict(model.named_parameters())
     sizes = {n: (params[s.param] if s.rows is None else params[s.param][s.rows]).numel() for n, s in slots.items()}
@@ -193,8 +210,9 @@ class iter_lineage:
                  ids: LineageIds = LineageIds(), workdir: str | Path | None = None,
                  device: str | torch.device | None = None, threads: int | None = None,
                  on_progress: Callable[[int], None] | None = None,
-                 on_reset: Callable[[int, nn.Module, Mask], None] | None = None) -> None:
-        self._gen = _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, on_reset, self)
+                 on_reset: Callable[[int, nn.Module, Mask], None] | None = None, resume: bool = True) -> None:
+        self._gen = _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, on_reset, self,
+                                    resume)
         self.previous: list[RoundResult] = []
         self.plan: LineagePlan | None = None
         next(self._gen)  # load data, build the model, restore the checkpoint
@@ -206,7 +224,7 @@ class iter_lineage:
         return next(self._gen)
 
 
-def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, on_reset, handle):
+def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, on_reset, handle, resume):
     spec.validate()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -218,7 +236,7 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
     ckpt_path = Path(workdir) / "lineage.pt" if workdir is not None else None
     version = code_version()
 
-    state = load_checkpoint(ckpt_path, spec.config_hash(), dev) if ckpt_path else None
+    state = load_checkpoint(ckpt_path, spec.config_hash(), dev) if ckpt_path and resume else None
     if state is None:
         state = {"round_done": -1, "theta0": _clone_state(model), "theta_k": None, "trained": None,
                  "imp_trained": None, "mask": dense_mask(model, plan.params), "results": []}
@@ -245,6 +263,8 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
     for round_ in plan.rounds:
         if round_ <= state["round_done"]:
             continue
+        if results:
+            _stop_if_degenerate(spec, results[0])
         k = spec.rewind_iteration
         if round_ == 0:
             mask = state["mask"]
@@ -277,6 +297,8 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
             model.load_state_dict(result.best_state)
             extra = task.round_metrics(model)
             model.load_state_dict(trained)
+        if round_ == 0:
+            extra["chance_val_acc"] = task.chance_accuracy()
         row = _round_result(spec, plan, ids.study, trial_id, round_, mask, result, results, dev, version, extra)
         if on_round:
             on_round(row)
@@ -286,14 +308,25 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
         if ckpt_path:
             save_checkpoint(ckpt_path, spec.config_hash(), state)
         yield row
+    _stop_if_degenerate(spec, results[0])
+
+
+def _stop_if_degenerate(spec: LineageSpec, dense: RoundResult) -> None:
+    reason = degenerate_reason(spec, dense)
+    if reason:
+        raise LineageDegenerate(reason)
+
+
+def _construct(spec: LineageSpec, make: Callable[[], nn.Module]) -> nn.Module:
+    try:
+        return make()
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"model {spec.model} cannot be built with model_args {spec.model_args}: {e}") from None
 
 
 def _build(spec: LineageSpec, task, seed: int) -> nn.Module:
-    try:
-        return build_model(spec.model, task.input_shape, task.num_classes, seed, spec.init,
-                           **getattr(task, "model_kwargs", {}), **spec.model_args)
-    except TypeError as e:
-        raise SpecError(f"model_args for {spec.model}: {e}") from None
+    return _construct(spec, lambda: build_model(spec.model, task.input_shape, task.num_classes, seed, spec.init,
+                                                **getattr(task, "model_kwargs", {}), **spec.model_args))
 
 
 def _next_mask(spec: LineageSpec, plan: LineagePlan, round_: int, state: dict, model: nn.Module, task) -> Mask:

@@ -47,8 +47,10 @@ ROUND_FIELDS = [
     pa.field("lr", pa.float64()),
     pa.field("rewind_iteration", pa.int64()),
     pa.field("early_stop_iteration", pa.int64()),
+    # selection data: the validation split (5,000 held-out training examples) at the early-stop iteration
     pa.field("val_acc", pa.float64()),
     pa.field("val_loss", pa.float64()),
+    # reporting data: the test split at the same iteration, never used to choose anything
     pa.field("test_acc", pa.float64()),
     pa.field("test_loss", pa.float64()),
     pa.field("final_val_acc", pa.float64()),
@@ -72,6 +74,7 @@ ROUND_FIELDS = [
     pa.field("group_remaining_pct", _F64_MAP),
     pa.field("accuracy_by_length", _F64_MAP),
     pa.field("parse_examples_json", pa.string()),
+    pa.field("chance_val_acc", pa.float64()),  # majority-class accuracy on validation (degenerate check)
 ]
 LINEAGE_FIELDS = [
     pa.field("study", _CAT, nullable=False),
@@ -115,13 +118,19 @@ def _schema(fields: list[pa.Field], table: str) -> pa.Schema:
 ROUNDS_SCHEMA = _schema(ROUND_FIELDS, "rounds")
 LINEAGES_SCHEMA = _schema(LINEAGE_FIELDS, "lineages")
 STUDIES_SCHEMA = _schema(STUDY_FIELDS, "studies")
-STATUSES = ("running", "finished", "stopped", "failed", "diverged")
-_SAFE = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+STATUSES = ("running", "finished", "stopped", "failed", "diverged", "degenerate")
+FAILED_STATUSES = ("failed", "diverged", "degenerate")  # can never be a study's best
+ROUND_KEYS = ["study", "trial_id", "lineage_id", "round"]  # one row per lineage-round; never merged across lineages
+LINEAGE_KEYS = ["study", "trial_id", "lineage_id"]
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 
 
-def _check_name(kind: str, value: str) -> None:
-    if not value or not _SAFE.match(value) or value.startswith("."):
-        raise ValueError(f"{kind} '{value}' is not a safe file name; use letters, digits, '_', '-', '.', '+', '='")
+def check_name(kind: str, value: str) -> None:
+    """A study or trial name must be a safe file name in the lake (and a hive partition value)."""
+    if not isinstance(value, str) or not _SAFE.match(value):
+        raise ValueError(f"{kind} {value!r} is not allowed: use 1-100 ASCII letters, digits, '_', '-', '.' or '+', "
+                         f"starting with a letter or digit")
+
 
 
 def round_path(root: Path, study: str, strategy: str, trial_id: str, round_: int) -> Path:
@@ -165,14 +174,14 @@ def write_atomic(table: pa.Table, path: Path) -> Path:
 
 def write_round(root: str | Path, row: dict[str, Any]) -> Path:
     for key in ("study", "strategy", "trial_id"):
-        _check_name(key, row[key])
+        check_name(key, row[key])
     path = round_path(Path(root), row["study"], row["strategy"], row["trial_id"], int(row["round"]))
     return write_atomic(to_table([row], ROUNDS_SCHEMA), path)
 
 
 def write_lineage(root: str | Path, row: dict[str, Any]) -> Path:
     for key in ("study", "strategy", "trial_id"):
-        _check_name(key, row[key])
+        check_name(key, row[key])
     if row.get("status") not in STATUSES:
         raise ValueError(f"lineage status must be one of {STATUSES}, got {row.get('status')}")
     path = lineage_path(Path(root), row["study"], row["strategy"], row["trial_id"])
@@ -180,7 +189,7 @@ def write_lineage(root: str | Path, row: dict[str, Any]) -> Path:
 
 
 def write_study(root: str | Path, row: dict[str, Any]) -> Path:
-    _check_name("study", row["study"])
+    check_name("study", row["study"])
     return write_atomic(to_table([row], STUDIES_SCHEMA), Path(root) / "studies" / f"study={row['study']}" / "study.parquet")
 
 
@@ -232,15 +241,38 @@ def _latest(table: pa.Table, keys: list[str]) -> pa.Table:
 
 
 def read_rounds(root: str | Path, study: str | None = None) -> LakeRead:
-    return _read(_files(Path(root), "rounds", study), ROUNDS_SCHEMA, ["study", "trial_id", "round"])
+    return _read(_files(Path(root), "rounds", study), ROUNDS_SCHEMA, ROUND_KEYS)
 
 
 def read_lineages(root: str | Path, study: str | None = None) -> LakeRead:
-    return _read(_files(Path(root), "lineages", study), LINEAGES_SCHEMA, ["study", "trial_id"])
+    return _read(_files(Path(root), "lineages", study), LINEAGES_SCHEMA, LINEAGE_KEYS)
 
 
 def read_studies(root: str | Path, study: str | None = None) -> LakeRead:
     return _read(_files(Path(root), "studies", study), STUDIES_SCHEMA, ["study"])
+
+
+def trial_files(root: str | Path, study: str, trial_id: str) -> list[Path]:
+    """Every round and lineage file of one trial id in a study, whatever its strategy."""
+    root = Path(root)
+    return sorted([*root.glob(f"rounds/study={study}/strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet"),
+                   *root.glob(f"lineages/study={study}/strategy=*/{trial_id}.parquet")])
+
+
+def supersede(root: str | Path, study: str, trial_id: str) -> Path | None:
+    """Move a trial's round and lineage files out of every reader's sight, into
+    `<root>/_superseded/<stamp>/...` (kept, not deleted), so the lineage that replaces it is never
+    mixed with it. Returns the folder they went to, or None when there was nothing."""
+    root = Path(root)
+    files = trial_files(root, study, trial_id)
+    if not files:
+        return None
+    target = root / "_superseded" / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    for path in files:
+        dest = target / path.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+    return target
 
 
 def duckdb_rounds_sql(root: str | Path) -> str:
@@ -254,12 +286,17 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
     The compacted file is written (atomically) before the per-round files it replaces are
     removed; a crash in between leaves duplicates that every reader resolves to one row."""
     root = Path(root)
+    if not (root / "rounds").is_dir() and not (root / "lineages").is_dir():
+        raise FileNotFoundError(f"no results lake at {root} (no rounds/ or lineages/ folder); pass the lake's root folder")
+    if not (root / "rounds" / f"study={study}").is_dir():
+        known = sorted(p.name.split("=", 1)[1] for p in (root / "rounds").glob("study=*"))
+        raise FileNotFoundError(f"study {study!r} has no rounds in {root}; studies there: {', '.join(known) or 'none'}")
     lineages = read_lineages(root, study).table
     running = [t for t, s in zip(lineages["trial_id"].to_pylist(), lineages["status"].to_pylist()) if s == "running"]
     if running and not force:
         raise RuntimeError(f"study {study} still has running lineages ({', '.join(running[:3])}...); wait for them or pass --force")
     files = _files(root, "rounds", study)
-    read = _read(files, ROUNDS_SCHEMA, ["study", "trial_id", "round"])
+    read = _read(files, ROUNDS_SCHEMA, ROUND_KEYS)
     if read.skipped:
         raise RuntimeError(f"cannot compact {study}: unreadable files {read.skipped[:2]}; move them away first")
     stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}"

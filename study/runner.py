@@ -1,18 +1,26 @@
 """Run a lineage into the results lake: round rows as they finish, and a lineages row that says
-whether it is running, finished, failed or diverged. Used by the CLI and the Tune adapter."""
+whether it is running, finished, stopped, failed, diverged or degenerate. Used by the CLI and the
+Tune adapter.
+
+Nothing is written until the lineage is known to be runnable: its names are checked, the lake is
+writable, the trial id does not already hold another lineage (or `fresh` supersedes it), and the
+data, model and checkpoint are loaded."""
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Callable
 
 import pyarrow.parquet as pq
 
 from study.lineage import LineageIds, RoundResult, iter_lineage
-from study.results import lineage_path, write_lineage, write_round
-from study.specs import LineageSpec
-from study.train import TrainingDiverged, resolve_device
+from study.results import (LINEAGES_SCHEMA, check_name, supersede, trial_files, write_lineage,
+                           write_round)
+from study.specs import LineageSpec, SpecError
+from study.train import LineageFailure, resolve_device
 from study.version import code_version
 
 
@@ -24,10 +32,36 @@ def default_workdir(root: str | Path, study: str, trial_id: str) -> Path:
     return Path(root) / "_checkpoints" / f"study={study}" / trial_id
 
 
+def ensure_writable(root: str | Path) -> None:
+    """Fail with one line, before anything runs, when the lake cannot be written."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SpecError(f"results lake {root} is not writable ({e.strerror or type(e).__name__}); "
+                        f"pass --results with a writable folder") from None
+
+
+def held_lineages(root: str | Path, study: str, trial_id: str) -> set[str]:
+    """The lineage ids that the lake's files of this trial id belong to ('?' for an unreadable file)."""
+    held = set()
+    for path in trial_files(root, study, trial_id):
+        try:
+            held.update(pq.read_table(path, columns=["lineage_id"])["lineage_id"].to_pylist())
+        except Exception:
+            held.add("?")
+    return held
+
+
 class LakeLineage:
     """A lineage that files its rounds and status in the results lake as it runs. Iterate it to
     run one round per step (each yielded after its checkpoint is saved); `previous` holds the
-    rounds a resumed lineage had already finished."""
+    rounds a resumed lineage had already finished. With `fresh`, whatever the trial id held
+    before (rows and checkpoint) is moved under `<root>/_superseded/` and the lineage starts at
+    round 0."""
 
     def __init__(
         self,
@@ -43,36 +77,63 @@ class LakeLineage:
         node_id: str | None = None,
         on_round: Callable[[RoundResult], None] | None = None,
         on_progress: Callable[[int], None] | None = None,
+        fresh: bool = False,
     ) -> None:
         self.root = root
         self.on_round = on_round
         trial_id = trial_id or spec.lineage_id()
+        try:
+            check_name("study", study)
+            check_name("trial id", trial_id)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+        ensure_writable(root)
         self.workdir = Path(workdir) if workdir is not None else default_workdir(root, study, trial_id)
-        path = lineage_path(Path(root), study, spec.strategy, trial_id)
+        held = held_lineages(root, study, trial_id)
+        if not fresh and held - {spec.lineage_id()}:
+            raise SpecError(f"trial {trial_id} of study {study} already holds lineage {', '.join(sorted(held))}, "
+                            f"not this spec's {spec.lineage_id()}; pass another --trial, or --fresh to supersede "
+                            f"it (its files are kept under {Path(root) / '_superseded'})")
+        try:
+            self.rounds = iter_lineage(spec, self._record, ids=LineageIds(study, trial_id), workdir=self.workdir,
+                                       device=device, threads=threads, on_progress=on_progress, resume=not fresh)
+        except RuntimeError as e:
+            if "belongs to config" in str(e):
+                raise SpecError(f"the checkpoint of trial {trial_id} belongs to another config; pass another "
+                                f"--trial, or --fresh to start this spec over") from None
+            raise
         started = now()
-        if path.is_file():
-            try:
-                started = pq.read_table(path, columns=["started_at"])["started_at"][0].as_py() or started
-            except Exception:
-                pass
+        if fresh:
+            target = supersede(root, study, trial_id)
+            ckpt = self.workdir / "lineage.pt"
+            if ckpt.is_file():
+                dest = (target or Path(root) / "_superseded" / uuid.uuid4().hex[:8]) / "checkpoint" / trial_id
+                dest.mkdir(parents=True, exist_ok=True)
+                os.replace(ckpt, dest / "lineage.pt")
+        else:
+            started = self._started_at(study, trial_id) or started
         self.base = {
             "study": study, "strategy": spec.strategy, "trial_id": trial_id, "lineage_id": spec.lineage_id(),
             "config_hash": spec.config_hash(), "model": spec.model, "dataset": spec.dataset, "seed": spec.seed,
-            "rounds_planned": None, "config_json": json.dumps(spec.to_dict(), sort_keys=True),
+            "rounds_planned": self.rounds.plan.rounds[-1], "config_json": json.dumps(spec.to_dict(), sort_keys=True),
             "optuna_trial_number": optuna_trial_number, "node_id": node_id, "device": str(resolve_device(device)),
             "code_version": code_version(), "started_at": started,
         }
-        self.done = 0
-        self.status("running")
-        self.rounds = self._guard(lambda: iter_lineage(
-            spec, self._record, ids=LineageIds(study, trial_id), workdir=self.workdir, device=device,
-            threads=threads, on_progress=on_progress))
         self.previous = self.rounds.previous
         self.done = self.previous[-1].round + 1 if self.previous else 0
-        self.base["rounds_planned"] = self.rounds.plan.rounds[-1]  # the lineage's own plan: no second model
         self.status("running")
 
+    def _started_at(self, study: str, trial_id: str) -> dt.datetime | None:
+        for path in trial_files(self.root, study, trial_id):
+            if path.parts[-4] == "lineages":
+                try:
+                    return pq.read_table(path, schema=LINEAGES_SCHEMA)["started_at"][0].as_py()
+                except Exception:
+                    return None
+        return None
+
     def status(self, state: str, error: str | None = None) -> None:
+        self.state = state
         write_lineage(self.root, {**self.base, "status": state, "error": error, "rounds_done": self.done,
                                   "updated_at": now()})
 
@@ -83,26 +144,20 @@ class LakeLineage:
         if self.on_round:
             self.on_round(result)
 
-    def _guard(self, step):
-        try:
-            return step()
-        except TrainingDiverged as e:
-            self.status("diverged", str(e))
-            raise
-        except StopIteration:
-            raise
-        except BaseException as e:
-            self.status("failed", f"{type(e).__name__}: {e}".splitlines()[0])
-            raise
-
     def __iter__(self):
         return self
 
     def __next__(self) -> RoundResult:
         try:
-            return self._guard(lambda: next(self.rounds))
+            return next(self.rounds)
         except StopIteration:
             self.status("finished")
+            raise
+        except LineageFailure as e:
+            self.status(e.status, str(e))
+            raise
+        except BaseException as e:
+            self.status("failed", f"{type(e).__name__}: {e}".splitlines()[0])
             raise
 
 

@@ -25,10 +25,17 @@ class Task(Protocol):
     def batch(self, iteration: int) -> tuple[Any, Tensor]: ...
     def loss(self, model: nn.Module, x: Any, y: Tensor, temperature: float = 1.0) -> Tensor: ...
     def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]: ...
+    def chance_accuracy(self) -> float: ...
 
 
-class TrainingDiverged(RuntimeError):
+class LineageFailure(RuntimeError):
+    """A lineage that ran but whose result must never count (its `status` goes to the lake)."""
+    status = "failed"
+
+
+class TrainingDiverged(LineageFailure):
     """The loss became NaN or infinite; results of earlier rounds are kept."""
+    status = "diverged"
 
 
 @dataclass(frozen=True)
@@ -94,13 +101,15 @@ def train(
     on_capture: Callable[[nn.Module], None] | None = None,
     progress: Callable[[int], None] | None = None,
     keep_best: bool = False,
+    on_step: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train `model` from global iteration `start` to `end` (default: spec.iterations).
 
     The learning rate at each iteration is `lr_fn(iteration)` (default: the spec's schedule).
     `on_capture(model)` is called with the weights after `capture_at` iterations.
     `progress(n)` is told every n iterations done. With `keep_best`, the weights at the minimum
-    validation loss are kept in the result.
+    validation loss are kept in the result. `on_step(iteration, model)` sees the model (and its
+    gradients) after each optimizer step.
     """
     end = spec.iterations if end is None else end
     lr_fn = lr_fn or (lambda it: lr_at(spec, it))
@@ -156,6 +165,8 @@ def train(
         if masked:
             with torch.no_grad():
                 torch._foreach_mul_(mask_weights, mask_values)
+        if on_step:
+            on_step(it, model)
         loss_sum += loss.detach()
         loss_count += 1
         done = it + 1

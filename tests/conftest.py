@@ -73,6 +73,7 @@ def app_lake(tmp_path_factory):
     for model in ("onlstm_lm", "lstm_lm"):  # sequence models: the app grows its Sequence models page
         run_to_lake(lineage_spec_from_dict({
             "model": model, "dataset": "pcfg", "rounds": 2, "prune": {"scope": "global", "rate": 0.3},
+            "chance_margin": None,
             "model_args": {"embedding": 16, "hidden": 32, "layers": 2, "chunk_size": 4},
             "train": {"lr": 3e-3, "batch_size": 16, "iterations": 30, "eval_every": 15},
             "data": {"synthetic_size": 400, "validation_size": 60}}), root, study="sequences", threads=1)

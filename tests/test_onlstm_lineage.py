@@ -12,7 +12,9 @@ TINY = {"embedding": 16, "hidden": 32, "layers": 2, "chunk_size": 4, "dropout": 
 
 
 def lm_spec(**kw):
+    # 30 iterations: these tiny nets barely leave chance, so no degenerate check here
     raw = {"model": "onlstm_lm", "dataset": "pcfg", "strategy": "imp", "rounds": 2, "model_args": dict(TINY),
+           "chance_margin": None,
            "train": {"lr": 3e-3, "batch_size": 16, "iterations": 30, "eval_every": 15},
            "prune": {"scope": "global", "rate": 0.3}, "data": {"synthetic_size": 400, "validation_size": 60}}
     for key, value in kw.items():
@@ -72,7 +74,8 @@ def test_lstm_baseline_has_no_distances_and_classifiers_report_accuracy_by_lengt
     assert lstm[0].parse_f1 is None and lstm[0].parse_baselines is not None
     assert "ih_master" not in lstm[1].group_remaining_pct
     logic = run_lineage(lineage_spec_from_dict({
-        "model": "onlstm_classifier", "dataset": "logical_inference", "rounds": 1, "model_args": {
+        "model": "onlstm_classifier", "dataset": "logical_inference", "rounds": 1, "chance_margin": None,
+        "model_args": {
             "embedding": 16, "hidden": 32, "layers": 2, "chunk_size": 4},
         "train": {"lr": 3e-3, "batch_size": 32, "iterations": 20, "eval_every": 10},
         "data": {"synthetic_size": 300, "validation_size": 120}}), threads=1)
@@ -113,7 +116,7 @@ def test_ptb_format_text_language_model(tmp_path):
     for name, seed, n in (("train.txt", 1, 300), ("valid.txt", 2, 40), ("test.txt", 3, 40)):
         (tmp_path / name).write_text("\n".join(" ".join(s.tokens) for s in pcfg_corpus(n, seed)) + "\n")
     spec = lineage_spec_from_dict({
-        "model": "onlstm_lm", "dataset": "text", "rounds": 1, "model_args": dict(TINY),
+        "model": "onlstm_lm", "dataset": "text", "rounds": 1, "model_args": dict(TINY), "chance_margin": None,
         "train": {"lr": 3e-3, "batch_size": 16, "iterations": 20, "eval_every": 10},
         "prune": {"scope": "global", "rate": 0.3}, "data": {"root": str(tmp_path)}})
     results = run_lineage(spec, threads=1)
