@@ -32,7 +32,8 @@ def snip_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]:
 
 
 def grasp_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]:
-    """θ ⊙ Hg (keeping the highest removes the weights whose removal hurts gradient flow most)."""
+    """θ ⊙ Hg, normalised. Keeping the highest prunes the lowest, i.e. the weights whose removal
+    least reduces (or most increases) gradient flow: the paper's rule of removing the top of -θ ⊙ Hg."""
     model = copy.deepcopy(model)
     weights = _prunable(model, params)
     g = [torch.zeros_like(w) for w in weights]
