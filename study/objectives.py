@@ -1,8 +1,13 @@
-"""Study objectives computed from a trial's rounds (seed-mean test accuracy per round).
+"""Study objectives computed from a trial's rounds (seed means per round).
 
-Each is defined on the rounds seen so far, and its partial value is a bound on the final one in
-the direction that hurts the trial (so a trial stopped early by a scheduler is never flattered):
-`sparsest_within` (min) only decreases as rounds are added, `auc` (max) only grows and
+Selection uses validation data only: every objective reads `val_acc` (validation accuracy at the
+early-stop iteration, the paper's early-stopping point). `test_acc` rides along for reporting:
+`selected_round` says which round an objective's value is read from, so the summary can report
+the test accuracy of exactly that round, and nothing here ever chooses on it.
+
+Each objective is defined on the rounds seen so far, and its partial value is a bound on the final
+one in the direction that hurts the trial (so a trial stopped early by a scheduler is never
+flattered): `sparsest_within` (min) only decreases as rounds are added, `auc` (max) only grows and
 `accuracy_at` (max) is 0 until the target sparsity is reached."""
 from __future__ import annotations
 
@@ -13,43 +18,77 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RoundPoint:
     remaining_pct: float
-    test_acc: float
+    val_acc: float                 # selection
+    test_acc: float | None = None  # reporting only
+
+
+def _sparsest_index(points: list[RoundPoint], tolerance: float) -> int:
+    dense = points[0].val_acc
+    within = [i for i, p in enumerate(points) if p.val_acc >= dense - tolerance]
+    return min(within, key=lambda i: (points[i].remaining_pct, i))
 
 
 def sparsest_within(points: list[RoundPoint], tolerance: float) -> float:
-    """The smallest % of weights remaining among rounds whose test accuracy stays within
+    """The smallest % of weights remaining among rounds whose validation accuracy stays within
     `tolerance` of the dense round's (the lottery-ticket question)."""
-    dense = points[0].test_acc
-    return min(p.remaining_pct for p in points if p.test_acc >= dense - tolerance) if points else 100.0
+    return points[_sparsest_index(points, tolerance)].remaining_pct if points else 100.0
+
+
+def _at_index(points: list[RoundPoint], target_remaining: float) -> int | None:
+    return next((i for i, p in enumerate(points) if p.remaining_pct <= target_remaining + 1e-9), None)
 
 
 def accuracy_at(points: list[RoundPoint], target_remaining: float) -> float:
-    """Test accuracy of the first round at or below `target_remaining` % of the weights."""
-    for p in points:
-        if p.remaining_pct <= target_remaining + 1e-9:
-            return p.test_acc
-    return 0.0
+    """Validation accuracy of the first round at or below `target_remaining` % of the weights."""
+    i = _at_index(points, target_remaining)
+    return 0.0 if i is None else points[i].val_acc
 
 
-def auc(points: list[RoundPoint]) -> float:
-    """Area under test accuracy vs log10(100 / % remaining) (accuracy × decades of pruning)."""
+def auc(points: list[RoundPoint], field: str = "val_acc") -> float:
+    """Area under accuracy vs log10(100 / % remaining) (accuracy × decades of pruning)."""
     area = 0.0
     for a, b in zip(points, points[1:]):
         width = math.log10(a.remaining_pct / b.remaining_pct)
-        area += width * (a.test_acc + b.test_acc) / 2
+        area += width * (getattr(a, field) + getattr(b, field)) / 2
     return area
+
+
+def selected_round(points: list[RoundPoint], name: str, tolerance: float,
+                   target_remaining: float | None) -> int | None:
+    """The index of the round an objective's value is read from (None: no such round yet)."""
+    if not points:
+        return None
+    if name == "sparsest_within":
+        return _sparsest_index(points, tolerance)
+    if name == "accuracy_at":
+        return _at_index(points, target_remaining or 0.0)
+    return len(points) - 1  # auc and pareto read the whole curve / its last round
 
 
 def objective_metrics(points: list[RoundPoint], name: str, tolerance: float,
                       target_remaining: float | None) -> dict[str, float]:
-    """The metric(s) a trial reports for objective `name`."""
+    """The metric(s) a trial reports for objective `name`, from validation accuracy only."""
     if name == "pareto":
-        return {"final_test_acc": points[-1].test_acc, "final_remaining_pct": points[-1].remaining_pct}
+        return {"pareto_val_acc": points[-1].val_acc, "pareto_remaining_pct": points[-1].remaining_pct}
     if name == "sparsest_within":
         return {"objective_sparsest_within": sparsest_within(points, tolerance)}
     if name == "accuracy_at":
-        return {"objective_accuracy_at": accuracy_at(points, target_remaining)}
+        return {"objective_accuracy_at": accuracy_at(points, target_remaining or 0.0)}
     return {"objective_auc": auc(points)}
+
+
+def reported_test(points: list[RoundPoint], name: str, tolerance: float,
+                  target_remaining: float | None) -> dict[str, float | None]:
+    """For reporting next to the objective: the test accuracy of the round the objective was read
+    from (and, for auc, the same area on test accuracy). Never fed back to any searcher."""
+    i = selected_round(points, name, tolerance, target_remaining)
+    out: dict[str, float | None] = {
+        "test_acc_at_selected": None if i is None else points[i].test_acc,
+        "remaining_pct_at_selected": None if i is None else points[i].remaining_pct,
+    }
+    if name == "auc" and all(p.test_acc is not None for p in points):
+        out["test_auc"] = auc(points, "test_acc")
+    return out
 
 
 def pareto_front(values: list[tuple[float, ...]], modes: list[str]) -> list[int]:

@@ -31,6 +31,18 @@ class ParamSpec:
 
     def validate(self, name: str) -> None:
         _choice(f"search.{name}.type", self.type, PARAM_TYPES)
+        for other, allowed in self.when.items():
+            if not allowed:
+                raise SpecError(f"search.{name}.when.{other} is an empty list, so {name} could never be searched; "
+                                f"list the values of {other} that switch it on, e.g. [imp, lr_rewind]")
+        if self.step is not None and self.type != "categorical":
+            if not self.step > 0:
+                raise SpecError(f"search.{name}.step must be > 0, got {self.step}; remove it or give a positive step")
+            if self.low is not None and self.high is not None and self.step > self.high - self.low:
+                raise SpecError(f"search.{name}.step {self.step} is wider than the range [{self.low}, {self.high}]; "
+                                f"lower the step")
+            if self.type == "log_float":
+                raise SpecError(f"search.{name}: a log_float parameter cannot have a step; use type float with a step")
         if self.type == "categorical":
             if not self.choices:
                 raise SpecError(f"search.{name}: a categorical parameter needs choices: [...]")
@@ -78,7 +90,7 @@ class ObjectiveSpec:
 
     @property
     def metrics(self) -> list[str]:
-        return ["final_test_acc", "final_remaining_pct"] if self.name == "pareto" else [f"objective_{self.name}"]
+        return ["pareto_val_acc", "pareto_remaining_pct"] if self.name == "pareto" else [f"objective_{self.name}"]
 
     @property
     def modes(self) -> list[str]:
@@ -159,12 +171,18 @@ class StudySpec:
     max_failures: int = 2
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
+    stall_timeout_s: float | None = 1800.0  # stop, saying why, when no trial starts or reports for this long
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same study (a re-run may raise the budget or move storage)."""
+        d = self.to_dict()
+        return {k: d[k] for k in ("base", "search", "seeds", "objective", "sampler", "sampler_seed", "scheduler")}
 
     def validate(self) -> None:
-        from study.results import _check_name
+        from study.results import check_name
 
         try:
-            _check_name("study name", self.name)
+            check_name("study name", self.name)
         except ValueError as e:
             raise SpecError(str(e)) from None
         base = self.base_spec()
@@ -178,6 +196,11 @@ class StudySpec:
                 raise SpecError("a scheduler stops trials early on one metric; remove it for the multi-objective pareto objective")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise SpecError(f"seeds must be a non-empty list of distinct integers, got {list(self.seeds)}")
+        if self.stall_timeout_s is not None and not self.stall_timeout_s > 0:
+            raise SpecError(f"stall_timeout_s must be > 0 seconds (or null for no limit), got {self.stall_timeout_s}")
+        if "://" in self.storage.results:
+            raise SpecError(f"storage.results {self.storage.results} is a URL, but the results lake is written to a "
+                            f"folder; give a local or shared-volume path")
         if self.max_concurrent < 1 or self.max_failures < 0:
             raise SpecError("max_concurrent must be >= 1 and max_failures >= 0")
         for name, param in self.search.items():

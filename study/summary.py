@@ -5,41 +5,49 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from study.objectives import RoundPoint, sparsest_within
-from study.results import read_lineages, read_rounds
+from study.objectives import RoundPoint, selected_round
+from study.results import FAILED_STATUSES, read_lineages, read_rounds
+
+_COLUMNS = pa.schema([("study", pa.string()), ("strategy", pa.string()), ("model", pa.string()),
+                      ("dataset", pa.string()), ("trial_id", pa.string()), ("round", pa.int64()),
+                      ("remaining_pct", pa.float64()), ("val_acc", pa.float64()), ("test_acc", pa.float64())])
 
 
 def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], list[str]]:
-    """One row per (study, strategy, model, dataset): lineages by status, rounds, the dense test
-    accuracy and the sparsest round whose mean test accuracy stays within 1 point of dense."""
+    """One row per (study, strategy, model, dataset) over its healthy lineages: lineages by
+    status, rounds, the dense round's accuracy, and the sparsest round whose seed-mean validation
+    accuracy stays within 1 point of dense, with that round's test accuracy reported beside it.
+    Failed, diverged and degenerate lineages are counted but left out of every number."""
     rounds = read_rounds(root, study)
     lineages = read_lineages(root, study)
     skipped = rounds.skipped + lineages.skipped
     if rounds.table.num_rows == 0 and lineages.table.num_rows == 0:
         return [], skipped
-    r = rounds.table.select(["study", "strategy", "model", "dataset", "trial_id", "round", "remaining_pct",
-                             "test_acc"]).cast(pa.schema([("study", pa.string()), ("strategy", pa.string()),
-                             ("model", pa.string()), ("dataset", pa.string()), ("trial_id", pa.string()),
-                             ("round", pa.int64()), ("remaining_pct", pa.float64()), ("test_acc", pa.float64())]))
-    df = r.to_pandas()
+    df = rounds.table.select(_COLUMNS.names).cast(_COLUMNS).to_pandas()
     lin = lineages.table.to_pandas() if lineages.table.num_rows else None
+    if lin is not None:
+        bad = set(lin.loc[lin["status"].isin(FAILED_STATUSES), "trial_id"])
+        df = df[~df["trial_id"].isin(bad)]
     out = []
     keys = ["study", "strategy", "model", "dataset"]
     for key, group in df.groupby(keys, sort=True):
-        by_round = group.groupby("round").agg(remaining=("remaining_pct", "mean"), acc=("test_acc", "mean"))
-        dense = by_round["acc"].get(0)
-        points = [RoundPoint(r, a) for r, a in zip(by_round["remaining"], by_round["acc"])]
+        by_round = group.groupby("round").agg(remaining=("remaining_pct", "mean"), val=("val_acc", "mean"),
+                                              test=("test_acc", "mean"))
+        points = [RoundPoint(r, v, t) for r, v, t in zip(by_round["remaining"], by_round["val"], by_round["test"])]
+        has_dense = 0 in by_round.index
+        chosen = selected_round(points, "sparsest_within", 0.01, None) if has_dense else None
         status = ""
         if lin is not None:
             sel = lin[(lin["study"].astype(str) == key[0]) & (lin["strategy"].astype(str) == key[1])]
-            counts = sel["status"].value_counts()
-            status = " ".join(f"{n} {s}" for s, n in counts.items())
+            status = " ".join(f"{n} {s}" for s, n in sel["status"].value_counts().items())
         out.append({
             "study": key[0], "strategy": key[1], "model": key[2], "dataset": key[3],
             "lineages": status or str(group["trial_id"].nunique()),
             "rounds": len(group),
             "min %left": f"{group['remaining_pct'].min():.1f}",
-            "dense acc": "-" if dense is None else f"{dense:.4f}",
-            "sparsest ≤1pt drop": f"{sparsest_within(points, 0.01):.1f}" if dense is not None else "-",
+            "dense val acc": f"{points[0].val_acc:.4f}" if has_dense else "-",
+            "dense test acc": f"{points[0].test_acc:.4f}" if has_dense else "-",
+            "sparsest %left, val ≤1pt drop": f"{points[chosen].remaining_pct:.1f}" if chosen is not None else "-",
+            "test acc there": f"{points[chosen].test_acc:.4f}" if chosen is not None else "-",
         })
     return out, skipped

@@ -5,9 +5,11 @@ lineage state (θ_k and mask included). The lineage engine does the work; this o
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,19 +20,25 @@ from ray import tune
 from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import Stopper
 
 from study.objectives import RoundPoint, objective_metrics, pareto_front
-from study.results import write_study
+from study.preflight import check_fits, check_storage
+from study.results import FAILED_STATUSES, read_lineages, read_rounds, write_study
 from study.runner import LakeLineage
+from study.specs import SpecError
 from study.study_spec import StudySpec
+from study.train import LineageFailure
 from study.version import code_version
 
 FAULT_ENV = "STUDY_INJECT_FAULT"  # "<round>:<marker dir>": every trial raises once at that round (recovery tests)
+FAILURE_KEY = "lineage_failure"   # in a trial's last result: why its lineages cannot count
 
 
 def optuna_storage(url: str) -> optuna.storages.BaseStorage:
     if "://" in url:
-        return optuna.storages.RDBStorage(url)
+        connect = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect} if connect else None)
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
 
@@ -69,7 +77,24 @@ class DefineByRunSpace:
         return {"optuna_trial_number": trial.number}
 
 
-def _maybe_inject_fault(trial_id: str, round_: int) -> None:
+class LotterySearch(OptunaSearch):
+    """OptunaSearch that files a trial whose lineages failed (diverged, degenerate) as FAIL with
+    the reason, so it can never be a study's best: the stock searcher would tell Optuna
+    COMPLETE with whatever the last result held."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and result.get(FAILURE_KEY) and trial_id not in self._completed_trials:
+            ot_trial = self._ot_trials[trial_id]
+            ot_trial.set_user_attr(FAILURE_KEY, result[FAILURE_KEY])
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def _maybe_inject_fault(trial_id: str, round_: int, lineages: list[LakeLineage]) -> None:
+    """Raise once per trial at the given round; the marker file records when each round file of
+    the trial was written, so a test can tell a resume (old files kept) from a restart."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
@@ -77,7 +102,11 @@ def _maybe_inject_fault(trial_id: str, round_: int) -> None:
     marker = Path(marker_dir) / trial_id
     if round_ == int(at) and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+        written = {}
+        for lin in lineages:
+            for path in sorted(Path(lin.root).glob(f"rounds/study=*/strategy=*/{lin.base['trial_id']}-r*.parquet")):
+                written[path.name] = os.stat(path).st_mtime_ns
+        marker.write_text(json.dumps(written))
         raise RuntimeError(f"injected fault in trial {trial_id} at round {round_} ({FAULT_ENV})")
 
 
@@ -102,39 +131,97 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
             for seed in study.seeds
         ]
         points = [_mean_point(rs) for rs in zip(*(lin.previous for lin in lineages))]
-        while True:
-            # next() on every lineage (zip would stop at the first one), so each one finishes
-            results = [next(lin, None) for lin in lineages]
-            if any(r is None for r in results):
-                break
-            points.append(_mean_point(results))
-            _maybe_inject_fault(trial_id, results[0].round)
-            tune.report(_metrics(study, results, points, node_id), checkpoint=Checkpoint.from_directory(str(workdir)))
+        try:
+            while True:
+                # next() on every lineage (zip would stop at the first one), so each one finishes
+                results = [next(lin, None) for lin in lineages]
+                if any(r is None for r in results):
+                    break
+                points.append(_mean_point(results))
+                _maybe_inject_fault(trial_id, results[0].round, lineages)
+                tune.report(_metrics(study, results, points, node_id),
+                            checkpoint=Checkpoint.from_directory(str(workdir)))
+        except LineageFailure as e:
+            # the failing lineage filed its own status; its siblings stop, and the trial reports
+            # a failure that LotterySearch files with Optuna as FAIL (never a best)
+            for lin in lineages:
+                if lin.state == "running":
+                    lin.status("stopped", f"a sibling seed's lineage is {e.status}: {e}")
+            tune.report({**{m: float("nan") for m in study.objective.metrics},
+                         FAILURE_KEY: f"{e.status}: {e}", "node_id": node_id})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _mean_point(results) -> RoundPoint:
+    """Seed means; the test accuracy is carried for reporting, objectives never read it."""
     n = len(results)
-    return RoundPoint(sum(r.remaining_pct for r in results) / n, sum(r.test_acc for r in results) / n)
+    return RoundPoint(sum(r.remaining_pct for r in results) / n, sum(r.val_acc for r in results) / n,
+                      sum(r.test_acc for r in results) / n)
 
 
 def _metrics(study: StudySpec, results, points: list[RoundPoint], node_id: str) -> dict[str, Any]:
+    """What a trial reports to Tune (and so to the scheduler and Optuna): validation-derived
+    metrics only. Test accuracy stays in the lake."""
     n = len(results)
     point = points[-1]
     return {
         "round": results[0].round,
         "remaining_pct": point.remaining_pct,
         "pruned_pct": 100.0 - point.remaining_pct,
-        "test_acc": point.test_acc,
-        "val_acc": sum(r.val_acc for r in results) / n,
+        "val_acc": point.val_acc,
+        "val_loss": sum(r.val_loss for r in results) / n,
         "early_stop_iteration": sum(r.early_stop_iteration for r in results) / n,
-        "dense_test_acc": points[0].test_acc,
+        "dense_val_acc": points[0].val_acc,
         "iterations": sum(r.iterations for r in results),
         "node_id": node_id,
         **objective_metrics(points, study.objective.name, study.objective.tolerance,
                             study.objective.target_remaining),
     }
+
+
+class StallStopper(Stopper, tune.Callback):
+    """Stops the study, saying why, when no trial has started or reported for `timeout_s`
+    seconds (trials waiting on resources the cluster never frees, a hung node...)."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+        self.last: float | None = None
+        self.reason: str | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "last": None, "reason": None}  # a restored study starts its clock anew
+
+    def _progress(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        self._progress()
+        return False
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._progress()
+
+    def stop_all(self) -> bool:
+        if self.timeout_s is None:
+            return False
+        if self.last is None:
+            self._progress()
+        if self.reason is None and time.monotonic() - self.last > self.timeout_s:
+            self.reason = _stall_reason(self.timeout_s)
+        return self.reason is not None
+
+
+def _stall_reason(timeout_s: float) -> str:
+    total, free = ray.cluster_resources(), ray.available_resources()
+    have = ", ".join(f"{free.get(k, 0):g} of {total[k]:g} {k}" for k in ("CPU", "GPU") if total.get(k))
+    return (f"no trial started or reported for {timeout_s:g} s (free now: {have or 'nothing'}); the trials' "
+            f"resources may never be granted or a node hangs: lower resources.cpu/gpu, free the cluster, "
+            f"or raise stall_timeout_s")
+
+
+class StudyStalled(RuntimeError):
+    """The study made no progress for stall_timeout_s and was stopped; finished rounds are kept."""
 
 
 class LakeFinalizer(tune.Callback):
@@ -168,8 +255,8 @@ class LakeFinalizer(tune.Callback):
 
 @dataclass
 class StudyOutcome:
-    best: list[dict[str, Any]]         # the best configuration, or the Pareto set
-    trials: list[dict[str, Any]]       # every Optuna trial: number, state, params, values
+    best: list[dict[str, Any]]         # the best configuration, or the Pareto set (selected on validation)
+    trials: list[dict[str, Any]]       # every Optuna trial: number, state, params, values, failure, reported
     results_root: str
     tune_path: str
     optuna_storage: str
@@ -187,18 +274,27 @@ def prepare(study: StudySpec) -> StudySpec:
 
 def run_study(study: StudySpec, *, address: str | None = None,
               callbacks: list[tune.Callback] | None = None) -> StudyOutcome:
+    """Run (or resume) a study. Everything that can be checked is checked before any trial runs:
+    the study's identity against what the lake holds under its name, the storage, and that a
+    trial fits a node of the cluster (SpecError, one line). A study that stalls is stopped
+    (StudyStalled), with its finished rounds in the lake."""
     study = prepare(study)
+    _check_same_study(study)
+    check_storage(study)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    check_fits(study.resources.cpu, study.resources.gpu, [n["Resources"] for n in ray.nodes() if n["Alive"]])
     metrics, modes = study.objective.metrics, study.objective.modes
     multi = len(metrics) > 1
     trainable = tune.with_resources(tune.with_parameters(lineage_trial, study=study),
                                     {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
     path = f"{study.storage.tune.rstrip('/')}/{study.name}"
+    stall = StallStopper(study.stall_timeout_s)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        stall = tuner._local_tuner.get_run_config().stop if tuner._local_tuner else stall  # the restored one
     else:
-        searcher = OptunaSearch(DefineByRunSpace(study), metric=metrics if multi else metrics[0],
+        searcher = LotterySearch(DefineByRunSpace(study), metric=metrics if multi else metrics[0],
                                 mode=modes if multi else modes[0], sampler=make_sampler(study),
                                 study_name=study.name, storage=optuna_storage(study.storage.optuna))
         scheduler = None
@@ -212,14 +308,38 @@ def run_study(study: StudySpec, *, address: str | None = None,
                                         num_samples=study.budget.num_samples,
                                         max_concurrent_trials=study.max_concurrent, reuse_actors=True,
                                         time_budget_s=study.budget.time_budget_s),
-            run_config=RunConfig(name=study.name, storage_path=study.storage.tune, verbose=0,
+            run_config=RunConfig(name=study.name, storage_path=study.storage.tune, verbose=0, stop=stall,
                                  failure_config=FailureConfig(max_failures=study.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                 callbacks=[*(callbacks or []), LakeFinalizer(study.storage.results, study.name)]),
+                                 callbacks=[*(callbacks or []), stall,
+                                            LakeFinalizer(study.storage.results, study.name)]),
         )
     _record_study(study)
     grid = tuner.fit()
+    if isinstance(stall, StallStopper) and stall.reason:
+        raise StudyStalled(f"study {study.name} stopped: {stall.reason}")
     return _outcome(study, metrics, modes, grid.num_errors)
+
+
+def _check_same_study(study: StudySpec) -> None:
+    """Refuse to file a different study under a name the lake already holds."""
+    held = read_studies_row(study.storage.results, study.name)
+    if held is None:
+        return
+    before = {k: held.get(k) for k in study.identity()}
+    if json.loads(json.dumps(before, default=str)) != json.loads(json.dumps(study.identity(), default=str)):
+        changed = [k for k in study.identity() if json.dumps(before.get(k), default=str, sort_keys=True)
+                   != json.dumps(study.identity()[k], default=str, sort_keys=True)]
+        raise SpecError(f"study {study.name} already exists in {study.storage.results} with a different "
+                        f"{', '.join(changed)}; give the changed study a new name (only budget, resources, "
+                        f"concurrency and storage may change on a re-run)")
+
+
+def read_studies_row(root: str, name: str) -> dict | None:
+    from study.results import read_studies
+
+    rows = read_studies(root, name).table.to_pylist()
+    return json.loads(rows[0]["spec_json"]) if rows and rows[0]["spec_json"] else None
 
 
 def _record_study(study: StudySpec) -> None:
@@ -235,10 +355,45 @@ def _record_study(study: StudySpec) -> None:
     })
 
 
+def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
+    """Per Optuna trial number, the seed-mean (remaining %, val acc, test acc) of each round that
+    every seed finished, read from the lake (failed lineages left out)."""
+    lineages = read_lineages(root, study).table.to_pylist()
+    seeds: dict[int, set[str]] = {}
+    for row in lineages:
+        if row["optuna_trial_number"] is not None and row["status"] not in FAILED_STATUSES:
+            seeds.setdefault(row["optuna_trial_number"], set()).add(row["trial_id"])
+    rounds = read_rounds(root, study).table.select(["trial_id", "round", "remaining_pct", "val_acc", "test_acc"])
+    by_trial: dict[str, list[dict]] = {}
+    for row in rounds.to_pylist():
+        by_trial.setdefault(row["trial_id"], []).append(row)
+    out = {}
+    for number, trial_ids in seeds.items():
+        per_round: dict[int, list[dict]] = {}
+        for tid in trial_ids:
+            for row in by_trial.get(tid, []):
+                per_round.setdefault(row["round"], []).append(row)
+        points = []
+        for _, rows in sorted(per_round.items()):
+            if len(rows) < len(trial_ids):
+                break
+            n = len(rows)
+            points.append(RoundPoint(sum(r["remaining_pct"] for r in rows) / n, sum(r["val_acc"] for r in rows) / n,
+                                     sum(r["test_acc"] for r in rows) / n))
+        out[number] = points
+    return out
+
+
 def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int) -> StudyOutcome:
+    from study.objectives import reported_test
+
     ostudy = optuna.load_study(study_name=study.name, storage=optuna_storage(study.storage.optuna))
-    trials = [{"number": t.number, "state": t.state.name, "params": t.params,
-               "values": t.values, "tune_trial_id": None} for t in ostudy.trials]
+    points = trial_points(study.storage.results, study.name)
+    obj = study.objective
+    trials = [{"number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
+               "failure": t.user_attrs.get(FAILURE_KEY),
+               "reported": reported_test(points.get(t.number, []), obj.name, obj.tolerance, obj.target_remaining)}
+              for t in ostudy.trials]
     done = [t for t in trials if t["state"] == "COMPLETE" and t["values"]]
     if len(metrics) > 1:
         front = pareto_front([tuple(t["values"]) for t in done], modes)

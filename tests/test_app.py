@@ -55,8 +55,17 @@ def test_strategies_page_plots_accuracy_and_early_stop_against_log_remaining(lak
         assert band["mark"]["type"] == "area" and band["encoding"]["y2"]["field"] == "hi"
     tickets = at.dataframe[0].value
     assert set(tickets["series"]) == {"imp", "random_prune"}
-    assert (tickets["seeds"] == 2).all() and tickets["95% CI"].str.startswith("[").all()
+    assert (tickets["seeds"] == 2).all() and tickets["test 95% CI"].str.startswith("[").all()
     assert (tickets["% remaining"] <= 100).all()
+    # the ticket is chosen on validation accuracy (1 point below dense, the slider's default), test is reported
+    from study.results import read_rounds
+
+    rows = read_rounds(lake, "compare").table.to_pandas()
+    for series, got in tickets.set_index("series").iterrows():
+        mean = rows[rows["strategy"].astype(str) == series].groupby("round")[["val_acc", "test_acc"]].mean()
+        ok = [r for r in mean.index if mean.loc[r, "val_acc"] >= mean.loc[0, "val_acc"] - 0.01]
+        assert got["round"] == max(ok), series
+        assert got["test acc (reported)"] == round(mean.loc[max(ok), "test_acc"], 4)
 
 
 def test_filters_narrow_every_page(lake, monkeypatch):
@@ -94,8 +103,8 @@ def test_search_page_draws_the_pareto_front(lake, monkeypatch):
     assert len(pareto) == 1
     points = pareto[0]["layer"][1]
     assert points["encoding"]["color"]["field"] == "pareto"
-    assert points["encoding"]["x"]["field"] == "final_remaining_pct"
-    assert points["encoding"]["y"]["field"] == "final_test_acc"
+    assert points["encoding"]["x"]["field"] == "pareto_remaining_pct"
+    assert points["encoding"]["y"]["field"] == "pareto_val_acc"
     front = at.dataframe[1].value
     assert len(front) >= 1 and front["pareto"].all()
 

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from study.app.lake import FILTERS, Lake, filter_rows, fingerprint, load_lake, unfinished_lineages
+from study.results import FAILED_STATUSES
 
 
 @st.cache_data(show_spinner="Reading the results lake…", max_entries=4)
@@ -46,6 +47,11 @@ def require_rows(lake: Lake) -> pd.DataFrame:
                 "rounds land.")
         st.stop()
     rows = filtered_rounds(lake)
+    failed = lake.lineages[lake.lineages["status"].isin(FAILED_STATUSES)] if not lake.lineages.empty else None
+    if failed is not None and len(failed):
+        st.warning(f"{len(failed)} failed, diverged or degenerate lineage(s) are left out of every chart and "
+                   "table here; the Data page lists them with the reason.")
+        rows = rows[~rows["trial_id"].isin(set(failed["trial_id"]))]
     if rows.empty:
         st.info("No rounds match the filters in the sidebar.")
         st.stop()

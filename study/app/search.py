@@ -10,7 +10,8 @@ import optuna
 import pandas as pd
 
 from study.app.lake import Lake
-from study.objectives import RoundPoint, objective_metrics, pareto_front
+from study.objectives import RoundPoint, objective_metrics, pareto_front, reported_test
+from study.results import FAILED_STATUSES
 
 
 def _get(cfg: dict, dotted: str):
@@ -46,16 +47,19 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
             if active:
                 params[pname] = _get(cfg, pname)
         r = rounds[rounds["trial_id"].isin(group["trial_id"])]
-        per_round = r.groupby("round").agg(remaining_pct=("remaining_pct", "mean"), test_acc=("test_acc", "mean"),
+        per_round = r.groupby("round").agg(remaining_pct=("remaining_pct", "mean"), val_acc=("val_acc", "mean"),
+                                           test_acc=("test_acc", "mean"),
                                            seeds=("trial_id", "nunique")).reset_index().sort_values("round")
         complete = per_round[per_round["seeds"] == len(group)]
-        metrics = {}
-        if not complete.empty:
-            points = [RoundPoint(a, b) for a, b in zip(complete["remaining_pct"], complete["test_acc"])]
-            metrics = objective_metrics(points, info["objective"], obj.get("tolerance", 0.01),
-                                        obj.get("target_remaining"))
         statuses = set(group["status"])
-        status = next((s for s in ("failed", "diverged", "running", "stopped") if s in statuses), "finished")
+        status = next((s for s in (*FAILED_STATUSES, "running", "stopped") if s in statuses), "finished")
+        metrics = {}
+        if not complete.empty and status not in FAILED_STATUSES:  # a failed trial has no objective
+            points = [RoundPoint(a, b, c) for a, b, c in
+                      zip(complete["remaining_pct"], complete["val_acc"], complete["test_acc"])]
+            args = (info["objective"], obj.get("tolerance", 0.01), obj.get("target_remaining"))
+            metrics = objective_metrics(points, *args)
+            metrics["test acc (reported)"] = reported_test(points, *args)["test_acc_at_selected"]
         rows.append({"optuna trial": int(number), **params, **metrics, "seeds": len(group),
                      "rounds done": len(complete), "status": status})
     trials = pd.DataFrame(rows)

@@ -3,6 +3,7 @@ import streamlit as st
 from study.app.charts import importance_chart, param_scatter, pareto_chart
 from study.app.context import current_lake, require_rows, selected_filters
 from study.app.search import importance, study_info, study_trials
+from study.results import FAILED_STATUSES
 
 st.title("Search")
 lake = current_lake()
@@ -19,10 +20,16 @@ if trials.empty:
     st.info(f"Study {name} has no trials with results yet.")
     st.stop()
 metrics = info["metrics"]
-st.caption(f"objective: {info['objective']} ({', '.join(f'{m} ({d})' for m, d in zip(metrics, info['modes']))}); "
-           f"{len(trials)} trial(s)")
+st.caption(f"objective: {info['objective']} ({', '.join(f'{m} ({d})' for m, d in zip(metrics, info['modes']))}), "
+           f"computed on validation data, which is all the search ever saw; 'test acc (reported)' is the test "
+           f"accuracy of the round the objective was read from, for reporting only. {len(trials)} trial(s)")
+failed = trials[trials["status"].isin(FAILED_STATUSES)]
 st.subheader("Trials")
-st.dataframe(trials, hide_index=True, width="stretch")
+st.dataframe(trials[~trials["status"].isin(FAILED_STATUSES)], hide_index=True, width="stretch")
+if not failed.empty:
+    st.subheader("Failed trials (never eligible as best)")
+    st.dataframe(failed, hide_index=True, width="stretch")
+    trials = trials[~trials["status"].isin(FAILED_STATUSES)]
 
 params = [p for p in info["search"] if p in trials]
 primary = metrics[0]

@@ -1,0 +1,82 @@
+"""Checks a study passes before Ray waits on anything: its storage answers, and one trial's
+resources fit some node of the cluster it is given. Each failure is one line (SpecError) that
+names the problem and the fix."""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import Any, Callable
+
+from study.specs import SpecError
+
+WORKER_GROUPS_ENV = "STUDY_WORKER_GROUPS"  # "cpu=8,gpu=1;cpu=4": node sizes an autoscaler may add
+
+
+def redact(url: str) -> str:
+    """A URL with its password replaced by ***."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def worker_groups(env: dict[str, str] | None = None) -> list[dict[str, float]]:
+    """The node sizes an autoscaler may still start (set by `study k8s render` on the head)."""
+    raw = (env if env is not None else os.environ).get(WORKER_GROUPS_ENV, "")
+    groups = []
+    for part in filter(None, (p.strip() for p in raw.split(";"))):
+        sizes = dict(item.split("=", 1) for item in part.split(","))
+        groups.append({"CPU": float(sizes.get("cpu", 0)), "GPU": float(sizes.get("gpu", 0))})
+    return groups
+
+
+def check_fits(cpu: float, gpu: float, nodes: list[dict[str, Any]], groups: list[dict[str, float]] | None = None) -> None:
+    """One trial needs `cpu` CPUs and `gpu` GPUs on a single node: some live node, or some
+    worker group an autoscaler may start, must be that big."""
+    candidates = [*nodes, *(worker_groups() if groups is None else groups)]
+    if any(n.get("CPU", 0) >= cpu and n.get("GPU", 0) >= gpu for n in candidates):
+        return
+    largest = max(candidates, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    raise SpecError(
+        f"a trial needs {cpu:g} CPU and {gpu:g} GPU on one node (resources), but the largest node of this "
+        f"cluster has {largest.get('CPU', 0):g} CPU and {largest.get('GPU', 0):g} GPU; lower resources.cpu/gpu "
+        f"or run on a cluster with a node that big")
+
+
+def _within(seconds: float, what: str, call: Callable[[], Any]) -> Any:
+    """Run `call` on a thread; a call that hangs past `seconds` is reported as unreachable."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as e:  # reported below, in one line
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise SpecError(f"{what} did not answer within {seconds:g} s; check the address and that it is running")
+    if "error" in box:
+        e = box["error"]
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SpecError(f"{what} is unreachable ({type(e).__name__}: {first}); check the URL, that the server is "
+                        f"up, and its credentials")
+    return box.get("value")
+
+
+def check_storage(study, timeout_s: float = 20.0) -> None:
+    """The Optuna database and Tune's object storage answer (local paths need nothing)."""
+    from study.tune import optuna_storage
+
+    url = study.storage.optuna_url(study.name)
+    if "://" in url:
+        _within(timeout_s, f"optuna storage {redact(url)}", lambda: optuna_storage(url))
+    tune_path = study.storage.tune_path()
+    if "://" in tune_path:
+        import pyarrow.fs as pafs
+
+        def probe() -> None:
+            fs, path = pafs.FileSystem.from_uri(tune_path)
+            fs.get_file_info(path)
+
+        _within(timeout_s, f"tune storage {redact(tune_path)}", probe)
