@@ -16,7 +16,8 @@ DEFAULT_RESULTS = os.environ.get("STUDY_RESULTS", "results")
 
 def _round_table(title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in ("round", "% remaining", "early-stop it", "val acc", "test acc @ES", "final test acc", "wall s"):
+    for col in ("round", "% remaining", "early-stop it (val)", "val acc", "test acc @ES (reported)", "final test acc",
+                "wall s"):
         table.add_column(col, justify="right")
     return table
 
@@ -29,8 +30,8 @@ def _add_round(table: Table, r) -> None:
 def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     from tqdm import tqdm
 
-    from study.lineage import describe_plan, plan_lineage, total_iterations
-    from study.runner import run_to_lake
+    from study.lineage import describe_plan, total_iterations
+    from study.runner import LakeLineage
     from study.specs import load_lineage_spec
 
     spec = load_lineage_spec(args.spec)
@@ -38,21 +39,25 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
         spec = spec.replace(seed=args.seed)
     if args.strategy is not None:
         spec = spec.replace(strategy=args.strategy)
-    trial_id = args.trial or spec.lineage_id()
-    plan = plan_lineage(spec)
-    console.print(describe_plan(spec, plan))
-    table = _round_table(f"{spec.strategy} lineage {trial_id} (study {args.study})")
-    bar = tqdm(total=total_iterations(spec, plan), unit="it", dynamic_ncols=True,
-               disable=args.quiet, file=sys.stderr)
+    bar = None
+    table = _round_table(f"{spec.strategy} lineage {args.trial or spec.lineage_id()} (study {args.study})")
 
     def on_round(r) -> None:
         _add_round(table, r)
-        bar.write(f"round {r.round}: {r.remaining_pct:.1f}% remaining, early stop {r.early_stop_iteration}, "
-                  f"test acc {r.test_acc:.4f}")
+        if bar is not None:
+            bar.write(f"round {r.round}: {r.remaining_pct:.1f}% remaining, early stop {r.early_stop_iteration}, "
+                      f"val acc {r.val_acc:.4f}, test acc {r.test_acc:.4f}")
 
+    # every check (names, lake, identity, data, model, checkpoint) passes before anything is shown or written
+    lineage = LakeLineage(spec, args.results, study=args.study, trial_id=args.trial, device=args.device,
+                          threads=args.threads, on_round=on_round, fresh=args.fresh,
+                          on_progress=lambda n: bar.update(n) if bar is not None else None)
+    plan = lineage.rounds.plan
+    console.print(describe_plan(spec, plan))
+    bar = tqdm(total=total_iterations(spec, plan), unit="it", dynamic_ncols=True, disable=args.quiet, file=sys.stderr,
+               initial=sum(r.iterations for r in lineage.previous))
     try:
-        results = run_to_lake(spec, args.results, study=args.study, trial_id=trial_id, device=args.device,
-                              threads=args.threads, on_round=on_round, on_progress=bar.update, fresh=args.fresh)
+        results = list(lineage.previous) + list(lineage)
     finally:
         bar.close()
     if len(table.rows) < len(results):  # resumed: show the rounds of earlier runs too
@@ -60,7 +65,8 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
         for r in results:
             _add_round(table, r)
     console.print(table)
-    console.print(f"results: {Path(args.results).resolve()}")
+    console.print(f"results: {Path(args.results).resolve()}   (early stop and val acc: validation split; "
+                  f"test acc: reported at the early-stop iteration)")
     return 0
 
 

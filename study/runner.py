@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -33,16 +34,19 @@ def default_workdir(root: str | Path, study: str, trial_id: str) -> Path:
 
 
 def ensure_writable(root: str | Path) -> None:
-    """Fail with one line, before anything runs, when the lake cannot be written."""
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise SpecError(f"results lake {root} is not writable ({e.strerror or type(e).__name__}); "
-                        f"pass --results with a writable folder") from None
+    """Fail with one line, before anything runs or is created, when the lake cannot be written:
+    the lake folder, or the nearest folder above it that exists, must be a writable folder."""
+    root = Path(root).expanduser().absolute()
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        why = f"{existing} is a file"
+    else:
+        try:  # a probe folder, removed at once: the only sure test (root ignores permission bits)
+            os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
+            return
+        except OSError as e:
+            why = e.strerror or type(e).__name__
+    raise SpecError(f"results lake {root} is not writable ({why}); pass --results with a writable folder")
 
 
 def held_lineages(root: str | Path, study: str, trial_id: str) -> set[str]:

@@ -174,9 +174,11 @@ class StudySpec:
     stall_timeout_s: float | None = 1800.0  # stop, saying why, when no trial starts or reports for this long
 
     def identity(self) -> dict[str, Any]:
-        """What makes two runs the same study (a re-run may raise the budget or move storage)."""
+        """What makes two runs the same study (a re-run, which resumes it, may change resources,
+        concurrency, failures allowed, the stall timeout and where storage lives, nothing else)."""
         d = self.to_dict()
-        return {k: d[k] for k in ("base", "search", "seeds", "objective", "sampler", "sampler_seed", "scheduler")}
+        return {k: d[k] for k in ("base", "search", "seeds", "objective", "sampler", "sampler_seed", "scheduler",
+                                  "budget")}
 
     def validate(self) -> None:
         from study.results import check_name

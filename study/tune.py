@@ -331,8 +331,8 @@ def _check_same_study(study: StudySpec) -> None:
         changed = [k for k in study.identity() if json.dumps(before.get(k), default=str, sort_keys=True)
                    != json.dumps(study.identity()[k], default=str, sort_keys=True)]
         raise SpecError(f"study {study.name} already exists in {study.storage.results} with a different "
-                        f"{', '.join(changed)}; give the changed study a new name (only budget, resources, "
-                        f"concurrency and storage may change on a re-run)")
+                        f"{', '.join(changed)}; give the changed study a new name (a re-run resumes the study: only "
+                        f"resources, concurrency and storage may change)")
 
 
 def read_studies_row(root: str, name: str) -> dict | None:

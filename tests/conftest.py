@@ -118,9 +118,9 @@ def loopback_cluster(head_cpus: int, worker_cpus: int):
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-def kill_once_and_rerun(argv, env, lake, min_round_files=3, timeout=240):
-    """Start `argv`, SIGKILL it once `min_round_files` round files have landed, run it again to the
-    end; returns the second run (a CompletedProcess)."""
+def kill_once_and_rerun(argv, env, lake, min_round_files=3, timeout=240, after_kill=None):
+    """Start `argv`, SIGKILL it once `min_round_files` round files have landed, call `after_kill()`,
+    run it again to the end; returns the second run (a CompletedProcess)."""
     import signal
     import subprocess
     import time
@@ -134,22 +134,28 @@ def kill_once_and_rerun(argv, env, lake, min_round_files=3, timeout=240):
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     time.sleep(2)
+    if after_kill:
+        after_kill()
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=2 * timeout)
     assert again.returncode == 0, again.stderr[-3000:]
     return again
 
 
 def assert_study_complete(lake, study, rounds, trials=4):
-    """No duplicate (trial, round) rows, and every finished lineage has all its rounds."""
-    from study.results import read_lineages, read_rounds
+    """From the raw files (one at a time, no de-duplicating reader): exactly `trials` lineages,
+    all finished, each with exactly one file per round in `rounds`."""
+    import pyarrow.parquet as pq
 
-    table = read_rounds(lake, study).table
-    keys = list(zip(table["trial_id"].to_pylist(), table["round"].to_pylist()))
+    rows = [row for p in sorted((lake / "rounds" / f"study={study}").rglob("*.parquet"))
+            for row in pq.read_table(p).to_pylist()]
+    keys = [(r["trial_id"], r["round"]) for r in rows]
     assert len(keys) == len(set(keys)), "no duplicate rows"
-    finished = [r for r in read_lineages(lake, study).table.to_pylist() if r["status"] == "finished"]
-    assert len(finished) >= trials
-    assert all({k[1] for k in keys if k[0] == r["trial_id"]} == set(rounds) for r in finished)
-    return finished
+    lineages = [row for p in sorted((lake / "lineages" / f"study={study}").rglob("*.parquet"))
+                for row in pq.read_table(p).to_pylist()]
+    assert len(lineages) == trials and {r["status"] for r in lineages} == {"finished"}, lineages
+    assert all({k[1] for k in keys if k[0] == r["trial_id"]} == set(rounds) for r in lineages)
+    assert len(keys) == trials * len(rounds)
+    return lineages
 
 
 requires_fashion_mnist = pytest.mark.skipif(

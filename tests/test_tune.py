@@ -1,14 +1,17 @@
 """Studies on a real local Ray (RAY_AUTH_MODE=disabled), small synthetic data."""
+import json
 import os
 import subprocess
 import sys
+import time
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
 
-from conftest import assert_study_complete, kill_once_and_rerun, loopback_cluster, synthetic_spec_dict
+from conftest import kill_once_and_rerun, loopback_cluster, synthetic_spec_dict
 from study.objectives import pareto_front
 from study.results import duckdb_rounds_sql, read_lineages, read_rounds
 from study.study_spec import load_study_spec
@@ -66,21 +69,57 @@ def test_four_trials_by_three_rounds_write_twelve_rows(local_ray, tmp_path):
     assert outcome.best[0]["values"][0] == best
 
 
+def raw_rows(lake, table="rounds"):
+    """Every row of every file, one file at a time: no reader, no de-duplication."""
+    rows = []
+    for path in sorted((lake / table).rglob("*.parquet")):
+        rows += pq.read_table(path).to_pylist()
+    return rows
+
+
+def by_trial_number(lake):
+    """(optuna trial number, seed, round) -> the round's selection and reporting numbers, from raw files."""
+    number = {r["trial_id"]: r["optuna_trial_number"] for r in raw_rows(lake, "lineages")}
+    return {(number[r["trial_id"]], r["seed"], r["round"]): (r["val_acc"], r["test_acc"], r["remaining_pct"])
+            for r in raw_rows(lake)}
+
+
 def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     markers = tmp_path / "markers"
+    clean = write_study(tmp_path, name="clean", seeds=[0, 1], sampler="random")
+    flaky = write_study(tmp_path, name="flaky", seeds=[0, 1], sampler="random",
+                        storage={"results": str(tmp_path / "flaky_lake")})
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}})
     try:
-        outcome = run_study(load_study_spec(write_study(tmp_path, name="flaky", seeds=[0, 1])))
+        outcome = run_study(load_study_spec(flaky))
+    finally:
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_study(load_study_spec(clean))
     finally:
         ray.shutdown()
     assert len(list(markers.iterdir())) == 4, "every trial failed once at round 1"
     assert outcome.errors == 0
-    table = read_rounds(tmp_path / "lake", "flaky").table
-    keys = list(zip(table["trial_id"].to_pylist(), table["round"].to_pylist()))
-    assert len(keys) == 24 == len(set(keys)), "4 trials x 2 seeds x 3 rounds, no duplicates"
-    assert len(list((tmp_path / "lake" / "rounds").rglob("*.parquet"))) == 24
-    assert {r["status"] for r in read_lineages(tmp_path / "lake", "flaky").table.to_pylist()} == {"finished"}
+    lake = tmp_path / "flaky_lake"
+    rows = raw_rows(lake)
+    keys = [(r["trial_id"], r["round"]) for r in rows]
+    assert len(keys) == 24 == len(set(keys)), "4 trials x 2 seeds x 3 rounds in 24 files, no duplicates"
+    assert len(raw_rows(lake, "lineages")) == 8, "no extra lineages"
+    assert {r["status"] for r in raw_rows(lake, "lineages")} == {"finished"}
+    assert by_trial_number(lake) == by_trial_number(tmp_path / "lake"), "the same rows as an uninterrupted run"
+    # resumed, not restarted: round 0 (checkpointed before the fault) kept its file; round 1, whose
+    # checkpoint the fault prevented, was run again
+    files = {p.name: os.stat(p).st_mtime_ns for p in (lake / "rounds").rglob("*.parquet")}
+    for marker in markers.iterdir():
+        at_fault = json.loads(marker.read_text())
+        assert {n[-12:] for n in at_fault} == {"-r000.parquet"[-12:], "-r001.parquet"[-12:]}
+        for name, mtime in at_fault.items():
+            if name.endswith("-r000.parquet"):
+                assert files[name] == mtime, f"{name} was not redone"
+            else:
+                assert files[name] > mtime, f"{name} was redone after the fault"
 
 
 def test_multi_objective_study_returns_its_pareto_set(local_ray, tmp_path):
@@ -111,12 +150,37 @@ def test_bad_study_yaml_is_rejected_before_ray_starts(tmp_path):
 
 
 def test_driver_killed_mid_study_resumes_without_duplicates(tmp_path):
-    path = write_study(tmp_path, name="killed", rounds=3,
-                       base=synthetic_spec_dict(rounds=3, train={"iterations": 600, "eval_every": 200}))
+    base = synthetic_spec_dict(rounds=3, train={"iterations": 600, "eval_every": 200})
+    path = write_study(tmp_path, name="killed", rounds=3, base=base, sampler="random")
+    clean = write_study(tmp_path, name="clean", rounds=3, base=base, sampler="random",
+                        storage={"results": str(tmp_path / "clean_lake")})
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    rerun = kill_once_and_rerun([sys.executable, "-m", "study.cli", "tune", str(path)], env, tmp_path / "lake")
-    assert_study_complete(tmp_path / "lake", "killed", rounds={0, 1, 2, 3})
+    lake = tmp_path / "lake"
+    seen = {}
+
+    def at_kill():
+        seen.update({p.name: os.stat(p).st_mtime_ns for p in (lake / "rounds").rglob("*.parquet")})
+
+    rerun = kill_once_and_rerun([sys.executable, "-m", "study.cli", "tune", str(path)], env, lake, after_kill=at_kill)
     assert "best configuration" in rerun.stdout
+    subprocess.run([sys.executable, "-m", "study.cli", "tune", str(clean)], env=env, check=True, capture_output=True)
+    rows = raw_rows(lake)
+    keys = [(r["trial_id"], r["round"]) for r in rows]
+    assert len(keys) == 16 == len(set(keys)), "4 trials x 4 rounds in 16 files, no duplicates"
+    lineages = raw_rows(lake, "lineages")
+    assert len(lineages) == 4 and {r["status"] for r in lineages} == {"finished"}, "no extra or orphan lineages"
+    assert {k[1] for k in keys} == {0, 1, 2, 3}
+    assert by_trial_number(lake) == by_trial_number(tmp_path / "clean_lake"), "the same rows as an uninterrupted run"
+    after = {p.name: os.stat(p).st_mtime_ns for p in (lake / "rounds").rglob("*.parquet")}
+    redone = [n for n, t in seen.items() if after[n] != t]
+    # a round is redone only when the kill fell between its row and its checkpoint: at most the
+    # newest round of each trial that was running at the kill
+    newest = {}
+    for name in seen:
+        trial, rnd = name[:-13], int(name[-11:-8])
+        newest[trial] = max(newest.get(trial, -1), rnd)
+    assert all(int(n[-11:-8]) == newest[n[:-13]] for n in redone), (redone, sorted(seen))
+    assert len(seen) >= 3 and len(redone) <= 2
 
 
 def test_two_node_loopback_cluster_runs_one_study_into_one_lake(tmp_path):
@@ -163,3 +227,115 @@ def test_lake_finalizer_marks_running_lineages_of_an_ended_trial_stopped(tmp_pat
     assert LakeFinalizer(str(tmp_path), "s").close("t3", "stopped") == 0
     status = {r["trial_id"]: r["status"] for r in read_lineages(tmp_path, "s").table.to_pylist()}
     assert status == {"t1-s0": "stopped", "t1-s1": "stopped", "t2-s0": "running", "t3-s0": "finished"}
+
+
+def test_optuna_holds_validation_derived_values_never_test(local_ray, tmp_path):
+    """The values Optuna stores are the objective on seed-mean validation accuracy, recomputed
+    here from the raw round files with the paper-style area formula transcribed by hand."""
+    import math
+
+    import optuna
+
+    from study.tune import optuna_storage
+
+    path = write_study(tmp_path, name="auc", rounds=2, seeds=[0, 1], objective={"name": "auc"},
+                       budget={"num_samples": 3})
+    outcome = run_study(load_study_spec(path))
+    rows = by_trial_number(tmp_path / "lake")
+    ostudy = optuna.load_study(study_name="auc", storage=optuna_storage(outcome.optuna_storage))
+
+    def area(number, which):
+        mean = [[sum(rows[(number, s, r)][i] for s in (0, 1)) / 2 for i in (0, 1, 2)] for r in (0, 1, 2)]
+        return sum(math.log10(a[2] / b[2]) * (a[which] + b[which]) / 2 for a, b in zip(mean, mean[1:]))
+
+    assert len(ostudy.trials) == 3
+    for t in ostudy.trials:
+        assert t.state.name == "COMPLETE"
+        assert t.values[0] == pytest.approx(area(t.number, 0), abs=1e-12), "validation-derived"
+        assert t.values[0] != pytest.approx(area(t.number, 1), abs=1e-9), "not test-derived"
+    best = max(ostudy.trials, key=lambda t: t.values[0])
+    assert outcome.best[0]["number"] == best.number
+    assert outcome.best[0]["reported"]["test_auc"] == pytest.approx(area(best.number, 1), abs=1e-12)
+
+
+def test_failed_trials_are_filed_fail_and_can_never_be_best(tmp_path):
+    """lr 1e6 trains to chance: the lineage is degenerate, Optuna files the trial FAIL with the
+    reason, and the CLI lists it apart, while the sane trial is the best."""
+    path = write_study(tmp_path, name="lrs", rounds=1, sampler="grid", budget={"num_samples": 2},
+                       search={"train.lr": {"type": "categorical", "choices": [1e-3, 1e6]}})
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "study.cli", "tune", str(path)], env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import optuna
+
+    from study.tune import optuna_storage
+
+    ostudy = optuna.load_study(study_name="lrs", storage=optuna_storage(str(tmp_path / "lake/_optuna/lrs.journal")))
+    states = {t.params["train.lr"]: t for t in ostudy.trials}
+    assert states[1e6].state.name == "FAIL" and "degenerate" in states[1e6].user_attrs["lineage_failure"]
+    assert states[1e-3].state.name == "COMPLETE"
+    assert ostudy.best_trial.params["train.lr"] == 1e-3
+    assert "trials that failed" in proc.stdout and "degenerate" in proc.stdout
+    status = {r["config_json"].count("1000000.0") > 0: r["status"] for r in raw_rows(tmp_path / "lake", "lineages")}
+    assert status == {True: "degenerate", False: "finished"}
+    from study.summary import summarize
+
+    (row,) = summarize(tmp_path / "lake", "lrs")[0]
+    assert "1 degenerate" in row["lineages"] and row["rounds"] == 2, "the failed lineage's rows are left out"
+
+
+@pytest.mark.parametrize("resources,word", [({"gpu": 0.5}, "GPU"), ({"cpu": 64}, "CPU")])
+def test_a_trial_that_fits_no_node_fails_in_seconds(tmp_path, resources, word):
+    path = write_study(tmp_path, name="big", resources=resources)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CUDA_VISIBLE_DEVICES": ""}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "study.cli", "tune", str(path)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert time.monotonic() - start < 90
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+    assert "largest node" in proc.stderr and word in proc.stderr and "lower resources" in proc.stderr
+    assert not (tmp_path / "lake" / "rounds").exists()
+
+
+def test_worker_groups_of_an_autoscaler_count_as_nodes():
+    from study.preflight import check_fits, worker_groups
+    from study.specs import SpecError
+
+    groups = worker_groups({"STUDY_WORKER_GROUPS": "cpu=8,gpu=1; cpu=4"})
+    assert groups == [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 0.0}]
+    check_fits(2, 0.5, [{"CPU": 0.0}], groups)  # a head with no CPUs, a GPU group that may scale up
+    with pytest.raises(SpecError, match="largest node of this cluster has 8 CPU and 1 GPU"):
+        check_fits(2, 2, [{"CPU": 0.0}], groups)
+
+
+def test_a_study_that_makes_no_progress_stops_and_says_why(local_ray, tmp_path):
+    from study.tune import StudyStalled
+
+    @ray.remote(num_cpus=2)
+    class Hog:
+        def ping(self):
+            return 1
+
+    hog = Hog.remote()
+    ray.get(hog.ping.remote())  # both CPUs are held: the trials fit a node but are never granted
+    path = write_study(tmp_path, name="stall", stall_timeout_s=5, budget={"num_samples": 2})
+    start = time.monotonic()
+    with pytest.raises(StudyStalled, match=r"no trial started or reported for 5 s \\(free now: 0 of 2 CPU\\)"):
+        run_study(load_study_spec(path))
+    assert time.monotonic() - start < 60
+    ray.kill(hog)
+
+
+def test_a_different_study_under_an_existing_name_is_refused(local_ray, tmp_path):
+    from study.specs import SpecError
+
+    run_study(load_study_spec(write_study(tmp_path, name="named", rounds=1, budget={"num_samples": 1})))
+    again = load_study_spec(write_study(tmp_path, name="named", rounds=1, budget={"num_samples": 1}, max_concurrent=1))
+    changed = load_study_spec(write_study(tmp_path, name="named", rounds=2, budget={"num_samples": 1}))
+    with pytest.raises(SpecError, match="already exists .* with a different base"):
+        run_study(changed)
+    bigger = load_study_spec(write_study(tmp_path, name="named", rounds=1, budget={"num_samples": 3}))
+    with pytest.raises(SpecError, match="with a different budget"):
+        run_study(bigger)
+    assert len(run_study(again).trials) == 1, "the same study (other concurrency) resumes"
