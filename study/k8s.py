@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from study.preflight import WORKER_GROUPS_ENV, check_fits
 from study.specs import SpecError, load_yaml
 from study.study_spec import load_study_spec
 
@@ -108,6 +109,12 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
     opts = replace(opts, ray_version=opts.ray_version or ray.__version__)
     opts.validate()
     study = load_study_spec(space_path)  # validated before anything is rendered
+    groups = worker_groups(opts)
+    try:
+        check_fits(study.resources.cpu, study.resources.gpu, [], [{"CPU": g.cpus, "GPU": g.gpus} for g in groups])
+    except SpecError as e:
+        raise SpecError(f"{e} (the worker groups of profile {opts.profile}); pick a profile or --gpus-per-worker "
+                        f"that holds a trial") from None
     raw = load_yaml(space_path)
     base = k8s_name(f"study-{study.name}", RAYJOB_NAME_MAX)
     labels = {"app.kubernetes.io/name": "lottery-study", "app.kubernetes.io/instance": base}
@@ -130,7 +137,9 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
         if opts.storage_class:
             pvc_spec["storageClassName"] = opts.storage_class
         objects.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(claim), "spec": pvc_spec})
-    cluster = ray_cluster_spec(opts, claim, f"{base}-spec", secret_env)
+    sizes = ";".join(f"cpu={g.cpus},gpu={g.gpus}" for g in groups)  # the driver's preflight counts them as nodes
+    head_env = [*secret_env, {"name": WORKER_GROUPS_ENV, "value": sizes}]
+    cluster = ray_cluster_spec(opts, claim, f"{base}-spec", head_env)
     if opts.kind == "raycluster":
         objects.append({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": meta(base), "spec": cluster})
     else:

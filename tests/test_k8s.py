@@ -171,6 +171,22 @@ def test_bad_render_inputs_are_one_line_errors(tmp_path):
         assert out.returncode == 2 and expected in out.stderr and out.stderr.count("\n") == 1, out.stderr
 
 
+def test_render_refuses_a_trial_that_fits_no_worker_group_and_tells_the_driver_the_groups(tmp_path):
+    space = tmp_path / "quarter.yaml"
+    raw = yaml.safe_load((ROOT / SPACE).read_text())
+    raw["study"]["resources"] = {"cpu": 1, "gpu": 0.25}
+    space.write_text(yaml.safe_dump(raw))
+    out = subprocess.run([sys.executable, "-m", "study.cli", "k8s", "render", str(space), "--profile", "cpu-dev"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "0.25 GPU" in out.stderr, out.stderr
+    assert "profile cpu-dev" in out.stderr and out.stdout == ""
+    objects = render(str(space), K8sOptions(image="ghcr.io/acme/lottery-study:0.1.0", gpus_per_worker=2))
+    job = [o for o in objects if o["kind"] == "RayJob"][0]
+    env = {e["name"]: e.get("value") for e in
+           job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["STUDY_WORKER_GROUPS"] == "cpu=16,gpu=2;cpu=8,gpu=0"
+
+
 def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_and_resumed(tmp_path):
     """A local stand-in for the RayJob: the rendered ConfigMap written where the pod mounts it,
     a two-node loopback cluster shaped like the rendered one (head: 0 CPUs, one worker), and
