@@ -65,8 +65,11 @@ def _within(seconds: float, what: str, call: Callable[[], Any]) -> Any:
 
 
 def check_storage(study, timeout_s: float = 20.0) -> None:
-    """The Optuna database and Tune's object storage answer (local paths need nothing)."""
+    """The lake can be written, and the Optuna database and Tune's object storage answer."""
+    from study.runner import ensure_writable
     from study.tune import optuna_storage
+
+    ensure_writable(study.storage.results)
 
     url = study.storage.optuna_url(study.name)
     if "://" in url:

@@ -84,6 +84,9 @@ CASES = {
     "a study lake on a URL": (
         lambda t: ["tune", study_yaml(t, storage={"results": "s3://bucket/lake"})],
         "is a URL", "shared-volume path"),
+    "a study lake on a read-only file system": (
+        lambda t: ["tune", study_yaml(t, storage={"results": "/sys/study-lake"})],
+        "results lake /sys/study-lake is not writable", "pass --results"),
     "compact on a missing lake": (
         lambda t: ["compact", str(t / "no-lake"), "--study", "s"], "no results lake at", "lake's root folder"),
     "stall_timeout_s of zero": (
@@ -124,3 +127,16 @@ def test_an_unreachable_optuna_database_fails_before_ray_and_hides_the_password(
     assert "hunter2" not in err
     assert "ray" not in sys.modules or not __import__("ray").is_initialized()
     assert not (tmp_path / "lake" / "rounds").exists()
+
+
+def test_unreachable_tune_object_storage_fails_before_ray(tmp_path, capsys, monkeypatch):
+    """An S3-compatible endpoint that nothing listens on (a free loopback port)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "study")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-key")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    path = study_yaml(tmp_path, storage={"results": str(tmp_path / "lake"), "tune": "s3://studies/tune"})
+    assert main(["tune", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tune storage s3://studies/tune" in err and "unreachable" in err, err
+    assert "s3cr3t-key" not in err
