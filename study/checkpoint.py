@@ -7,6 +7,7 @@ purpose), so a resumed lineage repeats the uninterrupted one exactly."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,12 @@ def load_checkpoint(path: Path, config_hash: str, device: torch.device) -> dict[
     if not path.is_file():
         return None
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to restart the lineage from round 0") from None
+        raise RuntimeError(f"checkpoint {path} is unreadable ({type(e).__name__}); pass --fresh (or delete it) to "
+                           f"restart the lineage from round 0") from None
     if blob.get("config_hash") != config_hash:
         raise RuntimeError(f"checkpoint {path} belongs to config {blob.get('config_hash')}, not {config_hash}; use another workdir")
     return _to(blob["state"], device)

@@ -48,6 +48,7 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
             bar.write(f"round {r.round}: {r.remaining_pct:.1f}% remaining, early stop {r.early_stop_iteration}, "
                       f"val acc {r.val_acc:.4f}, test acc {r.test_acc:.4f}")
 
+    _check_run_flags(args)
     # every check (names, lake, identity, data, model, checkpoint) passes before anything is shown or written
     lineage = LakeLineage(spec, args.results, study=args.study, trial_id=args.trial, device=args.device,
                           threads=args.threads, on_round=on_round, fresh=args.fresh,
@@ -68,6 +69,27 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     console.print(f"results: {Path(args.results).resolve()}   (early stop and val acc: validation split; "
                   f"test acc: reported at the early-stop iteration)")
     return 0
+
+
+def _check_run_flags(args: argparse.Namespace) -> None:
+    """--threads and --device, named in one line before anything loads."""
+    import torch
+
+    limit = 4 * (os.cpu_count() or 1)
+    if args.threads is not None and not 1 <= args.threads <= limit:
+        raise SpecError(f"--threads must be between 1 and {limit} (4 x this machine's cores), got {args.threads}")
+    if args.device is None:
+        return
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError):
+        raise SpecError(f"--device {args.device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise SpecError(f"--device {args.device}: lineages train on cpu or cuda; use one of those")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"--device {args.device}: this machine has no usable CUDA device; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SpecError(f"--device {args.device}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
@@ -92,9 +114,9 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     metric, mode = study.objective.metrics[0], study.objective.modes[0]
     progress = StudyProgress(metric, mode, study.budget.num_samples, console)
     where = f"the Ray cluster at {args.address}" if args.address else "a local Ray instance"
-    console.print(f"study {study.name}: {study.budget.num_samples} trials x {len(study.seeds)} seed(s), "
-                  f"objective {study.objective.name}, sampler {study.sampler}, on {where}")
-    outcome = run_study(study, address=args.address, callbacks=[progress])
+    outcome = run_study(study, address=args.address, callbacks=[progress], announce=lambda: console.print(
+        f"study {study.name}: {study.budget.num_samples} trials x {len(study.seeds)} seed(s), objective "
+        f"{study.objective.name} on validation data, sampler {study.sampler}, on {where}"))
     console.print()
     _print_outcome(console, study, outcome)
     return 0 if outcome.errors == 0 else 1
@@ -157,11 +179,19 @@ def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
     from study.summary import summarize
 
-    rows, skipped = summarize(args.root, args.study)
+    root = Path(args.root).expanduser()
+    if not (root / "rounds").is_dir() and not (root / "lineages").is_dir():
+        raise FileNotFoundError(f"no results lake at {root} (no rounds/ or lineages/ folder); pass the lake's root, "
+                                f"or fill one with `study lineage SPEC.yaml --results {args.root}`")
+    if args.study is not None and not (root / "lineages" / f"study={args.study}").is_dir() \
+            and not (root / "rounds" / f"study={args.study}").is_dir():
+        known = sorted({p.name.split("=", 1)[1] for p in root.glob("*/study=*")})
+        raise FileNotFoundError(f"study {args.study!r} is not in {root}; studies there: {', '.join(known) or 'none'}")
+    rows, skipped = summarize(root, args.study)
     for s in skipped:
-        console.print(f"[yellow]skipped unreadable file[/yellow] {s}")
+        print(f"skipped unreadable file: {s}", file=sys.stderr)
     if not rows:
-        console.print(f"no results under {Path(args.root).resolve()} yet; run `study lineage SPEC.yaml --results {args.root}`")
+        console.print(f"no rounds under {root.resolve()} yet (lineages are registered; their rounds land as they finish)")
         return 0
     table = Table(title=f"results in {Path(args.root).resolve()}", title_justify="left")
     for col in rows[0]:
@@ -175,7 +205,13 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
 def cmd_compact(args: argparse.Namespace, console: Console) -> int:
     from study.results import compact
 
-    written = compact(args.root, args.study, force=args.force)
+    from study.results import check_name
+
+    try:
+        check_name("study", args.study)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+    written = compact(Path(args.root).expanduser(), args.study, force=args.force)
     for strategy, n in written.items():
         console.print(f"{args.study}/{strategy}: {n} rows in one file")
     return 0

@@ -14,8 +14,29 @@ WORKER_GROUPS_ENV = "STUDY_WORKER_GROUPS"  # "cpu=8,gpu=1;cpu=4": node sizes an 
 
 
 def redact(url: str) -> str:
-    """A URL with its password replaced by ***."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """A URL with its password replaced by *** (in user:password@host, where the password may
+    itself hold '@', and in a password= query parameter)."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    tail = re.sub(r"(?i)((?:^|[?&;])(?:password|passwd|pwd|secret|token)=)[^&;]*", r"\1***", tail)
+    return f"{head}://{netloc}{slash}{tail}"
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with the URL's password, and any piece of it a driver may echo, replaced by ***."""
+    netloc = url.partition("://")[2].partition("/")[0]
+    userinfo = netloc.rpartition("@")[0]
+    secrets = [userinfo.split(":", 1)[1]] if ":" in userinfo else []
+    secrets += re.findall(r"(?i)(?:password|passwd|pwd|secret|token)=([^&;]+)", url)
+    pieces = {p for sec in secrets for p in [sec, *sec.split("@")] if len(p) >= 3}
+    for piece in sorted(pieces, key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return text
 
 
 def worker_groups(env: dict[str, str] | None = None) -> list[dict[str, float]]:
@@ -41,7 +62,7 @@ def check_fits(cpu: float, gpu: float, nodes: list[dict[str, Any]], groups: list
         f"or run on a cluster with a node that big")
 
 
-def _within(seconds: float, what: str, call: Callable[[], Any]) -> Any:
+def _within(seconds: float, what: str, call: Callable[[], Any], url: str = "") -> Any:
     """Run `call` on a thread; a call that hangs past `seconds` is reported as unreachable."""
     box: dict[str, Any] = {}
 
@@ -58,7 +79,10 @@ def _within(seconds: float, what: str, call: Callable[[], Any]) -> Any:
         raise SpecError(f"{what} did not answer within {seconds:g} s; check the address and that it is running")
     if "error" in box:
         e = box["error"]
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if isinstance(e, ImportError) or "DB access module" in str(e) or "dialect" in str(e).lower():
+            raise SpecError(f"{what}: no database driver for this URL here ({type(e).__name__}); use "
+                            f"postgresql://, sqlite:/// or a journal file path, or install the driver")
+        first = scrub(redact((str(e).strip().splitlines() or [type(e).__name__])[0]), url)
         raise SpecError(f"{what} is unreachable ({type(e).__name__}: {first}); check the URL, that the server is "
                         f"up, and its credentials")
     return box.get("value")
@@ -73,7 +97,10 @@ def check_storage(study, timeout_s: float = 20.0) -> None:
 
     url = study.storage.optuna_url(study.name)
     if "://" in url:
-        _within(timeout_s, f"optuna storage {redact(url)}", lambda: optuna_storage(url))
+        _within(timeout_s, f"optuna storage {redact(url)}", lambda: optuna_storage(url), url)
+    else:
+        ensure_writable(os.path.dirname(url) or ".", "the Optuna journal's folder",
+                        "point storage.optuna at a file in a writable folder")
     tune_path = study.storage.tune_path()
     if "://" in tune_path:
         import pyarrow.fs as pafs
@@ -82,4 +109,4 @@ def check_storage(study, timeout_s: float = 20.0) -> None:
             fs, path = pafs.FileSystem.from_uri(tune_path)
             fs.get_file_info(path)
 
-        _within(timeout_s, f"tune storage {redact(tune_path)}", probe)
+        _within(timeout_s, f"tune storage {redact(tune_path)}", probe, tune_path)

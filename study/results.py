@@ -208,18 +208,25 @@ def _files(root: Path, kind: str, study: str | None) -> list[Path]:
     if not base.is_dir():
         return []
     return sorted(p for p in base.rglob("*.parquet")
-                  if not any(part.startswith((".", "_")) for part in p.relative_to(base).parts))
+                  if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(base).parts))
 
 
 def _read(files: Iterable[Path], schema: pa.Schema, keys: list[str]) -> LakeRead:
     tables, skipped, count = [], [], 0
+    required = [f.name for f in schema if not f.nullable]
     for path in files:
         count += 1
         try:
-            tables.append(pq.read_table(path, schema=schema))
-        except Exception as e:  # a truncated, foreign or corrupt file: skip it and say which
+            table = pq.read_table(path, schema=schema)
+        except Exception as e:  # a truncated or corrupt file: skip it and say which
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             skipped.append(f"{path}: {first}")
+            continue
+        lacking = [name for name in required if table[name].null_count]
+        if lacking:  # a foreign Parquet file: read against our schema it has no keys
+            skipped.append(f"{path}: not a {schema.metadata[b'study.table'].decode()} file (no {', '.join(lacking)})")
+            continue
+        tables.append(table)
     if not tables:
         return LakeRead(schema.empty_table(), skipped, count)
     table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
@@ -286,12 +293,17 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
     The compacted file is written (atomically) before the per-round files it replaces are
     removed; a crash in between leaves duplicates that every reader resolves to one row."""
     root = Path(root)
+    check_name("study", study)
     if not (root / "rounds").is_dir() and not (root / "lineages").is_dir():
         raise FileNotFoundError(f"no results lake at {root} (no rounds/ or lineages/ folder); pass the lake's root folder")
     if not (root / "rounds" / f"study={study}").is_dir():
         known = sorted(p.name.split("=", 1)[1] for p in (root / "rounds").glob("study=*"))
         raise FileNotFoundError(f"study {study!r} has no rounds in {root}; studies there: {', '.join(known) or 'none'}")
-    lineages = read_lineages(root, study).table
+    lineage_read = read_lineages(root, study)
+    if lineage_read.skipped:
+        raise RuntimeError(f"cannot compact {study}: unreadable lineage files {lineage_read.skipped[:2]} hide whether "
+                           f"lineages still run; move them away first")
+    lineages = lineage_read.table
     running = [t for t, s in zip(lineages["trial_id"].to_pylist(), lineages["status"].to_pylist()) if s == "running"]
     if running and not force:
         raise RuntimeError(f"study {study} still has running lineages ({', '.join(running[:3])}...); wait for them or pass --force")

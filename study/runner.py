@@ -33,7 +33,7 @@ def default_workdir(root: str | Path, study: str, trial_id: str) -> Path:
     return Path(root) / "_checkpoints" / f"study={study}" / trial_id
 
 
-def ensure_writable(root: str | Path) -> None:
+def ensure_writable(root: str | Path, what: str = "results lake", fix: str = "pass --results with a writable folder") -> None:
     """Fail with one line, before anything runs or is created, when the lake cannot be written:
     the lake folder, or the nearest folder above it that exists, must be a writable folder."""
     root = Path(root).expanduser().absolute()
@@ -46,18 +46,30 @@ def ensure_writable(root: str | Path) -> None:
             return
         except OSError as e:
             why = e.strerror or type(e).__name__
-    raise SpecError(f"results lake {root} is not writable ({why}); pass --results with a writable folder")
+    raise SpecError(f"{what} {root} is not writable ({why}); {fix}")
 
 
-def held_lineages(root: str | Path, study: str, trial_id: str) -> set[str]:
-    """The lineage ids that the lake's files of this trial id belong to ('?' for an unreadable file)."""
-    held = set()
+def held_lineages(root: str | Path, study: str, trial_id: str) -> tuple[set[str], list[Path]]:
+    """The lineage ids the lake holds under this trial id (its own files, and its rows inside
+    compacted files), and the compacted files that hold some. An unreadable file of the trial is
+    an error that names it."""
+    held: set[str] = set()
     for path in trial_files(root, study, trial_id):
         try:
             held.update(pq.read_table(path, columns=["lineage_id"])["lineage_id"].to_pylist())
         except Exception:
-            held.add("?")
-    return held
+            raise SpecError(f"{path} is unreadable; move it away (or pass --fresh to supersede trial {trial_id})") from None
+    compacted = []
+    for path in sorted(Path(root).glob(f"rounds/study={study}/strategy=*/compact-*.parquet")):
+        try:
+            rows = pq.read_table(path, columns=["trial_id", "lineage_id"]).to_pylist()
+        except Exception:
+            continue  # the reader names it; it holds nothing we can match
+        mine = {r["lineage_id"] for r in rows if r["trial_id"] == trial_id}
+        if mine:
+            held |= mine
+            compacted.append(path)
+    return held, compacted
 
 
 class LakeLineage:
@@ -83,8 +95,13 @@ class LakeLineage:
         on_progress: Callable[[int], None] | None = None,
         fresh: bool = False,
     ) -> None:
+        if not str(root).strip():
+            raise SpecError("the results lake path is empty; pass --results with a folder, e.g. results")
+        root = Path(root).expanduser()
         self.root = root
         self.on_round = on_round
+        if trial_id is not None and not trial_id:
+            raise SpecError("the trial id is empty; pass --trial NAME, or leave it out to use the lineage's id")
         trial_id = trial_id or spec.lineage_id()
         try:
             check_name("study", study)
@@ -93,7 +110,10 @@ class LakeLineage:
             raise SpecError(str(e)) from None
         ensure_writable(root)
         self.workdir = Path(workdir) if workdir is not None else default_workdir(root, study, trial_id)
-        held = held_lineages(root, study, trial_id)
+        held, compacted = held_lineages(root, study, trial_id)
+        if fresh and compacted:
+            raise SpecError(f"trial {trial_id} has rows inside the compacted file {compacted[0]}, which --fresh "
+                            f"cannot supersede; pass a new --trial")
         if not fresh and held - {spec.lineage_id()}:
             raise SpecError(f"trial {trial_id} of study {study} already holds lineage {', '.join(sorted(held))}, "
                             f"not this spec's {spec.lineage_id()}; pass another --trial, or --fresh to supersede "

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ PRUNING_AT_INIT = ("snip", "grasp", "synflow")
 SCOPES = ("layerwise", "global")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step", "warmup")
+MAX_ITERATIONS = 10**9
+MAX_ROUNDS = 500
+MAX_SEED = 2**31 - 1
 INITS = ("glorot_normal", "kaiming_normal", "uniform")
 
 
@@ -51,8 +55,10 @@ class TrainSpec:
         _choice("train.schedule", self.schedule, SCHEDULES)
         if not self.lr > 0:
             raise SpecError(f"train.lr must be > 0, got {self.lr}; set e.g. lr: 1.2e-3")
-        if self.iterations < 1:
-            raise SpecError(f"train.iterations must be >= 1, got {self.iterations}")
+        if not 1 <= self.iterations <= MAX_ITERATIONS:
+            raise SpecError(f"train.iterations must be in [1, {MAX_ITERATIONS}], got {self.iterations}")
+        if not self.gamma > 0:
+            raise SpecError(f"train.gamma is the step schedule's decay factor and must be > 0, got {self.gamma}")
         if self.batch_size < 1:
             raise SpecError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if not 1 <= self.eval_every:
@@ -63,7 +69,7 @@ class TrainSpec:
             raise SpecError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         if self.schedule == "step" and not self.milestones:
             raise SpecError("train.schedule 'step' needs train.milestones, e.g. milestones: [20000, 30000]")
-        if list(self.milestones) != sorted(self.milestones) or any(
+        if any(a >= b for a, b in zip(self.milestones, self.milestones[1:])) or any(
             not 0 < m < self.iterations for m in self.milestones
         ):
             raise SpecError(
@@ -121,6 +127,8 @@ class DataSpec:
                             f"$STUDY_DATA_DIR, the cache or the system's copy")
         if self.validation_size < 1:
             raise SpecError(f"data.validation_size must be >= 1, got {self.validation_size}")
+        if not 0 <= self.split_seed <= MAX_SEED:
+            raise SpecError(f"data.split_seed must be in [0, {MAX_SEED}], got {self.split_seed}")
         if self.synthetic_size < 2:
             raise SpecError(f"data.synthetic_size must be >= 2, got {self.synthetic_size}")
 
@@ -159,8 +167,7 @@ class LineageSpec:
                 close = difflib.get_close_matches(arg, info.model_args, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise SpecError(f"model_args.{arg}: {self.model} has no such argument; {hint}allowed: {allowed}")
-            if isinstance(value, (dict, list)) or value is None:
-                raise SpecError(f"model_args.{arg} must be a number or true/false, got {value!r}")
+            _check_model_arg(arg, value, info.model_arg_defaults.get(arg))
         if self.chance_margin is not None and not 0 <= self.chance_margin < 1:
             raise SpecError(f"chance_margin is a fraction of accuracy in [0, 1), got {self.chance_margin}")
         if self.init is not None:
@@ -168,10 +175,15 @@ class LineageSpec:
         self.train.validate()
         self.prune.validate()
         self.data.validate()
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SpecError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         known_kinds = MODELS[self.model].layer_kinds
         for kind in self.prune.exempt:
             if kind not in known_kinds:
                 raise SpecError(f"prune.exempt: model {self.model} has no '{kind}' weights; its kinds are {', '.join(known_kinds)}")
+        if set(known_kinds) <= set(self.prune.exempt):
+            raise SpecError(f"prune.exempt exempts every kind of {self.model}'s weights, so nothing would be pruned; "
+                            f"leave at least one of {', '.join(known_kinds)} out of it")
         for kind in self.prune.rates:
             if kind not in known_kinds:
                 raise SpecError(
@@ -179,8 +191,8 @@ class LineageSpec:
                 )
         if (self.rounds is None) == (self.target_remaining is None):
             raise SpecError("give exactly one of rounds (number of pruning rounds) or target_remaining (% of weights to reach)")
-        if self.rounds is not None and self.rounds < 0:
-            raise SpecError(f"rounds must be >= 0, got {self.rounds}")
+        if self.rounds is not None and not 0 <= self.rounds <= MAX_ROUNDS:
+            raise SpecError(f"rounds must be in [0, {MAX_ROUNDS}], got {self.rounds}")
         if self.target_remaining is not None and not 0 < self.target_remaining < 100:
             raise SpecError(f"target_remaining is a percentage in (0, 100), got {self.target_remaining}")
         if not 0 <= self.rewind_iteration < self.train.iterations:
@@ -223,6 +235,22 @@ class LineageSpec:
         spec = dataclasses.replace(self, **changes)
         spec.validate()
         return spec
+
+
+def _check_model_arg(arg: str, value: Any, default: Any) -> None:
+    """A model argument has the type of its default: sizes are positive integers, dropout rates
+    fractions in [0, 1), switches true/false."""
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, want = isinstance(value, int) and not isinstance(value, bool) and value >= 1, "a positive integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+        want = "a fraction in [0, 1)"
+    else:
+        ok, want = isinstance(value, (int, float, bool, str)), "a number"
+    if not ok:
+        raise SpecError(f"model_args.{arg} must be {want}, got {value!r}")
 
 
 def _non_default(obj: Any) -> dict[str, Any]:
@@ -315,16 +343,19 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise SpecError(f"{where} must be an integer, got {value!r}")
+            hint = " (YAML reads a number like 2e1 as text: write 20)" if isinstance(value, str) else ""
+            raise SpecError(f"{where} must be an integer, got {value!r}{hint}")
         return value
     if tp is float:
         if isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise SpecError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -346,6 +377,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a plain name, got {type(key).__name__}", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key '{key}' is given twice in one mapping; keep one of them", key_node.start_mark)
@@ -357,6 +391,8 @@ def load_yaml(path: str | Path) -> Any:
     p = Path(path)
     if p.is_dir():
         raise SpecError(f"{p} is a directory; pass the path of a YAML spec file inside it")
+    if p.exists() and not p.is_file():
+        raise SpecError(f"{p} is not a regular file; pass the path of a YAML spec file")
     if not p.is_file():
         raise SpecError(f"spec file {p} does not exist; pass the path of a YAML spec such as search_spaces/fashion_mnist/lenet300_demo.yaml")
     blob = p.read_bytes()
@@ -376,7 +412,10 @@ def load_yaml(path: str | Path) -> Any:
 
 def load_lineage_spec(path: str | Path) -> LineageSpec:
     raw = load_yaml(path)
-    if isinstance(raw, dict) and "lineage" in raw and len(raw) == 1:
+    if isinstance(raw, dict) and "lineage" in raw:
+        if len(raw) > 1:
+            others = ", ".join(str(k) for k in raw if k != "lineage")
+            raise SpecError(f"{path}: a lineage spec file holds 'lineage:' and nothing else; found also {others}")
         raw = raw["lineage"]
     try:
         return lineage_spec_from_dict(raw)

@@ -18,6 +18,7 @@ OBJECTIVES = ("sparsest_within", "accuracy_at", "auc", "pareto")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 SCHEDULERS = ("asha",)
 REWINDING = ("imp", "lr_rewind", "random_reinit", "random_prune", "oneshot")
+MAX_GRID = 10_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class ParamSpec:
             raise SpecError(f"search.{name}: log_float needs low > 0, got {self.low}")
         if self.type == "int" and (int(self.low) != self.low or int(self.high) != self.high):
             raise SpecError(f"search.{name}: int bounds must be whole numbers")
+        if self.type == "int" and self.step is not None and int(self.step) != self.step:
+            raise SpecError(f"search.{name}: an int parameter's step must be a whole number, got {self.step}")
 
     def edges(self) -> list[Any]:
         if self.type == "categorical":
@@ -66,9 +69,13 @@ class ParamSpec:
             return list(self.choices)
         if self.type == "int":
             step = int(self.step or 1)
+            if (int(self.high) - int(self.low)) // step + 1 > MAX_GRID:
+                raise SpecError(f"search.{name}: a grid of more than {MAX_GRID} points is too large; raise the step")
             return list(range(int(self.low), int(self.high) + 1, step))
         if self.step:
             n = int(round((self.high - self.low) / self.step))
+            if n + 1 > MAX_GRID:
+                raise SpecError(f"search.{name}: a grid of {n + 1} points is too large (at most {MAX_GRID}); raise the step")
             return [self.low + i * self.step for i in range(n + 1)]
         raise SpecError(f"search.{name}: sampler grid needs a step for float parameters (or categorical choices)")
 
@@ -198,6 +205,12 @@ class StudySpec:
                 raise SpecError("a scheduler stops trials early on one metric; remove it for the multi-objective pareto objective")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise SpecError(f"seeds must be a non-empty list of distinct integers, got {list(self.seeds)}")
+        if self.sampler_seed is not None and not 0 <= self.sampler_seed < 2**32:
+            raise SpecError(f"sampler_seed must be in [0, 2**32), got {self.sampler_seed}")
+        if "seed" in self.search:
+            raise SpecError("search.seed: seeds are not searched; list the replicates in seeds: [0, 1, 2]")
+        if not self.storage.results.strip():
+            raise SpecError("storage.results is empty; give the lake's folder, e.g. results")
         if self.stall_timeout_s is not None and not self.stall_timeout_s > 0:
             raise SpecError(f"stall_timeout_s must be > 0 seconds (or null for no limit), got {self.stall_timeout_s}")
         if "://" in self.storage.results:
@@ -205,12 +218,19 @@ class StudySpec:
                             f"folder; give a local or shared-volume path")
         if self.max_concurrent < 1 or self.max_failures < 0:
             raise SpecError("max_concurrent must be >= 1 and max_failures >= 0")
+        for seed in self.seeds:
+            self.lineage_spec({}, seed, where=f"seeds: {seed}")
         for name, param in self.search.items():
             param.validate(name)
             _lookup(base.to_dict(), name)
-            for other in param.when:
+            for other, allowed in param.when.items():
                 if other not in self.search and other not in ("strategy",):
                     raise SpecError(f"search.{name}.when names '{other}', which is not a searched parameter")
+                possible = self.search[other].edges() if other in self.search and self.search[other].type == \
+                    "categorical" else [getattr(base, other, None)] if other not in self.search else None
+                if possible is not None and not set(map(str, allowed)) & set(map(str, possible)):
+                    raise SpecError(f"search.{name}.when.{other}: {other} never takes any of {list(allowed)} (it is "
+                                    f"{', '.join(map(str, possible))}), so {name} would never be searched")
             conditions = {k: allowed[0] for k, allowed in param.when.items()}
             for value in param.edges():
                 self.lineage_spec({**conditions, name: value}, where=f"search.{name}={value}")

@@ -12,7 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 import ray
@@ -36,7 +36,11 @@ FAILURE_KEY = "lineage_failure"   # in a trial's last result: why its lineages c
 
 
 def optuna_storage(url: str) -> optuna.storages.BaseStorage:
+    """A journal file (a path) or a database (an RDB URL). A bare postgresql:// URL means the
+    psycopg2 driver this package installs (SQLAlchemy would otherwise look for psycopg 3)."""
     if "://" in url:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg2://" + url[len("postgresql://"):]
         connect = {"connect_timeout": 10} if url.startswith("postgresql") else {}
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect} if connect else None)
     Path(url).parent.mkdir(parents=True, exist_ok=True)
@@ -272,8 +276,8 @@ def prepare(study: StudySpec) -> StudySpec:
         storage, results=results, tune=storage.tune_path(), optuna=storage.optuna_url(study.name)))
 
 
-def run_study(study: StudySpec, *, address: str | None = None,
-              callbacks: list[tune.Callback] | None = None) -> StudyOutcome:
+def run_study(study: StudySpec, *, address: str | None = None, callbacks: list[tune.Callback] | None = None,
+              announce: Callable[[], None] | None = None) -> StudyOutcome:
     """Run (or resume) a study. Everything that can be checked is checked before any trial runs:
     the study's identity against what the lake holds under its name, the storage, and that a
     trial fits a node of the cluster (SpecError, one line). A study that stalls is stopped
@@ -284,6 +288,8 @@ def run_study(study: StudySpec, *, address: str | None = None,
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     check_fits(study.resources.cpu, study.resources.gpu, [n["Resources"] for n in ray.nodes() if n["Alive"]])
+    if announce:
+        announce()
     metrics, modes = study.objective.metrics, study.objective.modes
     multi = len(metrics) > 1
     trainable = tune.with_resources(tune.with_parameters(lineage_trial, study=study),

@@ -91,6 +91,66 @@ CASES = {
         lambda t: ["compact", str(t / "no-lake"), "--study", "s"], "no results lake at", "lake's root folder"),
     "stall_timeout_s of zero": (
         lambda t: ["tune", study_yaml(t, stall_timeout_s=0)], "stall_timeout_s must be > 0", "null for no limit"),
+    # found by fuzzing the CLI
+    "an empty lake path": (
+        lambda t: ["lineage", lineage_yaml(t), "--results", ""], "results lake path is empty", "pass --results"),
+    "--threads far beyond the machine": (
+        lambda t: ["lineage", lineage_yaml(t), "--results", lake(t), "--threads", "100000"],
+        "--threads must be between 1 and", "got 100000"),
+    "--device that is not a device": (
+        lambda t: ["lineage", lineage_yaml(t), "--results", lake(t), "--device", "bogus"],
+        "--device 'bogus' is not a device", "use cpu, cuda or cuda:N"),
+    "--device meta": (
+        lambda t: ["lineage", lineage_yaml(t), "--results", lake(t), "--device", "meta"],
+        "lineages train on cpu or cuda", "use one of those"),
+    "an infinite learning rate": (
+        lambda t: ["lineage", text_file(t, "model: lenet_300_100\ndataset: synthetic\nrounds: 1\n"
+                                           "train: {lr: .inf, iterations: 10}\n"), "--results", lake(t)],
+        "train.lr must be a finite number", "got inf"),
+    "a negative decay factor": (
+        lambda t: ["lineage", lineage_yaml(t, train={"schedule": "step", "milestones": [30], "gamma": -1}),
+                   "--results", lake(t)], "train.gamma", "must be > 0"),
+    "repeated milestones": (
+        lambda t: ["lineage", lineage_yaml(t, train={"schedule": "step", "milestones": [10, 10]}),
+                   "--results", lake(t)], "train.milestones must be increasing", "got [10, 10]"),
+    "every kind exempt from pruning": (
+        lambda t: ["plan", lineage_yaml(t, prune={"exempt": ["fc", "output"]})],
+        "nothing would be pruned", "leave at least one"),
+    "a million rounds": (
+        lambda t: ["plan", lineage_yaml(t, rounds=1000000)], "rounds must be in [0, 500]", "got 1000000"),
+    "a seed beyond 31 bits": (
+        lambda t: ["lineage", lineage_yaml(t), "--results", lake(t), "--seed", str(2**40)],
+        "seed must be in [0, 2147483647]", str(2**40)),
+    "a negative hidden size": (
+        lambda t: ["plan", lineage_yaml(t, model="onlstm_lm", dataset="pcfg", model_args={"hidden": -32})],
+        "model_args.hidden must be a positive integer", "got -32"),
+    "a YAML key that is a list": (
+        lambda t: ["plan", text_file(t, "lineage: {? [a, b] : 1}\n")], "a key must be a plain name", "line"),
+    "a lineage file with another top-level key": (
+        lambda t: ["plan", text_file(t, yaml.safe_dump({"lineage": synthetic_spec_dict(), "extra": 1}))],
+        "holds 'lineage:' and nothing else", "found also extra"),
+    "a search range up to infinity": (
+        lambda t: ["tune", study_yaml(t, search={"train.lr": {"type": "float", "low": 1e-4, "high": float("inf")}})],
+        "search.train.lr.high must be a finite number", "inf"),
+    "a negative sampler seed": (
+        lambda t: ["tune", study_yaml(t, sampler_seed=-5)], "sampler_seed must be in [0, 2**32)", "got -5"),
+    "a fractional step for an int parameter": (
+        lambda t: ["tune", study_yaml(t, search={"rewind_iteration": {"type": "int", "low": 0, "high": 20,
+                                                                      "step": 0.5}})],
+        "an int parameter's step must be a whole number", "0.5"),
+    "seed as a searched parameter": (
+        lambda t: ["tune", study_yaml(t, search={"seed": {"type": "int", "low": 0, "high": 3}})],
+        "search.seed: seeds are not searched", "seeds: [0, 1, 2]"),
+    "a when: condition that can never hold": (
+        lambda t: ["tune", study_yaml(t, search={
+            "strategy": {"type": "categorical", "choices": ["imp", "random_prune"]},
+            "rewind_iteration": {"type": "int", "low": 0, "high": 20, "when": {"strategy": ["lr_rewind"]}}})],
+        "strategy never takes any of ['lr_rewind']", "would never be searched"),
+    "an Optuna journal under a file": (
+        lambda t: ["tune", study_yaml(t, storage={"results": str(t / "lake"), "optuna": "/etc/passwd/s.journal"})],
+        "the Optuna journal's folder /etc/passwd is not writable", "point storage.optuna"),
+    "results for a study the lake does not hold": (
+        lambda t: ["results", str(t), "--study", "nope"], "no results lake at", "pass the lake's root"),
 }
 
 
@@ -140,3 +200,61 @@ def test_unreachable_tune_object_storage_fails_before_ray(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "tune storage s3://studies/tune" in err and "unreachable" in err, err
     assert "s3cr3t-key" not in err
+
+
+def test_results_and_compact_on_a_damaged_lake_name_the_file_and_change_nothing(tmp_path, capsys):
+    """A foreign Parquet file is skipped and named; an unknown study is named with the ones there;
+    compact refuses a lake whose lineage files cannot be read, and an unsafe study name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = lake(tmp_path)
+    assert main(["lineage", lineage_yaml(tmp_path, rounds=1), "--results", root, "--quiet", "--threads", "1",
+                 "--study", "x", "--trial", "t"]) == 0
+    foreign = tmp_path / "lake" / "rounds" / "study=x" / "strategy=imp" / "mine.parquet"
+    pq.write_table(pa.table({"a": [1], "b": ["z"]}), foreign)
+    (tmp_path / "lake" / "rounds" / "study=x" / "strategy=imp" / "weird.parquet").mkdir()
+    capsys.readouterr()
+    assert main(["results", root]) == 0
+    out, err = capsys.readouterr()
+    assert "mine.parquet: not a rounds file" in err and "1 finished" in out
+    assert main(["results", root, "--study", "nope"]) == 2
+    assert "study 'nope' is not in" in capsys.readouterr().err
+    assert main(["compact", root, "--study", "../x"]) == 2
+    assert "is not allowed" in capsys.readouterr().err
+    before = sorted(str(p) for p in (tmp_path / "lake").rglob("*"))
+    lineage_file = next((tmp_path / "lake" / "lineages").rglob("t.parquet"))
+    blob = lineage_file.read_bytes()
+    lineage_file.write_bytes(b"PAR1 not really")
+    assert main(["compact", root, "--study", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unreadable lineage files" in err
+    assert sorted(str(p) for p in (tmp_path / "lake").rglob("*")) == before
+    lineage_file.write_bytes(blob)
+    foreign.unlink()
+    assert main(["compact", root, "--study", "x"]) == 0, capsys.readouterr().err
+
+
+def test_fresh_cannot_supersede_rows_inside_a_compacted_file(tmp_path, capsys):
+    root = lake(tmp_path)
+    args = ["--results", root, "--quiet", "--threads", "1", "--study", "x", "--trial", "t"]
+    assert main(["lineage", lineage_yaml(tmp_path, rounds=1), *args]) == 0
+    assert main(["compact", root, "--study", "x"]) == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in (tmp_path / "lake").rglob("*.parquet")}
+    assert main(["lineage", lineage_yaml(tmp_path, rounds=1, seed=1), *args]) == 2
+    assert "already holds lineage" in capsys.readouterr().err, "a changed config is seen in compacted rows too"
+    assert main(["lineage", lineage_yaml(tmp_path, rounds=1, seed=1), *args, "--fresh"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "inside the compacted file" in err and "new --trial" in err
+    assert {p: p.read_bytes() for p in (tmp_path / "lake").rglob("*.parquet")} == before
+
+
+@pytest.mark.parametrize("url,secret", [("postgresql://alice:p@ssW0rd9@127.0.0.1:{port}/optuna", "ssW0rd9"),
+                                        ("postgresql://alice@127.0.0.1:{port}/optuna?password=QuerySecret9",
+                                         "QuerySecret9")])
+def test_passwords_in_awkward_places_are_redacted(url, secret, tmp_path, capsys):
+    path = study_yaml(tmp_path, storage={"results": str(tmp_path / "lake"), "optuna": url.format(port=free_port())})
+    assert main(["tune", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is unreachable" in err and secret not in err, err

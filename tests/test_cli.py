@@ -50,8 +50,9 @@ def test_plan_and_empty_results(tmp_path, capsys):
     spec = write_spec(tmp_path, rounds=2)
     assert main(["plan", str(spec)]) == 0
     assert "188160" in capsys.readouterr().out
-    assert main(["results", str(tmp_path / "nothing")]) == 0
-    assert "no results" in capsys.readouterr().out
+    assert main(["results", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no results lake at" in err
 
 
 def test_every_ready_spec_validates_and_plans():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from torch import nn
@@ -18,10 +18,10 @@ RNN_KINDS = ("embedding", "ih_gates", "ih_master", "hh_gates", "hh_master")
 RNN_RATES = {k: 0.2 for k in RNN_KINDS}
 
 
-def _args(cls: type, *fixed: str) -> tuple[str, ...]:
-    """The keyword arguments of `cls` a spec may set in model_args (those with defaults)."""
+def _defaults(cls: type, *fixed: str) -> dict:
+    """The keyword arguments of `cls` a spec may set in model_args (those with defaults), with them."""
     params = inspect.signature(cls).parameters.values()
-    return tuple(p.name for p in params if p.default is not inspect.Parameter.empty and p.name not in fixed)
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty and p.name not in fixed}
 
 
 @dataclass(frozen=True)
@@ -32,23 +32,25 @@ class ModelInfo:
     default_init: str
     inputs: str = "image"              # the kind of data it takes: image, text (language model), sequence
     model_args: tuple[str, ...] = ()   # what a spec's model_args may set
+    model_arg_defaults: dict = field(default_factory=dict)
 
 
-_LM_ARGS = _args(RNNLanguageModel, "masters")
-_CLASSIFIER_ARGS = _args(SequenceClassifier, "masters", "pair")
+_LM_DEFAULTS = _defaults(RNNLanguageModel, "masters")
+_CLASSIFIER_DEFAULTS = _defaults(SequenceClassifier, "masters", "pair")
+_LM_ARGS, _CLASSIFIER_ARGS = tuple(_LM_DEFAULTS), tuple(_CLASSIFIER_DEFAULTS)
 
 MODELS: dict[str, ModelInfo] = {
     "lenet_300_100": ModelInfo(LeNet300100, ("fc", "output"), {"fc": 0.2, "output": 0.1}, "glorot_normal"),
     "onlstm_lm": ModelInfo(lambda s, n, **kw: RNNLanguageModel(n, masters=True, **kw), RNN_KINDS, RNN_RATES, "uniform",
-                           "text", _LM_ARGS),
+                           "text", _LM_ARGS, _LM_DEFAULTS),
     "lstm_lm": ModelInfo(lambda s, n, **kw: RNNLanguageModel(n, masters=False, **kw), RNN_KINDS, RNN_RATES, "uniform",
-                         "text", _LM_ARGS),
+                         "text", _LM_ARGS, _LM_DEFAULTS),
     "onlstm_classifier": ModelInfo(lambda s, n, **kw: SequenceClassifier(s[0], n, masters=True, **kw),
                                    (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform",
-                                   "sequence", _CLASSIFIER_ARGS),
+                                   "sequence", _CLASSIFIER_ARGS, _CLASSIFIER_DEFAULTS),
     "lstm_classifier": ModelInfo(lambda s, n, **kw: SequenceClassifier(s[0], n, masters=False, **kw),
                                  (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform",
-                                 "sequence", _CLASSIFIER_ARGS),
+                                 "sequence", _CLASSIFIER_ARGS, _CLASSIFIER_DEFAULTS),
     "conv2": ModelInfo(lambda s, n, **kw: ConvNet(PLANS["conv2"], s, n, **kw), ("conv", "fc", "output"),
                        {"conv": 0.1, "fc": 0.2, "output": 0.1}, "glorot_normal"),
     "conv4": ModelInfo(lambda s, n, **kw: ConvNet(PLANS["conv4"], s, n, **kw), ("conv", "fc", "output"),
