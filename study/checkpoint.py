@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 FORMAT = 1
+CHECKPOINT_FILE = "lineage.pt"
 
 
 def save_checkpoint(path: Path, config_hash: str, state: dict[str, Any]) -> None:
@@ -49,3 +50,15 @@ def _to(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, list):
         return [_to(v, device) for v in obj]
     return obj
+
+
+def checkpoint_round(path: Path) -> int:
+    """The last finished round a checkpoint holds (-1 when there is none or it is unreadable)."""
+    if not Path(path).is_file():
+        return -1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int(torch.load(path, map_location="cpu", weights_only=True)["state"]["round_done"])
+    except Exception:
+        return -1

@@ -98,8 +98,9 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     from study.study_spec import load_study_spec
 
     study = load_study_spec(args.space)  # every check runs before Ray starts
-    if args.results:
+    if args.results is not None:
         study = dataclasses.replace(study, storage=dataclasses.replace(study.storage, results=args.results))
+        study.validate()
     import logging
 
     from study.tune import run_study

@@ -109,7 +109,7 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
     opts = replace(opts, ray_version=opts.ray_version or ray.__version__)
     opts.validate()
     study = load_study_spec(space_path)  # validated before anything is rendered
-    groups = worker_groups(opts)
+    groups = [g for g in worker_groups(opts) if g.max_replicas > 0]  # a group that can never start holds nothing
     try:
         check_fits(study.resources.cpu, study.resources.gpu, [], [{"CPU": g.cpus, "GPU": g.gpus} for g in groups])
     except SpecError as e:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from study.checkpoint import load_checkpoint, save_checkpoint
+from study.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from study.data import dataset_signature, load_task
 from study.models import MODELS, Slot, build_model, prunable_slots
 from study.pruning import (Mask, apply_mask, dense_mask, keep_top, magnitude_scores, planned_counts,
@@ -233,7 +233,7 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
     model = _build(spec, task, spec.seed).to(dev)
     plan = plan_lineage(spec, model)
     trial_id = ids.trial_id or spec.lineage_id()
-    ckpt_path = Path(workdir) / "lineage.pt" if workdir is not None else None
+    ckpt_path = Path(workdir) / CHECKPOINT_FILE if workdir is not None else None
     version = code_version()
 
     state = load_checkpoint(ckpt_path, spec.config_hash(), dev) if ckpt_path and resume else None
@@ -307,6 +307,8 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
         state["round_done"] = round_
         if ckpt_path:
             save_checkpoint(ckpt_path, spec.config_hash(), state)
+        if round_ == 0:  # its row is written; a degenerate lineage ends here, before anyone ranks it
+            _stop_if_degenerate(spec, row)
         yield row
     _stop_if_degenerate(spec, results[0])
 

@@ -40,12 +40,22 @@ def scrub(text: str, url: str) -> str:
 
 
 def worker_groups(env: dict[str, str] | None = None) -> list[dict[str, float]]:
-    """The node sizes an autoscaler may still start (set by `study k8s render` on the head)."""
+    """The node sizes an autoscaler may still start (set by `study k8s render` on the head):
+    `cpu=8,gpu=1;cpu=4` is two groups."""
     raw = (env if env is not None else os.environ).get(WORKER_GROUPS_ENV, "")
     groups = []
     for part in filter(None, (p.strip() for p in raw.split(";"))):
-        sizes = dict(item.split("=", 1) for item in part.split(","))
-        groups.append({"CPU": float(sizes.get("cpu", 0)), "GPU": float(sizes.get("gpu", 0))})
+        sizes: dict[str, float] = {}
+        for item in filter(None, (i.strip() for i in part.split(","))):
+            key, eq, value = item.partition("=")
+            try:
+                if not eq or key.strip().lower() not in ("cpu", "gpu"):
+                    raise ValueError(item)
+                sizes[key.strip().lower()] = float(value)
+            except ValueError:
+                raise SpecError(f"{WORKER_GROUPS_ENV}={raw!r} is not understood at {item!r}; write groups as "
+                                f"cpu=N,gpu=M separated by ';'") from None
+        groups.append({"CPU": sizes.get("cpu", 0.0), "GPU": sizes.get("gpu", 0.0)})
     return groups
 
 
@@ -55,11 +65,12 @@ def check_fits(cpu: float, gpu: float, nodes: list[dict[str, Any]], groups: list
     candidates = [*nodes, *(worker_groups() if groups is None else groups)]
     if any(n.get("CPU", 0) >= cpu and n.get("GPU", 0) >= gpu for n in candidates):
         return
-    largest = max(candidates, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    most_cpu = max((n.get("CPU", 0) for n in candidates), default=0)
+    most_gpu = max((n.get("GPU", 0) for n in candidates), default=0)
     raise SpecError(
-        f"a trial needs {cpu:g} CPU and {gpu:g} GPU on one node (resources), but the largest node of this "
-        f"cluster has {largest.get('CPU', 0):g} CPU and {largest.get('GPU', 0):g} GPU; lower resources.cpu/gpu "
-        f"or run on a cluster with a node that big")
+        f"a trial needs {cpu:g} CPU and {gpu:g} GPU on one node (resources), but no node of this cluster is that "
+        f"big (the most any node has: {most_cpu:g} CPU, {most_gpu:g} GPU); lower resources.cpu/gpu or run on a "
+        f"cluster with a node that big")
 
 
 def _within(seconds: float, what: str, call: Callable[[], Any], url: str = "") -> Any:

@@ -259,6 +259,20 @@ def read_studies(root: str | Path, study: str | None = None) -> LakeRead:
     return _read(_files(Path(root), "studies", study), STUDIES_SCHEMA, ["study"])
 
 
+def excluded_lineages(lineages: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(study, trial_id, lineage_id) of every lineage whose rows must not count: the failed,
+    diverged and degenerate ones, and the sibling seeds of a searched trial that failed (the
+    trial as a whole is filed FAIL)."""
+    def number(row: dict[str, Any]) -> int | None:
+        n = row.get("optuna_trial_number")
+        return None if n is None or n != n else int(n)  # n != n: a NaN from pandas
+
+    failed_trials = {(r["study"], number(r)) for r in lineages
+                     if r["status"] in FAILED_STATUSES and number(r) is not None}
+    return {(r["study"], r["trial_id"], r["lineage_id"]) for r in lineages
+            if r["status"] in FAILED_STATUSES or (r["study"], number(r)) in failed_trials}
+
+
 def trial_files(root: str | Path, study: str, trial_id: str) -> list[Path]:
     """Every round and lineage file of one trial id in a study, whatever its strategy."""
     root = Path(root)

@@ -17,6 +17,7 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
+from study.checkpoint import CHECKPOINT_FILE
 from study.lineage import LineageIds, RoundResult, iter_lineage
 from study.results import (LINEAGES_SCHEMA, check_name, supersede, trial_files, write_lineage,
                            write_round)
@@ -129,11 +130,11 @@ class LakeLineage:
         started = now()
         if fresh:
             target = supersede(root, study, trial_id)
-            ckpt = self.workdir / "lineage.pt"
+            ckpt = self.workdir / CHECKPOINT_FILE
             if ckpt.is_file():
                 dest = (target or Path(root) / "_superseded" / uuid.uuid4().hex[:8]) / "checkpoint" / trial_id
                 dest.mkdir(parents=True, exist_ok=True)
-                os.replace(ckpt, dest / "lineage.pt")
+                os.replace(ckpt, dest / CHECKPOINT_FILE)
         else:
             started = self._started_at(study, trial_id) or started
         self.base = {

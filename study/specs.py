@@ -215,8 +215,26 @@ class LineageSpec:
         """What identifies the lineage (OpenLTH's rule): model, dataset, strategy and seed, plus
         every setting that differs from its default. A new field with a default therefore keeps
         every existing id, lake row and checkpoint valid. Where the data lives is not part of it."""
+        from study.models import MODELS
+
         d = _non_default(self)
         d.update(model=self.model, dataset=self.dataset, strategy=self.strategy, seed=self.seed)
+        # a value equal to the model's own default is no change either (and 0 is 0.0)
+        info = MODELS[self.model]
+        args = {k: _number(v) for k, v in self.model_args.items() if _number(v) != _number(info.model_arg_defaults.get(k))}
+        rates = {k: float(v) for k, v in self.prune.rates.items() if float(v) != info.default_rates.get(k)}
+        for key, value in (("model_args", args), ("init", None if self.init == info.default_init else self.init)):
+            if value:
+                d[key] = value
+            else:
+                d.pop(key, None)
+        prune = {k: v for k, v in d.get("prune", {}).items() if k != "rates"}
+        if rates:
+            prune["rates"] = rates
+        if prune:
+            d["prune"] = prune
+        else:
+            d.pop("prune", None)
         data = {k: v for k, v in d.get("data", {}).items() if k not in ("root", "download")}
         if data:
             d["data"] = data
@@ -235,6 +253,11 @@ class LineageSpec:
         spec = dataclasses.replace(self, **changes)
         spec.validate()
         return spec
+
+
+def _number(value: Any) -> Any:
+    """Numbers as floats (so 0 and 0.0 hash alike); anything else as it is."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 def _check_model_arg(arg: str, value: Any, default: Any) -> None:

@@ -6,18 +6,25 @@ from pathlib import Path
 import pyarrow as pa
 
 from study.objectives import RoundPoint, selected_round
-from study.results import FAILED_STATUSES, read_lineages, read_rounds
+from study.results import excluded_lineages, read_lineages, read_rounds
 
 _COLUMNS = pa.schema([("study", pa.string()), ("strategy", pa.string()), ("model", pa.string()),
-                      ("dataset", pa.string()), ("trial_id", pa.string()), ("round", pa.int64()),
+                      ("dataset", pa.string()), ("trial_id", pa.string()), ("lineage_id", pa.string()),
+                      ("round", pa.int64()),
                       ("remaining_pct", pa.float64()), ("val_acc", pa.float64()), ("test_acc", pa.float64())])
+
+
+def _plain_strings(schema: pa.Schema) -> pa.Schema:
+    """The schema with dictionary-encoded columns as plain strings."""
+    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f for f in schema])
 
 
 def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], list[str]]:
     """One row per (study, strategy, model, dataset) over its healthy lineages: lineages by
     status, rounds, the dense round's accuracy, and the sparsest round whose seed-mean validation
     accuracy stays within 1 point of dense, with that round's test accuracy reported beside it.
-    Failed, diverged and degenerate lineages are counted but left out of every number."""
+    Failed, diverged and degenerate lineages (and the sibling seeds of a failed searched trial)
+    are counted but left out of every number."""
     rounds = read_rounds(root, study)
     lineages = read_lineages(root, study)
     skipped = rounds.skipped + lineages.skipped
@@ -25,9 +32,10 @@ def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], l
         return [], skipped
     df = rounds.table.select(_COLUMNS.names).cast(_COLUMNS).to_pandas()
     lin = lineages.table.to_pandas() if lineages.table.num_rows else None
-    if lin is not None:
-        bad = set(lin.loc[lin["status"].isin(FAILED_STATUSES), "trial_id"])
-        df = df[~df["trial_id"].isin(bad)]
+    bad = excluded_lineages(lineages.table.cast(_plain_strings(lineages.table.schema)).to_pylist())
+    if bad:
+        keys = zip(df["study"], df["trial_id"], df["lineage_id"])
+        df = df[[k not in bad for k in keys]]
     out = []
     keys = ["study", "strategy", "model", "dataset"]
     for key, group in df.groupby(keys, sort=True):

@@ -25,7 +25,8 @@ from ray.tune.stopper import Stopper
 from study.objectives import RoundPoint, objective_metrics, pareto_front
 from study.preflight import check_fits, check_storage
 from study.results import FAILED_STATUSES, read_lineages, read_rounds, write_study
-from study.runner import LakeLineage
+from study.checkpoint import CHECKPOINT_FILE, checkpoint_round
+from study.runner import LakeLineage, default_workdir
 from study.specs import SpecError
 from study.study_spec import StudySpec
 from study.train import LineageFailure
@@ -122,15 +123,21 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
     threads = max(1, int(study.resources.cpu))
     device = "cuda" if study.resources.gpu > 0 else "cpu"
     workdir = Path(tempfile.mkdtemp(prefix=f"study-{trial_id}-"))
+    # Each lineage checkpoints into the lake after every round (shared storage, like its rows);
+    # Tune's checkpoint carries copies. A restored experiment may hand back an older Tune
+    # checkpoint than the lake holds (its state snapshot lags): the newer one wins, so finished
+    # rounds are never redone.
+    durable = {seed: default_workdir(study.storage.results, study.name, f"{trial_id}-s{seed}") for seed in study.seeds}
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint:
             with checkpoint.as_directory() as saved:
-                shutil.copytree(saved, workdir, dirs_exist_ok=True)
+                for seed, target in durable.items():
+                    _keep_newer(Path(saved) / f"seed={seed}" / CHECKPOINT_FILE, target / CHECKPOINT_FILE)
         node_id = ray.get_runtime_context().get_node_id()
         lineages = [
             LakeLineage(study.lineage_spec(params, seed), study.storage.results, study=study.name,
-                        trial_id=f"{trial_id}-s{seed}", workdir=workdir / f"seed={seed}", device=device,
+                        trial_id=f"{trial_id}-s{seed}", workdir=durable[seed], device=device,
                         threads=threads, optuna_trial_number=config.get("optuna_trial_number"), node_id=node_id)
             for seed in study.seeds
         ]
@@ -143,8 +150,13 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
                     break
                 points.append(_mean_point(results))
                 _maybe_inject_fault(trial_id, results[0].round, lineages)
+                for seed, source in durable.items():
+                    (workdir / f"seed={seed}").mkdir(exist_ok=True)
+                    shutil.copy2(source / CHECKPOINT_FILE, workdir / f"seed={seed}" / CHECKPOINT_FILE)
                 tune.report(_metrics(study, results, points, node_id),
                             checkpoint=Checkpoint.from_directory(str(workdir)))
+            for source in durable.values():  # finished: the rows are final, the resume state is not needed
+                shutil.rmtree(source, ignore_errors=True)
         except LineageFailure as e:
             # the failing lineage filed its own status; its siblings stop, and the trial reports
             # a failure that LotterySearch files with Optuna as FAIL (never a best)
@@ -155,6 +167,13 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
                          FAILURE_KEY: f"{e.status}: {e}", "node_id": node_id})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _keep_newer(candidate: Path, target: Path) -> None:
+    """Put `candidate` at `target` unless `target` already holds a later round."""
+    if candidate.is_file() and checkpoint_round(candidate) > checkpoint_round(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(candidate, target)
 
 
 def _mean_point(results) -> RoundPoint:
@@ -185,8 +204,9 @@ def _metrics(study: StudySpec, results, points: list[RoundPoint], node_id: str) 
 
 
 class StallStopper(Stopper, tune.Callback):
-    """Stops the study, saying why, when no trial has started or reported for `timeout_s`
-    seconds (trials waiting on resources the cluster never frees, a hung node...)."""
+    """Stops the study, saying why, when trials are left to run but none has run for
+    `timeout_s` seconds (they wait on resources the cluster never grants). A running trial is
+    progress however long its round takes."""
 
     def __init__(self, timeout_s: float | None) -> None:
         self.timeout_s = timeout_s
@@ -206,6 +226,10 @@ class StallStopper(Stopper, tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._progress()
 
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if any(t.status == "RUNNING" for t in trials):
+            self._progress()
+
     def stop_all(self) -> bool:
         if self.timeout_s is None:
             return False
@@ -219,9 +243,9 @@ class StallStopper(Stopper, tune.Callback):
 def _stall_reason(timeout_s: float) -> str:
     total, free = ray.cluster_resources(), ray.available_resources()
     have = ", ".join(f"{free.get(k, 0):g} of {total[k]:g} {k}" for k in ("CPU", "GPU") if total.get(k))
-    return (f"no trial started or reported for {timeout_s:g} s (free now: {have or 'nothing'}); the trials' "
-            f"resources may never be granted or a node hangs: lower resources.cpu/gpu, free the cluster, "
-            f"or raise stall_timeout_s")
+    return (f"no trial ran for {timeout_s:g} s (free now: {have or 'nothing'}): the cluster never granted a "
+            f"trial's resources; free the cluster or lower resources.cpu/gpu, then run the study under a new "
+            f"name (finished rounds stay in the lake)")
 
 
 class StudyStalled(RuntimeError):
@@ -251,7 +275,8 @@ class LakeFinalizer(tune.Callback):
             row = pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0]
             if row["status"] == "running":
                 row.update(status=status, updated_at=dt.datetime.now(dt.timezone.utc),
-                           error=f"the scheduler stopped trial {trial_id} after round {row['rounds_done'] - 1}")
+                           error=f"Tune stopped trial {trial_id} after round {row['rounds_done'] - 1} "
+                                 f"(its scheduler, the time budget or a stall)")
                 write_lineage(self.root, row)
                 closed += 1
         return closed
@@ -298,7 +323,10 @@ def run_study(study: StudySpec, *, address: str | None = None, callbacks: list[t
     stall = StallStopper(study.stall_timeout_s)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-        stall = tuner._local_tuner.get_run_config().stop if tuner._local_tuner else stall  # the restored one
+        restored = tuner._local_tuner.get_run_config().stop if tuner._local_tuner else None
+        if isinstance(restored, StallStopper):  # the restored one is the one Tune polls; it takes today's limit
+            restored.timeout_s = study.stall_timeout_s
+            stall = restored
     else:
         searcher = LotterySearch(DefineByRunSpace(study), metric=metrics if multi else metrics[0],
                                 mode=modes if multi else modes[0], sampler=make_sampler(study),
@@ -365,23 +393,23 @@ def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
     """Per Optuna trial number, the seed-mean (remaining %, val acc, test acc) of each round that
     every seed finished, read from the lake (failed lineages left out)."""
     lineages = read_lineages(root, study).table.to_pylist()
-    seeds: dict[int, set[str]] = {}
+    seeds: dict[int, set[tuple[str, str]]] = {}
     for row in lineages:
         if row["optuna_trial_number"] is not None and row["status"] not in FAILED_STATUSES:
-            seeds.setdefault(row["optuna_trial_number"], set()).add(row["trial_id"])
-    rounds = read_rounds(root, study).table.select(["trial_id", "round", "remaining_pct", "val_acc", "test_acc"])
-    by_trial: dict[str, list[dict]] = {}
-    for row in rounds.to_pylist():
-        by_trial.setdefault(row["trial_id"], []).append(row)
+            seeds.setdefault(row["optuna_trial_number"], set()).add((row["trial_id"], row["lineage_id"]))
+    columns = ["trial_id", "lineage_id", "round", "remaining_pct", "val_acc", "test_acc"]
+    by_trial: dict[tuple[str, str], list[dict]] = {}
+    for row in read_rounds(root, study).table.select(columns).to_pylist():
+        by_trial.setdefault((row["trial_id"], row["lineage_id"]), []).append(row)
     out = {}
-    for number, trial_ids in seeds.items():
+    for number, keys in seeds.items():
         per_round: dict[int, list[dict]] = {}
-        for tid in trial_ids:
-            for row in by_trial.get(tid, []):
+        for key in keys:
+            for row in by_trial.get(key, []):
                 per_round.setdefault(row["round"], []).append(row)
         points = []
         for _, rows in sorted(per_round.items()):
-            if len(rows) < len(trial_ids):
+            if len(rows) < len(keys):
                 break
             n = len(rows)
             points.append(RoundPoint(sum(r["remaining_pct"] for r in rows) / n, sum(r["val_acc"] for r in rows) / n,

@@ -2,6 +2,7 @@
 objective so far (a Tune callback, driven by the Tune controller in the driver)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.console import Console
@@ -37,13 +38,17 @@ class StudyProgress(tune.Callback):
         self._update(trial, status="running")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get("lineage_failure"):  # diverged or degenerate: filed FAIL, its value is no value
+            self._update(trial, failure=result["lineage_failure"], value=None)
+            return
         self._update(trial, rounds=int(result.get("round", 0)) + 1, value=result.get(self.metric))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._update(trial, status="done")
+        t = self.trials.setdefault(trial.trial_id, {"status": "pending", "rounds": 0, "value": None})
+        self._update(trial, status="failed" if t.get("failure") else "done")
         if self._live and not self.console.is_terminal:
-            t = self.trials[trial.trial_id]
-            self.console.print(f"trial {trial.trial_id} done: {t['rounds']} rounds, {self.metric} = {t['value']}")
+            what = f"failed ({t['failure']})" if t.get("failure") else f"done: {t['rounds']} rounds, {self.metric} = {t['value']}"
+            self.console.print(f"trial {trial.trial_id} {what}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._update(trial, status="failed")
@@ -55,7 +60,7 @@ class StudyProgress(tune.Callback):
             self._live = None
 
     def best(self) -> float | None:
-        values = [t["value"] for t in self.trials.values() if t["value"] is not None]
+        values = [t["value"] for t in self.trials.values() if t["value"] is not None and math.isfinite(t["value"])]
         if not values:
             return None
         return max(values) if self.mode == "max" else min(values)

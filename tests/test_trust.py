@@ -60,6 +60,16 @@ def test_config_hash_follows_openlths_rule_by_hand():
                                                       data={"root": "/tmp"}, train={"optimizer": "adam"}))
     assert same.lineage_id() == spec.lineage_id()
     assert lineage_spec_from_dict(synthetic_spec_dict(rounds=3, chance_margin=0.05)).lineage_id() != spec.lineage_id()
+    # the model's own defaults (paper rates, init, model arguments) are no change either, and 0 is 0.0
+    paper = lineage_spec_from_dict(synthetic_spec_dict(rounds=3, init="glorot_normal",
+                                                       prune={"rates": {"fc": 0.2, "output": 0.1}}))
+    assert paper.lineage_id() == spec.lineage_id()
+    lm = {"model": "onlstm_lm", "dataset": "pcfg", "rounds": 1, "train": {"lr": 1e-3, "iterations": 10}}
+    ids = {lineage_spec_from_dict({**lm, "model_args": args}).lineage_id()
+           for args in ({}, {"hidden": 400}, {"dropout": 0.3}, {"chunk_size": 10})}
+    assert len(ids) == 1
+    assert lineage_spec_from_dict({**lm, "model_args": {"dropout": 0}}).lineage_id() == \
+        lineage_spec_from_dict({**lm, "model_args": {"dropout": 0.0}}).lineage_id() not in ids
     assert lineage_spec_from_dict(synthetic_spec_dict(rounds=3, seed=1)).lineage_id() != spec.lineage_id()
 
 
@@ -255,3 +265,17 @@ def test_pruned_weights_get_zero_gradients_at_every_step(make_spec, optimizer):
 
     train(model, task, spec.train, mask=mask, on_step=check)
     assert steps == list(range(spec.train.iterations))
+
+
+def test_a_failed_trial_takes_its_sibling_seeds_out_of_every_number():
+    from study.results import excluded_lineages
+
+    def row(study, trial, lineage, status, number):
+        return {"study": study, "trial_id": trial, "lineage_id": lineage, "status": status,
+                "optuna_trial_number": number}
+
+    nan = float("nan")
+    rows = [row("s", "t1-s0", "a", "degenerate", 1), row("s", "t1-s1", "b", "stopped", 1),
+            row("s", "t2-s0", "c", "finished", 2), row("s", "x", "d", "failed", nan),
+            row("s", "y", "e", "finished", nan), row("other", "t1-s1", "b", "finished", 1)]
+    assert excluded_lineages(rows) == {("s", "t1-s0", "a"), ("s", "t1-s1", "b"), ("s", "x", "d")}

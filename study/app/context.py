@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from study.app.lake import FILTERS, Lake, filter_rows, fingerprint, load_lake, unfinished_lineages
-from study.results import FAILED_STATUSES
+from study.results import excluded_lineages
 
 
 @st.cache_data(show_spinner="Reading the results lake…", max_entries=4)
@@ -47,11 +47,11 @@ def require_rows(lake: Lake) -> pd.DataFrame:
                 "rounds land.")
         st.stop()
     rows = filtered_rounds(lake)
-    failed = lake.lineages[lake.lineages["status"].isin(FAILED_STATUSES)] if not lake.lineages.empty else None
-    if failed is not None and len(failed):
-        st.warning(f"{len(failed)} failed, diverged or degenerate lineage(s) are left out of every chart and "
-                   "table here; the Data page lists them with the reason.")
-        rows = rows[~rows["trial_id"].isin(set(failed["trial_id"]))]
+    excluded = excluded_lineages(lake.lineages.to_dict("records")) if not lake.lineages.empty else set()
+    if excluded:
+        st.warning(f"{len(excluded)} failed, diverged or degenerate lineage(s) (with the sibling seeds of a failed "
+                   "trial) are left out of every chart and table here; the Data page lists them with the reason.")
+        rows = rows[[k not in excluded for k in zip(rows["study"], rows["trial_id"], rows["lineage_id"])]]
     if rows.empty:
         st.info("No rounds match the filters in the sidebar.")
         st.stop()

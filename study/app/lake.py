@@ -72,8 +72,8 @@ def load_lake(root: str | Path) -> Lake:
     studies = read_studies(root)
     r, lin, stu = _plain(rounds.table), _plain(lineages.table), _plain(studies.table)
     lin["config_id"] = lin["config_json"].map(_config_id)
-    r = r.merge(lin[["study", "trial_id", "config_id", "optuna_trial_number", "status"]],
-                on=["study", "trial_id"], how="left")
+    r = r.merge(lin[["study", "trial_id", "lineage_id", "config_id", "optuna_trial_number", "status"]],
+                on=["study", "trial_id", "lineage_id"], how="left")
     r["config_id"] = r["config_id"].fillna(r["lineage_id"].str[-6:])
     r["row"] = range(len(r))
     return Lake(str(root), root.is_dir(), rounds.table, r, lin, stu,

@@ -58,7 +58,6 @@ def load_sequence_task(name: str, spec: DataSpec, *, batch_size: int, seed: int,
         _check_batch(batch_size, len(parts[0]), name)
         return LanguageModelTask(*parts, vocab=vocab, batch_size=batch_size, seed=seed, device=torch.device(device))
     _check_batch(batch_size, n, name)
-    _check_batch(batch_size, n, name)
     if name == "listops":
         parts = [[(s, v) for s, v in seq.listops(k, base + i)] for i, k in enumerate((n, m, m), 1)]
         return SequenceClassificationTask(*parts, labels=[str(d) for d in range(10)], vocab=vocab,
