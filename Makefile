@@ -18,7 +18,8 @@ mutants: MUTANT_SCOPE = 'study.pruning.*' 'study.objectives.*' \
 	'study.results.x_read_rounds__mutmut_*' 'study.results.x_read_lineages__mutmut_*' \
 	'study.results.x_trial_files__mutmut_*' \
 	'study.lineage.x_round_length__mutmut_*' 'study.lineage.x__groups__mutmut_*' \
-	'study.lineage.x_degenerate_reason__mutmut_*'
+	'study.lineage.x_degenerate_reason__mutmut_*' 'study.lineage.x_round_start__mutmut_*' \
+	'study.lineage.x__next_mask__mutmut_*'
 mutants: setup
 	OMP_NUM_THREADS=1 .venv/bin/mutmut run --max-children 1 $(MUTANT_SCOPE)
 	.venv/bin/python scripts/mutation_summary.py $(MUTANT_SCOPE)

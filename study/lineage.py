@@ -265,28 +265,18 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
             continue
         if results:
             _stop_if_degenerate(spec, results[0])
-        k = spec.rewind_iteration
         if round_ == 0:
             mask = state["mask"]
             result = run_round(0, state["theta0"], mask, 0, capture=True)
             state["trained"] = _clone_state(model)
         else:
             mask = _next_mask(spec, plan, round_, state, model, task)
-            if spec.strategy in ("imp", "oneshot", "random_prune"):
-                result = run_round(round_, state["theta_k"], mask, k)
-            elif spec.strategy == "lr_rewind":
-                result = run_round(round_, state["trained"], mask, k)
-            elif spec.strategy == "finetune":
-                lr_final = final_lr(spec.train)
-                result = run_round(round_, state["trained"], mask, 0, lr_fn=lambda it: lr_final)
-            elif spec.strategy == "random_reinit":
-                fresh = _build(spec, task, derive_seed(spec.seed, "reinit", round_)).to(dev)
-                result = run_round(round_, fresh.state_dict(), mask, k)
-            else:  # pruning at init: scored on θ0, trained from θ0
-                result = run_round(round_, state["theta0"], mask, 0)
+            start = round_start(spec, round_, state, lambda r=round_: _build(
+                spec, task, derive_seed(spec.seed, "reinit", r)).to(dev).state_dict())
+            result = run_round(round_, start.weights, mask, start.iteration, lr_fn=start.lr_fn)
             state["trained"] = _clone_state(model)
             if spec.strategy == "random_reinit" and round_ < plan.rounds[-1]:
-                run_round(round_, state["theta_k"], mask, k)
+                run_round(round_, state["theta_k"], mask, spec.rewind_iteration)  # the imp track: next mask
                 state["imp_trained"] = _clone_state(model)
         state["mask"] = mask
         if round_ == 0 and spec.strategy == "random_reinit":
@@ -311,6 +301,30 @@ def _lineage_rounds(spec, on_round, ids, workdir, device, threads, on_progress, 
             _stop_if_degenerate(spec, row)
         yield row
     _stop_if_degenerate(spec, results[0])
+
+
+@dataclass(frozen=True)
+class RoundStart:
+    """Where a pruning round starts: the weights its survivors are reset to, the global
+    iteration training resumes at, and the learning rate by iteration (None: the schedule's)."""
+    weights: dict[str, torch.Tensor]
+    iteration: int
+    lr_fn: Callable[[int], float] | None = None
+
+
+def round_start(spec: LineageSpec, round_: int, state: dict, fresh_init: Callable[[], dict]) -> RoundStart:
+    """Each strategy's reset rule for a pruning round (DESIGN §4)."""
+    k = spec.rewind_iteration
+    if spec.strategy in ("imp", "oneshot", "random_prune"):
+        return RoundStart(state["theta_k"], k)              # θ_k (k = 0: the original LTH)
+    if spec.strategy == "lr_rewind":
+        return RoundStart(state["trained"], k)              # trained weights, schedule rewound to k
+    if spec.strategy == "finetune":
+        lr_final = final_lr(spec.train)
+        return RoundStart(state["trained"], 0, lambda it: lr_final)  # trained weights at the final lr
+    if spec.strategy == "random_reinit":
+        return RoundStart(fresh_init(), k)                  # a fresh init, the imp mask
+    return RoundStart(state["theta0"], 0)                   # pruning at init: θ0
 
 
 def _stop_if_degenerate(spec: LineageSpec, dense: RoundResult) -> None:
