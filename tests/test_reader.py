@@ -3,7 +3,6 @@ duplicated row it keeps (newest written_at / updated_at, then the later file), i
 import datetime as dt
 
 import pyarrow.parquet as pq
-import pytest
 
 from study import results
 from study.results import (LINEAGES_SCHEMA, ROUNDS_SCHEMA, _files, read_lineages, read_rounds, to_table,

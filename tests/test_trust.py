@@ -15,7 +15,7 @@ import yaml
 from conftest import synthetic_spec_dict
 from study.data import load_task
 from study.lineage import iter_lineage, run_lineage
-from study.results import ROUNDS_SCHEMA, read_lineages, read_rounds, to_table, write_atomic, write_round
+from study.results import ROUNDS_SCHEMA, read_rounds, to_table, write_atomic, write_round
 from study.specs import LineageSpec, TrainSpec, lineage_spec_from_dict
 from study.train import train
 
