@@ -17,6 +17,16 @@ FORMAT = 1
 CHECKPOINT_FILE = "lineage.pt"
 
 
+class CheckpointMismatch(RuntimeError):
+    """The checkpoint belongs to another config: resuming it would mix two experiments."""
+
+
+def _load(path: Path) -> dict[str, Any]:
+    with warnings.catch_warnings():  # torch's own warnings would break the one-line error
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def save_checkpoint(path: Path, config_hash: str, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
@@ -31,14 +41,12 @@ def load_checkpoint(path: Path, config_hash: str, device: torch.device) -> dict[
     if not path.is_file():
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = _load(path)
     except Exception as e:
         raise RuntimeError(f"checkpoint {path} is unreadable ({type(e).__name__}); pass --fresh (or delete it) to "
                            f"restart the lineage from round 0") from None
     if blob.get("config_hash") != config_hash:
-        raise RuntimeError(f"checkpoint {path} belongs to config {blob.get('config_hash')}, not {config_hash}; use another workdir")
+        raise CheckpointMismatch(f"checkpoint {path} belongs to config {blob.get('config_hash')}, not {config_hash}; use another workdir")
     return _to(blob["state"], device)
 
 
@@ -57,8 +65,6 @@ def checkpoint_round(path: Path) -> int:
     if not Path(path).is_file():
         return -1
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return int(torch.load(path, map_location="cpu", weights_only=True)["state"]["round_done"])
+        return int(_load(path)["state"]["round_done"])
     except Exception:
         return -1

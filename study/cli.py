@@ -204,9 +204,7 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compact(args: argparse.Namespace, console: Console) -> int:
-    from study.results import compact
-
-    from study.results import check_name
+    from study.results import check_name, compact
 
     try:
         check_name("study", args.study)

@@ -17,10 +17,9 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
-from study.checkpoint import CHECKPOINT_FILE
+from study.checkpoint import CHECKPOINT_FILE, CheckpointMismatch
 from study.lineage import LineageIds, RoundResult, iter_lineage
-from study.results import (LINEAGES_SCHEMA, check_name, supersede, trial_files, write_lineage,
-                           write_round)
+from study.results import LINEAGES_SCHEMA, check_name, supersede, trial_files, write_lineage, write_round
 from study.specs import LineageSpec, SpecError
 from study.train import LineageFailure, resolve_device
 from study.version import code_version
@@ -122,11 +121,9 @@ class LakeLineage:
         try:
             self.rounds = iter_lineage(spec, self._record, ids=LineageIds(study, trial_id), workdir=self.workdir,
                                        device=device, threads=threads, on_progress=on_progress, resume=not fresh)
-        except RuntimeError as e:
-            if "belongs to config" in str(e):
-                raise SpecError(f"the checkpoint of trial {trial_id} belongs to another config; pass another "
-                                f"--trial, or --fresh to start this spec over") from None
-            raise
+        except CheckpointMismatch:
+            raise SpecError(f"the checkpoint of trial {trial_id} belongs to another config; pass another "
+                            f"--trial, or --fresh to start this spec over") from None
         started = now()
         if fresh:
             target = supersede(root, study, trial_id)

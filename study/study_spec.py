@@ -178,7 +178,7 @@ class StudySpec:
     max_failures: int = 2
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
-    stall_timeout_s: float | None = 1800.0  # stop, saying why, when no trial starts or reports for this long
+    stall_timeout_s: float | None = 1800.0  # stop, saying why, when trials wait but none runs for this long
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same study (a re-run, which resumes it, may change resources,
@@ -226,9 +226,13 @@ class StudySpec:
             for other, allowed in param.when.items():
                 if other not in self.search and other not in ("strategy",):
                     raise SpecError(f"search.{name}.when names '{other}', which is not a searched parameter")
-                possible = self.search[other].edges() if other in self.search and self.search[other].type == \
-                    "categorical" else [getattr(base, other, None)] if other not in self.search else None
-                if possible is not None and not set(map(str, allowed)) & set(map(str, possible)):
+                if other not in self.search:
+                    possible = [getattr(base, other, None)]            # fixed by the base spec
+                elif self.search[other].type == "categorical":
+                    possible = self.search[other].edges()               # its choices
+                else:
+                    continue                                            # a numeric range: not checked
+                if not set(map(str, allowed)) & set(map(str, possible)):
                     raise SpecError(f"search.{name}.when.{other}: {other} never takes any of {list(allowed)} (it is "
                                     f"{', '.join(map(str, possible))}), so {name} would never be searched")
             conditions = {k: allowed[0] for k, allowed in param.when.items()}

@@ -14,11 +14,6 @@ _COLUMNS = pa.schema([("study", pa.string()), ("strategy", pa.string()), ("model
                       ("remaining_pct", pa.float64()), ("val_acc", pa.float64()), ("test_acc", pa.float64())])
 
 
-def _plain_strings(schema: pa.Schema) -> pa.Schema:
-    """The schema with dictionary-encoded columns as plain strings."""
-    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f for f in schema])
-
-
 def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], list[str]]:
     """One row per (study, strategy, model, dataset) over its healthy lineages: lineages by
     status, rounds, the dense round's accuracy, and the sparsest round whose seed-mean validation
@@ -32,7 +27,7 @@ def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], l
         return [], skipped
     df = rounds.table.select(_COLUMNS.names).cast(_COLUMNS).to_pandas()
     lin = lineages.table.to_pandas() if lineages.table.num_rows else None
-    bad = excluded_lineages(lineages.table.cast(_plain_strings(lineages.table.schema)).to_pylist())
+    bad = excluded_lineages(lin.to_dict("records")) if lin is not None else set()
     if bad:
         keys = zip(df["study"], df["trial_id"], df["lineage_id"])
         df = df[[k not in bad for k in keys]]

@@ -22,10 +22,10 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
-from study.objectives import RoundPoint, objective_metrics, pareto_front
-from study.preflight import check_fits, check_storage
-from study.results import FAILED_STATUSES, read_lineages, read_rounds, write_study
 from study.checkpoint import CHECKPOINT_FILE, checkpoint_round
+from study.objectives import RoundPoint, objective_metrics, pareto_front, reported_test
+from study.preflight import check_fits, check_storage
+from study.results import FAILED_STATUSES, read_lineages, read_rounds, read_studies, trial_files, write_study
 from study.runner import LakeLineage, default_workdir
 from study.specs import SpecError
 from study.study_spec import StudySpec
@@ -107,10 +107,8 @@ def _maybe_inject_fault(trial_id: str, round_: int, lineages: list[LakeLineage])
     marker = Path(marker_dir) / trial_id
     if round_ == int(at) and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for lin in lineages:
-            for path in sorted(Path(lin.root).glob(f"rounds/study=*/strategy=*/{lin.base['trial_id']}-r*.parquet")):
-                written[path.name] = os.stat(path).st_mtime_ns
+        written = {path.name: os.stat(path).st_mtime_ns for lin in lineages
+                   for path in trial_files(lin.root, lin.base["study"], lin.base["trial_id"]) if "rounds" in path.parts}
         marker.write_text(json.dumps(written))
         raise RuntimeError(f"injected fault in trial {trial_id} at round {round_} ({FAULT_ENV})")
 
@@ -220,13 +218,10 @@ class StallStopper(Stopper, tune.Callback):
         self.last = time.monotonic()
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        self._progress()
-        return False
-
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._progress()
+        return False  # stops the whole study or nothing (stop_all)
 
     def on_step_begin(self, iteration, trials, **info) -> None:
+        # called every controller step, before stop_all is polled
         if any(t.status == "RUNNING" for t in trials):
             self._progress()
 
@@ -357,23 +352,19 @@ def run_study(study: StudySpec, *, address: str | None = None, callbacks: list[t
 
 def _check_same_study(study: StudySpec) -> None:
     """Refuse to file a different study under a name the lake already holds."""
-    held = read_studies_row(study.storage.results, study.name)
-    if held is None:
+    rows = read_studies(study.storage.results, study.name).table.to_pylist()
+    if not rows or not rows[0]["spec_json"]:
         return
-    before = {k: held.get(k) for k in study.identity()}
-    if json.loads(json.dumps(before, default=str)) != json.loads(json.dumps(study.identity(), default=str)):
-        changed = [k for k in study.identity() if json.dumps(before.get(k), default=str, sort_keys=True)
-                   != json.dumps(study.identity()[k], default=str, sort_keys=True)]
+    held = json.loads(rows[0]["spec_json"])
+
+    def canonical(value: Any) -> str:
+        return json.dumps(value, default=str, sort_keys=True)
+
+    changed = [k for k, v in study.identity().items() if canonical(held.get(k)) != canonical(v)]
+    if changed:
         raise SpecError(f"study {study.name} already exists in {study.storage.results} with a different "
                         f"{', '.join(changed)}; give the changed study a new name (a re-run resumes the study: only "
                         f"resources, concurrency and storage may change)")
-
-
-def read_studies_row(root: str, name: str) -> dict | None:
-    from study.results import read_studies
-
-    rows = read_studies(root, name).table.to_pylist()
-    return json.loads(rows[0]["spec_json"]) if rows and rows[0]["spec_json"] else None
 
 
 def _record_study(study: StudySpec) -> None:
@@ -419,8 +410,6 @@ def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
 
 
 def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int) -> StudyOutcome:
-    from study.objectives import reported_test
-
     ostudy = optuna.load_study(study_name=study.name, storage=optuna_storage(study.storage.optuna))
     points = trial_points(study.storage.results, study.name)
     obj = study.objective

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ray import tune
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from ray import tune
+
+from study.tune import FAILURE_KEY
 
 
 class StudyProgress(tune.Callback):
@@ -38,8 +40,8 @@ class StudyProgress(tune.Callback):
         self._update(trial, status="running")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if result.get("lineage_failure"):  # diverged or degenerate: filed FAIL, its value is no value
-            self._update(trial, failure=result["lineage_failure"], value=None)
+        if result.get(FAILURE_KEY):  # diverged or degenerate: filed FAIL, its value is no value
+            self._update(trial, failure=result[FAILURE_KEY], value=None)
             return
         self._update(trial, rounds=int(result.get("round", 0)) + 1, value=result.get(self.metric))
 
