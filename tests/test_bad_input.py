@@ -258,3 +258,23 @@ def test_passwords_in_awkward_places_are_redacted(url, secret, tmp_path, capsys)
     assert main(["tune", path]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is unreachable" in err and secret not in err, err
+
+
+def test_a_checkpoint_of_another_config_is_named_and_kept(tmp_path, capsys):
+    """The lake's rows are gone but the trial's checkpoint stays: another config under that trial
+    id is refused in one line naming --fresh, and the checkpoint is left as it was."""
+    import shutil
+
+    root = lake(tmp_path)
+    args = ["--results", root, "--quiet", "--threads", "1", "--trial", "t"]
+    assert main(["lineage", lineage_yaml(tmp_path, rounds=1), *args]) == 0
+    for table in ("rounds", "lineages"):
+        shutil.rmtree(tmp_path / "lake" / table)
+    (ckpt,) = (tmp_path / "lake" / "_checkpoints").rglob("lineage.pt")
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    assert main(["lineage", lineage_yaml(tmp_path, rounds=1, seed=1), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "belongs to another config" in err and "--fresh" in err, err
+    assert ckpt.read_bytes() == before and not (tmp_path / "lake" / "rounds").exists()
+    assert main(["lineage", lineage_yaml(tmp_path, rounds=1, seed=1), *args, "--fresh"]) == 0
