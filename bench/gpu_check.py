@@ -14,13 +14,13 @@ import time
 
 import torch
 
-from study.data import load_task
-from study.lineage import plan_lineage
-from study.models import build_model, prunable_layers
-from study.optim import LeanAdam
-from study.runner import run_to_lake
-from study.specs import DataSpec, TrainSpec, lineage_spec_from_dict
-from study.train import train
+from study.engine.data import load_task
+from study.engine.lineage import plan_lineage
+from study.engine.models import build_model, prunable_layers
+from study.engine.optim import LeanAdam
+from study.engine.spec import DataSpec, TrainSpec, lineage_spec_from_dict
+from study.engine.train import train
+from study.lake.recorder import run_to_lake
 
 
 def check_lean_adam(dev: torch.device) -> None:

@@ -13,7 +13,7 @@ import time
 import torch
 from torch import nn
 
-from study.models.onlstm import RecurrentLayer
+from study.engine.models.onlstm import RecurrentLayer
 
 
 def time_step(fn, repeats: int) -> float:

@@ -28,8 +28,8 @@ def base_lineage(rounds: int, iterations: int) -> dict:
 
 
 def bare_worker(seeds: list[int], rounds: int, iterations: int, out) -> None:
-    from study.lineage import run_lineage
-    from study.specs import lineage_spec_from_dict
+    from study.engine.lineage import run_lineage
+    from study.engine.spec import lineage_spec_from_dict
 
     total = 0
     for seed in seeds:
@@ -53,10 +53,10 @@ def run_bare(n: int, rounds: int, iterations: int) -> tuple[int, float]:
 
 
 def run_as_study(n: int, rounds: int, iterations: int, root: str) -> tuple[int, float]:
-    from study.results import read_rounds
-    from study.specs import build
-    from study.study_spec import StudySpec
-    from study.tune import run_study
+    from study.lake.reader import read_rounds
+    from study.search.study_spec import StudySpec
+    from study.search.tune import run_study
+    from study.typed_yaml import build
 
     raw = {
         "name": "overhead", "base": base_lineage(rounds, iterations),

@@ -2,7 +2,7 @@
 
 LeNet-300-100, batch 60, Adam 1.2e-3 on Fashion-MNIST, one CPU thread each:
   (a) torchvision dataset + ToTensor/Normalize + DataLoader(num_workers=0) + default Adam
-  (b) study.train.train: in-memory tensors, seeded per-epoch permutation, fused Adam
+  (b) study.engine.train.train: in-memory tensors, seeded per-epoch permutation, fused Adam
 and then two single-thread trainings of (b) at once (separate processes), aggregate it/s.
 
     python bench/train_throughput.py [--iterations 3000] [--masked]
@@ -20,9 +20,9 @@ import torch.nn.functional as F
 def typical_loop(iterations: int) -> float:
     from torchvision import datasets, transforms
 
-    from study.data.vision import find_root
-    from study.models import build_model
-    from study.specs import DataSpec
+    from study.engine.data.vision import find_root
+    from study.engine.models import build_model
+    from study.engine.spec import DataSpec
 
     torch.set_num_threads(1)
     root = str(find_root("fashion_mnist", DataSpec()))
@@ -47,10 +47,10 @@ def typical_loop(iterations: int) -> float:
 
 
 def project_loop(iterations: int, masked: bool = False, barrier=None, out=None) -> float:
-    from study.data import load_task
-    from study.models import build_model, prunable_layers
-    from study.specs import DataSpec, TrainSpec
-    from study.train import train
+    from study.engine.data import load_task
+    from study.engine.models import build_model, prunable_layers
+    from study.engine.spec import DataSpec, TrainSpec
+    from study.engine.train import train
 
     torch.set_num_threads(1)
     task = load_task("fashion_mnist", DataSpec(), batch_size=60, seed=0)
@@ -93,7 +93,7 @@ def main() -> None:
     a = typical_loop(args.iterations)
     print(f"(a) typical loop (DataLoader + ToTensor/Normalize + Adam), 1 thread: {a:8.0f} it/s")
     b = project_loop(args.iterations, args.masked)
-    print(f"(b) study.train loop{' (masked)' if args.masked else ''}, 1 thread:                {b:8.0f} it/s")
+    print(f"(b) study.engine.train loop{' (masked)' if args.masked else ''}, 1 thread:                {b:8.0f} it/s")
     print(f"ratio b/a: {b / a:.2f}  (target >= 3.0)")
     agg, each = parallel_project_loops(args.iterations, args.masked)
     print(f"2 parallel (b) runs: {agg:8.0f} it/s aggregate ({each[0]:.0f} + {each[1]:.0f})  (target >= 1400)")

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from study.specs import SpecError
+from study.errors import SpecError
 
 DEFAULT_RESULTS = os.environ.get("STUDY_RESULTS", "results")
 
@@ -30,9 +30,9 @@ def _add_round(table: Table, r) -> None:
 def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     from tqdm import tqdm
 
-    from study.lineage import describe_plan, total_iterations
-    from study.runner import LakeLineage
-    from study.specs import load_lineage_spec
+    from study.engine.lineage import describe_plan, total_iterations
+    from study.engine.spec import load_lineage_spec
+    from study.lake.recorder import LakeLineage
 
     spec = load_lineage_spec(args.spec)
     if args.seed is not None:
@@ -95,7 +95,7 @@ def _check_run_flags(args: argparse.Namespace) -> None:
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     import dataclasses
 
-    from study.study_spec import load_study_spec
+    from study.search.study_spec import load_study_spec
 
     study = load_study_spec(args.space)  # every check runs before Ray starts
     if args.results is not None:
@@ -103,8 +103,8 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
         study.validate()
     import logging
 
-    from study.tune import run_study
-    from study.tune_progress import StudyProgress
+    from study.search.progress import StudyProgress
+    from study.search.tune import run_study
 
     logging.getLogger("ray").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own banners; `study tune` draws its own table
@@ -166,7 +166,7 @@ def _fmt(v) -> str:
 
 
 def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
-    from study.k8s import K8sOptions, dump, render
+    from study.deploy.k8s import K8sOptions, dump, render
 
     opts = K8sOptions(image=args.image, profile=args.profile, gpus=args.gpus, gpus_per_worker=args.gpus_per_worker,
                       namespace=args.namespace, mount_path=args.mount_path, config_dir=args.config_dir,
@@ -178,7 +178,7 @@ def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
-    from study.summary import summarize
+    from study.lake.summary import summarize
 
     root = Path(args.root).expanduser()
     if not (root / "rounds").is_dir() and not (root / "lineages").is_dir():
@@ -204,7 +204,8 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compact(args: argparse.Namespace, console: Console) -> int:
-    from study.results import check_name, compact
+    from study.lake.compact import compact
+    from study.lake.files import check_name
 
     try:
         check_name("study", args.study)
@@ -217,8 +218,8 @@ def cmd_compact(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from study.lineage import plan_lineage, total_iterations
-    from study.specs import load_lineage_spec
+    from study.engine.lineage import plan_lineage, total_iterations
+    from study.engine.spec import load_lineage_spec
 
     spec = load_lineage_spec(args.spec)
     plan = plan_lineage(spec)
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except (SpecError, RuntimeError, FileNotFoundError) as e:
-        from study.train import LineageFailure
+        from study.engine.train import LineageFailure
 
         kind = e.status if isinstance(e, LineageFailure) else "error"
         print(f"{kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)

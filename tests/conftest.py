@@ -37,14 +37,14 @@ def synthetic_spec_dict(**overrides) -> dict:
 
 @pytest.fixture
 def make_spec():
-    from study.specs import lineage_spec_from_dict
+    from study.engine.spec import lineage_spec_from_dict
 
     return lambda **kw: lineage_spec_from_dict(synthetic_spec_dict(**kw))
 
 
 def _app_study(name, root, **kw):
-    from study.specs import build
-    from study.study_spec import StudySpec
+    from study.search.study_spec import StudySpec
+    from study.typed_yaml import build
 
     raw = {"name": name, "base": synthetic_spec_dict(rounds=2), "sampler": "random", "max_concurrent": 2,
            "budget": {"num_samples": 4}, "storage": {"results": str(root)},
@@ -61,9 +61,9 @@ def app_lake(tmp_path_factory):
     """A small real lake for the app: engine-written lineages and two real Ray studies."""
     import ray
 
-    from study.runner import run_to_lake
-    from study.specs import lineage_spec_from_dict
-    from study.tune import run_study
+    from study.engine.spec import lineage_spec_from_dict
+    from study.lake.recorder import run_to_lake
+    from study.search.tune import run_study
 
     root = tmp_path_factory.mktemp("applake")
     for seed in (0, 1):  # two replicates of one configuration per strategy: bands over seeds

@@ -6,12 +6,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import streamlit as st
+from conftest import synthetic_spec_dict
 from streamlit.testing.v1 import AppTest
 
-from conftest import synthetic_spec_dict
-from study.results import ROUNDS_SCHEMA, round_path, write_lineage
-from study.runner import run_to_lake
-from study.specs import lineage_spec_from_dict
+from study.engine.spec import lineage_spec_from_dict
+from study.lake.files import round_path, write_lineage
+from study.lake.recorder import run_to_lake
+from study.lake.schema import ROUNDS_SCHEMA
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = {"search": "study/app/pages/search.py", "lineage": "study/app/pages/lineage.py",
@@ -58,7 +59,7 @@ def test_strategies_page_plots_accuracy_and_early_stop_against_log_remaining(lak
     assert (tickets["seeds"] == 2).all() and tickets["test 95% CI"].str.startswith("[").all()
     assert (tickets["% remaining"] <= 100).all()
     # the ticket is chosen on validation accuracy (1 point below dense, the slider's default), test is reported
-    from study.results import read_rounds
+    from study.lake.reader import read_rounds
 
     rows = read_rounds(lake, "compare").table.to_pandas()
     for series, got in tickets.set_index("series").iterrows():

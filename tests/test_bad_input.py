@@ -2,8 +2,8 @@
 and nothing written. Every case runs the real CLI entry point."""
 import pytest
 import yaml
-
 from conftest import free_port, synthetic_spec_dict
+
 from study.cli import main
 
 

@@ -3,10 +3,10 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import requires_fashion_mnist, synthetic_spec_dict
+
 from study.cli import main
-from study.specs import load_lineage_spec
+from study.engine.spec import load_lineage_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def test_plan_and_empty_results(tmp_path, capsys):
 
 
 def test_every_ready_spec_validates_and_plans():
-    from study.lineage import plan_lineage
+    from study.engine.lineage import plan_lineage
 
     specs = sorted(p for p in (ROOT / "search_spaces").rglob("*.yaml") if "studies" not in p.parts)
     assert len(specs) >= 9
@@ -79,7 +79,7 @@ def test_fashion_mnist_lineage_end_to_end(tmp_path, capsys):
     path = tmp_path / "fm.yaml"
     path.write_text(yaml.safe_dump({"lineage": raw}))
     assert main(["lineage", str(path), "--results", str(tmp_path / "lake"), "--quiet", "--threads", "1"]) == 0
-    from study.results import read_rounds
+    from study.lake.reader import read_rounds
 
     rows = read_rounds(tmp_path / "lake").table.sort_by("round").to_pylist()
     assert [r["round"] for r in rows] == [0, 1, 2]
@@ -88,7 +88,7 @@ def test_fashion_mnist_lineage_end_to_end(tmp_path, capsys):
 
 
 def test_every_ready_study_validates():
-    from study.study_spec import load_study_spec
+    from study.search.study_spec import load_study_spec
 
     studies = sorted((ROOT / "search_spaces" / "studies").glob("*.yaml"))
     assert len(studies) >= 4

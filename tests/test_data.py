@@ -1,10 +1,11 @@
 import pytest
 import torch
-
 from conftest import requires_fashion_mnist
 from formats import write_cifar10, write_idx
-from study.data import load_task
-from study.specs import DataSpec, SpecError
+
+from study.engine.data import load_task
+from study.engine.spec import DataSpec
+from study.errors import SpecError
 
 
 def test_synthetic_split_is_seeded_disjoint_and_normalised():
@@ -100,7 +101,7 @@ def test_concurrent_staging_of_a_flat_folder(tmp_path, monkeypatch):
     write_idx(tmp_path / "flat", gz=True, n_train=3000, n_test=500)
     env = {**__import__("os").environ, "STUDY_DATA_DIR": str(tmp_path / "flat"),
            "STUDY_CACHE_DIR": str(tmp_path / "cache")}
-    code = ("from study.data import load_task; from study.specs import DataSpec; "
+    code = ("from study.engine.data import load_task; from study.engine.spec import DataSpec; "
             "print(len(load_task('fashion_mnist', DataSpec(validation_size=100), batch_size=10, seed=0).train_x))")
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(4)]
@@ -115,7 +116,7 @@ def test_second_load_comes_from_the_tensor_cache_without_torchvision(tmp_path):
 
     write_idx(tmp_path / "MNIST" / "raw", n_train=50, n_test=10)
     env = {**__import__("os").environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")}
-    code = (f"import sys; from study.data import load_task; from study.specs import DataSpec; "
+    code = (f"import sys; from study.engine.data import load_task; from study.engine.spec import DataSpec; "
             f"t = load_task('mnist', DataSpec(root={str(tmp_path)!r}, validation_size=10), batch_size=5, seed=0); "
             f"print(float(t.train_x.sum()), 'torchvision' in sys.modules)")
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

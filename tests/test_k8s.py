@@ -13,8 +13,8 @@ import pytest
 import ray
 import yaml
 
-from study.k8s import K8sOptions, dump, render
-from study.k8s_checks import pod_templates, semantic_problems
+from study.deploy.k8s import K8sOptions, dump, render
+from study.deploy.k8s_checks import pod_templates, semantic_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT.parent / "shared" / "kuberay-crds" / "v1.7.0"
@@ -194,7 +194,12 @@ def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_an
     import os
     import shlex
 
-    from conftest import assert_study_complete, kill_once_and_rerun, loopback_cluster, synthetic_spec_dict
+    from conftest import (
+        assert_study_complete,
+        kill_once_and_rerun,
+        loopback_cluster,
+        synthetic_spec_dict,
+    )
 
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump({"study": {

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from study.lineage import plan_lineage, run_lineage
+from study.engine.lineage import plan_lineage, run_lineage
 
 
 def run_capturing(spec, **kw):
@@ -87,7 +87,7 @@ def test_lr_rewind_and_finetune_keep_trained_weights(make_spec):
 
 
 def test_finetune_runs_at_the_final_learning_rate(make_spec, monkeypatch):
-    import study.lineage as lineage_mod
+    import study.engine.lineage as lineage_mod
 
     seen = []
     original = lineage_mod.train
@@ -142,6 +142,6 @@ def test_engine_imports_no_ray():
     import subprocess
     import sys
 
-    code = "import sys, study.lineage, study.runner; print('ray' in sys.modules)"
+    code = "import sys, study.engine.lineage, study.lake.recorder; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

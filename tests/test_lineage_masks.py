@@ -6,15 +6,15 @@ import copy
 
 import pytest
 import torch
-
 from conftest import synthetic_spec_dict
-from study.data import load_task
-from study.lineage import derive_seed, plan_lineage, run_lineage
-from study.models import build_model
-from study.pruning import dense_mask, keep_top, random_scores
-from study.pruning_at_init import grasp_scores, snip_scores, synflow_mask
-from study.specs import lineage_spec_from_dict
-from study.train import train
+
+from study.engine.data import load_task
+from study.engine.lineage import derive_seed, plan_lineage, run_lineage
+from study.engine.models import build_model
+from study.engine.pruning import dense_mask, keep_top, random_scores
+from study.engine.pruning_at_init import grasp_scores, snip_scores, synflow_mask
+from study.engine.spec import lineage_spec_from_dict
+from study.engine.train import train
 
 
 def capture(spec):

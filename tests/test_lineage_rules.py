@@ -4,9 +4,10 @@ import dataclasses
 from types import SimpleNamespace
 
 from conftest import synthetic_spec_dict
-from study.lineage import _groups, degenerate_reason, round_length
-from study.models.slots import Slot
-from study.specs import lineage_spec_from_dict
+
+from study.engine.lineage import _groups, degenerate_reason, round_length
+from study.engine.models.slots import Slot
+from study.engine.spec import lineage_spec_from_dict
 
 SLOTS = {"fc1.weight": Slot("fc1.weight", None, "fc"), "fc2.weight": Slot("fc2.weight", None, "fc"),
          "fc3.weight": Slot("fc3.weight", None, "output")}

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from study.models import MODELS, build_model, prunable_layers
+from study.engine.models import MODELS, build_model, prunable_layers
 
 SHAPES = {"lenet_300_100": (1, 28, 28)}
 VISION = [name for name, info in MODELS.items() if "embedding" not in info.layer_kinds]  # RNNs: test_onlstm.py

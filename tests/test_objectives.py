@@ -4,8 +4,16 @@ import math
 
 import pytest
 
-from study.objectives import (RoundPoint, accuracy_at, auc, objective_metrics, pareto_front, reported_test,
-                              selected_round, sparsest_within)
+from study.search.objectives import (
+    RoundPoint,
+    accuracy_at,
+    auc,
+    objective_metrics,
+    pareto_front,
+    reported_test,
+    selected_round,
+    sparsest_within,
+)
 
 
 def pts(*rows):

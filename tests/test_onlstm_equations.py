@@ -11,7 +11,7 @@ candidate, and the per-token distance d_t = 1 - mean(f̃_t).
 """
 import torch
 
-from study.models.onlstm import RecurrentLayer
+from study.engine.models.onlstm import RecurrentLayer
 
 INPUT, HIDDEN, CHUNK, STEPS, BATCH = 5, 12, 3, 7, 3
 N = HIDDEN // CHUNK

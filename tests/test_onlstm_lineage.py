@@ -3,9 +3,10 @@ master-gate exemption, a tied embedding masked once, and the sequence metrics in
 import pytest
 import torch
 
-from study.lineage import plan_lineage, run_lineage
-from study.optim import LeanAdam
-from study.specs import SpecError, lineage_spec_from_dict
+from study.engine.lineage import plan_lineage, run_lineage
+from study.engine.optim import LeanAdam
+from study.engine.spec import lineage_spec_from_dict
+from study.errors import SpecError
 
 TINY = {"embedding": 16, "hidden": 32, "layers": 2, "chunk_size": 4, "dropout": 0.1, "dropout_hidden": 0.1,
         "dropout_input": 0.1, "dropconnect": 0.1}
@@ -98,8 +99,8 @@ def test_masked_gradients_keep_optimizer_averages_zero():
 def test_sequence_rows_land_in_the_lake(tmp_path):
     import duckdb
 
-    from study.results import duckdb_rounds_sql, read_rounds
-    from study.runner import run_to_lake
+    from study.lake.reader import duckdb_rounds_sql, read_rounds
+    from study.lake.recorder import run_to_lake
 
     run_to_lake(lm_spec(rounds=1), tmp_path, study="seq", threads=1)
     rows = read_rounds(tmp_path).table.to_pylist()
@@ -111,7 +112,7 @@ def test_sequence_rows_land_in_the_lake(tmp_path):
 
 
 def test_ptb_format_text_language_model(tmp_path):
-    from study.data.sequences import pcfg_corpus
+    from study.engine.data.sequences import pcfg_corpus
 
     for name, seed, n in (("train.txt", 1, 300), ("valid.txt", 2, 40), ("test.txt", 3, 40)):
         (tmp_path / name).write_text("\n".join(" ".join(s.tokens) for s in pcfg_corpus(n, seed)) + "\n")

@@ -1,7 +1,15 @@
 import torch
 
-from study.models import build_model, prunable_layers, prunable_slots
-from study.pruning import dense_mask, keep_top, magnitude_scores, next_keep, planned_counts, random_scores, remaining
+from study.engine.models import build_model, prunable_layers, prunable_slots
+from study.engine.pruning import (
+    dense_mask,
+    keep_top,
+    magnitude_scores,
+    next_keep,
+    planned_counts,
+    random_scores,
+    remaining,
+)
 
 
 def lenet():
@@ -74,7 +82,7 @@ def test_biases_are_never_in_a_mask():
 
 
 def test_row_block_slots_prune_master_and_gate_rows_separately():
-    from study.models.onlstm import RNNLanguageModel
+    from study.engine.models.onlstm import RNNLanguageModel
 
     model = RNNLanguageModel(vocab=30, embedding=16, hidden=32, layers=2, chunk_size=4)
     slots = prunable_slots(model)

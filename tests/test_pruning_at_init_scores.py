@@ -7,10 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study import pruning_at_init
-from study.models.slots import Slot
-from study.pruning import dense_mask
-from study.pruning_at_init import GRASP_TEMPERATURE, SCORE_BATCHES, grasp_scores, snip_scores, synflow_mask
+from study.engine import pruning_at_init
+from study.engine.models.slots import Slot
+from study.engine.pruning import dense_mask
+from study.engine.pruning_at_init import (
+    GRASP_TEMPERATURE,
+    SCORE_BATCHES,
+    grasp_scores,
+    snip_scores,
+    synflow_mask,
+)
 
 PARAMS = ["0.weight", "2.weight"]
 SLOTS = {"fc1": Slot("0.weight", None, "fc"), "fc2": Slot("2.weight", None, "output")}

@@ -3,9 +3,17 @@ import pytest
 import torch
 from torch import nn
 
-from study.models.slots import Slot
-from study.pruning import (apply_mask, dense_mask, keep_top, magnitude_scores, next_keep, planned_counts,
-                           random_scores, remaining)
+from study.engine.models.slots import Slot
+from study.engine.pruning import (
+    apply_mask,
+    dense_mask,
+    keep_top,
+    magnitude_scores,
+    next_keep,
+    planned_counts,
+    random_scores,
+    remaining,
+)
 
 T, F = True, False
 

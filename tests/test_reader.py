@@ -4,9 +4,10 @@ import datetime as dt
 
 import pyarrow.parquet as pq
 
-from study import results
-from study.results import (LINEAGES_SCHEMA, ROUNDS_SCHEMA, _files, read_lineages, read_rounds, to_table,
-                           trial_files, write_atomic)
+from study.lake import reader as results
+from study.lake.files import to_table, trial_files, write_atomic
+from study.lake.reader import _files, read_lineages, read_rounds
+from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA
 
 
 def at(hour):

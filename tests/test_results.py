@@ -5,16 +5,19 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from study.results import (LINEAGES_SCHEMA, ROUNDS_SCHEMA, SCHEMA_VERSION, compact, duckdb_rounds_sql,
-                           read_lineages, read_rounds, round_path, write_round)
-from study.runner import run_to_lake
+from study.lake.compact import compact
+from study.lake.files import round_path, write_round
+from study.lake.reader import duckdb_rounds_sql, read_lineages, read_rounds
+from study.lake.recorder import run_to_lake
+from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA, SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
     """A small real lake: two strategies, two seeds each, written by the engine."""
-    from study.specs import lineage_spec_from_dict
     from conftest import synthetic_spec_dict
+
+    from study.engine.spec import lineage_spec_from_dict
 
     root = tmp_path_factory.mktemp("lake")
     for strategy in ("imp", "random_reinit"):
@@ -95,7 +98,7 @@ def test_old_files_missing_new_columns_read_as_nulls(tmp_path):
     old = ROUNDS_SCHEMA.remove(ROUNDS_SCHEMA.get_field_index("parse_f1"))
     path = round_path(tmp_path, "s", "imp", "old", 0)
     path.parent.mkdir(parents=True)
-    from study.results import to_table
+    from study.lake.files import to_table
 
     pq.write_table(to_table([_row(trial_id="old")], old), path)
     write_round(tmp_path, _row(trial_id="new", parse_f1={"layer1": 0.4}))
@@ -107,7 +110,7 @@ def test_old_files_missing_new_columns_read_as_nulls(tmp_path):
 
 
 def test_orphan_lineage_without_final_row_is_tolerated(tmp_path):
-    from study.results import write_lineage
+    from study.lake.files import write_lineage
 
     write_lineage(tmp_path, {"study": "s", "strategy": "imp", "trial_id": "orphan", "lineage_id": "l",
                              "config_hash": "h", "status": "running", "rounds_done": 0})

@@ -7,9 +7,9 @@ import sys
 import time
 
 import yaml
-
 from conftest import synthetic_spec_dict
-from study.results import read_lineages, read_rounds
+
+from study.lake.reader import read_lineages, read_rounds
 
 TIMING = {"wall_seconds", "written_at"}
 

@@ -3,10 +3,27 @@ import random
 
 import pytest
 
-from study.data.sequences import (RELATIONS, formula_tokens, listops, logical_inference, pcfg_corpus, pcfg_sentence,
-                                  read_text_corpus, relation, spans, truth_set)
-from study.parsing import baseline_f1, balanced, left_branching, right_branching, sentence_f1, tree_from_distances
-from study.specs import SpecError
+from study.engine.data.parsing import (
+    balanced,
+    baseline_f1,
+    left_branching,
+    right_branching,
+    sentence_f1,
+    tree_from_distances,
+)
+from study.engine.data.sequences import (
+    RELATIONS,
+    formula_tokens,
+    listops,
+    logical_inference,
+    pcfg_corpus,
+    pcfg_sentence,
+    read_text_corpus,
+    relation,
+    spans,
+    truth_set,
+)
+from study.errors import SpecError
 
 
 def test_pcfg_is_seeded_with_agreement_and_exact_probabilities():

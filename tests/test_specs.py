@@ -1,8 +1,9 @@
 import pytest
 import yaml
-
 from conftest import synthetic_spec_dict
-from study.specs import SpecError, lineage_spec_from_dict, load_lineage_spec
+
+from study.engine.spec import lineage_spec_from_dict, load_lineage_spec
+from study.errors import SpecError
 
 
 def check_error(raw, *fragments):
@@ -71,7 +72,7 @@ def test_yaml_errors_are_one_line(tmp_path):
 
 
 def test_missing_dataset_fails_before_training(tmp_path, monkeypatch):
-    from study.lineage import run_lineage
+    from study.engine.lineage import run_lineage
 
     spec = lineage_spec_from_dict(synthetic_spec_dict(dataset="mnist", data={"root": str(tmp_path)}))
     with pytest.raises(SpecError) as e:

@@ -3,12 +3,12 @@ import dataclasses
 import pytest
 import torch
 
-from study.data import load_task
-from study.data.classification import ClassificationTask
-from study.models import build_model, prunable_layers
-from study.optim import LeanAdam
-from study.specs import DataSpec, TrainSpec
-from study.train import TrainingDiverged, lr_at, train
+from study.engine.data import load_task
+from study.engine.data.classification import ClassificationTask
+from study.engine.models import build_model, prunable_layers
+from study.engine.optim import LeanAdam
+from study.engine.spec import DataSpec, TrainSpec
+from study.engine.train import TrainingDiverged, lr_at, train
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +135,10 @@ def test_divergence_is_a_clear_error(task):
 
 
 def test_thread_count_is_settable_per_run(task):
-    from study.lineage import run_lineage
-    from study.specs import lineage_spec_from_dict
     from conftest import synthetic_spec_dict
+
+    from study.engine.lineage import run_lineage
+    from study.engine.spec import lineage_spec_from_dict
 
     before = torch.get_num_threads()
     try:

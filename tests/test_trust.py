@@ -11,13 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-
 from conftest import synthetic_spec_dict
-from study.data import load_task
-from study.lineage import iter_lineage, run_lineage
-from study.results import ROUNDS_SCHEMA, read_rounds, to_table, write_atomic, write_round
-from study.specs import LineageSpec, TrainSpec, lineage_spec_from_dict
-from study.train import train
+
+from study.engine.data import load_task
+from study.engine.lineage import iter_lineage, run_lineage
+from study.engine.spec import LineageSpec, TrainSpec, lineage_spec_from_dict
+from study.engine.train import train
+from study.lake.files import to_table, write_atomic, write_round
+from study.lake.reader import read_rounds
+from study.lake.schema import ROUNDS_SCHEMA
 
 
 def cli(*args, check_rc=None):
@@ -208,7 +210,7 @@ def _capture(spec):
 
 def _replay_dense(spec, theta0):
     """Round 0 trained again by hand from θ0 with the plain loop: the trained weights and θ_k."""
-    from study.models import build_model
+    from study.engine.models import build_model
 
     task = load_task(spec.dataset, spec.data, batch_size=spec.train.batch_size, seed=spec.seed)
     model = build_model(spec.model, task.input_shape, task.num_classes, 0)
@@ -248,7 +250,7 @@ def test_pruned_weights_get_zero_gradients_at_every_step(make_spec, optimizer):
     (re-zeroing the weights after the step alone would hide unmasked gradients)."""
     spec = make_spec(train={"optimizer": optimizer, "momentum": 0.9 if optimizer == "sgd" else 0.0})
     task = load_task(spec.dataset, spec.data, batch_size=spec.train.batch_size, seed=0)
-    from study.models import build_model
+    from study.engine.models import build_model
 
     model = build_model(spec.model, task.input_shape, task.num_classes, 0)
     g = torch.Generator().manual_seed(0)
@@ -268,7 +270,7 @@ def test_pruned_weights_get_zero_gradients_at_every_step(make_spec, optimizer):
 
 
 def test_a_failed_trial_takes_its_sibling_seeds_out_of_every_number():
-    from study.results import excluded_lineages
+    from study.lake.reader import excluded_lineages
 
     def row(study, trial, lineage, status, number):
         return {"study": study, "trial_id": trial, "lineage_id": lineage, "status": status,

@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
-
 from conftest import kill_once_and_rerun, loopback_cluster, synthetic_spec_dict
-from study.objectives import pareto_front
-from study.results import duckdb_rounds_sql, read_lineages, read_rounds
-from study.study_spec import load_study_spec
-from study.tune import FAULT_ENV, run_study
+
+from study.lake.reader import duckdb_rounds_sql, read_lineages, read_rounds
+from study.search.objectives import pareto_front
+from study.search.study_spec import load_study_spec
+from study.search.tune import FAULT_ENV, run_study
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -61,7 +61,7 @@ def test_four_trials_by_three_rounds_write_twelve_rows(local_ray, tmp_path):
     # the Optuna study lives in the journal file, readable with Optuna's own tools
     import optuna
 
-    from study.tune import optuna_storage
+    from study.search.tune import optuna_storage
 
     ostudy = optuna.load_study(study_name="s", storage=optuna_storage(outcome.optuna_storage))
     assert len(ostudy.trials) == 4 and outcome.optuna_storage.endswith("s.journal")
@@ -215,8 +215,8 @@ def test_asha_stops_trials_on_the_sparsity_attribute_and_the_lake_says_so(local_
 
 
 def test_lake_finalizer_marks_running_lineages_of_an_ended_trial_stopped(tmp_path):
-    from study.results import write_lineage
-    from study.tune import LakeFinalizer
+    from study.lake.files import write_lineage
+    from study.search.tune import LakeFinalizer
 
     for trial, status in (("t1-s0", "running"), ("t1-s1", "running"), ("t2-s0", "running"), ("t3-s0", "finished")):
         write_lineage(tmp_path, {"study": "s", "strategy": "imp", "trial_id": trial, "lineage_id": "l",
@@ -234,7 +234,7 @@ def test_optuna_holds_validation_derived_values_never_test(local_ray, tmp_path):
 
     import optuna
 
-    from study.tune import optuna_storage
+    from study.search.tune import optuna_storage
 
     path = write_study(tmp_path, name="auc", rounds=2, seeds=[0, 1], objective={"name": "auc"},
                        budget={"num_samples": 3})
@@ -267,7 +267,7 @@ def test_failed_trials_are_filed_fail_and_can_never_be_best(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     import optuna
 
-    from study.tune import optuna_storage
+    from study.search.tune import optuna_storage
 
     ostudy = optuna.load_study(study_name="lrs", storage=optuna_storage(str(tmp_path / "lake/_optuna/lrs.journal")))
     states = {t.params["train.lr"]: t for t in ostudy.trials}
@@ -277,7 +277,7 @@ def test_failed_trials_are_filed_fail_and_can_never_be_best(tmp_path):
     assert "trials that failed" in proc.stdout and "degenerate" in proc.stdout
     status = {r["config_json"].count("1000000.0") > 0: r["status"] for r in raw_rows(tmp_path / "lake", "lineages")}
     assert status == {True: "degenerate", False: "finished"}
-    from study.summary import summarize
+    from study.lake.summary import summarize
 
     (row,) = summarize(tmp_path / "lake", "lrs")[0]
     assert "1 degenerate" in row["lineages"] and row["rounds"] == 2, "the failed lineage's rows are left out"
@@ -298,8 +298,8 @@ def test_a_trial_that_fits_no_node_fails_in_seconds(tmp_path, resources, word):
 
 
 def test_worker_groups_of_an_autoscaler_count_as_nodes():
-    from study.preflight import check_fits, worker_groups
-    from study.specs import SpecError
+    from study.errors import SpecError
+    from study.search.preflight import check_fits, worker_groups
 
     groups = worker_groups({"STUDY_WORKER_GROUPS": "cpu=8,gpu=1; CPU=4"})
     assert groups == [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 0.0}]
@@ -314,7 +314,7 @@ def test_worker_groups_of_an_autoscaler_count_as_nodes():
 
 
 def test_a_study_that_makes_no_progress_stops_and_says_why(local_ray, tmp_path):
-    from study.tune import StudyStalled
+    from study.search.tune import StudyStalled
 
     @ray.remote(num_cpus=2)
     class Hog:
@@ -334,7 +334,7 @@ def test_a_study_that_makes_no_progress_stops_and_says_why(local_ray, tmp_path):
 
 
 def test_a_different_study_under_an_existing_name_is_refused(local_ray, tmp_path):
-    from study.specs import SpecError
+    from study.errors import SpecError
 
     run_study(load_study_spec(write_study(tmp_path, name="named", rounds=1, budget={"num_samples": 1})))
     again = load_study_spec(write_study(tmp_path, name="named", rounds=1, budget={"num_samples": 1}, max_concurrent=1))

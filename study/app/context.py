@@ -5,8 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from study.app.lake import FILTERS, Lake, filter_rows, fingerprint, load_lake, unfinished_lineages
-from study.results import excluded_lineages
+from study.app.lake import (
+    FILTERS,
+    Lake,
+    filter_rows,
+    fingerprint,
+    load_lake,
+    unfinished_lineages,
+)
+from study.lake.reader import excluded_lineages
 
 
 @st.cache_data(show_spinner="Reading the results lake…", max_entries=4)

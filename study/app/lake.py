@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from study.results import read_lineages, read_rounds, read_studies
+from study.lake.reader import read_lineages, read_rounds, read_studies
 
 FILTERS = ("study", "model", "dataset", "strategy")
 

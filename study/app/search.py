@@ -10,8 +10,13 @@ import optuna
 import pandas as pd
 
 from study.app.lake import Lake
-from study.objectives import RoundPoint, objective_metrics, pareto_front, reported_test
-from study.results import FAILED_STATUSES
+from study.lake.schema import FAILED_STATUSES
+from study.search.objectives import (
+    RoundPoint,
+    objective_metrics,
+    pareto_front,
+    reported_test,
+)
 
 
 def _get(cfg: dict, dotted: str):

@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import streamlit as st
 
 from study.app.context import current_lake, require_rows
-from study.results import FAILED_STATUSES
+from study.lake.schema import FAILED_STATUSES
 
 st.title("Data")
 lake = current_lake()

@@ -3,7 +3,7 @@ import streamlit as st
 from study.app.charts import importance_chart, param_scatter, pareto_chart
 from study.app.context import current_lake, require_rows, selected_filters
 from study.app.search import importance, study_info, study_trials
-from study.results import FAILED_STATUSES
+from study.lake.schema import FAILED_STATUSES
 
 st.title("Search")
 lake = current_lake()

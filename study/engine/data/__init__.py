@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from study.data.classification import ClassificationTask
-from study.data.vision import SOURCES, load_raw, synthetic_raw
-from study.specs import DataSpec, SpecError
+from study.engine.data.classification import ClassificationTask
+from study.engine.data.vision import SOURCES, load_raw, synthetic_raw
+from study.engine.spec import DataSpec
+from study.errors import SpecError
 
 SYNTHETIC_SHAPES = {"synthetic": (1, 28, 28), "synthetic_cifar": (3, 32, 32)}
 SEQUENCE_DATASETS = ("pcfg", "logical_inference", "listops", "text")
@@ -17,8 +18,8 @@ LOGIC_TRAIN_OPS, LOGIC_TEST_OPS = 6, 12
 
 
 def sequence_vocabulary(name: str, spec: DataSpec):
-    from study.data import sequences as seq
-    from study.data.sequence_tasks import Vocabulary
+    from study.engine.data import sequences as seq
+    from study.engine.data.sequence_tasks import Vocabulary
 
     if name == "pcfg":
         return Vocabulary([w for words in seq.LEXICON.values() for w in words] + ["that"])
@@ -36,7 +37,7 @@ def dataset_signature(name: str, spec: DataSpec) -> tuple[tuple[int, ...], int, 
     if name in SEQUENCE_DATASETS:
         vocab = len(sequence_vocabulary(name, spec))
         if name == "logical_inference":
-            from study.data.sequences import RELATIONS
+            from study.engine.data.sequences import RELATIONS
             return (vocab,), len(RELATIONS), {"pair": True}
         return (vocab,), (10 if name == "listops" else vocab), {}
     shape = SYNTHETIC_SHAPES[name] if name in SYNTHETIC_SHAPES else SOURCES[name].input_shape
@@ -44,8 +45,11 @@ def dataset_signature(name: str, spec: DataSpec) -> tuple[tuple[int, ...], int, 
 
 
 def load_sequence_task(name: str, spec: DataSpec, *, batch_size: int, seed: int, device):
-    from study.data import sequences as seq
-    from study.data.sequence_tasks import LanguageModelTask, SequenceClassificationTask
+    from study.engine.data import sequences as seq
+    from study.engine.data.sequence_tasks import (
+        LanguageModelTask,
+        SequenceClassificationTask,
+    )
 
     vocab = sequence_vocabulary(name, spec)
     n, m, base = spec.synthetic_size, spec.validation_size, 1000 * spec.split_seed

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from study.data.sequences import Tree, spans
+from study.engine.data.sequences import Tree, spans
 
 
 def tree_from_distances(distances: Sequence[float], lo: int = 0, hi: int | None = None) -> Tree:

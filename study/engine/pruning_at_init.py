@@ -7,8 +7,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from study.models.slots import Slot
-from study.pruning import Mask, keep_top
+from study.engine.models.slots import Slot
+from study.engine.pruning import Mask, keep_top
 
 SCORE_BATCHES = 4
 GRASP_TEMPERATURE = 200.0

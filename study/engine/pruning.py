@@ -4,7 +4,7 @@ A mask is a dict from parameter name to a bool tensor (True = kept). What is pru
 slots: a whole weight, or a block of its rows (an ON-LSTM's master rows apart from its gate
 rows); slots form pruning groups (one slot each for layerwise pruning, a pool for global
 pruning). Every rule here is "keep the highest-scoring surviving weights of a group":
-magnitude (|w|), random scores, or the pruning-at-init scores of `study.pruning_at_init`.
+magnitude (|w|), random scores, or the pruning-at-init scores of `study.engine.pruning_at_init`.
 Pruned weights score -inf, so masks of an iterative lineage are nested. Ties are broken by
 position (stable sort), so results are deterministic.
 """
@@ -15,7 +15,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
-from study.models.slots import Slot
+from study.engine.models.slots import Slot
 
 Mask = dict[str, Tensor]
 

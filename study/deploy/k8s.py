@@ -18,9 +18,10 @@ from typing import Any
 
 import yaml
 
-from study.preflight import WORKER_GROUPS_ENV, check_fits
-from study.specs import SpecError, load_yaml
-from study.study_spec import load_study_spec
+from study.errors import SpecError
+from study.search.preflight import WORKER_GROUPS_ENV, check_fits
+from study.search.study_spec import load_study_spec
+from study.typed_yaml import load_yaml
 
 RAYJOB_NAME_MAX = 47  # KubeRay derives cluster and pod names from it
 PROFILES = ("gpu", "cpu-dev")

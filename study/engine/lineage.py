@@ -16,14 +16,29 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from study.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from study.data import dataset_signature, load_task
-from study.models import MODELS, Slot, build_model, prunable_slots
-from study.pruning import (Mask, apply_mask, dense_mask, keep_top, magnitude_scores, planned_counts,
-                           random_scores, remaining)
-from study.pruning_at_init import grasp_scores, snip_scores, synflow_mask
-from study.specs import LineageSpec, SpecError
-from study.train import LineageFailure, TrainResult, final_lr, resolve_device, train
+from study.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from study.engine.data import dataset_signature, load_task
+from study.engine.models import MODELS, Slot, build_model, prunable_slots
+from study.engine.pruning import (
+    Mask,
+    apply_mask,
+    dense_mask,
+    keep_top,
+    magnitude_scores,
+    planned_counts,
+    random_scores,
+    remaining,
+)
+from study.engine.pruning_at_init import grasp_scores, snip_scores, synflow_mask
+from study.engine.spec import LineageSpec
+from study.engine.train import (
+    LineageFailure,
+    TrainResult,
+    final_lr,
+    resolve_device,
+    train,
+)
+from study.errors import SpecError
 from study.version import code_version
 
 MAGNITUDE_STRATEGIES = ("imp", "lr_rewind", "finetune", "oneshot")

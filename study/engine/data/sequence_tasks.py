@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from study.data.sequences import Sentence
-from study.parsing import baseline_f1, corpus_f1, tree_from_distances
+from study.engine.data.parsing import baseline_f1, corpus_f1, tree_from_distances
+from study.engine.data.sequences import Sentence
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 PARSE_SENTENCES = 400

@@ -22,14 +22,21 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
-from study.checkpoint import CHECKPOINT_FILE, checkpoint_round
-from study.objectives import RoundPoint, objective_metrics, pareto_front, reported_test
-from study.preflight import check_fits, check_storage
-from study.results import FAILED_STATUSES, read_lineages, read_rounds, read_studies, trial_files, write_study
-from study.runner import LakeLineage, default_workdir
-from study.specs import SpecError
-from study.study_spec import StudySpec
-from study.train import LineageFailure
+from study.engine.checkpoint import CHECKPOINT_FILE, checkpoint_round
+from study.engine.train import LineageFailure
+from study.errors import SpecError
+from study.lake.files import trial_files, write_study
+from study.lake.reader import read_lineages, read_rounds, read_studies
+from study.lake.recorder import LakeLineage, default_workdir
+from study.lake.schema import FAILED_STATUSES
+from study.search.objectives import (
+    RoundPoint,
+    objective_metrics,
+    pareto_front,
+    reported_test,
+)
+from study.search.preflight import check_fits, check_storage
+from study.search.study_spec import StudySpec
 from study.version import code_version
 
 FAULT_ENV = "STUDY_INJECT_FAULT"  # "<round>:<marker dir>": every trial raises once at that round (recovery tests)
@@ -262,7 +269,8 @@ class LakeFinalizer(tune.Callback):
 
         import pyarrow.parquet as pq
 
-        from study.results import LINEAGES_SCHEMA, write_lineage
+        from study.lake.files import write_lineage
+        from study.lake.schema import LINEAGES_SCHEMA
 
         closed = 0
         base = Path(self.root) / "lineages" / f"study={self.study}"

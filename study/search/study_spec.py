@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.specs import (LineageSpec, SpecError, _choice, build, lineage_spec_from_dict, load_yaml)
+from study.engine.spec import LineageSpec, lineage_spec_from_dict
+from study.errors import SpecError
+from study.typed_yaml import build, choice, load_yaml
 
 PARAM_TYPES = ("float", "log_float", "int", "categorical")
 OBJECTIVES = ("sparsest_within", "accuracy_at", "auc", "pareto")
@@ -31,7 +33,7 @@ class ParamSpec:
     when: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def validate(self, name: str) -> None:
-        _choice(f"search.{name}.type", self.type, PARAM_TYPES)
+        choice(f"search.{name}.type", self.type, PARAM_TYPES)
         for other, allowed in self.when.items():
             if not allowed:
                 raise SpecError(f"search.{name}.when.{other} is an empty list, so {name} could never be searched; "
@@ -87,7 +89,7 @@ class ObjectiveSpec:
     target_remaining: float | None = None
 
     def validate(self, sampler: str) -> None:
-        _choice("objective.name", self.name, OBJECTIVES)
+        choice("objective.name", self.name, OBJECTIVES)
         if not 0 <= self.tolerance < 1:
             raise SpecError(f"objective.tolerance is a fraction of accuracy in [0, 1), got {self.tolerance}")
         if self.name == "accuracy_at" and not (self.target_remaining and 0 < self.target_remaining < 100):
@@ -113,7 +115,7 @@ class SchedulerSpec:
     reduction_factor: int = 2
 
     def validate(self) -> None:
-        _choice("scheduler.type", self.type, SCHEDULERS)
+        choice("scheduler.type", self.type, SCHEDULERS)
         if not 0 < self.grace_pruned_pct < 100:
             raise SpecError(f"scheduler.grace_pruned_pct is the % of weights pruned before a trial can be stopped, in (0, 100); got {self.grace_pruned_pct}")
         if self.reduction_factor < 2:
@@ -188,14 +190,14 @@ class StudySpec:
                                   "budget")}
 
     def validate(self) -> None:
-        from study.results import check_name
+        from study.lake.files import check_name
 
         try:
             check_name("study name", self.name)
         except ValueError as e:
             raise SpecError(str(e)) from None
         base = self.base_spec()
-        _choice("sampler", self.sampler, SAMPLERS)
+        choice("sampler", self.sampler, SAMPLERS)
         self.objective.validate(self.sampler)
         self.budget.validate()
         self.resources.validate()

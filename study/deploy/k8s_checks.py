@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from study.k8s import RAYJOB_NAME_MAX
+from study.deploy.k8s import RAYJOB_NAME_MAX
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

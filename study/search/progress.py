@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from study.tune import FAILURE_KEY
+from study.search.tune import FAILURE_KEY
 
 
 class StudyProgress(tune.Callback):

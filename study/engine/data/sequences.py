@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from study.specs import SpecError
+from study.errors import SpecError
 
 Tree = Any  # int (a token position) or tuple of trees
 

@@ -1,4 +1,4 @@
-"""Typed, validated lineage specs and their YAML loading.
+"""Typed, validated lineage specs.
 
 Every bad input becomes a one-line `SpecError` that names the problem and the fix, raised
 before any data is loaded or any training starts.
@@ -9,14 +9,12 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from study.errors import SpecError
+from study.typed_yaml import build, choice, load_yaml
 
 STRATEGIES = (
     "imp", "lr_rewind", "finetune", "random_reinit", "random_prune", "oneshot",
@@ -32,8 +30,6 @@ MAX_SEED = 2**31 - 1
 INITS = ("glorot_normal", "kaiming_normal", "uniform")
 
 
-class SpecError(ValueError):
-    """A spec that cannot run; the message is one line naming the problem and the fix."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +47,8 @@ class TrainSpec:
     warmup_iterations: int = 0
 
     def validate(self) -> None:
-        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        _choice("train.schedule", self.schedule, SCHEDULES)
+        choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        choice("train.schedule", self.schedule, SCHEDULES)
         if not self.lr > 0:
             raise SpecError(f"train.lr must be > 0, got {self.lr}; set e.g. lr: 1.2e-3")
         if not 1 <= self.iterations <= MAX_ITERATIONS:
@@ -97,7 +93,7 @@ class PruneSpec:
     exempt: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        _choice("prune.scope", self.scope, SCOPES)
+        choice("prune.scope", self.scope, SCOPES)
         for kind, r in self.rates.items():
             _rate(f"prune.rates.{kind}", r)
         if self.rate is not None:
@@ -150,12 +146,12 @@ class LineageSpec:
     chance_margin: float | None = 0.02  # the dense round must beat chance on validation by this much (null: no check)
 
     def validate(self) -> None:
-        from study.data import DATASET_INPUTS, DATASETS
-        from study.models import MODELS
+        from study.engine.data import DATASET_INPUTS, DATASETS
+        from study.engine.models import MODELS
 
-        _choice("model", self.model, tuple(MODELS))
-        _choice("dataset", self.dataset, tuple(DATASETS))
-        _choice("strategy", self.strategy, STRATEGIES)
+        choice("model", self.model, tuple(MODELS))
+        choice("dataset", self.dataset, tuple(DATASETS))
+        choice("strategy", self.strategy, STRATEGIES)
         info = MODELS[self.model]
         if DATASET_INPUTS[self.dataset] != info.inputs:
             fits = ", ".join(d for d, kind in DATASET_INPUTS.items() if kind == info.inputs)
@@ -171,7 +167,7 @@ class LineageSpec:
         if self.chance_margin is not None and not 0 <= self.chance_margin < 1:
             raise SpecError(f"chance_margin is a fraction of accuracy in [0, 1), got {self.chance_margin}")
         if self.init is not None:
-            _choice("init", self.init, INITS)
+            choice("init", self.init, INITS)
         self.train.validate()
         self.prune.validate()
         self.data.validate()
@@ -215,7 +211,7 @@ class LineageSpec:
         """What identifies the lineage (OpenLTH's rule): model, dataset, strategy and seed, plus
         every setting that differs from its default. A new field with a default therefore keeps
         every existing id, lake row and checkpoint valid. Where the data lives is not part of it."""
-        from study.models import MODELS
+        from study.engine.models import MODELS
 
         d = _non_default(self)
         d.update(model=self.model, dataset=self.dataset, strategy=self.strategy, seed=self.seed)
@@ -297,11 +293,6 @@ def _non_default(obj: Any) -> dict[str, Any]:
     return out
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), allowed, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise SpecError(f"{name}: unknown value '{value}'; {hint}choose one of {', '.join(allowed)}")
 
 
 def _rate(name: str, r: float) -> None:
@@ -317,74 +308,10 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def build(cls: type, raw: Any, where: str) -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types by name."""
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where or 'spec'} must be a mapping of keys to values, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise SpecError(f"unknown key '{_join(where, key)}'; {hint}allowed keys: {', '.join(fields)}")
-    missing = [n for n, f in fields.items() if n not in raw and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise SpecError(f"missing required key '{_join(where, missing[0])}'")
-    values = {k: _coerce(hints[k], v, _join(where, k)) for k, v in raw.items()}
-    return cls(**values)
 
 
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else str(key)
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise SpecError(f"{where} must be a list, got {value!r}")
-        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SpecError(f"{where} must be a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SpecError(f"{where} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            hint = " (YAML reads a number like 2e1 as text: write 20)" if isinstance(value, str) else ""
-            raise SpecError(f"{where} must be an integer, got {value!r}{hint}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(f"{where} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise SpecError(f"{where} must be a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise SpecError(f"{where} must be a string, got {value!r}")
-        return value
-    return value
 
 
 def lineage_spec_from_dict(raw: Any) -> LineageSpec:
@@ -393,44 +320,8 @@ def lineage_spec_from_dict(raw: Any) -> LineageSpec:
     return spec
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"a key must be a plain name, got {type(key).__name__}", key_node.start_mark)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key '{key}' is given twice in one mapping; keep one of them", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml(path: str | Path) -> Any:
-    p = Path(path)
-    if p.is_dir():
-        raise SpecError(f"{p} is a directory; pass the path of a YAML spec file inside it")
-    if p.exists() and not p.is_file():
-        raise SpecError(f"{p} is not a regular file; pass the path of a YAML spec file")
-    if not p.is_file():
-        raise SpecError(f"spec file {p} does not exist; pass the path of a YAML spec such as search_spaces/fashion_mnist/lenet300_demo.yaml")
-    blob = p.read_bytes()
-    try:
-        if b"\0" in blob:
-            raise UnicodeDecodeError("utf-8", blob, 0, 1, "NUL byte")
-        text = blob.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SpecError(f"{p} is not a text YAML file (binary content); pass the path of a YAML spec") from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{p} is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
 
 
 def load_lineage_spec(path: str | Path) -> LineageSpec:

@@ -15,8 +15,8 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import Tensor, nn
 
-from study.optim import LeanAdam, TorchOptimizer
-from study.specs import TrainSpec
+from study.engine.optim import LeanAdam, TorchOptimizer
+from study.engine.spec import TrainSpec
 
 
 class Task(Protocol):

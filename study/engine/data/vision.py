@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study.specs import DataSpec, SpecError
+from study.engine.spec import DataSpec
+from study.errors import SpecError
 
 SYSTEM_DIRS = {"fashion_mnist": ["/usr/share/datasets/fashion-mnist"]}
 

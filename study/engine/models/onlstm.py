@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from study.models.slots import Slot
+from study.engine.models.slots import Slot
 
 
 def cumax(x: Tensor, dim: int = -1) -> Tensor:

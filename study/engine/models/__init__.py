@@ -7,12 +7,12 @@ from typing import Callable
 
 from torch import nn
 
-from study.models.cifar import VGG19, ResNet20
-from study.models.conv import PLANS, ConvNet
-from study.models.init import initialize
-from study.models.lenet import LeNet300100
-from study.models.onlstm import RNNLanguageModel, SequenceClassifier
-from study.models.slots import Slot
+from study.engine.models.cifar import VGG19, ResNet20
+from study.engine.models.conv import PLANS, ConvNet
+from study.engine.models.init import initialize
+from study.engine.models.lenet import LeNet300100
+from study.engine.models.onlstm import RNNLanguageModel, SequenceClassifier
+from study.engine.models.slots import Slot
 
 RNN_KINDS = ("embedding", "ih_gates", "ih_master", "hh_gates", "hh_master")
 RNN_RATES = {k: 0.2 for k in RNN_KINDS}

@@ -17,11 +17,19 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
-from study.checkpoint import CHECKPOINT_FILE, CheckpointMismatch
-from study.lineage import LineageIds, RoundResult, iter_lineage
-from study.results import LINEAGES_SCHEMA, check_name, supersede, trial_files, write_lineage, write_round
-from study.specs import LineageSpec, SpecError
-from study.train import LineageFailure, resolve_device
+from study.engine.checkpoint import CHECKPOINT_FILE, CheckpointMismatch
+from study.engine.lineage import LineageIds, RoundResult, iter_lineage
+from study.engine.spec import LineageSpec
+from study.engine.train import LineageFailure, resolve_device
+from study.errors import SpecError
+from study.lake.files import (
+    check_name,
+    supersede,
+    trial_files,
+    write_lineage,
+    write_round,
+)
+from study.lake.schema import LINEAGES_SCHEMA
 from study.version import code_version
 
 

@@ -8,7 +8,7 @@ import re
 import threading
 from typing import Any, Callable
 
-from study.specs import SpecError
+from study.errors import SpecError
 
 WORKER_GROUPS_ENV = "STUDY_WORKER_GROUPS"  # "cpu=8,gpu=1;cpu=4": node sizes an autoscaler may add
 
@@ -101,8 +101,8 @@ def _within(seconds: float, what: str, call: Callable[[], Any], url: str = "") -
 
 def check_storage(study, timeout_s: float = 20.0) -> None:
     """The lake can be written, and the Optuna database and Tune's object storage answer."""
-    from study.runner import ensure_writable
-    from study.tune import optuna_storage
+    from study.lake.recorder import ensure_writable
+    from study.search.tune import optuna_storage
 
     ensure_writable(study.storage.results)
 

@@ -1,0 +1,118 @@
+"""Where lake files live and how they are written: atomically (a dot-prefixed temp file renamed
+into place), under names checked to be safe file names and hive partition values."""
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA, STATUSES, STUDIES_SCHEMA
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+
+
+
+def check_name(kind: str, value: str) -> None:
+    """A study or trial name must be a safe file name in the lake (and a hive partition value)."""
+    if not isinstance(value, str) or not _SAFE.match(value):
+        raise ValueError(f"{kind} {value!r} is not allowed: use 1-100 ASCII letters, digits, '_', '-', '.' or '+', "
+                         f"starting with a letter or digit")
+
+
+
+def round_path(root: Path, study: str, strategy: str, trial_id: str, round_: int) -> Path:
+    return Path(root) / "rounds" / f"study={study}" / f"strategy={strategy}" / f"{trial_id}-r{round_:03d}.parquet"
+
+
+
+def lineage_path(root: Path, study: str, strategy: str, trial_id: str) -> Path:
+    return Path(root) / "lineages" / f"study={study}" / f"strategy={strategy}" / f"{trial_id}.parquet"
+
+
+
+def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    missing = [f.name for f in schema if not f.nullable and any(r.get(f.name) is None for r in rows)]
+    if missing:
+        raise ValueError(f"rows lack required columns {missing}")
+    unknown = {k for r in rows for k in r} - set(schema.names)
+    if unknown:
+        raise ValueError(f"rows carry columns not in the schema: {sorted(unknown)}; add them to the schema as nullable columns")
+    columns = {}
+    for f in schema:
+        values = [r.get(f.name) for r in rows]
+        if pa.types.is_map(f.type):
+            values = [None if v is None else list(v.items()) for v in values]
+        if pa.types.is_dictionary(f.type):
+            columns[f.name] = pa.array(values, pa.string()).dictionary_encode().cast(f.type)
+        else:
+            columns[f.name] = pa.array(values, f.type)
+    return pa.table(columns, schema=schema)
+
+
+
+def write_atomic(table: pa.Table, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+
+def write_round(root: str | Path, row: dict[str, Any]) -> Path:
+    for key in ("study", "strategy", "trial_id"):
+        check_name(key, row[key])
+    path = round_path(Path(root), row["study"], row["strategy"], row["trial_id"], int(row["round"]))
+    return write_atomic(to_table([row], ROUNDS_SCHEMA), path)
+
+
+
+def write_lineage(root: str | Path, row: dict[str, Any]) -> Path:
+    for key in ("study", "strategy", "trial_id"):
+        check_name(key, row[key])
+    if row.get("status") not in STATUSES:
+        raise ValueError(f"lineage status must be one of {STATUSES}, got {row.get('status')}")
+    path = lineage_path(Path(root), row["study"], row["strategy"], row["trial_id"])
+    return write_atomic(to_table([row], LINEAGES_SCHEMA), path)
+
+
+
+def write_study(root: str | Path, row: dict[str, Any]) -> Path:
+    check_name("study", row["study"])
+    return write_atomic(to_table([row], STUDIES_SCHEMA), Path(root) / "studies" / f"study={row['study']}" / "study.parquet")
+
+
+
+def trial_files(root: str | Path, study: str, trial_id: str) -> list[Path]:
+    """Every round and lineage file of one trial id in a study, whatever its strategy."""
+    root = Path(root)
+    return sorted([*root.glob(f"rounds/study={study}/strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet"),
+                   *root.glob(f"lineages/study={study}/strategy=*/{trial_id}.parquet")])
+
+
+
+def supersede(root: str | Path, study: str, trial_id: str) -> Path | None:
+    """Move a trial's round and lineage files out of every reader's sight, into
+    `<root>/_superseded/<stamp>/...` (kept, not deleted), so the lineage that replaces it is never
+    mixed with it. Returns the folder they went to, or None when there was nothing."""
+    root = Path(root)
+    files = trial_files(root, study, trial_id)
+    if not files:
+        return None
+    target = root / "_superseded" / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    for path in files:
+        dest = target / path.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+    return target
+

@@ -1,0 +1,114 @@
+"""The tolerant reader: every table read against its canonical schema, unreadable or foreign files
+skipped and named, and one row per key (the latest written)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from study.lake.schema import (
+    FAILED_STATUSES,
+    LINEAGE_KEYS,
+    LINEAGES_SCHEMA,
+    ROUND_KEYS,
+    ROUNDS_SCHEMA,
+    STUDIES_SCHEMA,
+)
+
+
+@dataclass
+class LakeRead:
+    """What a read found: the table (canonical schema) and the files it had to skip, with why."""
+    table: pa.Table
+    skipped: list[str] = field(default_factory=list)
+    files: int = 0
+
+
+
+def _files(root: Path, kind: str, study: str | None) -> list[Path]:
+    base = Path(root) / kind
+    if study is not None:
+        base = base / f"study={study}"
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.rglob("*.parquet")
+                  if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(base).parts))
+
+
+
+def _read(files: Iterable[Path], schema: pa.Schema, keys: list[str]) -> LakeRead:
+    tables, skipped, count = [], [], 0
+    required = [f.name for f in schema if not f.nullable]
+    for path in files:
+        count += 1
+        try:
+            table = pq.read_table(path, schema=schema)
+        except Exception as e:  # a truncated or corrupt file: skip it and say which
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            skipped.append(f"{path}: {first}")
+            continue
+        lacking = [name for name in required if table[name].null_count]
+        if lacking:  # a foreign Parquet file: read against our schema it has no keys
+            skipped.append(f"{path}: not a {schema.metadata[b'study.table'].decode()} file (no {', '.join(lacking)})")
+            continue
+        tables.append(table)
+    if not tables:
+        return LakeRead(schema.empty_table(), skipped, count)
+    table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+    return LakeRead(_latest(table, keys), skipped, count)
+
+
+
+def _latest(table: pa.Table, keys: list[str]) -> pa.Table:
+    """One row per key: the most recently written (a retried round, a compacted copy)."""
+    if table.num_rows <= 1:
+        return table
+    time_col = "written_at" if "written_at" in table.column_names else "updated_at"
+    idx = pa.array(range(table.num_rows), pa.int64())
+    keyed = pa.table({**{k: table[k].cast(pa.string()) if pa.types.is_dictionary(table[k].type) else table[k]
+                         for k in keys}, "_t": table[time_col], "_i": idx})
+    keyed = keyed.sort_by([(k, "ascending") for k in keys] + [("_t", "descending"), ("_i", "descending")])
+    first = keyed.group_by(keys, use_threads=False).aggregate([("_i", "first")])
+    keep = pc.sort_indices(first["_i_first"])
+    return table.take(pc.take(first["_i_first"], keep))
+
+
+
+def read_rounds(root: str | Path, study: str | None = None) -> LakeRead:
+    return _read(_files(Path(root), "rounds", study), ROUNDS_SCHEMA, ROUND_KEYS)
+
+
+
+def read_lineages(root: str | Path, study: str | None = None) -> LakeRead:
+    return _read(_files(Path(root), "lineages", study), LINEAGES_SCHEMA, LINEAGE_KEYS)
+
+
+
+def read_studies(root: str | Path, study: str | None = None) -> LakeRead:
+    return _read(_files(Path(root), "studies", study), STUDIES_SCHEMA, ["study"])
+
+
+
+def excluded_lineages(lineages: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(study, trial_id, lineage_id) of every lineage whose rows must not count: the failed,
+    diverged and degenerate ones, and the sibling seeds of a searched trial that failed (the
+    trial as a whole is filed FAIL)."""
+    def number(row: dict[str, Any]) -> int | None:
+        n = row.get("optuna_trial_number")
+        return None if n is None or n != n else int(n)  # n != n: a NaN from pandas
+
+    failed_trials = {(r["study"], number(r)) for r in lineages
+                     if r["status"] in FAILED_STATUSES and number(r) is not None}
+    return {(r["study"], r["trial_id"], r["lineage_id"]) for r in lineages
+            if r["status"] in FAILED_STATUSES or (r["study"], number(r)) in failed_trials}
+
+
+
+def duckdb_rounds_sql(root: str | Path) -> str:
+    return (f"read_parquet('{Path(root) / 'rounds'}/**/*.parquet', hive_partitioning=true, "
+            f"union_by_name=true)")
+
