@@ -13,7 +13,7 @@ bench: setup
 	.venv/bin/python bench/train_throughput.py
 
 # Mutation testing of the core math (not part of `make test`): see [tool.mutmut] in pyproject.toml.
-mutants: MUTANT_SCOPE = 'study.engine.pruning.*' 'study.search.objectives.*' \
+mutants: MUTANT_SCOPE = 'study.engine.pruning.*' 'study.analysis.objectives.*' \
 	'study.lake.reader.x__read__mutmut_*' 'study.lake.reader.x__latest__mutmut_*' 'study.lake.reader.x__files__mutmut_*' \
 	'study.lake.reader.x_read_rounds__mutmut_*' 'study.lake.reader.x_read_lineages__mutmut_*' \
 	'study.lake.files.x_trial_files__mutmut_*' \

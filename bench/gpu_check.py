@@ -15,9 +15,9 @@ import time
 import torch
 
 from study.engine.data import load_task
-from study.engine.lineage import plan_lineage
 from study.engine.models import build_model, prunable_layers
 from study.engine.optim import LeanAdam
+from study.engine.plan import plan_lineage
 from study.engine.spec import DataSpec, TrainSpec, lineage_spec_from_dict
 from study.engine.train import train
 from study.lake.recorder import run_to_lake

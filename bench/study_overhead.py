@@ -28,13 +28,13 @@ def base_lineage(rounds: int, iterations: int) -> dict:
 
 
 def bare_worker(seeds: list[int], rounds: int, iterations: int, out) -> None:
-    from study.engine.lineage import run_lineage
+    from study.engine.lineage import RunContext, run_lineage
     from study.engine.spec import lineage_spec_from_dict
 
     total = 0
     for seed in seeds:
         spec = lineage_spec_from_dict({**base_lineage(rounds, iterations), "seed": seed})
-        total += sum(r.iterations for r in run_lineage(spec, threads=1))
+        total += sum(r.iterations for r in run_lineage(spec, context=RunContext(threads=1)))
     out.put(total)
 
 

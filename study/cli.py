@@ -30,7 +30,8 @@ def _add_round(table: Table, r) -> None:
 def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     from tqdm import tqdm
 
-    from study.engine.lineage import describe_plan, total_iterations
+    from study.engine.lineage import RunContext
+    from study.engine.plan import describe_plan, total_iterations
     from study.engine.spec import load_lineage_spec
     from study.lake.recorder import LakeLineage
 
@@ -50,9 +51,10 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
 
     _check_run_flags(args)
     # every check (names, lake, identity, data, model, checkpoint) passes before anything is shown or written
-    lineage = LakeLineage(spec, args.results, study=args.study, trial_id=args.trial, device=args.device,
-                          threads=args.threads, on_round=on_round, fresh=args.fresh,
-                          on_progress=lambda n: bar.update(n) if bar is not None else None)
+    context = RunContext(device=args.device, threads=args.threads,
+                         on_progress=lambda n: bar.update(n) if bar is not None else None)
+    lineage = LakeLineage(spec, args.results, study=args.study, trial_id=args.trial, context=context,
+                          on_round=on_round, fresh=args.fresh)
     plan = lineage.rounds.plan
     console.print(describe_plan(spec, plan))
     bar = tqdm(total=total_iterations(spec, plan), unit="it", dynamic_ncols=True, disable=args.quiet, file=sys.stderr,
@@ -178,7 +180,7 @@ def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
-    from study.lake.summary import summarize
+    from study.analysis.summary import summarize
 
     root = Path(args.root).expanduser()
     if not (root / "rounds").is_dir() and not (root / "lineages").is_dir():
@@ -218,7 +220,7 @@ def cmd_compact(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from study.engine.lineage import plan_lineage, total_iterations
+    from study.engine.plan import plan_lineage, total_iterations
     from study.engine.spec import load_lineage_spec
 
     spec = load_lineage_spec(args.spec)
@@ -300,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except (SpecError, RuntimeError, FileNotFoundError) as e:
-        from study.engine.train import LineageFailure
+        from study.engine.failures import LineageFailure
 
         kind = e.status if isinstance(e, LineageFailure) else "error"
         print(f"{kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)

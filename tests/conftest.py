@@ -61,6 +61,7 @@ def app_lake(tmp_path_factory):
     """A small real lake for the app: engine-written lineages and two real Ray studies."""
     import ray
 
+    from study.engine.lineage import RunContext
     from study.engine.spec import lineage_spec_from_dict
     from study.lake.recorder import run_to_lake
     from study.search.tune import run_study
@@ -69,14 +70,14 @@ def app_lake(tmp_path_factory):
     for seed in (0, 1):  # two replicates of one configuration per strategy: bands over seeds
         for strategy in ("imp", "random_prune"):
             run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(strategy=strategy, seed=seed, rounds=3)), root,
-                        study="compare", threads=1)
+                        study="compare", context=RunContext(threads=1))
     for model in ("onlstm_lm", "lstm_lm"):  # sequence models: the app grows its Sequence models page
         run_to_lake(lineage_spec_from_dict({
             "model": model, "dataset": "pcfg", "rounds": 2, "prune": {"scope": "global", "rate": 0.3},
             "chance_margin": None,
             "model_args": {"embedding": 16, "hidden": 32, "layers": 2, "chunk_size": 4},
             "train": {"lr": 3e-3, "batch_size": 16, "iterations": 30, "eval_every": 15},
-            "data": {"synthetic_size": 400, "validation_size": 60}}), root, study="sequences", threads=1)
+            "data": {"synthetic_size": 400, "validation_size": 60}}), root, study="sequences", context=RunContext(threads=1))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         run_study(_app_study("searched", root, seeds=[0, 1], budget={"num_samples": 4}))

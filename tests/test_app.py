@@ -9,6 +9,7 @@ import streamlit as st
 from conftest import synthetic_spec_dict
 from streamlit.testing.v1 import AppTest
 
+from study.engine.lineage import RunContext
 from study.engine.spec import lineage_spec_from_dict
 from study.lake.files import round_path, write_lineage
 from study.lake.recorder import run_to_lake
@@ -179,7 +180,7 @@ def test_new_rounds_show_up_without_a_restart(lake, tmp_path, monkeypatch):
     at.switch_page(PAGES["data"]).run()
     assert len(at.dataframe[0].value) == 16
     run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(strategy="imp", seed=2, rounds=1)), root,
-                study="compare", threads=1)
+                study="compare", context=RunContext(threads=1))
     at.run()
     assert len(at.dataframe[0].value) == 18
 
@@ -217,7 +218,7 @@ def test_sequence_models_page_perplexity_parse_f1_baselines_and_trees(lake, monk
 def test_sequence_page_only_appears_with_sequence_results(tmp_path, monkeypatch):
     from conftest import synthetic_spec_dict
 
-    run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(rounds=1)), tmp_path, study="vision", threads=1)
+    run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(rounds=1)), tmp_path, study="vision", context=RunContext(threads=1))
     at = app(tmp_path, monkeypatch)
     with pytest.raises(ValueError):
         at.switch_page(PAGES["sequences"]).run()

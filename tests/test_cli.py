@@ -56,7 +56,7 @@ def test_plan_and_empty_results(tmp_path, capsys):
 
 
 def test_every_ready_spec_validates_and_plans():
-    from study.engine.lineage import plan_lineage
+    from study.engine.plan import plan_lineage
 
     specs = sorted(p for p in (ROOT / "search_spaces").rglob("*.yaml") if "studies" not in p.parts)
     assert len(specs) >= 9

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from study.engine.lineage import plan_lineage, run_lineage
+from study.engine.lineage import LineageHooks, RunContext, run_lineage
+from study.engine.plan import plan_lineage
 
 
 def run_capturing(spec, **kw):
@@ -12,7 +13,7 @@ def run_capturing(spec, **kw):
         resets.setdefault(round_, ({n: m.clone() for n, m in mask.items()},
                                    {k: v.detach().clone() for k, v in model.state_dict().items()}))
 
-    results = run_lineage(spec, on_reset=on_reset, threads=1, **kw)
+    results = run_lineage(spec, hooks=LineageHooks(on_reset=on_reset), context=RunContext(threads=1), **kw)
     return results, resets
 
 
@@ -37,7 +38,7 @@ def test_imp_masks_are_nested_and_survivors_equal_theta_k(make_spec, tmp_path):
 def test_per_layer_sparsity_is_exact_and_reported(make_spec):
     spec = make_spec(rounds=2)
     plan = plan_lineage(spec)
-    results = run_lineage(spec, threads=1)
+    results = run_lineage(spec, context=RunContext(threads=1))
     for i, r in enumerate(results):
         for name, pct in r.layer_remaining_pct.items():
             assert pct == pytest.approx(100.0 * plan.counts[i][name] / plan.counts[0][name])
@@ -70,8 +71,8 @@ def test_random_reinit_keeps_the_mask_but_not_the_init(make_spec):
 
 
 def test_oneshot_reaches_the_target_in_one_round(make_spec):
-    imp = run_lineage(make_spec(rounds=3), threads=1)
-    one = run_lineage(make_spec(rounds=3, strategy="oneshot"), threads=1)
+    imp = run_lineage(make_spec(rounds=3), context=RunContext(threads=1))
+    one = run_lineage(make_spec(rounds=3, strategy="oneshot"), context=RunContext(threads=1))
     assert [r.round for r in one] == [0, 1]
     assert one[1].remaining_pct == pytest.approx(imp[3].remaining_pct)
     assert one[1].layer_remaining_pct == imp[3].layer_remaining_pct
@@ -99,7 +100,7 @@ def test_finetune_runs_at_the_final_learning_rate(make_spec, monkeypatch):
 
     monkeypatch.setattr(lineage_mod, "train", spy)
     run_lineage(make_spec(rounds=1, strategy="finetune",
-                          train={"schedule": "step", "milestones": [30], "gamma": 0.1}), threads=1)
+                          train={"schedule": "step", "milestones": [30], "gamma": 0.1}), context=RunContext(threads=1))
     assert seen == [pytest.approx(1e-4)]
 
 
@@ -122,7 +123,7 @@ def test_global_scope_imp_and_target_remaining(make_spec):
     spec = make_spec(rounds=None, target_remaining=40, prune={"scope": "global", "rate": 0.3})
     plan = plan_lineage(spec)
     assert plan.remaining_pct(len(plan.rounds) - 1) <= 40 < plan.remaining_pct(len(plan.rounds) - 2)
-    results = run_lineage(spec, threads=1)
+    results = run_lineage(spec, context=RunContext(threads=1))
     assert results[-1].remaining_pct <= 40
     assert results[1].prune_rate == pytest.approx(0.3, abs=1e-5)
 
@@ -131,7 +132,7 @@ def test_conv_models_prune_by_kind(make_spec):
     spec = make_spec(model="conv2", dataset="synthetic_cifar", rounds=1, chance_margin=0.0,  # 10 iterations: near chance
                      train={"iterations": 10, "eval_every": 5, "batch_size": 16},
                      data={"validation_size": 100, "synthetic_size": 300})
-    results = run_lineage(spec, threads=1)
+    results = run_lineage(spec, context=RunContext(threads=1))
     pct = results[1].layer_remaining_pct
     assert pct["conv.0.weight"] == pytest.approx(100 * (1728 - 173) / 1728)  # 10% of 1728, rounded
     assert pct["fc1.weight"] == pytest.approx(80.0, abs=0.01)

@@ -2,19 +2,20 @@
 independent construction: θ_k replayed with the plain loop, pruning-at-init scores computed
 by the scoring functions (themselves checked by hand in test_pruning_at_init_scores.py) on θ0,
 and the random mask drawn from the generator its documented seed names."""
-import copy
 
 import pytest
 import torch
 from conftest import synthetic_spec_dict
 
 from study.engine.data import load_task
-from study.engine.lineage import derive_seed, plan_lineage, run_lineage
+from study.engine.lineage import LineageHooks, RunContext, run_lineage
 from study.engine.models import build_model
+from study.engine.plan import plan_lineage
 from study.engine.pruning import dense_mask, keep_top, random_scores
 from study.engine.pruning_at_init import grasp_scores, snip_scores, synflow_mask
+from study.engine.seeding import derive_seed
 from study.engine.spec import lineage_spec_from_dict
-from study.engine.train import train
+from study.engine.train import CaptureWeights, train
 
 
 def capture(spec):
@@ -24,7 +25,7 @@ def capture(spec):
         resets.setdefault(round_, ({n: m.clone() for n, m in mask.items()},
                                    {k: v.detach().clone() for k, v in model.state_dict().items()}))
 
-    results = run_lineage(spec, on_reset=on_reset, threads=1)
+    results = run_lineage(spec, hooks=LineageHooks(on_reset=on_reset), context=RunContext(threads=1))
     return results, resets
 
 
@@ -40,8 +41,9 @@ def test_rewinding_strategies_restart_from_theta_k_at_iteration_k(strategy):
     spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2, strategy=strategy, rewind_iteration=20))
     results, resets = capture(spec)
     model, task = fresh(spec, resets[0][1])
-    seen = {}
-    train(model, task, spec.train, capture_at=20, on_capture=lambda m: seen.setdefault("k", copy.deepcopy(m.state_dict())))
+    theta_k = CaptureWeights(20)
+    train(model, task, spec.train, callbacks=[theta_k])
+    seen = {"k": theta_k.state}
     for r in results[1:]:
         mask, start = resets[r.round]
         for name, m in mask.items():

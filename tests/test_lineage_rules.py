@@ -1,13 +1,17 @@
 """The lineage's small rules, without training anything: pruning groups and their rates, how long
 each round trains, and when a dense round is degenerate. Expected values are written out by hand."""
-import dataclasses
 from types import SimpleNamespace
 
+import pytest
 from conftest import synthetic_spec_dict
 
-from study.engine.lineage import _groups, degenerate_reason, round_length
+from study.engine.lineage import degenerate_reason
 from study.engine.models.slots import Slot
+from study.engine.plan import pruning_groups as _groups
+from study.engine.plan import round_length
 from study.engine.spec import lineage_spec_from_dict
+from study.engine.strategies import STRATEGIES
+from study.errors import SpecError
 
 SLOTS = {"fc1.weight": Slot("fc1.weight", None, "fc"), "fc2.weight": Slot("fc2.weight", None, "fc"),
          "fc3.weight": Slot("fc3.weight", None, "output")}
@@ -40,9 +44,52 @@ def test_global_groups_pool_everything_or_split_off_the_output_layer():
 def test_round_length_per_strategy():
     imp = spec(rewind_iteration=10)  # train.iterations is 60
     assert round_length(imp, 0) == 60 and round_length(imp, 1) == 50 and round_length(imp, 3) == 50
-    assert round_length(dataclasses.replace(imp, strategy="lr_rewind"), 2) == 50
-    assert round_length(dataclasses.replace(imp, strategy="finetune"), 2) == 60
-    assert round_length(spec(strategy="snip"), 1) == 60  # k = 0
+    assert round_length(imp.replace(strategy="lr_rewind"), 2) == 50
+    assert round_length(imp.replace(strategy="random_reinit"), 2) == 50
+    assert round_length(spec(strategy="finetune"), 2) == 60  # fine-tuning never rewinds: k = 0
+    assert round_length(spec(strategy="snip"), 1) == 60
+
+
+# DESIGN §4, written out by hand: what a pruning round's survivors restart from, on which
+# learning rate, where its mask comes from, and what each strategy refuses.
+RESETS = {"imp": "theta_k", "lr_rewind": "trained", "finetune": "trained", "random_reinit": "fresh",
+          "random_prune": "theta_k", "oneshot": "theta_k", "snip": "theta0", "grasp": "theta0", "synflow": "theta0"}
+REFUSED = {"finetune": {"rewind_iteration": 10}, "snip": {"rewind_iteration": 10}, "grasp": {"rewind_iteration": 10},
+           "synflow": {"rewind_iteration": 10}, "oneshot": {"rounds": 0},
+           "random_prune": {"prune": {"scope": "global", "rate": 0.2}}}
+
+
+def test_every_strategy_restarts_from_the_weights_design_names():
+    state = SimpleNamespace(theta0={"w": "theta0"}, theta_k={"w": "theta_k"}, trained={"w": "trained"})
+    assert set(STRATEGIES) == set(RESETS)
+    for name, expected in RESETS.items():
+        s = spec(strategy=name, rewind_iteration=0 if name in ("finetune", "snip", "grasp", "synflow") else 10)
+        start = STRATEGIES[name].reset.start(s, state, lambda: {"w": "fresh"})
+        assert start.weights == {"w": expected}, name
+        assert start.iteration == s.rewind_iteration, name
+        if name == "finetune":  # the schedule's last rate throughout: step schedule 1e-3 -> 1e-4 at 30
+            s = spec(strategy=name, train={"schedule": "step", "milestones": [30], "gamma": 0.1})
+            lr_fn = STRATEGIES[name].reset.start(s, state, dict).lr_fn
+            assert [lr_fn(0), lr_fn(59)] == [pytest.approx(1e-4)] * 2
+        else:
+            assert start.lr_fn is None, name  # the spec's own schedule from iteration k
+
+
+def test_only_oneshot_is_one_shot_and_only_random_reinit_trains_an_imp_track():
+    assert [n for n, s in STRATEGIES.items() if s.one_shot] == ["oneshot"]
+    assert [n for n, s in STRATEGIES.items() if s.imp_track] == ["random_reinit"]
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_each_strategy_refuses_the_specs_it_cannot_run(name):
+    with pytest.raises(SpecError, match=f"strategy {name} "):
+        spec(strategy=name, **REFUSED[name])
+    for other in set(STRATEGIES) - {name}:  # the same setting is fine for a strategy that has no such rule
+        if REFUSED.get(other) != REFUSED[name]:
+            try:
+                spec(strategy=other, **REFUSED[name])
+            except SpecError as e:
+                assert f"strategy {other} " in str(e) or "rewind" not in str(e), (other, e)
 
 
 def dense(val, chance):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from study.search.objectives import (
+from study.analysis.objectives import (
     RoundPoint,
     accuracy_at,
     auc,

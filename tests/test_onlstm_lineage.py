@@ -3,8 +3,9 @@ master-gate exemption, a tied embedding masked once, and the sequence metrics in
 import pytest
 import torch
 
-from study.engine.lineage import plan_lineage, run_lineage
+from study.engine.lineage import LineageHooks, RunContext, run_lineage
 from study.engine.optim import LeanAdam
+from study.engine.plan import plan_lineage
 from study.engine.spec import lineage_spec_from_dict
 from study.errors import SpecError
 
@@ -30,7 +31,7 @@ def test_every_strategy_runs_on_onlstm_with_sequence_metrics(strategy):
     spec = lm_spec(strategy=strategy, rewind_iteration=5 if strategy in ("imp", "lr_rewind") else 0,
                    prune={**scope, "rate": None} if scope else {})
     plan = plan_lineage(spec)
-    results = run_lineage(spec, threads=1)
+    results = run_lineage(spec, context=RunContext(threads=1))
     assert [r.round for r in results] == plan.rounds
     last = results[-1]
     assert last.remaining_pct == pytest.approx(plan.remaining_pct(len(plan.rounds) - 1))
@@ -40,10 +41,10 @@ def test_every_strategy_runs_on_onlstm_with_sequence_metrics(strategy):
 
 
 def test_master_gate_exemption_and_per_group_budgets():
-    exempt = run_lineage(lm_spec(prune={"exempt": ["ih_master", "hh_master"]}), threads=1)
+    exempt = run_lineage(lm_spec(prune={"exempt": ["ih_master", "hh_master"]}), context=RunContext(threads=1))
     assert exempt[-1].group_remaining_pct["ih_master"] == 100.0 and exempt[-1].group_remaining_pct["hh_master"] == 100.0
     budgets = run_lineage(lm_spec(prune={"scope": "layerwise", "rate": None, "rates": {
-        "embedding": 0.1, "ih_gates": 0.2, "hh_gates": 0.2, "ih_master": 0.5, "hh_master": 0.5}}), threads=1)
+        "embedding": 0.1, "ih_gates": 0.2, "hh_gates": 0.2, "ih_master": 0.5, "hh_master": 0.5}}), context=RunContext(threads=1))
     g = budgets[1].group_remaining_pct
     assert g["ih_master"] == pytest.approx(50.0, abs=0.5) and g["hh_gates"] == pytest.approx(80.0, abs=0.1)
     assert g["embedding"] == pytest.approx(90.0, abs=0.1)
@@ -58,20 +59,20 @@ def test_tied_embedding_is_masked_once_and_stays_tied():
         seen[round_] = (model.decoder.weight is model.encoder.weight, set(mask), mask["encoder.weight"].clone(),
                         model.encoder.weight.detach().clone())
 
-    run_lineage(lm_spec(), threads=1, on_reset=on_reset)
+    run_lineage(lm_spec(), context=RunContext(threads=1), hooks=LineageHooks(on_reset=on_reset))
     tied, names, mask, weight = seen[2]
     assert tied and "decoder.weight" not in names
     assert 0 < int(mask.sum()) < mask.numel() and torch.count_nonzero(weight[~mask]) == 0
 
 
 def test_recurrent_lineages_repeat_exactly_with_dropout():
-    a = run_lineage(lm_spec(), threads=1)
-    b = run_lineage(lm_spec(), threads=1)
+    a = run_lineage(lm_spec(), context=RunContext(threads=1))
+    b = run_lineage(lm_spec(), context=RunContext(threads=1))
     assert [(r.test_perplexity, r.parse_f1) for r in a] == [(r.test_perplexity, r.parse_f1) for r in b]
 
 
 def test_lstm_baseline_has_no_distances_and_classifiers_report_accuracy_by_length():
-    lstm = run_lineage(lm_spec(model="lstm_lm", rounds=1), threads=1)
+    lstm = run_lineage(lm_spec(model="lstm_lm", rounds=1), context=RunContext(threads=1))
     assert lstm[0].parse_f1 is None and lstm[0].parse_baselines is not None
     assert "ih_master" not in lstm[1].group_remaining_pct
     logic = run_lineage(lineage_spec_from_dict({
@@ -79,7 +80,7 @@ def test_lstm_baseline_has_no_distances_and_classifiers_report_accuracy_by_lengt
         "model_args": {
             "embedding": 16, "hidden": 32, "layers": 2, "chunk_size": 4},
         "train": {"lr": 3e-3, "batch_size": 32, "iterations": 20, "eval_every": 10},
-        "data": {"synthetic_size": 300, "validation_size": 120}}), threads=1)
+        "data": {"synthetic_size": 300, "validation_size": 120}}), context=RunContext(threads=1))
     assert set(logic[1].accuracy_by_length) == {str(k) for k in range(1, 13)}
     assert set(logic[1].parse_f1) == {"layer1", "layer2"} and "fc" in logic[1].group_remaining_pct
 
@@ -102,7 +103,7 @@ def test_sequence_rows_land_in_the_lake(tmp_path):
     from study.lake.reader import duckdb_rounds_sql, read_rounds
     from study.lake.recorder import run_to_lake
 
-    run_to_lake(lm_spec(rounds=1), tmp_path, study="seq", threads=1)
+    run_to_lake(lm_spec(rounds=1), tmp_path, study="seq", context=RunContext(threads=1))
     rows = read_rounds(tmp_path).table.to_pylist()
     assert rows[1]["test_perplexity"] > 1 and dict(rows[1]["parse_f1"]).keys() == {"layer1", "layer2"}
     assert rows[1]["parse_examples_json"].startswith("[")
@@ -120,10 +121,10 @@ def test_ptb_format_text_language_model(tmp_path):
         "model": "onlstm_lm", "dataset": "text", "rounds": 1, "model_args": dict(TINY), "chance_margin": None,
         "train": {"lr": 3e-3, "batch_size": 16, "iterations": 20, "eval_every": 10},
         "prune": {"scope": "global", "rate": 0.3}, "data": {"root": str(tmp_path)}})
-    results = run_lineage(spec, threads=1)
+    results = run_lineage(spec, context=RunContext(threads=1))
     assert results[1].test_perplexity > 1 and results[1].parse_f1 is None, "no gold trees in plain text"
     with pytest.raises(SpecError, match="needs data.root"):
         plan_lineage(lineage_spec_from_dict({**spec.to_dict(), "data": {}}))
     (tmp_path / "valid.txt").unlink()
     with pytest.raises(SpecError, match="valid.txt is missing"):
-        run_lineage(spec, threads=1)
+        run_lineage(spec, context=RunContext(threads=1))

@@ -5,6 +5,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from study.engine.lineage import RunContext
 from study.lake.compact import compact
 from study.lake.files import round_path, write_round
 from study.lake.reader import duckdb_rounds_sql, read_lineages, read_rounds
@@ -23,7 +24,7 @@ def lake(tmp_path_factory):
     for strategy in ("imp", "random_reinit"):
         for seed in (0, 1):
             spec = lineage_spec_from_dict(synthetic_spec_dict(strategy=strategy, seed=seed, rounds=2))
-            run_to_lake(spec, root, study="demo", threads=1)
+            run_to_lake(spec, root, study="demo", context=RunContext(threads=1))
     return root
 
 

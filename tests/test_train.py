@@ -5,10 +5,12 @@ import torch
 
 from study.engine.data import load_task
 from study.engine.data.classification import ClassificationTask
+from study.engine.failures import TrainingDiverged
+from study.engine.lineage import RunContext
 from study.engine.models import build_model, prunable_layers
 from study.engine.optim import LeanAdam
 from study.engine.spec import DataSpec, TrainSpec
-from study.engine.train import TrainingDiverged, lr_at, train
+from study.engine.train import CaptureWeights, lr_at, train
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +105,13 @@ def test_rewound_training_starts_at_k_with_the_schedule_from_k(task):
 
 def test_capture_sees_weights_after_k_iterations(task):
     spec = TrainSpec(lr=1e-3, iterations=30, eval_every=10)
-    captured = {}
-    a = fresh(task)
-    train(a, task, spec, capture_at=12, on_capture=lambda m: captured.update(
-        {k: v.clone() for k, v in m.state_dict().items()}))
+    a, at_12, at_0 = fresh(task), CaptureWeights(12), CaptureWeights(0)
+    untouched = {k: v.clone() for k, v in a.state_dict().items()}
+    train(a, task, spec, callbacks=[at_12, at_0])
     b = fresh(task)
     train(b, task, spec, end=12)
-    assert all(torch.equal(captured[k], v) for k, v in b.state_dict().items())
+    assert all(torch.equal(at_12.state[k], v) for k, v in b.state_dict().items())
+    assert all(torch.equal(at_0.state[k], v) for k, v in untouched.items())  # k = 0: the weights before any step
 
 
 def test_lean_adam_matches_torch_fused_adam_bit_for_bit():
@@ -142,7 +144,7 @@ def test_thread_count_is_settable_per_run(task):
 
     before = torch.get_num_threads()
     try:
-        run_lineage(lineage_spec_from_dict(synthetic_spec_dict(rounds=0)), threads=1)
+        run_lineage(lineage_spec_from_dict(synthetic_spec_dict(rounds=0)), context=RunContext(threads=1))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

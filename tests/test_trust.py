@@ -1,6 +1,5 @@
 """Results you can trust: lineage identity, a reader that never merges or loses lineages,
 failure semantics, and the reset rules and masking checked against independent computations."""
-import copy
 import dataclasses
 import hashlib
 import json
@@ -14,9 +13,9 @@ import yaml
 from conftest import synthetic_spec_dict
 
 from study.engine.data import load_task
-from study.engine.lineage import iter_lineage, run_lineage
+from study.engine.lineage import Lineage, LineageHooks, RunContext, run_lineage
 from study.engine.spec import LineageSpec, TrainSpec, lineage_spec_from_dict
-from study.engine.train import train
+from study.engine.train import CaptureWeights, TrainCallback, train
 from study.lake.files import to_table, write_atomic, write_round
 from study.lake.reader import read_rounds
 from study.lake.schema import ROUNDS_SCHEMA
@@ -84,12 +83,12 @@ def _with_new_train_field(spec: LineageSpec, **value) -> LineageSpec:
 
 def test_a_new_defaulted_field_keeps_ids_and_resumes_old_checkpoints(tmp_path):
     old = lineage_spec_from_dict(synthetic_spec_dict(rounds=2))
-    lineage = iter_lineage(old, workdir=tmp_path, threads=1)
+    lineage = Lineage(old, workdir=tmp_path, context=RunContext(threads=1))
     first = next(lineage)  # round 0 done and checkpointed by the spec that lacks the field
     new = _with_new_train_field(old)
     assert new.config_hash() == old.config_hash() and new.lineage_id() == old.lineage_id()
     assert _with_new_train_field(old, label_smoothing=0.1).config_hash() != old.config_hash()
-    resumed = iter_lineage(new, workdir=tmp_path, threads=1)
+    resumed = Lineage(new, workdir=tmp_path, context=RunContext(threads=1))
     assert [r.round for r in resumed.previous] == [0] and resumed.previous[0] == first
     assert [r.round for r in resumed] == [1, 2]
 
@@ -204,7 +203,7 @@ def _capture(spec):
         resets.setdefault(round_, ({n: m.clone() for n, m in mask.items()},
                                    {k: v.detach().clone() for k, v in model.state_dict().items()}))
 
-    run_lineage(spec, on_reset=on_reset, threads=1)
+    run_lineage(spec, hooks=LineageHooks(on_reset=on_reset), context=RunContext(threads=1))
     return resets
 
 
@@ -215,11 +214,10 @@ def _replay_dense(spec, theta0):
     task = load_task(spec.dataset, spec.data, batch_size=spec.train.batch_size, seed=spec.seed)
     model = build_model(spec.model, task.input_shape, task.num_classes, 0)
     model.load_state_dict(theta0)
-    seen = {}
     torch.manual_seed(0)
-    train(model, task, spec.train, capture_at=spec.rewind_iteration,
-          on_capture=lambda m: seen.setdefault("k", copy.deepcopy(m.state_dict())))
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}, seen["k"]
+    theta_k = CaptureWeights(spec.rewind_iteration)
+    train(model, task, spec.train, callbacks=[theta_k])
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, theta_k.state
 
 
 @pytest.mark.parametrize("strategy", ["imp", "lr_rewind"])
@@ -257,15 +255,16 @@ def test_pruned_weights_get_zero_gradients_at_every_step(make_spec, optimizer):
     mask = {n: torch.rand(p.shape, generator=g) > 0.5 for n, p in model.named_parameters() if n.endswith("weight")}
     steps = []
 
-    def check(it, m):
-        for name, keep in mask.items():
-            p = dict(m.named_parameters())[name]
-            assert torch.count_nonzero(p.grad[~keep]) == 0, (it, name, "gradient")
-            assert torch.count_nonzero(p[~keep]) == 0, (it, name, "weight")
-            assert torch.count_nonzero(p.grad[keep]) > 0
-        steps.append(it)
+    class StepCheck(TrainCallback):
+        def on_step(self, it, m):
+            for name, keep in mask.items():
+                p = dict(m.named_parameters())[name]
+                assert torch.count_nonzero(p.grad[~keep]) == 0, (it, name, "gradient")
+                assert torch.count_nonzero(p[~keep]) == 0, (it, name, "weight")
+                assert torch.count_nonzero(p.grad[keep]) > 0
+            steps.append(it)
 
-    train(model, task, spec.train, mask=mask, on_step=check)
+    train(model, task, spec.train, mask=mask, callbacks=[StepCheck()])
     assert steps == list(range(spec.train.iterations))
 
 

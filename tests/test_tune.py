@@ -12,8 +12,8 @@ import ray
 import yaml
 from conftest import kill_once_and_rerun, loopback_cluster, synthetic_spec_dict
 
+from study.analysis.objectives import pareto_front
 from study.lake.reader import duckdb_rounds_sql, read_lineages, read_rounds
-from study.search.objectives import pareto_front
 from study.search.study_spec import load_study_spec
 from study.search.tune import FAULT_ENV, run_study
 
@@ -277,7 +277,7 @@ def test_failed_trials_are_filed_fail_and_can_never_be_best(tmp_path):
     assert "trials that failed" in proc.stdout and "degenerate" in proc.stdout
     status = {r["config_json"].count("1000000.0") > 0: r["status"] for r in raw_rows(tmp_path / "lake", "lineages")}
     assert status == {True: "degenerate", False: "finished"}
-    from study.lake.summary import summarize
+    from study.analysis.summary import summarize
 
     (row,) = summarize(tmp_path / "lake", "lrs")[0]
     assert "1 degenerate" in row["lineages"] and row["rounds"] == 2, "the failed lineage's rows are left out"

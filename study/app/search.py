@@ -9,23 +9,15 @@ import warnings
 import optuna
 import pandas as pd
 
-from study.app.lake import Lake
-from study.lake.schema import FAILED_STATUSES
-from study.search.objectives import (
+from study.analysis.objectives import (
     RoundPoint,
     objective_metrics,
     pareto_front,
     reported_test,
 )
-
-
-def _get(cfg: dict, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+from study.app.lake import Lake
+from study.lake.schema import FAILED_STATUSES
+from study.search.paths import get_path
 
 
 def study_info(lake: Lake, name: str) -> dict | None:
@@ -48,9 +40,9 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
         cfg = json.loads(group["config_json"].iloc[0])
         params = {}
         for pname, pspec in info["search"].items():
-            active = all(_get(cfg, k) in allowed for k, allowed in (pspec.get("when") or {}).items())
+            active = all(get_path(cfg, k) in allowed for k, allowed in (pspec.get("when") or {}).items())
             if active:
-                params[pname] = _get(cfg, pname)
+                params[pname] = get_path(cfg, pname)
         r = rounds[rounds["trial_id"].isin(group["trial_id"])]
         per_round = r.groupby("round").agg(remaining_pct=("remaining_pct", "mean"), val_acc=("val_acc", "mean"),
                                            test_acc=("test_acc", "mean"),
@@ -68,7 +60,7 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
         rows.append({"optuna trial": int(number), **params, **metrics, "seeds": len(group),
                      "rounds done": len(complete), "status": status})
     trials = pd.DataFrame(rows)
-    if not trials.empty and info["objective"] == "pareto":
+    if not trials.empty and len(info["metrics"]) > 1:  # multi-objective: mark the Pareto front
         done = trials.dropna(subset=info["metrics"])
         front = pareto_front([tuple(v) for v in done[info["metrics"]].to_numpy()], info["modes"])
         trials["pareto"] = trials.index.isin(done.index[front])

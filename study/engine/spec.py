@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from study.engine.data import DATASETS
+from study.engine.models import MODELS
+from study.engine.strategies import STRATEGIES
 from study.errors import SpecError
 from study.typed_yaml import build, choice, load_yaml
 
-STRATEGIES = (
-    "imp", "lr_rewind", "finetune", "random_reinit", "random_prune", "oneshot",
-    "snip", "grasp", "synflow",
-)
-PRUNING_AT_INIT = ("snip", "grasp", "synflow")
 SCOPES = ("layerwise", "global")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step", "warmup")
@@ -146,17 +144,14 @@ class LineageSpec:
     chance_margin: float | None = 0.02  # the dense round must beat chance on validation by this much (null: no check)
 
     def validate(self) -> None:
-        from study.engine.data import DATASET_INPUTS, DATASETS
-        from study.engine.models import MODELS
-
         choice("model", self.model, tuple(MODELS))
         choice("dataset", self.dataset, tuple(DATASETS))
-        choice("strategy", self.strategy, STRATEGIES)
+        choice("strategy", self.strategy, tuple(STRATEGIES))
         info = MODELS[self.model]
-        if DATASET_INPUTS[self.dataset] != info.inputs:
-            fits = ", ".join(d for d, kind in DATASET_INPUTS.items() if kind == info.inputs)
+        if DATASETS[self.dataset].inputs != info.inputs:
+            fits = ", ".join(name for name, d in DATASETS.items() if d.inputs == info.inputs)
             raise SpecError(f"model {self.model} takes {info.inputs} data but dataset {self.dataset} is "
-                            f"{DATASET_INPUTS[self.dataset]} data; use one of these datasets: {fits}")
+                            f"{DATASETS[self.dataset].inputs} data; use one of these datasets: {fits}")
         for arg, value in self.model_args.items():
             if arg not in info.model_args:
                 allowed = ", ".join(info.model_args) or "none"
@@ -195,14 +190,7 @@ class LineageSpec:
             raise SpecError(
                 f"rewind_iteration {self.rewind_iteration} is outside the round (0 <= k < train.iterations = {self.train.iterations}); lower it"
             )
-        if self.strategy == "random_prune" and self.prune.scope != "layerwise":
-            raise SpecError("strategy random_prune keeps per-layer sparsity and needs prune.scope: layerwise")
-        if self.strategy in PRUNING_AT_INIT and self.rewind_iteration:
-            raise SpecError(f"strategy {self.strategy} prunes at init and resets to θ0; set rewind_iteration: 0")
-        if self.strategy == "finetune" and self.rewind_iteration:
-            raise SpecError("strategy finetune keeps the trained weights and does not rewind; set rewind_iteration: 0 (or use lr_rewind)")
-        if self.strategy == "oneshot" and self.rounds == 0:
-            raise SpecError("strategy oneshot needs rounds >= 1 (the iterative round count whose sparsity it jumps to)")
+        STRATEGIES[self.strategy].check(self)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -211,8 +199,6 @@ class LineageSpec:
         """What identifies the lineage (OpenLTH's rule): model, dataset, strategy and seed, plus
         every setting that differs from its default. A new field with a default therefore keeps
         every existing id, lake row and checkpoint valid. Where the data lives is not part of it."""
-        from study.engine.models import MODELS
-
         d = _non_default(self)
         d.update(model=self.model, dataset=self.dataset, strategy=self.strategy, seed=self.seed)
         # a value equal to the model's own default is no change either (and 0 is 0.0)

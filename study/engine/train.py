@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from study.engine.failures import TrainingDiverged
 from study.engine.optim import LeanAdam, TorchOptimizer
-from study.engine.spec import TrainSpec
+
+if TYPE_CHECKING:
+    from study.engine.spec import TrainSpec
 
 
 class Task(Protocol):
@@ -26,16 +29,6 @@ class Task(Protocol):
     def loss(self, model: nn.Module, x: Any, y: Tensor, temperature: float = 1.0) -> Tensor: ...
     def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]: ...
     def chance_accuracy(self) -> float: ...
-
-
-class LineageFailure(RuntimeError):
-    """A lineage that ran but whose result must never count (its `status` goes to the lake)."""
-    status = "failed"
-
-
-class TrainingDiverged(LineageFailure):
-    """The loss became NaN or infinite; results of earlier rounds are kept."""
-    status = "diverged"
 
 
 @dataclass(frozen=True)
@@ -55,7 +48,6 @@ class TrainResult:
     final: EvalPoint
     iterations: int
     wall_seconds: float
-    best_state: dict[str, Tensor] | None = None  # weights at the early-stop point (keep_best=True)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -88,6 +80,70 @@ def make_optimizer(params: list[Tensor], spec: TrainSpec, lr: float) -> LeanAdam
                                           weight_decay=spec.weight_decay, foreach=True))
 
 
+class TrainCallback:
+    """A hook into the training loop (override the events you need). Iterations are global:
+    a round rewound to k starts at k."""
+
+    def on_start(self, iteration: int, model: nn.Module) -> None:
+        """Before the first step; the weights after `iteration` iterations."""
+
+    def on_step(self, iteration: int, model: nn.Module) -> None:
+        """After the optimizer step of `iteration` (0-based): the weights after iteration + 1
+        iterations, and their gradients."""
+
+    def on_eval(self, point: EvalPoint, model: nn.Module) -> None:
+        """After each evaluation (at the start, every eval_every iterations and at the end)."""
+
+
+class CaptureWeights(TrainCallback):
+    """Keeps a copy of the weights after `at` iterations (θ_k for rewinding)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.state: dict[str, Tensor] | None = None
+
+    def _capture(self, model: nn.Module) -> None:
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def on_start(self, iteration: int, model: nn.Module) -> None:
+        if iteration == self.at:
+            self._capture(model)
+
+    def on_step(self, iteration: int, model: nn.Module) -> None:
+        if iteration + 1 == self.at:
+            self._capture(model)
+
+
+class KeepBest(TrainCallback):
+    """Keeps a copy of the weights at the minimum validation loss (the early-stop point)."""
+
+    def __init__(self) -> None:
+        self.loss = float("inf")
+        self.state: dict[str, Tensor] | None = None
+
+    def on_eval(self, point: EvalPoint, model: nn.Module) -> None:
+        if point.val_loss < self.loss:
+            self.loss = point.val_loss
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class ReportProgress(TrainCallback):
+    """Tells `report(n)` the n iterations done since its last call, at every evaluation."""
+
+    def __init__(self, report: Callable[[int], None]) -> None:
+        self.report = report
+        self.reported: int | None = None
+
+    def on_eval(self, point: EvalPoint, model: nn.Module) -> None:
+        if self.reported is not None and point.iteration > self.reported:
+            self.report(point.iteration - self.reported)
+        self.reported = point.iteration
+
+
+def _overrides(callback: TrainCallback, event: str) -> bool:
+    return getattr(type(callback), event) is not getattr(TrainCallback, event)
+
+
 def train(
     model: nn.Module,
     task: Task,
@@ -97,19 +153,12 @@ def train(
     start: int = 0,
     end: int | None = None,
     lr_fn: Callable[[int], float] | None = None,
-    capture_at: int | None = None,
-    on_capture: Callable[[nn.Module], None] | None = None,
-    progress: Callable[[int], None] | None = None,
-    keep_best: bool = False,
-    on_step: Callable[[int, nn.Module], None] | None = None,
+    callbacks: Sequence[TrainCallback] = (),
 ) -> TrainResult:
     """Train `model` from global iteration `start` to `end` (default: spec.iterations).
 
     The learning rate at each iteration is `lr_fn(iteration)` (default: the spec's schedule).
-    `on_capture(model)` is called with the weights after `capture_at` iterations.
-    `progress(n)` is told every n iterations done. With `keep_best`, the weights at the minimum
-    validation loss are kept in the result. `on_step(iteration, model)` sees the model (and its
-    gradients) after each optimizer step.
+    `callbacks` see the weights at the start, after every step and at every evaluation.
     """
     end = spec.iterations if end is None else end
     lr_fn = lr_fn or (lambda it: lr_at(spec, it))
@@ -120,6 +169,8 @@ def train(
     if masked:
         with torch.no_grad():
             torch._foreach_mul_(mask_weights, mask_values)
+    step_hooks = [cb.on_step for cb in callbacks if _overrides(cb, "on_step")]
+    eval_hooks = [cb.on_eval for cb in callbacks if _overrides(cb, "on_eval")]
 
     current_lr = lr_fn(start)
     optimizer = make_optimizer(list(params.values()), spec, current_lr)
@@ -127,7 +178,6 @@ def train(
     loss_sum = torch.zeros((), device=device)
     loss_count = 0
     curve: list[EvalPoint] = []
-    best: dict[str, Any] = {"loss": float("inf"), "state": None}
     t0 = time.perf_counter()
     model.train()
 
@@ -140,16 +190,16 @@ def train(
             )
         val_loss, val_acc = task.evaluate(model, "val")
         test_loss, test_acc = task.evaluate(model, "test")
-        curve.append(EvalPoint(iteration, train_loss, val_loss, val_acc, test_loss, test_acc))
-        if keep_best and val_loss < best["loss"]:
-            best.update(loss=val_loss, state={k: v.detach().clone() for k, v in model.state_dict().items()})
+        point = EvalPoint(iteration, train_loss, val_loss, val_acc, test_loss, test_acc)
+        curve.append(point)
+        for hook in eval_hooks:
+            hook(point, model)
         loss_sum = torch.zeros((), device=device)
         loss_count = 0
 
-    if capture_at == start and on_capture:
-        on_capture(model)
+    for cb in callbacks:
+        cb.on_start(start, model)
     evaluate(start)
-    done_since_report = 0
     for it in range(start, end):
         lr = lr_fn(it)
         if lr != current_lr:
@@ -165,17 +215,12 @@ def train(
         if masked:
             with torch.no_grad():
                 torch._foreach_mul_(mask_weights, mask_values)
-        if on_step:
-            on_step(it, model)
+        for step_hook in step_hooks:
+            step_hook(it, model)
         loss_sum += loss.detach()
         loss_count += 1
         done = it + 1
-        if capture_at == done and on_capture:
-            on_capture(model)
         if (done - start) % spec.eval_every == 0 or done == end:
             evaluate(done)
-            if progress:
-                progress(done - start - done_since_report)
-                done_since_report = done - start
     early = min(curve, key=lambda p: (p.val_loss, p.iteration))
-    return TrainResult(tuple(curve), early, curve[-1], end - start, time.perf_counter() - t0, best["state"])
+    return TrainResult(tuple(curve), early, curve[-1], end - start, time.perf_counter() - t0)

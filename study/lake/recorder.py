@@ -7,20 +7,22 @@ writable, the trial id does not already hold another lineage (or `fresh` superse
 data, model and checkpoint are loaded."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pyarrow.parquet as pq
 
 from study.engine.checkpoint import CHECKPOINT_FILE, CheckpointMismatch
-from study.engine.lineage import LineageIds, RoundResult, iter_lineage
+from study.engine.failures import LineageFailure
+from study.engine.lineage import Lineage, LineageHooks, RunContext
+from study.engine.rows import LineageIds, RoundResult
 from study.engine.spec import LineageSpec
-from study.engine.train import LineageFailure, resolve_device
 from study.errors import SpecError
 from study.lake.files import (
     check_name,
@@ -29,7 +31,7 @@ from study.lake.files import (
     write_lineage,
     write_round,
 )
-from study.lake.schema import LINEAGES_SCHEMA
+from study.lake.schema import LINEAGES_SCHEMA, LineageRow, RoundRow
 from study.version import code_version
 
 
@@ -95,12 +97,10 @@ class LakeLineage:
         study: str = "adhoc",
         trial_id: str | None = None,
         workdir: str | Path | None = None,
-        device: str | None = None,
-        threads: int | None = None,
+        context: RunContext = RunContext(),
         optuna_trial_number: int | None = None,
         node_id: str | None = None,
         on_round: Callable[[RoundResult], None] | None = None,
-        on_progress: Callable[[int], None] | None = None,
         fresh: bool = False,
     ) -> None:
         if not str(root).strip():
@@ -127,8 +127,8 @@ class LakeLineage:
                             f"not this spec's {spec.lineage_id()}; pass another --trial, or --fresh to supersede "
                             f"it (its files are kept under {Path(root) / '_superseded'})")
         try:
-            self.rounds = iter_lineage(spec, self._record, ids=LineageIds(study, trial_id), workdir=self.workdir,
-                                       device=device, threads=threads, on_progress=on_progress, resume=not fresh)
+            self.rounds = Lineage(spec, ids=LineageIds(study, trial_id), workdir=self.workdir, context=context,
+                                  hooks=LineageHooks(on_round=self._record), resume=not fresh)
         except CheckpointMismatch:
             raise SpecError(f"the checkpoint of trial {trial_id} belongs to another config; pass another "
                             f"--trial, or --fresh to start this spec over") from None
@@ -142,13 +142,13 @@ class LakeLineage:
                 os.replace(ckpt, dest / CHECKPOINT_FILE)
         else:
             started = self._started_at(study, trial_id) or started
-        self.base = {
-            "study": study, "strategy": spec.strategy, "trial_id": trial_id, "lineage_id": spec.lineage_id(),
-            "config_hash": spec.config_hash(), "model": spec.model, "dataset": spec.dataset, "seed": spec.seed,
-            "rounds_planned": self.rounds.plan.rounds[-1], "config_json": json.dumps(spec.to_dict(), sort_keys=True),
-            "optuna_trial_number": optuna_trial_number, "node_id": node_id, "device": str(resolve_device(device)),
-            "code_version": code_version(), "started_at": started,
-        }
+        self.row = LineageRow(
+            study=study, strategy=spec.strategy, trial_id=trial_id, lineage_id=spec.lineage_id(),
+            config_hash=spec.config_hash(), model=spec.model, dataset=spec.dataset, seed=spec.seed,
+            rounds_planned=self.rounds.plan.rounds[-1], config_json=json.dumps(spec.to_dict(), sort_keys=True),
+            optuna_trial_number=optuna_trial_number, node_id=node_id, device=str(self.rounds.device),
+            code_version=code_version(), started_at=started,
+        )
         self.previous = self.rounds.previous
         self.done = self.previous[-1].round + 1 if self.previous else 0
         self.status("running")
@@ -164,11 +164,11 @@ class LakeLineage:
 
     def status(self, state: str, error: str | None = None) -> None:
         self.state = state
-        write_lineage(self.root, {**self.base, "status": state, "error": error, "rounds_done": self.done,
-                                  "updated_at": now()})
+        row = dataclasses.replace(self.row, status=state, error=error, rounds_done=self.done, updated_at=now())
+        write_lineage(self.root, dataclasses.asdict(row))
 
     def _record(self, result: RoundResult) -> None:
-        write_round(self.root, {**result.as_row(), "written_at": now()})
+        write_round(self.root, dataclasses.asdict(RoundRow(**result.as_row(), written_at=now())))
         self.done = result.round + 1
         self.status("running")
         if self.on_round:
@@ -191,7 +191,7 @@ class LakeLineage:
             raise
 
 
-def run_to_lake(spec: LineageSpec, root: str | Path, **kwargs) -> list[RoundResult]:
+def run_to_lake(spec: LineageSpec, root: str | Path, **kwargs: Any) -> list[RoundResult]:
     """Run (or resume) a lineage into the lake; returns all its rounds."""
     lineage = LakeLineage(spec, root, **kwargs)
     return list(lineage.previous) + list(lineage)

@@ -1,140 +1,98 @@
-"""The lake's three tables and their canonical pyarrow schemas. The schema evolves only by adding
-nullable columns."""
+"""The lake's three tables, each derived from one dataclass: the rounds table from the engine's
+`RoundResult` (plus when the lake wrote the row), the lineages table from `LineageRow` and the
+studies table from `StudyRow`. A column is added in one place, as a field (nullable unless it is a
+key); the schema evolves only by adding nullable columns.
+
+Python types map to Arrow types: str -> string, int -> int64, float -> float64, bool -> bool,
+datetime -> timestamp[us, UTC], list[T] -> list<T>, dict[str, float] -> map<string, float64>;
+fields marked `category` are dictionary-encoded (the type hive partition values get), and a
+field's `doc` is stored in the Parquet schema's field metadata."""
 from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
+from study.engine.rows import LineageColumns, RoundResult, doc, key
+
 SCHEMA_VERSION = "1"
+_CATEGORY = pa.dictionary(pa.int32(), pa.string())
+_SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
+            dt.datetime: pa.timestamp("us", tz="UTC")}
 
 
-
-_CAT = pa.dictionary(pa.int32(), pa.string())
-
-
-
-_F64_MAP = pa.map_(pa.string(), pa.float64())
+@dataclass(frozen=True)
+class RoundRow(RoundResult):
+    written_at: dt.datetime | None = field(default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)"))
 
 
-
-_TS = pa.timestamp("us", tz="UTC")
-
-
-
-ROUND_FIELDS = [
-    pa.field("study", _CAT, nullable=False),
-    pa.field("strategy", _CAT, nullable=False),
-    pa.field("trial_id", pa.string(), nullable=False),
-    pa.field("lineage_id", pa.string(), nullable=False),
-    pa.field("config_hash", pa.string(), nullable=False),
-    pa.field("model", pa.string()),
-    pa.field("dataset", pa.string()),
-    pa.field("seed", pa.int64()),
-    pa.field("round", pa.int64(), nullable=False),
-    pa.field("remaining_pct", pa.float64()),
-    pa.field("layer_remaining_pct", _F64_MAP),
-    pa.field("scope", pa.string()),
-    pa.field("prune_rate", pa.float64()),
-    pa.field("lr", pa.float64()),
-    pa.field("rewind_iteration", pa.int64()),
-    pa.field("early_stop_iteration", pa.int64()),
-    # selection data: the validation split (5,000 held-out training examples) at the early-stop iteration
-    pa.field("val_acc", pa.float64()),
-    pa.field("val_loss", pa.float64()),
-    # reporting data: the test split at the same iteration, never used to choose anything
-    pa.field("test_acc", pa.float64()),
-    pa.field("test_loss", pa.float64()),
-    pa.field("final_val_acc", pa.float64()),
-    pa.field("final_test_acc", pa.float64()),
-    pa.field("final_train_loss", pa.float64()),
-    pa.field("iterations", pa.int64()),
-    pa.field("wall_seconds", pa.float64()),
-    pa.field("device", pa.string()),
-    pa.field("code_version", pa.string()),
-    pa.field("written_at", _TS),
-    pa.field("curve_iteration", pa.list_(pa.int64())),
-    pa.field("curve_train_loss", pa.list_(pa.float64())),
-    pa.field("curve_val_loss", pa.list_(pa.float64())),
-    pa.field("curve_val_acc", pa.list_(pa.float64())),
-    pa.field("curve_test_acc", pa.list_(pa.float64())),
-    # Only some models have these (sequence models): nullable.
-    pa.field("val_perplexity", pa.float64()),
-    pa.field("test_perplexity", pa.float64()),
-    pa.field("parse_f1", _F64_MAP),
-    pa.field("parse_baselines", _F64_MAP),
-    pa.field("group_remaining_pct", _F64_MAP),
-    pa.field("accuracy_by_length", _F64_MAP),
-    pa.field("parse_examples_json", pa.string()),
-    pa.field("chance_val_acc", pa.float64()),  # majority-class accuracy on validation (degenerate check)
-]
+@dataclass(frozen=True)
+class LineageRow(LineageColumns):
+    status: str | None = field(default=None, metadata=doc("running, finished, stopped, failed, diverged or degenerate"))
+    error: str | None = field(default=None, metadata=doc("why a lineage failed or stopped (one line)"))
+    rounds_planned: int | None = field(default=None, metadata=doc("the last round the lineage will run"))
+    rounds_done: int | None = None
+    config_json: str | None = field(default=None, metadata=doc("the full lineage spec"))
+    optuna_trial_number: int | None = None
+    node_id: str | None = None
+    device: str | None = None
+    code_version: str | None = None
+    started_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = field(default=None, metadata=doc("when the status was written (the latest copy wins)"))
 
 
-
-LINEAGE_FIELDS = [
-    pa.field("study", _CAT, nullable=False),
-    pa.field("strategy", _CAT, nullable=False),
-    pa.field("trial_id", pa.string(), nullable=False),
-    pa.field("lineage_id", pa.string(), nullable=False),
-    pa.field("config_hash", pa.string(), nullable=False),
-    pa.field("model", pa.string()),
-    pa.field("dataset", pa.string()),
-    pa.field("seed", pa.int64()),
-    pa.field("status", pa.string()),
-    pa.field("error", pa.string()),
-    pa.field("rounds_planned", pa.int64()),
-    pa.field("rounds_done", pa.int64()),
-    pa.field("config_json", pa.string()),
-    pa.field("optuna_trial_number", pa.int64()),
-    pa.field("node_id", pa.string()),
-    pa.field("device", pa.string()),
-    pa.field("code_version", pa.string()),
-    pa.field("started_at", _TS),
-    pa.field("updated_at", _TS),
-]
+@dataclass(frozen=True)
+class StudyRow:
+    study: str = field(metadata=key("the study", category=True))
+    objective: str | None = None
+    metrics: list[str] | None = None
+    modes: list[str] | None = None
+    search_json: str | None = field(default=None, metadata=doc("the searched parameters"))
+    spec_json: str | None = field(default=None, metadata=doc("the whole study spec (its identity is checked on re-runs)"))
+    code_version: str | None = None
+    written_at: dt.datetime | None = None
 
 
+def arrow_type(tp: Any) -> pa.DataType:
+    """The Arrow type of a field's Python type (Optional[T] as T: nullability is separate)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"a lake column has one type, not {tp}")
+        return arrow_type(inner[0])
+    if origin is list:
+        return pa.list_(arrow_type(args[0]))
+    if origin is dict:
+        return pa.map_(arrow_type(args[0]), arrow_type(args[1]))
+    if tp in _SCALARS:
+        return _SCALARS[tp]
+    raise TypeError(f"no lake column type for {tp}; use str, int, float, bool, datetime, list or dict of them")
 
-STUDY_FIELDS = [
-    pa.field("study", _CAT, nullable=False),
-    pa.field("objective", pa.string()),
-    pa.field("metrics", pa.list_(pa.string())),
-    pa.field("modes", pa.list_(pa.string())),
-    pa.field("search_json", pa.string()),
-    pa.field("spec_json", pa.string()),
-    pa.field("code_version", pa.string()),
-    pa.field("written_at", _TS),
-]
 
-
-
-def _schema(fields: list[pa.Field], table: str) -> pa.Schema:
+def schema_of(cls: type, table: str) -> pa.Schema:
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for f in dataclasses.fields(cls):
+        doc = f.metadata.get("doc")
+        fields.append(pa.field(f.name, _CATEGORY if f.metadata.get("category") else arrow_type(hints[f.name]),
+                               nullable=not f.metadata.get("key"),
+                               metadata={b"doc": doc.encode()} if doc else None))
     return pa.schema(fields, metadata={b"study.schema_version": SCHEMA_VERSION.encode(),
                                        b"study.table": table.encode()})
 
 
-
-ROUNDS_SCHEMA = _schema(ROUND_FIELDS, "rounds")
-
-
-
-LINEAGES_SCHEMA = _schema(LINEAGE_FIELDS, "lineages")
-
-
-
-STUDIES_SCHEMA = _schema(STUDY_FIELDS, "studies")
-
-
-
+ROUNDS_SCHEMA = schema_of(RoundRow, "rounds")
+LINEAGES_SCHEMA = schema_of(LineageRow, "lineages")
+STUDIES_SCHEMA = schema_of(StudyRow, "studies")
 STATUSES = ("running", "finished", "stopped", "failed", "diverged", "degenerate")
-
-
-
 FAILED_STATUSES = ("failed", "diverged", "degenerate")  # can never be a study's best
-
-
-
-ROUND_KEYS = ["study", "trial_id", "lineage_id", "round"]  # one row per lineage-round; never merged across lineages
-
-
-
+# one row per key (a retried round, a compacted copy: the latest written wins); never merged
+# across lineages, and strategy and config_hash follow from the lineage id
+ROUND_KEYS = ["study", "trial_id", "lineage_id", "round"]
 LINEAGE_KEYS = ["study", "trial_id", "lineage_id"]
-

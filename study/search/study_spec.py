@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from study.analysis.objectives import OBJECTIVES
 from study.engine.spec import LineageSpec, lineage_spec_from_dict
 from study.errors import SpecError
+from study.search.paths import missing_part, set_path
 from study.typed_yaml import build, choice, load_yaml
 
 PARAM_TYPES = ("float", "log_float", "int", "categorical")
-OBJECTIVES = ("sparsest_within", "accuracy_at", "auc", "pareto")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
+MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "tpe", "random")
 SCHEDULERS = ("asha",)
-REWINDING = ("imp", "lr_rewind", "random_reinit", "random_prune", "oneshot")
 MAX_GRID = 10_000
 
 
@@ -89,23 +90,25 @@ class ObjectiveSpec:
     target_remaining: float | None = None
 
     def validate(self, sampler: str) -> None:
-        choice("objective.name", self.name, OBJECTIVES)
+        choice("objective.name", self.name, tuple(OBJECTIVES))
         if not 0 <= self.tolerance < 1:
             raise SpecError(f"objective.tolerance is a fraction of accuracy in [0, 1), got {self.tolerance}")
-        if self.name == "accuracy_at" and not (self.target_remaining and 0 < self.target_remaining < 100):
-            raise SpecError("objective accuracy_at needs target_remaining, a percentage in (0, 100)")
-        if self.name == "pareto" and sampler not in ("nsga2", "tpe", "random"):
-            raise SpecError(f"objective pareto is multi-objective; use sampler nsga2 or tpe, not {sampler}")
+        if OBJECTIVES[self.name].needs_target and not (self.target_remaining and 0 < self.target_remaining < 100):
+            raise SpecError(f"objective {self.name} needs target_remaining, a percentage in (0, 100)")
+        if OBJECTIVES[self.name].multi and sampler not in MULTI_OBJECTIVE_SAMPLERS:
+            raise SpecError(f"objective {self.name} is multi-objective; use sampler nsga2 or tpe, not {sampler}")
 
     @property
     def metrics(self) -> list[str]:
-        return ["pareto_val_acc", "pareto_remaining_pct"] if self.name == "pareto" else [f"objective_{self.name}"]
+        return list(OBJECTIVES[self.name].metrics)
 
     @property
     def modes(self) -> list[str]:
-        if self.name == "pareto":
-            return ["max", "min"]
-        return ["min" if self.name == "sparsest_within" else "max"]
+        return list(OBJECTIVES[self.name].modes)
+
+    @property
+    def multi(self) -> bool:
+        return OBJECTIVES[self.name].multi
 
 
 @dataclass(frozen=True)
@@ -203,8 +206,9 @@ class StudySpec:
         self.resources.validate()
         if self.scheduler is not None:
             self.scheduler.validate()
-            if self.objective.name == "pareto":
-                raise SpecError("a scheduler stops trials early on one metric; remove it for the multi-objective pareto objective")
+            if self.objective.multi:
+                raise SpecError(f"a scheduler stops trials early on one metric; remove it for the multi-objective "
+                                f"{self.objective.name} objective")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise SpecError(f"seeds must be a non-empty list of distinct integers, got {list(self.seeds)}")
         if self.sampler_seed is not None and not 0 <= self.sampler_seed < 2**32:
@@ -224,7 +228,10 @@ class StudySpec:
             self.lineage_spec({}, seed, where=f"seeds: {seed}")
         for name, param in self.search.items():
             param.validate(name)
-            _lookup(base.to_dict(), name)
+            missing = missing_part(base.to_dict(), name)
+            if missing:
+                raise SpecError(f"search.{name}: the lineage spec has no '{missing}'; "
+                                f"searchable names look like train.lr, prune.rates.fc, rewind_iteration, strategy")
             for other, allowed in param.when.items():
                 if other not in self.search and other not in ("strategy",):
                     raise SpecError(f"search.{name}.when names '{other}', which is not a searched parameter")
@@ -254,7 +261,7 @@ class StudySpec:
         """The base lineage with searched values applied (dotted paths: train.lr, prune.rates.fc)."""
         raw = copy.deepcopy(self.base)
         for name, value in params.items():
-            _assign(raw, name, value)
+            set_path(raw, name, value)
         if seed is not None:
             raw["seed"] = seed
         try:
@@ -264,25 +271,6 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _lookup(raw: dict, dotted: str) -> None:
-    node: Any = raw
-    parts = dotted.split(".")
-    for i, part in enumerate(parts):
-        if isinstance(node, dict) and (part in node or (i == len(parts) - 1 and parts[i - 1] == "rates")):
-            node = node.get(part)
-            continue
-        raise SpecError(f"search.{dotted}: the lineage spec has no '{'.'.join(parts[: i + 1])}'; "
-                        f"searchable names look like train.lr, prune.rates.fc, rewind_iteration, strategy")
-
-
-def _assign(raw: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = raw
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
 
 
 def load_study_spec(path: str | Path) -> StudySpec:

@@ -5,6 +5,7 @@ lineage state (θ_k and mask included). The lineage engine does the work; this o
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+import pyarrow.parquet as pq
 import ray
 from ray import tune
 from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig
@@ -22,19 +24,21 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
-from study.engine.checkpoint import CHECKPOINT_FILE, checkpoint_round
-from study.engine.train import LineageFailure
-from study.errors import SpecError
-from study.lake.files import trial_files, write_study
-from study.lake.reader import read_lineages, read_rounds, read_studies
-from study.lake.recorder import LakeLineage, default_workdir
-from study.lake.schema import FAILED_STATUSES
-from study.search.objectives import (
+from study.analysis.objectives import (
     RoundPoint,
     objective_metrics,
     pareto_front,
     reported_test,
 )
+from study.engine.checkpoint import CHECKPOINT_FILE, checkpoint_round
+from study.engine.failures import LineageFailure
+from study.engine.lineage import RunContext
+from study.errors import SpecError
+from study.lake.files import trial_files, write_lineage, write_study
+from study.lake.reader import read_lineages, read_rounds, read_studies
+from study.lake.recorder import LakeLineage, default_workdir
+from study.lake.schema import FAILED_STATUSES, LINEAGES_SCHEMA, LineageRow, StudyRow
+from study.search.paths import get_path
 from study.search.preflight import check_fits, check_storage
 from study.search.study_spec import StudySpec
 from study.version import code_version
@@ -77,7 +81,7 @@ class DefineByRunSpace:
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, p in self.search.items():
-            if any(values.get(k, self.base.get(k)) not in allowed for k, allowed in p.when.items()):
+            if any(values.get(k, get_path(self.base, k)) not in allowed for k, allowed in p.when.items()):
                 continue
             if p.type == "categorical":
                 values[name] = trial.suggest_categorical(name, list(p.choices))
@@ -115,7 +119,7 @@ def _maybe_inject_fault(trial_id: str, round_: int, lineages: list[LakeLineage])
     if round_ == int(at) and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
         written = {path.name: os.stat(path).st_mtime_ns for lin in lineages
-                   for path in trial_files(lin.root, lin.base["study"], lin.base["trial_id"]) if "rounds" in path.parts}
+                   for path in trial_files(lin.root, lin.row.study, lin.row.trial_id) if "rounds" in path.parts}
         marker.write_text(json.dumps(written))
         raise RuntimeError(f"injected fault in trial {trial_id} at round {round_} ({FAULT_ENV})")
 
@@ -125,8 +129,7 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     params = {k: v for k, v in config.items() if k in study.search}
-    threads = max(1, int(study.resources.cpu))
-    device = "cuda" if study.resources.gpu > 0 else "cpu"
+    context = RunContext(device="cuda" if study.resources.gpu > 0 else "cpu", threads=max(1, int(study.resources.cpu)))
     workdir = Path(tempfile.mkdtemp(prefix=f"study-{trial_id}-"))
     # Each lineage checkpoints into the lake after every round (shared storage, like its rows);
     # Tune's checkpoint carries copies. A restored experiment may hand back an older Tune
@@ -142,8 +145,8 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
         node_id = ray.get_runtime_context().get_node_id()
         lineages = [
             LakeLineage(study.lineage_spec(params, seed), study.storage.results, study=study.name,
-                        trial_id=f"{trial_id}-s{seed}", workdir=durable[seed], device=device,
-                        threads=threads, optuna_trial_number=config.get("optuna_trial_number"), node_id=node_id)
+                        trial_id=f"{trial_id}-s{seed}", workdir=durable[seed], context=context,
+                        optuna_trial_number=config.get("optuna_trial_number"), node_id=node_id)
             for seed in study.seeds
         ]
         points = [_mean_point(rs) for rs in zip(*(lin.previous for lin in lineages))]
@@ -265,22 +268,16 @@ class LakeFinalizer(tune.Callback):
         self.close(trial.trial_id, "stopped")
 
     def close(self, trial_id: str, status: str) -> int:
-        import datetime as dt
-
-        import pyarrow.parquet as pq
-
-        from study.lake.files import write_lineage
-        from study.lake.schema import LINEAGES_SCHEMA
-
         closed = 0
         base = Path(self.root) / "lineages" / f"study={self.study}"
         for path in base.glob(f"strategy=*/{trial_id}-s*.parquet"):
-            row = pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0]
-            if row["status"] == "running":
-                row.update(status=status, updated_at=dt.datetime.now(dt.timezone.utc),
-                           error=f"Tune stopped trial {trial_id} after round {row['rounds_done'] - 1} "
-                                 f"(its scheduler, the time budget or a stall)")
-                write_lineage(self.root, row)
+            row = LineageRow(**pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0])
+            if row.status == "running":
+                done = row.rounds_done or 0
+                row = dataclasses.replace(row, status=status, updated_at=dt.datetime.now(dt.timezone.utc),
+                                          error=f"Tune stopped trial {trial_id} after round {done - 1} "
+                                                f"(its scheduler, the time budget or a stall)")
+                write_lineage(self.root, dataclasses.asdict(row))
                 closed += 1
         return closed
 
@@ -377,15 +374,11 @@ def _check_same_study(study: StudySpec) -> None:
 
 def _record_study(study: StudySpec) -> None:
     """The search space and objective, in the lake, so readers need nothing but Parquet."""
-    import datetime as dt
-    import json
-
-    write_study(study.storage.results, {
-        "study": study.name, "objective": study.objective.name, "metrics": study.objective.metrics,
-        "modes": study.objective.modes, "search_json": json.dumps(dataclasses.asdict(study)["search"], sort_keys=True),
-        "spec_json": json.dumps(study.to_dict(), sort_keys=True, default=str), "code_version": code_version(),
-        "written_at": dt.datetime.now(dt.timezone.utc),
-    })
+    row = StudyRow(study=study.name, objective=study.objective.name, metrics=study.objective.metrics,
+                   modes=study.objective.modes, search_json=json.dumps(dataclasses.asdict(study)["search"], sort_keys=True),
+                   spec_json=json.dumps(study.to_dict(), sort_keys=True, default=str), code_version=code_version(),
+                   written_at=dt.datetime.now(dt.timezone.utc))
+    write_study(study.storage.results, dataclasses.asdict(row))
 
 
 def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:

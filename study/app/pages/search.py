@@ -45,7 +45,7 @@ if why:
 else:
     st.altair_chart(importance_chart(imp), width="stretch")
 
-if info["objective"] == "pareto" and "pareto" in trials:
+if len(metrics) > 1 and "pareto" in trials:
     st.altair_chart(pareto_chart(trials.dropna(subset=metrics), metrics[1], metrics[0]), width="stretch")
     st.subheader("Pareto set")
     st.dataframe(trials[trials["pareto"]], hide_index=True, width="stretch")

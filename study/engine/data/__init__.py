@@ -1,77 +1,38 @@
-"""Datasets by name; `load_task` turns a spec's dataset into an in-memory task on a device."""
+"""Datasets by name (`DATASETS`, like `MODELS`): each entry says what kind of data it is (matched
+against a model's `inputs`), its signature (input shape, classes, model keyword arguments) without
+loading anything, and how to load it into an in-memory task on a device. Adding a dataset is one
+entry here (and its loader)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from study.engine.data import sequences as seq
 from study.engine.data.classification import ClassificationTask
+from study.engine.data.sequence_tasks import (
+    LanguageModelTask,
+    SequenceClassificationTask,
+    Vocabulary,
+)
 from study.engine.data.vision import SOURCES, load_raw, synthetic_raw
-from study.engine.spec import DataSpec
 from study.errors import SpecError
 
-SYNTHETIC_SHAPES = {"synthetic": (1, 28, 28), "synthetic_cifar": (3, 32, 32)}
-SEQUENCE_DATASETS = ("pcfg", "logical_inference", "listops", "text")
-DATASETS = (*SOURCES, *SYNTHETIC_SHAPES, *SEQUENCE_DATASETS)
-# the kind of data each dataset is, matched against a model's `inputs`
-DATASET_INPUTS = {**{name: "image" for name in (*SOURCES, *SYNTHETIC_SHAPES)}, "pcfg": "text", "text": "text",
-                  "logical_inference": "sequence", "listops": "sequence"}
+if TYPE_CHECKING:
+    from study.engine.spec import DataSpec
+    from study.engine.train import Task
+
+Signature = tuple[tuple[int, ...], int, dict[str, Any]]  # input shape, number of classes, model kwargs
 LOGIC_TRAIN_OPS, LOGIC_TEST_OPS = 6, 12
 
 
-def sequence_vocabulary(name: str, spec: DataSpec):
-    from study.engine.data import sequences as seq
-    from study.engine.data.sequence_tasks import Vocabulary
-
-    if name == "pcfg":
-        return Vocabulary([w for words in seq.LEXICON.values() for w in words] + ["that"])
-    if name == "logical_inference":
-        return Vocabulary(list(seq.VARIABLES) + ["and", "or", "not", "(", ")"])
-    if name == "listops":
-        return Vocabulary(list(seq.LISTOPS) + [str(d) for d in range(10)] + ["]"])
-    if not spec.root:
-        raise SpecError("dataset text needs data.root: a folder with train.txt, valid.txt and test.txt (PTB format)")
-    return Vocabulary([t for s in seq.read_text_corpus(spec.root)["train"] for t in s.tokens])
-
-
-def dataset_signature(name: str, spec: DataSpec) -> tuple[tuple[int, ...], int, dict]:
-    """(input shape, number of classes, model keyword arguments) without loading the data."""
-    if name in SEQUENCE_DATASETS:
-        vocab = len(sequence_vocabulary(name, spec))
-        if name == "logical_inference":
-            from study.engine.data.sequences import RELATIONS
-            return (vocab,), len(RELATIONS), {"pair": True}
-        return (vocab,), (10 if name == "listops" else vocab), {}
-    shape = SYNTHETIC_SHAPES[name] if name in SYNTHETIC_SHAPES else SOURCES[name].input_shape
-    return shape, 10, {}
-
-
-def load_sequence_task(name: str, spec: DataSpec, *, batch_size: int, seed: int, device):
-    from study.engine.data import sequences as seq
-    from study.engine.data.sequence_tasks import (
-        LanguageModelTask,
-        SequenceClassificationTask,
-    )
-
-    vocab = sequence_vocabulary(name, spec)
-    n, m, base = spec.synthetic_size, spec.validation_size, 1000 * spec.split_seed
-    if name in ("pcfg", "text"):
-        if name == "pcfg":
-            parts = (seq.pcfg_corpus(n, base + 1), seq.pcfg_corpus(m, base + 2), seq.pcfg_corpus(m, base + 3))
-        else:
-            corpus = seq.read_text_corpus(spec.root)
-            parts = (corpus["train"], corpus["val"], corpus["test"])
-        _check_batch(batch_size, len(parts[0]), name)
-        return LanguageModelTask(*parts, vocab=vocab, batch_size=batch_size, seed=seed, device=torch.device(device))
-    _check_batch(batch_size, n, name)
-    if name == "listops":
-        parts = [[(s, v) for s, v in seq.listops(k, base + i)] for i, k in enumerate((n, m, m), 1)]
-        return SequenceClassificationTask(*parts, labels=[str(d) for d in range(10)], vocab=vocab,
-                                          batch_size=batch_size, seed=seed, device=torch.device(device))
-    as_tuples = lambda examples: [(ex.left, ex.right, ex.label) for ex in examples]  # noqa: E731
-    parts = [as_tuples(seq.logical_inference(k, base + i, LOGIC_TRAIN_OPS)) for i, k in enumerate((n, m, m), 1)]
-    by_ops = {k: as_tuples(seq.logical_inference(max(m // LOGIC_TEST_OPS, 50), base + 10 + k, LOGIC_TEST_OPS, exact_ops=k))
-              for k in range(1, LOGIC_TEST_OPS + 1)}
-    return SequenceClassificationTask(*parts, labels=list(seq.RELATIONS), vocab=vocab, batch_size=batch_size,
-                                      seed=seed, device=torch.device(device), test_by_length=by_ops)
+@dataclass(frozen=True)
+class Dataset:
+    inputs: str                                           # image, text (language modelling) or sequence
+    signature: Callable[[DataSpec], Signature]
+    load: Callable[[DataSpec, int, int, torch.device], Task]  # (data spec, batch size, seed, device)
 
 
 def _check_batch(batch_size: int, train_size: int, name: str) -> None:
@@ -80,24 +41,11 @@ def _check_batch(batch_size: int, train_size: int, name: str) -> None:
                         f"lower train.batch_size or grow the training split")
 
 
-def load_task(name: str, spec: DataSpec, *, batch_size: int, seed: int,
-              device: torch.device | str = "cpu") -> ClassificationTask:
-    """Load `name`, hold out `spec.validation_size` training examples (seeded by split_seed),
-    normalise with the dataset's channel statistics and move everything to `device` once.
-    Sequence datasets are generated (seeded by split_seed) or read, and batched by their task."""
-    if name in SEQUENCE_DATASETS:
-        return load_sequence_task(name, spec, batch_size=batch_size, seed=seed, device=device)
-    if name in SYNTHETIC_SHAPES:
-        shape = SYNTHETIC_SHAPES[name]
-        train_x, train_y, test_x, test_y = synthetic_raw(shape, spec.synthetic_size, spec.split_seed)
-        mean = std = None
-        augment_default = False
-    elif name in SOURCES:
-        train_x, train_y, test_x, test_y = load_raw(name, spec)
-        mean, std = SOURCES[name].mean, SOURCES[name].std
-        augment_default = SOURCES[name].augment
-    else:
-        raise SpecError(f"dataset: unknown '{name}'; choose one of {', '.join(DATASETS)}")
+def _images(name: str, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+            spec: DataSpec, batch_size: int, seed: int, device: torch.device, mean: tuple[float, ...] | None,
+            std: tuple[float, ...] | None, augment: bool) -> ClassificationTask:
+    """Hold out `spec.validation_size` training examples (seeded by split_seed), normalise with the
+    channel statistics (None: to mean 0.5, std 0.25) and move everything to `device` once."""
     n = len(train_x)
     if spec.validation_size >= n:
         raise SpecError(f"data.validation_size {spec.validation_size} leaves no training data ({name} has {n} training examples); lower it")
@@ -107,7 +55,7 @@ def load_task(name: str, spec: DataSpec, *, batch_size: int, seed: int,
 
     def norm(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device=device, dtype=torch.float32).div_(255)
-        if mean is None:
+        if mean is None or std is None:
             return x.sub_(0.5).div_(0.25)
         c = x.shape[1]
         return x.sub_(torch.tensor(mean, device=device).view(1, c, 1, 1)).div_(torch.tensor(std, device=device).view(1, c, 1, 1))
@@ -120,6 +68,114 @@ def load_task(name: str, spec: DataSpec, *, batch_size: int, seed: int,
         test_x=norm(test_x), test_y=test_y.to(device),
         num_classes=int(max(train_y.max(), test_y.max())) + 1,
         batch_size=batch_size, seed=seed,
-        augment=augment_default if spec.augment is None else spec.augment,
+        augment=augment if spec.augment is None else spec.augment,
         pad_value=pad_value,
     )
+
+
+def _vision(name: str, spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> ClassificationTask:
+    source = SOURCES[name]
+    return _images(name, *load_raw(name, spec), spec, batch_size, seed, device, source.mean, source.std, source.augment)
+
+
+def _synthetic(name: str, shape: tuple[int, int, int], spec: DataSpec, batch_size: int, seed: int,
+               device: torch.device) -> ClassificationTask:
+    return _images(name, *synthetic_raw(shape, spec.synthetic_size, spec.split_seed), spec, batch_size, seed, device,
+                   None, None, False)
+
+
+def _pcfg_vocabulary(spec: DataSpec) -> Vocabulary:
+    return Vocabulary([w for words in seq.LEXICON.values() for w in words] + ["that"])
+
+
+def _logic_vocabulary(spec: DataSpec) -> Vocabulary:
+    return Vocabulary(list(seq.VARIABLES) + ["and", "or", "not", "(", ")"])
+
+
+def _listops_vocabulary(spec: DataSpec) -> Vocabulary:
+    return Vocabulary(list(seq.LISTOPS) + [str(d) for d in range(10)] + ["]"])
+
+
+def _text_corpus(spec: DataSpec) -> dict[str, list[seq.Sentence]]:
+    if not spec.root:
+        raise SpecError("dataset text needs data.root: a folder with train.txt, valid.txt and test.txt (PTB format)")
+    return seq.read_text_corpus(spec.root)
+
+
+def _text_vocabulary(spec: DataSpec) -> Vocabulary:
+    return Vocabulary([t for s in _text_corpus(spec)["train"] for t in s.tokens])
+
+
+def _language_model(name: str, vocabulary: Callable[[DataSpec], Vocabulary],
+                    parts: Callable[[DataSpec], tuple[list[seq.Sentence], ...]],
+                    spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> LanguageModelTask:
+    train, val, test = parts(spec)
+    _check_batch(batch_size, len(train), name)
+    return LanguageModelTask(train, val, test, vocab=vocabulary(spec), batch_size=batch_size, seed=seed,
+                             device=torch.device(device))
+
+
+def _pcfg_parts(spec: DataSpec) -> tuple[list[seq.Sentence], ...]:
+    n, m, base = spec.synthetic_size, spec.validation_size, 1000 * spec.split_seed
+    return seq.pcfg_corpus(n, base + 1), seq.pcfg_corpus(m, base + 2), seq.pcfg_corpus(m, base + 3)
+
+
+def _text_parts(spec: DataSpec) -> tuple[list[seq.Sentence], ...]:
+    corpus = _text_corpus(spec)
+    return corpus["train"], corpus["val"], corpus["test"]
+
+
+def _listops(spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> SequenceClassificationTask:
+    n, m, base = spec.synthetic_size, spec.validation_size, 1000 * spec.split_seed
+    _check_batch(batch_size, n, "listops")
+    parts = [[(s, v) for s, v in seq.listops(k, base + i)] for i, k in enumerate((n, m, m), 1)]
+    return SequenceClassificationTask(*parts, labels=[str(d) for d in range(10)], vocab=_listops_vocabulary(spec),
+                                      batch_size=batch_size, seed=seed, device=torch.device(device))
+
+
+def _logical_inference(spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> SequenceClassificationTask:
+    n, m, base = spec.synthetic_size, spec.validation_size, 1000 * spec.split_seed
+    _check_batch(batch_size, n, "logical_inference")
+
+    def as_tuples(examples: list[seq.PairExample]) -> list[tuple[Any, ...]]:
+        return [(ex.left, ex.right, ex.label) for ex in examples]
+
+    parts = [as_tuples(seq.logical_inference(k, base + i, LOGIC_TRAIN_OPS)) for i, k in enumerate((n, m, m), 1)]
+    by_ops = {k: as_tuples(seq.logical_inference(max(m // LOGIC_TEST_OPS, 50), base + 10 + k, LOGIC_TEST_OPS, exact_ops=k))
+              for k in range(1, LOGIC_TEST_OPS + 1)}
+    return SequenceClassificationTask(*parts, labels=list(seq.RELATIONS), vocab=_logic_vocabulary(spec),
+                                      batch_size=batch_size, seed=seed, device=torch.device(device),
+                                      test_by_length=by_ops)
+
+
+def _image_dataset(name: str) -> Dataset:
+    return Dataset("image", lambda spec: (SOURCES[name].input_shape, 10, {}), partial(_vision, name))
+
+
+def _synthetic_dataset(name: str, shape: tuple[int, int, int]) -> Dataset:
+    return Dataset("image", lambda spec: (shape, 10, {}), partial(_synthetic, name, shape))
+
+
+def _vocabulary_size(vocabulary: Callable[[DataSpec], Vocabulary]) -> Callable[[DataSpec], int]:
+    return lambda spec: len(vocabulary(spec))
+
+
+DATASETS: dict[str, Dataset] = {
+    **{name: _image_dataset(name) for name in SOURCES},
+    "synthetic": _synthetic_dataset("synthetic", (1, 28, 28)),
+    "synthetic_cifar": _synthetic_dataset("synthetic_cifar", (3, 32, 32)),
+    "pcfg": Dataset("text", lambda spec: ((len(_pcfg_vocabulary(spec)),), len(_pcfg_vocabulary(spec)), {}),
+                    partial(_language_model, "pcfg", _pcfg_vocabulary, _pcfg_parts)),
+    "text": Dataset("text", lambda spec: ((len(_text_vocabulary(spec)),), len(_text_vocabulary(spec)), {}),
+                    partial(_language_model, "text", _text_vocabulary, _text_parts)),
+    "logical_inference": Dataset("sequence", lambda spec: ((len(_logic_vocabulary(spec)),), len(seq.RELATIONS),
+                                                           {"pair": True}), _logical_inference),
+    "listops": Dataset("sequence", lambda spec: ((len(_listops_vocabulary(spec)),), 10, {}), _listops),
+}
+
+
+def load_task(name: str, spec: DataSpec, *, batch_size: int, seed: int, device: torch.device | str = "cpu") -> Task:
+    """Dataset `name` as an in-memory task on `device` (see `DATASETS`)."""
+    if name not in DATASETS:
+        raise SpecError(f"dataset: unknown '{name}'; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name].load(spec, batch_size, seed, torch.device(device))

@@ -13,12 +13,15 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from study.engine.spec import DataSpec
 from study.errors import SpecError
+
+if TYPE_CHECKING:
+    from study.engine.spec import DataSpec
 
 SYSTEM_DIRS = {"fashion_mnist": ["/usr/share/datasets/fashion-mnist"]}
 

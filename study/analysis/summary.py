@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from study.analysis.objectives import RoundPoint, selected_round
 from study.lake.reader import excluded_lineages, read_lineages, read_rounds
-from study.search.objectives import RoundPoint, selected_round
 
 _COLUMNS = pa.schema([("study", pa.string()), ("strategy", pa.string()), ("model", pa.string()),
                       ("dataset", pa.string()), ("trial_id", pa.string()), ("lineage_id", pa.string()),

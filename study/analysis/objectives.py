@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -53,28 +54,52 @@ def auc(points: list[RoundPoint], field: str = "val_acc") -> float:
     return area
 
 
+@dataclass(frozen=True)
+class Objective:
+    """A study objective: the metric(s) a trial reports (all read from validation accuracy), their
+    directions, and the round a value is read from (None: no such round yet)."""
+    name: str
+    metrics: tuple[str, ...]
+    modes: tuple[str, ...]
+    values: Callable[[list[RoundPoint], float, float | None], tuple[float, ...]]  # (points, tolerance, target)
+    selected: Callable[[list[RoundPoint], float, float | None], int | None]
+    needs_target: bool = False
+    test_summary: Callable[[list[RoundPoint]], dict[str, float]] | None = None  # reported beside it, never selected on
+
+    @property
+    def multi(self) -> bool:
+        return len(self.metrics) > 1
+
+
+def _last(points: list[RoundPoint], tolerance: float, target: float | None) -> int | None:
+    return len(points) - 1
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("sparsest_within", ("objective_sparsest_within",), ("min",),
+              lambda points, tol, target: (sparsest_within(points, tol),),
+              lambda points, tol, target: _sparsest_index(points, tol)),
+    Objective("accuracy_at", ("objective_accuracy_at",), ("max",),
+              lambda points, tol, target: (accuracy_at(points, target or 0.0),),
+              lambda points, tol, target: _at_index(points, target or 0.0), needs_target=True),
+    Objective("auc", ("objective_auc",), ("max",), lambda points, tol, target: (auc(points),), _last,
+              test_summary=lambda points: {"test_auc": auc(points, "test_acc")}),
+    Objective("pareto", ("pareto_val_acc", "pareto_remaining_pct"), ("max", "min"),
+              lambda points, tol, target: (points[-1].val_acc, points[-1].remaining_pct), _last),
+)}
+
+
 def selected_round(points: list[RoundPoint], name: str, tolerance: float,
                    target_remaining: float | None) -> int | None:
     """The index of the round an objective's value is read from (None: no such round yet)."""
-    if not points:
-        return None
-    if name == "sparsest_within":
-        return _sparsest_index(points, tolerance)
-    if name == "accuracy_at":
-        return _at_index(points, target_remaining or 0.0)
-    return len(points) - 1  # auc and pareto read the whole curve / its last round
+    return OBJECTIVES[name].selected(points, tolerance, target_remaining) if points else None
 
 
 def objective_metrics(points: list[RoundPoint], name: str, tolerance: float,
                       target_remaining: float | None) -> dict[str, float]:
     """The metric(s) a trial reports for objective `name`, from validation accuracy only."""
-    if name == "pareto":
-        return {"pareto_val_acc": points[-1].val_acc, "pareto_remaining_pct": points[-1].remaining_pct}
-    if name == "sparsest_within":
-        return {"objective_sparsest_within": sparsest_within(points, tolerance)}
-    if name == "accuracy_at":
-        return {"objective_accuracy_at": accuracy_at(points, target_remaining or 0.0)}
-    return {"objective_auc": auc(points)}
+    objective = OBJECTIVES[name]
+    return dict(zip(objective.metrics, objective.values(points, tolerance, target_remaining), strict=True))
 
 
 def reported_test(points: list[RoundPoint], name: str, tolerance: float,
@@ -86,8 +111,9 @@ def reported_test(points: list[RoundPoint], name: str, tolerance: float,
         "test_acc_at_selected": None if i is None else points[i].test_acc,
         "remaining_pct_at_selected": None if i is None else points[i].remaining_pct,
     }
-    if name == "auc" and all(p.test_acc is not None for p in points):
-        out["test_auc"] = auc(points, "test_acc")
+    summary = OBJECTIVES[name].test_summary
+    if summary and all(p.test_acc is not None for p in points):
+        out.update(summary(points))
     return out
 
 

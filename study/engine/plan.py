@@ -1,0 +1,110 @@
+"""What a spec will do before anything trains: the pruning groups, their rates, the exact number
+of weights each round keeps, and the rounds that will run."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from study.engine.data import DATASETS
+from study.engine.models import MODELS, Slot, build_model, prunable_slots
+from study.engine.pruning import planned_counts
+from study.engine.spec import MAX_ROUNDS, LineageSpec
+from study.engine.strategies import STRATEGIES
+from study.errors import SpecError
+
+
+@dataclass(frozen=True)
+class LineagePlan:
+    """What a spec will do: the pruning groups, their rates and exact per-round counts."""
+    slots: dict[str, Slot]                 # prunable slot -> (parameter, rows, kind)
+    groups: dict[str, list[str]]           # pruning group -> its slots
+    rates: dict[str, float]                # pruning group -> rate per round
+    counts: list[dict[str, int]]           # round -> group -> weights kept
+    rounds: list[int]                      # the round numbers that will run
+    total_weights: int
+
+    @property
+    def params(self) -> list[str]:
+        return list(dict.fromkeys(slot.param for slot in self.slots.values()))
+
+    def keep(self, round_: int) -> dict[str, int]:
+        return self.counts[round_]
+
+    def remaining_pct(self, round_: int) -> float:
+        exempt = self.total_weights - sum(self.counts[0].values())  # weights no group prunes
+        return 100.0 * (sum(self.counts[round_].values()) + exempt) / self.total_weights
+
+
+def pruning_groups(spec: LineageSpec, slots: dict[str, Slot]) -> tuple[dict[str, list[str]], dict[str, float]]:
+    live = {n: slot.kind for n, slot in slots.items() if slot.kind not in spec.prune.exempt}
+    if spec.prune.scope == "layerwise":
+        kind_rates = {**MODELS[spec.model].default_rates, **spec.prune.rates}
+        return {n: [n] for n in live}, {n: kind_rates[k] for n, k in live.items()}
+    assert spec.prune.rate is not None  # validated: global scope has a rate
+    pooled = [n for n, k in live.items() if not (k == "output" and spec.prune.output_rate is not None)]
+    groups, rates = {"global": pooled}, {"global": spec.prune.rate}
+    if spec.prune.output_rate is not None:
+        groups["output"] = [n for n, k in live.items() if k == "output"]
+        rates["output"] = spec.prune.output_rate
+    return groups, rates
+
+
+def construct(spec: LineageSpec, make: Callable[[], nn.Module]) -> nn.Module:
+    """`make()`, with a model that rejects its model_args turned into a one-line SpecError."""
+    try:
+        return make()
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"model {spec.model} cannot be built with model_args {spec.model_args}: {e}") from None
+
+
+def build_lineage_model(spec: LineageSpec, input_shape: tuple[int, ...], num_classes: int, seed: int,
+                        model_kwargs: dict[str, Any]) -> nn.Module:
+    """The spec's model, initialised from `seed`."""
+    return construct(spec, lambda: build_model(spec.model, input_shape, num_classes, seed, spec.init,
+                                               **model_kwargs, **spec.model_args))
+
+
+def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePlan:
+    if model is None:
+        shape, classes, kwargs = DATASETS[spec.dataset].signature(spec.data)
+        model = construct(spec, lambda: MODELS[spec.model].factory(shape, classes, **kwargs, **spec.model_args))
+    slots = prunable_slots(model)
+    params = dict(model.named_parameters())
+    sizes = {n: (params[s.param] if s.rows is None else params[s.param][s.rows]).numel() for n, s in slots.items()}
+    groups, rates = pruning_groups(spec, slots)
+    total = sum(sizes.values())
+    if spec.rounds is not None:
+        n_rounds = spec.rounds
+    else:
+        assert spec.target_remaining is not None  # validated: exactly one of rounds, target_remaining
+        n_rounds, counts = 0, planned_counts(sizes, groups, rates, 0)
+        while 100.0 * (sum(counts[-1].values()) + total - sum(counts[0].values())) / total > spec.target_remaining:
+            n_rounds += 1
+            counts = planned_counts(sizes, groups, rates, n_rounds)
+            if n_rounds > MAX_ROUNDS or counts[-1] == counts[-2]:
+                raise SpecError(f"target_remaining {spec.target_remaining}% is not reachable with these rates; raise it or the rates")
+    counts = planned_counts(sizes, groups, rates, n_rounds)
+    rounds = list(range(n_rounds + 1))
+    if STRATEGIES[spec.strategy].one_shot:
+        rounds, counts = [0, 1], [counts[0], counts[-1]]
+    return LineagePlan(slots, groups, rates, counts, rounds, total)
+
+
+def round_length(spec: LineageSpec, round_: int) -> int:
+    """Iterations a round trains: the whole schedule for the dense round, from the rewind
+    iteration k on after it (strategies that do not rewind require k = 0)."""
+    return spec.train.iterations if round_ == 0 else spec.train.iterations - spec.rewind_iteration
+
+
+def total_iterations(spec: LineageSpec, plan: LineagePlan) -> int:
+    total = sum(round_length(spec, r) for r in plan.rounds)
+    if STRATEGIES[spec.strategy].imp_track:  # the IMP track that supplies the next mask
+        total += sum(round_length(spec, r) for r in plan.rounds[1:-1])
+    return total
+
+
+def describe_plan(spec: LineageSpec, plan: LineagePlan) -> str:
+    pct = ", ".join(f"{plan.remaining_pct(i):.1f}%" for i in range(len(plan.counts)))
+    return f"{spec.strategy} {spec.model} on {spec.dataset}: rounds {plan.rounds[0]}..{plan.rounds[-1]}, remaining {pct}"

@@ -1,0 +1,79 @@
+"""What the engine reports: one `RoundResult` per lineage-round. The lake's tables are derived
+from these dataclasses (`study.lake.schema`), so a new column is one field here plus the code that
+fills it. Plain Python: nothing here imports torch or pyarrow.
+
+Field metadata the lake reads: `key` (never null: it identifies the row), `category`
+(dictionary-encoded, the type hive partition values get) and `doc` (the column's description,
+stored in the Parquet schema)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def key(doc: str, category: bool = False) -> dict[str, Any]:
+    return {"key": True, "category": category, "doc": doc}
+
+
+def doc(text: str) -> dict[str, Any]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True)
+class LineageColumns:
+    """The columns that identify a lineage, shared by the rounds and lineages tables."""
+    study: str = field(metadata=key("the study (a hive partition)", category=True))
+    strategy: str = field(metadata=key("the ticket-finding strategy (a hive partition)", category=True))
+    trial_id: str = field(metadata=key("the trial id: a Tune trial and seed, or a lineage run on its own"))
+    lineage_id: str = field(metadata=key("lin-<hash of the config>: the same config always gets the same id"))
+    config_hash: str = field(metadata=key("the hash of every setting that differs from its default"))
+    model: str
+    dataset: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class RoundResult(LineageColumns):
+    round: int = field(metadata=key("0 is the dense round"))
+    remaining_pct: float
+    layer_remaining_pct: dict[str, float]
+    scope: str
+    prune_rate: float
+    lr: float
+    rewind_iteration: int
+    early_stop_iteration: int = field(metadata=doc("the iteration of minimum validation loss (the paper's early-stopping point)"))
+    val_acc: float = field(metadata=doc("selection data: accuracy on the validation split at the early-stop iteration"))
+    val_loss: float
+    test_acc: float = field(metadata=doc("reporting data: accuracy on the test split at the same iteration; never used to choose"))
+    test_loss: float
+    final_val_acc: float
+    final_test_acc: float
+    final_train_loss: float | None
+    iterations: int
+    wall_seconds: float
+    device: str
+    code_version: str
+    curve_iteration: list[int]
+    curve_train_loss: list[float | None]
+    curve_val_loss: list[float]
+    curve_val_acc: list[float]
+    curve_test_acc: list[float]
+    group_remaining_pct: dict[str, float] | None = None
+    # sequence models only
+    val_perplexity: float | None = None
+    test_perplexity: float | None = None
+    parse_f1: dict[str, float] | None = None
+    parse_baselines: dict[str, float] | None = None
+    accuracy_by_length: dict[str, float] | None = None
+    parse_examples_json: str | None = None
+    chance_val_acc: float | None = field(default=None, metadata=doc("majority-class accuracy on validation (the degenerate-lineage check)"))
+
+    def as_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class LineageIds:
+    study: str = "adhoc"
+    trial_id: str | None = None
