@@ -33,7 +33,7 @@ def check_lean_adam(dev: torch.device) -> None:
         for ps in (a, b):
             (x @ ps[0].t() + ps[1]).tanh().pow(2).sum().backward()
         oa.step(), ob.step(), oa.zero_grad(), ob.zero_grad()
-    assert all(torch.equal(p, q) for p, q in zip(a, b)), "LeanAdam differs from fused Adam on CUDA"
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True)), "LeanAdam differs from fused Adam on CUDA"
     print("LeanAdam == torch.optim.Adam(fused=True) on CUDA after 25 steps: bit-identical")
 
 

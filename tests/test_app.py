@@ -48,7 +48,7 @@ def test_strategies_page_plots_accuracy_and_early_stop_against_log_remaining(lak
     assert not at.exception
     charts = specs(at)
     assert len(charts) == 2
-    for spec, y in zip(charts, ("test_acc", "early_stop_iteration")):
+    for spec, _y in zip(charts, ("test_acc", "early_stop_iteration"), strict=True):
         line = layers(spec)[1]
         x = line["encoding"]["x"]
         assert x["field"] == "remaining_pct" and x["scale"]["type"] == "log" and x["scale"]["reverse"] is True

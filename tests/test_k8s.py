@@ -75,7 +75,7 @@ def test_core_objects_and_pod_templates_pass_strict_kubernetes_validation(varian
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     templates = list(pod_templates(objects))
     assert len(templates) >= 2
-    for where, template in templates:
+    for _where, template in templates:
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", **template.get("metadata", {})},
                "spec": template["spec"]}
         kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
@@ -101,7 +101,7 @@ def _closed(schema):
     return schema
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_crd_schema(filename):
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load((CRDS / filename).read_text(), Loader=loader)

@@ -11,7 +11,7 @@ from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA
 
 
 def at(hour):
-    return dt.datetime(2026, 3, 1, hour, tzinfo=dt.timezone.utc)
+    return dt.datetime(2026, 3, 1, hour, tzinfo=dt.UTC)
 
 
 def rnd(trial, lineage, round_, hour, acc, study="s", strategy="imp"):

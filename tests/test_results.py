@@ -72,13 +72,13 @@ def test_pandas_reads_the_lake_directly(lake):
 def _row(**kw):
     base = {"study": "s", "strategy": "imp", "trial_id": "t1", "lineage_id": "lin-x", "config_hash": "h",
             "round": 0, "remaining_pct": 100.0, "test_acc": 0.5,
-            "written_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)}
+            "written_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
     return {**base, **kw}
 
 
 def test_a_rerun_round_replaces_its_own_file(tmp_path):
     write_round(tmp_path, _row(test_acc=0.5))
-    write_round(tmp_path, _row(test_acc=0.7, written_at=dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)))
+    write_round(tmp_path, _row(test_acc=0.7, written_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC)))
     table = read_rounds(tmp_path).table
     assert table.num_rows == 1 and table["test_acc"][0].as_py() == 0.7
 

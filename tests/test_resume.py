@@ -45,7 +45,7 @@ def test_kill_9_mid_round_then_resume_matches_uninterrupted(tmp_path):
     reference = read_rounds(clean).table.sort_by("round").to_pylist()
     assert [r["round"] for r in resumed] == [0, 1, 2, 3, 4]
     assert len(list((killed / "rounds").rglob("*.parquet"))) == 5, "no duplicate rows"
-    for a, b in zip(resumed, reference):
+    for a, b in zip(resumed, reference, strict=True):
         for key in a:
             if key not in TIMING:
                 assert a[key] == b[key], (a["round"], key)

@@ -74,7 +74,7 @@ def test_a_file_written_in_the_old_column_order_reads_back_by_name(tmp_path):
     old_order = list(ROUNDS_V1)
     row = {name: None for name in old_order}
     row.update(study="s", strategy="imp", trial_id="t", lineage_id="l", config_hash="h", round=2, val_acc=0.75,
-               written_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), curve_iteration=[0, 10])
+               written_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), curve_iteration=[0, 10])
     schema = pa.schema([ROUNDS_SCHEMA.field(n) for n in old_order])
     table = pa.table({n: pa.array([row[n]], schema.field(n).type if n not in ("study", "strategy") else S)
                       for n in old_order}).cast(schema)
@@ -85,4 +85,4 @@ def test_a_file_written_in_the_old_column_order_reads_back_by_name(tmp_path):
     assert not read.skipped and read.table.schema.names == ROUNDS_SCHEMA.names
     got = read.table.to_pylist()[0]
     assert got["round"] == 2 and got["val_acc"] == 0.75 and got["curve_iteration"] == [0, 10]
-    assert got["written_at"] == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert got["written_at"] == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -33,7 +33,7 @@ def test_same_seed_gives_identical_weights(task):
     a, b = fresh(task), fresh(task)
     train(a, task, spec)
     train(b, task, spec)
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
     c = fresh(task, seed=1)
     train(c, task, spec)
@@ -128,7 +128,7 @@ def test_lean_adam_matches_torch_fused_adam_bit_for_bit():
         ob.step()
         oa.zero_grad()
         ob.zero_grad()
-    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
 
 
 def test_divergence_is_a_clear_error(task):

@@ -138,7 +138,7 @@ def _round_row(lineage_id, strategy, acc, written_at):
 
     return {"study": "s", "strategy": strategy, "trial_id": "t", "lineage_id": lineage_id, "config_hash": "h",
             "round": 0, "val_acc": acc, "test_acc": acc,
-            "written_at": dt.datetime(2026, 1, 1, 0, 0, written_at, tzinfo=dt.timezone.utc)}
+            "written_at": dt.datetime(2026, 1, 1, 0, 0, written_at, tzinfo=dt.UTC)}
 
 
 def test_reader_never_merges_two_lineages_under_one_trial_id(tmp_path):

@@ -1,4 +1,5 @@
 """Studies on a real local Ray (RAY_AUTH_MODE=disabled), small synthetic data."""
+import itertools
 import json
 import os
 import subprocess
@@ -207,7 +208,7 @@ def test_asha_stops_trials_on_the_sparsity_attribute_and_the_lake_says_so(local_
     assert len(lineages) == 6 and {r["status"] for r in lineages} <= {"finished", "stopped"}
     rounds = read_rounds(tmp_path / "lake", "asha").table
     per_trial = {}
-    for trial, rnd in zip(rounds["trial_id"].to_pylist(), rounds["round"].to_pylist()):
+    for trial, rnd in zip(rounds["trial_id"].to_pylist(), rounds["round"].to_pylist(), strict=True):
         per_trial.setdefault(trial, set()).add(rnd)
     for r in lineages:
         full = per_trial[r["trial_id"]] == {0, 1, 2, 3}
@@ -244,7 +245,7 @@ def test_optuna_holds_validation_derived_values_never_test(local_ray, tmp_path):
 
     def area(number, which):
         mean = [[sum(rows[(number, s, r)][i] for s in (0, 1)) / 2 for i in (0, 1, 2)] for r in (0, 1, 2)]
-        return sum(math.log10(a[2] / b[2]) * (a[which] + b[which]) / 2 for a, b in zip(mean, mean[1:]))
+        return sum(math.log10(a[2] / b[2]) * (a[which] + b[which]) / 2 for a, b in itertools.pairwise(mean))
 
     assert len(ostudy.trials) == 3
     for t in ostudy.trials:

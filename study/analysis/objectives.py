@@ -11,9 +11,10 @@ flattered): `sparsest_within` (min) only decreases as rounds are added, `auc` (m
 `accuracy_at` (max) is 0 until the target sparsity is reached."""
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def accuracy_at(points: list[RoundPoint], target_remaining: float) -> float:
 def auc(points: list[RoundPoint], field: str = "val_acc") -> float:
     """Area under accuracy vs log10(100 / % remaining) (accuracy × decades of pruning)."""
     area = 0.0
-    for a, b in zip(points, points[1:]):
+    for a, b in itertools.pairwise(points):
         width = math.log10(a.remaining_pct / b.remaining_pct)
         area += width * (getattr(a, field) + getattr(b, field)) / 2
     return area
@@ -120,10 +121,10 @@ def reported_test(points: list[RoundPoint], name: str, tolerance: float,
 def pareto_front(values: list[tuple[float, ...]], modes: list[str]) -> list[int]:
     """Indices of the non-dominated points."""
     sign = [1 if m == "max" else -1 for m in modes]
-    scored = [tuple(s * v for s, v in zip(sign, vals)) for vals in values]
+    scored = [tuple(s * v for s, v in zip(sign, vals, strict=True)) for vals in values]
     front = []
     for i, a in enumerate(scored):
-        dominated = any(all(x >= y for x, y in zip(b, a)) and any(x > y for x, y in zip(b, a))
+        dominated = any(all(x >= y for x, y in zip(b, a, strict=True)) and any(x > y for x, y in zip(b, a, strict=True))
                         for j, b in enumerate(scored) if j != i)
         if not dominated:
             front.append(i)

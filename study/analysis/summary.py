@@ -29,14 +29,14 @@ def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], l
     lin = lineages.table.to_pandas() if lineages.table.num_rows else None
     bad = excluded_lineages(lin.to_dict("records")) if lin is not None else set()
     if bad:
-        keys = zip(df["study"], df["trial_id"], df["lineage_id"])
+        keys = zip(df["study"], df["trial_id"], df["lineage_id"], strict=True)
         df = df[[k not in bad for k in keys]]
     out = []
     keys = ["study", "strategy", "model", "dataset"]
     for key, group in df.groupby(keys, sort=True):
         by_round = group.groupby("round").agg(remaining=("remaining_pct", "mean"), val=("val_acc", "mean"),
                                               test=("test_acc", "mean"))
-        points = [RoundPoint(r, v, t) for r, v, t in zip(by_round["remaining"], by_round["val"], by_round["test"])]
+        points = [RoundPoint(r, v, t) for r, v, t in zip(by_round["remaining"], by_round["val"], by_round["test"], strict=True)]
         has_dense = 0 in by_round.index
         chosen = selected_round(points, "sparsest_within", 0.01, None) if has_dense else None
         status = ""

@@ -58,7 +58,7 @@ def require_rows(lake: Lake) -> pd.DataFrame:
     if excluded:
         st.warning(f"{len(excluded)} failed, diverged or degenerate lineage(s) (with the sibling seeds of a failed "
                    "trial) are left out of every chart and table here; the Data page lists them with the reason.")
-        rows = rows[[k not in excluded for k in zip(rows["study"], rows["trial_id"], rows["lineage_id"])]]
+        rows = rows[[k not in excluded for k in zip(rows["study"], rows["trial_id"], rows["lineage_id"], strict=True)]]
     if rows.empty:
         st.info("No rounds match the filters in the sidebar.")
         st.stop()

@@ -97,7 +97,7 @@ def with_series(df: pd.DataFrame) -> pd.DataFrame:
     """One line per strategy; a strategy run with several configurations gets one per config."""
     df = df.copy()
     configs = df.groupby("strategy")["config_id"].nunique()
-    df["series"] = [s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(df["strategy"], df["config_id"])]
+    df["series"] = [s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(df["strategy"], df["config_id"], strict=True)]
     return df
 
 
@@ -117,7 +117,7 @@ def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:
     g = df.groupby(["series", "round"])
     out = g.agg(remaining_pct=("remaining_pct", "mean"), mean=(value, "mean"), std=(value, "std"),
                 n=(value, "count")).reset_index()
-    half = [t95(n - 1) * s / math.sqrt(n) if n > 1 and pd.notna(s) else 0.0 for s, n in zip(out["std"], out["n"])]
+    half = [t95(n - 1) * s / math.sqrt(n) if n > 1 and pd.notna(s) else 0.0 for s, n in zip(out["std"], out["n"], strict=True)]
     out["lo"] = out["mean"] - half
     out["hi"] = out["mean"] + half
     if (df[value] >= 0).all():

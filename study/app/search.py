@@ -53,7 +53,7 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
         metrics = {}
         if not complete.empty and status not in FAILED_STATUSES:  # a failed trial has no objective
             points = [RoundPoint(a, b, c) for a, b, c in
-                      zip(complete["remaining_pct"], complete["val_acc"], complete["test_acc"])]
+                      zip(complete["remaining_pct"], complete["val_acc"], complete["test_acc"], strict=True)]
             args = (info["objective"], obj.get("tolerance", 0.01), obj.get("target_remaining"))
             metrics = objective_metrics(points, *args)
             metrics["test acc (reported)"] = reported_test(points, *args)["test_acc_at_selected"]
@@ -87,7 +87,7 @@ def importance(trials: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, str | No
     study = optuna.create_study(directions=["minimize"] * len(metrics))
     for _, row in done.iterrows():
         params = {p: (row[p].item() if hasattr(row[p], "item") else row[p]) for p in dists if p in row and pd.notna(row[p])}
-        values = [(-1 if mode == "max" else 1) * float(row[m]) for m, mode in zip(metrics, modes)]
+        values = [(-1 if mode == "max" else 1) * float(row[m]) for m, mode in zip(metrics, modes, strict=True)]
         study.add_trial(optuna.trial.create_trial(params=params, distributions={p: dists[p] for p in params},
                                                   values=values))
     out = []

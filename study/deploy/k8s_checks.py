@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import yaml
 

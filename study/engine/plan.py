@@ -2,8 +2,9 @@
 of weights each round keeps, and the rounds that will run."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 

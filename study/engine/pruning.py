@@ -10,7 +10,7 @@ position (stable sort), so results are deterministic.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn

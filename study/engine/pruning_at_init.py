@@ -28,7 +28,7 @@ def snip_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]:
     for i in range(SCORE_BATCHES):
         x, y = task.batch(i)
         task.loss(model, x, y).backward()
-    return {n: (w.grad * w).detach().abs() for n, w in zip(params, weights)}
+    return {n: (w.grad * w).detach().abs() for n, w in zip(params, weights, strict=True)}
 
 
 def grasp_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]:
@@ -40,14 +40,14 @@ def grasp_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]
     for i in range(SCORE_BATCHES):
         x, y = task.batch(i)
         grads = torch.autograd.grad(task.loss(model, x, y, temperature=GRASP_TEMPERATURE), weights)
-        g = [a + b.detach() for a, b in zip(g, grads)]
+        g = [a + b.detach() for a, b in zip(g, grads, strict=True)]
     model.zero_grad()
     for i in range(SCORE_BATCHES):
         x, y = task.batch(i)
         grads = torch.autograd.grad(task.loss(model, x, y, temperature=GRASP_TEMPERATURE), weights,
                                     create_graph=True)
-        sum((a * b).sum() for a, b in zip(g, grads)).backward()
-    scores = {n: (w.grad * w).detach() for n, w in zip(params, weights)}
+        sum((a * b).sum() for a, b in zip(g, grads, strict=True)).backward()
+    scores = {n: (w.grad * w).detach() for n, w in zip(params, weights, strict=True)}
     norm = torch.cat([s.flatten() for s in scores.values()]).sum().abs() + 1e-10
     return {n: s / norm for n, s in scores.items()}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +64,7 @@ class TrainSpec:
             raise SpecError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         if self.schedule == "step" and not self.milestones:
             raise SpecError("train.schedule 'step' needs train.milestones, e.g. milestones: [20000, 30000]")
-        if any(a >= b for a, b in zip(self.milestones, self.milestones[1:])) or any(
+        if any(a >= b for a, b in itertools.pairwise(self.milestones)) or any(
             not 0 < m < self.iterations for m in self.milestones
         ):
             raise SpecError(
@@ -231,7 +232,7 @@ class LineageSpec:
     def lineage_id(self) -> str:
         return f"lin-{self.config_hash()[:12]}"
 
-    def replace(self, **changes: Any) -> "LineageSpec":
+    def replace(self, **changes: Any) -> LineageSpec:
         spec = dataclasses.replace(self, **changes)
         spec.validate()
         return spec

@@ -8,8 +8,9 @@ nothing else compares strategy names. Adding a strategy is one `Strategy(...)` i
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn

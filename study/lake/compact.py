@@ -30,7 +30,7 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
         raise RuntimeError(f"cannot compact {study}: unreadable lineage files {lineage_read.skipped[:2]} hide whether "
                            f"lineages still run; move them away first")
     lineages = lineage_read.table
-    running = [t for t, s in zip(lineages["trial_id"].to_pylist(), lineages["status"].to_pylist()) if s == "running"]
+    running = [t for t, s in zip(lineages["trial_id"].to_pylist(), lineages["status"].to_pylist(), strict=True) if s == "running"]
     if running and not force:
         raise RuntimeError(f"study {study} still has running lineages ({', '.join(running[:3])}...); wait for them or pass --force")
     files = _files(root, "rounds", study)

@@ -11,9 +11,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import pyarrow.parquet as pq
@@ -149,7 +150,8 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
                         optuna_trial_number=config.get("optuna_trial_number"), node_id=node_id)
             for seed in study.seeds
         ]
-        points = [_mean_point(rs) for rs in zip(*(lin.previous for lin in lineages))]
+        # the rounds every seed finished (a seed killed mid-round resumes one round behind its siblings)
+        points = [_mean_point(rs) for rs in zip(*(lin.previous for lin in lineages), strict=False)]
         try:
             while True:
                 # next() on every lineage (zip would stop at the first one), so each one finishes
@@ -274,7 +276,7 @@ class LakeFinalizer(tune.Callback):
             row = LineageRow(**pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0])
             if row.status == "running":
                 done = row.rounds_done or 0
-                row = dataclasses.replace(row, status=status, updated_at=dt.datetime.now(dt.timezone.utc),
+                row = dataclasses.replace(row, status=status, updated_at=dt.datetime.now(dt.UTC),
                                           error=f"Tune stopped trial {trial_id} after round {done - 1} "
                                                 f"(its scheduler, the time budget or a stall)")
                 write_lineage(self.root, dataclasses.asdict(row))
@@ -377,7 +379,7 @@ def _record_study(study: StudySpec) -> None:
     row = StudyRow(study=study.name, objective=study.objective.name, metrics=study.objective.metrics,
                    modes=study.objective.modes, search_json=json.dumps(dataclasses.asdict(study)["search"], sort_keys=True),
                    spec_json=json.dumps(study.to_dict(), sort_keys=True, default=str), code_version=code_version(),
-                   written_at=dt.datetime.now(dt.timezone.utc))
+                   written_at=dt.datetime.now(dt.UTC))
     write_study(study.storage.results, dataclasses.asdict(row))
 
 

@@ -8,7 +8,7 @@ st.title("Lineage")
 rows = require_rows(current_lake())
 lineages = rows.sort_values(["study", "strategy", "seed"]).drop_duplicates("trial_id")
 labels = {t: f"{s} · {st_} · seed {seed} · {t}" for t, s, st_, seed in
-          zip(lineages["trial_id"], lineages["study"], lineages["strategy"], lineages["seed"])}
+          zip(lineages["trial_id"], lineages["study"], lineages["strategy"], lineages["seed"], strict=True)}
 trial = st.selectbox("lineage", list(labels), format_func=labels.get, key="lineage_trial")
 one = rows[rows["trial_id"] == trial].sort_values("round")
 
@@ -20,7 +20,7 @@ for _, r in one.iterrows():
     for metric, values in (("test accuracy", r["curve_test_acc"]), ("validation loss", r["curve_val_loss"])):
         if values is not None:
             curves += [{"round": r["round"], "iteration": i, "metric": metric, "value": v}
-                       for i, v in zip(r["curve_iteration"], values)]
+                       for i, v in zip(r["curve_iteration"], values, strict=True)]
 if curves:
     st.altair_chart(curves_chart(pd.DataFrame(curves)), width="stretch")
 

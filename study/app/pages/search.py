@@ -20,7 +20,7 @@ if trials.empty:
     st.info(f"Study {name} has no trials with results yet.")
     st.stop()
 metrics = info["metrics"]
-st.caption(f"objective: {info['objective']} ({', '.join(f'{m} ({d})' for m, d in zip(metrics, info['modes']))}), "
+st.caption(f"objective: {info['objective']} ({', '.join(f'{m} ({d})' for m, d in zip(metrics, info['modes'], strict=True))}), "
            f"computed on validation data, which is all the search ever saw; 'test acc (reported)' is the test "
            f"accuracy of the round the objective was read from, for reporting only. {len(trials)} trial(s)")
 failed = trials[trials["status"].isin(FAILED_STATUSES)]

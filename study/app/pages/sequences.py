@@ -29,7 +29,7 @@ if not clf.empty:
                     width="stretch")
 
 f1 = [{"series": s, "layer": layer, "round": r, "remaining_pct": pct, "f1": v}
-      for s, r, pct, d in zip(rows["series"], rows["round"], rows["remaining_pct"], rows["parse_f1"])
+      for s, r, pct, d in zip(rows["series"], rows["round"], rows["remaining_pct"], rows["parse_f1"], strict=True)
       if isinstance(d, dict) for layer, v in d.items()]
 if f1:
     df = pd.DataFrame(f1).groupby(["series", "layer", "round"], as_index=False).mean(numeric_only=True)
@@ -46,7 +46,7 @@ if f1:
                     width="stretch")
 
 by_length = [{"series": s, "round": r, "operators": int(k), "accuracy": v}
-             for s, r, d in zip(rows["series"], rows["round"], rows["accuracy_by_length"]) if isinstance(d, dict)
+             for s, r, d in zip(rows["series"], rows["round"], rows["accuracy_by_length"], strict=True) if isinstance(d, dict)
              for k, v in d.items()]
 if by_length:
     df = pd.DataFrame(by_length).groupby(["series", "round", "operators"], as_index=False).mean()
@@ -60,7 +60,7 @@ examples = rows[rows["parse_examples_json"].notna()]
 if not examples.empty:
     st.subheader("An induced tree next to the gold tree")
     labels = {t: f"{m} · {s} · seed {seed} · {t}" for t, m, s, seed in
-              zip(examples["trial_id"], examples["model"], examples["strategy"], examples["seed"])}
+              zip(examples["trial_id"], examples["model"], examples["strategy"], examples["seed"], strict=True)}
     c1, c2, c3, c4 = st.columns(4)
     trial = c1.selectbox("lineage", list(dict.fromkeys(labels)), format_func=labels.get, key="seq_trial")
     mine = examples[examples["trial_id"] == trial].sort_values("round")

@@ -4,9 +4,10 @@ loading anything, and how to load it into an in-memory task on a device. Adding 
 entry here (and its loader)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 

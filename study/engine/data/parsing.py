@@ -6,7 +6,7 @@ single-word and whole-sentence spans, averaged over sentences that have any gold
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from study.engine.data.sequences import Tree, spans
 
@@ -66,7 +66,7 @@ def sentence_f1(predicted: Tree, gold: Tree, n: int) -> float | None:
 
 
 def corpus_f1(predicted: list[Tree], gold: list[Tree], lengths: list[int]) -> float:
-    scores = [s for p, g, n in zip(predicted, gold, lengths) if (s := sentence_f1(p, g, n)) is not None]
+    scores = [s for p, g, n in zip(predicted, gold, lengths, strict=True) if (s := sentence_f1(p, g, n)) is not None]
     return sum(scores) / len(scores) if scores else float("nan")
 
 

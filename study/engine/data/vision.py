@@ -165,7 +165,7 @@ def load_raw(name: str, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor, tor
                _as_nchw_uint8(test.data), torch.as_tensor(np.asarray(test.targets), dtype=torch.long))
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.parent / f".{cached.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    torch.save(dict(zip(("train_x", "train_y", "test_x", "test_y"), tensors)), tmp)
+    torch.save(dict(zip(("train_x", "train_y", "test_x", "test_y"), tensors, strict=True)), tmp)
     os.replace(tmp, cached)
     return tensors
 

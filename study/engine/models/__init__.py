@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from torch import nn
 
@@ -79,7 +79,7 @@ def prunable_slots(model: nn.Module) -> dict[str, Slot]:
 def prunable_layers(model: nn.Module) -> dict[str, str]:
     """Parameter name -> layer kind ('conv', 'fc' or 'output') for every prunable weight.
     Biases and normalisation parameters are never prunable."""
-    out_prefix = getattr(model, "output_layer")
+    out_prefix = model.output_layer
     kinds: dict[str, str] = {}
     for mod_name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
