@@ -2,6 +2,7 @@
 
 The lake root comes from --root, else $STUDY_RESULTS, else ./results (the README demo's lake);
 the sidebar can change it. The app only reads Parquet."""
+
 import argparse
 import os
 import sys

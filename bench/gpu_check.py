@@ -7,6 +7,7 @@ through masked training on CUDA; tasks, augmentation and evaluation stay on the 
 Fashion-MNIST IMP lineage runs on CUDA into a lake with exact per-layer sparsity. Then it times
 LeNet-300-100 (batch 60), Conv-2 and ResNet-20 (batch 60, CIFAR-shaped data with augmentation).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,10 @@ from study.lake.recorder import run_to_lake
 
 def check_lean_adam(dev: torch.device) -> None:
     g = torch.Generator(device="cpu").manual_seed(0)
-    a = [torch.randn(300, 784, generator=g).to(dev).requires_grad_(), torch.randn(300, generator=g).to(dev).requires_grad_()]
+    a = [
+        torch.randn(300, 784, generator=g).to(dev).requires_grad_(),
+        torch.randn(300, generator=g).to(dev).requires_grad_(),
+    ]
     b = [t.detach().clone().requires_grad_() for t in a]
     oa, ob = LeanAdam(a, lr=1e-3, weight_decay=1e-4), torch.optim.Adam(b, lr=1e-3, weight_decay=1e-4, fused=True)
     x = torch.randn(60, 784, generator=g).to(dev)
@@ -41,8 +45,11 @@ def check_masked_training(dev: torch.device) -> None:
     task = load_task("synthetic", DataSpec(validation_size=300, synthetic_size=1200), batch_size=32, seed=0, device=dev)
     model = build_model("lenet_300_100", task.input_shape, 10, seed=0).to(dev)
     g = torch.Generator().manual_seed(0)
-    mask = {n: (torch.rand(p.shape, generator=g) < 0.2).to(dev) for n, p in model.named_parameters()
-            if n in prunable_layers(model)}
+    mask = {
+        n: (torch.rand(p.shape, generator=g) < 0.2).to(dev)
+        for n, p in model.named_parameters()
+        if n in prunable_layers(model)
+    }
     result = train(model, task, TrainSpec(lr=1e-2, iterations=300, eval_every=100), mask=mask)
     params = dict(model.named_parameters())
     moved = sum(int(torch.count_nonzero(params[n].detach()[~m])) for n, m in mask.items())
@@ -57,8 +64,11 @@ def throughput(dev: torch.device, model_name: str, dataset: str, iterations: int
     mask = None
     if masked:
         g = torch.Generator().manual_seed(0)
-        mask = {n: (torch.rand(p.shape, generator=g) < 0.2).to(dev) for n, p in model.named_parameters()
-                if n in prunable_layers(model)}
+        mask = {
+            n: (torch.rand(p.shape, generator=g) < 0.2).to(dev)
+            for n, p in model.named_parameters()
+            if n in prunable_layers(model)
+        }
     spec = TrainSpec(lr=1e-3, iterations=iterations + 50, eval_every=10**9)
     train(model, task, spec, mask=mask, end=50)
     torch.cuda.synchronize()
@@ -69,11 +79,16 @@ def throughput(dev: torch.device, model_name: str, dataset: str, iterations: int
 
 
 def lineage_on_cuda(lake: str) -> None:
-    spec = lineage_spec_from_dict({
-        "model": "lenet_300_100", "dataset": "fashion_mnist", "strategy": "imp", "rounds": 3,
-        "train": {"lr": 1.2e-3, "batch_size": 60, "iterations": 2000, "eval_every": 250},
-        "prune": {"scope": "layerwise", "rates": {"fc": 0.2, "output": 0.1}},
-    })
+    spec = lineage_spec_from_dict(
+        {
+            "model": "lenet_300_100",
+            "dataset": "fashion_mnist",
+            "strategy": "imp",
+            "rounds": 3,
+            "train": {"lr": 1.2e-3, "batch_size": 60, "iterations": 2000, "eval_every": 250},
+            "prune": {"scope": "layerwise", "rates": {"fc": 0.2, "output": 0.1}},
+        }
+    )
     plan = plan_lineage(spec)
     t0 = time.perf_counter()
     results = run_to_lake(spec, lake, study="gpu-check", device="cuda")

@@ -5,6 +5,7 @@ Target: ON-LSTM within 3.0x of nn.LSTM on this CPU.
 
     python bench/onlstm_step.py [--threads 1] [--repeats 30]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,7 @@ def main() -> None:
             layer.zero_grad(set_to_none=True)
             out = layer(x)[0]
             out.sum().backward()
+
         return run
 
     t_on = time_step(step(onlstm), args.repeats)

@@ -7,6 +7,7 @@ timed end to end (process/Ray start-up, data loading and everything else include
 
     python bench/study_overhead.py [--lineages 4] [--rounds 3] [--iterations 3000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,11 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 def base_lineage(rounds: int, iterations: int) -> dict:
     return {
-        "model": "lenet_300_100", "dataset": "fashion_mnist", "strategy": "imp", "rounds": rounds,
-        "train": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "iterations": iterations,
-                  "eval_every": 500},
+        "model": "lenet_300_100",
+        "dataset": "fashion_mnist",
+        "strategy": "imp",
+        "rounds": rounds,
+        "train": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "iterations": iterations, "eval_every": 500},
         "prune": {"scope": "layerwise", "rates": {"fc": 0.2, "output": 0.1}},
     }
 
@@ -59,10 +62,14 @@ def run_as_study(n: int, rounds: int, iterations: int, root: str) -> tuple[int, 
     from study.typed_yaml import build
 
     raw = {
-        "name": "overhead", "base": base_lineage(rounds, iterations),
+        "name": "overhead",
+        "base": base_lineage(rounds, iterations),
         "search": {"seed": {"type": "categorical", "choices": list(range(n))}},
-        "sampler": "grid", "budget": {"num_samples": n}, "max_concurrent": 2,
-        "resources": {"cpu": 1}, "storage": {"results": root},
+        "sampler": "grid",
+        "budget": {"num_samples": n},
+        "max_concurrent": 2,
+        "resources": {"cpu": 1},
+        "storage": {"results": root},
     }
     study = build(StudySpec, raw, "study")
     study.validate()
@@ -82,16 +89,22 @@ def main() -> None:
     args = ap.parse_args()
     bare_its, bare_wall = run_bare(args.lineages, args.rounds, args.iterations)
     bare_rate = bare_its / bare_wall
-    print(f"bare: {args.lineages} lineages x {args.rounds + 1} rounds, 2 processes: {bare_its} it in "
-          f"{bare_wall:.1f} s = {bare_rate:.0f} it/s aggregate")
+    print(
+        f"bare: {args.lineages} lineages x {args.rounds + 1} rounds, 2 processes: {bare_its} it in "
+        f"{bare_wall:.1f} s = {bare_rate:.0f} it/s aggregate"
+    )
     with tempfile.TemporaryDirectory() as root:
         study_its, study_wall = run_as_study(args.lineages, args.rounds, args.iterations, root)
     study_rate = study_its / study_wall
     assert study_its == bare_its, (study_its, bare_its)
-    print(f"study: same lineages as 4 trials, 2 concurrent: {study_its} it in {study_wall:.1f} s = "
-          f"{study_rate:.0f} it/s aggregate")
-    print(f"study / bare throughput: {study_rate / bare_rate:.1%}  (target >= 85%); "
-          f"platform overhead {study_wall - bare_wall:.1f} s")
+    print(
+        f"study: same lineages as 4 trials, 2 concurrent: {study_its} it in {study_wall:.1f} s = "
+        f"{study_rate:.0f} it/s aggregate"
+    )
+    print(
+        f"study / bare throughput: {study_rate / bare_rate:.1%}  (target >= 85%); "
+        f"platform overhead {study_wall - bare_wall:.1f} s"
+    )
 
 
 if __name__ == "__main__":

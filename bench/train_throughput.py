@@ -7,6 +7,7 @@ and then two single-thread trainings of (b) at once (separate processes), aggreg
 
     python bench/train_throughput.py [--iterations 3000] [--masked]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,11 @@ def project_loop(iterations: int, masked: bool = False, barrier=None, out=None) 
     mask = None
     if masked:
         g = torch.Generator().manual_seed(0)
-        mask = {n: torch.rand(p.shape, generator=g) < 0.2
-                for n, p in model.named_parameters() if n in prunable_layers(model)}
+        mask = {
+            n: torch.rand(p.shape, generator=g) < 0.2
+            for n, p in model.named_parameters()
+            if n in prunable_layers(model)
+        }
     spec = TrainSpec(lr=1.2e-3, iterations=iterations + 50, batch_size=60, eval_every=10**9)
     train(model, task, spec, mask=mask, end=50)  # warm-up
     if barrier is not None:

@@ -6,6 +6,7 @@ Only mutants whose names match one of the GLOBs (fnmatch, as given to `mutmut ru
 no GLOB counts all. Prints killed/survived/other/total and the kill rate per module, then every
 mutant that was not killed. Exits 0 whatever the score: this is a report, not a gate.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,23 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 # mutmut 3's exit codes (mutmut/stats.py): 1 and 3 are kills, 0 a survivor, None not run.
-KILLED = {1: "killed", 3: "killed", 0: "survived", None: "not checked", 33: "no tests", 5: "no tests",
-          34: "skipped", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",
-          37: "caught by type check", -9: "segfault", -11: "segfault"}
+KILLED = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    None: "not checked",
+    33: "no tests",
+    5: "no tests",
+    34: "skipped",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    37: "caught by type check",
+    -9: "segfault",
+    -11: "segfault",
+}
 
 
 def main(globs: list[str]) -> int:

@@ -1,4 +1,5 @@
 """`study ...` entry points."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,15 +17,29 @@ DEFAULT_RESULTS = os.environ.get("STUDY_RESULTS", "results")
 
 def _round_table(title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in ("round", "% remaining", "early-stop it (val)", "val acc", "test acc @ES (reported)", "final test acc",
-                "wall s"):
+    for col in (
+        "round",
+        "% remaining",
+        "early-stop it (val)",
+        "val acc",
+        "test acc @ES (reported)",
+        "final test acc",
+        "wall s",
+    ):
         table.add_column(col, justify="right")
     return table
 
 
 def _add_round(table: Table, r) -> None:
-    table.add_row(str(r.round), f"{r.remaining_pct:.1f}", str(r.early_stop_iteration), f"{r.val_acc:.4f}",
-                  f"{r.test_acc:.4f}", f"{r.final_test_acc:.4f}", f"{r.wall_seconds:.1f}")
+    table.add_row(
+        str(r.round),
+        f"{r.remaining_pct:.1f}",
+        str(r.early_stop_iteration),
+        f"{r.val_acc:.4f}",
+        f"{r.test_acc:.4f}",
+        f"{r.final_test_acc:.4f}",
+        f"{r.wall_seconds:.1f}",
+    )
 
 
 def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
@@ -46,19 +61,29 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     def on_round(r) -> None:
         _add_round(table, r)
         if bar is not None:
-            bar.write(f"round {r.round}: {r.remaining_pct:.1f}% remaining, early stop {r.early_stop_iteration}, "
-                      f"val acc {r.val_acc:.4f}, test acc {r.test_acc:.4f}")
+            bar.write(
+                f"round {r.round}: {r.remaining_pct:.1f}% remaining, early stop {r.early_stop_iteration}, "
+                f"val acc {r.val_acc:.4f}, test acc {r.test_acc:.4f}"
+            )
 
     _check_run_flags(args)
     # every check (names, lake, identity, data, model, checkpoint) passes before anything is shown or written
-    context = RunContext(device=args.device, threads=args.threads,
-                         on_progress=lambda n: bar.update(n) if bar is not None else None)
-    lineage = LakeLineage(spec, args.results, study=args.study, trial_id=args.trial, context=context,
-                          on_round=on_round, fresh=args.fresh)
+    context = RunContext(
+        device=args.device, threads=args.threads, on_progress=lambda n: bar.update(n) if bar is not None else None
+    )
+    lineage = LakeLineage(
+        spec, args.results, study=args.study, trial_id=args.trial, context=context, on_round=on_round, fresh=args.fresh
+    )
     plan = lineage.rounds.plan
     console.print(describe_plan(spec, plan))
-    bar = tqdm(total=total_iterations(spec, plan), unit="it", dynamic_ncols=True, disable=args.quiet, file=sys.stderr,
-               initial=sum(r.iterations for r in lineage.previous))
+    bar = tqdm(
+        total=total_iterations(spec, plan),
+        unit="it",
+        dynamic_ncols=True,
+        disable=args.quiet,
+        file=sys.stderr,
+        initial=sum(r.iterations for r in lineage.previous),
+    )
     try:
         results = list(lineage.previous) + list(lineage)
     finally:
@@ -68,8 +93,10 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
         for r in results:
             _add_round(table, r)
     console.print(table)
-    console.print(f"results: {Path(args.results).resolve()}   (early stop and val acc: validation split; "
-                  f"test acc: reported at the early-stop iteration)")
+    console.print(
+        f"results: {Path(args.results).resolve()}   (early stop and val acc: validation split; "
+        f"test acc: reported at the early-stop iteration)"
+    )
     return 0
 
 
@@ -117,9 +144,15 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     metric, mode = study.objective.metrics[0], study.objective.modes[0]
     progress = StudyProgress(metric, mode, study.budget.num_samples, console)
     where = f"the Ray cluster at {args.address}" if args.address else "a local Ray instance"
-    outcome = run_study(study, address=args.address, callbacks=[progress], announce=lambda: console.print(
-        f"study {study.name}: {study.budget.num_samples} trials x {len(study.seeds)} seed(s), objective "
-        f"{study.objective.name} on validation data, sampler {study.sampler}, on {where}"))
+    outcome = run_study(
+        study,
+        address=args.address,
+        callbacks=[progress],
+        announce=lambda: console.print(
+            f"study {study.name}: {study.budget.num_samples} trials x {len(study.seeds)} seed(s), objective "
+            f"{study.objective.name} on validation data, sampler {study.sampler}, on {where}"
+        ),
+    )
     console.print()
     _print_outcome(console, study, outcome)
     return 0 if outcome.errors == 0 else 1
@@ -142,8 +175,13 @@ def _print_outcome(console: Console, study, outcome) -> None:
     table.add_column("test acc there (reported)", justify="right")
     for t in outcome.best:
         rep = t.get("reported") or {}
-        table.add_row(str(t["number"]), *[_fmt(t["params"].get(p)) for p in params], *[_fmt(v) for v in t["values"]],
-                      _fmt(rep.get("remaining_pct_at_selected")), _fmt(rep.get("test_acc_at_selected")))
+        table.add_row(
+            str(t["number"]),
+            *[_fmt(t["params"].get(p)) for p in params],
+            *[_fmt(v) for v in t["values"]],
+            _fmt(rep.get("remaining_pct_at_selected")),
+            _fmt(rep.get("test_acc_at_selected")),
+        )
     console.print(table)
     failed = [t for t in outcome.trials if t["state"] == "FAIL"]
     if failed:
@@ -151,8 +189,11 @@ def _print_outcome(console: Console, study, outcome) -> None:
         for col in ("optuna trial", "params", "why"):
             ftable.add_column(col)
         for t in failed:
-            ftable.add_row(str(t["number"]), ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t["params"].items())),
-                           t.get("failure") or "the trial raised (see the lineages table and Tune's log)")
+            ftable.add_row(
+                str(t["number"]),
+                ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t["params"].items())),
+                t.get("failure") or "the trial raised (see the lineages table and Tune's log)",
+            )
         console.print(ftable)
     console.print(f"results lake: {outcome.results_root}   (study results {outcome.results_root} --study {study.name})")
     console.print(f"tune experiment: {outcome.tune_path}")
@@ -170,11 +211,22 @@ def _fmt(v) -> str:
 def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
     from study.deploy.k8s import K8sOptions, dump, render
 
-    opts = K8sOptions(image=args.image, profile=args.profile, gpus=args.gpus, gpus_per_worker=args.gpus_per_worker,
-                      namespace=args.namespace, mount_path=args.mount_path, config_dir=args.config_dir,
-                      pvc_size=args.pvc_size, storage_class=args.storage_class, existing_claim=args.existing_claim,
-                      tune_storage=args.tune_storage, postgres=args.postgres,
-                      postgres_password=args.postgres_password, kind=args.kind)
+    opts = K8sOptions(
+        image=args.image,
+        profile=args.profile,
+        gpus=args.gpus,
+        gpus_per_worker=args.gpus_per_worker,
+        namespace=args.namespace,
+        mount_path=args.mount_path,
+        config_dir=args.config_dir,
+        pvc_size=args.pvc_size,
+        storage_class=args.storage_class,
+        existing_claim=args.existing_claim,
+        tune_storage=args.tune_storage,
+        postgres=args.postgres,
+        postgres_password=args.postgres_password,
+        kind=args.kind,
+    )
     sys.stdout.write(dump(render(args.space, opts)))
     return 0
 
@@ -184,17 +236,24 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
 
     root = Path(args.root).expanduser()
     if not (root / "rounds").is_dir() and not (root / "lineages").is_dir():
-        raise FileNotFoundError(f"no results lake at {root} (no rounds/ or lineages/ folder); pass the lake's root, "
-                                f"or fill one with `study lineage SPEC.yaml --results {args.root}`")
-    if args.study is not None and not (root / "lineages" / f"study={args.study}").is_dir() \
-            and not (root / "rounds" / f"study={args.study}").is_dir():
+        raise FileNotFoundError(
+            f"no results lake at {root} (no rounds/ or lineages/ folder); pass the lake's root, "
+            f"or fill one with `study lineage SPEC.yaml --results {args.root}`"
+        )
+    if (
+        args.study is not None
+        and not (root / "lineages" / f"study={args.study}").is_dir()
+        and not (root / "rounds" / f"study={args.study}").is_dir()
+    ):
         known = sorted({p.name.split("=", 1)[1] for p in root.glob("*/study=*")})
         raise FileNotFoundError(f"study {args.study!r} is not in {root}; studies there: {', '.join(known) or 'none'}")
     rows, skipped = summarize(root, args.study)
     for s in skipped:
         print(f"skipped unreadable file: {s}", file=sys.stderr)
     if not rows:
-        console.print(f"no rounds under {root.resolve()} yet (lineages are registered; their rounds land as they finish)")
+        console.print(
+            f"no rounds under {root.resolve()} yet (lineages are registered; their rounds land as they finish)"
+        )
         return 0
     table = Table(title=f"results in {Path(args.root).resolve()}", title_justify="left")
     for col in rows[0]:
@@ -238,7 +297,9 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="study", description="Lottery-ticket studies: IMP lineages, searches and their results lake")
+    ap = argparse.ArgumentParser(
+        prog="study", description="Lottery-ticket studies: IMP lineages, searches and their results lake"
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("lineage", help="run one lineage from a YAML spec (resumes if interrupted)")
@@ -264,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = k8s.add_parser("render", help="print the manifests that run one study on KubeRay (pipe to kubectl apply -f -)")
     p.add_argument("space", help="a study YAML")
     p.add_argument("--image", default="lottery-study:0.1.0", help="the image built from k8s/Dockerfile, with its tag")
-    p.add_argument("--profile", default="gpu", choices=["gpu", "cpu-dev"], help="worker groups: GPU + CPU, or small CPU only")
+    p.add_argument(
+        "--profile", default="gpu", choices=["gpu", "cpu-dev"], help="worker groups: GPU + CPU, or small CPU only"
+    )
     p.add_argument("--gpus", type=int, default=4, help="most GPU worker pods the autoscaler may start (profile gpu)")
     p.add_argument("--gpus-per-worker", type=int, default=1)
     p.add_argument("--kind", default="rayjob", choices=["rayjob", "raycluster"])

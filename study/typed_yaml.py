@@ -1,5 +1,6 @@
 """YAML into typed dataclasses: unknown keys, wrong types and duplicate keys are one-line
 `SpecError`s that name the key (with a did-you-mean) and the fix."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,6 @@ def choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise SpecError(f"{name}: unknown value '{value}'; {hint}choose one of {', '.join(allowed)}")
 
 
-
 def build(cls: type, raw: Any, where: str) -> Any:
     """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types by name."""
     if not isinstance(raw, dict):
@@ -34,18 +34,19 @@ def build(cls: type, raw: Any, where: str) -> Any:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise SpecError(f"unknown key '{_join(where, key)}'; {hint}allowed keys: {', '.join(fields)}")
-    missing = [n for n, f in fields.items() if n not in raw and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise SpecError(f"missing required key '{_join(where, missing[0])}'")
     values = {k: _coerce(hints[k], v, _join(where, k)) for k, v in raw.items()}
     return cls(**values)
 
 
-
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else str(key)
-
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -95,7 +96,6 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
 
@@ -105,13 +105,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"a key must be a plain name, got {type(key).__name__}", key_node.start_mark)
+                    None, None, f"a key must be a plain name, got {type(key).__name__}", key_node.start_mark
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key '{key}' is given twice in one mapping; keep one of them", key_node.start_mark)
+                    None, None, f"key '{key}' is given twice in one mapping; keep one of them", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
-
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -121,7 +122,9 @@ def load_yaml(path: str | Path) -> Any:
     if p.exists() and not p.is_file():
         raise SpecError(f"{p} is not a regular file; pass the path of a YAML spec file")
     if not p.is_file():
-        raise SpecError(f"spec file {p} does not exist; pass the path of a YAML spec such as search_spaces/fashion_mnist/lenet300_demo.yaml")
+        raise SpecError(
+            f"spec file {p} does not exist; pass the path of a YAML spec such as search_spaces/fashion_mnist/lenet300_demo.yaml"
+        )
     blob = p.read_bytes()
     try:
         if b"\0" in blob:
@@ -135,4 +138,3 @@ def load_yaml(path: str | Path) -> Any:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise SpecError(f"{p} is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
-

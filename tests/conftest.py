@@ -46,10 +46,18 @@ def _app_study(name, root, **kw):
     from study.search.study_spec import StudySpec
     from study.typed_yaml import build
 
-    raw = {"name": name, "base": synthetic_spec_dict(rounds=2), "sampler": "random", "max_concurrent": 2,
-           "budget": {"num_samples": 4}, "storage": {"results": str(root)},
-           "search": {"strategy": {"type": "categorical", "choices": ["imp", "random_reinit"]},
-                      "prune.rates.fc": {"type": "float", "low": 0.2, "high": 0.6}}}
+    raw = {
+        "name": name,
+        "base": synthetic_spec_dict(rounds=2),
+        "sampler": "random",
+        "max_concurrent": 2,
+        "budget": {"num_samples": 4},
+        "storage": {"results": str(root)},
+        "search": {
+            "strategy": {"type": "categorical", "choices": ["imp", "random_reinit"]},
+            "prune.rates.fc": {"type": "float", "low": 0.2, "high": 0.6},
+        },
+    }
     raw.update(kw)
     spec = build(StudySpec, raw, "study")
     spec.validate()
@@ -69,21 +77,45 @@ def app_lake(tmp_path_factory):
     root = tmp_path_factory.mktemp("applake")
     for seed in (0, 1):  # two replicates of one configuration per strategy: bands over seeds
         for strategy in ("imp", "random_prune"):
-            run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(strategy=strategy, seed=seed, rounds=3)), root,
-                        study="compare", context=RunContext(threads=1))
+            run_to_lake(
+                lineage_spec_from_dict(synthetic_spec_dict(strategy=strategy, seed=seed, rounds=3)),
+                root,
+                study="compare",
+                context=RunContext(threads=1),
+            )
     for model in ("onlstm_lm", "lstm_lm"):  # sequence models: the app grows its Sequence models page
-        run_to_lake(lineage_spec_from_dict({
-            "model": model, "dataset": "pcfg", "rounds": 2, "prune": {"scope": "global", "rate": 0.3},
-            "chance_margin": None,
-            "model_args": {"embedding": 16, "hidden": 32, "layers": 2, "chunk_size": 4},
-            "train": {"lr": 3e-3, "batch_size": 16, "iterations": 30, "eval_every": 15},
-            "data": {"synthetic_size": 400, "validation_size": 60}}), root, study="sequences", context=RunContext(threads=1))
+        run_to_lake(
+            lineage_spec_from_dict(
+                {
+                    "model": model,
+                    "dataset": "pcfg",
+                    "rounds": 2,
+                    "prune": {"scope": "global", "rate": 0.3},
+                    "chance_margin": None,
+                    "model_args": {"embedding": 16, "hidden": 32, "layers": 2, "chunk_size": 4},
+                    "train": {"lr": 3e-3, "batch_size": 16, "iterations": 30, "eval_every": 15},
+                    "data": {"synthetic_size": 400, "validation_size": 60},
+                }
+            ),
+            root,
+            study="sequences",
+            context=RunContext(threads=1),
+        )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         run_study(_app_study("searched", root, seeds=[0, 1], budget={"num_samples": 4}))
-        run_study(_app_study("paretos", root, objective={"name": "pareto"}, sampler="nsga2",
-                        search={"prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.7},
-                                "rounds": {"type": "int", "low": 1, "high": 3}}))
+        run_study(
+            _app_study(
+                "paretos",
+                root,
+                objective={"name": "pareto"},
+                sampler="nsga2",
+                search={
+                    "prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.7},
+                    "rounds": {"type": "int", "low": 1, "high": 3},
+                },
+            )
+        )
     finally:
         ray.shutdown()
     return root
@@ -110,10 +142,28 @@ def loopback_cluster(head_cpus: int, worker_cpus: int):
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     try:
-        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                        f"--num-cpus={head_cpus}", *common], env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([ray_bin, "start", f"--address={address}", f"--num-cpus={worker_cpus}", *common], env=env,
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                ray_bin,
+                "start",
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--num-cpus={head_cpus}",
+                *common,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [ray_bin, "start", f"--address={address}", f"--num-cpus={worker_cpus}", *common],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         yield address
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
@@ -147,12 +197,18 @@ def assert_study_complete(lake, study, rounds, trials=4):
     all finished, each with exactly one file per round in `rounds`."""
     import pyarrow.parquet as pq
 
-    rows = [row for p in sorted((lake / "rounds" / f"study={study}").rglob("*.parquet"))
-            for row in pq.read_table(p).to_pylist()]
+    rows = [
+        row
+        for p in sorted((lake / "rounds" / f"study={study}").rglob("*.parquet"))
+        for row in pq.read_table(p).to_pylist()
+    ]
     keys = [(r["trial_id"], r["round"]) for r in rows]
     assert len(keys) == len(set(keys)), "no duplicate rows"
-    lineages = [row for p in sorted((lake / "lineages" / f"study={study}").rglob("*.parquet"))
-                for row in pq.read_table(p).to_pylist()]
+    lineages = [
+        row
+        for p in sorted((lake / "lineages" / f"study={study}").rglob("*.parquet"))
+        for row in pq.read_table(p).to_pylist()
+    ]
     assert len(lineages) == trials and {r["status"] for r in lineages} == {"finished"}, lineages
     assert all({k[1] for k in keys if k[0] == r["trial_id"]} == set(rounds) for r in lineages)
     assert len(keys) == trials * len(rounds)

@@ -1,4 +1,5 @@
 """Writers for tiny datasets in the real on-disk formats torchvision reads."""
+
 from __future__ import annotations
 
 import gzip
@@ -35,9 +36,12 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 30, seed: int =
     folder.mkdir(parents=True, exist_ok=True)
 
     def batch(n: int, label: str) -> dict:
-        return {"batch_label": label, "labels": [int(i % 10) for i in range(n)],
-                "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-                "filenames": [f"img{i}.png" for i in range(n)]}
+        return {
+            "batch_label": label,
+            "labels": [int(i % 10) for i in range(n)],
+            "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            "filenames": [f"img{i}.png" for i in range(n)],
+        }
 
     for i in range(1, 6):
         with open(folder / f"data_batch_{i}", "wb") as f:
@@ -45,5 +49,22 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 30, seed: int =
     with open(folder / "test_batch", "wb") as f:
         pickle.dump(batch(n_test, "testing batch 1 of 1"), f)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                     "ship", "truck"], "num_vis": 3072, "num_cases_per_batch": per_batch}, f)
+        pickle.dump(
+            {
+                "label_names": [
+                    "airplane",
+                    "automobile",
+                    "bird",
+                    "cat",
+                    "deer",
+                    "dog",
+                    "frog",
+                    "horse",
+                    "ship",
+                    "truck",
+                ],
+                "num_vis": 3072,
+                "num_cases_per_batch": per_batch,
+            },
+            f,
+        )

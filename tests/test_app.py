@@ -1,4 +1,5 @@
 """The Streamlit app (AppTest) on a small real lake written by the engine and a real Ray study."""
+
 import io
 import json
 from pathlib import Path
@@ -16,8 +17,12 @@ from study.lake.recorder import run_to_lake
 from study.lake.schema import ROUNDS_SCHEMA
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = {"search": "study/app/pages/search.py", "lineage": "study/app/pages/lineage.py",
-         "data": "study/app/pages/data.py", "sequences": "study/app/pages/sequences.py"}
+PAGES = {
+    "search": "study/app/pages/search.py",
+    "lineage": "study/app/pages/lineage.py",
+    "data": "study/app/pages/data.py",
+    "sequences": "study/app/pages/sequences.py",
+}
 pytestmark = pytest.mark.timeout(600)
 
 
@@ -89,7 +94,9 @@ def test_search_page_shows_trials_importance_and_best(lake, monkeypatch):
     assert (trials["seeds"] == 2).all() and (trials["status"] == "finished").all()
     charts = specs(at)
     scatter = [c for c in charts if c.get("mark", {}).get("type") == "circle"]
-    assert {c["encoding"]["x"]["field"] for c in scatter} == {"strategy", "prune_rates_fc"}, "no dots: Vega-Lite nests them"
+    assert {c["encoding"]["x"]["field"] for c in scatter} == {"strategy", "prune_rates_fc"}, (
+        "no dots: Vega-Lite nests them"
+    )
     assert {c["encoding"]["x"]["title"] for c in scatter} == {"strategy", "prune.rates.fc"}
     bars = [c for c in charts if c.get("mark", {}).get("type") == "bar"]
     assert len(bars) == 1 and bars[0]["encoding"]["x"]["field"] == "importance"
@@ -160,8 +167,18 @@ def test_corrupt_file_and_orphan_lineage_are_reported(lake, tmp_path, monkeypatc
     shutil.copytree(lake, root)
     bad = round_path(root, "compare", "imp", "broken", 0)
     bad.write_bytes(b"PAR1 truncated")
-    write_lineage(root, {"study": "compare", "strategy": "imp", "trial_id": "orphan", "lineage_id": "l",
-                         "config_hash": "h", "status": "running", "rounds_done": 0})
+    write_lineage(
+        root,
+        {
+            "study": "compare",
+            "strategy": "imp",
+            "trial_id": "orphan",
+            "lineage_id": "l",
+            "config_hash": "h",
+            "status": "running",
+            "rounds_done": 0,
+        },
+    )
     for page in (None, *PAGES.values()):
         at = app(root, monkeypatch)
         if page:
@@ -179,8 +196,12 @@ def test_new_rounds_show_up_without_a_restart(lake, tmp_path, monkeypatch):
     at = app(root, monkeypatch, study=["compare"])
     at.switch_page(PAGES["data"]).run()
     assert len(at.dataframe[0].value) == 16
-    run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(strategy="imp", seed=2, rounds=1)), root,
-                study="compare", context=RunContext(threads=1))
+    run_to_lake(
+        lineage_spec_from_dict(synthetic_spec_dict(strategy="imp", seed=2, rounds=1)),
+        root,
+        study="compare",
+        context=RunContext(threads=1),
+    )
     at.run()
     assert len(at.dataframe[0].value) == 18
 
@@ -190,10 +211,11 @@ def test_bands_use_student_t_over_few_seeds():
 
     from study.app.lake import seed_bands, t95
 
-    df = pd.DataFrame({"series": ["a", "a"], "round": [0, 0], "remaining_pct": [100.0, 100.0],
-                       "test_acc": [0.50, 0.90]})
+    df = pd.DataFrame(
+        {"series": ["a", "a"], "round": [0, 0], "remaining_pct": [100.0, 100.0], "test_acc": [0.50, 0.90]}
+    )
     band = seed_bands(df, "test_acc").iloc[0]
-    half = 12.706 * df["test_acc"].std() / 2 ** 0.5
+    half = 12.706 * df["test_acc"].std() / 2**0.5
     assert band["mean"] == pytest.approx(0.70) and band["hi"] == pytest.approx(0.70 + half)
     assert band["lo"] == 0.0, "clipped at 0 for a non-negative metric"
     assert t95(100) == 1.96 and t95(4) == pytest.approx(2.776)
@@ -218,7 +240,9 @@ def test_sequence_models_page_perplexity_parse_f1_baselines_and_trees(lake, monk
 def test_sequence_page_only_appears_with_sequence_results(tmp_path, monkeypatch):
     from conftest import synthetic_spec_dict
 
-    run_to_lake(lineage_spec_from_dict(synthetic_spec_dict(rounds=1)), tmp_path, study="vision", context=RunContext(threads=1))
+    run_to_lake(
+        lineage_spec_from_dict(synthetic_spec_dict(rounds=1)), tmp_path, study="vision", context=RunContext(threads=1)
+    )
     at = app(tmp_path, monkeypatch)
     with pytest.raises(ValueError):
         at.switch_page(PAGES["sequences"]).run()

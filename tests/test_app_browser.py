@@ -1,6 +1,7 @@
 """End to end: `streamlit run app.py` on loopback, driven by headless Debian Chromium through
 Playwright. Every page loads with no exception element and its charts render; screenshots are
 saved (to $STUDY_SCREENSHOTS when set, else the test's temp folder)."""
+
 import os
 from pathlib import Path
 
@@ -15,8 +16,10 @@ def test_every_page_renders_in_headless_chromium(app_lake, tmp_path):
     assert Path(CHROMIUM).exists(), "apt-get install chromium (scripts/setup.sh does)"
     out = Path(os.environ.get("STUDY_SCREENSHOTS", tmp_path / "screenshots"))
     with serve(app_lake) as url:
-        visits = {v.name: v for v in visit_pages(url, out, min_charts={"strategies": 2, "search": 3, "lineage": 2,
-                                                                        "sequences": 4})}
+        visits = {
+            v.name: v
+            for v in visit_pages(url, out, min_charts={"strategies": 2, "search": 3, "lineage": 2, "sequences": 4})
+        }
     assert set(visits) == {"strategies", "search", "lineage", "sequences", "data"}
     for name, visit in visits.items():
         assert visit.exceptions == 0, name

@@ -1,5 +1,6 @@
 """The layer rules of ARCHITECTURE.md, checked on the source: which layer may import what, no
 import cycles between modules, and an app that loads neither torch nor Ray."""
+
 import ast
 import subprocess
 import sys
@@ -11,15 +12,21 @@ PACKAGE = Path(__file__).resolve().parents[1] / "study"
 
 # layer -> (third-party packages it must not import, our packages it must not import)
 RULES = {
-    "study.engine": ({"ray", "optuna", "pyarrow", "streamlit", "duckdb", "pandas"},
-                     {"study.lake", "study.search", "study.deploy", "study.app", "study.cli"}),
+    "study.engine": (
+        {"ray", "optuna", "pyarrow", "streamlit", "duckdb", "pandas"},
+        {"study.lake", "study.search", "study.deploy", "study.app", "study.cli"},
+    ),
     "study.lake": ({"ray", "optuna", "streamlit"}, {"study.search", "study.deploy", "study.app", "study.cli"}),
-    "study.analysis": ({"torch", "ray", "optuna", "streamlit"}, {"study.engine.lineage", "study.search",
-                                                                 "study.deploy", "study.app", "study.cli"}),
+    "study.analysis": (
+        {"torch", "ray", "optuna", "streamlit"},
+        {"study.engine.lineage", "study.search", "study.deploy", "study.app", "study.cli"},
+    ),
     "study.search": ({"streamlit"}, {"study.deploy", "study.app", "study.cli"}),
     "study.deploy": ({"streamlit"}, {"study.app", "study.cli"}),
-    "study.app": ({"torch", "ray"}, {"study.engine.lineage", "study.engine.train", "study.search.tune",
-                                     "study.deploy", "study.cli"}),
+    "study.app": (
+        {"torch", "ray"},
+        {"study.engine.lineage", "study.engine.train", "study.search.tune", "study.deploy", "study.cli"},
+    ),
 }
 LEAVES = {"study.errors", "study.typed_yaml", "study.version"}
 
@@ -75,8 +82,11 @@ def test_each_layer_imports_only_what_it_may(layer):
 
 def test_leaf_modules_import_nothing_of_ours():
     for name in LEAVES:
-        ours = {i for i in imports(MODULES[name]) if within(i, "study") and i not in LEAVES
-                and not any(within(i, leaf) for leaf in LEAVES)}
+        ours = {
+            i
+            for i in imports(MODULES[name])
+            if within(i, "study") and i not in LEAVES and not any(within(i, leaf) for leaf in LEAVES)
+        }
         assert not ours, (name, ours)
 
 
@@ -140,16 +150,18 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_the_app_loads_neither_torch_nor_ray():
-    code = ("import sys; import study.app.lake, study.app.search, study.app.context, study.app.charts; "
-            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=PACKAGE.parent)
+    code = (
+        "import sys; import study.app.lake, study.app.search, study.app.context, study.app.charts; "
+        "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_the_engine_loads_no_pyarrow_and_no_ray():
-    code = ("import sys; import study.engine.lineage, study.engine.spec; "
-            "print(sorted(m for m in ('pyarrow', 'ray', 'optuna', 'streamlit') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=PACKAGE.parent)
+    code = (
+        "import sys; import study.engine.lineage, study.engine.spec; "
+        "print(sorted(m for m in ('pyarrow', 'ray', 'optuna', 'streamlit') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

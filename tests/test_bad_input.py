@@ -1,5 +1,6 @@
 """Bad input, everywhere: one line on stderr that names the problem and the fix, exit code 2,
 and nothing written. Every case runs the real CLI entry point."""
+
 import pytest
 import yaml
 from conftest import free_port, synthetic_spec_dict
@@ -14,9 +15,13 @@ def lineage_yaml(tmp_path, **kw):
 
 
 def study_yaml(tmp_path, **kw):
-    raw = {"name": "s", "base": synthetic_spec_dict(rounds=1), "budget": {"num_samples": 2},
-           "search": {"train.lr": {"type": "log_float", "low": 1e-4, "high": 1e-2}},
-           "storage": {"results": str(tmp_path / "lake")}}
+    raw = {
+        "name": "s",
+        "base": synthetic_spec_dict(rounds=1),
+        "budget": {"num_samples": 2},
+        "search": {"train.lr": {"type": "log_float", "low": 1e-4, "high": 1e-2}},
+        "storage": {"results": str(tmp_path / "lake")},
+    }
     raw.update(kw)
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({"study": raw}))
@@ -42,115 +47,235 @@ def lake(tmp_path):
 CASES = {
     "data.root that does not exist": (
         lambda t: ["lineage", lineage_yaml(t, data={"root": str(t / "nowhere")}), "--results", lake(t)],
-        "data.root", "does not exist"),
+        "data.root",
+        "does not exist",
+    ),
     "duplicate YAML keys": (
-        lambda t: ["lineage", text_file(t, "model: lenet_300_100\ndataset: synthetic\nrounds: 1\nrounds: 2\n"
-                                           "train: {lr: 0.001, iterations: 10}\n"), "--results", lake(t)],
-        "'rounds' is given twice", "keep one"),
+        lambda t: [
+            "lineage",
+            text_file(
+                t,
+                "model: lenet_300_100\ndataset: synthetic\nrounds: 1\nrounds: 2\ntrain: {lr: 0.001, iterations: 10}\n",
+            ),
+            "--results",
+            lake(t),
+        ],
+        "'rounds' is given twice",
+        "keep one",
+    ),
     "model/dataset mismatch, caught by plan": (
         lambda t: ["plan", lineage_yaml(t, model="onlstm_lm")],
-        "takes text data but dataset synthetic is image data", "use one of these datasets: pcfg, text"),
+        "takes text data but dataset synthetic is image data",
+        "use one of these datasets: pcfg, text",
+    ),
     "unknown model_args": (
         lambda t: ["plan", lineage_yaml(t, model="onlstm_lm", dataset="pcfg", model_args={"hiden": 8})],
-        "model_args.hiden", "did you mean 'hidden'"),
+        "model_args.hiden",
+        "did you mean 'hidden'",
+    ),
     "model_args on a model that takes none": (
         lambda t: ["lineage", lineage_yaml(t, model_args={"width": 3}), "--results", lake(t)],
-        "lenet_300_100 has no such argument", "allowed: none"),
+        "lenet_300_100 has no such argument",
+        "allowed: none",
+    ),
     "a binary file as the spec": (
-        lambda t: ["lineage", binary_file(t), "--results", lake(t)], "is not a text YAML file", "pass the path"),
-    "a directory as the spec": (
-        lambda t: ["plan", str(t)], "is a directory", "spec file inside it"),
+        lambda t: ["lineage", binary_file(t), "--results", lake(t)],
+        "is not a text YAML file",
+        "pass the path",
+    ),
+    "a directory as the spec": (lambda t: ["plan", str(t)], "is a directory", "spec file inside it"),
     "unsafe study name": (
         lambda t: ["lineage", lineage_yaml(t), "--results", lake(t), "--study", "../up one"],
-        "study '../up one' is not allowed", "ASCII letters, digits"),
+        "study '../up one' is not allowed",
+        "ASCII letters, digits",
+    ),
     "non-ASCII trial id": (
         lambda t: ["lineage", lineage_yaml(t), "--results", lake(t), "--trial", "tëst"],
-        "trial id 'tëst' is not allowed", "starting with a letter or digit"),
+        "trial id 'tëst' is not allowed",
+        "starting with a letter or digit",
+    ),
     "read-only lake": (
         lambda t: ["lineage", lineage_yaml(t), "--results", "/sys/study-lake"],
-        "results lake /sys/study-lake is not writable", "pass --results"),
+        "results lake /sys/study-lake is not writable",
+        "pass --results",
+    ),
     "batch larger than the training split": (
         lambda t: ["lineage", lineage_yaml(t, train={"batch_size": 5000}), "--results", lake(t)],
-        "train.batch_size 5000 is larger than synthetic's training split (900 examples)", "lower train.batch_size"),
+        "train.batch_size 5000 is larger than synthetic's training split (900 examples)",
+        "lower train.batch_size",
+    ),
     "an empty when: list": (
-        lambda t: ["tune", study_yaml(t, search={
-            "train.lr": {"type": "log_float", "low": 1e-4, "high": 1e-2},
-            "rewind_iteration": {"type": "int", "low": 0, "high": 20, "when": {"strategy": []}}})],
-        "search.rewind_iteration.when.strategy is an empty list", "list the values"),
+        lambda t: [
+            "tune",
+            study_yaml(
+                t,
+                search={
+                    "train.lr": {"type": "log_float", "low": 1e-4, "high": 1e-2},
+                    "rewind_iteration": {"type": "int", "low": 0, "high": 20, "when": {"strategy": []}},
+                },
+            ),
+        ],
+        "search.rewind_iteration.when.strategy is an empty list",
+        "list the values",
+    ),
     "a float grid with step 0": (
-        lambda t: ["tune", study_yaml(t, sampler="grid", search={
-            "prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.5, "step": 0}})],
-        "search.prune.rates.fc.step must be > 0", "positive step"),
+        lambda t: [
+            "tune",
+            study_yaml(
+                t, sampler="grid", search={"prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.5, "step": 0}}
+            ),
+        ],
+        "search.prune.rates.fc.step must be > 0",
+        "positive step",
+    ),
     "a study lake on a URL": (
         lambda t: ["tune", study_yaml(t, storage={"results": "s3://bucket/lake"})],
-        "is a URL", "shared-volume path"),
+        "is a URL",
+        "shared-volume path",
+    ),
     "a study lake on a read-only file system": (
         lambda t: ["tune", study_yaml(t, storage={"results": "/sys/study-lake"})],
-        "results lake /sys/study-lake is not writable", "pass --results"),
+        "results lake /sys/study-lake is not writable",
+        "pass --results",
+    ),
     "compact on a missing lake": (
-        lambda t: ["compact", str(t / "no-lake"), "--study", "s"], "no results lake at", "lake's root folder"),
+        lambda t: ["compact", str(t / "no-lake"), "--study", "s"],
+        "no results lake at",
+        "lake's root folder",
+    ),
     "stall_timeout_s of zero": (
-        lambda t: ["tune", study_yaml(t, stall_timeout_s=0)], "stall_timeout_s must be > 0", "null for no limit"),
+        lambda t: ["tune", study_yaml(t, stall_timeout_s=0)],
+        "stall_timeout_s must be > 0",
+        "null for no limit",
+    ),
     # found by fuzzing the CLI
     "an empty lake path": (
-        lambda t: ["lineage", lineage_yaml(t), "--results", ""], "results lake path is empty", "pass --results"),
+        lambda t: ["lineage", lineage_yaml(t), "--results", ""],
+        "results lake path is empty",
+        "pass --results",
+    ),
     "--threads far beyond the machine": (
         lambda t: ["lineage", lineage_yaml(t), "--results", lake(t), "--threads", "100000"],
-        "--threads must be between 1 and", "got 100000"),
+        "--threads must be between 1 and",
+        "got 100000",
+    ),
     "--device that is not a device": (
         lambda t: ["lineage", lineage_yaml(t), "--results", lake(t), "--device", "bogus"],
-        "--device 'bogus' is not a device", "use cpu, cuda or cuda:N"),
+        "--device 'bogus' is not a device",
+        "use cpu, cuda or cuda:N",
+    ),
     "--device meta": (
         lambda t: ["lineage", lineage_yaml(t), "--results", lake(t), "--device", "meta"],
-        "lineages train on cpu or cuda", "use one of those"),
+        "lineages train on cpu or cuda",
+        "use one of those",
+    ),
     "an infinite learning rate": (
-        lambda t: ["lineage", text_file(t, "model: lenet_300_100\ndataset: synthetic\nrounds: 1\n"
-                                           "train: {lr: .inf, iterations: 10}\n"), "--results", lake(t)],
-        "train.lr must be a finite number", "got inf"),
+        lambda t: [
+            "lineage",
+            text_file(t, "model: lenet_300_100\ndataset: synthetic\nrounds: 1\ntrain: {lr: .inf, iterations: 10}\n"),
+            "--results",
+            lake(t),
+        ],
+        "train.lr must be a finite number",
+        "got inf",
+    ),
     "a negative decay factor": (
-        lambda t: ["lineage", lineage_yaml(t, train={"schedule": "step", "milestones": [30], "gamma": -1}),
-                   "--results", lake(t)], "train.gamma", "must be > 0"),
+        lambda t: [
+            "lineage",
+            lineage_yaml(t, train={"schedule": "step", "milestones": [30], "gamma": -1}),
+            "--results",
+            lake(t),
+        ],
+        "train.gamma",
+        "must be > 0",
+    ),
     "repeated milestones": (
-        lambda t: ["lineage", lineage_yaml(t, train={"schedule": "step", "milestones": [10, 10]}),
-                   "--results", lake(t)], "train.milestones must be increasing", "got [10, 10]"),
+        lambda t: [
+            "lineage",
+            lineage_yaml(t, train={"schedule": "step", "milestones": [10, 10]}),
+            "--results",
+            lake(t),
+        ],
+        "train.milestones must be increasing",
+        "got [10, 10]",
+    ),
     "every kind exempt from pruning": (
         lambda t: ["plan", lineage_yaml(t, prune={"exempt": ["fc", "output"]})],
-        "nothing would be pruned", "leave at least one"),
+        "nothing would be pruned",
+        "leave at least one",
+    ),
     "a million rounds": (
-        lambda t: ["plan", lineage_yaml(t, rounds=1000000)], "rounds must be in [0, 500]", "got 1000000"),
+        lambda t: ["plan", lineage_yaml(t, rounds=1000000)],
+        "rounds must be in [0, 500]",
+        "got 1000000",
+    ),
     "a seed beyond 31 bits": (
         lambda t: ["lineage", lineage_yaml(t), "--results", lake(t), "--seed", str(2**40)],
-        "seed must be in [0, 2147483647]", str(2**40)),
+        "seed must be in [0, 2147483647]",
+        str(2**40),
+    ),
     "a negative hidden size": (
         lambda t: ["plan", lineage_yaml(t, model="onlstm_lm", dataset="pcfg", model_args={"hidden": -32})],
-        "model_args.hidden must be a positive integer", "got -32"),
+        "model_args.hidden must be a positive integer",
+        "got -32",
+    ),
     "a YAML key that is a list": (
-        lambda t: ["plan", text_file(t, "lineage: {? [a, b] : 1}\n")], "a key must be a plain name", "line"),
+        lambda t: ["plan", text_file(t, "lineage: {? [a, b] : 1}\n")],
+        "a key must be a plain name",
+        "line",
+    ),
     "a lineage file with another top-level key": (
         lambda t: ["plan", text_file(t, yaml.safe_dump({"lineage": synthetic_spec_dict(), "extra": 1}))],
-        "holds 'lineage:' and nothing else", "found also extra"),
+        "holds 'lineage:' and nothing else",
+        "found also extra",
+    ),
     "a search range up to infinity": (
         lambda t: ["tune", study_yaml(t, search={"train.lr": {"type": "float", "low": 1e-4, "high": float("inf")}})],
-        "search.train.lr.high must be a finite number", "inf"),
+        "search.train.lr.high must be a finite number",
+        "inf",
+    ),
     "a negative sampler seed": (
-        lambda t: ["tune", study_yaml(t, sampler_seed=-5)], "sampler_seed must be in [0, 2**32)", "got -5"),
+        lambda t: ["tune", study_yaml(t, sampler_seed=-5)],
+        "sampler_seed must be in [0, 2**32)",
+        "got -5",
+    ),
     "a fractional step for an int parameter": (
-        lambda t: ["tune", study_yaml(t, search={"rewind_iteration": {"type": "int", "low": 0, "high": 20,
-                                                                      "step": 0.5}})],
-        "an int parameter's step must be a whole number", "0.5"),
+        lambda t: [
+            "tune",
+            study_yaml(t, search={"rewind_iteration": {"type": "int", "low": 0, "high": 20, "step": 0.5}}),
+        ],
+        "an int parameter's step must be a whole number",
+        "0.5",
+    ),
     "seed as a searched parameter": (
         lambda t: ["tune", study_yaml(t, search={"seed": {"type": "int", "low": 0, "high": 3}})],
-        "search.seed: seeds are not searched", "seeds: [0, 1, 2]"),
+        "search.seed: seeds are not searched",
+        "seeds: [0, 1, 2]",
+    ),
     "a when: condition that can never hold": (
-        lambda t: ["tune", study_yaml(t, search={
-            "strategy": {"type": "categorical", "choices": ["imp", "random_prune"]},
-            "rewind_iteration": {"type": "int", "low": 0, "high": 20, "when": {"strategy": ["lr_rewind"]}}})],
-        "strategy never takes any of ['lr_rewind']", "would never be searched"),
+        lambda t: [
+            "tune",
+            study_yaml(
+                t,
+                search={
+                    "strategy": {"type": "categorical", "choices": ["imp", "random_prune"]},
+                    "rewind_iteration": {"type": "int", "low": 0, "high": 20, "when": {"strategy": ["lr_rewind"]}},
+                },
+            ),
+        ],
+        "strategy never takes any of ['lr_rewind']",
+        "would never be searched",
+    ),
     "an Optuna journal under a file": (
         lambda t: ["tune", study_yaml(t, storage={"results": str(t / "lake"), "optuna": "/etc/passwd/s.journal"})],
-        "the Optuna journal's folder /etc/passwd is not writable", "point storage.optuna"),
+        "the Optuna journal's folder /etc/passwd is not writable",
+        "point storage.optuna",
+    ),
     "results for a study the lake does not hold": (
-        lambda t: ["results", str(t), "--study", "nope"], "no results lake at", "pass the lake's root"),
+        lambda t: ["results", str(t), "--study", "nope"],
+        "no results lake at",
+        "pass the lake's root",
+    ),
 }
 
 
@@ -165,8 +290,22 @@ def test_bad_input_is_one_line_naming_the_fix_and_writes_nothing(case, tmp_path,
 
 
 def test_compact_of_an_unknown_study_names_the_ones_there(tmp_path, capsys):
-    assert main(["lineage", lineage_yaml(tmp_path, rounds=1), "--results", lake(tmp_path), "--quiet",
-                 "--threads", "1", "--study", "known"]) == 0
+    assert (
+        main(
+            [
+                "lineage",
+                lineage_yaml(tmp_path, rounds=1),
+                "--results",
+                lake(tmp_path),
+                "--quiet",
+                "--threads",
+                "1",
+                "--study",
+                "known",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     before = sorted(p.name for p in (tmp_path / "lake").rglob("*.parquet"))
     assert main(["compact", lake(tmp_path), "--study", "unknown"]) == 2
@@ -175,8 +314,9 @@ def test_compact_of_an_unknown_study_names_the_ones_there(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "lake").rglob("*.parquet")) == before
 
 
-@pytest.mark.parametrize("url", ["postgresql://study:hunter2@127.0.0.1:{port}/optuna",
-                                 "sqlite:////nonexistent/dir/optuna.db"])
+@pytest.mark.parametrize(
+    "url", ["postgresql://study:hunter2@127.0.0.1:{port}/optuna", "sqlite:////nonexistent/dir/optuna.db"]
+)
 def test_an_unreachable_optuna_database_fails_before_ray_and_hides_the_password(url, tmp_path, capsys):
     import sys
 
@@ -209,8 +349,24 @@ def test_results_and_compact_on_a_damaged_lake_name_the_file_and_change_nothing(
     import pyarrow.parquet as pq
 
     root = lake(tmp_path)
-    assert main(["lineage", lineage_yaml(tmp_path, rounds=1), "--results", root, "--quiet", "--threads", "1",
-                 "--study", "x", "--trial", "t"]) == 0
+    assert (
+        main(
+            [
+                "lineage",
+                lineage_yaml(tmp_path, rounds=1),
+                "--results",
+                root,
+                "--quiet",
+                "--threads",
+                "1",
+                "--study",
+                "x",
+                "--trial",
+                "t",
+            ]
+        )
+        == 0
+    )
     foreign = tmp_path / "lake" / "rounds" / "study=x" / "strategy=imp" / "mine.parquet"
     pq.write_table(pa.table({"a": [1], "b": ["z"]}), foreign)
     (tmp_path / "lake" / "rounds" / "study=x" / "strategy=imp" / "weird.parquet").mkdir()
@@ -250,9 +406,13 @@ def test_fresh_cannot_supersede_rows_inside_a_compacted_file(tmp_path, capsys):
     assert {p: p.read_bytes() for p in (tmp_path / "lake").rglob("*.parquet")} == before
 
 
-@pytest.mark.parametrize("url,secret", [("postgresql://alice:p@ssW0rd9@127.0.0.1:{port}/optuna", "ssW0rd9"),
-                                        ("postgresql://alice@127.0.0.1:{port}/optuna?password=QuerySecret9",
-                                         "QuerySecret9")])
+@pytest.mark.parametrize(
+    "url,secret",
+    [
+        ("postgresql://alice:p@ssW0rd9@127.0.0.1:{port}/optuna", "ssW0rd9"),
+        ("postgresql://alice@127.0.0.1:{port}/optuna?password=QuerySecret9", "QuerySecret9"),
+    ],
+)
 def test_passwords_in_awkward_places_are_redacted(url, secret, tmp_path, capsys):
     path = study_yaml(tmp_path, storage={"results": str(tmp_path / "lake"), "optuna": url.format(port=free_port())})
     assert main(["tune", path]) == 2

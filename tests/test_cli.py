@@ -38,8 +38,11 @@ def test_bad_spec_is_one_line_and_nothing_runs(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))
     lake = tmp_path / "lake"
-    proc = subprocess.run([sys.executable, "-m", "study.cli", "lineage", str(path), "--results", str(lake)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.cli", "lineage", str(path), "--results", str(lake)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "unknown key 'train.lrr'" in proc.stderr and "did you mean 'lr'" in proc.stderr

@@ -34,12 +34,14 @@ def test_batches_are_addressed_by_iteration_and_cover_each_epoch():
 
 
 def test_cifar_augmentation_crops_and_flips_on_tensors():
-    task = load_task("synthetic_cifar", DataSpec(validation_size=100, synthetic_size=400, augment=True),
-                     batch_size=16, seed=0)
+    task = load_task(
+        "synthetic_cifar", DataSpec(validation_size=100, synthetic_size=400, augment=True), batch_size=16, seed=0
+    )
     x, y = task.batch(0)
     assert x.shape == (16, 3, 32, 32) and y.shape == (16,)
-    plain = load_task("synthetic_cifar", DataSpec(validation_size=100, synthetic_size=400, augment=False),
-                      batch_size=16, seed=0)
+    plain = load_task(
+        "synthetic_cifar", DataSpec(validation_size=100, synthetic_size=400, augment=False), batch_size=16, seed=0
+    )
     xp, yp = plain.batch(0)
     assert torch.equal(y, yp) and not torch.equal(x, xp)
     oy, ox, flip = (a[:16] for a in task._aug)
@@ -99,12 +101,21 @@ def test_concurrent_staging_of_a_flat_folder(tmp_path, monkeypatch):
     import sys
 
     write_idx(tmp_path / "flat", gz=True, n_train=3000, n_test=500)
-    env = {**__import__("os").environ, "STUDY_DATA_DIR": str(tmp_path / "flat"),
-           "STUDY_CACHE_DIR": str(tmp_path / "cache")}
-    code = ("from study.engine.data import load_task; from study.engine.spec import DataSpec; "
-            "print(len(load_task('fashion_mnist', DataSpec(validation_size=100), batch_size=10, seed=0).train_x))")
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    env = {
+        **__import__("os").environ,
+        "STUDY_DATA_DIR": str(tmp_path / "flat"),
+        "STUDY_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    code = (
+        "from study.engine.data import load_task; from study.engine.spec import DataSpec; "
+        "print(len(load_task('fashion_mnist', DataSpec(validation_size=100), batch_size=10, seed=0).train_x))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     outs = [p.communicate() for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-300:] for o in outs]
     assert [o[0].strip() for o in outs] == ["2900"] * 4
@@ -116,9 +127,11 @@ def test_second_load_comes_from_the_tensor_cache_without_torchvision(tmp_path):
 
     write_idx(tmp_path / "MNIST" / "raw", n_train=50, n_test=10)
     env = {**__import__("os").environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")}
-    code = (f"import sys; from study.engine.data import load_task; from study.engine.spec import DataSpec; "
-            f"t = load_task('mnist', DataSpec(root={str(tmp_path)!r}, validation_size=10), batch_size=5, seed=0); "
-            f"print(float(t.train_x.sum()), 'torchvision' in sys.modules)")
+    code = (
+        f"import sys; from study.engine.data import load_task; from study.engine.spec import DataSpec; "
+        f"t = load_task('mnist', DataSpec(root={str(tmp_path)!r}, validation_size=10), batch_size=5, seed=0); "
+        f"print(float(t.train_x.sum()), 'torchvision' in sys.modules)"
+    )
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert first.stdout.split()[1] == "True" and second.stdout.split()[1] == "False"

@@ -1,6 +1,7 @@
 """Kubernetes manifests, tested offline: parse, project-owned semantic checks, strict
 kubernetes-validate for core objects and every pod template, KubeRay v1.7.0 CRD schemas with
 unknown fields rejected, the committed examples up to date, the Dockerfile's pins."""
+
 import copy
 import functools
 import subprocess
@@ -24,8 +25,11 @@ VARIANTS = {
     "gpu": {},
     "cpu-dev": {"profile": "cpu-dev"},
     "postgres-s3": {"postgres": "bundled", "postgres_password": "s3cret", "tune_storage": "s3://b/tune", "gpus": 8},
-    "external-db": {"postgres": "postgresql://u:p@db.example:5432/optuna", "existing_claim": "team-lake",
-                    "namespace": "studies"},
+    "external-db": {
+        "postgres": "postgresql://u:p@db.example:5432/optuna",
+        "existing_claim": "team-lake",
+        "namespace": "studies",
+    },
     "raycluster": {"kind": "raycluster", "profile": "cpu-dev"},
 }
 
@@ -45,21 +49,48 @@ def _job():
     return rendered()
 
 
-@pytest.mark.parametrize("mutate,expected", [
-    (lambda o: o[-1]["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"].update({"num-cpus": "2"}), "head must schedule no trials"),
-    (lambda o: o[-1]["spec"]["rayClusterSpec"].update({"rayVersion": "2.9.0"}), "rayVersion"),
-    (lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
-     ["resources"]["limits"].update({"nvidia.com/gpu": 0.5}), "whole number"),
-    (lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0].update({"minReplicas": 3, "maxReplicas": 2}), "minReplicas"),
-    (lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][1]["template"]["spec"]["containers"][0]
-     .update({"image": "ghcr.io/acme/lottery-study:0.2.0"}), "one tag everywhere"),
-    (lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
-     ["volumeMounts"][0].update({"mountPath": "/data"}), "one claim at one path"),
-    (lambda o: o[-1]["metadata"].update({"name": "study-" + "x" * 50}), "longer than 47"),
-    (lambda o: o[-1]["spec"].update({"entrypoint": "python -m study.nonexistent tune x.yaml"}), "not importable"),
-    (lambda o: o[0]["data"].update({"study.yaml": o[0]["data"]["study.yaml"].replace("/mnt/lake/results", "/tmp/results")}),
-     "not on the shared volume"),
-])
+@pytest.mark.parametrize(
+    "mutate,expected",
+    [
+        (
+            lambda o: o[-1]["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"].update({"num-cpus": "2"}),
+            "head must schedule no trials",
+        ),
+        (lambda o: o[-1]["spec"]["rayClusterSpec"].update({"rayVersion": "2.9.0"}), "rayVersion"),
+        (
+            lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
+                "resources"
+            ]["limits"].update({"nvidia.com/gpu": 0.5}),
+            "whole number",
+        ),
+        (
+            lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0].update(
+                {"minReplicas": 3, "maxReplicas": 2}
+            ),
+            "minReplicas",
+        ),
+        (
+            lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][1]["template"]["spec"]["containers"][
+                0
+            ].update({"image": "ghcr.io/acme/lottery-study:0.2.0"}),
+            "one tag everywhere",
+        ),
+        (
+            lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
+                "volumeMounts"
+            ][0].update({"mountPath": "/data"}),
+            "one claim at one path",
+        ),
+        (lambda o: o[-1]["metadata"].update({"name": "study-" + "x" * 50}), "longer than 47"),
+        (lambda o: o[-1]["spec"].update({"entrypoint": "python -m study.nonexistent tune x.yaml"}), "not importable"),
+        (
+            lambda o: o[0]["data"].update(
+                {"study.yaml": o[0]["data"]["study.yaml"].replace("/mnt/lake/results", "/tmp/results")}
+            ),
+            "not on the shared volume",
+        ),
+    ],
+)
 def test_semantic_checks_catch_each_fault(mutate, expected):
     objects = copy.deepcopy(_job())
     mutate(objects)
@@ -76,8 +107,12 @@ def test_core_objects_and_pod_templates_pass_strict_kubernetes_validation(varian
     templates = list(pod_templates(objects))
     assert len(templates) >= 2
     for _where, template in templates:
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", **template.get("metadata", {})},
-               "spec": template["spec"]}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", **template.get("metadata", {})},
+            "spec": template["spec"],
+        }
         kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
 
 
@@ -92,8 +127,11 @@ def _closed(schema):
     """The CRD schema with unknown fields rejected wherever an object lists its properties."""
     if isinstance(schema, dict):
         schema = {k: _closed(v) for k, v in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):
@@ -139,19 +177,46 @@ def test_crd_validation_rejects_unknown_fields():
 EXAMPLES = {
     "fashion-mnist-demo-gpu.yaml": ["search_spaces/studies/fashion_mnist_demo.yaml"],
     "fashion-mnist-demo-cpu-dev.yaml": ["search_spaces/studies/fashion_mnist_demo.yaml", "--profile", "cpu-dev"],
-    "lenet300-mnist-paper-gpu-postgres.yaml": ["search_spaces/studies/lenet300_mnist_paper.yaml", "--gpus", "8",
-                                               "--postgres", "bundled", "--tune-storage", "s3://acme-studies/tune"],
-    "raycluster-cpu-dev.yaml": ["search_spaces/studies/fashion_mnist_demo.yaml", "--kind", "raycluster",
-                                "--profile", "cpu-dev"],
+    "lenet300-mnist-paper-gpu-postgres.yaml": [
+        "search_spaces/studies/lenet300_mnist_paper.yaml",
+        "--gpus",
+        "8",
+        "--postgres",
+        "bundled",
+        "--tune-storage",
+        "s3://acme-studies/tune",
+    ],
+    "raycluster-cpu-dev.yaml": [
+        "search_spaces/studies/fashion_mnist_demo.yaml",
+        "--kind",
+        "raycluster",
+        "--profile",
+        "cpu-dev",
+    ],
 }
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_committed_examples_match_a_fresh_render(name):
-    out = subprocess.run([sys.executable, "-m", "study.cli", "k8s", "render", *EXAMPLES[name], "--image",
-                          "ghcr.io/acme/lottery-study:0.1.0"], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout == (ROOT / "k8s" / "examples" / name).read_text(), \
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "study.cli",
+            "k8s",
+            "render",
+            *EXAMPLES[name],
+            "--image",
+            "ghcr.io/acme/lottery-study:0.1.0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout == (ROOT / "k8s" / "examples" / name).read_text(), (
         f"k8s/examples/{name} is stale: re-render it with `study k8s render {' '.join(EXAMPLES[name])}`"
+    )
 
 
 def test_dockerfile_installs_the_pinned_stack():
@@ -164,10 +229,14 @@ def test_dockerfile_installs_the_pinned_stack():
 
 
 def test_bad_render_inputs_are_one_line_errors(tmp_path):
-    for args, expected in ((["--image", "lottery-study"], "has no tag"), (["--tune-storage", "/local"], "s3://"),
-                           (["--gpus-per-worker", "0"], "whole GPUs")):
-        out = subprocess.run([sys.executable, "-m", "study.cli", "k8s", "render", SPACE, *args],
-                             capture_output=True, text=True)
+    for args, expected in (
+        (["--image", "lottery-study"], "has no tag"),
+        (["--tune-storage", "/local"], "s3://"),
+        (["--gpus-per-worker", "0"], "whole GPUs"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "study.cli", "k8s", "render", SPACE, *args], capture_output=True, text=True
+        )
         assert out.returncode == 2 and expected in out.stderr and out.stderr.count("\n") == 1, out.stderr
 
 
@@ -176,14 +245,19 @@ def test_render_refuses_a_trial_that_fits_no_worker_group_and_tells_the_driver_t
     raw = yaml.safe_load((ROOT / SPACE).read_text())
     raw["study"]["resources"] = {"cpu": 1, "gpu": 0.25}
     space.write_text(yaml.safe_dump(raw))
-    out = subprocess.run([sys.executable, "-m", "study.cli", "k8s", "render", str(space), "--profile", "cpu-dev"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "study.cli", "k8s", "render", str(space), "--profile", "cpu-dev"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "0.25 GPU" in out.stderr, out.stderr
     assert "profile cpu-dev" in out.stderr and out.stdout == ""
     objects = render(str(space), K8sOptions(image="ghcr.io/acme/lottery-study:0.1.0", gpus_per_worker=2))
     job = [o for o in objects if o["kind"] == "RayJob"][0]
-    env = {e["name"]: e.get("value") for e in
-           job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["STUDY_WORKER_GROUPS"] == "cpu=16,gpu=2;cpu=8,gpu=0"
 
 
@@ -202,12 +276,25 @@ def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_an
     )
 
     space = tmp_path / "tiny.yaml"
-    space.write_text(yaml.safe_dump({"study": {
-        "name": "k8s-tiny", "base": synthetic_spec_dict(rounds=2, train={"iterations": 400, "eval_every": 100}),
-        "search": {"prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.5}},
-        "budget": {"num_samples": 4}, "max_concurrent": 2}}))
-    opts = K8sOptions(image="ghcr.io/acme/lottery-study:0.1.0", profile="cpu-dev",
-                      mount_path=str(tmp_path / "mnt" / "lake"), config_dir=str(tmp_path / "etc" / "study"))
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "study": {
+                    "name": "k8s-tiny",
+                    "base": synthetic_spec_dict(rounds=2, train={"iterations": 400, "eval_every": 100}),
+                    "search": {"prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.5}},
+                    "budget": {"num_samples": 4},
+                    "max_concurrent": 2,
+                }
+            }
+        )
+    )
+    opts = K8sOptions(
+        image="ghcr.io/acme/lottery-study:0.1.0",
+        profile="cpu-dev",
+        mount_path=str(tmp_path / "mnt" / "lake"),
+        config_dir=str(tmp_path / "etc" / "study"),
+    )
     objects = render(str(space), opts)
     configmap = [o for o in objects if o["kind"] == "ConfigMap"][0]
     job = [o for o in objects if o["kind"] == "RayJob"][0]
@@ -219,8 +306,13 @@ def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_an
     lake = Path(opts.mount_path) / "results"
     argv = shlex.split(job["spec"]["entrypoint"])
     with loopback_cluster(head_cpus=0, worker_cpus=2) as address:
-        env = {**os.environ, **container_env, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled",
-               "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            **container_env,
+            "RAY_ADDRESS": address,
+            "RAY_AUTH_MODE": "disabled",
+            "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+        }
         kill_once_and_rerun(argv, env, lake)
     finished = assert_study_complete(lake, "k8s-tiny", rounds={0, 1, 2})
     assert len({r["node_id"] for r in finished}) == 1, "trials ran on the worker only: the head has no CPUs"

@@ -10,8 +10,10 @@ def run_capturing(spec, **kw):
     resets = {}
 
     def on_reset(round_, model, mask):
-        resets.setdefault(round_, ({n: m.clone() for n, m in mask.items()},
-                                   {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        resets.setdefault(
+            round_,
+            ({n: m.clone() for n, m in mask.items()}, {k: v.detach().clone() for k, v in model.state_dict().items()}),
+        )
 
     results = run_lineage(spec, hooks=LineageHooks(on_reset=on_reset), context=RunContext(threads=1), **kw)
     return results, resets
@@ -83,7 +85,9 @@ def test_lr_rewind_and_finetune_keep_trained_weights(make_spec):
         results, resets = run_capturing(make_spec(rounds=1, strategy=strategy, rewind_iteration=k))
         mask, weights = resets[1]
         dense_trained = resets[0][1]
-        assert not torch.equal(weights["fc1.weight"][mask["fc1.weight"]], dense_trained["fc1.weight"][mask["fc1.weight"]])
+        assert not torch.equal(
+            weights["fc1.weight"][mask["fc1.weight"]], dense_trained["fc1.weight"][mask["fc1.weight"]]
+        )
         assert results[1].iterations == (50 if strategy == "lr_rewind" else 60)
 
 
@@ -99,8 +103,10 @@ def test_finetune_runs_at_the_final_learning_rate(make_spec, monkeypatch):
         return original(*args, **kw)
 
     monkeypatch.setattr(lineage_mod, "train", spy)
-    run_lineage(make_spec(rounds=1, strategy="finetune",
-                          train={"schedule": "step", "milestones": [30], "gamma": 0.1}), context=RunContext(threads=1))
+    run_lineage(
+        make_spec(rounds=1, strategy="finetune", train={"schedule": "step", "milestones": [30], "gamma": 0.1}),
+        context=RunContext(threads=1),
+    )
     assert seen == [pytest.approx(1e-4)]
 
 
@@ -129,9 +135,14 @@ def test_global_scope_imp_and_target_remaining(make_spec):
 
 
 def test_conv_models_prune_by_kind(make_spec):
-    spec = make_spec(model="conv2", dataset="synthetic_cifar", rounds=1, chance_margin=0.0,  # 10 iterations: near chance
-                     train={"iterations": 10, "eval_every": 5, "batch_size": 16},
-                     data={"validation_size": 100, "synthetic_size": 300})
+    spec = make_spec(
+        model="conv2",
+        dataset="synthetic_cifar",
+        rounds=1,
+        chance_margin=0.0,  # 10 iterations: near chance
+        train={"iterations": 10, "eval_every": 5, "batch_size": 16},
+        data={"validation_size": 100, "synthetic_size": 300},
+    )
     results = run_lineage(spec, context=RunContext(threads=1))
     pct = results[1].layer_remaining_pct
     assert pct["conv.0.weight"] == pytest.approx(100 * (1728 - 173) / 1728)  # 10% of 1728, rounded

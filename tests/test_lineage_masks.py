@@ -22,8 +22,10 @@ def capture(spec):
     resets = {}
 
     def on_reset(round_, model, mask):
-        resets.setdefault(round_, ({n: m.clone() for n, m in mask.items()},
-                                   {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        resets.setdefault(
+            round_,
+            ({n: m.clone() for n, m in mask.items()}, {k: v.detach().clone() for k, v in model.state_dict().items()}),
+        )
 
     results = run_lineage(spec, hooks=LineageHooks(on_reset=on_reset), context=RunContext(threads=1))
     return results, resets

@@ -1,5 +1,6 @@
 """The lineage's small rules, without training anything: pruning groups and their rates, how long
 each round trains, and when a dense round is degenerate. Expected values are written out by hand."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -13,8 +14,11 @@ from study.engine.spec import lineage_spec_from_dict
 from study.engine.strategies import STRATEGIES
 from study.errors import SpecError
 
-SLOTS = {"fc1.weight": Slot("fc1.weight", None, "fc"), "fc2.weight": Slot("fc2.weight", None, "fc"),
-         "fc3.weight": Slot("fc3.weight", None, "output")}
+SLOTS = {
+    "fc1.weight": Slot("fc1.weight", None, "fc"),
+    "fc2.weight": Slot("fc2.weight", None, "fc"),
+    "fc3.weight": Slot("fc3.weight", None, "output"),
+}
 
 
 def spec(**kw):
@@ -52,11 +56,25 @@ def test_round_length_per_strategy():
 
 # DESIGN §4, written out by hand: what a pruning round's survivors restart from, on which
 # learning rate, where its mask comes from, and what each strategy refuses.
-RESETS = {"imp": "theta_k", "lr_rewind": "trained", "finetune": "trained", "random_reinit": "fresh",
-          "random_prune": "theta_k", "oneshot": "theta_k", "snip": "theta0", "grasp": "theta0", "synflow": "theta0"}
-REFUSED = {"finetune": {"rewind_iteration": 10}, "snip": {"rewind_iteration": 10}, "grasp": {"rewind_iteration": 10},
-           "synflow": {"rewind_iteration": 10}, "oneshot": {"rounds": 0},
-           "random_prune": {"prune": {"scope": "global", "rate": 0.2}}}
+RESETS = {
+    "imp": "theta_k",
+    "lr_rewind": "trained",
+    "finetune": "trained",
+    "random_reinit": "fresh",
+    "random_prune": "theta_k",
+    "oneshot": "theta_k",
+    "snip": "theta0",
+    "grasp": "theta0",
+    "synflow": "theta0",
+}
+REFUSED = {
+    "finetune": {"rewind_iteration": 10},
+    "snip": {"rewind_iteration": 10},
+    "grasp": {"rewind_iteration": 10},
+    "synflow": {"rewind_iteration": 10},
+    "oneshot": {"rounds": 0},
+    "random_prune": {"prune": {"scope": "global", "rate": 0.2}},
+}
 
 
 def test_every_strategy_restarts_from_the_weights_design_names():
@@ -98,12 +116,13 @@ def dense(val, chance):
 
 def test_degenerate_reason_at_and_below_the_margin():
     s = spec(chance_margin=0.125)  # lr 1e-3
-    assert degenerate_reason(s, dense(0.375, 0.25)) is None          # exactly chance + margin: fine
+    assert degenerate_reason(s, dense(0.375, 0.25)) is None  # exactly chance + margin: fine
     assert degenerate_reason(s, dense(0.5, 0.25)) is None
     assert degenerate_reason(s, dense(0.3125, 0.25)) == (
         "the dense round's validation accuracy 0.3125 does not beat chance (0.2500, the most frequent class) "
-        "by chance_margin 0.125; check train.lr (now 0.001) and the data")
-    assert degenerate_reason(s, dense(0.1, None)) is None               # no chance level known
+        "by chance_margin 0.125; check train.lr (now 0.001) and the data"
+    )
+    assert degenerate_reason(s, dense(0.1, None)) is None  # no chance level known
     assert degenerate_reason(spec(chance_margin=None), dense(0.1, 0.25)) is None
 
 

@@ -47,7 +47,9 @@ def test_seed_alone_decides_the_init(name):
     c = build_model(name, shape, 10, seed=8)
     for (n, pa), pb, _pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), n
-    assert not torch.equal(a.state_dict()[next(iter(prunable_layers(a)))], c.state_dict()[next(iter(prunable_layers(c)))])
+    assert not torch.equal(
+        a.state_dict()[next(iter(prunable_layers(a)))], c.state_dict()[next(iter(prunable_layers(c)))]
+    )
 
 
 def test_gaussian_glorot_and_kaiming_scales():

@@ -1,5 +1,6 @@
 """The study objectives against values computed by hand (on paper, or a formula transcribed here),
 never against the code's own output. Accuracies are chosen so sums are exact in binary floats."""
+
 import math
 
 import pytest
@@ -26,6 +27,7 @@ CURVE = pts((100.0, 0.75, 0.625), (50.0, 0.5, 0.375), (25.0, 0.25, 0.125), (12.5
 
 # ---------------------------------------------------------------- auc
 
+
 def test_auc_of_three_points_by_hand():
     # widths log10(100/50) = log10(2) and log10(50/12.5) = log10(4); trapezoids of the mean heights
     points = pts((100.0, 0.875), (50.0, 0.625), (12.5, 0.375))
@@ -43,6 +45,7 @@ def test_auc_reads_the_named_field_and_is_zero_without_an_interval():
 
 
 # ---------------------------------------------------------------- sparsest_within
+
 
 def test_sparsest_within_includes_a_round_exactly_at_the_bar():
     # rounds 0, 1 (0.5 == 0.75 - 0.25) and 3 (0.5) qualify; the sparsest of them is 12.5 %
@@ -62,20 +65,22 @@ def test_sparsest_within_ties_pick_the_first_round_and_empty_is_dense():
 
 # ---------------------------------------------------------------- accuracy_at
 
+
 def test_accuracy_at_exactly_the_target_and_just_above_it():
     points = pts((100.0, 0.875), (41.0, 0.75), (40.96, 0.625), (32.768, 0.5))
-    assert accuracy_at(points, 40.96) == 0.625        # exactly at the target counts
+    assert accuracy_at(points, 40.96) == 0.625  # exactly at the target counts
     assert accuracy_at(points, 40.96 - 5e-10) == 0.625  # within the 1e-9 float slack
     assert accuracy_at(points, 40.0) == 0.5
     assert accuracy_at(points, 41.5) == 0.75
     assert accuracy_at(points, 100.0) == 0.875
-    assert accuracy_at(points, 10.0) == 0.0           # not reached yet
+    assert accuracy_at(points, 10.0) == 0.0  # not reached yet
     # the slack itself is inclusive: a round at exactly target + 1e-9 still counts
     assert accuracy_at(pts((100.0, 0.875), (40.0 + 1e-9, 0.625)), 40.0) == 0.625
     assert accuracy_at([], 50.0) == 0.0
 
 
 # ---------------------------------------------------------------- selected_round / reported_test / metrics
+
 
 def test_selected_round_per_objective():
     assert selected_round(CURVE, "sparsest_within", 0.25, None) == 3
@@ -91,20 +96,30 @@ def test_selected_round_per_objective():
 
 def test_reported_test_reads_the_selected_round():
     assert reported_test(CURVE, "sparsest_within", 0.25, None) == {
-        "test_acc_at_selected": 0.25, "remaining_pct_at_selected": 12.5}
+        "test_acc_at_selected": 0.25,
+        "remaining_pct_at_selected": 12.5,
+    }
     assert reported_test(CURVE, "accuracy_at", 0.0, 30.0) == {
-        "test_acc_at_selected": 0.125, "remaining_pct_at_selected": 25.0}
+        "test_acc_at_selected": 0.125,
+        "remaining_pct_at_selected": 25.0,
+    }
     assert reported_test(CURVE, "accuracy_at", 0.0, 1.0) == {
-        "test_acc_at_selected": None, "remaining_pct_at_selected": None}
+        "test_acc_at_selected": None,
+        "remaining_pct_at_selected": None,
+    }
     assert reported_test([], "sparsest_within", 0.25, None) == {
-        "test_acc_at_selected": None, "remaining_pct_at_selected": None}
+        "test_acc_at_selected": None,
+        "remaining_pct_at_selected": None,
+    }
     two = pts((100.0, 0.75, 0.5), (10.0, 0.5, 0.25))
     assert reported_test(two, "auc", 0.0, None) == {
-        "test_acc_at_selected": 0.25, "remaining_pct_at_selected": 10.0, "test_auc": 1.0 * (0.5 + 0.25) / 2}
+        "test_acc_at_selected": 0.25,
+        "remaining_pct_at_selected": 10.0,
+        "test_auc": 1.0 * (0.5 + 0.25) / 2,
+    }
     # one round without test accuracy: no test_auc at all
     partial = pts((100.0, 0.75, 0.5), (10.0, 0.5, None))
-    assert reported_test(partial, "auc", 0.0, None) == {
-        "test_acc_at_selected": None, "remaining_pct_at_selected": 10.0}
+    assert reported_test(partial, "auc", 0.0, None) == {"test_acc_at_selected": None, "remaining_pct_at_selected": 10.0}
 
 
 def test_objective_metrics_by_name():
@@ -121,14 +136,17 @@ def test_objective_metrics_by_name():
 
 # ---------------------------------------------------------------- pareto_front
 
+
 def test_pareto_front_drops_dominated_points_and_keeps_duplicates():
     # (val_acc max, remaining_pct min)
-    values = [(0.9, 10.0),   # 0: front
-              (0.8, 5.0),    # 1: front (sparser)
-              (0.85, 20.0),  # 2: dominated by 0 on both
-              (0.9, 10.0),   # 3: duplicate of 0: neither dominates the other
-              (0.7, 50.0),   # 4: dominated by 0
-              (0.9, 15.0)]   # 5: ties 0 on accuracy, worse on sparsity: dominated
+    values = [
+        (0.9, 10.0),  # 0: front
+        (0.8, 5.0),  # 1: front (sparser)
+        (0.85, 20.0),  # 2: dominated by 0 on both
+        (0.9, 10.0),  # 3: duplicate of 0: neither dominates the other
+        (0.7, 50.0),  # 4: dominated by 0
+        (0.9, 15.0),
+    ]  # 5: ties 0 on accuracy, worse on sparsity: dominated
     assert pareto_front(values, ["max", "min"]) == [0, 1, 3]
     # flipping the modes flips what is good
     assert pareto_front(values, ["min", "max"]) == [4]

@@ -23,7 +23,7 @@ def _as_torch_lstm(layer: RecurrentLayer) -> nn.LSTM:
     ref = nn.LSTM(layer.ih.in_features, H)
 
     def reorder(t):
-        o, g, i, f = (t[m + k * H: m + (k + 1) * H] for k in range(4))
+        o, g, i, f = (t[m + k * H : m + (k + 1) * H] for k in range(4))
         return torch.cat([i, f, g, o])
 
     with torch.no_grad():
@@ -73,7 +73,9 @@ def test_language_model_ties_its_embedding_and_reports_distances_per_layer():
 
 def test_pair_classifier_reads_the_last_real_token():
     torch.manual_seed(2)
-    model = SequenceClassifier(vocab=20, num_classes=7, embedding=8, hidden=16, layers=2, chunk_size=4, pair=True).eval()
+    model = SequenceClassifier(
+        vocab=20, num_classes=7, embedding=8, hidden=16, layers=2, chunk_size=4, pair=True
+    ).eval()
     a = torch.randint(1, 20, (6, 3))
     lengths = torch.tensor([6, 4, 2])
     padded = a.clone()

@@ -9,6 +9,7 @@ with cumax(x) = cumsum(softmax(x)), the master gates computed per chunk and each
 shared by its chunk_size consecutive units, f, i, o the usual sigmoid gates and ĉ the tanh cell
 candidate, and the per-token distance d_t = 1 - mean(f̃_t).
 """
+
 import torch
 
 from study.engine.models.onlstm import RecurrentLayer
@@ -117,8 +118,10 @@ def test_one_step_by_hand():
     with torch.no_grad():
         for p in layer.parameters():
             p.zero_()
-        out, (h, c), d = layer(torch.zeros(1, 1, 1, dtype=torch.float64),
-                               (torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)))
+        out, (h, c), d = layer(
+            torch.zeros(1, 1, 1, dtype=torch.float64),
+            (torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)),
+        )
     expected_c = torch.tensor([[0.375, 1.0]], dtype=torch.float64)
     torch.testing.assert_close(c, expected_c)
     torch.testing.assert_close(h, 0.5 * torch.tanh(expected_c))

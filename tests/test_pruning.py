@@ -37,8 +37,13 @@ def test_magnitude_pruning_removes_the_smallest_surviving_weights():
     model = lenet()
     layers = list(prunable_layers(model))
     mask = dense_mask(model, layers)
-    new = keep_top(magnitude_scores(model, layers), mask, prunable_slots(model), {n: [n] for n in layers},
-                   {n: next_keep(int(m.sum()), 0.5) for n, m in mask.items()})
+    new = keep_top(
+        magnitude_scores(model, layers),
+        mask,
+        prunable_slots(model),
+        {n: [n] for n in layers},
+        {n: next_keep(int(m.sum()), 0.5) for n, m in mask.items()},
+    )
     w = model.fc2.weight.detach().abs()
     assert w[new["fc2.weight"]].min() >= w[~new["fc2.weight"]].max()
 

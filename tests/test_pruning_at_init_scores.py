@@ -3,6 +3,7 @@
 Every expected number is computed here from the tiny net's explicit gradient formulas (or on
 paper, as literals), never by the code under test or by autograd.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,8 +26,11 @@ SLOTS = {"fc1": Slot("0.weight", None, "fc"), "fc2": Slot("2.weight", None, "out
 def tiny_net(w1, w2, activation: nn.Module | None = None) -> nn.Sequential:
     """x -> W1 x -> activation -> W2 (.), bias-free, float64."""
     w1, w2 = torch.as_tensor(w1, dtype=torch.float64), torch.as_tensor(w2, dtype=torch.float64)
-    net = nn.Sequential(nn.Linear(w1.shape[1], w1.shape[0], bias=False), activation or nn.Identity(),
-                        nn.Linear(w2.shape[1], w2.shape[0], bias=False)).double()
+    net = nn.Sequential(
+        nn.Linear(w1.shape[1], w1.shape[0], bias=False),
+        activation or nn.Identity(),
+        nn.Linear(w2.shape[1], w2.shape[0], bias=False),
+    ).double()
     with torch.no_grad():
         net[0].weight.copy_(w1)
         net[2].weight.copy_(w2)
@@ -37,8 +41,9 @@ class SquaredErrorTask:
     """L = mean ½(f(x)/T - y)² over fixed batches."""
 
     def __init__(self, batches):
-        self.batches = [(torch.tensor([[x]], dtype=torch.float64), torch.tensor([[y]], dtype=torch.float64))
-                        for x, y in batches]
+        self.batches = [
+            (torch.tensor([[x]], dtype=torch.float64), torch.tensor([[y]], dtype=torch.float64)) for x, y in batches
+        ]
 
     def batch(self, i):
         return self.batches[i]
@@ -97,8 +102,10 @@ W2 = [[2.0, -1.0], [0.5, 1.0]]
 
 def ce_batches():
     g = torch.Generator().manual_seed(0)
-    return [(torch.randn(3, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (3,), generator=g))
-            for _ in range(SCORE_BATCHES)]
+    return [
+        (torch.randn(3, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (3,), generator=g))
+        for _ in range(SCORE_BATCHES)
+    ]
 
 
 def ce_gradients(w1, w2, batches, temperature):
@@ -174,8 +181,9 @@ def test_one_round_synflow_keeps_the_top_path_scores_for_every_count(monkeypatch
     for k in range(1, flat.numel()):
         kept = torch.zeros(flat.numel(), dtype=torch.bool)
         kept[torch.argsort(flat, descending=True)[:k]] = True
-        mask = synflow_mask(model, CrossEntropyTask([]), PARAMS, dense_mask(model, PARAMS), SLOTS,
-                            {"all": ["fc1", "fc2"]}, {"all": k})
+        mask = synflow_mask(
+            model, CrossEntropyTask([]), PARAMS, dense_mask(model, PARAMS), SLOTS, {"all": ["fc1", "fc2"]}, {"all": k}
+        )
         assert torch.equal(mask["0.weight"], kept[:6].view(2, 3)), f"keep {k}: W1 mask {mask['0.weight']}"
         assert torch.equal(mask["2.weight"], kept[6:].view(2, 2)), f"keep {k}: W2 mask {mask['2.weight']}"
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), "the model is not touched"
@@ -187,8 +195,9 @@ def test_iterative_synflow_keeps_the_strongest_path_where_magnitude_collapses_a_
     # in0 -> h0 -> out0 (|10·0.1| = 1, next best 0.2): one weight per layer.
     w1, w2 = [[10.0, -1.0, 1.0], [1.0, 1.0, -1.0]], [[0.1, -0.01], [-0.02, 0.01]]
     model = tiny_net(w1, w2, nn.ReLU())
-    mask = synflow_mask(model, CrossEntropyTask([]), PARAMS, dense_mask(model, PARAMS), SLOTS,
-                        {"all": ["fc1", "fc2"]}, {"all": 2})
+    mask = synflow_mask(
+        model, CrossEntropyTask([]), PARAMS, dense_mask(model, PARAMS), SLOTS, {"all": ["fc1", "fc2"]}, {"all": 2}
+    )
     assert torch.equal(mask["0.weight"], torch.tensor([[True, False, False], [False, False, False]]))
     assert torch.equal(mask["2.weight"], torch.tensor([[True, False], [False, False]]))
 

@@ -1,4 +1,5 @@
 """keep_top, planned_counts, remaining and friends on tensors small enough to count by hand."""
+
 import pytest
 import torch
 from torch import nn
@@ -24,10 +25,12 @@ def b(rows):
 
 def tiny():
     """Three weights; the pruned entries (False) carry the highest raw scores of their tensors."""
-    scores = {"a": torch.tensor([[0.5, -3.0, 2.0], [1.0, 4.0, 0.25]]),
-              "b": torch.tensor([3.0, 0.1]),
-              "d": torch.tensor([0.75, 5.0, 1.5]),
-              "e": torch.tensor([9.0, 9.0])}
+    scores = {
+        "a": torch.tensor([[0.5, -3.0, 2.0], [1.0, 4.0, 0.25]]),
+        "b": torch.tensor([3.0, 0.1]),
+        "d": torch.tensor([0.75, 5.0, 1.5]),
+        "e": torch.tensor([9.0, 9.0]),
+    }
     mask = {"a": b([[T, T, T], [T, F, T]]), "b": b([T, T]), "d": b([T, T, F]), "e": b([T, F])}
     slots = {n: Slot(n, None, "hidden") for n in ("a", "b", "d")}
     return scores, mask, slots
@@ -91,17 +94,27 @@ def test_planned_counts_by_hand():
     groups = {"g": ["x", "y"], "z": ["z"]}
     rates = {"g": 0.2, "z": 0.5}
     # g: 110 -> 110-22=88 -> 88-round(17.6)=70 -> 70-14=56;  z: 7 -> 7-4=3 -> 3-2=1 -> 1-round(0.5)=1
-    assert planned_counts(sizes, groups, rates, 3) == [{"g": 110, "z": 7}, {"g": 88, "z": 3},
-                                                       {"g": 70, "z": 1}, {"g": 56, "z": 1}]
+    assert planned_counts(sizes, groups, rates, 3) == [
+        {"g": 110, "z": 7},
+        {"g": 88, "z": 3},
+        {"g": 70, "z": 1},
+        {"g": 56, "z": 1},
+    ]
     assert planned_counts(sizes, groups, rates, 0) == [{"g": 110, "z": 7}]
 
 
 def test_remaining_overall_per_slot_and_per_kind():
-    mask = {"a": b([[T, F, T], [T, F, T]]),               # 4 of 6
-            "c": b([T, F]),                               # 1 of 2
-            "w": b([[T, T], [T, F], [F, F], [F, F]])}     # rows 0-1: 3 of 4, rows 2-3: 0 of 4
-    slots = {"a": Slot("a", None, "hidden"), "c": Slot("c", None, "hidden"),
-             "w.top": Slot("w", slice(0, 2), "gates"), "w.bot": Slot("w", slice(2, 4), "master")}
+    mask = {
+        "a": b([[T, F, T], [T, F, T]]),  # 4 of 6
+        "c": b([T, F]),  # 1 of 2
+        "w": b([[T, T], [T, F], [F, F], [F, F]]),
+    }  # rows 0-1: 3 of 4, rows 2-3: 0 of 4
+    slots = {
+        "a": Slot("a", None, "hidden"),
+        "c": Slot("c", None, "hidden"),
+        "w.top": Slot("w", slice(0, 2), "gates"),
+        "w.bot": Slot("w", slice(2, 4), "master"),
+    }
     overall, per_slot, per_kind = remaining(mask, slots)
     assert overall == pytest.approx(100.0 * 8 / 16)
     assert per_slot == pytest.approx({"a": 100.0 * 4 / 6, "c": 50.0, "w.top": 75.0, "w.bot": 0.0})

@@ -52,14 +52,17 @@ def test_reader_applies_canonical_schema(lake):
 
 def test_duckdb_reads_the_lake_with_hive_partitioning(lake):
     con = duckdb.connect()
-    rows = con.sql(f"select strategy, count(*) as n, min(remaining_pct) as lo from {duckdb_rounds_sql(lake)} "
-                   f"group by strategy order by strategy").fetchall()
+    rows = con.sql(
+        f"select strategy, count(*) as n, min(remaining_pct) as lo from {duckdb_rounds_sql(lake)} "
+        f"group by strategy order by strategy"
+    ).fetchall()
     assert [(r[0], r[1]) for r in rows] == [("imp", 6), ("random_reinit", 6)]
     assert rows[0][2] == pytest.approx(64.06, abs=0.01)
     study = con.sql(f"select distinct study from {duckdb_rounds_sql(lake)}").fetchall()
     assert study == [("demo",)]
-    per_layer = con.sql(f"select layer_remaining_pct['fc3.weight'] from {duckdb_rounds_sql(lake)} "
-                        f"where round = 1 limit 1").fetchall()[0][0]
+    per_layer = con.sql(
+        f"select layer_remaining_pct['fc3.weight'] from {duckdb_rounds_sql(lake)} where round = 1 limit 1"
+    ).fetchall()[0][0]
     assert per_layer == pytest.approx(90.0)
 
 
@@ -70,9 +73,17 @@ def test_pandas_reads_the_lake_directly(lake):
 
 
 def _row(**kw):
-    base = {"study": "s", "strategy": "imp", "trial_id": "t1", "lineage_id": "lin-x", "config_hash": "h",
-            "round": 0, "remaining_pct": 100.0, "test_acc": 0.5,
-            "written_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
+    base = {
+        "study": "s",
+        "strategy": "imp",
+        "trial_id": "t1",
+        "lineage_id": "lin-x",
+        "config_hash": "h",
+        "round": 0,
+        "remaining_pct": 100.0,
+        "test_acc": 0.5,
+        "written_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    }
     return {**base, **kw}
 
 
@@ -113,13 +124,32 @@ def test_old_files_missing_new_columns_read_as_nulls(tmp_path):
 def test_orphan_lineage_without_final_row_is_tolerated(tmp_path):
     from study.lake.files import write_lineage
 
-    write_lineage(tmp_path, {"study": "s", "strategy": "imp", "trial_id": "orphan", "lineage_id": "l",
-                             "config_hash": "h", "status": "running", "rounds_done": 0})
+    write_lineage(
+        tmp_path,
+        {
+            "study": "s",
+            "strategy": "imp",
+            "trial_id": "orphan",
+            "lineage_id": "l",
+            "config_hash": "h",
+            "status": "running",
+            "rounds_done": 0,
+        },
+    )
     read = read_lineages(tmp_path)
     assert read.table.num_rows == 1 and read_rounds(tmp_path).table.num_rows == 0
     with pytest.raises(ValueError, match="status"):
-        write_lineage(tmp_path, {"study": "s", "strategy": "imp", "trial_id": "x", "lineage_id": "l",
-                                 "config_hash": "h", "status": "weird"})
+        write_lineage(
+            tmp_path,
+            {
+                "study": "s",
+                "strategy": "imp",
+                "trial_id": "x",
+                "lineage_id": "l",
+                "config_hash": "h",
+                "status": "weird",
+            },
+        )
 
 
 def test_compact_rewrites_a_finished_study_into_one_file_per_strategy(lake, tmp_path):

@@ -1,5 +1,6 @@
 """A lineage killed with SIGKILL mid-round resumes from its last finished round and ends with
 rows identical to an uninterrupted run (same seed, CPU) and no duplicates."""
+
 import os
 import signal
 import subprocess
@@ -15,13 +16,24 @@ TIMING = {"wall_seconds", "written_at"}
 
 
 def lineage_cmd(spec_path, root):
-    return [sys.executable, "-m", "study.cli", "lineage", str(spec_path), "--results", str(root),
-            "--threads", "1", "--quiet", "--study", "resume"]
+    return [
+        sys.executable,
+        "-m",
+        "study.cli",
+        "lineage",
+        str(spec_path),
+        "--results",
+        str(root),
+        "--threads",
+        "1",
+        "--quiet",
+        "--study",
+        "resume",
+    ]
 
 
 def test_kill_9_mid_round_then_resume_matches_uninterrupted(tmp_path):
-    spec = synthetic_spec_dict(rounds=4, rewind_iteration=20,
-                               train={"iterations": 1500, "eval_every": 250})
+    spec = synthetic_spec_dict(rounds=4, rewind_iteration=20, train={"iterations": 1500, "eval_every": 250})
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     killed, clean = tmp_path / "killed", tmp_path / "clean"

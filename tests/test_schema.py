@@ -1,6 +1,7 @@
 """The lake's schemas are derived from the engine's and the lake's dataclasses: checked here
 against the schemas as they were written out by hand before (so the lake did not change), and a
 new field becoming a column on its own."""
+
 import dataclasses
 import datetime as dt
 
@@ -17,25 +18,79 @@ KEY = object()  # marks a non-nullable column
 
 # the rounds table as it was written out column by column (schema version 1)
 ROUNDS_V1 = {
-    "study": (CAT, KEY), "strategy": (CAT, KEY), "trial_id": (S, KEY), "lineage_id": (S, KEY),
-    "config_hash": (S, KEY), "model": S, "dataset": S, "seed": I64, "round": (I64, KEY), "remaining_pct": F64,
-    "layer_remaining_pct": MAP, "scope": S, "prune_rate": F64, "lr": F64, "rewind_iteration": I64,
-    "early_stop_iteration": I64, "val_acc": F64, "val_loss": F64, "test_acc": F64, "test_loss": F64,
-    "final_val_acc": F64, "final_test_acc": F64, "final_train_loss": F64, "iterations": I64,
-    "wall_seconds": F64, "device": S, "code_version": S, "written_at": TS,
-    "curve_iteration": pa.list_(I64), "curve_train_loss": pa.list_(F64), "curve_val_loss": pa.list_(F64),
-    "curve_val_acc": pa.list_(F64), "curve_test_acc": pa.list_(F64), "val_perplexity": F64,
-    "test_perplexity": F64, "parse_f1": MAP, "parse_baselines": MAP, "group_remaining_pct": MAP,
-    "accuracy_by_length": MAP, "parse_examples_json": S, "chance_val_acc": F64,
+    "study": (CAT, KEY),
+    "strategy": (CAT, KEY),
+    "trial_id": (S, KEY),
+    "lineage_id": (S, KEY),
+    "config_hash": (S, KEY),
+    "model": S,
+    "dataset": S,
+    "seed": I64,
+    "round": (I64, KEY),
+    "remaining_pct": F64,
+    "layer_remaining_pct": MAP,
+    "scope": S,
+    "prune_rate": F64,
+    "lr": F64,
+    "rewind_iteration": I64,
+    "early_stop_iteration": I64,
+    "val_acc": F64,
+    "val_loss": F64,
+    "test_acc": F64,
+    "test_loss": F64,
+    "final_val_acc": F64,
+    "final_test_acc": F64,
+    "final_train_loss": F64,
+    "iterations": I64,
+    "wall_seconds": F64,
+    "device": S,
+    "code_version": S,
+    "written_at": TS,
+    "curve_iteration": pa.list_(I64),
+    "curve_train_loss": pa.list_(F64),
+    "curve_val_loss": pa.list_(F64),
+    "curve_val_acc": pa.list_(F64),
+    "curve_test_acc": pa.list_(F64),
+    "val_perplexity": F64,
+    "test_perplexity": F64,
+    "parse_f1": MAP,
+    "parse_baselines": MAP,
+    "group_remaining_pct": MAP,
+    "accuracy_by_length": MAP,
+    "parse_examples_json": S,
+    "chance_val_acc": F64,
 }
 LINEAGES_V1 = {
-    "study": (CAT, KEY), "strategy": (CAT, KEY), "trial_id": (S, KEY), "lineage_id": (S, KEY),
-    "config_hash": (S, KEY), "model": S, "dataset": S, "seed": I64, "status": S, "error": S,
-    "rounds_planned": I64, "rounds_done": I64, "config_json": S, "optuna_trial_number": I64, "node_id": S,
-    "device": S, "code_version": S, "started_at": TS, "updated_at": TS,
+    "study": (CAT, KEY),
+    "strategy": (CAT, KEY),
+    "trial_id": (S, KEY),
+    "lineage_id": (S, KEY),
+    "config_hash": (S, KEY),
+    "model": S,
+    "dataset": S,
+    "seed": I64,
+    "status": S,
+    "error": S,
+    "rounds_planned": I64,
+    "rounds_done": I64,
+    "config_json": S,
+    "optuna_trial_number": I64,
+    "node_id": S,
+    "device": S,
+    "code_version": S,
+    "started_at": TS,
+    "updated_at": TS,
 }
-STUDIES_V1 = {"study": (CAT, KEY), "objective": S, "metrics": pa.list_(S), "modes": pa.list_(S),
-              "search_json": S, "spec_json": S, "code_version": S, "written_at": TS}
+STUDIES_V1 = {
+    "study": (CAT, KEY),
+    "objective": S,
+    "metrics": pa.list_(S),
+    "modes": pa.list_(S),
+    "search_json": S,
+    "spec_json": S,
+    "code_version": S,
+    "written_at": TS,
+}
 
 
 def as_expected(schema: pa.Schema) -> dict:
@@ -51,7 +106,9 @@ def test_derived_schemas_equal_the_hand_written_ones():
 
 
 def test_every_engine_result_field_is_a_column_and_documented_ones_carry_their_doc():
-    assert [f.name for f in dataclasses.fields(RoundResult)] == ROUNDS_SCHEMA.names[:len(dataclasses.fields(RoundResult))]
+    assert [f.name for f in dataclasses.fields(RoundResult)] == ROUNDS_SCHEMA.names[
+        : len(dataclasses.fields(RoundResult))
+    ]
     assert b"selection data" in ROUNDS_SCHEMA.field("val_acc").metadata[b"doc"]
     assert b"never used to choose" in ROUNDS_SCHEMA.field("test_acc").metadata[b"doc"]
 
@@ -73,11 +130,21 @@ def test_a_file_written_in_the_old_column_order_reads_back_by_name(tmp_path):
     """Files written before the schema was derived put written_at among the other columns."""
     old_order = list(ROUNDS_V1)
     row = {name: None for name in old_order}
-    row.update(study="s", strategy="imp", trial_id="t", lineage_id="l", config_hash="h", round=2, val_acc=0.75,
-               written_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), curve_iteration=[0, 10])
+    row.update(
+        study="s",
+        strategy="imp",
+        trial_id="t",
+        lineage_id="l",
+        config_hash="h",
+        round=2,
+        val_acc=0.75,
+        written_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        curve_iteration=[0, 10],
+    )
     schema = pa.schema([ROUNDS_SCHEMA.field(n) for n in old_order])
-    table = pa.table({n: pa.array([row[n]], schema.field(n).type if n not in ("study", "strategy") else S)
-                      for n in old_order}).cast(schema)
+    table = pa.table(
+        {n: pa.array([row[n]], schema.field(n).type if n not in ("study", "strategy") else S) for n in old_order}
+    ).cast(schema)
     path = tmp_path / "rounds" / "study=s" / "strategy=imp" / "t-r002.parquet"
     path.parent.mkdir(parents=True)
     pq.write_table(table, path)

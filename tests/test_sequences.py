@@ -74,7 +74,7 @@ def test_logical_relations_from_truth_tables():
 def test_listops_values():
     for sentence, value in listops(200, seed=0):
         assert 0 <= value <= 9 and sentence.tokens[0].startswith("[") and sentence.tokens[-1] == "]"
-    (s, v), = listops(1, seed=5)
+    ((s, v),) = listops(1, seed=5)
     assert (0, len(s.tokens) - 1) in spans(s.tree)
 
 

@@ -42,8 +42,11 @@ def test_rewind_beyond_round_length():
 
 
 def test_strategy_scope_mismatches():
-    check_error(synthetic_spec_dict(strategy="random_prune", prune={"scope": "global", "rate": 0.2}),
-                "random_prune", "layerwise")
+    check_error(
+        synthetic_spec_dict(strategy="random_prune", prune={"scope": "global", "rate": 0.2}),
+        "random_prune",
+        "layerwise",
+    )
     check_error(synthetic_spec_dict(strategy="snip", rewind_iteration=10), "snip", "rewind_iteration: 0")
     check_error(synthetic_spec_dict(strategy="finetune", rewind_iteration=10), "finetune")
     check_error(synthetic_spec_dict(prune={"scope": "global"}), "needs prune.rate")

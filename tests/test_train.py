@@ -24,8 +24,9 @@ def fresh(task, seed=0):
 
 def random_mask(model, keep=0.3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {n: torch.rand(p.shape, generator=g) < keep
-            for n, p in model.named_parameters() if n in prunable_layers(model)}
+    return {
+        n: torch.rand(p.shape, generator=g) < keep for n, p in model.named_parameters() if n in prunable_layers(model)
+    }
 
 
 def test_same_seed_gives_identical_weights(task):
@@ -42,6 +43,7 @@ def test_same_seed_gives_identical_weights(task):
 
 class WatchingTask(ClassificationTask):
     """Checks before every batch (i.e. after every optimizer step) that pruned weights are 0."""
+
     watched: list = []
 
     def batch(self, iteration):
@@ -50,8 +52,10 @@ class WatchingTask(ClassificationTask):
         return super().batch(iteration)
 
 
-@pytest.mark.parametrize("optimizer,extra", [("adam", {}), ("adam", {"weight_decay": 1e-3}),
-                                             ("sgd", {"momentum": 0.9, "weight_decay": 5e-4})])
+@pytest.mark.parametrize(
+    "optimizer,extra",
+    [("adam", {}), ("adam", {"weight_decay": 1e-3}), ("sgd", {"momentum": 0.9, "weight_decay": 5e-4})],
+)
 def test_pruned_weights_stay_exactly_zero_after_every_step(task, optimizer, extra):
     watching = WatchingTask(**{f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.init})
     model = fresh(watching)

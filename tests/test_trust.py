@@ -1,5 +1,6 @@
 """Results you can trust: lineage identity, a reader that never merges or loses lineages,
 failure semantics, and the reset rules and masking checked against independent computations."""
+
 import dataclasses
 import hashlib
 import json
@@ -22,8 +23,9 @@ from study.lake.schema import ROUNDS_SCHEMA
 
 
 def cli(*args, check_rc=None):
-    proc = subprocess.run([sys.executable, "-m", "study.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
     if check_rc is not None:
         assert proc.returncode == check_rc, proc.stderr[-2000:]
     return proc
@@ -49,35 +51,52 @@ def spec_file(tmp_path, name="spec.yaml", **kw):
 def test_config_hash_follows_openlths_rule_by_hand():
     """Only model, dataset, strategy, seed and the settings that differ from their defaults are
     hashed: transcribed here by hand, not from the code's own dict."""
-    spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=3, train={"lr": 1e-3, "iterations": 60,
-                                                                       "eval_every": 20, "batch_size": 32}))
-    expected = {"model": "lenet_300_100", "dataset": "synthetic", "strategy": "imp", "seed": 0, "rounds": 3,
-                "train": {"lr": 1e-3, "iterations": 60, "eval_every": 20, "batch_size": 32},
-                "data": {"validation_size": 300, "synthetic_size": 1200}}
+    spec = lineage_spec_from_dict(
+        synthetic_spec_dict(rounds=3, train={"lr": 1e-3, "iterations": 60, "eval_every": 20, "batch_size": 32})
+    )
+    expected = {
+        "model": "lenet_300_100",
+        "dataset": "synthetic",
+        "strategy": "imp",
+        "seed": 0,
+        "rounds": 3,
+        "train": {"lr": 1e-3, "iterations": 60, "eval_every": 20, "batch_size": 32},
+        "data": {"validation_size": 300, "synthetic_size": 1200},
+    }
     blob = json.dumps(expected, sort_keys=True, separators=(",", ":"))
     assert spec.config_hash() == hashlib.sha256(blob.encode()).hexdigest()[:16]
     # a setting given at its default value does not change the id; where the data lives does not either
-    same = lineage_spec_from_dict(synthetic_spec_dict(rounds=3, chance_margin=0.02, rewind_iteration=0,
-                                                      data={"root": "/tmp"}, train={"optimizer": "adam"}))
+    same = lineage_spec_from_dict(
+        synthetic_spec_dict(
+            rounds=3, chance_margin=0.02, rewind_iteration=0, data={"root": "/tmp"}, train={"optimizer": "adam"}
+        )
+    )
     assert same.lineage_id() == spec.lineage_id()
     assert lineage_spec_from_dict(synthetic_spec_dict(rounds=3, chance_margin=0.05)).lineage_id() != spec.lineage_id()
     # the model's own defaults (paper rates, init, model arguments) are no change either, and 0 is 0.0
-    paper = lineage_spec_from_dict(synthetic_spec_dict(rounds=3, init="glorot_normal",
-                                                       prune={"rates": {"fc": 0.2, "output": 0.1}}))
+    paper = lineage_spec_from_dict(
+        synthetic_spec_dict(rounds=3, init="glorot_normal", prune={"rates": {"fc": 0.2, "output": 0.1}})
+    )
     assert paper.lineage_id() == spec.lineage_id()
     lm = {"model": "onlstm_lm", "dataset": "pcfg", "rounds": 1, "train": {"lr": 1e-3, "iterations": 10}}
-    ids = {lineage_spec_from_dict({**lm, "model_args": args}).lineage_id()
-           for args in ({}, {"hidden": 400}, {"dropout": 0.3}, {"chunk_size": 10})}
+    ids = {
+        lineage_spec_from_dict({**lm, "model_args": args}).lineage_id()
+        for args in ({}, {"hidden": 400}, {"dropout": 0.3}, {"chunk_size": 10})
+    }
     assert len(ids) == 1
-    assert lineage_spec_from_dict({**lm, "model_args": {"dropout": 0}}).lineage_id() == \
-        lineage_spec_from_dict({**lm, "model_args": {"dropout": 0.0}}).lineage_id() not in ids
+    assert (
+        lineage_spec_from_dict({**lm, "model_args": {"dropout": 0}}).lineage_id()
+        == lineage_spec_from_dict({**lm, "model_args": {"dropout": 0.0}}).lineage_id()
+        not in ids
+    )
     assert lineage_spec_from_dict(synthetic_spec_dict(rounds=3, seed=1)).lineage_id() != spec.lineage_id()
 
 
 def _with_new_train_field(spec: LineageSpec, **value) -> LineageSpec:
     """The same spec under a TrainSpec that has grown a new defaulted field (a later version)."""
-    newer = dataclasses.make_dataclass("TrainSpec", [("label_smoothing", float, dataclasses.field(default=0.0))],
-                                       bases=(TrainSpec,), frozen=True)
+    newer = dataclasses.make_dataclass(
+        "TrainSpec", [("label_smoothing", float, dataclasses.field(default=0.0))], bases=(TrainSpec,), frozen=True
+    )
     return dataclasses.replace(spec, train=newer(**dataclasses.asdict(spec.train), **value))
 
 
@@ -112,33 +131,66 @@ def test_changed_config_under_a_trial_id_is_refused_before_anything_is_written(t
 
 def test_fresh_supersedes_the_old_lineage_as_a_whole(tmp_path):
     lake = tmp_path / "lake"
-    cli("lineage", spec_file(tmp_path, rounds=3), "--results", lake, "--trial", "t2", "--quiet", "--threads", "1",
-        check_rc=0)
+    cli(
+        "lineage",
+        spec_file(tmp_path, rounds=3),
+        "--results",
+        lake,
+        "--trial",
+        "t2",
+        "--quiet",
+        "--threads",
+        "1",
+        check_rc=0,
+    )
     old_id = raw_rows(lake)[0]["lineage_id"]
     # a changed config with fewer rounds: no round of the old lineage may survive next to it
     new_spec = spec_file(tmp_path, "new.yaml", rounds=1, train={"lr": 2e-3})
     cli("lineage", new_spec, "--results", lake, "--trial", "t2", "--quiet", "--threads", "1", "--fresh", check_rc=0)
     rows = raw_rows(lake)
-    assert len(rows) == 2 and {r["lineage_id"] for r in rows} == {lineage_spec_from_dict(
-        synthetic_spec_dict(rounds=1, train={"lr": 2e-3})).lineage_id()}
+    assert len(rows) == 2 and {r["lineage_id"] for r in rows} == {
+        lineage_spec_from_dict(synthetic_spec_dict(rounds=1, train={"lr": 2e-3})).lineage_id()
+    }
     assert [r["round"] for r in read_rounds(lake).table.sort_by("round").to_pylist()] == [0, 1]
     lineages = raw_rows(lake, "lineages")
     assert len(lineages) == 1 and lineages[0]["status"] == "finished" and lineages[0]["rounds_done"] == 2
     kept = list((lake / "_superseded").rglob("*.parquet"))
-    assert len(kept) == 5 and {pq.read_table(p)["lineage_id"][0].as_py() for p in kept} == {old_id}, \
+    assert len(kept) == 5 and {pq.read_table(p)["lineage_id"][0].as_py() for p in kept} == {old_id}, (
         "the old lineage is kept aside, not deleted"
+    )
     # another strategy under the same trial id, superseding: only its rows remain visible
-    cli("lineage", new_spec, "--results", lake, "--trial", "t2", "--quiet", "--threads", "1", "--fresh",
-        "--strategy", "random_prune", check_rc=0)
+    cli(
+        "lineage",
+        new_spec,
+        "--results",
+        lake,
+        "--trial",
+        "t2",
+        "--quiet",
+        "--threads",
+        "1",
+        "--fresh",
+        "--strategy",
+        "random_prune",
+        check_rc=0,
+    )
     assert {r["strategy"] for r in raw_rows(lake)} == {"random_prune"}
 
 
 def _round_row(lineage_id, strategy, acc, written_at):
     import datetime as dt
 
-    return {"study": "s", "strategy": strategy, "trial_id": "t", "lineage_id": lineage_id, "config_hash": "h",
-            "round": 0, "val_acc": acc, "test_acc": acc,
-            "written_at": dt.datetime(2026, 1, 1, 0, 0, written_at, tzinfo=dt.UTC)}
+    return {
+        "study": "s",
+        "strategy": strategy,
+        "trial_id": "t",
+        "lineage_id": lineage_id,
+        "config_hash": "h",
+        "round": 0,
+        "val_acc": acc,
+        "test_acc": acc,
+        "written_at": dt.datetime(2026, 1, 1, 0, 0, written_at, tzinfo=dt.UTC),
+    }
 
 
 def test_reader_never_merges_two_lineages_under_one_trial_id(tmp_path):
@@ -153,8 +205,10 @@ def test_reader_keeps_only_the_newest_copy_of_a_rewritten_round(tmp_path):
     """Two files hold the same lineage-round (a compacted copy beside the per-round file, after a
     crash between the two steps of compact): readers return the newest, once."""
     write_round(tmp_path, _round_row("lin-a", "imp", 0.5, 1))
-    write_atomic(to_table([_round_row("lin-a", "imp", 0.7, 9)], ROUNDS_SCHEMA),
-                 tmp_path / "rounds" / "study=s" / "strategy=imp" / "compact-x.parquet")
+    write_atomic(
+        to_table([_round_row("lin-a", "imp", 0.7, 9)], ROUNDS_SCHEMA),
+        tmp_path / "rounds" / "study=s" / "strategy=imp" / "compact-x.parquet",
+    )
     assert len(raw_rows(tmp_path)) == 2
     got = read_rounds(tmp_path).table.to_pylist()
     assert [r["val_acc"] for r in got] == [0.7]
@@ -165,8 +219,9 @@ def test_reader_keeps_only_the_newest_copy_of_a_rewritten_round(tmp_path):
 
 def test_a_chance_level_dense_round_makes_the_lineage_degenerate(tmp_path):
     lake = tmp_path / "lake"
-    proc = cli("lineage", spec_file(tmp_path, rounds=2, train={"lr": 1e6}), "--results", lake, "--quiet",
-               "--threads", "1")
+    proc = cli(
+        "lineage", spec_file(tmp_path, rounds=2, train={"lr": 1e6}), "--results", lake, "--quiet", "--threads", "1"
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("degenerate:") and proc.stderr.count("\n") == 1
     (lineage,) = raw_rows(lake, "lineages")
     assert lineage["status"] == "degenerate" and "does not beat chance" in lineage["error"]
@@ -200,8 +255,10 @@ def _capture(spec):
     resets = {}
 
     def on_reset(round_, model, mask):
-        resets.setdefault(round_, ({n: m.clone() for n, m in mask.items()},
-                                   {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        resets.setdefault(
+            round_,
+            ({n: m.clone() for n, m in mask.items()}, {k: v.detach().clone() for k, v in model.state_dict().items()}),
+        )
 
     run_lineage(spec, hooks=LineageHooks(on_reset=on_reset), context=RunContext(threads=1))
     return resets
@@ -272,11 +329,21 @@ def test_a_failed_trial_takes_its_sibling_seeds_out_of_every_number():
     from study.lake.reader import excluded_lineages
 
     def row(study, trial, lineage, status, number):
-        return {"study": study, "trial_id": trial, "lineage_id": lineage, "status": status,
-                "optuna_trial_number": number}
+        return {
+            "study": study,
+            "trial_id": trial,
+            "lineage_id": lineage,
+            "status": status,
+            "optuna_trial_number": number,
+        }
 
     nan = float("nan")
-    rows = [row("s", "t1-s0", "a", "degenerate", 1), row("s", "t1-s1", "b", "stopped", 1),
-            row("s", "t2-s0", "c", "finished", 2), row("s", "x", "d", "failed", nan),
-            row("s", "y", "e", "finished", nan), row("other", "t1-s1", "b", "finished", 1)]
+    rows = [
+        row("s", "t1-s0", "a", "degenerate", 1),
+        row("s", "t1-s1", "b", "stopped", 1),
+        row("s", "t2-s0", "c", "finished", 2),
+        row("s", "x", "d", "failed", nan),
+        row("s", "y", "e", "finished", nan),
+        row("other", "t1-s1", "b", "finished", 1),
+    ]
     assert excluded_lineages(rows) == {("s", "t1-s0", "a"), ("s", "t1-s1", "b"), ("s", "x", "d")}

@@ -1,4 +1,5 @@
 """Studies on a real local Ray (RAY_AUTH_MODE=disabled), small synthetic data."""
+
 import itertools
 import json
 import os
@@ -25,8 +26,10 @@ def write_study(tmp_path, name="s", rounds=2, **study_kw):
     raw = {
         "name": name,
         "base": synthetic_spec_dict(rounds=rounds, train={"iterations": 60, "eval_every": 20}),
-        "search": {"train.lr": {"type": "log_float", "low": 3e-4, "high": 3e-3},
-                   "prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.5}},
+        "search": {
+            "train.lr": {"type": "log_float", "low": 3e-4, "high": 3e-3},
+            "prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.5},
+        },
         "budget": {"num_samples": 4},
         "max_concurrent": 2,
         "storage": {"results": str(tmp_path / "lake")},
@@ -81,17 +84,21 @@ def raw_rows(lake, table="rounds"):
 def by_trial_number(lake):
     """(optuna trial number, seed, round) -> the round's selection and reporting numbers, from raw files."""
     number = {r["trial_id"]: r["optuna_trial_number"] for r in raw_rows(lake, "lineages")}
-    return {(number[r["trial_id"]], r["seed"], r["round"]): (r["val_acc"], r["test_acc"], r["remaining_pct"])
-            for r in raw_rows(lake)}
+    return {
+        (number[r["trial_id"]], r["seed"], r["round"]): (r["val_acc"], r["test_acc"], r["remaining_pct"])
+        for r in raw_rows(lake)
+    }
 
 
 def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     markers = tmp_path / "markers"
     clean = write_study(tmp_path, name="clean", seeds=[0, 1], sampler="random")
-    flaky = write_study(tmp_path, name="flaky", seeds=[0, 1], sampler="random",
-                        storage={"results": str(tmp_path / "flaky_lake")})
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}})
+    flaky = write_study(
+        tmp_path, name="flaky", seeds=[0, 1], sampler="random", storage={"results": str(tmp_path / "flaky_lake")}
+    )
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}}
+    )
     try:
         outcome = run_study(load_study_spec(flaky))
     finally:
@@ -122,9 +129,16 @@ def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_multi_objective_study_returns_its_pareto_set(local_ray, tmp_path):
-    path = write_study(tmp_path, name="pareto", objective={"name": "pareto"}, sampler="nsga2",
-                       search={"prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.7},
-                               "rounds": {"type": "int", "low": 1, "high": 3}})
+    path = write_study(
+        tmp_path,
+        name="pareto",
+        objective={"name": "pareto"},
+        sampler="nsga2",
+        search={
+            "prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.7},
+            "rounds": {"type": "int", "low": 1, "high": 3},
+        },
+    )
     outcome = run_study(load_study_spec(path))
     done = [t for t in outcome.trials if t["state"] == "COMPLETE"]
     assert len(done) == 4
@@ -136,8 +150,10 @@ def test_multi_objective_study_returns_its_pareto_set(local_ray, tmp_path):
 
 def test_bad_study_yaml_is_rejected_before_ray_starts(tmp_path):
     path = write_study(tmp_path, name="bad", search={"prune.rates.fc": {"type": "float", "low": 0.5, "high": 1.0}})
-    code = (f"import sys; from study.cli import main; rc = main(['tune', {str(path)!r}]); "
-            f"print('RAY', 'ray' in sys.modules, rc)")
+    code = (
+        f"import sys; from study.cli import main; rc = main(['tune', {str(path)!r}]); "
+        f"print('RAY', 'ray' in sys.modules, rc)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "RAY False 2" in proc.stdout
     assert "search.prune.rates.fc=1.0" in proc.stderr and "impossible" in proc.stderr
@@ -145,14 +161,17 @@ def test_bad_study_yaml_is_rejected_before_ray_starts(tmp_path):
     assert not (tmp_path / "lake").exists()
     typo = write_study(tmp_path, name="typo", budgett={"num_samples": 2})
     proc = subprocess.run([sys.executable, "-m", "study.cli", "tune", str(typo)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown key 'study.budgett'" in proc.stderr and "did you mean 'budget'" in proc.stderr
+    assert (
+        proc.returncode == 2 and "unknown key 'study.budgett'" in proc.stderr and "did you mean 'budget'" in proc.stderr
+    )
 
 
 def test_driver_killed_mid_study_resumes_without_duplicates(tmp_path):
     base = synthetic_spec_dict(rounds=3, train={"iterations": 600, "eval_every": 200})
     path = write_study(tmp_path, name="killed", rounds=3, base=base, sampler="random")
-    clean = write_study(tmp_path, name="clean", rounds=3, base=base, sampler="random",
-                        storage={"results": str(tmp_path / "clean_lake")})
+    clean = write_study(
+        tmp_path, name="clean", rounds=3, base=base, sampler="random", storage={"results": str(tmp_path / "clean_lake")}
+    )
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     lake = tmp_path / "lake"
     seen = {}
@@ -188,8 +207,13 @@ def test_two_node_loopback_cluster_runs_one_study_into_one_lake(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     with loopback_cluster(head_cpus=1, worker_cpus=1) as address:
         path = write_study(tmp_path, name="twonode")
-        proc = subprocess.run([sys.executable, "-m", "study.cli", "tune", str(path), "--address", address],
-                              env=env, capture_output=True, text=True, timeout=400)
+        proc = subprocess.run(
+            [sys.executable, "-m", "study.cli", "tune", str(path), "--address", address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "on the Ray cluster at" in proc.stdout
     lineages = read_lineages(tmp_path / "lake", "twonode").table.to_pylist()
@@ -198,9 +222,14 @@ def test_two_node_loopback_cluster_runs_one_study_into_one_lake(tmp_path):
 
 
 def test_asha_stops_trials_on_the_sparsity_attribute_and_the_lake_says_so(local_ray, tmp_path):
-    path = write_study(tmp_path, name="asha", rounds=3, objective={"name": "auc"},
-                       scheduler={"type": "asha", "grace_pruned_pct": 15, "reduction_factor": 2},
-                       budget={"num_samples": 6})
+    path = write_study(
+        tmp_path,
+        name="asha",
+        rounds=3,
+        objective={"name": "auc"},
+        scheduler={"type": "asha", "grace_pruned_pct": 15, "reduction_factor": 2},
+        budget={"num_samples": 6},
+    )
     outcome = run_study(load_study_spec(path))
     assert outcome.errors == 0
     assert {t["state"] for t in outcome.trials} == {"COMPLETE"}, "stopped trials reach Optuna as COMPLETE"
@@ -220,8 +249,18 @@ def test_lake_finalizer_marks_running_lineages_of_an_ended_trial_stopped(tmp_pat
     from study.search.tune import LakeFinalizer
 
     for trial, status in (("t1-s0", "running"), ("t1-s1", "running"), ("t2-s0", "running"), ("t3-s0", "finished")):
-        write_lineage(tmp_path, {"study": "s", "strategy": "imp", "trial_id": trial, "lineage_id": "l",
-                                 "config_hash": "h", "status": status, "rounds_done": 2})
+        write_lineage(
+            tmp_path,
+            {
+                "study": "s",
+                "strategy": "imp",
+                "trial_id": trial,
+                "lineage_id": "l",
+                "config_hash": "h",
+                "status": status,
+                "rounds_done": 2,
+            },
+        )
     assert LakeFinalizer(str(tmp_path), "s").close("t1", "stopped") == 2
     assert LakeFinalizer(str(tmp_path), "s").close("t3", "stopped") == 0
     status = {r["trial_id"]: r["status"] for r in read_lineages(tmp_path, "s").table.to_pylist()}
@@ -237,8 +276,9 @@ def test_optuna_holds_validation_derived_values_never_test(local_ray, tmp_path):
 
     from study.search.tune import optuna_storage
 
-    path = write_study(tmp_path, name="auc", rounds=2, seeds=[0, 1], objective={"name": "auc"},
-                       budget={"num_samples": 3})
+    path = write_study(
+        tmp_path, name="auc", rounds=2, seeds=[0, 1], objective={"name": "auc"}, budget={"num_samples": 3}
+    )
     outcome = run_study(load_study_spec(path))
     rows = by_trial_number(tmp_path / "lake")
     ostudy = optuna.load_study(study_name="auc", storage=optuna_storage(outcome.optuna_storage))
@@ -260,11 +300,18 @@ def test_optuna_holds_validation_derived_values_never_test(local_ray, tmp_path):
 def test_failed_trials_are_filed_fail_and_can_never_be_best(tmp_path):
     """lr 1e6 trains to chance: the lineage is degenerate, Optuna files the trial FAIL with the
     reason, and the CLI lists it apart, while the sane trial is the best."""
-    path = write_study(tmp_path, name="lrs", rounds=1, sampler="grid", budget={"num_samples": 2},
-                       search={"train.lr": {"type": "categorical", "choices": [1e-3, 1e6]}})
+    path = write_study(
+        tmp_path,
+        name="lrs",
+        rounds=1,
+        sampler="grid",
+        budget={"num_samples": 2},
+        search={"train.lr": {"type": "categorical", "choices": [1e-3, 1e6]}},
+    )
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "study.cli", "tune", str(path)], env=env, capture_output=True,
-                          text=True, timeout=400)
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.cli", "tune", str(path)], env=env, capture_output=True, text=True, timeout=400
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     import optuna
 
@@ -289,8 +336,9 @@ def test_a_trial_that_fits_no_node_fails_in_seconds(tmp_path, resources, word):
     path = write_study(tmp_path, name="big", resources=resources)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CUDA_VISIBLE_DEVICES": ""}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "study.cli", "tune", str(path)], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.cli", "tune", str(path)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert time.monotonic() - start < 90
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
     assert "no node of this cluster is that big" in proc.stderr and word in proc.stderr

@@ -9,6 +9,7 @@ Each objective is defined on the rounds seen so far, and its partial value is a 
 one in the direction that hurts the trial (so a trial stopped early by a scheduler is never
 flattered): `sparsest_within` (min) only decreases as rounds are added, `auc` (max) only grows and
 `accuracy_at` (max) is 0 until the target sparsity is reached."""
+
 from __future__ import annotations
 
 import itertools
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RoundPoint:
     remaining_pct: float
-    val_acc: float                 # selection
+    val_acc: float  # selection
     test_acc: float | None = None  # reporting only
 
 
@@ -59,6 +60,7 @@ def auc(points: list[RoundPoint], field: str = "val_acc") -> float:
 class Objective:
     """A study objective: the metric(s) a trial reports (all read from validation accuracy), their
     directions, and the round a value is read from (None: no such round yet)."""
+
     name: str
     metrics: tuple[str, ...]
     modes: tuple[str, ...]
@@ -76,35 +78,59 @@ def _last(points: list[RoundPoint], tolerance: float, target: float | None) -> i
     return len(points) - 1
 
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
-    Objective("sparsest_within", ("objective_sparsest_within",), ("min",),
-              lambda points, tol, target: (sparsest_within(points, tol),),
-              lambda points, tol, target: _sparsest_index(points, tol)),
-    Objective("accuracy_at", ("objective_accuracy_at",), ("max",),
-              lambda points, tol, target: (accuracy_at(points, target or 0.0),),
-              lambda points, tol, target: _at_index(points, target or 0.0), needs_target=True),
-    Objective("auc", ("objective_auc",), ("max",), lambda points, tol, target: (auc(points),), _last,
-              test_summary=lambda points: {"test_auc": auc(points, "test_acc")}),
-    Objective("pareto", ("pareto_val_acc", "pareto_remaining_pct"), ("max", "min"),
-              lambda points, tol, target: (points[-1].val_acc, points[-1].remaining_pct), _last),
-)}
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o
+    for o in (
+        Objective(
+            "sparsest_within",
+            ("objective_sparsest_within",),
+            ("min",),
+            lambda points, tol, target: (sparsest_within(points, tol),),
+            lambda points, tol, target: _sparsest_index(points, tol),
+        ),
+        Objective(
+            "accuracy_at",
+            ("objective_accuracy_at",),
+            ("max",),
+            lambda points, tol, target: (accuracy_at(points, target or 0.0),),
+            lambda points, tol, target: _at_index(points, target or 0.0),
+            needs_target=True,
+        ),
+        Objective(
+            "auc",
+            ("objective_auc",),
+            ("max",),
+            lambda points, tol, target: (auc(points),),
+            _last,
+            test_summary=lambda points: {"test_auc": auc(points, "test_acc")},
+        ),
+        Objective(
+            "pareto",
+            ("pareto_val_acc", "pareto_remaining_pct"),
+            ("max", "min"),
+            lambda points, tol, target: (points[-1].val_acc, points[-1].remaining_pct),
+            _last,
+        ),
+    )
+}
 
 
-def selected_round(points: list[RoundPoint], name: str, tolerance: float,
-                   target_remaining: float | None) -> int | None:
+def selected_round(points: list[RoundPoint], name: str, tolerance: float, target_remaining: float | None) -> int | None:
     """The index of the round an objective's value is read from (None: no such round yet)."""
     return OBJECTIVES[name].selected(points, tolerance, target_remaining) if points else None
 
 
-def objective_metrics(points: list[RoundPoint], name: str, tolerance: float,
-                      target_remaining: float | None) -> dict[str, float]:
+def objective_metrics(
+    points: list[RoundPoint], name: str, tolerance: float, target_remaining: float | None
+) -> dict[str, float]:
     """The metric(s) a trial reports for objective `name`, from validation accuracy only."""
     objective = OBJECTIVES[name]
     return dict(zip(objective.metrics, objective.values(points, tolerance, target_remaining), strict=True))
 
 
-def reported_test(points: list[RoundPoint], name: str, tolerance: float,
-                  target_remaining: float | None) -> dict[str, float | None]:
+def reported_test(
+    points: list[RoundPoint], name: str, tolerance: float, target_remaining: float | None
+) -> dict[str, float | None]:
     """For reporting next to the objective: the test accuracy of the round the objective was read
     from (and, for auc, the same area on test accuracy). Never fed back to any searcher."""
     i = selected_round(points, name, tolerance, target_remaining)
@@ -124,8 +150,11 @@ def pareto_front(values: list[tuple[float, ...]], modes: list[str]) -> list[int]
     scored = [tuple(s * v for s, v in zip(sign, vals, strict=True)) for vals in values]
     front = []
     for i, a in enumerate(scored):
-        dominated = any(all(x >= y for x, y in zip(b, a, strict=True)) and any(x > y for x, y in zip(b, a, strict=True))
-                        for j, b in enumerate(scored) if j != i)
+        dominated = any(
+            all(x >= y for x, y in zip(b, a, strict=True)) and any(x > y for x, y in zip(b, a, strict=True))
+            for j, b in enumerate(scored)
+            if j != i
+        )
         if not dominated:
             front.append(i)
     return front

@@ -1,4 +1,5 @@
 """The per-study summary that `study results` prints."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,20 @@ import pyarrow as pa
 from study.analysis.objectives import RoundPoint, selected_round
 from study.lake.reader import excluded_lineages, read_lineages, read_rounds
 
-_COLUMNS = pa.schema([("study", pa.string()), ("strategy", pa.string()), ("model", pa.string()),
-                      ("dataset", pa.string()), ("trial_id", pa.string()), ("lineage_id", pa.string()),
-                      ("round", pa.int64()),
-                      ("remaining_pct", pa.float64()), ("val_acc", pa.float64()), ("test_acc", pa.float64())])
+_COLUMNS = pa.schema(
+    [
+        ("study", pa.string()),
+        ("strategy", pa.string()),
+        ("model", pa.string()),
+        ("dataset", pa.string()),
+        ("trial_id", pa.string()),
+        ("lineage_id", pa.string()),
+        ("round", pa.int64()),
+        ("remaining_pct", pa.float64()),
+        ("val_acc", pa.float64()),
+        ("test_acc", pa.float64()),
+    ]
+)
 
 
 def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], list[str]]:
@@ -34,23 +45,32 @@ def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], l
     out = []
     keys = ["study", "strategy", "model", "dataset"]
     for key, group in df.groupby(keys, sort=True):
-        by_round = group.groupby("round").agg(remaining=("remaining_pct", "mean"), val=("val_acc", "mean"),
-                                              test=("test_acc", "mean"))
-        points = [RoundPoint(r, v, t) for r, v, t in zip(by_round["remaining"], by_round["val"], by_round["test"], strict=True)]
+        by_round = group.groupby("round").agg(
+            remaining=("remaining_pct", "mean"), val=("val_acc", "mean"), test=("test_acc", "mean")
+        )
+        points = [
+            RoundPoint(r, v, t)
+            for r, v, t in zip(by_round["remaining"], by_round["val"], by_round["test"], strict=True)
+        ]
         has_dense = 0 in by_round.index
         chosen = selected_round(points, "sparsest_within", 0.01, None) if has_dense else None
         status = ""
         if lin is not None:
             sel = lin[(lin["study"].astype(str) == key[0]) & (lin["strategy"].astype(str) == key[1])]
             status = " ".join(f"{n} {s}" for s, n in sel["status"].value_counts().items())
-        out.append({
-            "study": key[0], "strategy": key[1], "model": key[2], "dataset": key[3],
-            "lineages": status or str(group["trial_id"].nunique()),
-            "rounds": len(group),
-            "min %left": f"{group['remaining_pct'].min():.1f}",
-            "dense val acc": f"{points[0].val_acc:.4f}" if has_dense else "-",
-            "dense test acc": f"{points[0].test_acc:.4f}" if has_dense else "-",
-            "sparsest %left, val ≤1pt drop": f"{points[chosen].remaining_pct:.1f}" if chosen is not None else "-",
-            "test acc there": f"{points[chosen].test_acc:.4f}" if chosen is not None else "-",
-        })
+        out.append(
+            {
+                "study": key[0],
+                "strategy": key[1],
+                "model": key[2],
+                "dataset": key[3],
+                "lineages": status or str(group["trial_id"].nunique()),
+                "rounds": len(group),
+                "min %left": f"{group['remaining_pct'].min():.1f}",
+                "dense val acc": f"{points[0].val_acc:.4f}" if has_dense else "-",
+                "dense test acc": f"{points[0].test_acc:.4f}" if has_dense else "-",
+                "sparsest %left, val ≤1pt drop": f"{points[chosen].remaining_pct:.1f}" if chosen is not None else "-",
+                "test acc there": f"{points[chosen].test_acc:.4f}" if chosen is not None else "-",
+            }
+        )
     return out, skipped

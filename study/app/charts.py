@@ -1,43 +1,61 @@
 """Altair charts of the app (checked in tests through their Vega-Lite specs)."""
+
 from __future__ import annotations
 
 import altair as alt
 import pandas as pd
 
-REMAINING_AXIS = alt.X("remaining_pct:Q", title="% of weights remaining (log scale)",
-                       scale=alt.Scale(type="log", reverse=True, nice=False))
+REMAINING_AXIS = alt.X(
+    "remaining_pct:Q", title="% of weights remaining (log scale)", scale=alt.Scale(type="log", reverse=True, nice=False)
+)
 
 
 def band_chart(bands: pd.DataFrame, title: str, y_title: str) -> alt.Chart:
     """Mean line per series against % remaining (log axis, reversed as in the paper), with a
     95% band over seeds."""
     base = alt.Chart(bands).encode(x=REMAINING_AXIS, color=alt.Color("series:N", title="strategy"))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title, scale=alt.Scale(zero=False)),
-                                              y2="hi:Q")
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title, scale=alt.Scale(zero=False)), y2="hi:Q")
     line = base.mark_line(point=True).encode(
         y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)),
-        tooltip=["series", "round", alt.Tooltip("remaining_pct:Q", format=".2f"),
-                 alt.Tooltip("mean:Q", format=".4f"), "n"])
+        tooltip=[
+            "series",
+            "round",
+            alt.Tooltip("remaining_pct:Q", format=".2f"),
+            alt.Tooltip("mean:Q", format=".4f"),
+            "n",
+        ],
+    )
     return (band + line).properties(title=title, height=360)
 
 
 def curves_chart(curves: pd.DataFrame) -> alt.Chart:
-    return alt.Chart(curves).mark_line().encode(
-        x=alt.X("iteration:Q", title="training iteration"),
-        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-        color=alt.Color("round:O", title="round"),
-        row=alt.Row("metric:N", title=None),
-        tooltip=["round", "iteration", alt.Tooltip("value:Q", format=".4f")],
-    ).properties(height=180).resolve_scale(y="independent")
+    return (
+        alt.Chart(curves)
+        .mark_line()
+        .encode(
+            x=alt.X("iteration:Q", title="training iteration"),
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+            color=alt.Color("round:O", title="round"),
+            row=alt.Row("metric:N", title=None),
+            tooltip=["round", "iteration", alt.Tooltip("value:Q", format=".4f")],
+        )
+        .properties(height=180)
+        .resolve_scale(y="independent")
+    )
 
 
 def sparsity_heatmap(cells: pd.DataFrame) -> alt.Chart:
-    return alt.Chart(cells).mark_rect().encode(
-        x=alt.X("round:O", title="round"),
-        y=alt.Y("layer:N", title="layer / group", sort=None),
-        color=alt.Color("remaining_pct:Q", title="% remaining", scale=alt.Scale(scheme="viridis", domain=[0, 100])),
-        tooltip=["layer", "round", alt.Tooltip("remaining_pct:Q", format=".2f")],
-    ).properties(height=alt.Step(28), title="per-layer sparsity")
+    return (
+        alt.Chart(cells)
+        .mark_rect()
+        .encode(
+            x=alt.X("round:O", title="round"),
+            y=alt.Y("layer:N", title="layer / group", sort=None),
+            color=alt.Color("remaining_pct:Q", title="% remaining", scale=alt.Scale(scheme="viridis", domain=[0, 100])),
+            tooltip=["layer", "round", alt.Tooltip("remaining_pct:Q", format=".2f")],
+        )
+        .properties(height=alt.Step(28), title="per-layer sparsity")
+    )
 
 
 def field_name(column: str) -> str:
@@ -49,32 +67,56 @@ def param_scatter(trials: pd.DataFrame, param: str, objective: str) -> alt.Chart
     data = trials.rename(columns={param: field_name(param)})
     field = field_name(param)
     kind = "Q" if pd.api.types.is_numeric_dtype(data[field]) else "N"
-    return alt.Chart(data).mark_circle(size=70).encode(
-        x=alt.X(f"{field}:{kind}", title=param, scale=alt.Scale(zero=False) if kind == "Q" else alt.Undefined,
-                axis=alt.Axis(labelAngle=0) if kind == "N" else alt.Undefined),
-        y=alt.Y(f"{objective}:Q", title=objective, scale=alt.Scale(zero=False)),
-        tooltip=["optuna trial", alt.Tooltip(f"{field}:{kind}", title=param), alt.Tooltip(f"{objective}:Q", format=".4f")],
-    ).properties(height=240, title=f"{param} vs {objective}")
+    return (
+        alt.Chart(data)
+        .mark_circle(size=70)
+        .encode(
+            x=alt.X(
+                f"{field}:{kind}",
+                title=param,
+                scale=alt.Scale(zero=False) if kind == "Q" else alt.Undefined,
+                axis=alt.Axis(labelAngle=0) if kind == "N" else alt.Undefined,
+            ),
+            y=alt.Y(f"{objective}:Q", title=objective, scale=alt.Scale(zero=False)),
+            tooltip=[
+                "optuna trial",
+                alt.Tooltip(f"{field}:{kind}", title=param),
+                alt.Tooltip(f"{objective}:Q", format=".4f"),
+            ],
+        )
+        .properties(height=240, title=f"{param} vs {objective}")
+    )
 
 
 def importance_chart(importance: pd.DataFrame) -> alt.Chart:
     """One bar per parameter; a multi-objective study gets one panel per objective."""
-    chart = alt.Chart(importance).mark_bar().encode(
-        x=alt.X("importance:Q", title="importance"),
-        y=alt.Y("parameter:N", sort="-x", title=None, axis=alt.Axis(labelLimit=240)),
-        tooltip=["parameter", "objective", alt.Tooltip("importance:Q", format=".3f")],
-    ).properties(height=alt.Step(28))
+    chart = (
+        alt.Chart(importance)
+        .mark_bar()
+        .encode(
+            x=alt.X("importance:Q", title="importance"),
+            y=alt.Y("parameter:N", sort="-x", title=None, axis=alt.Axis(labelLimit=240)),
+            tooltip=["parameter", "objective", alt.Tooltip("importance:Q", format=".3f")],
+        )
+        .properties(height=alt.Step(28))
+    )
     if importance["objective"].nunique() > 1:
         chart = chart.facet(row=alt.Row("objective:N", title=None))
     return chart.properties(title="parameter importance (Optuna)")
 
 
 def pareto_chart(trials: pd.DataFrame, x: str, y: str) -> alt.Chart:
-    points = alt.Chart(trials).mark_circle(size=80).encode(
-        x=alt.X(f"{x}:Q", title=x, scale=alt.Scale(type="log", reverse=True, nice=False)),
-        y=alt.Y(f"{y}:Q", title=y, scale=alt.Scale(zero=False)),
-        color=alt.Color("pareto:N", title="Pareto set", scale=alt.Scale(domain=[True, False], range=["#d62728", "#9e9e9e"])),
-        tooltip=["optuna trial", alt.Tooltip(f"{x}:Q", format=".2f"), alt.Tooltip(f"{y}:Q", format=".4f")],
+    points = (
+        alt.Chart(trials)
+        .mark_circle(size=80)
+        .encode(
+            x=alt.X(f"{x}:Q", title=x, scale=alt.Scale(type="log", reverse=True, nice=False)),
+            y=alt.Y(f"{y}:Q", title=y, scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "pareto:N", title="Pareto set", scale=alt.Scale(domain=[True, False], range=["#d62728", "#9e9e9e"])
+            ),
+            tooltip=["optuna trial", alt.Tooltip(f"{x}:Q", format=".2f"), alt.Tooltip(f"{y}:Q", format=".4f")],
+        )
     )
     front = alt.Chart(trials[trials["pareto"]].sort_values(x)).mark_line(color="#d62728").encode(x=f"{x}:Q", y=f"{y}:Q")
     return (front + points).properties(title="Pareto front: accuracy vs sparsity", height=360)
@@ -98,11 +140,18 @@ def tree_chart(tokens: list[str], tree, title: str) -> alt.Chart:
     bottom = min(e["y2"] for e in edges) - 1 if edges else -1
     leaves = pd.DataFrame({"x": [float(i) for i in range(len(tokens))], "y": bottom, "token": tokens})
     edges_df = pd.DataFrame(edges)
-    stems = pd.DataFrame([{"x": e["x2"], "y": e["y2"], "x2": e["x2"], "y2": bottom + 0.4}
-                          for e in edges if e["x2"] == int(e["x2"]) and (e["x2"], e["y2"]) not in
-                          {(n["x"], n["y"]) for n in nodes}])
+    stems = pd.DataFrame(
+        [
+            {"x": e["x2"], "y": e["y2"], "x2": e["x2"], "y2": bottom + 0.4}
+            for e in edges
+            if e["x2"] == int(e["x2"]) and (e["x2"], e["y2"]) not in {(n["x"], n["y"]) for n in nodes}
+        ]
+    )
     axis = dict(axis=None)
-    lines = alt.Chart(pd.concat([edges_df, stems])).mark_rule(color="#555").encode(
-        x=alt.X("x:Q", **axis), y=alt.Y("y:Q", **axis), x2="x2:Q", y2="y2:Q")
+    lines = (
+        alt.Chart(pd.concat([edges_df, stems]))
+        .mark_rule(color="#555")
+        .encode(x=alt.X("x:Q", **axis), y=alt.Y("y:Q", **axis), x2="x2:Q", y2="y2:Q")
+    )
     words = alt.Chart(leaves).mark_text(fontSize=13, baseline="top").encode(x="x:Q", y="y:Q", text="token:N")
     return (lines + words).properties(title=title, height=260)

@@ -1,5 +1,6 @@
 """What every page needs: the lake at the chosen root (cached until its files change), the
 sidebar filters, and readable messages for empty, partial or damaged lakes."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -38,26 +39,36 @@ def filtered_rounds(lake: Lake) -> pd.DataFrame:
 def require_rows(lake: Lake) -> pd.DataFrame:
     """The filtered rounds, or a readable message and a stop when there is nothing to show."""
     if not lake.exists:
-        st.info(f"No results lake at `{lake.root}` yet. Run `make demo`, `study tune SPACE.yaml` or "
-                f"`study lineage SPEC.yaml --results {lake.root}`, or point the sidebar at another lake.")
+        st.info(
+            f"No results lake at `{lake.root}` yet. Run `make demo`, `study tune SPACE.yaml` or "
+            f"`study lineage SPEC.yaml --results {lake.root}`, or point the sidebar at another lake."
+        )
         st.stop()
     if lake.skipped:
-        st.warning(f"{len(lake.skipped)} unreadable file(s) were skipped (truncated or not Parquet): "
-                   + "; ".join(s.split(':')[0] for s in lake.skipped[:5]))
+        st.warning(
+            f"{len(lake.skipped)} unreadable file(s) were skipped (truncated or not Parquet): "
+            + "; ".join(s.split(":")[0] for s in lake.skipped[:5])
+        )
     waiting = unfinished_lineages(lake)
     if len(waiting):
         counts = waiting["status"].value_counts().to_dict()
-        st.caption("Not finished: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-                   + " lineage(s); their finished rounds are shown (interrupted ones resume when re-run).")
+        st.caption(
+            "Not finished: "
+            + ", ".join(f"{n} {s}" for s, n in counts.items())
+            + " lineage(s); their finished rounds are shown (interrupted ones resume when re-run)."
+        )
     if lake.empty:
-        st.info(f"The lake at `{lake.root}` holds no finished rounds yet; a running study shows up here as its "
-                "rounds land.")
+        st.info(
+            f"The lake at `{lake.root}` holds no finished rounds yet; a running study shows up here as its rounds land."
+        )
         st.stop()
     rows = filtered_rounds(lake)
     excluded = excluded_lineages(lake.lineages.to_dict("records")) if not lake.lineages.empty else set()
     if excluded:
-        st.warning(f"{len(excluded)} failed, diverged or degenerate lineage(s) (with the sibling seeds of a failed "
-                   "trial) are left out of every chart and table here; the Data page lists them with the reason.")
+        st.warning(
+            f"{len(excluded)} failed, diverged or degenerate lineage(s) (with the sibling seeds of a failed "
+            "trial) are left out of every chart and table here; the Data page lists them with the reason."
+        )
         rows = rows[[k not in excluded for k in zip(rows["study"], rows["trial_id"], rows["lineage_id"], strict=True)]]
     if rows.empty:
         st.info("No rounds match the filters in the sidebar.")

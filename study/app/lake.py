@@ -1,5 +1,6 @@
 """What the app knows of the results lake: read with the canonical schemas (Parquet only), turned
 into pandas frames, and the aggregations every page shares (series, seed means, bands)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -72,12 +73,16 @@ def load_lake(root: str | Path) -> Lake:
     studies = read_studies(root)
     r, lin, stu = _plain(rounds.table), _plain(lineages.table), _plain(studies.table)
     lin["config_id"] = lin["config_json"].map(_config_id)
-    r = r.merge(lin[["study", "trial_id", "lineage_id", "config_id", "optuna_trial_number", "status"]],
-                on=["study", "trial_id", "lineage_id"], how="left")
+    r = r.merge(
+        lin[["study", "trial_id", "lineage_id", "config_id", "optuna_trial_number", "status"]],
+        on=["study", "trial_id", "lineage_id"],
+        how="left",
+    )
     r["config_id"] = r["config_id"].fillna(r["lineage_id"].str[-6:])
     r["row"] = range(len(r))
-    return Lake(str(root), root.is_dir(), rounds.table, r, lin, stu,
-                rounds.skipped + lineages.skipped + studies.skipped)
+    return Lake(
+        str(root), root.is_dir(), rounds.table, r, lin, stu, rounds.skipped + lineages.skipped + studies.skipped
+    )
 
 
 def filter_rows(df: pd.DataFrame, selected: dict[str, list[str]]) -> pd.DataFrame:
@@ -97,12 +102,27 @@ def with_series(df: pd.DataFrame) -> pd.DataFrame:
     """One line per strategy; a strategy run with several configurations gets one per config."""
     df = df.copy()
     configs = df.groupby("strategy")["config_id"].nunique()
-    df["series"] = [s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(df["strategy"], df["config_id"], strict=True)]
+    df["series"] = [
+        s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(df["strategy"], df["config_id"], strict=True)
+    ]
     return df
 
 
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-        10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+_T95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+}
 
 
 def t95(dof: int) -> float:
@@ -115,9 +135,13 @@ def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:
     """Mean and 95% confidence band (Student t) over seeds, per series and round; the band of a
     non-negative metric is clipped at 0."""
     g = df.groupby(["series", "round"])
-    out = g.agg(remaining_pct=("remaining_pct", "mean"), mean=(value, "mean"), std=(value, "std"),
-                n=(value, "count")).reset_index()
-    half = [t95(n - 1) * s / math.sqrt(n) if n > 1 and pd.notna(s) else 0.0 for s, n in zip(out["std"], out["n"], strict=True)]
+    out = g.agg(
+        remaining_pct=("remaining_pct", "mean"), mean=(value, "mean"), std=(value, "std"), n=(value, "count")
+    ).reset_index()
+    half = [
+        t95(n - 1) * s / math.sqrt(n) if n > 1 and pd.notna(s) else 0.0
+        for s, n in zip(out["std"], out["n"], strict=True)
+    ]
     out["lo"] = out["mean"] - half
     out["hi"] = out["mean"] + half
     if (df[value] >= 0).all():
@@ -142,8 +166,17 @@ def sparsest_tickets(df: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         ok = g[g["mean"] >= dense_val - tolerance]
         best = ok.loc[ok["remaining_pct"].idxmin()]
         t, t0 = test.loc[(series, best["round"])], test.loc[(series, 0)]
-        rows.append({"series": series, "% remaining": round(best["remaining_pct"], 2), "round": int(best["round"]),
-                     "val acc (selects)": round(best["mean"], 4), "dense val acc": round(dense_val, 4),
-                     "test acc (reported)": round(t["mean"], 4), "test 95% CI": f"[{t['lo']:.4f}, {t['hi']:.4f}]",
-                     "dense test acc": round(float(t0["mean"]), 4), "seeds": int(best["n"])})
+        rows.append(
+            {
+                "series": series,
+                "% remaining": round(best["remaining_pct"], 2),
+                "round": int(best["round"]),
+                "val acc (selects)": round(best["mean"], 4),
+                "dense val acc": round(dense_val, 4),
+                "test acc (reported)": round(t["mean"], 4),
+                "test 95% CI": f"[{t['lo']:.4f}, {t['hi']:.4f}]",
+                "dense test acc": round(float(t0["mean"]), 4),
+                "seeds": int(best["n"]),
+            }
+        )
     return pd.DataFrame(rows)

@@ -4,6 +4,7 @@ exception element shows and that charts rendered, and save a screenshot of each 
 
     python -m study.app.screenshots --root results --out screenshots/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,15 @@ from pathlib import Path
 APP = Path(__file__).resolve().parents[2] / "app.py"
 PAGES = {"strategies": "", "search": "search", "lineage": "lineage", "sequences": "sequences", "data": "data"}
 CHROMIUM = os.environ.get("STUDY_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @dataclass
@@ -43,9 +51,28 @@ def free_port() -> int:
 def serve(root: str | Path, port: int | None = None):
     port = port or free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false", "--", "--root", str(root)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=APP.parent)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP),
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--",
+            "--root",
+            str(root),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=APP.parent,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -68,8 +95,9 @@ def serve(root: str | Path, port: int | None = None):
             proc.kill()
 
 
-def visit_pages(url: str, out: Path, min_charts: dict[str, int] | None = None,
-                pages: dict[str, str] | None = None) -> list[PageVisit]:
+def visit_pages(
+    url: str, out: Path, min_charts: dict[str, int] | None = None, pages: dict[str, str] | None = None
+) -> list[PageVisit]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -83,16 +111,25 @@ def visit_pages(url: str, out: Path, min_charts: dict[str, int] | None = None,
             want = (min_charts or {}).get(name, 0)
             if want:
                 page.wait_for_function(
-                    "n => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] canvas, "
-                    "[data-testid=\"stVegaLiteChart\"] svg.marks').length >= n", arg=want, timeout=60_000)
+                    'n => document.querySelectorAll(\'[data-testid="stVegaLiteChart"] canvas, '
+                    '[data-testid="stVegaLiteChart"] svg.marks\').length >= n',
+                    arg=want,
+                    timeout=60_000,
+                )
             page.wait_for_timeout(800)  # let the last elements settle before the screenshot
             shot = out / f"{name}.png"
             page.screenshot(path=str(shot), full_page=True)
-            visits.append(PageVisit(
-                name, shot,
-                charts=page.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks').count(),
-                exceptions=page.locator('[data-testid="stException"]').count(),
-                title=page.locator('[data-testid="stMainBlockContainer"] h1').first.inner_text()))
+            visits.append(
+                PageVisit(
+                    name,
+                    shot,
+                    charts=page.locator(
+                        '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks'
+                    ).count(),
+                    exceptions=page.locator('[data-testid="stException"]').count(),
+                    title=page.locator('[data-testid="stMainBlockContainer"] h1').first.inner_text(),
+                )
+            )
         browser.close()
     return visits
 

@@ -1,6 +1,7 @@
 """A study's trials as the lake records them: searched values from each lineage's config, the
 objective recomputed from its rounds (seed means), and Optuna's parameter importance on an
 in-memory study built from those rows. Nothing here reads Optuna's own storage."""
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,21 @@ def study_info(lake: Lake, name: str) -> dict | None:
         return None
     row = rows.iloc[0]
     spec = json.loads(row["spec_json"])
-    return {"objective": row["objective"], "metrics": list(row["metrics"]), "modes": list(row["modes"]),
-            "search": json.loads(row["search_json"]), "objective_spec": spec.get("objective", {})}
+    return {
+        "objective": row["objective"],
+        "metrics": list(row["metrics"]),
+        "modes": list(row["modes"]),
+        "search": json.loads(row["search_json"]),
+        "objective_spec": spec.get("objective", {}),
+    }
 
 
 def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
-    lin = lake.lineages[(lake.lineages["study"] == name) & lake.lineages["optuna_trial_number"].notna()
-                        & lake.lineages["config_json"].map(lambda c: isinstance(c, str))]
+    lin = lake.lineages[
+        (lake.lineages["study"] == name)
+        & lake.lineages["optuna_trial_number"].notna()
+        & lake.lineages["config_json"].map(lambda c: isinstance(c, str))
+    ]
     rounds = lake.rounds[lake.rounds["study"] == name]
     obj = info["objective_spec"]
     rows = []
@@ -44,21 +53,39 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
             if active:
                 params[pname] = get_path(cfg, pname)
         r = rounds[rounds["trial_id"].isin(group["trial_id"])]
-        per_round = r.groupby("round").agg(remaining_pct=("remaining_pct", "mean"), val_acc=("val_acc", "mean"),
-                                           test_acc=("test_acc", "mean"),
-                                           seeds=("trial_id", "nunique")).reset_index().sort_values("round")
+        per_round = (
+            r.groupby("round")
+            .agg(
+                remaining_pct=("remaining_pct", "mean"),
+                val_acc=("val_acc", "mean"),
+                test_acc=("test_acc", "mean"),
+                seeds=("trial_id", "nunique"),
+            )
+            .reset_index()
+            .sort_values("round")
+        )
         complete = per_round[per_round["seeds"] == len(group)]
         statuses = set(group["status"])
         status = next((s for s in (*FAILED_STATUSES, "running", "stopped") if s in statuses), "finished")
         metrics = {}
         if not complete.empty and status not in FAILED_STATUSES:  # a failed trial has no objective
-            points = [RoundPoint(a, b, c) for a, b, c in
-                      zip(complete["remaining_pct"], complete["val_acc"], complete["test_acc"], strict=True)]
+            points = [
+                RoundPoint(a, b, c)
+                for a, b, c in zip(complete["remaining_pct"], complete["val_acc"], complete["test_acc"], strict=True)
+            ]
             args = (info["objective"], obj.get("tolerance", 0.01), obj.get("target_remaining"))
             metrics = objective_metrics(points, *args)
             metrics["test acc (reported)"] = reported_test(points, *args)["test_acc_at_selected"]
-        rows.append({"optuna trial": int(number), **params, **metrics, "seeds": len(group),
-                     "rounds done": len(complete), "status": status})
+        rows.append(
+            {
+                "optuna trial": int(number),
+                **params,
+                **metrics,
+                "seeds": len(group),
+                "rounds done": len(complete),
+                "status": status,
+            }
+        )
     trials = pd.DataFrame(rows)
     if not trials.empty and len(info["metrics"]) > 1:  # multi-objective: mark the Pareto front
         done = trials.dropna(subset=info["metrics"])
@@ -71,9 +98,15 @@ def _distribution(spec: dict) -> optuna.distributions.BaseDistribution:
     if spec["type"] == "categorical":
         return optuna.distributions.CategoricalDistribution(list(spec["choices"]))
     if spec["type"] == "int":
-        return optuna.distributions.IntDistribution(int(spec["low"]), int(spec["high"]), step=int(spec.get("step") or 1))
-    return optuna.distributions.FloatDistribution(spec["low"], spec["high"], log=spec["type"] == "log_float",
-                                                  step=spec.get("step") if spec["type"] == "float" else None)
+        return optuna.distributions.IntDistribution(
+            int(spec["low"]), int(spec["high"]), step=int(spec.get("step") or 1)
+        )
+    return optuna.distributions.FloatDistribution(
+        spec["low"],
+        spec["high"],
+        log=spec["type"] == "log_float",
+        step=spec.get("step") if spec["type"] == "float" else None,
+    )
 
 
 def importance(trials: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, str | None]:
@@ -86,10 +119,13 @@ def importance(trials: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, str | No
     dists = {name: _distribution(spec) for name, spec in info["search"].items()}
     study = optuna.create_study(directions=["minimize"] * len(metrics))
     for _, row in done.iterrows():
-        params = {p: (row[p].item() if hasattr(row[p], "item") else row[p]) for p in dists if p in row and pd.notna(row[p])}
+        params = {
+            p: (row[p].item() if hasattr(row[p], "item") else row[p]) for p in dists if p in row and pd.notna(row[p])
+        }
         values = [(-1 if mode == "max" else 1) * float(row[m]) for m, mode in zip(metrics, modes, strict=True)]
-        study.add_trial(optuna.trial.create_trial(params=params, distributions={p: dists[p] for p in params},
-                                                  values=values))
+        study.add_trial(
+            optuna.trial.create_trial(params=params, distributions={p: dists[p] for p in params}, values=values)
+        )
     out = []
     try:
         with warnings.catch_warnings():

@@ -8,6 +8,7 @@ ReadWriteMany PersistentVolumeClaim mounted at the same path on every pod (lake,
 Optuna journal, dataset cache), optionally PostgreSQL for Optuna (Secret, Service, StatefulSet),
 and a RayJob (or a standalone RayCluster) whose head schedules no trials.
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,21 +44,21 @@ class WorkerGroup:
 class K8sOptions:
     image: str = "lottery-study:0.1.0"
     profile: str = "gpu"
-    gpus: int = 4                       # most GPU worker pods (one GPU each by default)
+    gpus: int = 4  # most GPU worker pods (one GPU each by default)
     gpus_per_worker: int = 1
     namespace: str | None = None
     mount_path: str = "/mnt/lake"
     config_dir: str = "/etc/study"
     pvc_size: str = "100Gi"
-    storage_class: str | None = None    # an RWX class (NFS, CephFS, EFS, Filestore...)
+    storage_class: str | None = None  # an RWX class (NFS, CephFS, EFS, Filestore...)
     existing_claim: str | None = None
-    tune_storage: str | None = None     # s3://bucket/prefix for Tune experiments (lake stays on the volume)
-    postgres: str | None = None         # "bundled" or an external postgresql:// URL for Optuna
+    tune_storage: str | None = None  # s3://bucket/prefix for Tune experiments (lake stays on the volume)
+    postgres: str | None = None  # "bundled" or an external postgresql:// URL for Optuna
     postgres_password: str | None = None  # renders the Secret; else create it once (see k8s/README.md)
     ttl_seconds: int = 3600
     backoff_limit: int = 2
     active_deadline_seconds: int = 7 * 24 * 3600
-    kind: str = "rayjob"                # or "raycluster"
+    kind: str = "rayjob"  # or "raycluster"
     ray_version: str = field(default="")
 
     def validate(self) -> None:
@@ -89,9 +90,18 @@ def k8s_name(text: str, limit: int = 63) -> str:
 def worker_groups(opts: K8sOptions) -> list[WorkerGroup]:
     if opts.profile == "cpu-dev":
         return [WorkerGroup("cpu", 1, 1, 4, cpus=2, memory="6Gi")]
-    return [WorkerGroup("gpu", 0, 0, opts.gpus, cpus=8 * opts.gpus_per_worker, memory=f"{48 * opts.gpus_per_worker}Gi",
-                        gpus=opts.gpus_per_worker),
-            WorkerGroup("cpu", 0, 0, 4, cpus=8, memory="16Gi")]
+    return [
+        WorkerGroup(
+            "gpu",
+            0,
+            0,
+            opts.gpus,
+            cpus=8 * opts.gpus_per_worker,
+            memory=f"{48 * opts.gpus_per_worker}Gi",
+            gpus=opts.gpus_per_worker,
+        ),
+        WorkerGroup("cpu", 0, 0, 4, cpus=8, memory="16Gi"),
+    ]
 
 
 def study_yaml_for_cluster(raw: dict, opts: K8sOptions, name: str, db_url: str | None) -> str:
@@ -114,8 +124,9 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
     try:
         check_fits(study.resources.cpu, study.resources.gpu, [], [{"CPU": g.cpus, "GPU": g.gpus} for g in groups])
     except SpecError as e:
-        raise SpecError(f"{e} (the worker groups of profile {opts.profile}); pick a profile or --gpus-per-worker "
-                        f"that holds a trial") from None
+        raise SpecError(
+            f"{e} (the worker groups of profile {opts.profile}); pick a profile or --gpus-per-worker that holds a trial"
+        ) from None
     raw = load_yaml(space_path)
     base = k8s_name(f"study-{study.name}", RAYJOB_NAME_MAX)
     labels = {"app.kubernetes.io/name": "lottery-study", "app.kubernetes.io/instance": base}
@@ -127,14 +138,27 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
     if opts.postgres == "bundled":
         db_url = f"postgresql://optuna:${{OPTUNA_DB_PASSWORD}}@{base}-postgres:5432/optuna"
         objects += postgres_objects(base, meta, labels, opts.postgres_password)
-        secret_env = [{"name": "OPTUNA_DB_PASSWORD",
-                       "valueFrom": {"secretKeyRef": {"name": f"{base}-postgres", "key": "password"}}}]
+        secret_env = [
+            {
+                "name": "OPTUNA_DB_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": f"{base}-postgres", "key": "password"}},
+            }
+        ]
     elif opts.postgres:
         db_url = opts.postgres
-    objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{base}-spec"),
-                    "data": {"study.yaml": study_yaml_for_cluster(raw, opts, study.name, db_url)}})
+    objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta(f"{base}-spec"),
+            "data": {"study.yaml": study_yaml_for_cluster(raw, opts, study.name, db_url)},
+        }
+    )
     if not opts.existing_claim:
-        pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": opts.pvc_size}}}
+        pvc_spec: dict[str, Any] = {
+            "accessModes": ["ReadWriteMany"],
+            "resources": {"requests": {"storage": opts.pvc_size}},
+        }
         if opts.storage_class:
             pvc_spec["storageClassName"] = opts.storage_class
         objects.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(claim), "spec": pvc_spec})
@@ -144,15 +168,22 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
     if opts.kind == "raycluster":
         objects.append({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": meta(base), "spec": cluster})
     else:
-        objects.append({"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta(base), "spec": {
-            "entrypoint": entrypoint(opts),
-            "shutdownAfterJobFinishes": True,
-            "ttlSecondsAfterFinished": opts.ttl_seconds,
-            "backoffLimit": opts.backoff_limit,
-            "activeDeadlineSeconds": opts.active_deadline_seconds,
-            "submissionMode": "K8sJobMode",
-            "rayClusterSpec": cluster,
-        }})
+        objects.append(
+            {
+                "apiVersion": "ray.io/v1",
+                "kind": "RayJob",
+                "metadata": meta(base),
+                "spec": {
+                    "entrypoint": entrypoint(opts),
+                    "shutdownAfterJobFinishes": True,
+                    "ttlSecondsAfterFinished": opts.ttl_seconds,
+                    "backoffLimit": opts.backoff_limit,
+                    "activeDeadlineSeconds": opts.active_deadline_seconds,
+                    "submissionMode": "K8sJobMode",
+                    "rayClusterSpec": cluster,
+                },
+            }
+        )
     return objects
 
 
@@ -162,16 +193,22 @@ def entrypoint(opts: K8sOptions) -> str:
     return f"python -m {ENTRYPOINT_MODULE} tune {opts.config_dir}/study.yaml --address auto"
 
 
-def _container(name: str, opts: K8sOptions, cpus: int, memory: str, gpus: int, extra_env: list[dict],
-               mounts: list[dict]) -> dict[str, Any]:
+def _container(
+    name: str, opts: K8sOptions, cpus: int, memory: str, gpus: int, extra_env: list[dict], mounts: list[dict]
+) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": str(cpus), "memory": memory}
     if gpus:
         limits["nvidia.com/gpu"] = gpus
     return {
-        "name": name, "image": opts.image, "imagePullPolicy": "IfNotPresent",
+        "name": name,
+        "image": opts.image,
+        "imagePullPolicy": "IfNotPresent",
         "resources": {"requests": {"cpu": str(cpus), "memory": memory}, "limits": limits},
-        "env": [{"name": "STUDY_DATA_DIR", "value": f"{opts.mount_path}/datasets"},
-                {"name": "STUDY_CACHE_DIR", "value": f"{opts.mount_path}/cache"}, *extra_env],
+        "env": [
+            {"name": "STUDY_DATA_DIR", "value": f"{opts.mount_path}/datasets"},
+            {"name": "STUDY_CACHE_DIR", "value": f"{opts.mount_path}/cache"},
+            *extra_env,
+        ],
         "volumeMounts": copy.deepcopy(mounts),  # every pod its own objects: no aliasing in the output
     }
 
@@ -179,26 +216,50 @@ def _container(name: str, opts: K8sOptions, cpus: int, memory: str, gpus: int, e
 def ray_cluster_spec(opts: K8sOptions, claim: str, configmap: str, secret_env: list[dict]) -> dict[str, Any]:
     lake_volume = {"name": "lake", "persistentVolumeClaim": {"claimName": claim}}
     lake_mount = {"name": "lake", "mountPath": opts.mount_path}
-    head_container = _container("ray-head", opts, 2, "8Gi", 0, secret_env,
-                                [lake_mount, {"name": "study-spec", "mountPath": opts.config_dir, "readOnly": True}])
-    head_container["ports"] = [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
-                               {"containerPort": 10001, "name": "client"}]
+    head_container = _container(
+        "ray-head",
+        opts,
+        2,
+        "8Gi",
+        0,
+        secret_env,
+        [lake_mount, {"name": "study-spec", "mountPath": opts.config_dir, "readOnly": True}],
+    )
+    head_container["ports"] = [
+        {"containerPort": 6379, "name": "gcs"},
+        {"containerPort": 8265, "name": "dashboard"},
+        {"containerPort": 10001, "name": "client"},
+    ]
     groups = []
     for g in worker_groups(opts):
-        pod: dict[str, Any] = {"containers": [_container("ray-worker", opts, g.cpus, g.memory, g.gpus, [], [lake_mount])],
-                               "volumes": [copy.deepcopy(lake_volume)]}
+        pod: dict[str, Any] = {
+            "containers": [_container("ray-worker", opts, g.cpus, g.memory, g.gpus, [], [lake_mount])],
+            "volumes": [copy.deepcopy(lake_volume)],
+        }
         if g.gpus:
             pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-        groups.append({"groupName": g.name, "replicas": g.replicas, "minReplicas": g.min_replicas,
-                       "maxReplicas": g.max_replicas, "rayStartParams": {}, "template": {"spec": pod}})
+        groups.append(
+            {
+                "groupName": g.name,
+                "replicas": g.replicas,
+                "minReplicas": g.min_replicas,
+                "maxReplicas": g.max_replicas,
+                "rayStartParams": {},
+                "template": {"spec": pod},
+            }
+        )
     return {
         "rayVersion": opts.ray_version,
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 120},
         "headGroupSpec": {
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-            "template": {"spec": {"containers": [head_container], "volumes": [
-                lake_volume, {"name": "study-spec", "configMap": {"name": configmap}}]}},
+            "template": {
+                "spec": {
+                    "containers": [head_container],
+                    "volumes": [lake_volume, {"name": "study-spec", "configMap": {"name": configmap}}],
+                }
+            },
         },
         "workerGroupSpecs": groups,
     }
@@ -209,23 +270,66 @@ def postgres_objects(base: str, meta, labels: dict[str, str], password: str | No
     when a password is given, so re-applying never rotates the password of a live database."""
     name = f"{base}-postgres"
     sel = {**labels, "app.kubernetes.io/component": "optuna-db"}
-    env = [{"name": "POSTGRES_USER", "value": "optuna"}, {"name": "POSTGRES_DB", "value": "optuna"},
-           {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": name, "key": "password"}}},
-           {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}]
-    secret = [{"apiVersion": "v1", "kind": "Secret", "metadata": meta(name), "type": "Opaque",
-               "stringData": {"password": password}}] if password else []
+    env = [
+        {"name": "POSTGRES_USER", "value": "optuna"},
+        {"name": "POSTGRES_DB", "value": "optuna"},
+        {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": name, "key": "password"}}},
+        {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+    ]
+    secret = (
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": meta(name),
+                "type": "Opaque",
+                "stringData": {"password": password},
+            }
+        ]
+        if password
+        else []
+    )
     return secret + [
-        {"apiVersion": "v1", "kind": "Service", "metadata": meta(name),
-         "spec": {"selector": sel, "ports": [{"port": 5432, "targetPort": 5432, "name": "postgres"}]}},
-        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta(name), "spec": {
-            "serviceName": name, "replicas": 1, "selector": {"matchLabels": sel},
-            "template": {"metadata": {"labels": sel}, "spec": {"containers": [{
-                "name": "postgres", "image": "postgres:16.4", "env": env, "ports": [{"containerPort": 5432}],
-                "readinessProbe": {"exec": {"command": ["pg_isready", "-U", "optuna"]}, "periodSeconds": 5},
-                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}]}]}},
-            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
-                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}}],
-        }},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(name),
+            "spec": {"selector": sel, "ports": [{"port": 5432, "targetPort": 5432, "name": "postgres"}]},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": meta(name),
+            "spec": {
+                "serviceName": name,
+                "replicas": 1,
+                "selector": {"matchLabels": sel},
+                "template": {
+                    "metadata": {"labels": sel},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "postgres",
+                                "image": "postgres:16.4",
+                                "env": env,
+                                "ports": [{"containerPort": 5432}],
+                                "readinessProbe": {
+                                    "exec": {"command": ["pg_isready", "-U", "optuna"]},
+                                    "periodSeconds": 5,
+                                },
+                                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
+                            }
+                        ]
+                    },
+                },
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data"},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+                    }
+                ],
+            },
+        },
     ]
 
 

@@ -1,6 +1,7 @@
 """Project-owned semantic checks of rendered manifests: what a schema cannot say.
 
 Each check returns readable problems; an empty list means the manifests hang together."""
+
 from __future__ import annotations
 
 import importlib
@@ -45,8 +46,9 @@ def semantic_problems(objects: list[dict[str, Any]], ray_version: str) -> list[s
     clusters = list(cluster_specs(objects))
     if not clusters:
         problems.append("no RayCluster or RayJob")
-    images = {c["image"] for _, t in pod_templates(objects) for c in t["spec"]["containers"]
-              if c["name"].startswith("ray-")}
+    images = {
+        c["image"] for _, t in pod_templates(objects) for c in t["spec"]["containers"] if c["name"].startswith("ray-")
+    }
     if len(images) != 1:
         problems.append(f"Ray pods use {len(images)} images ({sorted(images)}); use one tag everywhere")
     for image in images:
@@ -56,11 +58,13 @@ def semantic_problems(objects: list[dict[str, Any]], ray_version: str) -> list[s
         if spec.get("rayVersion") != ray_version:
             problems.append(f"{name}: rayVersion {spec.get('rayVersion')} != installed ray {ray_version}")
         if str(spec["headGroupSpec"].get("rayStartParams", {}).get("num-cpus")) != "0":
-            problems.append(f"{name}: the head must schedule no trials (rayStartParams num-cpus: \"0\")")
+            problems.append(f'{name}: the head must schedule no trials (rayStartParams num-cpus: "0")')
         for g in spec.get("workerGroupSpecs", []):
             lo, n, hi = g.get("minReplicas", 0), g.get("replicas", 0), g.get("maxReplicas", 0)
             if not 0 <= lo <= n <= hi:
-                problems.append(f"{name}/{g['groupName']}: needs 0 <= minReplicas <= replicas <= maxReplicas, got {lo}, {n}, {hi}")
+                problems.append(
+                    f"{name}/{g['groupName']}: needs 0 <= minReplicas <= replicas <= maxReplicas, got {lo}, {n}, {hi}"
+                )
     for where, template in pod_templates(objects):
         for c in template["spec"]["containers"]:
             for section in ("limits", "requests"):
@@ -73,7 +77,9 @@ def semantic_problems(objects: list[dict[str, Any]], ray_version: str) -> list[s
 
 
 def _ray_templates(objects):
-    return [(w, t) for w, t in pod_templates(objects) if any(c["name"].startswith("ray-") for c in t["spec"]["containers"])]
+    return [
+        (w, t) for w, t in pod_templates(objects) if any(c["name"].startswith("ray-") for c in t["spec"]["containers"])
+    ]
 
 
 def _shared_volume_problems(objects: list[dict[str, Any]]) -> list[str]:
@@ -82,15 +88,20 @@ def _shared_volume_problems(objects: list[dict[str, Any]]) -> list[str]:
     claims = set()
     for where, template in _ray_templates(objects):
         volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
-        lake = [(m["mountPath"], volumes.get(m["name"], {}).get("persistentVolumeClaim", {}).get("claimName"))
-                for c in template["spec"]["containers"] for m in c.get("volumeMounts", [])
-                if "persistentVolumeClaim" in volumes.get(m["name"], {})]
+        lake = [
+            (m["mountPath"], volumes.get(m["name"], {}).get("persistentVolumeClaim", {}).get("claimName"))
+            for c in template["spec"]["containers"]
+            for m in c.get("volumeMounts", [])
+            if "persistentVolumeClaim" in volumes.get(m["name"], {})
+        ]
         if not lake:
             problems.append(f"{where}: the shared volume is not mounted")
         mounts |= {p for p, _ in lake}
         claims |= {c for _, c in lake}
     if len(mounts) > 1 or len(claims) > 1:
-        problems.append(f"the shared volume must be one claim at one path on every pod, got {sorted(claims)} at {sorted(mounts)}")
+        problems.append(
+            f"the shared volume must be one claim at one path on every pod, got {sorted(claims)} at {sorted(mounts)}"
+        )
     config = [o for o in objects if o["kind"] == "ConfigMap"]
     if config and mounts:
         study = yaml.safe_load(config[0]["data"]["study.yaml"])["study"]
@@ -119,7 +130,9 @@ def _entrypoint_problems(objects: list[dict[str, Any]]) -> list[str]:
             problems.append(f"entrypoint module {argv[2]} is not importable: {e}")
         spec = obj["spec"]
         if not spec.get("shutdownAfterJobFinishes") or spec.get("ttlSecondsAfterFinished") is None:
-            problems.append("a RayJob should shut its cluster down after the job (shutdownAfterJobFinishes, ttlSecondsAfterFinished)")
+            problems.append(
+                "a RayJob should shut its cluster down after the job (shutdownAfterJobFinishes, ttlSecondsAfterFinished)"
+            )
         if spec.get("activeDeadlineSeconds") is None or spec.get("backoffLimit") is None:
             problems.append("a RayJob needs activeDeadlineSeconds and backoffLimit")
     return problems

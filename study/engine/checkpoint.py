@@ -4,6 +4,7 @@ mask, θ0, θ_k, trained weights, the rows so far), written atomically.
 No RNG state is stored because none is carried between rounds: every random draw (data order,
 augmentation, re-initialisation, random masks) comes from a generator seeded by (seed, round,
 purpose), so a resumed lineage repeats the uninterrupted one exactly."""
+
 from __future__ import annotations
 
 import os
@@ -43,10 +44,14 @@ def load_checkpoint(path: Path, config_hash: str, device: torch.device) -> dict[
     try:
         blob = _load(path)
     except Exception as e:
-        raise RuntimeError(f"checkpoint {path} is unreadable ({type(e).__name__}); pass --fresh (or delete it) to "
-                           f"restart the lineage from round 0") from None
+        raise RuntimeError(
+            f"checkpoint {path} is unreadable ({type(e).__name__}); pass --fresh (or delete it) to "
+            f"restart the lineage from round 0"
+        ) from None
     if blob.get("config_hash") != config_hash:
-        raise CheckpointMismatch(f"checkpoint {path} belongs to config {blob.get('config_hash')}, not {config_hash}; use another workdir")
+        raise CheckpointMismatch(
+            f"checkpoint {path} belongs to config {blob.get('config_hash')}, not {config_hash}; use another workdir"
+        )
     return _to(blob["state"], device)
 
 

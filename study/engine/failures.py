@@ -1,5 +1,6 @@
 """Lineages that ran but whose results must never count. Each carries the `status` the lake files
 for it; earlier rounds' rows are kept, and nothing selects on them."""
+
 from __future__ import annotations
 
 
@@ -9,10 +10,12 @@ class LineageFailure(RuntimeError):
 
 class TrainingDiverged(LineageFailure):
     """The loss became NaN or infinite."""
+
     status = "diverged"
 
 
 class LineageDegenerate(LineageFailure):
     """The dense round did not clearly beat chance on validation data: nothing after it means
     anything (a learning rate far too high, a broken dataset...)."""
+
     status = "degenerate"

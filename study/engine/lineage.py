@@ -4,6 +4,7 @@ Plain PyTorch; knows nothing of Ray or Parquet. `Lineage(spec)` runs one round p
 `run_lineage(spec)` runs them all. With a `workdir` it checkpoints after every round and a
 re-run with the same spec resumes after the last finished round.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,6 +42,7 @@ from study.version import code_version
 class RunContext:
     """Where and how a lineage runs; none of it is part of the lineage's identity.
     `on_progress(n)` is told every n training iterations done (resumed rounds at once)."""
+
     device: str | torch.device | None = None
     threads: int | None = None
     on_progress: Callable[[int], None] | None = None
@@ -51,18 +53,24 @@ class LineageHooks:
     """`on_round(result)` is called as each round finishes, before its checkpoint is written (a
     crash in between re-runs and re-reports that round). `on_reset(round, model, mask)` sees the
     weights a round starts training from."""
+
     on_round: Callable[[RoundResult], None] | None = None
     on_reset: Callable[[int, nn.Module, Mask], None] | None = None
 
 
 def degenerate_reason(spec: LineageSpec, dense: RoundResult) -> str | None:
     """Why the dense round makes the lineage degenerate, or None when it clearly beats chance."""
-    if (spec.chance_margin is None or dense.chance_val_acc is None
-            or dense.val_acc >= dense.chance_val_acc + spec.chance_margin):
+    if (
+        spec.chance_margin is None
+        or dense.chance_val_acc is None
+        or dense.val_acc >= dense.chance_val_acc + spec.chance_margin
+    ):
         return None
-    return (f"the dense round's validation accuracy {dense.val_acc:.4f} does not beat chance "
-            f"({dense.chance_val_acc:.4f}, the most frequent class) by chance_margin {spec.chance_margin}; "
-            f"check train.lr (now {spec.train.lr:g}) and the data")
+    return (
+        f"the dense round's validation accuracy {dense.val_acc:.4f} does not beat chance "
+        f"({dense.chance_val_acc:.4f}, the most frequent class) by chance_margin {spec.chance_margin}; "
+        f"check train.lr (now {spec.train.lr:g}) and the data"
+    )
 
 
 class Lineage:
@@ -70,9 +78,16 @@ class Lineage:
     RoundResult. `previous` holds the rounds a resumed lineage had already finished; `plan` says
     what it will do; `state` is what it carries between rounds."""
 
-    def __init__(self, spec: LineageSpec, *, ids: LineageIds = LineageIds(), workdir: str | Path | None = None,
-                 context: RunContext = RunContext(), hooks: LineageHooks = LineageHooks(),
-                 resume: bool = True) -> None:
+    def __init__(
+        self,
+        spec: LineageSpec,
+        *,
+        ids: LineageIds = LineageIds(),
+        workdir: str | Path | None = None,
+        context: RunContext = RunContext(),
+        hooks: LineageHooks = LineageHooks(),
+        resume: bool = True,
+    ) -> None:
         spec.validate()
         self.spec, self.hooks, self.context = spec, hooks, context
         self.strategy = STRATEGIES[spec.strategy]
@@ -85,9 +100,14 @@ class Lineage:
         self.study, self.trial_id = ids.study, ids.trial_id or spec.lineage_id()
         self.checkpoint = Path(workdir) / CHECKPOINT_FILE if workdir is not None else None
         self.version = code_version()
-        saved = load_checkpoint(self.checkpoint, spec.config_hash(), self.device) if self.checkpoint and resume else None
-        self.state = (LineageState.from_checkpoint(saved) if saved is not None else
-                      LineageState(clone_state(self.model), dense_mask(self.model, self.plan.params)))
+        saved = (
+            load_checkpoint(self.checkpoint, spec.config_hash(), self.device) if self.checkpoint and resume else None
+        )
+        self.state = (
+            LineageState.from_checkpoint(saved)
+            if saved is not None
+            else LineageState(clone_state(self.model), dense_mask(self.model, self.plan.params))
+        )
         self.previous = list(self.state.results)
         if context.on_progress and self.previous:
             context.on_progress(sum(r.iterations for r in self.previous))
@@ -148,15 +168,22 @@ class Lineage:
         torch.manual_seed(derive_seed(self.spec.seed, "dropout", round_))  # dropout draws repeat on resume
         best = KeepBest() if hasattr(self.task, "round_metrics") else None
         progress = ReportProgress(self.context.on_progress) if self.context.on_progress else None
-        result = train(self.model, self.task, self.spec.train, mask=mask if round_ > 0 else None,
-                       start=start.iteration, lr_fn=start.lr_fn,
-                       callbacks=[cb for cb in (*callbacks, best, progress) if cb is not None])
+        result = train(
+            self.model,
+            self.task,
+            self.spec.train,
+            mask=mask if round_ > 0 else None,
+            start=start.iteration,
+            lr_fn=start.lr_fn,
+            callbacks=[cb for cb in (*callbacks, best, progress) if cb is not None],
+        )
         return _RoundTraining(result, best.state if best else None)
 
     def _build(self, seed: int) -> nn.Module:
         task = self.task
-        return build_lineage_model(self.spec, task.input_shape, task.num_classes, seed,
-                                   getattr(task, "model_kwargs", {})).to(self.device)
+        return build_lineage_model(
+            self.spec, task.input_shape, task.num_classes, seed, getattr(task, "model_kwargs", {})
+        ).to(self.device)
 
     def _fresh_init(self, round_: int) -> StateDict:
         return self._build(derive_seed(self.spec.seed, "reinit", round_)).state_dict()
@@ -172,22 +199,40 @@ class Lineage:
         before = self.state.results[-1].remaining_pct if self.state.results else 100.0
         es, fin, curve = result.early_stop, result.final, result.curve
         return RoundResult(
-            study=self.study, trial_id=self.trial_id, lineage_id=spec.lineage_id(), config_hash=spec.config_hash(),
-            strategy=spec.strategy, model=spec.model, dataset=spec.dataset, seed=spec.seed, round=round_,
-            remaining_pct=overall, layer_remaining_pct=per_layer, scope=spec.prune.scope,
+            study=self.study,
+            trial_id=self.trial_id,
+            lineage_id=spec.lineage_id(),
+            config_hash=spec.config_hash(),
+            strategy=spec.strategy,
+            model=spec.model,
+            dataset=spec.dataset,
+            seed=spec.seed,
+            round=round_,
+            remaining_pct=overall,
+            layer_remaining_pct=per_layer,
+            scope=spec.prune.scope,
             prune_rate=0.0 if round_ == 0 else 1.0 - overall / before,
-            lr=spec.train.lr, rewind_iteration=spec.rewind_iteration,
-            early_stop_iteration=es.iteration, val_acc=es.val_acc, val_loss=es.val_loss,
-            test_acc=es.test_acc, test_loss=es.test_loss, final_val_acc=fin.val_acc,
+            lr=spec.train.lr,
+            rewind_iteration=spec.rewind_iteration,
+            early_stop_iteration=es.iteration,
+            val_acc=es.val_acc,
+            val_loss=es.val_loss,
+            test_acc=es.test_acc,
+            test_loss=es.test_loss,
+            final_val_acc=fin.val_acc,
             final_test_acc=fin.test_acc,
             final_train_loss=fin.train_loss if math.isfinite(fin.train_loss) else None,
-            iterations=result.iterations, wall_seconds=result.wall_seconds, device=str(self.device),
+            iterations=result.iterations,
+            wall_seconds=result.wall_seconds,
+            device=str(self.device),
             code_version=self.version,
             curve_iteration=[p.iteration for p in curve],
             curve_train_loss=[p.train_loss if math.isfinite(p.train_loss) else None for p in curve],
-            curve_val_loss=[p.val_loss for p in curve], curve_val_acc=[p.val_acc for p in curve],
+            curve_val_loss=[p.val_loss for p in curve],
+            curve_val_acc=[p.val_acc for p in curve],
             curve_test_acc=[p.test_acc for p in curve],
-            group_remaining_pct=per_kind, **extra,
+            group_remaining_pct=per_kind,
+            **extra,
         )
 
 
@@ -197,8 +242,14 @@ class _RoundTraining:
     best_state: StateDict | None  # the early-stop weights, for tasks with round metrics
 
 
-def run_lineage(spec: LineageSpec, *, ids: LineageIds = LineageIds(), workdir: str | Path | None = None,
-                context: RunContext = RunContext(), hooks: LineageHooks = LineageHooks()) -> list[RoundResult]:
+def run_lineage(
+    spec: LineageSpec,
+    *,
+    ids: LineageIds = LineageIds(),
+    workdir: str | Path | None = None,
+    context: RunContext = RunContext(),
+    hooks: LineageHooks = LineageHooks(),
+) -> list[RoundResult]:
     """Run (or resume) one lineage and return one RoundResult per round (resumed ones too)."""
     lineage = Lineage(spec, ids=ids, workdir=workdir, context=context, hooks=hooks)
     return lineage.previous + list(lineage)

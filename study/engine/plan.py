@@ -1,5 +1,6 @@
 """What a spec will do before anything trains: the pruning groups, their rates, the exact number
 of weights each round keeps, and the rounds that will run."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -19,11 +20,12 @@ from study.errors import SpecError
 @dataclass(frozen=True)
 class LineagePlan:
     """What a spec will do: the pruning groups, their rates and exact per-round counts."""
-    slots: dict[str, Slot]                 # prunable slot -> (parameter, rows, kind)
-    groups: dict[str, list[str]]           # pruning group -> its slots
-    rates: dict[str, float]                # pruning group -> rate per round
-    counts: list[dict[str, int]]           # round -> group -> weights kept
-    rounds: list[int]                      # the round numbers that will run
+
+    slots: dict[str, Slot]  # prunable slot -> (parameter, rows, kind)
+    groups: dict[str, list[str]]  # pruning group -> its slots
+    rates: dict[str, float]  # pruning group -> rate per round
+    counts: list[dict[str, int]]  # round -> group -> weights kept
+    rounds: list[int]  # the round numbers that will run
     total_weights: int
 
     @property
@@ -60,11 +62,14 @@ def construct(spec: LineageSpec, make: Callable[[], nn.Module]) -> nn.Module:
         raise SpecError(f"model {spec.model} cannot be built with model_args {spec.model_args}: {e}") from None
 
 
-def build_lineage_model(spec: LineageSpec, input_shape: tuple[int, ...], num_classes: int, seed: int,
-                        model_kwargs: dict[str, Any]) -> nn.Module:
+def build_lineage_model(
+    spec: LineageSpec, input_shape: tuple[int, ...], num_classes: int, seed: int, model_kwargs: dict[str, Any]
+) -> nn.Module:
     """The spec's model, initialised from `seed`."""
-    return construct(spec, lambda: build_model(spec.model, input_shape, num_classes, seed, spec.init,
-                                               **model_kwargs, **spec.model_args))
+    return construct(
+        spec,
+        lambda: build_model(spec.model, input_shape, num_classes, seed, spec.init, **model_kwargs, **spec.model_args),
+    )
 
 
 def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePlan:
@@ -85,7 +90,9 @@ def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePl
             n_rounds += 1
             counts = planned_counts(sizes, groups, rates, n_rounds)
             if n_rounds > MAX_ROUNDS or counts[-1] == counts[-2]:
-                raise SpecError(f"target_remaining {spec.target_remaining}% is not reachable with these rates; raise it or the rates")
+                raise SpecError(
+                    f"target_remaining {spec.target_remaining}% is not reachable with these rates; raise it or the rates"
+                )
     counts = planned_counts(sizes, groups, rates, n_rounds)
     rounds = list(range(n_rounds + 1))
     if STRATEGIES[spec.strategy].one_shot:
@@ -108,4 +115,6 @@ def total_iterations(spec: LineageSpec, plan: LineagePlan) -> int:
 
 def describe_plan(spec: LineageSpec, plan: LineagePlan) -> str:
     pct = ", ".join(f"{plan.remaining_pct(i):.1f}%" for i in range(len(plan.counts)))
-    return f"{spec.strategy} {spec.model} on {spec.dataset}: rounds {plan.rounds[0]}..{plan.rounds[-1]}, remaining {pct}"
+    return (
+        f"{spec.strategy} {spec.model} on {spec.dataset}: rounds {plan.rounds[0]}..{plan.rounds[-1]}, remaining {pct}"
+    )

@@ -8,6 +8,7 @@ magnitude (|w|), random scores, or the pruning-at-init scores of `study.engine.p
 Pruned weights score -inf, so masks of an iterative lineage are nested. Ties are broken by
 position (stable sort), so results are deterministic.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -34,8 +35,9 @@ def next_keep(count: int, rate: float) -> int:
     return count - int(round(rate * count))
 
 
-def planned_counts(sizes: dict[str, int], groups: dict[str, list[str]], rates: dict[str, float],
-                   rounds: int) -> list[dict[str, int]]:
+def planned_counts(
+    sizes: dict[str, int], groups: dict[str, list[str]], rates: dict[str, float], rounds: int
+) -> list[dict[str, int]]:
     """Remaining weights per pruning group for rounds 0..rounds, each round pruning its group's
     rate of what survived. A group is one layer (layerwise) or the pooled layers (global)."""
     counts = [{g: sum(sizes[n] for n in members) for g, members in groups.items()}]
@@ -44,17 +46,22 @@ def planned_counts(sizes: dict[str, int], groups: dict[str, list[str]], rates: d
     return counts
 
 
-def keep_top(scores: dict[str, Tensor], mask: Mask, slots: dict[str, Slot], groups: dict[str, list[str]],
-             keep: dict[str, int]) -> Mask:
+def keep_top(
+    scores: dict[str, Tensor], mask: Mask, slots: dict[str, Slot], groups: dict[str, list[str]], keep: dict[str, int]
+) -> Mask:
     """Keep exactly keep[g] surviving weights with the highest scores in each group g of slots;
     weights outside every group are left as they are."""
     new: Mask = {n: m.clone() for n, m in mask.items()}
     for group, members in groups.items():
         views = [(slots[s], _view(mask[slots[s].param], slots[s])) for s in members]
-        flat = torch.cat([
-            torch.where(m, _view(scores[slot.param], slot).detach().to(torch.float64), float("-inf")).flatten().cpu()
-            for slot, m in views
-        ])
+        flat = torch.cat(
+            [
+                torch.where(m, _view(scores[slot.param], slot).detach().to(torch.float64), float("-inf"))
+                .flatten()
+                .cpu()
+                for slot, m in views
+            ]
+        )
         alive = int(sum(int(m.sum()) for _, m in views))
         k = keep[group]
         if k > alive:
@@ -65,7 +72,7 @@ def keep_top(scores: dict[str, Tensor], mask: Mask, slots: dict[str, Slot], grou
         offset = 0
         for slot, m in views:
             target = _view(new[slot.param], slot)
-            target.copy_(kept[offset: offset + m.numel()].view_as(m).to(m.device))
+            target.copy_(kept[offset : offset + m.numel()].view_as(m).to(m.device))
             offset += m.numel()
     return new
 
@@ -88,8 +95,11 @@ def remaining(mask: Mask, slots: dict[str, Slot]) -> tuple[float, dict[str, floa
         k = kinds.setdefault(slot.kind, [0, 0])
         k[0] += kept[s]
         k[1] += size[s]
-    return (100.0 * sum(kept.values()) / sum(size.values()), {s: 100.0 * kept[s] / size[s] for s in slots},
-            {k: 100.0 * a / b for k, (a, b) in kinds.items()})
+    return (
+        100.0 * sum(kept.values()) / sum(size.values()),
+        {s: 100.0 * kept[s] / size[s] for s in slots},
+        {k: 100.0 * a / b for k, (a, b) in kinds.items()},
+    )
 
 
 def apply_mask(model: nn.Module, mask: Mask) -> None:

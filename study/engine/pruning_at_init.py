@@ -1,5 +1,6 @@
 """Pruning-at-init baselines: SNIP (Lee et al. 2019), GraSP (Wang et al. 2020) and SynFlow
 (Tanaka et al. 2020), scored on the initial weights θ0 and pruned to exact per-group counts."""
+
 from __future__ import annotations
 
 import copy
@@ -44,16 +45,22 @@ def grasp_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]
     model.zero_grad()
     for i in range(SCORE_BATCHES):
         x, y = task.batch(i)
-        grads = torch.autograd.grad(task.loss(model, x, y, temperature=GRASP_TEMPERATURE), weights,
-                                    create_graph=True)
+        grads = torch.autograd.grad(task.loss(model, x, y, temperature=GRASP_TEMPERATURE), weights, create_graph=True)
         sum((a * b).sum() for a, b in zip(g, grads, strict=True)).backward()
     scores = {n: (w.grad * w).detach() for n, w in zip(params, weights, strict=True)}
     norm = torch.cat([s.flatten() for s in scores.values()]).sum().abs() + 1e-10
     return {n: s / norm for n, s in scores.items()}
 
 
-def synflow_mask(model: nn.Module, task, params: list[str], mask: Mask, slots: dict[str, Slot],
-                 groups: dict[str, list[str]], keep: dict[str, int]) -> Mask:
+def synflow_mask(
+    model: nn.Module,
+    task,
+    params: list[str],
+    mask: Mask,
+    slots: dict[str, Slot],
+    groups: dict[str, list[str]],
+    keep: dict[str, int],
+) -> Mask:
     """Iterative SynFlow: 100 rounds of data-free synaptic-flow scores on |θ| (in float64),
     shrinking each group exponentially towards its final count. The task supplies the all-ones
     input (images) or a constant token sequence (sequence models) and reads the output."""
@@ -63,8 +70,13 @@ def synflow_mask(model: nn.Module, task, params: list[str], mask: Mask, slots: d
         for p in model.state_dict().values():
             if p.is_floating_point():
                 p.abs_()
-    start = {g: sum(int((mask[slots[s].param] if slots[s].rows is None else mask[slots[s].param][slots[s].rows]).sum())
-                    for s in members) for g, members in groups.items()}
+    start = {
+        g: sum(
+            int((mask[slots[s].param] if slots[s].rows is None else mask[slots[s].param][slots[s].rows]).sum())
+            for s in members
+        )
+        for g, members in groups.items()
+    }
     current = dict(mask)
     originals = {n: named[n].detach().clone() for n in params}
     for i in range(1, SYNFLOW_ITERATIONS + 1):

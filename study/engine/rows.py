@@ -5,6 +5,7 @@ fills it. Plain Python: nothing here imports torch or pyarrow.
 Field metadata the lake reads: `key` (never null: it identifies the row), `category`
 (dictionary-encoded, the type hive partition values get) and `doc` (the column's description,
 stored in the Parquet schema)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ def doc(text: str) -> dict[str, Any]:
 @dataclass(frozen=True)
 class LineageColumns:
     """The columns that identify a lineage, shared by the rounds and lineages tables."""
+
     study: str = field(metadata=key("the study (a hive partition)", category=True))
     strategy: str = field(metadata=key("the ticket-finding strategy (a hive partition)", category=True))
     trial_id: str = field(metadata=key("the trial id: a Tune trial and seed, or a lineage run on its own"))
@@ -42,10 +44,14 @@ class RoundResult(LineageColumns):
     prune_rate: float
     lr: float
     rewind_iteration: int
-    early_stop_iteration: int = field(metadata=doc("the iteration of minimum validation loss (the paper's early-stopping point)"))
+    early_stop_iteration: int = field(
+        metadata=doc("the iteration of minimum validation loss (the paper's early-stopping point)")
+    )
     val_acc: float = field(metadata=doc("selection data: accuracy on the validation split at the early-stop iteration"))
     val_loss: float
-    test_acc: float = field(metadata=doc("reporting data: accuracy on the test split at the same iteration; never used to choose"))
+    test_acc: float = field(
+        metadata=doc("reporting data: accuracy on the test split at the same iteration; never used to choose")
+    )
     test_loss: float
     final_val_acc: float
     final_test_acc: float
@@ -67,7 +73,9 @@ class RoundResult(LineageColumns):
     parse_baselines: dict[str, float] | None = None
     accuracy_by_length: dict[str, float] | None = None
     parse_examples_json: str | None = None
-    chance_val_acc: float | None = field(default=None, metadata=doc("majority-class accuracy on validation (the degenerate-lineage check)"))
+    chance_val_acc: float | None = field(
+        default=None, metadata=doc("majority-class accuracy on validation (the degenerate-lineage check)")
+    )
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,5 +1,6 @@
 """Every random draw of a lineage comes from a generator seeded by (seed, purpose, round), so a
 resumed lineage repeats the uninterrupted one exactly and no RNG state is checkpointed."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 Every bad input becomes a one-line `SpecError` that names the problem and the fix, raised
 before any data is loaded or any training starts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,6 @@ MAX_ITERATIONS = 10**9
 MAX_ROUNDS = 500
 MAX_SEED = 2**31 - 1
 INITS = ("glorot_normal", "kaiming_normal", "uniform")
-
-
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,7 @@ class PruneSpec:
     `output_rate` that prunes the output layer on its own. `exempt` lists kinds never pruned
     (e.g. [ih_master, hh_master]: the ON-LSTM master-gate exemption).
     """
+
     scope: str = "layerwise"
     rates: dict[str, float] = field(default_factory=dict)
     rate: float | None = None
@@ -102,9 +102,13 @@ class PruneSpec:
         if self.scope == "global" and self.rate is None:
             raise SpecError("prune.scope 'global' needs prune.rate (the fraction pruned per round), e.g. rate: 0.2")
         if self.scope == "global" and self.rates:
-            raise SpecError("prune.rates is for scope 'layerwise'; with scope 'global' use prune.rate and prune.output_rate")
+            raise SpecError(
+                "prune.rates is for scope 'layerwise'; with scope 'global' use prune.rate and prune.output_rate"
+            )
         if self.scope == "layerwise" and (self.rate is not None or self.output_rate is not None):
-            raise SpecError("prune.rate/output_rate are for scope 'global'; with scope 'layerwise' use prune.rates: {fc: 0.2, output: 0.1}")
+            raise SpecError(
+                "prune.rate/output_rate are for scope 'global'; with scope 'layerwise' use prune.rates: {fc: 0.2, output: 0.1}"
+            )
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,10 @@ class DataSpec:
 
     def validate(self) -> None:
         if self.root and not self.download and not Path(self.root).expanduser().exists():
-            raise SpecError(f"data.root {self.root} does not exist; fix the path, or remove data.root to use "
-                            f"$STUDY_DATA_DIR, the cache or the system's copy")
+            raise SpecError(
+                f"data.root {self.root} does not exist; fix the path, or remove data.root to use "
+                f"$STUDY_DATA_DIR, the cache or the system's copy"
+            )
         if self.validation_size < 1:
             raise SpecError(f"data.validation_size must be >= 1, got {self.validation_size}")
         if not 0 <= self.split_seed <= MAX_SEED:
@@ -151,8 +157,10 @@ class LineageSpec:
         info = MODELS[self.model]
         if DATASETS[self.dataset].inputs != info.inputs:
             fits = ", ".join(name for name, d in DATASETS.items() if d.inputs == info.inputs)
-            raise SpecError(f"model {self.model} takes {info.inputs} data but dataset {self.dataset} is "
-                            f"{DATASETS[self.dataset].inputs} data; use one of these datasets: {fits}")
+            raise SpecError(
+                f"model {self.model} takes {info.inputs} data but dataset {self.dataset} is "
+                f"{DATASETS[self.dataset].inputs} data; use one of these datasets: {fits}"
+            )
         for arg, value in self.model_args.items():
             if arg not in info.model_args:
                 allowed = ", ".join(info.model_args) or "none"
@@ -172,17 +180,23 @@ class LineageSpec:
         known_kinds = MODELS[self.model].layer_kinds
         for kind in self.prune.exempt:
             if kind not in known_kinds:
-                raise SpecError(f"prune.exempt: model {self.model} has no '{kind}' weights; its kinds are {', '.join(known_kinds)}")
+                raise SpecError(
+                    f"prune.exempt: model {self.model} has no '{kind}' weights; its kinds are {', '.join(known_kinds)}"
+                )
         if set(known_kinds) <= set(self.prune.exempt):
-            raise SpecError(f"prune.exempt exempts every kind of {self.model}'s weights, so nothing would be pruned; "
-                            f"leave at least one of {', '.join(known_kinds)} out of it")
+            raise SpecError(
+                f"prune.exempt exempts every kind of {self.model}'s weights, so nothing would be pruned; "
+                f"leave at least one of {', '.join(known_kinds)} out of it"
+            )
         for kind in self.prune.rates:
             if kind not in known_kinds:
                 raise SpecError(
                     f"prune.rates.{kind}: model {self.model} has no '{kind}' layers; its kinds are {', '.join(known_kinds)}"
                 )
         if (self.rounds is None) == (self.target_remaining is None):
-            raise SpecError("give exactly one of rounds (number of pruning rounds) or target_remaining (% of weights to reach)")
+            raise SpecError(
+                "give exactly one of rounds (number of pruning rounds) or target_remaining (% of weights to reach)"
+            )
         if self.rounds is not None and not 0 <= self.rounds <= MAX_ROUNDS:
             raise SpecError(f"rounds must be in [0, {MAX_ROUNDS}], got {self.rounds}")
         if self.target_remaining is not None and not 0 < self.target_remaining < 100:
@@ -204,7 +218,9 @@ class LineageSpec:
         d.update(model=self.model, dataset=self.dataset, strategy=self.strategy, seed=self.seed)
         # a value equal to the model's own default is no change either (and 0 is 0.0)
         info = MODELS[self.model]
-        args = {k: _number(v) for k, v in self.model_args.items() if _number(v) != _number(info.model_arg_defaults.get(k))}
+        args = {
+            k: _number(v) for k, v in self.model_args.items() if _number(v) != _number(info.model_arg_defaults.get(k))
+        }
         rates = {k: float(v) for k, v in self.prune.rates.items() if float(v) != info.default_rates.get(k)}
         for key, value in (("model_args", args), ("init", None if self.init == info.default_init else self.init)):
             if value:
@@ -280,11 +296,11 @@ def _non_default(obj: Any) -> dict[str, Any]:
     return out
 
 
-
-
 def _rate(name: str, r: float) -> None:
     if not isinstance(r, (int, float)) or not 0 < r < 1:
-        raise SpecError(f"{name} = {r} is impossible: a prune rate is the fraction pruned per round, strictly between 0 and 1")
+        raise SpecError(
+            f"{name} = {r} is impossible: a prune rate is the fraction pruned per round, strictly between 0 and 1"
+        )
 
 
 def _plain(obj: Any) -> Any:
@@ -295,20 +311,10 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-
-
-
-
-
-
 def lineage_spec_from_dict(raw: Any) -> LineageSpec:
     spec = build(LineageSpec, raw, "")
     spec.validate()
     return spec
-
-
-
-
 
 
 def load_lineage_spec(path: str | Path) -> LineageSpec:

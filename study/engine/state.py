@@ -1,4 +1,5 @@
 """What a lineage carries from round to round, and what its checkpoint holds."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ class LineageState:
     """θ0, θ_k, the last round's trained weights, the current mask and the finished rounds.
     `imp_trained` is the IMP track's trained weights, for strategies whose masks come from one
     (random_reinit); others leave it None."""
+
     theta0: StateDict
     mask: Mask
     theta_k: StateDict | None = None
@@ -35,11 +37,23 @@ class LineageState:
         return self.results[-1].round if self.results else -1
 
     def to_checkpoint(self) -> dict[str, Any]:
-        return {"round_done": self.round_done, "theta0": self.theta0, "theta_k": self.theta_k,
-                "trained": self.trained, "imp_trained": self.imp_trained, "mask": self.mask,
-                "results": [r.as_row() for r in self.results]}
+        return {
+            "round_done": self.round_done,
+            "theta0": self.theta0,
+            "theta_k": self.theta_k,
+            "trained": self.trained,
+            "imp_trained": self.imp_trained,
+            "mask": self.mask,
+            "results": [r.as_row() for r in self.results],
+        }
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any]) -> LineageState:
-        return cls(theta0=saved["theta0"], mask=saved["mask"], theta_k=saved["theta_k"], trained=saved["trained"],
-                   imp_trained=saved["imp_trained"], results=[RoundResult(**r) for r in saved["results"]])
+        return cls(
+            theta0=saved["theta0"],
+            mask=saved["mask"],
+            theta_k=saved["theta_k"],
+            trained=saved["trained"],
+            imp_trained=saved["imp_trained"],
+            results=[RoundResult(**r) for r in saved["results"]],
+        )

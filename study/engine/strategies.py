@@ -6,6 +6,7 @@ and learning rate: OpenLTH's branch), and what it requires of a spec. The lineag
 nothing else compares strategy names. Adding a strategy is one `Strategy(...)` in `STRATEGIES`
 (and its tests).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 class PruneStep:
     """What a mask rule sees when it picks round `round`'s mask. `model` is scratch: a rule may
     load any weights into it."""
+
     spec: LineageSpec
     plan: LineagePlan
     round: int
@@ -56,6 +58,7 @@ class MaskRule(Protocol):
 @dataclass(frozen=True)
 class Magnitude:
     """The largest-magnitude surviving weights of `source` (trained weights, or the IMP track's)."""
+
     source: str = "trained"
 
     def __call__(self, step: PruneStep) -> Mask:
@@ -74,26 +77,36 @@ def random_within_mask(step: PruneStep) -> Mask:
 class AtInit:
     """A pruning-at-init score of θ0, ranked over all weights (each round re-prunes θ0 to the
     round's sparsity)."""
+
     scores: Callable[[nn.Module, Task, list[str]], dict[str, torch.Tensor]]
 
     def __call__(self, step: PruneStep) -> Mask:
         step.model.load_state_dict(step.state.theta0)
-        return step.keep_top(self.scores(step.model, step.task, step.plan.params),
-                             dense_mask(step.model, step.plan.params))
+        return step.keep_top(
+            self.scores(step.model, step.task, step.plan.params), dense_mask(step.model, step.plan.params)
+        )
 
 
 def synflow_at_init(step: PruneStep) -> Mask:
     """SynFlow's iterative data-free pruning of θ0 to the round's sparsity."""
     step.model.load_state_dict(step.state.theta0)
     plan = step.plan
-    return synflow_mask(step.model, step.task, plan.params, dense_mask(step.model, plan.params), plan.slots,
-                        plan.groups, plan.keep(step.round))
+    return synflow_mask(
+        step.model,
+        step.task,
+        plan.params,
+        dense_mask(step.model, plan.params),
+        plan.slots,
+        plan.groups,
+        plan.keep(step.round),
+    )
 
 
 @dataclass(frozen=True)
 class RoundStart:
     """Where a pruning round starts: the weights its survivors are reset to, the global
     iteration training resumes at, and the learning rate by iteration (None: the schedule's)."""
+
     weights: StateDict
     iteration: int
     lr_fn: Callable[[int], float] | None = None
@@ -105,6 +118,7 @@ class Reset:
     weights at the rewind iteration k), `trained` (the last round's trained weights),
     `fresh_init` (a new random initialisation) or `theta0`. Training resumes at iteration k on the
     schedule's learning rate, or, with `final_lr`, at the schedule's last rate throughout."""
+
     weights: str
     final_lr: bool = False
 
@@ -120,13 +134,15 @@ Requirement = Callable[["LineageSpec"], "str | None"]  # the one-line error a sp
 
 
 def no_rewind(why: str) -> Requirement:
-    return lambda spec: (None if spec.rewind_iteration == 0 else
-                         f"strategy {spec.strategy} {why}; set rewind_iteration: 0")
+    return lambda spec: (
+        None if spec.rewind_iteration == 0 else f"strategy {spec.strategy} {why}; set rewind_iteration: 0"
+    )
 
 
 def layerwise_only(why: str) -> Requirement:
-    return lambda spec: (None if spec.prune.scope == "layerwise" else
-                         f"strategy {spec.strategy} {why} and needs prune.scope: layerwise")
+    return lambda spec: (
+        None if spec.prune.scope == "layerwise" else f"strategy {spec.strategy} {why} and needs prune.scope: layerwise"
+    )
 
 
 def pruning_rounds(why: str) -> Requirement:
@@ -138,6 +154,7 @@ class Strategy:
     """A ticket-finding strategy. `one_shot`: a single pruning round straight to the sparsity of
     the last iterative round. `imp_track`: its masks come from an IMP lineage trained beside it
     (the extra training is counted)."""
+
     name: str
     summary: str
     mask: MaskRule
@@ -155,26 +172,66 @@ class Strategy:
 
 _AT_INIT = no_rewind("prunes at init and resets to θ0")
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("imp", "iterative magnitude pruning, survivors rewound to θ_k (k = 0: the original LTH)",
-             Magnitude(), Reset("theta_k")),
-    Strategy("lr_rewind", "IMP keeping the trained weights, the learning-rate schedule rewound to k",
-             Magnitude(), Reset("trained")),
-    Strategy("finetune", "IMP keeping the trained weights, fine-tuned at the schedule's final learning rate",
-             Magnitude(), Reset("trained", final_lr=True),
-             requires=(no_rewind("keeps the trained weights and does not rewind (or use lr_rewind)"),)),
-    Strategy("random_reinit", "IMP's masks with a fresh random initialisation (the LTH control)",
-             Magnitude("imp_trained"), Reset("fresh_init"), imp_track=True),
-    Strategy("random_prune", "random masks of IMP's per-layer sparsity, survivors rewound to θ_k",
-             random_within_mask, Reset("theta_k"),
-             requires=(layerwise_only("keeps per-layer sparsity"),)),
-    Strategy("oneshot", "one magnitude pruning of the dense weights to the final sparsity, rewound to θ_k",
-             Magnitude(), Reset("theta_k"), one_shot=True,
-             requires=(pruning_rounds("the iterative round count whose sparsity it jumps to"),)),
-    Strategy("snip", "SNIP's connection sensitivity at θ0", AtInit(snip_scores), Reset("theta0"),
-             requires=(_AT_INIT,)),
-    Strategy("grasp", "GraSP's gradient-flow preservation at θ0", AtInit(grasp_scores), Reset("theta0"),
-             requires=(_AT_INIT,)),
-    Strategy("synflow", "SynFlow's data-free iterative synaptic flow at θ0", synflow_at_init, Reset("theta0"),
-             requires=(_AT_INIT,)),
-)}
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy(
+            "imp",
+            "iterative magnitude pruning, survivors rewound to θ_k (k = 0: the original LTH)",
+            Magnitude(),
+            Reset("theta_k"),
+        ),
+        Strategy(
+            "lr_rewind",
+            "IMP keeping the trained weights, the learning-rate schedule rewound to k",
+            Magnitude(),
+            Reset("trained"),
+        ),
+        Strategy(
+            "finetune",
+            "IMP keeping the trained weights, fine-tuned at the schedule's final learning rate",
+            Magnitude(),
+            Reset("trained", final_lr=True),
+            requires=(no_rewind("keeps the trained weights and does not rewind (or use lr_rewind)"),),
+        ),
+        Strategy(
+            "random_reinit",
+            "IMP's masks with a fresh random initialisation (the LTH control)",
+            Magnitude("imp_trained"),
+            Reset("fresh_init"),
+            imp_track=True,
+        ),
+        Strategy(
+            "random_prune",
+            "random masks of IMP's per-layer sparsity, survivors rewound to θ_k",
+            random_within_mask,
+            Reset("theta_k"),
+            requires=(layerwise_only("keeps per-layer sparsity"),),
+        ),
+        Strategy(
+            "oneshot",
+            "one magnitude pruning of the dense weights to the final sparsity, rewound to θ_k",
+            Magnitude(),
+            Reset("theta_k"),
+            one_shot=True,
+            requires=(pruning_rounds("the iterative round count whose sparsity it jumps to"),),
+        ),
+        Strategy(
+            "snip", "SNIP's connection sensitivity at θ0", AtInit(snip_scores), Reset("theta0"), requires=(_AT_INIT,)
+        ),
+        Strategy(
+            "grasp",
+            "GraSP's gradient-flow preservation at θ0",
+            AtInit(grasp_scores),
+            Reset("theta0"),
+            requires=(_AT_INIT,),
+        ),
+        Strategy(
+            "synflow",
+            "SynFlow's data-free iterative synaptic flow at θ0",
+            synflow_at_init,
+            Reset("theta0"),
+            requires=(_AT_INIT,),
+        ),
+    )
+}

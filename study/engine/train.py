@@ -5,6 +5,7 @@ validation and test splits under `torch.inference_mode`. Pruned weights are exac
 every step: gradients are masked before the step (so optimizer averages of pruned weights stay
 zero) and weights after it. Fused Adam keeps the cost of gradients full of zeros flat.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 class Task(Protocol):
     """What the loop needs of a task (images: data.classification; sequences: data.sequence_tasks).
     Batches may be tuples (sequence lengths, sentence pairs); the loop never looks inside."""
+
     def batch(self, iteration: int) -> tuple[Any, Tensor]: ...
     def loss(self, model: nn.Module, x: Any, y: Tensor, temperature: float = 1.0) -> Tensor: ...
     def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]: ...
@@ -77,8 +79,9 @@ def final_lr(spec: TrainSpec) -> float:
 def make_optimizer(params: list[Tensor], spec: TrainSpec, lr: float) -> LeanAdam | TorchOptimizer:
     if spec.optimizer == "adam":
         return LeanAdam(params, lr=lr, weight_decay=spec.weight_decay)
-    return TorchOptimizer(torch.optim.SGD(params, lr=lr, momentum=spec.momentum,
-                                          weight_decay=spec.weight_decay, foreach=True))
+    return TorchOptimizer(
+        torch.optim.SGD(params, lr=lr, momentum=spec.momentum, weight_decay=spec.weight_decay, foreach=True)
+    )
 
 
 class TrainCallback:

@@ -1,4 +1,5 @@
 """Compaction: a finished study's round files rewritten into one file per strategy."""
+
 from __future__ import annotations
 
 import time
@@ -21,18 +22,28 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
     root = Path(root)
     check_name("study", study)
     if not (root / "rounds").is_dir() and not (root / "lineages").is_dir():
-        raise FileNotFoundError(f"no results lake at {root} (no rounds/ or lineages/ folder); pass the lake's root folder")
+        raise FileNotFoundError(
+            f"no results lake at {root} (no rounds/ or lineages/ folder); pass the lake's root folder"
+        )
     if not (root / "rounds" / f"study={study}").is_dir():
         known = sorted(p.name.split("=", 1)[1] for p in (root / "rounds").glob("study=*"))
         raise FileNotFoundError(f"study {study!r} has no rounds in {root}; studies there: {', '.join(known) or 'none'}")
     lineage_read = read_lineages(root, study)
     if lineage_read.skipped:
-        raise RuntimeError(f"cannot compact {study}: unreadable lineage files {lineage_read.skipped[:2]} hide whether "
-                           f"lineages still run; move them away first")
+        raise RuntimeError(
+            f"cannot compact {study}: unreadable lineage files {lineage_read.skipped[:2]} hide whether "
+            f"lineages still run; move them away first"
+        )
     lineages = lineage_read.table
-    running = [t for t, s in zip(lineages["trial_id"].to_pylist(), lineages["status"].to_pylist(), strict=True) if s == "running"]
+    running = [
+        t
+        for t, s in zip(lineages["trial_id"].to_pylist(), lineages["status"].to_pylist(), strict=True)
+        if s == "running"
+    ]
     if running and not force:
-        raise RuntimeError(f"study {study} still has running lineages ({', '.join(running[:3])}...); wait for them or pass --force")
+        raise RuntimeError(
+            f"study {study} still has running lineages ({', '.join(running[:3])}...); wait for them or pass --force"
+        )
     files = _files(root, "rounds", study)
     read = _read(files, ROUNDS_SCHEMA, ROUND_KEYS)
     if read.skipped:
@@ -42,8 +53,10 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
     strategies = read.table["strategy"].cast(pa.string())
     for strategy in sorted(set(strategies.to_pylist())):
         part = read.table.filter(pc.equal(strategies, strategy))
-        write_atomic(part.cast(ROUNDS_SCHEMA), Path(root) / "rounds" / f"study={study}" / f"strategy={strategy}"
-                     / f"compact-{stamp}.parquet")
+        write_atomic(
+            part.cast(ROUNDS_SCHEMA),
+            Path(root) / "rounds" / f"study={study}" / f"strategy={strategy}" / f"compact-{stamp}.parquet",
+        )
         written[strategy] = part.num_rows
     for path in files:
         path.unlink()

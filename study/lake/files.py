@@ -1,5 +1,6 @@
 """Where lake files live and how they are written: atomically (a dot-prefixed temp file renamed
 into place), under names checked to be safe file names and hive partition values."""
+
 from __future__ import annotations
 
 import os
@@ -17,23 +18,21 @@ from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA, STATUSES, STUDIES_
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 
 
-
 def check_name(kind: str, value: str) -> None:
     """A study or trial name must be a safe file name in the lake (and a hive partition value)."""
     if not isinstance(value, str) or not _SAFE.match(value):
-        raise ValueError(f"{kind} {value!r} is not allowed: use 1-100 ASCII letters, digits, '_', '-', '.' or '+', "
-                         f"starting with a letter or digit")
-
+        raise ValueError(
+            f"{kind} {value!r} is not allowed: use 1-100 ASCII letters, digits, '_', '-', '.' or '+', "
+            f"starting with a letter or digit"
+        )
 
 
 def round_path(root: Path, study: str, strategy: str, trial_id: str, round_: int) -> Path:
     return Path(root) / "rounds" / f"study={study}" / f"strategy={strategy}" / f"{trial_id}-r{round_:03d}.parquet"
 
 
-
 def lineage_path(root: Path, study: str, strategy: str, trial_id: str) -> Path:
     return Path(root) / "lineages" / f"study={study}" / f"strategy={strategy}" / f"{trial_id}.parquet"
-
 
 
 def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -42,7 +41,9 @@ def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
         raise ValueError(f"rows lack required columns {missing}")
     unknown = {k for r in rows for k in r} - set(schema.names)
     if unknown:
-        raise ValueError(f"rows carry columns not in the schema: {sorted(unknown)}; add them to the schema as nullable columns")
+        raise ValueError(
+            f"rows carry columns not in the schema: {sorted(unknown)}; add them to the schema as nullable columns"
+        )
     columns = {}
     for f in schema:
         values = [r.get(f.name) for r in rows]
@@ -53,7 +54,6 @@ def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
         else:
             columns[f.name] = pa.array(values, f.type)
     return pa.table(columns, schema=schema)
-
 
 
 def write_atomic(table: pa.Table, path: Path) -> Path:
@@ -68,13 +68,11 @@ def write_atomic(table: pa.Table, path: Path) -> Path:
     return path
 
 
-
 def write_round(root: str | Path, row: dict[str, Any]) -> Path:
     for key in ("study", "strategy", "trial_id"):
         check_name(key, row[key])
     path = round_path(Path(root), row["study"], row["strategy"], row["trial_id"], int(row["round"]))
     return write_atomic(to_table([row], ROUNDS_SCHEMA), path)
-
 
 
 def write_lineage(root: str | Path, row: dict[str, Any]) -> Path:
@@ -86,19 +84,22 @@ def write_lineage(root: str | Path, row: dict[str, Any]) -> Path:
     return write_atomic(to_table([row], LINEAGES_SCHEMA), path)
 
 
-
 def write_study(root: str | Path, row: dict[str, Any]) -> Path:
     check_name("study", row["study"])
-    return write_atomic(to_table([row], STUDIES_SCHEMA), Path(root) / "studies" / f"study={row['study']}" / "study.parquet")
-
+    return write_atomic(
+        to_table([row], STUDIES_SCHEMA), Path(root) / "studies" / f"study={row['study']}" / "study.parquet"
+    )
 
 
 def trial_files(root: str | Path, study: str, trial_id: str) -> list[Path]:
     """Every round and lineage file of one trial id in a study, whatever its strategy."""
     root = Path(root)
-    return sorted([*root.glob(f"rounds/study={study}/strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet"),
-                   *root.glob(f"lineages/study={study}/strategy=*/{trial_id}.parquet")])
-
+    return sorted(
+        [
+            *root.glob(f"rounds/study={study}/strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet"),
+            *root.glob(f"lineages/study={study}/strategy=*/{trial_id}.parquet"),
+        ]
+    )
 
 
 def supersede(root: str | Path, study: str, trial_id: str) -> Path | None:
@@ -115,4 +116,3 @@ def supersede(root: str | Path, study: str, trial_id: str) -> Path | None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, dest)
     return target
-

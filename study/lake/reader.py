@@ -1,5 +1,6 @@
 """The tolerant reader: every table read against its canonical schema, unreadable or foreign files
 skipped and named, and one row per key (the latest written)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -24,10 +25,10 @@ from study.lake.schema import (
 @dataclass
 class LakeRead:
     """What a read found: the table (canonical schema) and the files it had to skip, with why."""
+
     table: pa.Table
     skipped: list[str] = field(default_factory=list)
     files: int = 0
-
 
 
 def _files(root: Path, kind: str, study: str | None) -> list[Path]:
@@ -36,9 +37,11 @@ def _files(root: Path, kind: str, study: str | None) -> list[Path]:
         base = base / f"study={study}"
     if not base.is_dir():
         return []
-    return sorted(p for p in base.rglob("*.parquet")
-                  if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(base).parts))
-
+    return sorted(
+        p
+        for p in base.rglob("*.parquet")
+        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(base).parts)
+    )
 
 
 def _read(files: Iterable[Path], schema: pa.Schema, keys: list[str]) -> LakeRead:
@@ -63,53 +66,55 @@ def _read(files: Iterable[Path], schema: pa.Schema, keys: list[str]) -> LakeRead
     return LakeRead(_latest(table, keys), skipped, count)
 
 
-
 def _latest(table: pa.Table, keys: list[str]) -> pa.Table:
     """One row per key: the most recently written (a retried round, a compacted copy)."""
     if table.num_rows <= 1:
         return table
     time_col = "written_at" if "written_at" in table.column_names else "updated_at"
     idx = pa.array(range(table.num_rows), pa.int64())
-    keyed = pa.table({**{k: table[k].cast(pa.string()) if pa.types.is_dictionary(table[k].type) else table[k]
-                         for k in keys}, "_t": table[time_col], "_i": idx})
+    keyed = pa.table(
+        {
+            **{k: table[k].cast(pa.string()) if pa.types.is_dictionary(table[k].type) else table[k] for k in keys},
+            "_t": table[time_col],
+            "_i": idx,
+        }
+    )
     keyed = keyed.sort_by([(k, "ascending") for k in keys] + [("_t", "descending"), ("_i", "descending")])
     first = keyed.group_by(keys, use_threads=False).aggregate([("_i", "first")])
     keep = pc.sort_indices(first["_i_first"])
     return table.take(pc.take(first["_i_first"], keep))
 
 
-
 def read_rounds(root: str | Path, study: str | None = None) -> LakeRead:
     return _read(_files(Path(root), "rounds", study), ROUNDS_SCHEMA, ROUND_KEYS)
-
 
 
 def read_lineages(root: str | Path, study: str | None = None) -> LakeRead:
     return _read(_files(Path(root), "lineages", study), LINEAGES_SCHEMA, LINEAGE_KEYS)
 
 
-
 def read_studies(root: str | Path, study: str | None = None) -> LakeRead:
     return _read(_files(Path(root), "studies", study), STUDIES_SCHEMA, ["study"])
-
 
 
 def excluded_lineages(lineages: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     """(study, trial_id, lineage_id) of every lineage whose rows must not count: the failed,
     diverged and degenerate ones, and the sibling seeds of a searched trial that failed (the
     trial as a whole is filed FAIL)."""
+
     def number(row: dict[str, Any]) -> int | None:
         n = row.get("optuna_trial_number")
         return None if n is None or n != n else int(n)  # n != n: a NaN from pandas
 
-    failed_trials = {(r["study"], number(r)) for r in lineages
-                     if r["status"] in FAILED_STATUSES and number(r) is not None}
-    return {(r["study"], r["trial_id"], r["lineage_id"]) for r in lineages
-            if r["status"] in FAILED_STATUSES or (r["study"], number(r)) in failed_trials}
-
+    failed_trials = {
+        (r["study"], number(r)) for r in lineages if r["status"] in FAILED_STATUSES and number(r) is not None
+    }
+    return {
+        (r["study"], r["trial_id"], r["lineage_id"])
+        for r in lineages
+        if r["status"] in FAILED_STATUSES or (r["study"], number(r)) in failed_trials
+    }
 
 
 def duckdb_rounds_sql(root: str | Path) -> str:
-    return (f"read_parquet('{Path(root) / 'rounds'}/**/*.parquet', hive_partitioning=true, "
-            f"union_by_name=true)")
-
+    return f"read_parquet('{Path(root) / 'rounds'}/**/*.parquet', hive_partitioning=true, union_by_name=true)"

@@ -5,6 +5,7 @@ Tune adapter.
 Nothing is written until the lineage is known to be runnable: its names are checked, the lake is
 writable, the trial id does not already hold another lineage (or `fresh` supersedes it), and the
 data, model and checkpoint are loaded."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +45,9 @@ def default_workdir(root: str | Path, study: str, trial_id: str) -> Path:
     return Path(root) / "_checkpoints" / f"study={study}" / trial_id
 
 
-def ensure_writable(root: str | Path, what: str = "results lake", fix: str = "pass --results with a writable folder") -> None:
+def ensure_writable(
+    root: str | Path, what: str = "results lake", fix: str = "pass --results with a writable folder"
+) -> None:
     """Fail with one line, before anything runs or is created, when the lake cannot be written:
     the lake folder, or the nearest folder above it that exists, must be a writable folder."""
     root = Path(root).expanduser().absolute()
@@ -69,7 +72,9 @@ def held_lineages(root: str | Path, study: str, trial_id: str) -> tuple[set[str]
         try:
             held.update(pq.read_table(path, columns=["lineage_id"])["lineage_id"].to_pylist())
         except Exception:
-            raise SpecError(f"{path} is unreadable; move it away (or pass --fresh to supersede trial {trial_id})") from None
+            raise SpecError(
+                f"{path} is unreadable; move it away (or pass --fresh to supersede trial {trial_id})"
+            ) from None
     compacted = []
     for path in sorted(Path(root).glob(f"rounds/study={study}/strategy=*/compact-*.parquet")):
         try:
@@ -121,18 +126,30 @@ class LakeLineage:
         self.workdir = Path(workdir) if workdir is not None else default_workdir(root, study, trial_id)
         held, compacted = held_lineages(root, study, trial_id)
         if fresh and compacted:
-            raise SpecError(f"trial {trial_id} has rows inside the compacted file {compacted[0]}, which --fresh "
-                            f"cannot supersede; pass a new --trial")
+            raise SpecError(
+                f"trial {trial_id} has rows inside the compacted file {compacted[0]}, which --fresh "
+                f"cannot supersede; pass a new --trial"
+            )
         if not fresh and held - {spec.lineage_id()}:
-            raise SpecError(f"trial {trial_id} of study {study} already holds lineage {', '.join(sorted(held))}, "
-                            f"not this spec's {spec.lineage_id()}; pass another --trial, or --fresh to supersede "
-                            f"it (its files are kept under {Path(root) / '_superseded'})")
+            raise SpecError(
+                f"trial {trial_id} of study {study} already holds lineage {', '.join(sorted(held))}, "
+                f"not this spec's {spec.lineage_id()}; pass another --trial, or --fresh to supersede "
+                f"it (its files are kept under {Path(root) / '_superseded'})"
+            )
         try:
-            self.rounds = Lineage(spec, ids=LineageIds(study, trial_id), workdir=self.workdir, context=context,
-                                  hooks=LineageHooks(on_round=self._record), resume=not fresh)
+            self.rounds = Lineage(
+                spec,
+                ids=LineageIds(study, trial_id),
+                workdir=self.workdir,
+                context=context,
+                hooks=LineageHooks(on_round=self._record),
+                resume=not fresh,
+            )
         except CheckpointMismatch:
-            raise SpecError(f"the checkpoint of trial {trial_id} belongs to another config; pass another "
-                            f"--trial, or --fresh to start this spec over") from None
+            raise SpecError(
+                f"the checkpoint of trial {trial_id} belongs to another config; pass another "
+                f"--trial, or --fresh to start this spec over"
+            ) from None
         started = now()
         if fresh:
             target = supersede(root, study, trial_id)
@@ -144,11 +161,21 @@ class LakeLineage:
         else:
             started = self._started_at(study, trial_id) or started
         self.row = LineageRow(
-            study=study, strategy=spec.strategy, trial_id=trial_id, lineage_id=spec.lineage_id(),
-            config_hash=spec.config_hash(), model=spec.model, dataset=spec.dataset, seed=spec.seed,
-            rounds_planned=self.rounds.plan.rounds[-1], config_json=json.dumps(spec.to_dict(), sort_keys=True),
-            optuna_trial_number=optuna_trial_number, node_id=node_id, device=str(self.rounds.device),
-            code_version=code_version(), started_at=started,
+            study=study,
+            strategy=spec.strategy,
+            trial_id=trial_id,
+            lineage_id=spec.lineage_id(),
+            config_hash=spec.config_hash(),
+            model=spec.model,
+            dataset=spec.dataset,
+            seed=spec.seed,
+            rounds_planned=self.rounds.plan.rounds[-1],
+            config_json=json.dumps(spec.to_dict(), sort_keys=True),
+            optuna_trial_number=optuna_trial_number,
+            node_id=node_id,
+            device=str(self.rounds.device),
+            code_version=code_version(),
+            started_at=started,
         )
         self.previous = self.rounds.previous
         self.done = self.previous[-1].round + 1 if self.previous else 0

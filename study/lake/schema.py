@@ -7,6 +7,7 @@ Python types map to Arrow types: str -> string, int -> int64, float -> float64, 
 datetime -> timestamp[us, UTC], list[T] -> list<T>, dict[str, float] -> map<string, float64>;
 fields marked `category` are dictionary-encoded (the type hive partition values get), and a
 field's `doc` is stored in the Parquet schema's field metadata."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,13 +23,20 @@ from study.engine.rows import LineageColumns, RoundResult, doc, key
 
 SCHEMA_VERSION = "1"
 _CATEGORY = pa.dictionary(pa.int32(), pa.string())
-_SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
-            dt.datetime: pa.timestamp("us", tz="UTC")}
+_SCALARS = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    dt.datetime: pa.timestamp("us", tz="UTC"),
+}
 
 
 @dataclass(frozen=True)
 class RoundRow(RoundResult):
-    written_at: dt.datetime | None = field(default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)"))
+    written_at: dt.datetime | None = field(
+        default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)")
+    )
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,9 @@ class LineageRow(LineageColumns):
     device: str | None = None
     code_version: str | None = None
     started_at: dt.datetime | None = None
-    updated_at: dt.datetime | None = field(default=None, metadata=doc("when the status was written (the latest copy wins)"))
+    updated_at: dt.datetime | None = field(
+        default=None, metadata=doc("when the status was written (the latest copy wins)")
+    )
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,9 @@ class StudyRow:
     metrics: list[str] | None = None
     modes: list[str] | None = None
     search_json: str | None = field(default=None, metadata=doc("the searched parameters"))
-    spec_json: str | None = field(default=None, metadata=doc("the whole study spec (its identity is checked on re-runs)"))
+    spec_json: str | None = field(
+        default=None, metadata=doc("the whole study spec (its identity is checked on re-runs)")
+    )
     code_version: str | None = None
     written_at: dt.datetime | None = None
 
@@ -80,11 +92,17 @@ def schema_of(cls: type, table: str) -> pa.Schema:
     fields = []
     for f in dataclasses.fields(cls):
         doc = f.metadata.get("doc")
-        fields.append(pa.field(f.name, _CATEGORY if f.metadata.get("category") else arrow_type(hints[f.name]),
-                               nullable=not f.metadata.get("key"),
-                               metadata={b"doc": doc.encode()} if doc else None))
-    return pa.schema(fields, metadata={b"study.schema_version": SCHEMA_VERSION.encode(),
-                                       b"study.table": table.encode()})
+        fields.append(
+            pa.field(
+                f.name,
+                _CATEGORY if f.metadata.get("category") else arrow_type(hints[f.name]),
+                nullable=not f.metadata.get("key"),
+                metadata={b"doc": doc.encode()} if doc else None,
+            )
+        )
+    return pa.schema(
+        fields, metadata={b"study.schema_version": SCHEMA_VERSION.encode(), b"study.table": table.encode()}
+    )
 
 
 ROUNDS_SCHEMA = schema_of(RoundRow, "rounds")

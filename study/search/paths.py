@@ -1,5 +1,6 @@
 """Searched parameters are dotted paths into a lineage spec's mapping (train.lr, prune.rates.fc,
 rewind_iteration); this is the one place that reads and writes them."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,6 +1,7 @@
 """Checks a study passes before Ray waits on anything: its storage answers, and one trial's
 resources fit some node of the cluster it is given. Each failure is one line (SpecError) that
 names the problem and the fix."""
+
 from __future__ import annotations
 
 import os
@@ -54,13 +55,17 @@ def worker_groups(env: dict[str, str] | None = None) -> list[dict[str, float]]:
                     raise ValueError(item)
                 sizes[key.strip().lower()] = float(value)
             except ValueError:
-                raise SpecError(f"{WORKER_GROUPS_ENV}={raw!r} is not understood at {item!r}; write groups as "
-                                f"cpu=N,gpu=M separated by ';'") from None
+                raise SpecError(
+                    f"{WORKER_GROUPS_ENV}={raw!r} is not understood at {item!r}; write groups as "
+                    f"cpu=N,gpu=M separated by ';'"
+                ) from None
         groups.append({"CPU": sizes.get("cpu", 0.0), "GPU": sizes.get("gpu", 0.0)})
     return groups
 
 
-def check_fits(cpu: float, gpu: float, nodes: list[dict[str, Any]], groups: list[dict[str, float]] | None = None) -> None:
+def check_fits(
+    cpu: float, gpu: float, nodes: list[dict[str, Any]], groups: list[dict[str, float]] | None = None
+) -> None:
     """One trial needs `cpu` CPUs and `gpu` GPUs on a single node: some live node, or some
     worker group an autoscaler may start, must be that big."""
     candidates = [*nodes, *(worker_groups() if groups is None else groups)]
@@ -71,7 +76,8 @@ def check_fits(cpu: float, gpu: float, nodes: list[dict[str, Any]], groups: list
     raise SpecError(
         f"a trial needs {cpu:g} CPU and {gpu:g} GPU on one node (resources), but no node of this cluster is that "
         f"big (the most any node has: {most_cpu:g} CPU, {most_gpu:g} GPU); lower resources.cpu/gpu or run on a "
-        f"cluster with a node that big")
+        f"cluster with a node that big"
+    )
 
 
 def _within(seconds: float, what: str, call: Callable[[], Any], url: str = "") -> Any:
@@ -92,11 +98,15 @@ def _within(seconds: float, what: str, call: Callable[[], Any], url: str = "") -
     if "error" in box:
         e = box["error"]
         if isinstance(e, ImportError) or "DB access module" in str(e) or "dialect" in str(e).lower():
-            raise SpecError(f"{what}: no database driver for this URL here ({type(e).__name__}); use "
-                            f"postgresql://, sqlite:/// or a journal file path, or install the driver")
+            raise SpecError(
+                f"{what}: no database driver for this URL here ({type(e).__name__}); use "
+                f"postgresql://, sqlite:/// or a journal file path, or install the driver"
+            )
         first = scrub(redact((str(e).strip().splitlines() or [type(e).__name__])[0]), url)
-        raise SpecError(f"{what} is unreachable ({type(e).__name__}: {first}); check the URL, that the server is "
-                        f"up, and its credentials")
+        raise SpecError(
+            f"{what} is unreachable ({type(e).__name__}: {first}); check the URL, that the server is "
+            f"up, and its credentials"
+        )
     return box.get("value")
 
 
@@ -111,8 +121,11 @@ def check_storage(study, timeout_s: float = 20.0) -> None:
     if "://" in url:
         _within(timeout_s, f"optuna storage {redact(url)}", lambda: optuna_storage(url), url)
     else:
-        ensure_writable(os.path.dirname(url) or ".", "the Optuna journal's folder",
-                        "point storage.optuna at a file in a writable folder")
+        ensure_writable(
+            os.path.dirname(url) or ".",
+            "the Optuna journal's folder",
+            "point storage.optuna at a file in a writable folder",
+        )
     tune_path = study.storage.tune_path()
     if "://" in tune_path:
         import pyarrow.fs as pafs

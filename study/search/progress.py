@@ -1,5 +1,6 @@
 """A live progress table for `study tune`: trials running/done/failed, rounds done and the best
 objective so far (a Tune callback, driven by the Tune controller in the driver)."""
+
 from __future__ import annotations
 
 import math
@@ -49,7 +50,11 @@ class StudyProgress(tune.Callback):
         t = self.trials.setdefault(trial.trial_id, {"status": "pending", "rounds": 0, "value": None})
         self._update(trial, status="failed" if t.get("failure") else "done")
         if self._live and not self.console.is_terminal:
-            what = f"failed ({t['failure']})" if t.get("failure") else f"done: {t['rounds']} rounds, {self.metric} = {t['value']}"
+            what = (
+                f"failed ({t['failure']})"
+                if t.get("failure")
+                else f"done: {t['rounds']} rounds, {self.metric} = {t['value']}"
+            )
             self.console.print(f"trial {trial.trial_id} {what}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -73,7 +78,12 @@ class StudyProgress(tune.Callback):
         for col in ("trials", "running", "done", "failed", "rounds done", f"best {self.metric} ({self.mode})"):
             table.add_column(col, justify="right")
         best = self.best()
-        table.add_row(f"{len(status)}/{self.num_samples}", str(status.count("running")), str(status.count("done")),
-                      str(status.count("failed")), str(sum(t["rounds"] for t in self.trials.values())),
-                      "-" if best is None else f"{best:.4g}")
+        table.add_row(
+            f"{len(status)}/{self.num_samples}",
+            str(status.count("running")),
+            str(status.count("done")),
+            str(status.count("failed")),
+            str(sum(t["rounds"] for t in self.trials.values())),
+            "-" if best is None else f"{best:.4g}",
+        )
         return table

@@ -2,6 +2,7 @@
 sampler, scheduler, budget, resources and storage. Everything is checked here, before Ray starts:
 each searched parameter is tried at its edges against the base lineage spec, so an impossible
 prune rate or a rewind point past the round is caught with the parameter's name."""
+
 from __future__ import annotations
 
 import copy
@@ -37,14 +38,17 @@ class ParamSpec:
         choice(f"search.{name}.type", self.type, PARAM_TYPES)
         for other, allowed in self.when.items():
             if not allowed:
-                raise SpecError(f"search.{name}.when.{other} is an empty list, so {name} could never be searched; "
-                                f"list the values of {other} that switch it on, e.g. [imp, lr_rewind]")
+                raise SpecError(
+                    f"search.{name}.when.{other} is an empty list, so {name} could never be searched; "
+                    f"list the values of {other} that switch it on, e.g. [imp, lr_rewind]"
+                )
         if self.step is not None and self.type != "categorical":
             if not self.step > 0:
                 raise SpecError(f"search.{name}.step must be > 0, got {self.step}; remove it or give a positive step")
             if self.low is not None and self.high is not None and self.step > self.high - self.low:
-                raise SpecError(f"search.{name}.step {self.step} is wider than the range [{self.low}, {self.high}]; "
-                                f"lower the step")
+                raise SpecError(
+                    f"search.{name}.step {self.step} is wider than the range [{self.low}, {self.high}]; lower the step"
+                )
             if self.type == "log_float":
                 raise SpecError(f"search.{name}: a log_float parameter cannot have a step; use type float with a step")
         if self.type == "categorical":
@@ -78,7 +82,9 @@ class ParamSpec:
         if self.step:
             n = int(round((self.high - self.low) / self.step))
             if n + 1 > MAX_GRID:
-                raise SpecError(f"search.{name}: a grid of {n + 1} points is too large (at most {MAX_GRID}); raise the step")
+                raise SpecError(
+                    f"search.{name}: a grid of {n + 1} points is too large (at most {MAX_GRID}); raise the step"
+                )
             return [self.low + i * self.step for i in range(n + 1)]
         raise SpecError(f"search.{name}: sampler grid needs a step for float parameters (or categorical choices)")
 
@@ -120,7 +126,9 @@ class SchedulerSpec:
     def validate(self) -> None:
         choice("scheduler.type", self.type, SCHEDULERS)
         if not 0 < self.grace_pruned_pct < 100:
-            raise SpecError(f"scheduler.grace_pruned_pct is the % of weights pruned before a trial can be stopped, in (0, 100); got {self.grace_pruned_pct}")
+            raise SpecError(
+                f"scheduler.grace_pruned_pct is the % of weights pruned before a trial can be stopped, in (0, 100); got {self.grace_pruned_pct}"
+            )
         if self.reduction_factor < 2:
             raise SpecError("scheduler.reduction_factor must be >= 2")
 
@@ -189,8 +197,9 @@ class StudySpec:
         """What makes two runs the same study (a re-run, which resumes it, may change resources,
         concurrency, failures allowed, the stall timeout and where storage lives, nothing else)."""
         d = self.to_dict()
-        return {k: d[k] for k in ("base", "search", "seeds", "objective", "sampler", "sampler_seed", "scheduler",
-                                  "budget")}
+        return {
+            k: d[k] for k in ("base", "search", "seeds", "objective", "sampler", "sampler_seed", "scheduler", "budget")
+        }
 
     def validate(self) -> None:
         from study.lake.files import check_name
@@ -207,8 +216,10 @@ class StudySpec:
         if self.scheduler is not None:
             self.scheduler.validate()
             if self.objective.multi:
-                raise SpecError(f"a scheduler stops trials early on one metric; remove it for the multi-objective "
-                                f"{self.objective.name} objective")
+                raise SpecError(
+                    f"a scheduler stops trials early on one metric; remove it for the multi-objective "
+                    f"{self.objective.name} objective"
+                )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise SpecError(f"seeds must be a non-empty list of distinct integers, got {list(self.seeds)}")
         if self.sampler_seed is not None and not 0 <= self.sampler_seed < 2**32:
@@ -220,8 +231,10 @@ class StudySpec:
         if self.stall_timeout_s is not None and not self.stall_timeout_s > 0:
             raise SpecError(f"stall_timeout_s must be > 0 seconds (or null for no limit), got {self.stall_timeout_s}")
         if "://" in self.storage.results:
-            raise SpecError(f"storage.results {self.storage.results} is a URL, but the results lake is written to a "
-                            f"folder; give a local or shared-volume path")
+            raise SpecError(
+                f"storage.results {self.storage.results} is a URL, but the results lake is written to a "
+                f"folder; give a local or shared-volume path"
+            )
         if self.max_concurrent < 1 or self.max_failures < 0:
             raise SpecError("max_concurrent must be >= 1 and max_failures >= 0")
         for seed in self.seeds:
@@ -230,20 +243,24 @@ class StudySpec:
             param.validate(name)
             missing = missing_part(base.to_dict(), name)
             if missing:
-                raise SpecError(f"search.{name}: the lineage spec has no '{missing}'; "
-                                f"searchable names look like train.lr, prune.rates.fc, rewind_iteration, strategy")
+                raise SpecError(
+                    f"search.{name}: the lineage spec has no '{missing}'; "
+                    f"searchable names look like train.lr, prune.rates.fc, rewind_iteration, strategy"
+                )
             for other, allowed in param.when.items():
                 if other not in self.search and other not in ("strategy",):
                     raise SpecError(f"search.{name}.when names '{other}', which is not a searched parameter")
                 if other not in self.search:
-                    possible = [getattr(base, other, None)]            # fixed by the base spec
+                    possible = [getattr(base, other, None)]  # fixed by the base spec
                 elif self.search[other].type == "categorical":
-                    possible = self.search[other].edges()               # its choices
+                    possible = self.search[other].edges()  # its choices
                 else:
-                    continue                                            # a numeric range: not checked
+                    continue  # a numeric range: not checked
                 if not set(map(str, allowed)) & set(map(str, possible)):
-                    raise SpecError(f"search.{name}.when.{other}: {other} never takes any of {list(allowed)} (it is "
-                                    f"{', '.join(map(str, possible))}), so {name} would never be searched")
+                    raise SpecError(
+                        f"search.{name}.when.{other}: {other} never takes any of {list(allowed)} (it is "
+                        f"{', '.join(map(str, possible))}), so {name} would never be searched"
+                    )
             conditions = {k: allowed[0] for k, allowed in param.when.items()}
             for value in param.edges():
                 self.lineage_spec({**conditions, name: value}, where=f"search.{name}={value}")

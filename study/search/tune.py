@@ -2,6 +2,7 @@
 round by round together), reported to Tune after every round with a checkpoint that carries the
 lineage state (θ_k and mask included). The lineage engine does the work; this only schedules it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,7 +46,7 @@ from study.search.study_spec import StudySpec
 from study.version import code_version
 
 FAULT_ENV = "STUDY_INJECT_FAULT"  # "<round>:<marker dir>": every trial raises once at that round (recovery tests)
-FAILURE_KEY = "lineage_failure"   # in a trial's last result: why its lineages cannot count
+FAILURE_KEY = "lineage_failure"  # in a trial's last result: why its lineages cannot count
 
 
 def optuna_storage(url: str) -> optuna.storages.BaseStorage:
@@ -53,7 +54,7 @@ def optuna_storage(url: str) -> optuna.storages.BaseStorage:
     psycopg2 driver this package installs (SQLAlchemy would otherwise look for psycopg 3)."""
     if "://" in url:
         if url.startswith("postgresql://"):
-            url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+            url = "postgresql+psycopg2://" + url[len("postgresql://") :]
         connect = {"connect_timeout": 10} if url.startswith("postgresql") else {}
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect} if connect else None)
     Path(url).parent.mkdir(parents=True, exist_ok=True)
@@ -89,8 +90,9 @@ class DefineByRunSpace:
             elif p.type == "int":
                 values[name] = trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1))
             else:
-                values[name] = trial.suggest_float(name, p.low, p.high, log=p.type == "log_float",
-                                                   step=p.step if p.type == "float" else None)
+                values[name] = trial.suggest_float(
+                    name, p.low, p.high, log=p.type == "log_float", step=p.step if p.type == "float" else None
+                )
         return {"optuna_trial_number": trial.number}
 
 
@@ -119,8 +121,12 @@ def _maybe_inject_fault(trial_id: str, round_: int, lineages: list[LakeLineage])
     marker = Path(marker_dir) / trial_id
     if round_ == int(at) and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
-        written = {path.name: os.stat(path).st_mtime_ns for lin in lineages
-                   for path in trial_files(lin.root, lin.row.study, lin.row.trial_id) if "rounds" in path.parts}
+        written = {
+            path.name: os.stat(path).st_mtime_ns
+            for lin in lineages
+            for path in trial_files(lin.root, lin.row.study, lin.row.trial_id)
+            if "rounds" in path.parts
+        }
         marker.write_text(json.dumps(written))
         raise RuntimeError(f"injected fault in trial {trial_id} at round {round_} ({FAULT_ENV})")
 
@@ -145,9 +151,16 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
                     _keep_newer(Path(saved) / f"seed={seed}" / CHECKPOINT_FILE, target / CHECKPOINT_FILE)
         node_id = ray.get_runtime_context().get_node_id()
         lineages = [
-            LakeLineage(study.lineage_spec(params, seed), study.storage.results, study=study.name,
-                        trial_id=f"{trial_id}-s{seed}", workdir=durable[seed], context=context,
-                        optuna_trial_number=config.get("optuna_trial_number"), node_id=node_id)
+            LakeLineage(
+                study.lineage_spec(params, seed),
+                study.storage.results,
+                study=study.name,
+                trial_id=f"{trial_id}-s{seed}",
+                workdir=durable[seed],
+                context=context,
+                optuna_trial_number=config.get("optuna_trial_number"),
+                node_id=node_id,
+            )
             for seed in study.seeds
         ]
         # the rounds every seed finished (a seed killed mid-round resumes one round behind its siblings)
@@ -163,8 +176,9 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
                 for seed, source in durable.items():
                     (workdir / f"seed={seed}").mkdir(exist_ok=True)
                     shutil.copy2(source / CHECKPOINT_FILE, workdir / f"seed={seed}" / CHECKPOINT_FILE)
-                tune.report(_metrics(study, results, points, node_id),
-                            checkpoint=Checkpoint.from_directory(str(workdir)))
+                tune.report(
+                    _metrics(study, results, points, node_id), checkpoint=Checkpoint.from_directory(str(workdir))
+                )
             for source in durable.values():  # finished: the rows are final, the resume state is not needed
                 shutil.rmtree(source, ignore_errors=True)
         except LineageFailure as e:
@@ -173,8 +187,13 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
             for lin in lineages:
                 if lin.state == "running":
                     lin.status("stopped", f"a sibling seed's lineage is {e.status}: {e}")
-            tune.report({**{m: float("nan") for m in study.objective.metrics},
-                         FAILURE_KEY: f"{e.status}: {e}", "node_id": node_id})
+            tune.report(
+                {
+                    **{m: float("nan") for m in study.objective.metrics},
+                    FAILURE_KEY: f"{e.status}: {e}",
+                    "node_id": node_id,
+                }
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -189,8 +208,11 @@ def _keep_newer(candidate: Path, target: Path) -> None:
 def _mean_point(results) -> RoundPoint:
     """Seed means; the test accuracy is carried for reporting, objectives never read it."""
     n = len(results)
-    return RoundPoint(sum(r.remaining_pct for r in results) / n, sum(r.val_acc for r in results) / n,
-                      sum(r.test_acc for r in results) / n)
+    return RoundPoint(
+        sum(r.remaining_pct for r in results) / n,
+        sum(r.val_acc for r in results) / n,
+        sum(r.test_acc for r in results) / n,
+    )
 
 
 def _metrics(study: StudySpec, results, points: list[RoundPoint], node_id: str) -> dict[str, Any]:
@@ -208,8 +230,7 @@ def _metrics(study: StudySpec, results, points: list[RoundPoint], node_id: str) 
         "dense_val_acc": points[0].val_acc,
         "iterations": sum(r.iterations for r in results),
         "node_id": node_id,
-        **objective_metrics(points, study.objective.name, study.objective.tolerance,
-                            study.objective.target_remaining),
+        **objective_metrics(points, study.objective.name, study.objective.tolerance, study.objective.target_remaining),
     }
 
 
@@ -250,9 +271,11 @@ class StallStopper(Stopper, tune.Callback):
 def _stall_reason(timeout_s: float) -> str:
     total, free = ray.cluster_resources(), ray.available_resources()
     have = ", ".join(f"{free.get(k, 0):g} of {total[k]:g} {k}" for k in ("CPU", "GPU") if total.get(k))
-    return (f"no trial ran for {timeout_s:g} s (free now: {have or 'nothing'}): the cluster never granted a "
-            f"trial's resources; free the cluster or lower resources.cpu/gpu, then run the study under a new "
-            f"name (finished rounds stay in the lake)")
+    return (
+        f"no trial ran for {timeout_s:g} s (free now: {have or 'nothing'}): the cluster never granted a "
+        f"trial's resources; free the cluster or lower resources.cpu/gpu, then run the study under a new "
+        f"name (finished rounds stay in the lake)"
+    )
 
 
 class StudyStalled(RuntimeError):
@@ -276,9 +299,13 @@ class LakeFinalizer(tune.Callback):
             row = LineageRow(**pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0])
             if row.status == "running":
                 done = row.rounds_done or 0
-                row = dataclasses.replace(row, status=status, updated_at=dt.datetime.now(dt.UTC),
-                                          error=f"Tune stopped trial {trial_id} after round {done - 1} "
-                                                f"(its scheduler, the time budget or a stall)")
+                row = dataclasses.replace(
+                    row,
+                    status=status,
+                    updated_at=dt.datetime.now(dt.UTC),
+                    error=f"Tune stopped trial {trial_id} after round {done - 1} "
+                    f"(its scheduler, the time budget or a stall)",
+                )
                 write_lineage(self.root, dataclasses.asdict(row))
                 closed += 1
         return closed
@@ -286,8 +313,8 @@ class LakeFinalizer(tune.Callback):
 
 @dataclass
 class StudyOutcome:
-    best: list[dict[str, Any]]         # the best configuration, or the Pareto set (selected on validation)
-    trials: list[dict[str, Any]]       # every Optuna trial: number, state, params, values, failure, reported
+    best: list[dict[str, Any]]  # the best configuration, or the Pareto set (selected on validation)
+    trials: list[dict[str, Any]]  # every Optuna trial: number, state, params, values, failure, reported
     results_root: str
     tune_path: str
     optuna_storage: str
@@ -299,12 +326,21 @@ def prepare(study: StudySpec) -> StudySpec:
     directories) write to the same place."""
     storage = study.storage
     results = storage.results if "://" in storage.results else str(Path(storage.results).expanduser().resolve())
-    return dataclasses.replace(study, storage=dataclasses.replace(
-        storage, results=results, tune=storage.tune_path(), optuna=storage.optuna_url(study.name)))
+    return dataclasses.replace(
+        study,
+        storage=dataclasses.replace(
+            storage, results=results, tune=storage.tune_path(), optuna=storage.optuna_url(study.name)
+        ),
+    )
 
 
-def run_study(study: StudySpec, *, address: str | None = None, callbacks: list[tune.Callback] | None = None,
-              announce: Callable[[], None] | None = None) -> StudyOutcome:
+def run_study(
+    study: StudySpec,
+    *,
+    address: str | None = None,
+    callbacks: list[tune.Callback] | None = None,
+    announce: Callable[[], None] | None = None,
+) -> StudyOutcome:
     """Run (or resume) a study. Everything that can be checked is checked before any trial runs:
     the study's identity against what the lake holds under its name, the storage, and that a
     trial fits a node of the cluster (SpecError, one line). A study that stalls is stopped
@@ -319,8 +355,9 @@ def run_study(study: StudySpec, *, address: str | None = None, callbacks: list[t
         announce()
     metrics, modes = study.objective.metrics, study.objective.modes
     multi = len(metrics) > 1
-    trainable = tune.with_resources(tune.with_parameters(lineage_trial, study=study),
-                                    {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
+    trainable = tune.with_resources(
+        tune.with_parameters(lineage_trial, study=study), {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
+    )
     path = f"{study.storage.tune.rstrip('/')}/{study.name}"
     stall = StallStopper(study.stall_timeout_s)
     if tune.Tuner.can_restore(path):
@@ -330,25 +367,43 @@ def run_study(study: StudySpec, *, address: str | None = None, callbacks: list[t
             restored.timeout_s = study.stall_timeout_s
             stall = restored
     else:
-        searcher = LotterySearch(DefineByRunSpace(study), metric=metrics if multi else metrics[0],
-                                mode=modes if multi else modes[0], sampler=make_sampler(study),
-                                study_name=study.name, storage=optuna_storage(study.storage.optuna))
+        searcher = LotterySearch(
+            DefineByRunSpace(study),
+            metric=metrics if multi else metrics[0],
+            mode=modes if multi else modes[0],
+            sampler=make_sampler(study),
+            study_name=study.name,
+            storage=optuna_storage(study.storage.optuna),
+        )
         scheduler = None
         if study.scheduler:
-            scheduler = ASHAScheduler(time_attr="pruned_pct", metric=metrics[0], mode=modes[0], max_t=100,
-                                      grace_period=study.scheduler.grace_pruned_pct,
-                                      reduction_factor=study.scheduler.reduction_factor)
+            scheduler = ASHAScheduler(
+                time_attr="pruned_pct",
+                metric=metrics[0],
+                mode=modes[0],
+                max_t=100,
+                grace_period=study.scheduler.grace_pruned_pct,
+                reduction_factor=study.scheduler.reduction_factor,
+            )
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                        num_samples=study.budget.num_samples,
-                                        max_concurrent_trials=study.max_concurrent, reuse_actors=True,
-                                        time_budget_s=study.budget.time_budget_s),
-            run_config=RunConfig(name=study.name, storage_path=study.storage.tune, verbose=0, stop=stall,
-                                 failure_config=FailureConfig(max_failures=study.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                 callbacks=[*(callbacks or []), stall,
-                                            LakeFinalizer(study.storage.results, study.name)]),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=study.budget.num_samples,
+                max_concurrent_trials=study.max_concurrent,
+                reuse_actors=True,
+                time_budget_s=study.budget.time_budget_s,
+            ),
+            run_config=RunConfig(
+                name=study.name,
+                storage_path=study.storage.tune,
+                verbose=0,
+                stop=stall,
+                failure_config=FailureConfig(max_failures=study.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                callbacks=[*(callbacks or []), stall, LakeFinalizer(study.storage.results, study.name)],
+            ),
         )
     _record_study(study)
     grid = tuner.fit()
@@ -369,17 +424,25 @@ def _check_same_study(study: StudySpec) -> None:
 
     changed = [k for k, v in study.identity().items() if canonical(held.get(k)) != canonical(v)]
     if changed:
-        raise SpecError(f"study {study.name} already exists in {study.storage.results} with a different "
-                        f"{', '.join(changed)}; give the changed study a new name (a re-run resumes the study: only "
-                        f"resources, concurrency and storage may change)")
+        raise SpecError(
+            f"study {study.name} already exists in {study.storage.results} with a different "
+            f"{', '.join(changed)}; give the changed study a new name (a re-run resumes the study: only "
+            f"resources, concurrency and storage may change)"
+        )
 
 
 def _record_study(study: StudySpec) -> None:
     """The search space and objective, in the lake, so readers need nothing but Parquet."""
-    row = StudyRow(study=study.name, objective=study.objective.name, metrics=study.objective.metrics,
-                   modes=study.objective.modes, search_json=json.dumps(dataclasses.asdict(study)["search"], sort_keys=True),
-                   spec_json=json.dumps(study.to_dict(), sort_keys=True, default=str), code_version=code_version(),
-                   written_at=dt.datetime.now(dt.UTC))
+    row = StudyRow(
+        study=study.name,
+        objective=study.objective.name,
+        metrics=study.objective.metrics,
+        modes=study.objective.modes,
+        search_json=json.dumps(dataclasses.asdict(study)["search"], sort_keys=True),
+        spec_json=json.dumps(study.to_dict(), sort_keys=True, default=str),
+        code_version=code_version(),
+        written_at=dt.datetime.now(dt.UTC),
+    )
     write_study(study.storage.results, dataclasses.asdict(row))
 
 
@@ -406,8 +469,13 @@ def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
             if len(rows) < len(keys):
                 break
             n = len(rows)
-            points.append(RoundPoint(sum(r["remaining_pct"] for r in rows) / n, sum(r["val_acc"] for r in rows) / n,
-                                     sum(r["test_acc"] for r in rows) / n))
+            points.append(
+                RoundPoint(
+                    sum(r["remaining_pct"] for r in rows) / n,
+                    sum(r["val_acc"] for r in rows) / n,
+                    sum(r["test_acc"] for r in rows) / n,
+                )
+            )
         out[number] = points
     return out
 
@@ -416,10 +484,17 @@ def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int
     ostudy = optuna.load_study(study_name=study.name, storage=optuna_storage(study.storage.optuna))
     points = trial_points(study.storage.results, study.name)
     obj = study.objective
-    trials = [{"number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
-               "failure": t.user_attrs.get(FAILURE_KEY),
-               "reported": reported_test(points.get(t.number, []), obj.name, obj.tolerance, obj.target_remaining)}
-              for t in ostudy.trials]
+    trials = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "params": t.params,
+            "values": t.values,
+            "failure": t.user_attrs.get(FAILURE_KEY),
+            "reported": reported_test(points.get(t.number, []), obj.name, obj.tolerance, obj.target_remaining),
+        }
+        for t in ostudy.trials
+    ]
     done = [t for t in trials if t["state"] == "COMPLETE" and t["values"]]
     if len(metrics) > 1:
         front = pareto_front([tuple(t["values"]) for t in done], modes)
@@ -427,5 +502,6 @@ def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int
     else:
         sign = 1 if modes[0] == "max" else -1
         best = sorted(done, key=lambda t: -sign * t["values"][0])[:1]
-    return StudyOutcome(best, trials, study.storage.results, f"{study.storage.tune}/{study.name}",
-                        study.storage.optuna, errors)
+    return StudyOutcome(
+        best, trials, study.storage.results, f"{study.storage.tune}/{study.name}", study.storage.optuna, errors
+    )

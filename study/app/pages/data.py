@@ -9,17 +9,37 @@ from study.lake.schema import FAILED_STATUSES
 st.title("Data")
 lake = current_lake()
 rows = require_rows(lake)
-st.caption(f"{len(rows)} round row(s) match the filters. Downloads keep the lake's canonical schema (Parquet) "
-           "or flatten it (CSV).")
-shown = ["study", "strategy", "model", "dataset", "seed", "trial_id", "round", "remaining_pct",
-         "early_stop_iteration", "val_acc", "test_acc", "final_test_acc", "lr", "rewind_iteration", "wall_seconds"]
+st.caption(
+    f"{len(rows)} round row(s) match the filters. Downloads keep the lake's canonical schema (Parquet) "
+    "or flatten it (CSV)."
+)
+shown = [
+    "study",
+    "strategy",
+    "model",
+    "dataset",
+    "seed",
+    "trial_id",
+    "round",
+    "remaining_pct",
+    "early_stop_iteration",
+    "val_acc",
+    "test_acc",
+    "final_test_acc",
+    "lr",
+    "rewind_iteration",
+    "wall_seconds",
+]
 st.dataframe(rows[shown], hide_index=True, width="stretch")
 lineages = lake.lineages
 failed = lineages[lineages["status"].isin(FAILED_STATUSES)] if not lineages.empty else lineages
 if len(failed):
     st.subheader("Failed, diverged and degenerate lineages (left out of every chart)")
-    st.dataframe(failed[["study", "strategy", "trial_id", "seed", "status", "rounds_done", "error"]],
-                 hide_index=True, width="stretch")
+    st.dataframe(
+        failed[["study", "strategy", "trial_id", "seed", "status", "rounds_done", "error"]],
+        hide_index=True,
+        width="stretch",
+    )
 table = lake.rounds_table.take(rows["row"].to_numpy())
 buf = io.BytesIO()
 pq.write_table(table, buf)

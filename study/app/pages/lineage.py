@@ -7,25 +7,47 @@ from study.app.context import current_lake, require_rows
 st.title("Lineage")
 rows = require_rows(current_lake())
 lineages = rows.sort_values(["study", "strategy", "seed"]).drop_duplicates("trial_id")
-labels = {t: f"{s} · {st_} · seed {seed} · {t}" for t, s, st_, seed in
-          zip(lineages["trial_id"], lineages["study"], lineages["strategy"], lineages["seed"], strict=True)}
+labels = {
+    t: f"{s} · {st_} · seed {seed} · {t}"
+    for t, s, st_, seed in zip(
+        lineages["trial_id"], lineages["study"], lineages["strategy"], lineages["seed"], strict=True
+    )
+}
 trial = st.selectbox("lineage", list(labels), format_func=labels.get, key="lineage_trial")
 one = rows[rows["trial_id"] == trial].sort_values("round")
 
-st.dataframe(one[["round", "remaining_pct", "early_stop_iteration", "val_acc", "test_acc", "final_test_acc",
-                  "iterations", "wall_seconds"]].round(4), hide_index=True, width="stretch")
+st.dataframe(
+    one[
+        [
+            "round",
+            "remaining_pct",
+            "early_stop_iteration",
+            "val_acc",
+            "test_acc",
+            "final_test_acc",
+            "iterations",
+            "wall_seconds",
+        ]
+    ].round(4),
+    hide_index=True,
+    width="stretch",
+)
 
 curves = []
 for _, r in one.iterrows():
     for metric, values in (("test accuracy", r["curve_test_acc"]), ("validation loss", r["curve_val_loss"])):
         if values is not None:
-            curves += [{"round": r["round"], "iteration": i, "metric": metric, "value": v}
-                       for i, v in zip(r["curve_iteration"], values, strict=True)]
+            curves += [
+                {"round": r["round"], "iteration": i, "metric": metric, "value": v}
+                for i, v in zip(r["curve_iteration"], values, strict=True)
+            ]
 if curves:
     st.altair_chart(curves_chart(pd.DataFrame(curves)), width="stretch")
 
 cells = []
 for _, r in one.iterrows():
-    cells += [{"round": r["round"], "layer": k, "remaining_pct": v} for k, v in (r["layer_remaining_pct"] or {}).items()]
+    cells += [
+        {"round": r["round"], "layer": k, "remaining_pct": v} for k, v in (r["layer_remaining_pct"] or {}).items()
+    ]
 if cells:
     st.altair_chart(sparsity_heatmap(pd.DataFrame(cells)), width="stretch")

@@ -20,9 +20,11 @@ if trials.empty:
     st.info(f"Study {name} has no trials with results yet.")
     st.stop()
 metrics = info["metrics"]
-st.caption(f"objective: {info['objective']} ({', '.join(f'{m} ({d})' for m, d in zip(metrics, info['modes'], strict=True))}), "
-           f"computed on validation data, which is all the search ever saw; 'test acc (reported)' is the test "
-           f"accuracy of the round the objective was read from, for reporting only. {len(trials)} trial(s)")
+st.caption(
+    f"objective: {info['objective']} ({', '.join(f'{m} ({d})' for m, d in zip(metrics, info['modes'], strict=True))}), "
+    f"computed on validation data, which is all the search ever saw; 'test acc (reported)' is the test "
+    f"accuracy of the round the objective was read from, for reporting only. {len(trials)} trial(s)"
+)
 failed = trials[trials["status"].isin(FAILED_STATUSES)]
 st.subheader("Trials")
 st.dataframe(trials[~trials["status"].isin(FAILED_STATUSES)], hide_index=True, width="stretch")
@@ -36,8 +38,7 @@ primary = metrics[0]
 if primary in trials and params:
     cols = st.columns(min(len(params), 3))
     for i, p in enumerate(params):
-        cols[i % len(cols)].altair_chart(param_scatter(trials.dropna(subset=[primary, p]), p, primary),
-                                         width="stretch")
+        cols[i % len(cols)].altair_chart(param_scatter(trials.dropna(subset=[primary, p]), p, primary), width="stretch")
 
 imp, why = importance(trials, info)
 if why:

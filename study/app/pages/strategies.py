@@ -5,15 +5,22 @@ from study.app.context import current_lake, require_rows
 from study.app.lake import seed_bands, sparsest_tickets, with_series
 
 st.title("Strategies")
-st.caption("Test accuracy at early stop and the early-stop iteration against the % of weights remaining "
-           "(log axis, reversed as in Frankle & Carbin), one line per strategy, mean with a 95% band over seeds. "
-           "Early stopping and the ticket table below choose on validation data; test accuracy is reported only.")
+st.caption(
+    "Test accuracy at early stop and the early-stop iteration against the % of weights remaining "
+    "(log axis, reversed as in Frankle & Carbin), one line per strategy, mean with a 95% band over seeds. "
+    "Early stopping and the ticket table below choose on validation data; test accuracy is reported only."
+)
 rows = with_series(require_rows(current_lake()))
-st.altair_chart(band_chart(seed_bands(rows, "test_acc"), "Test accuracy at the early-stop iteration (reported)",
-                           "test accuracy"),
-                width="stretch")
-st.altair_chart(band_chart(seed_bands(rows, "early_stop_iteration"), "Early-stop iteration (lower: learns faster)",
-                           "early-stop iteration"), width="stretch")
+st.altair_chart(
+    band_chart(seed_bands(rows, "test_acc"), "Test accuracy at the early-stop iteration (reported)", "test accuracy"),
+    width="stretch",
+)
+st.altair_chart(
+    band_chart(
+        seed_bands(rows, "early_stop_iteration"), "Early-stop iteration (lower: learns faster)", "early-stop iteration"
+    ),
+    width="stretch",
+)
 tolerance = st.slider("tolerance (validation accuracy points below dense)", 0.0, 5.0, 1.0, 0.25) / 100
 st.subheader("Sparsest matching ticket per strategy (chosen on validation, test reported)")
 tickets = sparsest_tickets(rows, tolerance)

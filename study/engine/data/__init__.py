@@ -2,6 +2,7 @@
 against a model's `inputs`), its signature (input shape, classes, model keyword arguments) without
 loading anything, and how to load it into an in-memory task on a device. Adding a dataset is one
 entry here (and its loader)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -31,44 +32,65 @@ LOGIC_TRAIN_OPS, LOGIC_TEST_OPS = 6, 12
 
 @dataclass(frozen=True)
 class Dataset:
-    inputs: str                                           # image, text (language modelling) or sequence
+    inputs: str  # image, text (language modelling) or sequence
     signature: Callable[[DataSpec], Signature]
     load: Callable[[DataSpec, int, int, torch.device], Task]  # (data spec, batch size, seed, device)
 
 
 def _check_batch(batch_size: int, train_size: int, name: str) -> None:
     if batch_size > train_size:
-        raise SpecError(f"train.batch_size {batch_size} is larger than {name}'s training split ({train_size} examples); "
-                        f"lower train.batch_size or grow the training split")
+        raise SpecError(
+            f"train.batch_size {batch_size} is larger than {name}'s training split ({train_size} examples); "
+            f"lower train.batch_size or grow the training split"
+        )
 
 
-def _images(name: str, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-            spec: DataSpec, batch_size: int, seed: int, device: torch.device, mean: tuple[float, ...] | None,
-            std: tuple[float, ...] | None, augment: bool) -> ClassificationTask:
+def _images(
+    name: str,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    spec: DataSpec,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    augment: bool,
+) -> ClassificationTask:
     """Hold out `spec.validation_size` training examples (seeded by split_seed), normalise with the
     channel statistics (None: to mean 0.5, std 0.25) and move everything to `device` once."""
     n = len(train_x)
     if spec.validation_size >= n:
-        raise SpecError(f"data.validation_size {spec.validation_size} leaves no training data ({name} has {n} training examples); lower it")
+        raise SpecError(
+            f"data.validation_size {spec.validation_size} leaves no training data ({name} has {n} training examples); lower it"
+        )
     _check_batch(batch_size, n - spec.validation_size, name)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.split_seed))
-    val_idx, train_idx = perm[: spec.validation_size], perm[spec.validation_size:]
+    val_idx, train_idx = perm[: spec.validation_size], perm[spec.validation_size :]
 
     def norm(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device=device, dtype=torch.float32).div_(255)
         if mean is None or std is None:
             return x.sub_(0.5).div_(0.25)
         c = x.shape[1]
-        return x.sub_(torch.tensor(mean, device=device).view(1, c, 1, 1)).div_(torch.tensor(std, device=device).view(1, c, 1, 1))
+        return x.sub_(torch.tensor(mean, device=device).view(1, c, 1, 1)).div_(
+            torch.tensor(std, device=device).view(1, c, 1, 1)
+        )
 
     c = train_x.shape[1]
     pad_value = norm(torch.zeros(1, c, 1, 1, dtype=torch.uint8)).view(c)
     return ClassificationTask(
-        train_x=norm(train_x[train_idx]), train_y=train_y[train_idx].to(device),
-        val_x=norm(train_x[val_idx]), val_y=train_y[val_idx].to(device),
-        test_x=norm(test_x), test_y=test_y.to(device),
+        train_x=norm(train_x[train_idx]),
+        train_y=train_y[train_idx].to(device),
+        val_x=norm(train_x[val_idx]),
+        val_y=train_y[val_idx].to(device),
+        test_x=norm(test_x),
+        test_y=test_y.to(device),
         num_classes=int(max(train_y.max(), test_y.max())) + 1,
-        batch_size=batch_size, seed=seed,
+        batch_size=batch_size,
+        seed=seed,
         augment=augment if spec.augment is None else spec.augment,
         pad_value=pad_value,
     )
@@ -79,10 +101,20 @@ def _vision(name: str, spec: DataSpec, batch_size: int, seed: int, device: torch
     return _images(name, *load_raw(name, spec), spec, batch_size, seed, device, source.mean, source.std, source.augment)
 
 
-def _synthetic(name: str, shape: tuple[int, int, int], spec: DataSpec, batch_size: int, seed: int,
-               device: torch.device) -> ClassificationTask:
-    return _images(name, *synthetic_raw(shape, spec.synthetic_size, spec.split_seed), spec, batch_size, seed, device,
-                   None, None, False)
+def _synthetic(
+    name: str, shape: tuple[int, int, int], spec: DataSpec, batch_size: int, seed: int, device: torch.device
+) -> ClassificationTask:
+    return _images(
+        name,
+        *synthetic_raw(shape, spec.synthetic_size, spec.split_seed),
+        spec,
+        batch_size,
+        seed,
+        device,
+        None,
+        None,
+        False,
+    )
 
 
 def _pcfg_vocabulary(spec: DataSpec) -> Vocabulary:
@@ -107,13 +139,20 @@ def _text_vocabulary(spec: DataSpec) -> Vocabulary:
     return Vocabulary([t for s in _text_corpus(spec)["train"] for t in s.tokens])
 
 
-def _language_model(name: str, vocabulary: Callable[[DataSpec], Vocabulary],
-                    parts: Callable[[DataSpec], tuple[list[seq.Sentence], ...]],
-                    spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> LanguageModelTask:
+def _language_model(
+    name: str,
+    vocabulary: Callable[[DataSpec], Vocabulary],
+    parts: Callable[[DataSpec], tuple[list[seq.Sentence], ...]],
+    spec: DataSpec,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+) -> LanguageModelTask:
     train, val, test = parts(spec)
     _check_batch(batch_size, len(train), name)
-    return LanguageModelTask(train, val, test, vocab=vocabulary(spec), batch_size=batch_size, seed=seed,
-                             device=torch.device(device))
+    return LanguageModelTask(
+        train, val, test, vocab=vocabulary(spec), batch_size=batch_size, seed=seed, device=torch.device(device)
+    )
 
 
 def _pcfg_parts(spec: DataSpec) -> tuple[list[seq.Sentence], ...]:
@@ -130,8 +169,14 @@ def _listops(spec: DataSpec, batch_size: int, seed: int, device: torch.device) -
     n, m, base = spec.synthetic_size, spec.validation_size, 1000 * spec.split_seed
     _check_batch(batch_size, n, "listops")
     parts = [[(s, v) for s, v in seq.listops(k, base + i)] for i, k in enumerate((n, m, m), 1)]
-    return SequenceClassificationTask(*parts, labels=[str(d) for d in range(10)], vocab=_listops_vocabulary(spec),
-                                      batch_size=batch_size, seed=seed, device=torch.device(device))
+    return SequenceClassificationTask(
+        *parts,
+        labels=[str(d) for d in range(10)],
+        vocab=_listops_vocabulary(spec),
+        batch_size=batch_size,
+        seed=seed,
+        device=torch.device(device),
+    )
 
 
 def _logical_inference(spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> SequenceClassificationTask:
@@ -142,11 +187,19 @@ def _logical_inference(spec: DataSpec, batch_size: int, seed: int, device: torch
         return [(ex.left, ex.right, ex.label) for ex in examples]
 
     parts = [as_tuples(seq.logical_inference(k, base + i, LOGIC_TRAIN_OPS)) for i, k in enumerate((n, m, m), 1)]
-    by_ops = {k: as_tuples(seq.logical_inference(max(m // LOGIC_TEST_OPS, 50), base + 10 + k, LOGIC_TEST_OPS, exact_ops=k))
-              for k in range(1, LOGIC_TEST_OPS + 1)}
-    return SequenceClassificationTask(*parts, labels=list(seq.RELATIONS), vocab=_logic_vocabulary(spec),
-                                      batch_size=batch_size, seed=seed, device=torch.device(device),
-                                      test_by_length=by_ops)
+    by_ops = {
+        k: as_tuples(seq.logical_inference(max(m // LOGIC_TEST_OPS, 50), base + 10 + k, LOGIC_TEST_OPS, exact_ops=k))
+        for k in range(1, LOGIC_TEST_OPS + 1)
+    }
+    return SequenceClassificationTask(
+        *parts,
+        labels=list(seq.RELATIONS),
+        vocab=_logic_vocabulary(spec),
+        batch_size=batch_size,
+        seed=seed,
+        device=torch.device(device),
+        test_by_length=by_ops,
+    )
 
 
 def _image_dataset(name: str) -> Dataset:
@@ -165,12 +218,21 @@ DATASETS: dict[str, Dataset] = {
     **{name: _image_dataset(name) for name in SOURCES},
     "synthetic": _synthetic_dataset("synthetic", (1, 28, 28)),
     "synthetic_cifar": _synthetic_dataset("synthetic_cifar", (3, 32, 32)),
-    "pcfg": Dataset("text", lambda spec: ((len(_pcfg_vocabulary(spec)),), len(_pcfg_vocabulary(spec)), {}),
-                    partial(_language_model, "pcfg", _pcfg_vocabulary, _pcfg_parts)),
-    "text": Dataset("text", lambda spec: ((len(_text_vocabulary(spec)),), len(_text_vocabulary(spec)), {}),
-                    partial(_language_model, "text", _text_vocabulary, _text_parts)),
-    "logical_inference": Dataset("sequence", lambda spec: ((len(_logic_vocabulary(spec)),), len(seq.RELATIONS),
-                                                           {"pair": True}), _logical_inference),
+    "pcfg": Dataset(
+        "text",
+        lambda spec: ((len(_pcfg_vocabulary(spec)),), len(_pcfg_vocabulary(spec)), {}),
+        partial(_language_model, "pcfg", _pcfg_vocabulary, _pcfg_parts),
+    ),
+    "text": Dataset(
+        "text",
+        lambda spec: ((len(_text_vocabulary(spec)),), len(_text_vocabulary(spec)), {}),
+        partial(_language_model, "text", _text_vocabulary, _text_parts),
+    ),
+    "logical_inference": Dataset(
+        "sequence",
+        lambda spec: ((len(_logic_vocabulary(spec)),), len(seq.RELATIONS), {"pair": True}),
+        _logical_inference,
+    ),
     "listops": Dataset("sequence", lambda spec: ((len(_listops_vocabulary(spec)),), 10, {}), _listops),
 }
 

@@ -3,6 +3,7 @@
 Batches come from a seeded per-epoch permutation addressed by the global iteration number, so a
 run rewound to iteration k sees exactly the batches the dense run saw from k on.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -59,10 +60,10 @@ class ClassificationTask:
         if epoch != self._epoch:
             self._start_epoch(epoch)
         lo = step * self.batch_size
-        idx = self._perm[lo: lo + self.batch_size]
+        idx = self._perm[lo : lo + self.batch_size]
         x = self.train_x.index_select(0, idx)
         if self.augment:
-            oy, ox, flip = (a[lo: lo + self.batch_size] for a in self._aug)
+            oy, ox, flip = (a[lo : lo + self.batch_size] for a in self._aug)
             x = self._crop_flip(x, oy, ox, flip)
         return x, self.train_y.index_select(0, idx)
 
@@ -100,8 +101,8 @@ class ClassificationTask:
         correct = torch.zeros((), device=x.device, dtype=torch.long)
         with torch.inference_mode():
             for lo in range(0, len(x), self.eval_chunk):
-                out = model(x[lo: lo + self.eval_chunk])
-                yy = y[lo: lo + self.eval_chunk]
+                out = model(x[lo : lo + self.eval_chunk])
+                yy = y[lo : lo + self.eval_chunk]
                 loss_sum += F.cross_entropy(out, yy, reduction="sum").double()
                 correct += (out.argmax(1) == yy).sum()
         model.train(was_training)

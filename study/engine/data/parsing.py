@@ -3,6 +3,7 @@
 A tree is induced top-down: split the span at the token of largest distance (that token
 starts the right part). Scores are unlabelled sentence-level F1 over constituents, ignoring
 single-word and whole-sentence spans, averaged over sentences that have any gold span left."""
+
 from __future__ import annotations
 
 import random

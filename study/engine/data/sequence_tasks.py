@@ -7,6 +7,7 @@ parse F1 of every layer's master-forget distances against the gold trees, the tr
 baselines on the same sentences, accuracy per operator count (logical inference), and a few
 example parses for the app.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,11 +64,10 @@ class _Epochs:
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._perm, self._epoch = torch.randperm(self.size, generator=g).tolist(), epoch
-        return self._perm[step * self.batch_size: (step + 1) * self.batch_size]
+        return self._perm[step * self.batch_size : (step + 1) * self.batch_size]
 
 
-def _parse_metrics(model: nn.Module, sentences: list[Sentence], vocab: Vocabulary, device, prefix: list[int]
-                   ) -> dict:
+def _parse_metrics(model: nn.Module, sentences: list[Sentence], vocab: Vocabulary, device, prefix: list[int]) -> dict:
     """Parse F1 per layer (distances while reading each token) and the baselines, plus examples."""
     gold = [s for s in sentences if s.tree is not None][:PARSE_SENTENCES]
     if not gold:
@@ -77,14 +77,14 @@ def _parse_metrics(model: nn.Module, sentences: list[Sentence], vocab: Vocabular
     per_layer: list[list] = []
     with torch.inference_mode():
         for lo in range(0, len(gold), 64):
-            chunk = gold[lo: lo + 64]
+            chunk = gold[lo : lo + 64]
             tokens = _pad([prefix + vocab.ids(s.tokens) for s in chunk], 0, device)
             distances = model.distances(tokens)
             if not per_layer:
                 per_layer = [[] for _ in distances]
             for layer, d in enumerate(distances):
                 for j, s in enumerate(chunk):
-                    per_layer[layer].append(d[len(prefix): len(prefix) + len(s.tokens), j].tolist())
+                    per_layer[layer].append(d[len(prefix) : len(prefix) + len(s.tokens), j].tolist())
     model.train(was)
     lengths = [len(s.tokens) for s in gold]
     trees = [s.tree for s in gold]
@@ -92,15 +92,29 @@ def _parse_metrics(model: nn.Module, sentences: list[Sentence], vocab: Vocabular
     f1 = {f"layer{i + 1}": corpus_f1(t, trees, lengths) for i, t in enumerate(induced)}
     if all(max(max(d) for d in layer) == 0 for layer in per_layer):  # a plain LSTM has no distances
         f1 = {}
-    examples = [{"tokens": list(s.tokens), "gold": s.tree, "induced": {f"layer{i + 1}": induced[i][j] for i in range(len(induced))}}
-                for j, s in enumerate(gold[:EXAMPLES])] if f1 else []
-    return {"parse_f1": f1 or None, "parse_baselines": baseline_f1(trees, lengths),
-            "parse_examples_json": json.dumps(examples) if examples else None}
+    examples = (
+        [
+            {
+                "tokens": list(s.tokens),
+                "gold": s.tree,
+                "induced": {f"layer{i + 1}": induced[i][j] for i in range(len(induced))},
+            }
+            for j, s in enumerate(gold[:EXAMPLES])
+        ]
+        if f1
+        else []
+    )
+    return {
+        "parse_f1": f1 or None,
+        "parse_baselines": baseline_f1(trees, lengths),
+        "parse_examples_json": json.dumps(examples) if examples else None,
+    }
 
 
 @dataclass
 class LanguageModelTask:
     """Next-token prediction over sentences (each starts from <eos>, ends by predicting <eos>)."""
+
     train_set: list[Sentence]
     val_set: list[Sentence]
     test_set: list[Sentence]
@@ -112,8 +126,10 @@ class LanguageModelTask:
 
     def __post_init__(self) -> None:
         self._epochs = _Epochs(len(self.train_set), self.batch_size, self.seed)
-        self._ids = {name: [self.vocab.ids(s.tokens) for s in data] for name, data in
-                     (("train", self.train_set), ("val", self.val_set), ("test", self.test_set))}
+        self._ids = {
+            name: [self.vocab.ids(s.tokens) for s in data]
+            for name, data in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set))
+        }
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -143,7 +159,7 @@ class LanguageModelTask:
         nll, correct, count = 0.0, 0, 0
         with torch.inference_mode():
             for lo in range(0, len(seqs), self.eval_chunk):
-                x, y = self._tensors(seqs[lo: lo + self.eval_chunk])
+                x, y = self._tensors(seqs[lo : lo + self.eval_chunk])
                 logits, _ = model(x)
                 nll += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum"))
                 valid = y != -100
@@ -179,7 +195,8 @@ class LanguageModelTask:
 @dataclass
 class SequenceClassificationTask:
     """Label a sequence (ListOps) or a pair of sequences (logical inference)."""
-    train_set: list[tuple]        # (Sentence, label) or (Sentence, Sentence, label)
+
+    train_set: list[tuple]  # (Sentence, label) or (Sentence, Sentence, label)
     val_set: list[tuple]
     test_set: list[tuple]
     labels: list[str]
@@ -227,7 +244,7 @@ class SequenceClassificationTask:
         loss, correct = 0.0, 0
         with torch.inference_mode():
             for lo in range(0, len(examples), self.eval_chunk):
-                x, y = self._tensors(examples[lo: lo + self.eval_chunk])
+                x, y = self._tensors(examples[lo : lo + self.eval_chunk])
                 out = model(*x)
                 loss += float(F.cross_entropy(out, y, reduction="sum"))
                 correct += int((out.argmax(-1) == y).sum())
@@ -250,6 +267,8 @@ class SequenceClassificationTask:
     def round_metrics(self, model: nn.Module) -> dict:
         out: dict = {}
         if self.test_by_length:
-            out["accuracy_by_length"] = {str(k): self._score(model, v)[1] for k, v in sorted(self.test_by_length.items())}
+            out["accuracy_by_length"] = {
+                str(k): self._score(model, v)[1] for k, v in sorted(self.test_by_length.items())
+            }
         out.update(_parse_metrics(model, [ex[0] for ex in self.test_set], self.vocab, self.device, []))
         return out

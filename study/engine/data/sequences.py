@@ -11,6 +11,7 @@
 
 A tree is a nested tuple of token positions; `spans` gives its constituents.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,8 @@ LEXICON = {
     ("Vt", "sg"): ["chases", "sees", "likes", "follows"],
     ("Vt", "pl"): ["chase", "see", "like", "follow"],
 }
-P_RC = 0.3          # NP -> Det N RC
-P_SUBJ_RC = 0.5     # RC -> that VP (else: that NP Vt)
+P_RC = 0.3  # NP -> Det N RC
+P_SUBJ_RC = 0.5  # RC -> that VP (else: that NP Vt)
 P_TRANSITIVE = 0.5  # VP -> Vt NP (else: Vi)
 
 
@@ -118,7 +119,15 @@ def pcfg_corpus(n: int, seed: int) -> list[Sentence]:
 
 # ---------------------------------------------------------------- logical inference
 VARIABLES = "abcdef"
-RELATIONS = ("=", "^", "|", "v", "<", ">", "#")  # equivalence, negation, alternation, cover, entailment x2, independence
+RELATIONS = (
+    "=",
+    "^",
+    "|",
+    "v",
+    "<",
+    ">",
+    "#",
+)  # equivalence, negation, alternation, cover, entailment x2, independence
 _ALL = (1 << 64) - 1
 _VAR_SETS = {v: sum(1 << a for a in range(64) if (a >> i) & 1) for i, v in enumerate(VARIABLES)}
 
@@ -253,7 +262,9 @@ def read_text_corpus(folder: str | Path) -> dict[str, list[Sentence]]:
     for split, name in (("train", "train.txt"), ("val", "valid.txt"), ("test", "test.txt")):
         path = folder / name
         if not path.is_file():
-            raise SpecError(f"text corpus: {path} is missing; a PTB-format folder holds train.txt, valid.txt and test.txt")
+            raise SpecError(
+                f"text corpus: {path} is missing; a PTB-format folder holds train.txt, valid.txt and test.txt"
+            )
         out[split] = [Sentence(tuple(line.split())) for line in path.read_text().splitlines() if line.strip()]
     if not out["train"]:
         raise SpecError(f"text corpus: {folder / 'train.txt'} is empty")

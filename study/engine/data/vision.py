@@ -4,6 +4,7 @@ Raw files are read once by torchvision; everything after that is whole-tensor wo
 training device: one normalisation, a seeded validation split, seeded per-epoch permutations,
 and CIFAR augmentation (pad-4 random crop, horizontal flip) done on batches of tensors.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -64,9 +65,18 @@ def torchvision_dataset(name: str) -> type:
 
 SOURCES = {
     "mnist": VisionSource("MNIST", "MNIST/raw", tuple(_IDX), (0.1307,), (0.3081,), (1, 28, 28), False),
-    "fashion_mnist": VisionSource("FashionMNIST", "FashionMNIST/raw", tuple(_IDX), (0.2860,), (0.3530,), (1, 28, 28), False),
-    "cifar10": VisionSource("CIFAR10", "cifar-10-batches-py", tuple(_CIFAR),
-                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32), True),
+    "fashion_mnist": VisionSource(
+        "FashionMNIST", "FashionMNIST/raw", tuple(_IDX), (0.2860,), (0.3530,), (1, 28, 28), False
+    ),
+    "cifar10": VisionSource(
+        "CIFAR10",
+        "cifar-10-batches-py",
+        tuple(_CIFAR),
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        (3, 32, 32),
+        True,
+    ),
 }
 
 
@@ -129,7 +139,7 @@ def find_root(name: str, spec: DataSpec) -> Path:
         torchvision_dataset(source.torchvision_class)(str(target), train=True, download=True)
         return target
     where = ", ".join(str(r) for r in looked)
-    hint = ("apt-get install dataset-fashion-mnist, or " if name == "fashion_mnist" else "")
+    hint = "apt-get install dataset-fashion-mnist, or " if name == "fashion_mnist" else ""
     raise SpecError(
         f"dataset '{name}' not found: looked for {source.folder}/{source.files[0]} under {where}; "
         f"{hint}set data.download: true on a machine that is online, or copy torchvision's "
@@ -150,7 +160,9 @@ def load_raw(name: str, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor, tor
     source = SOURCES[name]
     root = find_root(name, spec)
     first = root / source.folder / source.files[0]
-    key = hashlib.sha256(f"{first.resolve()}:{first.stat().st_mtime_ns}:{first.stat().st_size}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{first.resolve()}:{first.stat().st_mtime_ns}:{first.stat().st_size}".encode()).hexdigest()[
+        :16
+    ]
     cached = cache_dir() / "tensors" / f"{name}-{key}.pt"
     if cached.is_file():
         try:
@@ -161,8 +173,12 @@ def load_raw(name: str, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor, tor
     cls = torchvision_dataset(source.torchvision_class)
     train = cls(str(root), train=True, download=False)
     test = cls(str(root), train=False, download=False)
-    tensors = (_as_nchw_uint8(train.data), torch.as_tensor(np.asarray(train.targets), dtype=torch.long),
-               _as_nchw_uint8(test.data), torch.as_tensor(np.asarray(test.targets), dtype=torch.long))
+    tensors = (
+        _as_nchw_uint8(train.data),
+        torch.as_tensor(np.asarray(train.targets), dtype=torch.long),
+        _as_nchw_uint8(test.data),
+        torch.as_tensor(np.asarray(test.targets), dtype=torch.long),
+    )
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.parent / f".{cached.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     torch.save(dict(zip(("train_x", "train_y", "test_x", "test_y"), tensors, strict=True)), tmp)

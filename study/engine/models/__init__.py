@@ -1,4 +1,5 @@
 """Models by name, each declaring its prunable weights, their layer kinds and its output layer."""
+
 from __future__ import annotations
 
 import inspect
@@ -30,8 +31,8 @@ class ModelInfo:
     layer_kinds: tuple[str, ...]
     default_rates: dict[str, float]
     default_init: str
-    inputs: str = "image"              # the kind of data it takes: image, text (language model), sequence
-    model_args: tuple[str, ...] = ()   # what a spec's model_args may set
+    inputs: str = "image"  # the kind of data it takes: image, text (language model), sequence
+    model_args: tuple[str, ...] = ()  # what a spec's model_args may set
     model_arg_defaults: dict = field(default_factory=dict)
 
 
@@ -41,29 +42,68 @@ _LM_ARGS, _CLASSIFIER_ARGS = tuple(_LM_DEFAULTS), tuple(_CLASSIFIER_DEFAULTS)
 
 MODELS: dict[str, ModelInfo] = {
     "lenet_300_100": ModelInfo(LeNet300100, ("fc", "output"), {"fc": 0.2, "output": 0.1}, "glorot_normal"),
-    "onlstm_lm": ModelInfo(lambda s, n, **kw: RNNLanguageModel(n, masters=True, **kw), RNN_KINDS, RNN_RATES, "uniform",
-                           "text", _LM_ARGS, _LM_DEFAULTS),
-    "lstm_lm": ModelInfo(lambda s, n, **kw: RNNLanguageModel(n, masters=False, **kw), RNN_KINDS, RNN_RATES, "uniform",
-                         "text", _LM_ARGS, _LM_DEFAULTS),
-    "onlstm_classifier": ModelInfo(lambda s, n, **kw: SequenceClassifier(s[0], n, masters=True, **kw),
-                                   (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform",
-                                   "sequence", _CLASSIFIER_ARGS, _CLASSIFIER_DEFAULTS),
-    "lstm_classifier": ModelInfo(lambda s, n, **kw: SequenceClassifier(s[0], n, masters=False, **kw),
-                                 (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform",
-                                 "sequence", _CLASSIFIER_ARGS, _CLASSIFIER_DEFAULTS),
-    "conv2": ModelInfo(lambda s, n, **kw: ConvNet(PLANS["conv2"], s, n, **kw), ("conv", "fc", "output"),
-                       {"conv": 0.1, "fc": 0.2, "output": 0.1}, "glorot_normal"),
-    "conv4": ModelInfo(lambda s, n, **kw: ConvNet(PLANS["conv4"], s, n, **kw), ("conv", "fc", "output"),
-                       {"conv": 0.1, "fc": 0.2, "output": 0.1}, "glorot_normal"),
-    "conv6": ModelInfo(lambda s, n, **kw: ConvNet(PLANS["conv6"], s, n, **kw), ("conv", "fc", "output"),
-                       {"conv": 0.15, "fc": 0.2, "output": 0.1}, "glorot_normal"),
+    "onlstm_lm": ModelInfo(
+        lambda s, n, **kw: RNNLanguageModel(n, masters=True, **kw),
+        RNN_KINDS,
+        RNN_RATES,
+        "uniform",
+        "text",
+        _LM_ARGS,
+        _LM_DEFAULTS,
+    ),
+    "lstm_lm": ModelInfo(
+        lambda s, n, **kw: RNNLanguageModel(n, masters=False, **kw),
+        RNN_KINDS,
+        RNN_RATES,
+        "uniform",
+        "text",
+        _LM_ARGS,
+        _LM_DEFAULTS,
+    ),
+    "onlstm_classifier": ModelInfo(
+        lambda s, n, **kw: SequenceClassifier(s[0], n, masters=True, **kw),
+        (*RNN_KINDS, "fc", "output"),
+        {**RNN_RATES, "fc": 0.2, "output": 0.1},
+        "uniform",
+        "sequence",
+        _CLASSIFIER_ARGS,
+        _CLASSIFIER_DEFAULTS,
+    ),
+    "lstm_classifier": ModelInfo(
+        lambda s, n, **kw: SequenceClassifier(s[0], n, masters=False, **kw),
+        (*RNN_KINDS, "fc", "output"),
+        {**RNN_RATES, "fc": 0.2, "output": 0.1},
+        "uniform",
+        "sequence",
+        _CLASSIFIER_ARGS,
+        _CLASSIFIER_DEFAULTS,
+    ),
+    "conv2": ModelInfo(
+        lambda s, n, **kw: ConvNet(PLANS["conv2"], s, n, **kw),
+        ("conv", "fc", "output"),
+        {"conv": 0.1, "fc": 0.2, "output": 0.1},
+        "glorot_normal",
+    ),
+    "conv4": ModelInfo(
+        lambda s, n, **kw: ConvNet(PLANS["conv4"], s, n, **kw),
+        ("conv", "fc", "output"),
+        {"conv": 0.1, "fc": 0.2, "output": 0.1},
+        "glorot_normal",
+    ),
+    "conv6": ModelInfo(
+        lambda s, n, **kw: ConvNet(PLANS["conv6"], s, n, **kw),
+        ("conv", "fc", "output"),
+        {"conv": 0.15, "fc": 0.2, "output": 0.1},
+        "glorot_normal",
+    ),
     "vgg19": ModelInfo(VGG19, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal"),
     "resnet20": ModelInfo(ResNet20, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal"),
 }
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int,
-                init: str | None = None, **model_args) -> nn.Module:
+def build_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, init: str | None = None, **model_args
+) -> nn.Module:
     info = MODELS[name]
     return initialize(info.factory(input_shape, num_classes, **model_args), init or info.default_init, seed)
 

@@ -1,4 +1,5 @@
 """VGG-19 and ResNet-20 for CIFAR-10 with batch-norm (the OpenLTH/Frankle et al. 2020 variants)."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -1,4 +1,5 @@
 """Seeded initialisation: a seed alone decides every initial weight (no global RNG)."""
+
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@ Fused weight layout of a layer, input-to-hidden and hidden-to-hidden alike (rows
     [2n, 2n+4H)     gates: output, cell, input, forget (H rows each)
 A plain LSTM layer has only the 4H gate rows. Pruning addresses these row blocks as groups.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,8 +40,9 @@ class LockedDropout(nn.Module):
 class RecurrentLayer(nn.Module):
     """One ON-LSTM (masters=True) or LSTM (masters=False) layer over a whole sequence."""
 
-    def __init__(self, input_size: int, hidden_size: int, chunk_size: int, masters: bool = True,
-                 dropconnect: float = 0.0) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, chunk_size: int, masters: bool = True, dropconnect: float = 0.0
+    ) -> None:
         super().__init__()
         if hidden_size % chunk_size:
             raise ValueError(f"hidden size {hidden_size} is not a multiple of chunk size {chunk_size}")
@@ -59,8 +61,9 @@ class RecurrentLayer(nn.Module):
             blocks["master"] = slice(0, self.n_master)
         return blocks
 
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, force_master_ones: bool = False
-                ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, force_master_ones: bool = False
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
         """x: (T, B, input). Returns outputs (T, B, H), the final (h, c), and the per-token
         master-forget distances d_t = 1 - mean(f̃_t) (T, B) (zeros for a plain LSTM)."""
         T, B, _ = x.shape
@@ -80,7 +83,12 @@ class RecurrentLayer(nn.Module):
         for t in range(T):
             g = pre[t] + F.linear(h, w_hh, self.hh.bias)
             gates = g[:, m:].view(B, 4, n, cs)
-            o, cell, i, f = torch.sigmoid(gates[:, 0]), torch.tanh(gates[:, 1]), torch.sigmoid(gates[:, 2]), torch.sigmoid(gates[:, 3])
+            o, cell, i, f = (
+                torch.sigmoid(gates[:, 0]),
+                torch.tanh(gates[:, 1]),
+                torch.sigmoid(gates[:, 2]),
+                torch.sigmoid(gates[:, 3]),
+            )
             if self.masters and not force_master_ones:
                 mf = cumax(g[:, :n])
                 mi = 1 - cumax(g[:, n:m])
@@ -98,8 +106,15 @@ class RecurrentLayer(nn.Module):
 
 
 class StackedRNN(nn.Module):
-    def __init__(self, input_size: int, sizes: list[int], chunk_size: int, masters: bool, dropconnect: float,
-                 dropout_between: float) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        sizes: list[int],
+        chunk_size: int,
+        masters: bool,
+        dropconnect: float,
+        dropout_between: float,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList()
         for size in sizes:
@@ -113,7 +128,9 @@ class StackedRNN(nn.Module):
         for i, layer in enumerate(self.layers):
             for which in ("ih", "hh"):
                 for block, rows in layer.row_blocks().items():
-                    out[f"layer{i}.{which}.{block}"] = Slot(f"{prefix}.layers.{i}.{which}.weight", rows, f"{which}_{block}")
+                    out[f"layer{i}.{which}.{block}"] = Slot(
+                        f"{prefix}.layers.{i}.{which}.weight", rows, f"{which}_{block}"
+                    )
         return out
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -131,9 +148,19 @@ class RNNLanguageModel(nn.Module):
 
     output_layer = "decoder"
 
-    def __init__(self, vocab: int, embedding: int = 200, hidden: int = 400, layers: int = 3, chunk_size: int = 10,
-                 masters: bool = True, dropout: float = 0.3, dropout_hidden: float = 0.2,
-                 dropout_input: float = 0.2, dropconnect: float = 0.2) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        embedding: int = 200,
+        hidden: int = 400,
+        layers: int = 3,
+        chunk_size: int = 10,
+        masters: bool = True,
+        dropout: float = 0.3,
+        dropout_hidden: float = 0.2,
+        dropout_input: float = 0.2,
+        dropconnect: float = 0.2,
+    ) -> None:
         super().__init__()
         self.encoder = nn.Embedding(vocab, embedding)
         sizes = [hidden] * (layers - 1) + [embedding]  # the top layer feeds the tied decoder
@@ -162,9 +189,19 @@ class SequenceClassifier(nn.Module):
 
     output_layer = "head.2"
 
-    def __init__(self, vocab: int, num_classes: int, embedding: int = 128, hidden: int = 128, layers: int = 2,
-                 chunk_size: int = 8, masters: bool = True, pair: bool = False, dropout: float = 0.1,
-                 dropconnect: float = 0.1) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        num_classes: int,
+        embedding: int = 128,
+        hidden: int = 128,
+        layers: int = 2,
+        chunk_size: int = 8,
+        masters: bool = True,
+        pair: bool = False,
+        dropout: float = 0.1,
+        dropconnect: float = 0.1,
+    ) -> None:
         super().__init__()
         self.pair = pair
         self.encoder = nn.Embedding(vocab, embedding, padding_idx=0)
@@ -173,8 +210,12 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def prunable_slots(self) -> dict[str, Slot]:
-        return {"embedding": Slot("encoder.weight", None, "embedding"), **self.rnn.slots("rnn"),
-                "head.fc": Slot("head.0.weight", None, "fc"), "head.output": Slot("head.2.weight", None, "output")}
+        return {
+            "embedding": Slot("encoder.weight", None, "embedding"),
+            **self.rnn.slots("rnn"),
+            "head.fc": Slot("head.0.weight", None, "fc"),
+            "head.output": Slot("head.2.weight", None, "output"),
+        }
 
     def distances(self, tokens: Tensor) -> list[Tensor]:
         return self.rnn(self.encoder(tokens))[1]
@@ -184,8 +225,9 @@ class SequenceClassifier(nn.Module):
         last = out[lengths - 1, torch.arange(out.shape[1], device=out.device)]
         return last, distances
 
-    def forward(self, tokens: Tensor, lengths: Tensor, tokens2: Tensor | None = None,
-                lengths2: Tensor | None = None) -> Tensor:
+    def forward(
+        self, tokens: Tensor, lengths: Tensor, tokens2: Tensor | None = None, lengths2: Tensor | None = None
+    ) -> Tensor:
         u, _ = self.encode(tokens, lengths)
         if self.pair:
             v, _ = self.encode(tokens2, lengths2)
