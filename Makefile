@@ -1,4 +1,4 @@
-.PHONY: setup demo test bench mutants
+.PHONY: setup demo test lint bench mutants
 
 setup:
 	bash scripts/setup.sh
@@ -8,6 +8,13 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -q --timeout 900
+
+# ruff (lint and format) and mypy, configured in pyproject.toml
+LINTED = study tests bench scripts app.py
+lint: setup
+	.venv/bin/ruff check $(LINTED)
+	.venv/bin/ruff format --check $(LINTED)
+	.venv/bin/mypy
 
 bench: setup
 	.venv/bin/python bench/train_throughput.py

@@ -56,7 +56,8 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     if args.strategy is not None:
         spec = spec.replace(strategy=args.strategy)
     bar = None
-    table = _round_table(f"{spec.strategy} lineage {args.trial or spec.lineage_id()} (study {args.study})")
+    title = f"{spec.strategy} lineage {args.trial or spec.lineage_id()} (study {args.study})"
+    table = _round_table(title)
 
     def on_round(r) -> None:
         _add_round(table, r)
@@ -89,7 +90,7 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     finally:
         bar.close()
     if len(table.rows) < len(results):  # resumed: show the rounds of earlier runs too
-        table = _round_table(table.title)
+        table = _round_table(title)
         for r in results:
             _add_round(table, r)
     console.print(table)
@@ -159,7 +160,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
 
 
 def _print_outcome(console: Console, study, outcome) -> None:
-    states = {}
+    states: dict[str, int] = {}
     for t in outcome.trials:
         states[t["state"]] = states.get(t["state"], 0) + 1
     console.print("optuna trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))

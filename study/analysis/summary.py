@@ -43,8 +43,7 @@ def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], l
         keys = zip(df["study"], df["trial_id"], df["lineage_id"], strict=True)
         df = df[[k not in bad for k in keys]]
     out = []
-    keys = ["study", "strategy", "model", "dataset"]
-    for key, group in df.groupby(keys, sort=True):
+    for key, group in df.groupby(["study", "strategy", "model", "dataset"], sort=True):
         by_round = group.groupby("round").agg(
             remaining=("remaining_pct", "mean"), val=("val_acc", "mean"), test=("test_acc", "mean")
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 
@@ -147,7 +149,7 @@ def tree_chart(tokens: list[str], tree, title: str) -> alt.Chart:
             if e["x2"] == int(e["x2"]) and (e["x2"], e["y2"]) not in {(n["x"], n["y"]) for n in nodes}
         ]
     )
-    axis = dict(axis=None)
+    axis: dict[str, Any] = dict(axis=None)
     lines = (
         alt.Chart(pd.concat([edges_df, stems]))
         .mark_rule(color="#555")

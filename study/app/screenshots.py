@@ -84,7 +84,8 @@ def serve(root: str | Path, port: int | None = None):
             except OSError:
                 pass
             if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
+                output = proc.stdout.read().decode() if proc.stdout else ""
+                raise RuntimeError(f"streamlit did not start: {output[-2000:]}")
             time.sleep(0.3)
         yield url
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 
 import optuna
 import pandas as pd
@@ -67,14 +68,14 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
         complete = per_round[per_round["seeds"] == len(group)]
         statuses = set(group["status"])
         status = next((s for s in (*FAILED_STATUSES, "running", "stopped") if s in statuses), "finished")
-        metrics = {}
+        metrics: dict[str, float | None] = {}
         if not complete.empty and status not in FAILED_STATUSES:  # a failed trial has no objective
             points = [
                 RoundPoint(a, b, c)
                 for a, b, c in zip(complete["remaining_pct"], complete["val_acc"], complete["test_acc"], strict=True)
             ]
             args = (info["objective"], obj.get("tolerance", 0.01), obj.get("target_remaining"))
-            metrics = objective_metrics(points, *args)
+            metrics = dict(objective_metrics(points, *args))
             metrics["test acc (reported)"] = reported_test(points, *args)["test_acc_at_selected"]
         rows.append(
             {
@@ -131,8 +132,12 @@ def importance(trials: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, str | No
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for i, metric in enumerate(metrics):
-                imp = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+                imp = optuna.importance.get_param_importances(study, target=_nth_value(i))
                 out += [{"parameter": p, "objective": metric, "importance": v} for p, v in imp.items()]
     except (ValueError, RuntimeError) as e:
         return pd.DataFrame(), f"Optuna could not rank the parameters yet: {e}"
     return pd.DataFrame(out), None
+
+
+def _nth_value(i: int) -> Callable[[optuna.trial.FrozenTrial], float]:
+    return lambda trial: trial.values[i]

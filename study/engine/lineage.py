@@ -28,6 +28,7 @@ from study.engine.state import LineageState, StateDict, clone_state
 from study.engine.strategies import STRATEGIES, PruneStep, RoundStart
 from study.engine.train import (
     CaptureWeights,
+    HasRoundMetrics,
     KeepBest,
     ReportProgress,
     TrainCallback,
@@ -152,8 +153,8 @@ class Lineage:
                 self._train(round_, RoundStart(state.theta_k, spec.rewind_iteration), mask)
                 state.imp_trained = clone_state(self.model)
         extra: dict[str, Any] = {}
-        if training.best_state is not None:  # sequence models: perplexity, parse F1... at the early-stop weights
-            self.model.load_state_dict(training.best_state)
+        if training.best_state is not None and isinstance(self.task, HasRoundMetrics):
+            self.model.load_state_dict(training.best_state)  # perplexity, parse F1... at the early-stop weights
             extra = self.task.round_metrics(self.model)
             self.model.load_state_dict(state.trained)
         if round_ == 0:
@@ -166,7 +167,7 @@ class Lineage:
         if self.hooks.on_reset:
             self.hooks.on_reset(round_, self.model, mask)
         torch.manual_seed(derive_seed(self.spec.seed, "dropout", round_))  # dropout draws repeat on resume
-        best = KeepBest() if hasattr(self.task, "round_metrics") else None
+        best = KeepBest() if isinstance(self.task, HasRoundMetrics) else None
         progress = ReportProgress(self.context.on_progress) if self.context.on_progress else None
         result = train(
             self.model,

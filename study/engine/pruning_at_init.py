@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +15,11 @@ from study.engine.pruning import Mask, keep_top
 SCORE_BATCHES = 4
 GRASP_TEMPERATURE = 200.0
 SYNFLOW_ITERATIONS = 100
+
+
+def _grad(weight: Tensor) -> Tensor:
+    assert weight.grad is not None, "scores are read after a backward pass"
+    return weight.grad
 
 
 def _prunable(model: nn.Module, params: list[str]) -> list[Tensor]:
@@ -29,7 +35,7 @@ def snip_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]:
     for i in range(SCORE_BATCHES):
         x, y = task.batch(i)
         task.loss(model, x, y).backward()
-    return {n: (w.grad * w).detach().abs() for n, w in zip(params, weights, strict=True)}
+    return {n: (_grad(w) * w).detach().abs() for n, w in zip(params, weights, strict=True)}
 
 
 def grasp_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]:
@@ -46,8 +52,8 @@ def grasp_scores(model: nn.Module, task, params: list[str]) -> dict[str, Tensor]
     for i in range(SCORE_BATCHES):
         x, y = task.batch(i)
         grads = torch.autograd.grad(task.loss(model, x, y, temperature=GRASP_TEMPERATURE), weights, create_graph=True)
-        sum((a * b).sum() for a, b in zip(g, grads, strict=True)).backward()
-    scores = {n: (w.grad * w).detach() for n, w in zip(params, weights, strict=True)}
+        cast(Tensor, sum((a * b).sum() for a, b in zip(g, grads, strict=True))).backward()
+    scores = {n: (_grad(w) * w).detach() for n, w in zip(params, weights, strict=True)}
     norm = torch.cat([s.flatten() for s in scores.values()]).sum().abs() + 1e-10
     return {n: s / norm for n, s in scores.items()}
 
@@ -85,7 +91,7 @@ def synflow_mask(
                 named[n].copy_(originals[n] * current[n])
         model.zero_grad()
         task.synflow_output(model).sum().backward()
-        scores = {n: (named[n].grad * named[n]).detach().abs() for n in params}
+        scores = {n: (_grad(named[n]) * named[n]).detach().abs() for n in params}
         step_keep = {g: int(round(start[g] * (keep[g] / start[g]) ** (i / SYNFLOW_ITERATIONS))) for g in groups}
         step_keep = {g: keep[g] if i == SYNFLOW_ITERATIONS else max(step_keep[g], keep[g]) for g in groups}
         current = keep_top(scores, current, slots, groups, step_keep)

@@ -11,9 +11,10 @@ import difflib
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from study.engine.data import DATASETS
 from study.engine.models import MODELS
@@ -290,7 +291,7 @@ def _non_default(obj: Any) -> dict[str, Any]:
         if not has_default:
             out[f.name] = _plain(value)
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else cast(Callable[[], Any], f.default_factory)()
         if _plain(value) != _plain(default):
             out[f.name] = _plain(value)
     return out

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,18 @@ class Task(Protocol):
     def loss(self, model: nn.Module, x: Any, y: Tensor, temperature: float = 1.0) -> Tensor: ...
     def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]: ...
     def chance_accuracy(self) -> float: ...
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+    @property
+    def num_classes(self) -> int: ...
+
+
+@runtime_checkable
+class HasRoundMetrics(Protocol):
+    """A task with metrics of its own for each round (sequence models: perplexity, parse F1...),
+    read at the early-stop weights."""
+
+    def round_metrics(self, model: nn.Module) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -172,7 +184,7 @@ def train(
     mask_values = [m.to(dtype=p.dtype, device=p.device) for p, m in masked]
     if masked:
         with torch.no_grad():
-            torch._foreach_mul_(mask_weights, mask_values)
+            torch._foreach_mul_(mask_weights, mask_values)  # type: ignore[arg-type]
     step_hooks = [cb.on_step for cb in callbacks if _overrides(cb, "on_step")]
     eval_hooks = [cb.on_eval for cb in callbacks if _overrides(cb, "on_eval")]
 
@@ -214,11 +226,11 @@ def train(
         optimizer.zero_grad()
         loss.backward()
         if masked:
-            torch._foreach_mul_([p.grad for p in mask_weights], mask_values)
+            torch._foreach_mul_([p.grad for p in mask_weights], mask_values)  # type: ignore[arg-type, misc]
         optimizer.step()
         if masked:
             with torch.no_grad():
-                torch._foreach_mul_(mask_weights, mask_values)
+                torch._foreach_mul_(mask_weights, mask_values)  # type: ignore[arg-type]
         for step_hook in step_hooks:
             step_hook(it, model)
         loss_sum += loss.detach()

@@ -24,7 +24,7 @@ class StudyProgress(tune.Callback):
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the experiment
         return {**self.__dict__, "_live": None, "console": None}
 
-    def setup(self, **info) -> None:
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
         self.console = self.console or Console()
         self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
         self._live.start()
@@ -49,7 +49,7 @@ class StudyProgress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         t = self.trials.setdefault(trial.trial_id, {"status": "pending", "rounds": 0, "value": None})
         self._update(trial, status="failed" if t.get("failure") else "done")
-        if self._live and not self.console.is_terminal:
+        if self._live and self.console is not None and not self.console.is_terminal:
             what = (
                 f"failed ({t['failure']})"
                 if t.get("failure")

@@ -64,28 +64,36 @@ class ParamSpec:
         if self.type == "int" and self.step is not None and int(self.step) != self.step:
             raise SpecError(f"search.{name}: an int parameter's step must be a whole number, got {self.step}")
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a numeric parameter (validated to be given)."""
+        assert self.low is not None and self.high is not None, "a numeric parameter has low and high"
+        return self.low, self.high
+
     def edges(self) -> list[Any]:
         if self.type == "categorical":
             return list(self.choices)
+        low, high = self.bounds
         if self.type == "int":
-            return [int(self.low), int(self.high)]
-        return [self.low, self.high]
+            return [int(low), int(high)]
+        return [low, high]
 
     def grid(self, name: str) -> list[Any]:
         if self.type == "categorical":
             return list(self.choices)
+        low, high = self.bounds
         if self.type == "int":
             step = int(self.step or 1)
-            if (int(self.high) - int(self.low)) // step + 1 > MAX_GRID:
+            if (int(high) - int(low)) // step + 1 > MAX_GRID:
                 raise SpecError(f"search.{name}: a grid of more than {MAX_GRID} points is too large; raise the step")
-            return list(range(int(self.low), int(self.high) + 1, step))
+            return list(range(int(low), int(high) + 1, step))
         if self.step:
-            n = int(round((self.high - self.low) / self.step))
+            n = int(round((high - low) / self.step))
             if n + 1 > MAX_GRID:
                 raise SpecError(
                     f"search.{name}: a grid of {n + 1} points is too large (at most {MAX_GRID}); raise the step"
                 )
-            return [self.low + i * self.step for i in range(n + 1)]
+            return [low + i * self.step for i in range(n + 1)]
         raise SpecError(f"search.{name}: sampler grid needs a step for float parameters (or categorical choices)")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 import optuna
 import pyarrow.parquet as pq
 import ray
+from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler
@@ -58,7 +60,7 @@ def optuna_storage(url: str) -> optuna.storages.BaseStorage:
         connect = {"connect_timeout": 10} if url.startswith("postgresql") else {}
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect} if connect else None)
     Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+    return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 
 def make_sampler(study: StudySpec) -> optuna.samplers.BaseSampler:
@@ -88,10 +90,12 @@ class DefineByRunSpace:
             if p.type == "categorical":
                 values[name] = trial.suggest_categorical(name, list(p.choices))
             elif p.type == "int":
-                values[name] = trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1))
+                low, high = p.bounds
+                values[name] = trial.suggest_int(name, int(low), int(high), step=int(p.step or 1))
             else:
+                low, high = p.bounds
                 values[name] = trial.suggest_float(
-                    name, p.low, p.high, log=p.type == "log_float", step=p.step if p.type == "float" else None
+                    name, low, high, log=p.type == "log_float", step=p.step if p.type == "float" else None
                 )
         return {"optuna_trial_number": trial.number}
 
@@ -103,6 +107,7 @@ class LotterySearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and result.get(FAILURE_KEY) and trial_id not in self._completed_trials:
+            assert self._ot_study is not None  # set up by OptunaSearch before any trial
             ot_trial = self._ot_trials[trial_id]
             ot_trial.set_user_attr(FAILURE_KEY, result[FAILURE_KEY])
             self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
@@ -168,8 +173,9 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
         try:
             while True:
                 # next() on every lineage (zip would stop at the first one), so each one finishes
-                results = [next(lin, None) for lin in lineages]
-                if any(r is None for r in results):
+                stepped = [next(lin, None) for lin in lineages]
+                results = [r for r in stepped if r is not None]
+                if len(results) < len(stepped):
                     break
                 points.append(_mean_point(results))
                 _maybe_inject_fault(trial_id, results[0].round, lineages)
@@ -262,7 +268,7 @@ class StallStopper(Stopper, tune.Callback):
         if self.timeout_s is None:
             return False
         if self.last is None:
-            self._progress()
+            self.last = time.monotonic()
         if self.reason is None and time.monotonic() - self.last > self.timeout_s:
             self.reason = _stall_reason(self.timeout_s)
         return self.reason is not None
@@ -349,7 +355,7 @@ def run_study(
     _check_same_study(study)
     check_storage(study)
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     check_fits(study.resources.cpu, study.resources.gpu, [n["Resources"] for n in ray.nodes() if n["Alive"]])
     if announce:
         announce()
@@ -358,7 +364,7 @@ def run_study(
     trainable = tune.with_resources(
         tune.with_parameters(lineage_trial, study=study), {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
     )
-    path = f"{study.storage.tune.rstrip('/')}/{study.name}"
+    path = f"{study.storage.tune_path().rstrip('/')}/{study.name}"
     stall = StallStopper(study.stall_timeout_s)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
@@ -373,7 +379,7 @@ def run_study(
             mode=modes if multi else modes[0],
             sampler=make_sampler(study),
             study_name=study.name,
-            storage=optuna_storage(study.storage.optuna),
+            storage=optuna_storage(study.storage.optuna_url(study.name)),
         )
         scheduler = None
         if study.scheduler:
@@ -382,7 +388,7 @@ def run_study(
                 metric=metrics[0],
                 mode=modes[0],
                 max_t=100,
-                grace_period=study.scheduler.grace_pruned_pct,
+                grace_period=study.scheduler.grace_pruned_pct,  # type: ignore[arg-type]  # a % pruned: Ray takes floats
                 reduction_factor=study.scheduler.reduction_factor,
             )
         tuner = tune.Tuner(
@@ -481,7 +487,7 @@ def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
 
 
 def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int) -> StudyOutcome:
-    ostudy = optuna.load_study(study_name=study.name, storage=optuna_storage(study.storage.optuna))
+    ostudy = optuna.load_study(study_name=study.name, storage=optuna_storage(study.storage.optuna_url(study.name)))
     points = trial_points(study.storage.results, study.name)
     obj = study.objective
     trials = [
@@ -503,5 +509,10 @@ def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int
         sign = 1 if modes[0] == "max" else -1
         best = sorted(done, key=lambda t: -sign * t["values"][0])[:1]
     return StudyOutcome(
-        best, trials, study.storage.results, f"{study.storage.tune}/{study.name}", study.storage.optuna, errors
+        best,
+        trials,
+        study.storage.results,
+        f"{study.storage.tune_path()}/{study.name}",
+        study.storage.optuna_url(study.name),
+        errors,
     )

@@ -13,7 +13,7 @@ labels = {
         lineages["trial_id"], lineages["study"], lineages["strategy"], lineages["seed"], strict=True
     )
 }
-trial = st.selectbox("lineage", list(labels), format_func=labels.get, key="lineage_trial")
+trial = st.selectbox("lineage", list(labels), format_func=lambda t: labels[t], key="lineage_trial")
 one = rows[rows["trial_id"] == trial].sort_values("round")
 
 st.dataframe(

@@ -15,6 +15,7 @@ if not names:
     st.stop()
 name = st.selectbox("study", names, key="search_study")
 info = study_info(lake, name)
+assert info is not None  # name is one of the studies the lake holds
 trials = study_trials(lake, name, info)
 if trials.empty:
     st.info(f"Study {name} has no trials with results yet.")

@@ -103,7 +103,7 @@ if not examples.empty:
         )
     }
     c1, c2, c3, c4 = st.columns(4)
-    trial = c1.selectbox("lineage", list(dict.fromkeys(labels)), format_func=labels.get, key="seq_trial")
+    trial = c1.selectbox("lineage", list(dict.fromkeys(labels)), format_func=lambda t: labels[t], key="seq_trial")
     mine = examples[examples["trial_id"] == trial].sort_values("round")
     rnd = c2.selectbox("round", mine["round"].tolist(), key="seq_round")
     parsed = json.loads(mine[mine["round"] == rnd]["parse_examples_json"].iloc[0])

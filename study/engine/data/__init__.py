@@ -98,15 +98,22 @@ def _images(
 
 def _vision(name: str, spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> ClassificationTask:
     source = SOURCES[name]
-    return _images(name, *load_raw(name, spec), spec, batch_size, seed, device, source.mean, source.std, source.augment)
+    train_x, train_y, test_x, test_y = load_raw(name, spec)
+    return _images(
+        name, train_x, train_y, test_x, test_y, spec, batch_size, seed, device, source.mean, source.std, source.augment
+    )
 
 
 def _synthetic(
     name: str, shape: tuple[int, int, int], spec: DataSpec, batch_size: int, seed: int, device: torch.device
 ) -> ClassificationTask:
+    train_x, train_y, test_x, test_y = synthetic_raw(shape, spec.synthetic_size, spec.split_seed)
     return _images(
         name,
-        *synthetic_raw(shape, spec.synthetic_size, spec.split_seed),
+        train_x,
+        train_y,
+        test_x,
+        test_y,
         spec,
         batch_size,
         seed,
@@ -168,9 +175,11 @@ def _text_parts(spec: DataSpec) -> tuple[list[seq.Sentence], ...]:
 def _listops(spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> SequenceClassificationTask:
     n, m, base = spec.synthetic_size, spec.validation_size, 1000 * spec.split_seed
     _check_batch(batch_size, n, "listops")
-    parts = [[(s, v) for s, v in seq.listops(k, base + i)] for i, k in enumerate((n, m, m), 1)]
+    train, val, test = ([(s, v) for s, v in seq.listops(k, base + i)] for i, k in enumerate((n, m, m), 1))
     return SequenceClassificationTask(
-        *parts,
+        train,
+        val,
+        test,
         labels=[str(d) for d in range(10)],
         vocab=_listops_vocabulary(spec),
         batch_size=batch_size,
@@ -186,13 +195,17 @@ def _logical_inference(spec: DataSpec, batch_size: int, seed: int, device: torch
     def as_tuples(examples: list[seq.PairExample]) -> list[tuple[Any, ...]]:
         return [(ex.left, ex.right, ex.label) for ex in examples]
 
-    parts = [as_tuples(seq.logical_inference(k, base + i, LOGIC_TRAIN_OPS)) for i, k in enumerate((n, m, m), 1)]
+    train, val, test = (
+        as_tuples(seq.logical_inference(k, base + i, LOGIC_TRAIN_OPS)) for i, k in enumerate((n, m, m), 1)
+    )
     by_ops = {
         k: as_tuples(seq.logical_inference(max(m // LOGIC_TEST_OPS, 50), base + 10 + k, LOGIC_TEST_OPS, exact_ops=k))
         for k in range(1, LOGIC_TEST_OPS + 1)
     }
     return SequenceClassificationTask(
-        *parts,
+        train,
+        val,
+        test,
         labels=list(seq.RELATIONS),
         vocab=_logic_vocabulary(spec),
         batch_size=batch_size,

@@ -60,9 +60,11 @@ class ClassificationTask:
         if epoch != self._epoch:
             self._start_epoch(epoch)
         lo = step * self.batch_size
+        assert self._perm is not None  # set by _start_epoch
         idx = self._perm[lo : lo + self.batch_size]
         x = self.train_x.index_select(0, idx)
         if self.augment:
+            assert self._aug is not None
             oy, ox, flip = (a[lo : lo + self.batch_size] for a in self._aug)
             x = self._crop_flip(x, oy, ox, flip)
         return x, self.train_y.index_select(0, idx)

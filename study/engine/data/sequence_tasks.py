@@ -14,6 +14,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,7 @@ def _parse_metrics(model: nn.Module, sentences: list[Sentence], vocab: Vocabular
         for lo in range(0, len(gold), 64):
             chunk = gold[lo : lo + 64]
             tokens = _pad([prefix + vocab.ids(s.tokens) for s in chunk], 0, device)
-            distances = model.distances(tokens)
+            distances = model.distances(tokens)  # type: ignore[operator]
             if not per_layer:
                 per_layer = [[] for _ in distances]
             for layer, d in enumerate(distances):
@@ -177,14 +178,16 @@ class LanguageModelTask:
         return model(torch.full((8, 1), self.vocab.index[EOS], dtype=torch.long, device=self.device))[0]
 
     def grammar_perplexity(self) -> float | None:
-        if any(s.logprob is None for s in self.test_set):
+        logprobs = [s.logprob for s in self.test_set]
+        if any(p is None for p in logprobs):
             return None
-        return math.exp(-sum(s.logprob for s in self.test_set) / sum(len(s.tokens) + 1 for s in self.test_set))
+        total = sum(p for p in logprobs if p is not None)
+        return math.exp(-total / sum(len(s.tokens) + 1 for s in self.test_set))
 
     def round_metrics(self, model: nn.Module) -> dict:
         val_loss, _ = self.evaluate(model, "val")
         test_loss, _ = self.evaluate(model, "test")
-        out = {"val_perplexity": math.exp(val_loss), "test_perplexity": math.exp(test_loss)}
+        out: dict[str, Any] = {"val_perplexity": math.exp(val_loss), "test_perplexity": math.exp(test_loss)}
         out.update(_parse_metrics(model, self.test_set, self.vocab, self.device, [self.vocab.index[EOS]]))
         optimum = self.grammar_perplexity()
         if optimum is not None and out.get("parse_baselines") is not None:

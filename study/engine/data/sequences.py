@@ -67,7 +67,8 @@ P_TRANSITIVE = 0.5  # VP -> Vt NP (else: Vi)
 
 class _Derivation:
     def __init__(self, rng: random.Random) -> None:
-        self.rng, self.tokens, self.logprob = rng, [], 0.0
+        self.rng, self.logprob = rng, 0.0
+        self.tokens: list[str] = []
 
     def choose(self, p: float) -> bool:
         yes = self.rng.random() < p
@@ -203,7 +204,7 @@ class PairExample:
 def logical_inference(n: int, seed: int, max_ops: int, exact_ops: int | None = None) -> list[PairExample]:
     """Pairs whose larger formula has `exact_ops` operators (or 1..max_ops, uniformly)."""
     rng = random.Random(seed)
-    out = []
+    out: list[PairExample] = []
     while len(out) < n:
         k = exact_ops if exact_ops is not None else rng.randint(1, max_ops)
         f1, f2 = random_formula(rng, k), random_formula(rng, rng.randint(0, k))

@@ -112,7 +112,7 @@ def prunable_slots(model: nn.Module) -> dict[str, Slot]:
     """Slot name -> Slot. A model may define its own (row blocks); otherwise one slot per
     prunable weight, named after it."""
     if hasattr(model, "prunable_slots"):
-        return model.prunable_slots()
+        return model.prunable_slots()  # type: ignore[operator]
     return {name: Slot(name, None, kind) for name, kind in prunable_layers(model).items()}
 
 

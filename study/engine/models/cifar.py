@@ -5,7 +5,28 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-VGG19_PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
+VGG19_PLAN: list[int | str] = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+]
 
 
 class VGG19(nn.Module):
@@ -19,8 +40,9 @@ class VGG19(nn.Module):
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers += [nn.Conv2d(channels, item, 3, padding=1, bias=False), nn.BatchNorm2d(item), nn.ReLU()]
-                channels = item
+                width = int(item)
+                layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+                channels = width
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(channels, num_classes)
 

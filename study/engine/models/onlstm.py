@@ -127,7 +127,7 @@ class StackedRNN(nn.Module):
         out = {}
         for i, layer in enumerate(self.layers):
             for which in ("ih", "hh"):
-                for block, rows in layer.row_blocks().items():
+                for block, rows in layer.row_blocks().items():  # type: ignore[operator]
                     out[f"layer{i}.{which}.{block}"] = Slot(
                         f"{prefix}.layers.{i}.{which}.weight", rows, f"{which}_{block}"
                     )
@@ -230,6 +230,7 @@ class SequenceClassifier(nn.Module):
     ) -> Tensor:
         u, _ = self.encode(tokens, lengths)
         if self.pair:
+            assert tokens2 is not None and lengths2 is not None, "a pair classifier takes two sequences"
             v, _ = self.encode(tokens2, lengths2)
             u = torch.cat([u, v, u * v, (u - v).abs()], dim=-1)
         return self.head(u)
