@@ -20,13 +20,12 @@ bench: setup
 	.venv/bin/python bench/train_throughput.py
 
 # Mutation testing of the core math (not part of `make test`): see [tool.mutmut] in pyproject.toml.
-mutants: MUTANT_SCOPE = 'study.engine.pruning.*' 'study.analysis.objectives.*' \
+mutants: MUTANT_SCOPE = 'study.engine.pruning.*' 'study.analysis.objectives.*' 'study.engine.strategies.*' \
 	'study.lake.reader.x__read__mutmut_*' 'study.lake.reader.x__latest__mutmut_*' 'study.lake.reader.x__files__mutmut_*' \
 	'study.lake.reader.x_read_rounds__mutmut_*' 'study.lake.reader.x_read_lineages__mutmut_*' \
 	'study.lake.files.x_trial_files__mutmut_*' \
-	'study.engine.lineage.x_round_length__mutmut_*' 'study.engine.lineage.x__groups__mutmut_*' \
-	'study.engine.lineage.x_degenerate_reason__mutmut_*' 'study.engine.lineage.x_round_start__mutmut_*' \
-	'study.engine.lineage.x__next_mask__mutmut_*'
+	'study.engine.plan.x_round_length__mutmut_*' 'study.engine.plan.x_pruning_groups__mutmut_*' \
+	'study.engine.lineage.x_degenerate_reason__mutmut_*'
 mutants: setup
 	OMP_NUM_THREADS=1 .venv/bin/mutmut run --max-children 1 $(MUTANT_SCOPE)
 	.venv/bin/python scripts/mutation_summary.py $(MUTANT_SCOPE)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -157,3 +159,25 @@ def test_engine_imports_no_ray():
     code = "import sys, study.engine.lineage, study.lake.recorder; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("like", ["imp", "random_reinit", "oneshot"])
+def test_a_new_strategy_is_one_registry_entry(make_spec, monkeypatch, like):
+    """A strategy registered under a new name with the parts of an existing one behaves exactly
+    like it: nothing outside the registry entry looks at strategy names."""
+    from study.engine import strategies
+
+    original = strategies.STRATEGIES[like]
+    monkeypatch.setitem(strategies.STRATEGIES, "copy", dataclasses.replace(original, name="copy"))
+    spec = make_spec(strategy=like, rounds=2, rewind_iteration=10)
+    runs = [run_lineage(s, context=RunContext(threads=1)) for s in (spec, spec.replace(strategy="copy"))]
+    assert [r.round for r in runs[1]] == [r.round for r in runs[0]]
+    for a, b in zip(*runs, strict=True):
+        assert (b.strategy, b.val_acc, b.test_acc, b.remaining_pct, b.layer_remaining_pct, b.iterations) == (
+            "copy",
+            a.val_acc,
+            a.test_acc,
+            a.remaining_pct,
+            a.layer_remaining_pct,
+            a.iterations,
+        )
