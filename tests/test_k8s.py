@@ -268,12 +268,7 @@ def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_an
     import os
     import shlex
 
-    from conftest import (
-        assert_study_complete,
-        kill_once_and_rerun,
-        loopback_cluster,
-        synthetic_spec_dict,
-    )
+    from conftest import assert_study_complete, kill_once_and_rerun, loopback_cluster, synthetic_spec_dict
 
     space = tmp_path / "tiny.yaml"
     space.write_text(

@@ -1,12 +1,7 @@
 import torch
 from torch import nn
 
-from study.engine.models.onlstm import (
-    RecurrentLayer,
-    RNNLanguageModel,
-    SequenceClassifier,
-    cumax,
-)
+from study.engine.models.onlstm import RecurrentLayer, RNNLanguageModel, SequenceClassifier, cumax
 
 
 def test_cumax_is_monotone_in_unit_interval():

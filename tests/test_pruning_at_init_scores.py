@@ -11,13 +11,7 @@ from torch import nn
 from study.engine import pruning_at_init
 from study.engine.models.slots import Slot
 from study.engine.pruning import dense_mask
-from study.engine.pruning_at_init import (
-    GRASP_TEMPERATURE,
-    SCORE_BATCHES,
-    grasp_scores,
-    snip_scores,
-    synflow_mask,
-)
+from study.engine.pruning_at_init import GRASP_TEMPERATURE, SCORE_BATCHES, grasp_scores, snip_scores, synflow_mask
 
 PARAMS = ["0.weight", "2.weight"]
 SLOTS = {"fc1": Slot("0.weight", None, "fc"), "fc2": Slot("2.weight", None, "output")}

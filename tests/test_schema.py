@@ -16,8 +16,9 @@ CAT, F64, I64, S = pa.dictionary(pa.int32(), pa.string()), pa.float64(), pa.int6
 MAP, TS = pa.map_(pa.string(), pa.float64()), pa.timestamp("us", tz="UTC")
 KEY = object()  # marks a non-nullable column
 
-# the rounds table as it was written out column by column (schema version 1)
-ROUNDS_V1 = {
+# the tables as they were written out column by column (schema version 1); both start with a
+# lineage's identity
+IDENTITY_V1 = {
     "study": (CAT, KEY),
     "strategy": (CAT, KEY),
     "trial_id": (S, KEY),
@@ -26,6 +27,9 @@ ROUNDS_V1 = {
     "model": S,
     "dataset": S,
     "seed": I64,
+}
+ROUNDS_V1 = {
+    **IDENTITY_V1,
     "round": (I64, KEY),
     "remaining_pct": F64,
     "layer_remaining_pct": MAP,
@@ -61,14 +65,7 @@ ROUNDS_V1 = {
     "chance_val_acc": F64,
 }
 LINEAGES_V1 = {
-    "study": (CAT, KEY),
-    "strategy": (CAT, KEY),
-    "trial_id": (S, KEY),
-    "lineage_id": (S, KEY),
-    "config_hash": (S, KEY),
-    "model": S,
-    "dataset": S,
-    "seed": I64,
+    **IDENTITY_V1,
     "status": S,
     "error": S,
     "rounds_planned": I64,

@@ -6,14 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from study.app.lake import (
-    FILTERS,
-    Lake,
-    filter_rows,
-    fingerprint,
-    load_lake,
-    unfinished_lineages,
-)
+from study.app.lake import FILTERS, Lake, filter_rows, fingerprint, load_lake, unfinished_lineages
 from study.lake.reader import excluded_lineages
 
 

@@ -11,12 +11,7 @@ from collections.abc import Callable
 import optuna
 import pandas as pd
 
-from study.analysis.objectives import (
-    RoundPoint,
-    objective_metrics,
-    pareto_front,
-    reported_test,
-)
+from study.analysis.objectives import RoundPoint, objective_metrics, pareto_front, reported_test
 from study.app.lake import Lake
 from study.lake.schema import FAILED_STATUSES
 from study.search.paths import get_path

@@ -16,13 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import nn
 
-from study.engine.pruning import (
-    Mask,
-    dense_mask,
-    keep_top,
-    magnitude_scores,
-    random_scores,
-)
+from study.engine.pruning import Mask, dense_mask, keep_top, magnitude_scores, random_scores
 from study.engine.pruning_at_init import grasp_scores, snip_scores, synflow_mask
 from study.engine.seeding import derive_seed
 from study.engine.state import LineageState, StateDict

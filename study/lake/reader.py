@@ -12,14 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from study.lake.schema import (
-    FAILED_STATUSES,
-    LINEAGE_KEYS,
-    LINEAGES_SCHEMA,
-    ROUND_KEYS,
-    ROUNDS_SCHEMA,
-    STUDIES_SCHEMA,
-)
+from study.lake.schema import FAILED_STATUSES, LINEAGE_KEYS, LINEAGES_SCHEMA, ROUND_KEYS, ROUNDS_SCHEMA, STUDIES_SCHEMA
 
 
 @dataclass

@@ -26,13 +26,7 @@ from study.engine.lineage import Lineage, LineageHooks, RunContext
 from study.engine.rows import LineageIds, RoundResult
 from study.engine.spec import LineageSpec
 from study.errors import SpecError
-from study.lake.files import (
-    check_name,
-    supersede,
-    trial_files,
-    write_lineage,
-    write_round,
-)
+from study.lake.files import check_name, supersede, trial_files, write_lineage, write_round
 from study.lake.schema import LINEAGES_SCHEMA, LineageRow, RoundRow
 from study.version import code_version
 

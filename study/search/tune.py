@@ -28,12 +28,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
-from study.analysis.objectives import (
-    RoundPoint,
-    objective_metrics,
-    pareto_front,
-    reported_test,
-)
+from study.analysis.objectives import RoundPoint, objective_metrics, pareto_front, reported_test
 from study.engine.checkpoint import CHECKPOINT_FILE, checkpoint_round
 from study.engine.failures import LineageFailure
 from study.engine.lineage import RunContext

@@ -14,11 +14,7 @@ import torch
 
 from study.engine.data import sequences as seq
 from study.engine.data.classification import ClassificationTask
-from study.engine.data.sequence_tasks import (
-    LanguageModelTask,
-    SequenceClassificationTask,
-    Vocabulary,
-)
+from study.engine.data.sequence_tasks import LanguageModelTask, SequenceClassificationTask, Vocabulary
 from study.engine.data.vision import SOURCES, load_raw, synthetic_raw
 from study.errors import SpecError
 
@@ -108,20 +104,7 @@ def _synthetic(
     name: str, shape: tuple[int, int, int], spec: DataSpec, batch_size: int, seed: int, device: torch.device
 ) -> ClassificationTask:
     train_x, train_y, test_x, test_y = synthetic_raw(shape, spec.synthetic_size, spec.split_seed)
-    return _images(
-        name,
-        train_x,
-        train_y,
-        test_x,
-        test_y,
-        spec,
-        batch_size,
-        seed,
-        device,
-        None,
-        None,
-        False,
-    )
+    return _images(name, train_x, train_y, test_x, test_y, spec, batch_size, seed, device, None, None, False)
 
 
 def _pcfg_vocabulary(spec: DataSpec) -> Vocabulary:

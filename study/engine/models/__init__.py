@@ -38,64 +38,41 @@ class ModelInfo:
 
 _LM_DEFAULTS = _defaults(RNNLanguageModel, "masters")
 _CLASSIFIER_DEFAULTS = _defaults(SequenceClassifier, "masters", "pair")
-_LM_ARGS, _CLASSIFIER_ARGS = tuple(_LM_DEFAULTS), tuple(_CLASSIFIER_DEFAULTS)
+
+
+def _language_model(masters: bool) -> ModelInfo:
+    """A recurrent language model: ON-LSTM cells (masters) or plain LSTM cells of the same layout."""
+    return ModelInfo(
+        lambda s, n, **kw: RNNLanguageModel(n, masters=masters, **kw),
+        RNN_KINDS, RNN_RATES, "uniform", "text", tuple(_LM_DEFAULTS), _LM_DEFAULTS,
+    )  # fmt: skip
+
+
+def _sequence_classifier(masters: bool) -> ModelInfo:
+    return ModelInfo(
+        lambda s, n, **kw: SequenceClassifier(s[0], n, masters=masters, **kw),
+        (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform", "sequence",
+        tuple(_CLASSIFIER_DEFAULTS), _CLASSIFIER_DEFAULTS,
+    )  # fmt: skip
+
+
+def _conv(plan: str, conv_rate: float) -> ModelInfo:
+    """Conv-2/4/6 of Frankle & Carbin (their Figure 2 prune rates)."""
+    return ModelInfo(
+        lambda s, n, **kw: ConvNet(PLANS[plan], s, n, **kw),
+        ("conv", "fc", "output"), {"conv": conv_rate, "fc": 0.2, "output": 0.1}, "glorot_normal",
+    )  # fmt: skip
+
 
 MODELS: dict[str, ModelInfo] = {
     "lenet_300_100": ModelInfo(LeNet300100, ("fc", "output"), {"fc": 0.2, "output": 0.1}, "glorot_normal"),
-    "onlstm_lm": ModelInfo(
-        lambda s, n, **kw: RNNLanguageModel(n, masters=True, **kw),
-        RNN_KINDS,
-        RNN_RATES,
-        "uniform",
-        "text",
-        _LM_ARGS,
-        _LM_DEFAULTS,
-    ),
-    "lstm_lm": ModelInfo(
-        lambda s, n, **kw: RNNLanguageModel(n, masters=False, **kw),
-        RNN_KINDS,
-        RNN_RATES,
-        "uniform",
-        "text",
-        _LM_ARGS,
-        _LM_DEFAULTS,
-    ),
-    "onlstm_classifier": ModelInfo(
-        lambda s, n, **kw: SequenceClassifier(s[0], n, masters=True, **kw),
-        (*RNN_KINDS, "fc", "output"),
-        {**RNN_RATES, "fc": 0.2, "output": 0.1},
-        "uniform",
-        "sequence",
-        _CLASSIFIER_ARGS,
-        _CLASSIFIER_DEFAULTS,
-    ),
-    "lstm_classifier": ModelInfo(
-        lambda s, n, **kw: SequenceClassifier(s[0], n, masters=False, **kw),
-        (*RNN_KINDS, "fc", "output"),
-        {**RNN_RATES, "fc": 0.2, "output": 0.1},
-        "uniform",
-        "sequence",
-        _CLASSIFIER_ARGS,
-        _CLASSIFIER_DEFAULTS,
-    ),
-    "conv2": ModelInfo(
-        lambda s, n, **kw: ConvNet(PLANS["conv2"], s, n, **kw),
-        ("conv", "fc", "output"),
-        {"conv": 0.1, "fc": 0.2, "output": 0.1},
-        "glorot_normal",
-    ),
-    "conv4": ModelInfo(
-        lambda s, n, **kw: ConvNet(PLANS["conv4"], s, n, **kw),
-        ("conv", "fc", "output"),
-        {"conv": 0.1, "fc": 0.2, "output": 0.1},
-        "glorot_normal",
-    ),
-    "conv6": ModelInfo(
-        lambda s, n, **kw: ConvNet(PLANS["conv6"], s, n, **kw),
-        ("conv", "fc", "output"),
-        {"conv": 0.15, "fc": 0.2, "output": 0.1},
-        "glorot_normal",
-    ),
+    "onlstm_lm": _language_model(masters=True),
+    "lstm_lm": _language_model(masters=False),
+    "onlstm_classifier": _sequence_classifier(masters=True),
+    "lstm_classifier": _sequence_classifier(masters=False),
+    "conv2": _conv("conv2", 0.1),
+    "conv4": _conv("conv4", 0.1),
+    "conv6": _conv("conv6", 0.15),
     "vgg19": ModelInfo(VGG19, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal"),
     "resnet20": ModelInfo(ResNet20, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal"),
 }
