@@ -21,7 +21,7 @@ bench: setup
 
 # Mutation testing of the core math (not part of `make test`): see [tool.mutmut] in pyproject.toml.
 mutants: MUTANT_SCOPE = 'study.engine.pruning.*' 'study.analysis.objectives.*' 'study.engine.strategies.*' \
-	'study.lake.reader.x__read__mutmut_*' 'study.lake.reader.x__latest__mutmut_*' 'study.lake.reader.x__files__mutmut_*' \
+	'study.lake.reader.x_read_files__mutmut_*' 'study.lake.reader.x__latest__mutmut_*' 'study.lake.reader.x_table_files__mutmut_*' \
 	'study.lake.reader.x_read_rounds__mutmut_*' 'study.lake.reader.x_read_lineages__mutmut_*' \
 	'study.lake.files.x_trial_files__mutmut_*' \
 	'study.engine.plan.x_round_length__mutmut_*' 'study.engine.plan.x_pruning_groups__mutmut_*' \

@@ -75,7 +75,7 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     lineage = LakeLineage(
         spec, args.results, study=args.study, trial_id=args.trial, context=context, on_round=on_round, fresh=args.fresh
     )
-    plan = lineage.rounds.plan
+    plan = lineage.lineage.plan
     console.print(describe_plan(spec, plan))
     bar = tqdm(
         total=total_iterations(spec, plan),
@@ -164,7 +164,7 @@ def _print_outcome(console: Console, study, outcome) -> None:
     for t in outcome.trials:
         states[t["state"]] = states.get(t["state"], 0) + 1
     console.print("optuna trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
-    title = "Pareto set" if len(study.objective.metrics) > 1 else "best configuration"
+    title = "Pareto set" if study.objective.multi else "best configuration"
     table = Table(title=f"{title} (selected on validation data; test accuracy reported only)", title_justify="left")
     table.add_column("optuna trial", justify="right")
     params = sorted({k for t in outcome.best for k in t["params"]})
@@ -282,9 +282,11 @@ def cmd_compact(args: argparse.Namespace, console: Console) -> int:
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from study.engine.plan import plan_lineage, total_iterations
     from study.engine.spec import load_lineage_spec
+    from study.engine.strategies import STRATEGIES
 
     spec = load_lineage_spec(args.spec)
     plan = plan_lineage(spec)
+    console.print(f"strategy {spec.strategy}: {STRATEGIES[spec.strategy].summary}")
     table = Table(title=f"{spec.strategy} {spec.model} on {spec.dataset} ({spec.prune.scope})", title_justify="left")
     table.add_column("round", justify="right")
     table.add_column("% remaining", justify="right")

@@ -130,3 +130,28 @@ def test_a_zero_margin_only_asks_to_reach_chance():
     s = spec(chance_margin=0.0)
     assert degenerate_reason(s, dense(0.25, 0.25)) is None
     assert degenerate_reason(s, dense(0.1875, 0.25)) is not None
+
+
+def test_a_registry_entry_whose_parts_contradict_each_other_is_refused():
+    from study.engine.strategies import Magnitude, Reset, Strategy, random_within_mask
+
+    with pytest.raises(ValueError, match="cannot rewind"):  # θ0 has no iteration k to rewind to
+        Strategy("x", "", random_within_mask, Reset("theta0"))
+    with pytest.raises(ValueError, match="cannot rewind"):
+        Strategy("x", "", Magnitude(), Reset("trained", final_lr=True))
+    with pytest.raises(ValueError, match="imp_track"):  # IMP-track masks need the IMP track
+        Strategy("x", "", Magnitude("imp_trained"), Reset("fresh_init"))
+    with pytest.raises(ValueError, match="imp_track"):
+        Strategy("x", "", Magnitude(), Reset("fresh_init"), imp_track=True)
+    Strategy("x", "", Magnitude("imp_trained"), Reset("fresh_init"), imp_track=True)  # random_reinit's parts
+
+
+def test_the_refusals_name_the_fix():
+    with pytest.raises(SpecError) as e:
+        spec(strategy="finetune", rewind_iteration=10)
+    assert str(e.value) == (
+        "strategy finetune keeps the trained weights and does not rewind; set rewind_iteration: 0 (or use lr_rewind)"
+    )
+    with pytest.raises(SpecError) as e:
+        spec(strategy="synflow", rewind_iteration=10)
+    assert str(e.value) == "strategy synflow prunes at init and resets to θ0; set rewind_iteration: 0"

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from study.lake import reader as results
 from study.lake.files import to_table, trial_files, write_atomic
-from study.lake.reader import _files, read_lineages, read_rounds
+from study.lake.reader import read_lineages, read_rounds, table_files
 from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA
 
 
@@ -164,19 +164,19 @@ def test_files_ignores_dot_and_underscore_paths_and_is_sorted(tmp_path):
     ):
         touch(tmp_path, rel)
     base = tmp_path / "rounds"
-    assert _files(tmp_path, "rounds", None) == [
+    assert table_files(tmp_path, "rounds", None) == [
         base / "study=s/strategy=grasp/a-r000.parquet",
         base / "study=s/strategy=imp/a-r000.parquet",
         base / "study=s/strategy=imp/z-r000.parquet",
         base / "study=s2/strategy=imp/a-r000.parquet",
     ]
-    assert _files(tmp_path, "rounds", "s2") == [want[3]]
-    assert _files(tmp_path, "rounds", "missing") == []
-    assert _files(tmp_path / "nowhere", "rounds", None) == []
+    assert table_files(tmp_path, "rounds", "s2") == [want[3]]
+    assert table_files(tmp_path, "rounds", "missing") == []
+    assert table_files(tmp_path / "nowhere", "rounds", None) == []
     # a root folder that itself starts with "_" or "." is fine: only paths below the table count
     inner = tmp_path / "_lake" / ".x"
     touch(inner, f"{R}/a-r000.parquet")
-    assert _files(inner, "rounds", "s") == [inner / R / "a-r000.parquet"]
+    assert table_files(inner, "rounds", "s") == [inner / R / "a-r000.parquet"]
 
 
 def test_trial_files_finds_every_strategy_and_nothing_else(tmp_path):

@@ -14,6 +14,7 @@ import yaml
 from conftest import synthetic_spec_dict
 
 from study.engine.data import load_task
+from study.engine.failures import LineageFailure
 from study.engine.lineage import Lineage, LineageHooks, RunContext, run_lineage
 from study.engine.spec import LineageSpec, TrainSpec, lineage_spec_from_dict
 from study.engine.train import CaptureWeights, TrainCallback, train
@@ -347,3 +348,13 @@ def test_a_failed_trial_takes_its_sibling_seeds_out_of_every_number():
         row("other", "t1-s1", "b", "finished", 1),
     ]
     assert excluded_lineages(rows) == {("s", "t1-s0", "a"), ("s", "t1-s1", "b"), ("s", "x", "d")}
+
+
+def test_a_lineage_that_raised_is_over(tmp_path):
+    """After a degenerate (or diverged) round the lineage stops for good: asking again neither
+    re-raises nor runs the next round from a half-updated state."""
+    spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2, train={"lr": 50.0}, chance_margin=0.9))
+    lineage = Lineage(spec, workdir=tmp_path, context=RunContext(threads=1))
+    with pytest.raises(LineageFailure):
+        next(lineage)
+    assert lineage.ended and next(lineage, None) is None and [r.round for r in lineage.state.results] == [0]

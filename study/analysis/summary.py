@@ -25,6 +25,9 @@ _COLUMNS = pa.schema(
 )
 
 
+TICKET_TOLERANCE = 0.01  # a ticket: the sparsest round within 1 point of dense (the column header says so)
+
+
 def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], list[str]]:
     """One row per (study, strategy, model, dataset) over its healthy lineages: lineages by
     status, rounds, the dense round's accuracy, and the sparsest round whose seed-mean validation
@@ -52,7 +55,7 @@ def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], l
             for r, v, t in zip(by_round["remaining"], by_round["val"], by_round["test"], strict=True)
         ]
         has_dense = 0 in by_round.index
-        chosen = selected_round(points, "sparsest_within", 0.01, None) if has_dense else None
+        chosen = selected_round(points, "sparsest_within", TICKET_TOLERANCE, None) if has_dense else None
         status = ""
         if lin is not None:
             sel = lin[(lin["study"].astype(str) == key[0]) & (lin["strategy"].astype(str) == key[1])]

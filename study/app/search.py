@@ -11,7 +11,7 @@ from collections.abc import Callable
 import optuna
 import pandas as pd
 
-from study.analysis.objectives import RoundPoint, objective_metrics, pareto_front, reported_test
+from study.analysis.objectives import OBJECTIVES, RoundPoint, objective_metrics, pareto_front, reported_test
 from study.app.lake import Lake
 from study.lake.schema import FAILED_STATUSES
 from study.search.paths import get_path
@@ -64,7 +64,8 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
         statuses = set(group["status"])
         status = next((s for s in (*FAILED_STATUSES, "running", "stopped") if s in statuses), "finished")
         metrics: dict[str, float | None] = {}
-        if not complete.empty and status not in FAILED_STATUSES:  # a failed trial has no objective
+        known = info["objective"] in OBJECTIVES  # a lake written by a newer version may name another
+        if not complete.empty and status not in FAILED_STATUSES and known:  # a failed trial has no objective
             points = [
                 RoundPoint(a, b, c)
                 for a, b, c in zip(complete["remaining_pct"], complete["val_acc"], complete["test_acc"], strict=True)

@@ -76,7 +76,7 @@ def degenerate_reason(spec: LineageSpec, dense: RoundResult) -> str | None:
 
 class Lineage:
     """One lineage as an iterator: each `next()` trains one round, checkpoints it and returns its
-    RoundResult. `previous` holds the rounds a resumed lineage had already finished; `plan` says
+    RoundResult; after an exception (a diverged or degenerate lineage, a crash) it is `ended`. `previous` holds the rounds a resumed lineage had already finished; `plan` says
     what it will do; `state` is what it carries between rounds."""
 
     def __init__(
@@ -99,10 +99,12 @@ class Lineage:
         self.model = self._build(spec.seed)
         self.plan: LineagePlan = plan_lineage(spec, self.model)
         self.study, self.trial_id = ids.study, ids.trial_id or spec.lineage_id()
-        self.checkpoint = Path(workdir) / CHECKPOINT_FILE if workdir is not None else None
+        self.checkpoint_path = Path(workdir) / CHECKPOINT_FILE if workdir is not None else None
         self.version = code_version()
         saved = (
-            load_checkpoint(self.checkpoint, spec.config_hash(), self.device) if self.checkpoint and resume else None
+            load_checkpoint(self.checkpoint_path, spec.config_hash(), self.device)
+            if self.checkpoint_path and resume
+            else None
         )
         self.state = (
             LineageState.from_checkpoint(saved)
@@ -110,6 +112,7 @@ class Lineage:
             else LineageState(clone_state(self.model), dense_mask(self.model, self.plan.params))
         )
         self.previous = list(self.state.results)
+        self.ended = False
         if context.on_progress and self.previous:
             context.on_progress(sum(r.iterations for r in self.previous))
 
@@ -117,6 +120,15 @@ class Lineage:
         return self
 
     def __next__(self) -> RoundResult:
+        if self.ended:
+            raise StopIteration
+        try:
+            return self._next_round()
+        except BaseException:
+            self.ended = True  # a lineage that raised is over: its state may be mid-round
+            raise
+
+    def _next_round(self) -> RoundResult:
         state = self.state
         if state.results:  # a degenerate dense round ends the lineage, however it was resumed
             self._stop_if_degenerate(state.results[0])
@@ -127,8 +139,8 @@ class Lineage:
         if self.hooks.on_round:
             self.hooks.on_round(row)
         state.results.append(row)
-        if self.checkpoint:
-            save_checkpoint(self.checkpoint, self.spec.config_hash(), state.to_checkpoint())
+        if self.checkpoint_path:
+            save_checkpoint(self.checkpoint_path, self.spec.config_hash(), state.to_checkpoint())
         if row.round == 0:  # its row is written; a degenerate lineage ends here, before anyone ranks it
             self._stop_if_degenerate(row)
         return row

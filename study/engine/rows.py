@@ -65,12 +65,12 @@ class RoundResult(LineageColumns):
     curve_val_loss: list[float]
     curve_val_acc: list[float]
     curve_test_acc: list[float]
-    group_remaining_pct: dict[str, float] | None = None
     # sequence models only
     val_perplexity: float | None = None
     test_perplexity: float | None = None
     parse_f1: dict[str, float] | None = None
     parse_baselines: dict[str, float] | None = None
+    group_remaining_pct: dict[str, float] | None = None  # per layer kind (all models)
     accuracy_by_length: dict[str, float] | None = None
     parse_examples_json: str | None = None
     chance_val_acc: float | None = field(

@@ -38,7 +38,7 @@ class LineageState:
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {
-            "round_done": self.round_done,
+            "round_done": self.round_done,  # redundant with results, read by checkpoint_round
             "theta0": self.theta0,
             "theta_k": self.theta_k,
             "trained": self.trained,

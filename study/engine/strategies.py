@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import torch
 from torch import nn
@@ -53,10 +53,10 @@ class MaskRule(Protocol):
 class Magnitude:
     """The largest-magnitude surviving weights of `source` (trained weights, or the IMP track's)."""
 
-    source: str = "trained"
+    source: Literal["trained", "imp_trained"] = "trained"
 
     def __call__(self, step: PruneStep) -> Mask:
-        step.model.load_state_dict(getattr(step.state, self.source))
+        step.model.load_state_dict(_held(step.state, self.source))
         return step.keep_top(magnitude_scores(step.model, step.plan.params), step.state.mask)
 
 
@@ -106,31 +106,40 @@ class RoundStart:
     lr_fn: Callable[[int], float] | None = None
 
 
+ResetWeights = Literal["theta_k", "trained", "fresh_init", "theta0"]
+
+
 @dataclass(frozen=True)
 class Reset:
     """What a pruning round's surviving weights restart from: `theta_k` (the dense round's
     weights at the rewind iteration k), `trained` (the last round's trained weights),
     `fresh_init` (a new random initialisation) or `theta0`. Training resumes at iteration k on the
-    schedule's learning rate, or, with `final_lr`, at the schedule's last rate throughout."""
+    schedule's learning rate, or, with `final_lr`, at the schedule's last rate throughout.
+    Restarting from θ0 or at the final rate has no iteration to rewind to: such a strategy
+    requires k = 0 (`Strategy.no_rewind`)."""
 
-    weights: str
+    weights: ResetWeights
     final_lr: bool = False
 
+    @property
+    def rewinds(self) -> bool:
+        return self.weights != "theta0" and not self.final_lr
+
     def start(self, spec: LineageSpec, state: LineageState, fresh_init: Callable[[], StateDict]) -> RoundStart:
-        weights = fresh_init() if self.weights == "fresh_init" else getattr(state, self.weights)
+        weights = fresh_init() if self.weights == "fresh_init" else _held(state, self.weights)
         if self.final_lr:
             lr = final_lr(spec.train)
             return RoundStart(weights, spec.rewind_iteration, lambda it: lr)
         return RoundStart(weights, spec.rewind_iteration)
 
 
+def _held(state: LineageState, name: str) -> StateDict:
+    weights = getattr(state, name)
+    assert weights is not None, f"the lineage holds no {name} yet"
+    return weights
+
+
 Requirement = Callable[["LineageSpec"], "str | None"]  # the one-line error a spec breaks, or None
-
-
-def no_rewind(why: str) -> Requirement:
-    return lambda spec: (
-        None if spec.rewind_iteration == 0 else f"strategy {spec.strategy} {why}; set rewind_iteration: 0"
-    )
 
 
 def layerwise_only(why: str) -> Requirement:
@@ -147,7 +156,8 @@ def pruning_rounds(why: str) -> Requirement:
 class Strategy:
     """A ticket-finding strategy. `one_shot`: a single pruning round straight to the sparsity of
     the last iterative round. `imp_track`: its masks come from an IMP lineage trained beside it
-    (the extra training is counted)."""
+    (the extra training is counted). `no_rewind`: why k must be 0 and what to do, for a reset that
+    has no iteration to rewind to. `summary` is what `study plan` says of it."""
 
     name: str
     summary: str
@@ -155,16 +165,28 @@ class Strategy:
     reset: Reset
     one_shot: bool = False
     imp_track: bool = False
+    no_rewind: str | None = None
     requires: tuple[Requirement, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not self.reset.rewinds and not self.no_rewind:
+            raise ValueError(
+                f"strategy {self.name}: a reset to {self.reset.weights} (final_lr={self.reset.final_lr}) "
+                f"cannot rewind; say why in no_rewind"
+            )
+        if isinstance(self.mask, Magnitude) and (self.mask.source == "imp_trained") != self.imp_track:
+            raise ValueError(f"strategy {self.name}: masks from the IMP track's weights go with imp_track=True")
+
     def check(self, spec: LineageSpec) -> None:
+        if self.no_rewind and spec.rewind_iteration:
+            raise SpecError(f"strategy {self.name} {self.no_rewind}")
         for requirement in self.requires:
             problem = requirement(spec)
             if problem:
                 raise SpecError(problem)
 
 
-_AT_INIT = no_rewind("prunes at init and resets to θ0")
+_AT_INIT = "prunes at init and resets to θ0; set rewind_iteration: 0"
 
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
@@ -186,7 +208,7 @@ STRATEGIES: dict[str, Strategy] = {
             "IMP keeping the trained weights, fine-tuned at the schedule's final learning rate",
             Magnitude(),
             Reset("trained", final_lr=True),
-            requires=(no_rewind("keeps the trained weights and does not rewind (or use lr_rewind)"),),
+            no_rewind="keeps the trained weights and does not rewind; set rewind_iteration: 0 (or use lr_rewind)",
         ),
         Strategy(
             "random_reinit",
@@ -211,21 +233,21 @@ STRATEGIES: dict[str, Strategy] = {
             requires=(pruning_rounds("the iterative round count whose sparsity it jumps to"),),
         ),
         Strategy(
-            "snip", "SNIP's connection sensitivity at θ0", AtInit(snip_scores), Reset("theta0"), requires=(_AT_INIT,)
+            "snip", "SNIP's connection sensitivity at θ0", AtInit(snip_scores), Reset("theta0"), no_rewind=_AT_INIT
         ),
         Strategy(
             "grasp",
             "GraSP's gradient-flow preservation at θ0",
             AtInit(grasp_scores),
             Reset("theta0"),
-            requires=(_AT_INIT,),
+            no_rewind=_AT_INIT,
         ),
         Strategy(
             "synflow",
             "SynFlow's data-free iterative synaptic flow at θ0",
             synflow_at_init,
             Reset("theta0"),
-            requires=(_AT_INIT,),
+            no_rewind=_AT_INIT,
         ),
     )
 }

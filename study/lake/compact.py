@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from study.lake.files import check_name, write_atomic
-from study.lake.reader import _files, _read, read_lineages
+from study.lake.reader import read_files, read_lineages, table_files
 from study.lake.schema import ROUND_KEYS, ROUNDS_SCHEMA
 
 
@@ -44,8 +44,8 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
         raise RuntimeError(
             f"study {study} still has running lineages ({', '.join(running[:3])}...); wait for them or pass --force"
         )
-    files = _files(root, "rounds", study)
-    read = _read(files, ROUNDS_SCHEMA, ROUND_KEYS)
+    files = table_files(root, "rounds", study)
+    read = read_files(files, ROUNDS_SCHEMA, ROUND_KEYS)
     if read.skipped:
         raise RuntimeError(f"cannot compact {study}: unreadable files {read.skipped[:2]}; move them away first")
     stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}"

@@ -24,7 +24,7 @@ class LakeRead:
     files: int = 0
 
 
-def _files(root: Path, kind: str, study: str | None) -> list[Path]:
+def table_files(root: Path, kind: str, study: str | None) -> list[Path]:
     base = Path(root) / kind
     if study is not None:
         base = base / f"study={study}"
@@ -37,7 +37,7 @@ def _files(root: Path, kind: str, study: str | None) -> list[Path]:
     )
 
 
-def _read(files: Iterable[Path], schema: pa.Schema, keys: list[str]) -> LakeRead:
+def read_files(files: Iterable[Path], schema: pa.Schema, keys: list[str]) -> LakeRead:
     tables, skipped, count = [], [], 0
     required = [f.name for f in schema if not f.nullable]
     for path in files:
@@ -79,15 +79,15 @@ def _latest(table: pa.Table, keys: list[str]) -> pa.Table:
 
 
 def read_rounds(root: str | Path, study: str | None = None) -> LakeRead:
-    return _read(_files(Path(root), "rounds", study), ROUNDS_SCHEMA, ROUND_KEYS)
+    return read_files(table_files(Path(root), "rounds", study), ROUNDS_SCHEMA, ROUND_KEYS)
 
 
 def read_lineages(root: str | Path, study: str | None = None) -> LakeRead:
-    return _read(_files(Path(root), "lineages", study), LINEAGES_SCHEMA, LINEAGE_KEYS)
+    return read_files(table_files(Path(root), "lineages", study), LINEAGES_SCHEMA, LINEAGE_KEYS)
 
 
 def read_studies(root: str | Path, study: str | None = None) -> LakeRead:
-    return _read(_files(Path(root), "studies", study), STUDIES_SCHEMA, ["study"])
+    return read_files(table_files(Path(root), "studies", study), STUDIES_SCHEMA, ["study"])
 
 
 def excluded_lineages(lineages: list[dict[str, Any]]) -> set[tuple[str, str, str]]:

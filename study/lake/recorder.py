@@ -131,7 +131,7 @@ class LakeLineage:
                 f"it (its files are kept under {Path(root) / '_superseded'})"
             )
         try:
-            self.rounds = Lineage(
+            self.lineage = Lineage(
                 spec,
                 ids=LineageIds(study, trial_id),
                 workdir=self.workdir,
@@ -163,15 +163,15 @@ class LakeLineage:
             model=spec.model,
             dataset=spec.dataset,
             seed=spec.seed,
-            rounds_planned=self.rounds.plan.rounds[-1],
+            rounds_planned=self.lineage.plan.rounds[-1],
             config_json=json.dumps(spec.to_dict(), sort_keys=True),
             optuna_trial_number=optuna_trial_number,
             node_id=node_id,
-            device=str(self.rounds.device),
+            device=str(self.lineage.device),
             code_version=code_version(),
             started_at=started,
         )
-        self.previous = self.rounds.previous
+        self.previous = self.lineage.previous
         self.done = self.previous[-1].round + 1 if self.previous else 0
         self.status("running")
 
@@ -185,7 +185,7 @@ class LakeLineage:
         return None
 
     def status(self, state: str, error: str | None = None) -> None:
-        self.state = state
+        self.status_name = state
         row = dataclasses.replace(self.row, status=state, error=error, rounds_done=self.done, updated_at=now())
         write_lineage(self.root, dataclasses.asdict(row))
 
@@ -201,7 +201,7 @@ class LakeLineage:
 
     def __next__(self) -> RoundResult:
         try:
-            return next(self.rounds)
+            return next(self.lineage)
         except StopIteration:
             self.status("finished")
             raise

@@ -111,13 +111,14 @@ def _within(seconds: float, what: str, call: Callable[[], Any], url: str = "") -
 
 
 def check_storage(study, timeout_s: float = 20.0) -> None:
-    """The lake can be written, and the Optuna database and Tune's object storage answer."""
+    """The lake of a prepared study can be written, and its Optuna database and Tune's object
+    storage answer."""
     from study.lake.recorder import ensure_writable
-    from study.search.tune import optuna_storage
+    from study.search.tune import optuna_storage, optuna_url, tune_root
 
     ensure_writable(study.storage.results)
 
-    url = study.storage.optuna_url(study.name)
+    url = optuna_url(study)
     if "://" in url:
         _within(timeout_s, f"optuna storage {redact(url)}", lambda: optuna_storage(url), url)
     else:
@@ -126,7 +127,7 @@ def check_storage(study, timeout_s: float = 20.0) -> None:
             "the Optuna journal's folder",
             "point storage.optuna at a file in a writable folder",
         )
-    tune_path = study.storage.tune_path()
+    tune_path = tune_root(study)
     if "://" in tune_path:
         import pyarrow.fs as pafs
 

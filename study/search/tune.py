@@ -186,7 +186,7 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
             # the failing lineage filed its own status; its siblings stop, and the trial reports
             # a failure that LotterySearch files with Optuna as FAIL (never a best)
             for lin in lineages:
-                if lin.state == "running":
+                if lin.status_name == "running":
                     lin.status("stopped", f"a sibling seed's lineage is {e.status}: {e}")
             tune.report(
                 {
@@ -335,6 +335,18 @@ def prepare(study: StudySpec) -> StudySpec:
     )
 
 
+def tune_root(study: StudySpec) -> str:
+    """Tune's storage of a prepared study."""
+    assert study.storage.tune is not None, "prepare() sets it"
+    return study.storage.tune
+
+
+def optuna_url(study: StudySpec) -> str:
+    """The Optuna storage of a prepared study (${VARS} expanded once, by prepare())."""
+    assert study.storage.optuna is not None, "prepare() sets it"
+    return study.storage.optuna
+
+
 def run_study(
     study: StudySpec,
     *,
@@ -355,11 +367,11 @@ def run_study(
     if announce:
         announce()
     metrics, modes = study.objective.metrics, study.objective.modes
-    multi = len(metrics) > 1
+    multi = study.objective.multi
     trainable = tune.with_resources(
         tune.with_parameters(lineage_trial, study=study), {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
     )
-    path = f"{study.storage.tune_path().rstrip('/')}/{study.name}"
+    path = f"{tune_root(study).rstrip('/')}/{study.name}"
     stall = StallStopper(study.stall_timeout_s)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
@@ -374,7 +386,7 @@ def run_study(
             mode=modes if multi else modes[0],
             sampler=make_sampler(study),
             study_name=study.name,
-            storage=optuna_storage(study.storage.optuna_url(study.name)),
+            storage=optuna_storage(optuna_url(study)),
         )
         scheduler = None
         if study.scheduler:
@@ -398,7 +410,7 @@ def run_study(
             ),
             run_config=RunConfig(
                 name=study.name,
-                storage_path=study.storage.tune,
+                storage_path=tune_root(study),
                 verbose=0,
                 stop=stall,
                 failure_config=FailureConfig(max_failures=study.max_failures),
@@ -482,7 +494,7 @@ def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
 
 
 def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int) -> StudyOutcome:
-    ostudy = optuna.load_study(study_name=study.name, storage=optuna_storage(study.storage.optuna_url(study.name)))
+    ostudy = optuna.load_study(study_name=study.name, storage=optuna_storage(optuna_url(study)))
     points = trial_points(study.storage.results, study.name)
     obj = study.objective
     trials = [
@@ -497,17 +509,12 @@ def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int
         for t in ostudy.trials
     ]
     done = [t for t in trials if t["state"] == "COMPLETE" and t["values"]]
-    if len(metrics) > 1:
+    if study.objective.multi:
         front = pareto_front([tuple(t["values"]) for t in done], modes)
         best = [done[i] for i in front]
     else:
         sign = 1 if modes[0] == "max" else -1
         best = sorted(done, key=lambda t: -sign * t["values"][0])[:1]
     return StudyOutcome(
-        best,
-        trials,
-        study.storage.results,
-        f"{study.storage.tune_path()}/{study.name}",
-        study.storage.optuna_url(study.name),
-        errors,
+        best, trials, study.storage.results, f"{tune_root(study)}/{study.name}", optuna_url(study), errors
     )

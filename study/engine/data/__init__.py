@@ -219,17 +219,17 @@ DATASETS: dict[str, Dataset] = {
         lambda spec: ((len(_pcfg_vocabulary(spec)),), len(_pcfg_vocabulary(spec)), {}),
         partial(_language_model, "pcfg", _pcfg_vocabulary, _pcfg_parts),
     ),
-    "text": Dataset(
-        "text",
-        lambda spec: ((len(_text_vocabulary(spec)),), len(_text_vocabulary(spec)), {}),
-        partial(_language_model, "text", _text_vocabulary, _text_parts),
-    ),
     "logical_inference": Dataset(
         "sequence",
         lambda spec: ((len(_logic_vocabulary(spec)),), len(seq.RELATIONS), {"pair": True}),
         _logical_inference,
     ),
     "listops": Dataset("sequence", lambda spec: ((len(_listops_vocabulary(spec)),), 10, {}), _listops),
+    "text": Dataset(
+        "text",
+        lambda spec: ((len(_text_vocabulary(spec)),), len(_text_vocabulary(spec)), {}),
+        partial(_language_model, "text", _text_vocabulary, _text_parts),
+    ),
 }
 
 
