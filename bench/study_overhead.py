@@ -1,8 +1,8 @@
 """The platform's overhead: the same lineages run bare and as a study.
 
 Bare: `run_lineage` in a loop, in two processes at once (one thread each), each taking half of
-the lineages. Study: `study tune` machinery (local Ray, OptunaSearch over a grid of the four
-seeds, 2 concurrent trials of 1 CPU, Parquet rows and a Tune checkpoint every round). Both are
+the lineages. Study: `study tune` machinery (local Ray, OptunaSearch over a grid of four data
+splits (seeds are replicates, never searched), 2 concurrent trials of 1 CPU, Parquet rows and a Tune checkpoint every round). Both are
 timed end to end (process/Ray start-up, data loading and everything else included).
 
     python bench/study_overhead.py [--lineages 4] [--rounds 3] [--iterations 3000]
@@ -19,8 +19,9 @@ import time
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-def base_lineage(rounds: int, iterations: int) -> dict:
+def base_lineage(rounds: int, iterations: int, split_seed: int = 0) -> dict:
     return {
+        "data": {"split_seed": split_seed},
         "model": "lenet_300_100",
         "dataset": "fashion_mnist",
         "strategy": "imp",
@@ -30,13 +31,13 @@ def base_lineage(rounds: int, iterations: int) -> dict:
     }
 
 
-def bare_worker(seeds: list[int], rounds: int, iterations: int, out) -> None:
+def bare_worker(splits: list[int], rounds: int, iterations: int, out) -> None:
     from study.engine.lineage import RunContext, run_lineage
     from study.engine.spec import lineage_spec_from_dict
 
     total = 0
-    for seed in seeds:
-        spec = lineage_spec_from_dict({**base_lineage(rounds, iterations), "seed": seed})
+    for split in splits:
+        spec = lineage_spec_from_dict(base_lineage(rounds, iterations, split))
         total += sum(r.iterations for r in run_lineage(spec, context=RunContext(threads=1)))
     out.put(total)
 
@@ -44,9 +45,9 @@ def bare_worker(seeds: list[int], rounds: int, iterations: int, out) -> None:
 def run_bare(n: int, rounds: int, iterations: int) -> tuple[int, float]:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    seeds = list(range(n))
+    splits = list(range(n))
     t0 = time.perf_counter()
-    procs = [ctx.Process(target=bare_worker, args=(seeds[i::2], rounds, iterations, out)) for i in range(2)]
+    procs = [ctx.Process(target=bare_worker, args=(splits[i::2], rounds, iterations, out)) for i in range(2)]
     for p in procs:
         p.start()
     total = sum(out.get() for _ in procs)
@@ -64,7 +65,7 @@ def run_as_study(n: int, rounds: int, iterations: int, root: str) -> tuple[int, 
     raw = {
         "name": "overhead",
         "base": base_lineage(rounds, iterations),
-        "search": {"seed": {"type": "categorical", "choices": list(range(n))}},
+        "search": {"data.split_seed": {"type": "categorical", "choices": list(range(n))}},
         "sampler": "grid",
         "budget": {"num_samples": n},
         "max_concurrent": 2,
