@@ -56,10 +56,9 @@ def run_bare(n: int, rounds: int, iterations: int) -> tuple[int, float]:
     return total, time.perf_counter() - t0
 
 
-def run_as_study(n: int, rounds: int, iterations: int, root: str) -> tuple[int, float]:
-    from study.lake.reader import read_rounds
+def overhead_study(n: int, rounds: int, iterations: int, root: str):
+    """The study side of the benchmark, validated (a test checks it still is)."""
     from study.search.study_spec import StudySpec
-    from study.search.tune import run_study
     from study.typed_yaml import build
 
     raw = {
@@ -74,6 +73,14 @@ def run_as_study(n: int, rounds: int, iterations: int, root: str) -> tuple[int, 
     }
     study = build(StudySpec, raw, "study")
     study.validate()
+    return study
+
+
+def run_as_study(n: int, rounds: int, iterations: int, root: str) -> tuple[int, float]:
+    from study.lake.reader import read_rounds
+    from study.search.tune import run_study
+
+    study = overhead_study(n, rounds, iterations, root)
     t0 = time.perf_counter()
     outcome = run_study(study)
     wall = time.perf_counter() - t0

@@ -1,0 +1,25 @@
+"""The benchmarks are not run by the suite, but what they ask of the platform is checked here, so
+a change that makes a benchmark's spec invalid fails a test instead of the next benchmark run."""
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_overhead_benchmark_study_is_valid_and_matches_its_bare_lineages(tmp_path):
+    bench = load("study_overhead")
+    study = bench.overhead_study(4, 3, 3000, str(tmp_path))
+    configs = [study.lineage_spec({"data.split_seed": s}, seed=0) for s in range(4)]
+    from study.engine.spec import lineage_spec_from_dict
+
+    bare = [lineage_spec_from_dict(bench.base_lineage(3, 3000, s)) for s in range(4)]
+    assert [c.lineage_id() for c in configs] == [b.lineage_id() for b in bare]  # the same work both ways
+    assert len({c.lineage_id() for c in configs}) == 4
