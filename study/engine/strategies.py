@@ -142,14 +142,26 @@ def _held(state: LineageState, name: str) -> StateDict:
 Requirement = Callable[["LineageSpec"], "str | None"]  # the one-line error a spec breaks, or None
 
 
-def layerwise_only(why: str) -> Requirement:
-    return lambda spec: (
-        None if spec.prune.scope == "layerwise" else f"strategy {spec.strategy} {why} and needs prune.scope: layerwise"
-    )
+@dataclass(frozen=True)
+class LayerwiseOnly:
+    """The strategy keeps per-layer sparsity: global pruning is refused."""
+
+    why: str
+
+    def __call__(self, spec: LineageSpec) -> str | None:
+        if spec.prune.scope == "layerwise":
+            return None
+        return f"strategy {spec.strategy} {self.why} and needs prune.scope: layerwise"
 
 
-def pruning_rounds(why: str) -> Requirement:
-    return lambda spec: None if spec.rounds != 0 else f"strategy {spec.strategy} needs rounds >= 1 ({why})"
+@dataclass(frozen=True)
+class PruningRounds:
+    """The strategy needs at least one pruning round."""
+
+    why: str
+
+    def __call__(self, spec: LineageSpec) -> str | None:
+        return None if spec.rounds != 0 else f"strategy {spec.strategy} needs rounds >= 1 ({self.why})"
 
 
 @dataclass(frozen=True)
@@ -222,7 +234,7 @@ STRATEGIES: dict[str, Strategy] = {
             "random masks of IMP's per-layer sparsity, survivors rewound to θ_k",
             random_within_mask,
             Reset("theta_k"),
-            requires=(layerwise_only("keeps per-layer sparsity"),),
+            requires=(LayerwiseOnly("keeps per-layer sparsity"),),
         ),
         Strategy(
             "oneshot",
@@ -230,7 +242,7 @@ STRATEGIES: dict[str, Strategy] = {
             Magnitude(),
             Reset("theta_k"),
             one_shot=True,
-            requires=(pruning_rounds("the iterative round count whose sparsity it jumps to"),),
+            requires=(PruningRounds("the iterative round count whose sparsity it jumps to"),),
         ),
         Strategy(
             "snip", "SNIP's connection sensitivity at θ0", AtInit(snip_scores), Reset("theta0"), no_rewind=_AT_INIT
