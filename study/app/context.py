@@ -6,19 +6,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from study.app.lake import FILTERS, Lake, filter_rows, fingerprint, load_lake, unfinished_lineages
+from study.app.lake import FILTERS, Lake, LiveLake, filter_rows, unfinished_lineages
 from study.lake.reader import excluded_lineages
 
 
-@st.cache_data(show_spinner="Reading the results lake…", max_entries=4)
-def _cached_lake(root: str, _fingerprint: tuple, fp_key: str) -> Lake:
-    return load_lake(root)
+@st.cache_resource(show_spinner="Reading the results lake…", max_entries=4)
+def _live_lake(root: str) -> LiveLake:
+    return LiveLake(root)
 
 
 def current_lake() -> Lake:
-    root = st.session_state.get("root", "results")
-    fp = fingerprint(root)
-    return _cached_lake(root, fp, str(hash(fp)))
+    """The lake at the chosen root, brought up to date by reading only the files that changed."""
+    return _live_lake(st.session_state.get("root", "results")).current()
 
 
 def selected_filters() -> dict[str, list[str]]:

@@ -3,16 +3,19 @@ into pandas frames, and the aggregations every page shares (series, seed means, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
-from study.lake.reader import read_lineages, read_rounds, read_studies
+from study.lake.incremental import IncrementalLake
+from study.lake.reader import LakeRead, read_lineages, read_rounds, read_studies
 
 FILTERS = ("study", "model", "dataset", "strategy")
 
@@ -67,10 +70,14 @@ def _config_id(config_json: str | None) -> str:
 
 
 def load_lake(root: str | Path) -> Lake:
+    """The whole lake, read in full."""
+    return lake_from_reads(root, {"rounds": read_rounds(root), "lineages": read_lineages(root),
+                                  "studies": read_studies(root)})  # fmt: skip
+
+
+def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
     root = Path(root)
-    rounds = read_rounds(root)
-    lineages = read_lineages(root)
-    studies = read_studies(root)
+    rounds, lineages, studies = reads["rounds"], reads["lineages"], reads["studies"]
     r, lin, stu = _plain(rounds.table), _plain(lineages.table), _plain(studies.table)
     lin["config_id"] = lin["config_json"].map(_config_id)
     r = r.merge(
@@ -83,6 +90,27 @@ def load_lake(root: str | Path) -> Lake:
     return Lake(
         str(root), root.is_dir(), rounds.table, r, lin, stu, rounds.skipped + lineages.skipped + studies.skipped
     )
+
+
+class LiveLake:
+    """A lake kept in memory and brought up to date by reading only the files that changed since
+    the last look (shared by every session of the app on the same root)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.reader = IncrementalLake(self.root)
+        self.lake: Lake | None = None
+        self.lock = threading.Lock()
+
+    def current(self) -> Lake:
+        """The lake now; each caller gets its own frames (pages add columns to them)."""
+        with self.lock:
+            reads, changed = self.reader.refresh()
+            if changed or self.lake is None:
+                self.lake = lake_from_reads(self.root, reads)
+            lake = self.lake
+        return dataclasses.replace(lake, rounds=lake.rounds.copy(deep=False), lineages=lake.lineages.copy(deep=False),
+                                   studies=lake.studies.copy(deep=False))  # fmt: skip
 
 
 def filter_rows(df: pd.DataFrame, selected: dict[str, list[str]]) -> pd.DataFrame:

@@ -37,26 +37,37 @@ def table_files(root: Path, kind: str, study: str | None) -> list[Path]:
     )
 
 
+def read_one(path: Path, schema: pa.Schema) -> tuple[pa.Table | None, str | None]:
+    """One file against `schema`: its table, or None and why it was skipped (a truncated or
+    corrupt file, or a foreign Parquet file that has none of our keys)."""
+    try:
+        table = pq.read_table(path, schema=schema)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return None, first
+    lacking = [f.name for f in schema if not f.nullable and table[f.name].null_count]
+    if lacking:
+        return None, f"not a {schema.metadata[b'study.table'].decode()} file (no {', '.join(lacking)})"
+    return table, None
+
+
+def merge(tables: list[pa.Table], schema: pa.Schema, keys: list[str]) -> pa.Table:
+    """The tables (in file order) as one, one row per key."""
+    if not tables:
+        return schema.empty_table()
+    return _latest(pa.concat_tables(tables).unify_dictionaries().combine_chunks(), keys)
+
+
 def read_files(files: Iterable[Path], schema: pa.Schema, keys: list[str]) -> LakeRead:
     tables, skipped, count = [], [], 0
-    required = [f.name for f in schema if not f.nullable]
     for path in files:
         count += 1
-        try:
-            table = pq.read_table(path, schema=schema)
-        except Exception as e:  # a truncated or corrupt file: skip it and say which
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            skipped.append(f"{path}: {first}")
-            continue
-        lacking = [name for name in required if table[name].null_count]
-        if lacking:  # a foreign Parquet file: read against our schema it has no keys
-            skipped.append(f"{path}: not a {schema.metadata[b'study.table'].decode()} file (no {', '.join(lacking)})")
-            continue
-        tables.append(table)
-    if not tables:
-        return LakeRead(schema.empty_table(), skipped, count)
-    table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
-    return LakeRead(_latest(table, keys), skipped, count)
+        table, why = read_one(path, schema)
+        if table is None:
+            skipped.append(f"{path}: {why}")
+        else:
+            tables.append(table)
+    return LakeRead(merge(tables, schema, keys), skipped, count)
 
 
 def _latest(table: pa.Table, keys: list[str]) -> pa.Table:

@@ -1,0 +1,153 @@
+"""The incremental reader returns exactly what a full read returns (same rows, same order, same
+skipped files) after every kind of change a lake sees, and reads only what changed."""
+
+import datetime as dt
+import shutil
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from study.lake.files import lineage_path, round_path, write_atomic, write_lineage, write_round
+from study.lake.incremental import IncrementalLake
+from study.lake.reader import read_lineages, read_rounds, read_studies
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def round_row(trial, rnd, strategy="imp", acc=0.5, seconds=0):
+    return {
+        "study": "s",
+        "strategy": strategy,
+        "trial_id": trial,
+        "lineage_id": f"lin-{trial}",
+        "config_hash": "h",
+        "round": rnd,
+        "remaining_pct": 100.0 * 0.8**rnd,
+        "val_acc": acc,
+        "test_acc": acc,
+        "curve_iteration": [0, 10, 20],
+        "layer_remaining_pct": {"fc1.weight": 100.0 * 0.8**rnd},
+        "written_at": T0 + dt.timedelta(seconds=seconds),
+    }
+
+
+def lineage_row(trial, status, strategy="imp", seconds=0):
+    return {
+        "study": "s",
+        "strategy": strategy,
+        "trial_id": trial,
+        "lineage_id": f"lin-{trial}",
+        "config_hash": "h",
+        "status": status,
+        "rounds_done": 1,
+        "updated_at": T0 + dt.timedelta(seconds=seconds),
+    }
+
+
+def same_as_full_read(lake, root):
+    reads, _ = lake.refresh()
+    for kind, full in (
+        ("rounds", read_rounds(root)),
+        ("lineages", read_lineages(root)),
+        ("studies", read_studies(root)),
+    ):
+        assert reads[kind].table.equals(full.table), kind
+        assert reads[kind].skipped == full.skipped, kind
+        assert reads[kind].files == full.files, kind
+    return reads
+
+
+def test_the_incremental_reader_equals_a_full_read_after_every_kind_of_change(tmp_path):
+    for trial, strategy in (("a", "imp"), ("b", "imp"), ("c", "random_reinit")):
+        for rnd in range(3):
+            write_round(tmp_path, round_row(trial, rnd, strategy))
+        write_lineage(tmp_path, lineage_row(trial, "running", strategy))
+    lake = IncrementalLake(tmp_path)
+    reads = same_as_full_read(lake, tmp_path)
+    assert reads["rounds"].table.num_rows == 9 and lake.files_read == 12
+
+    # nothing changed: nothing read
+    _, changed = lake.refresh()
+    assert not changed and lake.files_read == 0
+
+    # a new round lands: one file read
+    write_round(tmp_path, round_row("a", 3, seconds=5))
+    reads = same_as_full_read(lake, tmp_path)
+    assert lake.files_read == 1 and reads["rounds"].table.num_rows == 10
+
+    # a round re-written in place (a retried round) replaces the old row
+    write_round(tmp_path, round_row("b", 1, acc=0.9, seconds=9))
+    reads = same_as_full_read(lake, tmp_path)
+    assert lake.files_read == 1
+    b1 = [r for r in reads["rounds"].table.to_pylist() if r["trial_id"] == "b" and r["round"] == 1]
+    assert [r["val_acc"] for r in b1] == [0.9]
+
+    # a status update
+    write_lineage(tmp_path, lineage_row("a", "finished", seconds=9))
+    reads = same_as_full_read(lake, tmp_path)
+    assert {r["trial_id"]: r["status"] for r in reads["lineages"].table.to_pylist()}["a"] == "finished"
+
+    # a corrupt file and a foreign file: skipped and named, the same as a full read says
+    round_path(tmp_path, "s", "imp", "d", 0).write_bytes(b"PAR1 not parquet at all")
+    pq.write_table(pq.read_table(round_path(tmp_path, "s", "imp", "a", 0)).select(["val_acc"]),
+                   round_path(tmp_path, "s", "imp", "e", 0))  # fmt: skip
+    reads = same_as_full_read(lake, tmp_path)
+    assert len(reads["rounds"].skipped) == 2
+
+    # a compaction that crashed after writing its file: every row twice on disk, once in the read
+    folder = tmp_path / "rounds" / "study=s" / "strategy=imp"
+    rows = read_rounds(tmp_path).table
+    write_atomic(rows.filter(pc.equal(rows["strategy"].cast("string"), "imp")), folder / "compact-1.parquet")
+    reads = same_as_full_read(lake, tmp_path)
+    assert reads["rounds"].table.num_rows == 10
+
+    # ... and the compaction finishing: the per-round files removed
+    for path in folder.glob("[abe]-r*.parquet"):
+        path.unlink()
+    reads = same_as_full_read(lake, tmp_path)
+    assert reads["rounds"].table.num_rows == 10
+
+    # a whole folder removed (a superseded trial's strategy partition)
+    shutil.rmtree(tmp_path / "rounds" / "study=s" / "strategy=random_reinit")
+    lineage_path(tmp_path, "s", "random_reinit", "c").unlink()
+    reads = same_as_full_read(lake, tmp_path)
+    assert set(reads["rounds"].table["strategy"].cast("string").to_pylist()) == {"imp"}
+
+
+def test_a_refresh_reads_only_the_files_that_changed_in_a_large_lake(tmp_path):
+    for trial in range(40):
+        for rnd in range(5):
+            write_round(tmp_path, round_row(f"t{trial}", rnd))
+    lake = IncrementalLake(tmp_path)
+    lake.refresh()
+    assert lake.files_read == 200
+    write_round(tmp_path, round_row("t7", 2, acc=0.75, seconds=3))
+    write_round(tmp_path, round_row("t41", 0))
+    reads = same_as_full_read(lake, tmp_path)
+    assert lake.files_read == 2 and reads["rounds"].table.num_rows == 201
+
+
+def test_one_study_only(tmp_path):
+    write_round(tmp_path, round_row("a", 0))
+    write_round(tmp_path, {**round_row("b", 0), "study": "other"})
+    lake = IncrementalLake(tmp_path, study="other")
+    reads, _ = lake.refresh()
+    assert reads["rounds"].table.equals(read_rounds(tmp_path, "other").table)
+    assert reads["rounds"].table["trial_id"].to_pylist() == ["b"]
+
+
+def test_the_apps_live_lake_follows_the_files_and_hands_out_its_own_frames(tmp_path):
+    from study.app.lake import LiveLake, load_lake
+
+    write_round(tmp_path, round_row("a", 0))
+    write_lineage(tmp_path, lineage_row("a", "running"))
+    live = LiveLake(tmp_path)
+    first = live.current()
+    first.rounds["series"] = "mine"  # a page adding a column to its frame
+    assert "series" not in live.current().rounds.columns
+    write_round(tmp_path, round_row("a", 1, seconds=2))
+    write_lineage(tmp_path, lineage_row("a", "finished", seconds=2))
+    now, full = live.current(), load_lake(tmp_path)
+    assert now.rounds.drop(columns="row").equals(full.rounds.drop(columns="row"))
+    assert now.lineages.equals(full.lineages) and list(now.rounds["round"]) == [0, 1]
+    assert live.reader.files_read == 2
