@@ -169,8 +169,24 @@ def loopback_cluster(head_cpus: int, worker_cpus: int):
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+def round_stamps(lake):
+    """'<trial>-r<round>' -> when its row was written, for every round row in the raw files (per-round
+    and folded, one file at a time; a file folded away between listing and reading is skipped)."""
+    import pyarrow.parquet as pq
+
+    stamps = {}
+    for path in sorted((lake / "rounds").rglob("*.parquet")):
+        try:
+            rows = pq.read_table(path, columns=["trial_id", "round", "written_at"]).to_pylist()
+        except (FileNotFoundError, OSError):
+            continue
+        for r in rows:
+            stamps[f"{r['trial_id']}-r{r['round']:03d}"] = r["written_at"].isoformat()
+    return stamps
+
+
 def kill_once_and_rerun(argv, env, lake, min_round_files=3, timeout=240, after_kill=None):
-    """Start `argv`, SIGKILL it once `min_round_files` round files have landed, call `after_kill()`,
+    """Start `argv`, SIGKILL it once `min_round_files` round rows have landed, call `after_kill()`,
     run it again to the end; returns the second run (a CompletedProcess)."""
     import signal
     import subprocess
@@ -178,7 +194,7 @@ def kill_once_and_rerun(argv, env, lake, min_round_files=3, timeout=240, after_k
 
     first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + timeout
-    while len(list((lake / "rounds").rglob("*.parquet"))) < min_round_files:
+    while len(round_stamps(lake)) < min_round_files:
         assert first.poll() is None, first.stderr.read().decode()[-3000:]
         assert time.time() < deadline, "timed out waiting for rounds"
         time.sleep(0.2)
@@ -194,7 +210,7 @@ def kill_once_and_rerun(argv, env, lake, min_round_files=3, timeout=240, after_k
 
 def assert_study_complete(lake, study, rounds, trials=4):
     """From the raw files (one at a time, no de-duplicating reader): exactly `trials` lineages,
-    all finished, each with exactly one file per round in `rounds`."""
+    all finished, each with exactly one row per round in `rounds`."""
     import pyarrow.parquet as pq
 
     rows = [

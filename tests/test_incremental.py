@@ -151,3 +151,60 @@ def test_the_apps_live_lake_follows_the_files_and_hands_out_its_own_frames(tmp_p
     assert now.rounds.drop(columns="row").equals(full.rounds.drop(columns="row"))
     assert now.lineages.equals(full.lineages) and list(now.rounds["round"]) == [0, 1]
     assert live.reader.files_read == 2
+
+
+def test_folding_a_finished_lineage_keeps_every_row_and_drops_only_copies(tmp_path):
+    from study.lake.files import fold_rounds, folded_path, supersede, trial_files
+
+    for rnd in range(4):
+        write_round(tmp_path, round_row("a", rnd))
+    write_round(tmp_path, round_row("b", 0))
+    before = read_rounds(tmp_path).table
+    target = fold_rounds(tmp_path, "s", "imp", "a")
+    assert target == folded_path(tmp_path, "s", "imp", "a") and target.name == "a.rounds.parquet"
+    folder = target.parent
+    assert sorted(p.name for p in folder.iterdir()) == ["a.rounds.parquet", "b-r000.parquet"]
+    assert pq.read_table(target).num_rows == 4
+    assert (
+        read_rounds(tmp_path)
+        .table.sort_by([("trial_id", "ascending"), ("round", "ascending")])
+        .equals(before.sort_by([("trial_id", "ascending"), ("round", "ascending")]))
+    )
+    assert fold_rounds(tmp_path, "s", "imp", "a") is None  # already one file
+
+    # a crash between writing the folded file and removing the per-round files leaves copies:
+    # folding again drops the exact copies; a redone round (another written_at) stays on disk
+    write_round(tmp_path, round_row("a", 2))  # an exact copy of round 2
+    write_round(tmp_path, round_row("a", 3, acc=0.9, seconds=7))  # round 3 redone
+    fold_rounds(tmp_path, "s", "imp", "a")
+    raw = pq.read_table(target).to_pylist()
+    assert sorted((r["round"], r["val_acc"]) for r in raw) == [(0, 0.5), (1, 0.5), (2, 0.5), (3, 0.5), (3, 0.9)]
+    a = [r for r in read_rounds(tmp_path).table.to_pylist() if r["trial_id"] == "a"]
+    assert [(r["round"], r["val_acc"]) for r in sorted(a, key=lambda r: r["round"])][-1] == (3, 0.9)
+
+    # an unreadable round file stops the fold (nothing removed)
+    round_path(tmp_path, "s", "imp", "b", 1).write_bytes(b"PAR1 broken")
+    assert fold_rounds(tmp_path, "s", "imp", "b") is None
+    assert sorted(p.name for p in folder.glob("b-*")) == ["b-r000.parquet", "b-r001.parquet"]
+
+    # the folded file belongs to its trial: superseding moves it
+    assert target in trial_files(tmp_path, "s", "a")
+    supersede(tmp_path, "s", "a")
+    assert not target.exists()
+
+
+def test_a_lineage_run_to_the_lake_ends_folded(tmp_path):
+    from conftest import synthetic_spec_dict
+
+    from study.engine.lineage import RunContext
+    from study.engine.spec import lineage_spec_from_dict
+    from study.lake.recorder import run_to_lake
+
+    spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2))
+    results = run_to_lake(spec, tmp_path, study="s", context=RunContext(threads=1))
+    files = list((tmp_path / "rounds").rglob("*.parquet"))
+    assert [p.name for p in files] == [f"{spec.lineage_id()}.rounds.parquet"]
+    assert [r["round"] for r in pq.read_table(files[0]).to_pylist()] == [r.round for r in results] == [0, 1, 2]
+    # a re-run finds the lineage finished and its rows in place
+    again = run_to_lake(spec, tmp_path, study="s", context=RunContext(threads=1))
+    assert again == results and [p.name for p in (tmp_path / "rounds").rglob("*.parquet")] == [files[0].name]

@@ -28,13 +28,14 @@ def lake(tmp_path_factory):
     return root
 
 
-def test_one_file_per_trial_round_with_schema_version(lake):
+def test_each_finished_lineage_is_one_file_with_schema_version(lake):
     files = sorted((lake / "rounds").rglob("*.parquet"))
-    assert len(files) == 12
+    assert len(files) == 4 and all(p.name.endswith(".rounds.parquet") for p in files)
+    assert [pq.read_table(p).num_rows for p in files] == [3, 3, 3, 3]
     assert not [p for p in lake.rglob(".*") if p.is_file()], "no temp files left behind"
     meta = pq.read_schema(files[0]).metadata
     assert meta[b"study.schema_version"] == SCHEMA_VERSION.encode()
-    assert files[0].parent.name.startswith("strategy=") and files[0].name.endswith("-r000.parquet")
+    assert files[0].parent.name.startswith("strategy=")
 
 
 def test_reader_applies_canonical_schema(lake):

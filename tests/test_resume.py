@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow.parquet as pq
 import yaml
 from conftest import synthetic_spec_dict
 
@@ -56,7 +57,9 @@ def test_kill_9_mid_round_then_resume_matches_uninterrupted(tmp_path):
     resumed = read_rounds(killed).table.sort_by("round").to_pylist()
     reference = read_rounds(clean).table.sort_by("round").to_pylist()
     assert [r["round"] for r in resumed] == [0, 1, 2, 3, 4]
-    assert len(list((killed / "rounds").rglob("*.parquet"))) == 5, "no duplicate rows"
+    files = list((killed / "rounds").rglob("*.parquet"))
+    assert len(files) == 1 and files[0].name.endswith(".rounds.parquet"), "the finished lineage, folded"
+    assert pq.read_table(files[0]).num_rows == 5, "no duplicate rows"
     for a, b in zip(resumed, reference, strict=True):
         for key in a:
             if key not in TIMING:

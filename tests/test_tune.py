@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
-from conftest import kill_once_and_rerun, loopback_cluster, synthetic_spec_dict
+from conftest import kill_once_and_rerun, loopback_cluster, round_stamps, synthetic_spec_dict
 
 from study.analysis.objectives import pareto_front
 from study.lake.reader import duckdb_rounds_sql, read_lineages, read_rounds
@@ -53,7 +53,8 @@ def test_four_trials_by_three_rounds_write_twelve_rows(local_ray, tmp_path):
     lake = tmp_path / "lake"
     assert outcome.errors == 0
     rounds = read_rounds(lake, "s").table
-    assert rounds.num_rows == 12 and len(list((lake / "rounds").rglob("*.parquet"))) == 12
+    assert rounds.num_rows == 12 and len(raw_rows(lake)) == 12
+    assert len(list((lake / "rounds").rglob("*.parquet"))) == 4, "each finished lineage folded into one file"
     lineages = read_lineages(lake, "s").table.to_pylist()
     assert len(lineages) == 4 and {r["status"] for r in lineages} == {"finished"}
     assert sorted(r["optuna_trial_number"] for r in lineages) == [0, 1, 2, 3]
@@ -117,14 +118,14 @@ def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     assert len(raw_rows(lake, "lineages")) == 8, "no extra lineages"
     assert {r["status"] for r in raw_rows(lake, "lineages")} == {"finished"}
     assert by_trial_number(lake) == by_trial_number(tmp_path / "lake"), "the same rows as an uninterrupted run"
-    # resumed, not restarted: every round file written before the fault (rounds 0 and 1, whose
-    # lake checkpoints were saved before the trial raised) is the very file the retry left
-    files = {p.name: os.stat(p).st_mtime_ns for p in (lake / "rounds").rglob("*.parquet")}
+    # resumed, not restarted: every round row written before the fault (rounds 0 and 1, whose
+    # lake checkpoints were saved before the trial raised) is the very row the retry left
+    written = round_stamps(lake)
     for marker in markers.iterdir():
         at_fault = json.loads(marker.read_text())
-        assert sorted(n[-13:] for n in at_fault) == ["-r000.parquet", "-r000.parquet", "-r001.parquet", "-r001.parquet"]
-        for name, mtime in at_fault.items():
-            assert files[name] == mtime, f"{name} was redone"
+        assert sorted(n[-5:] for n in at_fault) == ["-r000", "-r000", "-r001", "-r001"]
+        for name, when in at_fault.items():
+            assert written[name] == when, f"{name} was redone"
     assert not list((lake / "_checkpoints").rglob("lineage.pt")), "finished trials leave no resume state behind"
 
 
@@ -177,7 +178,7 @@ def test_driver_killed_mid_study_resumes_without_duplicates(tmp_path):
     seen = {}
 
     def at_kill():
-        seen.update({p.name: os.stat(p).st_mtime_ns for p in (lake / "rounds").rglob("*.parquet")})
+        seen.update(round_stamps(lake))
 
     rerun = kill_once_and_rerun([sys.executable, "-m", "study.cli", "tune", str(path)], env, lake, after_kill=at_kill)
     assert "best configuration" in rerun.stdout
@@ -189,15 +190,15 @@ def test_driver_killed_mid_study_resumes_without_duplicates(tmp_path):
     assert len(lineages) == 4 and {r["status"] for r in lineages} == {"finished"}, "no extra or orphan lineages"
     assert {k[1] for k in keys} == {0, 1, 2, 3}
     assert by_trial_number(lake) == by_trial_number(tmp_path / "clean_lake"), "the same rows as an uninterrupted run"
-    after = {p.name: os.stat(p).st_mtime_ns for p in (lake / "rounds").rglob("*.parquet")}
+    after = round_stamps(lake)
     redone = [n for n, t in seen.items() if after[n] != t]
     # a round is redone only when the kill fell between its row and its checkpoint: at most the
     # newest round of each trial that was running at the kill
     newest = {}
     for name in seen:
-        trial, rnd = name[:-13], int(name[-11:-8])
+        trial, rnd = name[:-5], int(name[-3:])
         newest[trial] = max(newest.get(trial, -1), rnd)
-    assert all(int(n[-11:-8]) == newest[n[:-13]] for n in redone), (redone, sorted(seen))
+    assert all(int(n[-3:]) == newest[n[:-5]] for n in redone), (redone, sorted(seen))
     assert len(seen) >= 3 and len(redone) <= 2
 
 

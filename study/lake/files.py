@@ -91,15 +91,62 @@ def write_study(root: str | Path, row: dict[str, Any]) -> Path:
     )
 
 
-def trial_files(root: str | Path, study: str, trial_id: str) -> list[Path]:
-    """Every round and lineage file of one trial id in a study, whatever its strategy."""
+FOLDED_SUFFIX = ".rounds.parquet"  # a finished lineage's rounds in one file: <trial>.rounds.parquet
+
+
+def folded_path(root: Path, study: str, strategy: str, trial_id: str) -> Path:
+    return Path(root) / "rounds" / f"study={study}" / f"strategy={strategy}" / f"{trial_id}{FOLDED_SUFFIX}"
+
+
+def trial_round_files(root: str | Path, study: str, trial_id: str) -> list[Path]:
+    """The round files of one trial id, per-round and folded, whatever its strategy."""
     root = Path(root)
     return sorted(
         [
             *root.glob(f"rounds/study={study}/strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet"),
-            *root.glob(f"lineages/study={study}/strategy=*/{trial_id}.parquet"),
+            *root.glob(f"rounds/study={study}/strategy=*/{trial_id}{FOLDED_SUFFIX}"),
         ]
     )
+
+
+def trial_files(root: str | Path, study: str, trial_id: str) -> list[Path]:
+    """Every round and lineage file of one trial id in a study, whatever its strategy."""
+    root = Path(root)
+    return sorted(
+        [*trial_round_files(root, study, trial_id), *root.glob(f"lineages/study={study}/strategy=*/{trial_id}.parquet")]
+    )
+
+
+def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> Path | None:
+    """Fold a finished lineage's round files into one file, so cold reads touch one file per
+    lineage instead of one per round. The folded file is written (atomically) before the
+    per-round files are removed; a crash in between leaves copies that readers resolve to one row.
+    Nothing is lost: only exact copies (same round, same written_at) are dropped, so a redone
+    round stays visible in the raw files. An unreadable file stops the fold (the reader names it).
+    Returns the folded file, or None when there was nothing to fold."""
+    root = Path(root)
+    target = folded_path(root, study, strategy, trial_id)
+    sources = [p for p in trial_round_files(root, study, trial_id) if p.parent == target.parent]
+    if not sources or sources == [target]:
+        return None
+    tables = []
+    for path in sources:
+        try:
+            tables.append(pq.read_table(path, schema=ROUNDS_SCHEMA))
+        except Exception:
+            return None
+    rows = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+    seen: set[tuple] = set()
+    keep = []
+    for i, key in enumerate(zip(*(rows[c].to_pylist() for c in ("lineage_id", "round", "written_at")), strict=True)):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    write_atomic(rows.take(pa.array(keep, pa.int64())), target)
+    for path in sources:
+        if path != target:
+            path.unlink(missing_ok=True)
+    return target
 
 
 def supersede(root: str | Path, study: str, trial_id: str) -> Path | None:

@@ -26,7 +26,7 @@ from study.engine.lineage import Lineage, LineageHooks, RunContext
 from study.engine.rows import LineageIds, RoundResult
 from study.engine.spec import LineageSpec
 from study.errors import SpecError
-from study.lake.files import check_name, supersede, trial_files, write_lineage, write_round
+from study.lake.files import check_name, fold_rounds, supersede, trial_files, write_lineage, write_round
 from study.lake.schema import LINEAGES_SCHEMA, LineageRow, RoundRow
 from study.version import code_version
 
@@ -204,6 +204,9 @@ class LakeLineage:
             return next(self.lineage)
         except StopIteration:
             self.status("finished")
+            fold_rounds(
+                self.root, self.row.study, self.row.strategy, self.row.trial_id
+            )  # one file per finished lineage
             raise
         except LineageFailure as e:
             self.status(e.status, str(e))

@@ -33,7 +33,7 @@ from study.engine.checkpoint import CHECKPOINT_FILE, checkpoint_round
 from study.engine.failures import LineageFailure
 from study.engine.lineage import RunContext
 from study.errors import SpecError
-from study.lake.files import trial_files, write_lineage, write_study
+from study.lake.files import trial_round_files, write_lineage, write_study
 from study.lake.reader import read_lineages, read_rounds, read_studies
 from study.lake.recorder import LakeLineage, default_workdir
 from study.lake.schema import FAILED_STATUSES, LINEAGES_SCHEMA, LineageRow, StudyRow
@@ -112,8 +112,8 @@ class LotterySearch(OptunaSearch):
 
 
 def _maybe_inject_fault(trial_id: str, round_: int, lineages: list[LakeLineage]) -> None:
-    """Raise once per trial at the given round; the marker file records when each round file of
-    the trial was written, so a test can tell a resume (old files kept) from a restart."""
+    """Raise once per trial at the given round; the marker file records when each round row of
+    the trial was written, so a test can tell a resume (old rows kept) from a restart."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
@@ -122,10 +122,10 @@ def _maybe_inject_fault(trial_id: str, round_: int, lineages: list[LakeLineage])
     if round_ == int(at) and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
         written = {
-            path.name: os.stat(path).st_mtime_ns
+            f"{row['trial_id']}-r{row['round']:03d}": row["written_at"].isoformat()
             for lin in lineages
-            for path in trial_files(lin.root, lin.row.study, lin.row.trial_id)
-            if "rounds" in path.parts
+            for path in trial_round_files(lin.root, lin.row.study, lin.row.trial_id)
+            for row in pq.read_table(path, columns=["trial_id", "round", "written_at"]).to_pylist()
         }
         marker.write_text(json.dumps(written))
         raise RuntimeError(f"injected fault in trial {trial_id} at round {round_} ({FAULT_ENV})")
