@@ -2,6 +2,7 @@
 and a compaction step.
 
     <root>/rounds/study=<s>/strategy=<k>/<trial>-r<round:03d>.parquet   one row per lineage-round
+    <root>/rounds/study=<s>/strategy=<k>/<trial>.rounds.parquet         a finished lineage, folded
     <root>/lineages/study=<s>/strategy=<k>/<trial>.parquet              config, status, ids
     <root>/studies/study=<s>/study.parquet                               a search's space and objective
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from study.lake.reader import LakeRead, merge, read_one, table_files
+from study.lake.reader import LakeRead, merge, read_many, table_files
 from study.lake.schema import LINEAGE_KEYS, LINEAGES_SCHEMA, ROUND_KEYS, ROUNDS_SCHEMA, STUDIES_SCHEMA
 
 TABLES = {
@@ -62,8 +62,7 @@ class IncrementalTable:
             return self.result, False
         for path in gone:
             del self.files[path]
-        for path in changed:
-            table, why = read_one(path, schema)
+        for path, (table, why) in zip(changed, read_many(changed, schema), strict=True):
             self.files[path] = _File(stamps[path], table, why)
         dirty = {p.parent for p in (*gone, *changed)}
         ordered = sorted(self.files)
