@@ -26,8 +26,8 @@ from pathlib import Path
 ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled"}
 
 
-def round_row(trial: int, rnd: int, strategy: str, seconds: int) -> dict:
-    curve = list(range(0, 5001, 500))
+def identity(trial: int, strategy: str) -> dict:
+    """The columns that identify lineage `trial` (both tables carry them)."""
     return {
         "study": "scale",
         "strategy": strategy,
@@ -37,6 +37,13 @@ def round_row(trial: int, rnd: int, strategy: str, seconds: int) -> dict:
         "model": "lenet_300_100",
         "dataset": "fashion_mnist",
         "seed": 0,
+    }
+
+
+def round_row(trial: int, rnd: int, strategy: str, seconds: int) -> dict:
+    curve = list(range(0, 5001, 500))
+    return {
+        **identity(trial, strategy),
         "round": rnd,
         "remaining_pct": 100.0 * 0.8**rnd,
         "layer_remaining_pct": {"fc1.weight": 100.0 * 0.8**rnd, "fc2.weight": 100.0 * 0.8**rnd},
@@ -69,14 +76,7 @@ def round_row(trial: int, rnd: int, strategy: str, seconds: int) -> dict:
 
 def lineage_row(trial: int, strategy: str, rounds: int) -> dict:
     return {
-        "study": "scale",
-        "strategy": strategy,
-        "trial_id": f"t{trial:04d}-s0",
-        "lineage_id": f"lin-{trial:012d}",
-        "config_hash": f"{trial:016d}",
-        "model": "lenet_300_100",
-        "dataset": "fashion_mnist",
-        "seed": 0,
+        **identity(trial, strategy),
         "status": "finished",
         "rounds_planned": rounds - 1,
         "rounds_done": rounds,

@@ -14,13 +14,13 @@ from study.lake.reader import read_lineages, read_rounds, read_studies
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
+def identity(trial, strategy):
+    return {"study": "s", "strategy": strategy, "trial_id": trial, "lineage_id": f"lin-{trial}", "config_hash": "h"}
+
+
 def round_row(trial, rnd, strategy="imp", acc=0.5, seconds=0):
     return {
-        "study": "s",
-        "strategy": strategy,
-        "trial_id": trial,
-        "lineage_id": f"lin-{trial}",
-        "config_hash": "h",
+        **identity(trial, strategy),
         "round": rnd,
         "remaining_pct": 100.0 * 0.8**rnd,
         "val_acc": acc,
@@ -33,11 +33,7 @@ def round_row(trial, rnd, strategy="imp", acc=0.5, seconds=0):
 
 def lineage_row(trial, status, strategy="imp", seconds=0):
     return {
-        "study": "s",
-        "strategy": strategy,
-        "trial_id": trial,
-        "lineage_id": f"lin-{trial}",
-        "config_hash": "h",
+        **identity(trial, strategy),
         "status": status,
         "rounds_done": 1,
         "updated_at": T0 + dt.timedelta(seconds=seconds),
