@@ -204,3 +204,72 @@ def test_a_lineage_run_to_the_lake_ends_folded(tmp_path):
     # a re-run finds the lineage finished and its rows in place
     again = run_to_lake(spec, tmp_path, study="s", context=RunContext(threads=1))
     assert again == results and [p.name for p in (tmp_path / "rounds").rglob("*.parquet")] == [files[0].name]
+
+
+def test_runs_of_one_folder_split_by_a_subfolder_keep_the_full_reads_order(tmp_path):
+    write_round(tmp_path, round_row("a", 0))
+    write_round(tmp_path, round_row("z", 0))
+    nested = tmp_path / "rounds" / "study=s" / "strategy=imp" / "sub" / "m-r000.parquet"
+    nested.parent.mkdir()
+    shutil.copy(round_path(tmp_path, "s", "imp", "a", 0), nested)  # the same key again, same written_at
+    write_round(tmp_path, round_row("m", 0))
+    lake = IncrementalLake(tmp_path)
+    same_as_full_read(lake, tmp_path)
+    write_round(tmp_path, round_row("b", 0))
+    same_as_full_read(lake, tmp_path)
+
+
+def test_a_refresh_that_raised_leaves_the_reader_as_it_was(tmp_path, monkeypatch):
+    from study.app.lake import LiveLake
+    from study.lake import incremental
+
+    for trial in "abc":
+        write_round(tmp_path, round_row(trial, 0))
+    lake = IncrementalLake(tmp_path)
+    same_as_full_read(lake, tmp_path)
+    round_path(tmp_path, "s", "imp", "a", 0).unlink()
+    write_round(tmp_path, round_row("b", 0, acc=0.9, seconds=4))
+    real = incremental.read_many
+    monkeypatch.setattr(incremental, "read_many", lambda *a: (_ for _ in ()).throw(MemoryError("once")))
+    try:
+        lake.refresh()
+    except MemoryError:
+        pass
+    monkeypatch.setattr(incremental, "read_many", real)
+    same_as_full_read(lake, tmp_path)
+
+    live = LiveLake(tmp_path)
+    live.current()
+    write_round(tmp_path, round_row("d", 0))
+    from study.app import lake as app_lake
+
+    build = app_lake.lake_from_reads
+    monkeypatch.setattr(app_lake, "lake_from_reads", lambda *a: (_ for _ in ()).throw(ValueError("once")))
+    try:
+        live.current()
+    except ValueError:
+        pass
+    monkeypatch.setattr(app_lake, "lake_from_reads", build)
+    assert sorted(live.current().rounds["trial_id"]) == ["b", "c", "d"]
+
+
+def test_a_fold_leaves_files_another_writer_replaced_while_it_read(tmp_path, monkeypatch):
+    from study.lake import files
+
+    for rnd in range(3):
+        write_round(tmp_path, round_row("a", rnd))
+    real = files.pq.read_table
+
+    def read_then_rewrite(path, **kw):
+        table = real(path, **kw)
+        if str(path).endswith("a-r001.parquet"):  # a resumed run re-writes round 1 meanwhile
+            write_round(tmp_path, round_row("a", 1, acc=0.99, seconds=9))
+        return table
+
+    monkeypatch.setattr(files.pq, "read_table", read_then_rewrite)
+    assert files.fold_rounds(tmp_path, "s", "imp", "a") is None
+    monkeypatch.setattr(files.pq, "read_table", real)
+    folder = round_path(tmp_path, "s", "imp", "a", 0).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["a-r000.parquet", "a-r001.parquet", "a-r002.parquet"]
+    assert files.fold_rounds(tmp_path, "s", "imp", "a") is not None  # the next fold takes the new row
+    assert sorted(r["val_acc"] for r in read_rounds(tmp_path).table.to_pylist()) == [0.5, 0.5, 0.99]

@@ -114,7 +114,7 @@ def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     lake = tmp_path / "flaky_lake"
     rows = raw_rows(lake)
     keys = [(r["trial_id"], r["round"]) for r in rows]
-    assert len(keys) == 24 == len(set(keys)), "4 trials x 2 seeds x 3 rounds in 24 files, no duplicates"
+    assert len(keys) == 24 == len(set(keys)), "4 trials x 2 seeds x 3 rounds: 24 rows on disk, no duplicates"
     assert len(raw_rows(lake, "lineages")) == 8, "no extra lineages"
     assert {r["status"] for r in raw_rows(lake, "lineages")} == {"finished"}
     assert by_trial_number(lake) == by_trial_number(tmp_path / "lake"), "the same rows as an uninterrupted run"
@@ -185,7 +185,7 @@ def test_driver_killed_mid_study_resumes_without_duplicates(tmp_path):
     subprocess.run([sys.executable, "-m", "study.cli", "tune", str(clean)], env=env, check=True, capture_output=True)
     rows = raw_rows(lake)
     keys = [(r["trial_id"], r["round"]) for r in rows]
-    assert len(keys) == 16 == len(set(keys)), "4 trials x 4 rounds in 16 files, no duplicates"
+    assert len(keys) == 16 == len(set(keys)), "4 trials x 4 rounds: 16 rows on disk, no duplicates"
     lineages = raw_rows(lake, "lineages")
     assert len(lineages) == 4 and {r["status"] for r in lineages} == {"finished"}, "no extra or orphan lineages"
     assert {k[1] for k in keys} == {0, 1, 2, 3}

@@ -100,17 +100,19 @@ class LiveLake:
         self.root = Path(root)
         self.reader = IncrementalLake(self.root)
         self.lake: Lake | None = None
+        self.built_from = -1  # the reader's version the frames were built from
         self.lock = threading.Lock()
 
     def current(self) -> Lake:
         """The lake now; each caller gets its own frames (pages add columns to them)."""
         with self.lock:
-            reads, changed = self.reader.refresh()
-            if changed or self.lake is None:
+            reads, _ = self.reader.refresh()
+            if self.lake is None or self.reader.version != self.built_from:  # a build that raised is retried
                 self.lake = lake_from_reads(self.root, reads)
+                self.built_from = self.reader.version
             lake = self.lake
-        return dataclasses.replace(lake, rounds=lake.rounds.copy(deep=False), lineages=lake.lineages.copy(deep=False),
-                                   studies=lake.studies.copy(deep=False))  # fmt: skip
+        return dataclasses.replace(lake, exists=self.root.is_dir(), rounds=lake.rounds.copy(deep=False),
+                                   lineages=lake.lineages.copy(deep=False), studies=lake.studies.copy(deep=False))  # fmt: skip
 
 
 def filter_rows(df: pd.DataFrame, selected: dict[str, list[str]]) -> pd.DataFrame:

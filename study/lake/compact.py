@@ -59,5 +59,5 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
         )
         written[strategy] = part.num_rows
     for path in files:
-        path.unlink()
+        path.unlink(missing_ok=True)
     return written

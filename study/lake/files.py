@@ -122,16 +122,19 @@ def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> P
     lineage instead of one per round. The folded file is written (atomically) before the
     per-round files are removed; a crash in between leaves copies that readers resolve to one row.
     Nothing is lost: only exact copies (same round, same written_at) are dropped, so a redone
-    round stays visible in the raw files. An unreadable file stops the fold (the reader names it).
+    round stays visible in the raw files. An unreadable file stops the fold (the reader names it);
+    so does a file another writer replaced or moved while it was read (a resumed run, `--fresh`,
+    a compaction), and a file re-written after it was read is never removed.
     Returns the folded file, or None when there was nothing to fold."""
     root = Path(root)
     target = folded_path(root, study, strategy, trial_id)
     sources = [p for p in trial_round_files(root, study, trial_id) if p.parent == target.parent]
     if not sources or sources == [target]:
         return None
-    tables = []
+    tables, stamps = [], {}
     for path in sources:
         try:
+            stamps[path] = _stamp(path)
             tables.append(pq.read_table(path, schema=ROUNDS_SCHEMA))
         except Exception:
             return None
@@ -142,11 +145,25 @@ def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> P
         if key not in seen:
             seen.add(key)
             keep.append(i)
+    if any(_stamp_or_none(p) != s for p, s in stamps.items()):
+        return None  # another writer (a resumed run, --fresh, a compaction) touched the trial: leave it
     write_atomic(rows.take(pa.array(keep, pa.int64())), target)
     for path in sources:
-        if path != target:
+        if path != target and _stamp_or_none(path) == stamps[path]:  # never a file re-written since it was read
             path.unlink(missing_ok=True)
     return target
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _stamp_or_none(path: Path) -> tuple[int, int, int] | None:
+    try:
+        return _stamp(path)
+    except FileNotFoundError:
+        return None
 
 
 def supersede(root: str | Path, study: str, trial_id: str) -> Path | None:

@@ -1,15 +1,16 @@
 """Reading a lake again in time proportional to what changed.
 
-An `IncrementalLake` keeps every file's table (keyed by path, inode, modification time and size: files are
-written by rename, so a re-written file is a new inode) and,
-per folder, the files' tables joined in file order. A refresh lists and stats the files, reads
-only the new or changed ones, re-joins only the folders they are in, and merges the folders in
-the order a full read uses, so the result is exactly what `read_rounds` / `read_lineages` /
+An `IncrementalLake` keeps every file's table (keyed by path, inode, ctime, mtime and size:
+files are written by rename, so a re-written file is a new inode with a new ctime) and the
+tables of each run of consecutive files in one folder joined in file order. A refresh lists and
+stats the files, reads only the new or changed ones, re-joins only the runs they are in, and
+merges the runs in the order a full read uses, so the result is exactly what `read_rounds` / `read_lineages` /
 `read_studies` return on the same files: the same rows, the same order, the same skipped files.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,60 +27,62 @@ TABLES = {
 }
 
 
-@dataclass
+Stamp = tuple[int, int, int, int]  # (inode, ctime_ns, mtime_ns, size)
+
+
+@dataclass(frozen=True)
 class _File:
-    stamp: tuple[int, int, int]  # (inode, mtime_ns, size): files are replaced by rename, so a new inode
+    stamp: Stamp
     table: pa.Table | None
     why_skipped: str | None
 
 
 @dataclass
 class IncrementalTable:
-    """One table of the lake (rounds, lineages or studies), read incrementally."""
+    """One table of the lake (rounds, lineages or studies), read incrementally. A refresh that
+    raises leaves the previous state as it was: the next one starts from there."""
 
     root: Path
     kind: str
     study: str | None = None
     files: dict[Path, _File] = field(default_factory=dict)
-    folders: dict[Path, pa.Table | None] = field(default_factory=dict)  # joined tables per folder
+    runs: dict[tuple[tuple[Path, Stamp], ...], pa.Table | None] = field(default_factory=dict)
     result: LakeRead | None = None
     files_read: int = 0  # files read on the last refresh
 
     def refresh(self) -> tuple[LakeRead, bool]:
         """The table now, and whether it changed since the last refresh."""
         schema, keys = TABLES[self.kind]
-        stamps: dict[Path, tuple[int, int, int]] = {}
+        stamps: dict[Path, Stamp] = {}
         for path in table_files(self.root, self.kind, self.study):
             try:
                 st = os.stat(path)
             except FileNotFoundError:  # removed between listing and stat (a compaction)
                 continue
-            stamps[path] = (st.st_ino, st.st_mtime_ns, st.st_size)
-        gone = set(self.files) - set(stamps)
+            # a file is replaced by rename: a new inode and ctime even when mtime and size repeat
+            stamps[path] = (st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
         changed = [p for p, s in stamps.items() if p not in self.files or self.files[p].stamp != s]
-        self.files_read = len(changed)
-        if self.result is not None and not gone and not changed:
+        if self.result is not None and not changed and set(stamps) == set(self.files):
+            self.files_read = 0
             return self.result, False
-        for path in gone:
-            del self.files[path]
+        files = {p: f for p, f in self.files.items() if p in stamps}
         for path, (table, why) in zip(changed, read_many(changed, schema), strict=True):
-            self.files[path] = _File(stamps[path], table, why)
-        dirty = {p.parent for p in (*gone, *changed)}
-        ordered = sorted(self.files)
-        by_folder: dict[Path, list[Path]] = {}
-        for path in ordered:
-            by_folder.setdefault(path.parent, []).append(path)
-        for folder in dirty | (set(self.folders) - set(by_folder)):
-            self.folders.pop(folder, None)
-        for folder, paths in by_folder.items():
-            if folder not in self.folders:
-                tables = [t for t in (self.files[p].table for p in paths) if t is not None]
-                self.folders[folder] = pa.concat_tables(tables) if tables else None
-        # folders in the order their files come in a full read (sorted paths)
-        joined = [self.folders[f] for f in dict.fromkeys(p.parent for p in ordered)]
-        skipped = [f"{p}: {self.files[p].why_skipped}" for p in ordered if self.files[p].table is None]
-        self.result = LakeRead(merge([t for t in joined if t is not None], schema, keys), skipped, len(ordered))
-        return self.result, True
+            files[path] = _File(stamps[path], table, why)
+        ordered = sorted(files)
+        # runs of consecutive files (in full-read order) in one folder, each joined once and kept
+        # while its files stay the same: joining the runs in order is joining every file in order
+        runs: dict[tuple[tuple[Path, Stamp], ...], pa.Table | None] = {}
+        for _, group in itertools.groupby(ordered, key=lambda path: path.parent):
+            run = tuple((path, files[path].stamp) for path in group)
+            if run in self.runs:
+                runs[run] = self.runs[run]
+            else:
+                tables = [files[path].table for path, _ in run if files[path].table is not None]
+                runs[run] = pa.concat_tables(tables) if tables else None
+        skipped = [f"{p}: {files[p].why_skipped}" for p in ordered if files[p].table is None]
+        result = LakeRead(merge([t for t in runs.values() if t is not None], schema, keys), skipped, len(ordered))
+        self.files, self.runs, self.result, self.files_read = files, runs, result, len(changed)
+        return result, True
 
 
 @dataclass
@@ -89,6 +92,7 @@ class IncrementalLake:
     root: Path
     study: str | None = None
     tables: dict[str, IncrementalTable] = field(default_factory=dict)
+    version: int = 0  # grows each time a refresh finds a change
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -100,6 +104,8 @@ class IncrementalLake:
         for kind, table in self.tables.items():
             reads[kind], table_changed = table.refresh()
             changed = changed or table_changed
+        if changed:
+            self.version += 1
         return reads, changed
 
     @property

@@ -203,10 +203,11 @@ class LakeLineage:
         try:
             return next(self.lineage)
         except StopIteration:
+            try:  # one file per finished lineage, before it says finished (compaction waits for that)
+                fold_rounds(self.root, self.row.study, self.row.strategy, self.row.trial_id)
+            except OSError:
+                pass  # folding only saves reads: the per-round files stay and every reader takes them
             self.status("finished")
-            fold_rounds(
-                self.root, self.row.study, self.row.strategy, self.row.trial_id
-            )  # one file per finished lineage
             raise
         except LineageFailure as e:
             self.status(e.status, str(e))
