@@ -395,3 +395,35 @@ def test_a_different_study_under_an_existing_name_is_refused(local_ray, tmp_path
     with pytest.raises(SpecError, match="with a different budget"):
         run_study(bigger)
     assert len(run_study(again).trials) == 1, "the same study (other concurrency) resumes"
+
+
+def test_lockstep_never_mixes_rounds_and_steps_every_seed_to_its_end():
+    """A seed killed mid-round resumes one round behind: it is stepped alone until it catches up,
+    each round is yielded once every seed has it, and every lineage is stepped until it stops."""
+    from types import SimpleNamespace
+
+    from study.search.tune import lockstep
+
+    class Seed:
+        def __init__(self, name, done, last):
+            self.previous = [SimpleNamespace(seed=name, round=r) for r in range(done)]
+            self.todo = iter(SimpleNamespace(seed=name, round=r) for r in range(done, last + 1))
+            self.stopped = False
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            try:
+                return next(self.todo)
+            except StopIteration:
+                self.stopped = True
+                raise
+
+    seeds = [Seed("a", 3, 4), Seed("b", 2, 4), Seed("c", 3, 4)]  # b was killed one round behind
+    rows = [list(s.previous) for s in seeds]
+    got = [[(r.seed, r.round) for r in results] for results in lockstep(seeds, rows)]
+    assert got == [[("a", 2), ("b", 2), ("c", 2)], [("a", 3), ("b", 3), ("c", 3)], [("a", 4), ("b", 4), ("c", 4)]]
+    assert all(s.stopped for s in seeds), "every lineage reached its end (and so was filed finished)"
+    even = [Seed("a", 0, 1), Seed("b", 0, 1)]
+    assert [[r.round for r in rs] for rs in lockstep(even, [[], []])] == [[0, 0], [1, 1]]

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,15 +163,10 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
             )
             for seed in study.seeds
         ]
-        # the rounds every seed finished (a seed killed mid-round resumes one round behind its siblings)
-        points = [_mean_point(rs) for rs in zip(*(lin.previous for lin in lineages), strict=False)]
+        rows = [list(lin.previous) for lin in lineages]
+        points = [_mean_point(rs) for rs in zip(*rows, strict=False)]
         try:
-            while True:
-                # next() on every lineage (zip would stop at the first one), so each one finishes
-                stepped = [next(lin, None) for lin in lineages]
-                results = [r for r in stepped if r is not None]
-                if len(results) < len(stepped):
-                    break
+            for results in lockstep(lineages, rows):
                 points.append(_mean_point(results))
                 _maybe_inject_fault(trial_id, results[0].round, lineages)
                 for seed, source in durable.items():
@@ -197,6 +192,27 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def lockstep(lineages: list[Any], rows: list[list[Any]]) -> Iterator[list[Any]]:
+    """Step the seeds' lineages together and yield each round once every seed has it (`rows`
+    holds each lineage's rounds so far, and grows). A seed killed mid-round resumes one round
+    behind its siblings: it is stepped alone until it catches up, so a seed mean never mixes
+    rounds, and every lineage is stepped until it stops (which files it finished)."""
+    done = [False] * len(lineages)
+    reported = min(len(r) for r in rows)
+    while not all(done):
+        furthest = max(len(r) for r in rows)
+        behind = [i for i, r in enumerate(rows) if len(r) < furthest and not done[i]]
+        for i in behind or [i for i in range(len(lineages)) if not done[i]]:
+            result = next(lineages[i], None)
+            if result is None:
+                done[i] = True
+            else:
+                rows[i].append(result)
+        while reported < min(len(r) for r in rows):
+            yield [r[reported] for r in rows]
+            reported += 1
 
 
 def _keep_newer(candidate: Path, target: Path) -> None:
