@@ -31,23 +31,37 @@ def base_lineage(rounds: int, iterations: int, split_seed: int = 0) -> dict:
     }
 
 
-def bare_worker(splits: list[int], rounds: int, iterations: int, out) -> None:
+def bare_worker(specs: list[dict], out) -> None:
     from study.engine.lineage import RunContext, run_lineage
     from study.engine.spec import lineage_spec_from_dict
 
     total = 0
-    for split in splits:
-        spec = lineage_spec_from_dict(base_lineage(rounds, iterations, split))
+    for raw in specs:
+        spec = lineage_spec_from_dict(raw)
         total += sum(r.iterations for r in run_lineage(spec, context=RunContext(threads=1)))
     out.put(total)
 
 
-def run_bare(n: int, rounds: int, iterations: int) -> tuple[int, float]:
+def balanced_halves(specs: list[dict]) -> list[list[dict]]:
+    """Two lists of lineages with about equal training work (longest first, to the lighter half)."""
+    from study.engine.plan import plan_lineage, total_iterations
+    from study.engine.spec import lineage_spec_from_dict
+
+    work = [(total_iterations(s, plan_lineage(s)), raw) for raw in specs for s in [lineage_spec_from_dict(raw)]]
+    halves: list[list[dict]] = [[], []]
+    loads = [0, 0]
+    for its, raw in sorted(work, key=lambda w: -w[0]):
+        lighter = loads.index(min(loads))
+        halves[lighter].append(raw)
+        loads[lighter] += its
+    return halves
+
+
+def run_bare(specs: list[dict]) -> tuple[int, float]:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    splits = list(range(n))
     t0 = time.perf_counter()
-    procs = [ctx.Process(target=bare_worker, args=(splits[i::2], rounds, iterations, out)) for i in range(2)]
+    procs = [ctx.Process(target=bare_worker, args=(half, out)) for half in balanced_halves(specs)]
     for p in procs:
         p.start()
     total = sum(out.get() for _ in procs)
@@ -76,16 +90,37 @@ def overhead_study(n: int, rounds: int, iterations: int, root: str):
     return study
 
 
-def run_as_study(n: int, rounds: int, iterations: int, root: str) -> tuple[int, float]:
+def unequal_study(rounds: int, iterations: int, root: str):
+    """Several seeds per configuration, trials of unequal length: imp against random_reinit (which
+    also trains its IMP track), 3 seeds each, 2 concurrent 1-CPU trials."""
+    from study.search.study_spec import StudySpec
+    from study.typed_yaml import build
+
+    raw = {
+        "name": "unequal",
+        "base": base_lineage(rounds, iterations),
+        "search": {"strategy": {"type": "categorical", "choices": ["imp", "random_reinit"]}},
+        "seeds": [0, 1, 2],
+        "sampler": "grid",
+        "budget": {"num_samples": 2},
+        "max_concurrent": 2,
+        "resources": {"cpu": 1},
+        "storage": {"results": root},
+    }
+    study = build(StudySpec, raw, "study")
+    study.validate()
+    return study
+
+
+def run_as_study(study) -> tuple[int, float]:
     from study.lake.reader import read_rounds
     from study.search.tune import run_study
 
-    study = overhead_study(n, rounds, iterations, root)
     t0 = time.perf_counter()
     outcome = run_study(study)
     wall = time.perf_counter() - t0
     assert outcome.errors == 0
-    table = read_rounds(root, "overhead").table
+    table = read_rounds(study.storage.results, study.name).table
     return sum(table["iterations"].to_pylist()), wall
 
 
@@ -94,21 +129,28 @@ def main() -> None:
     ap.add_argument("--lineages", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=3000)
+    ap.add_argument("--unequal", action="store_true", help="imp vs random_reinit x 3 seeds: unequal trials")
     args = ap.parse_args()
-    bare_its, bare_wall = run_bare(args.lineages, args.rounds, args.iterations)
-    bare_rate = bare_its / bare_wall
-    print(
-        f"bare: {args.lineages} lineages x {args.rounds + 1} rounds, 2 processes: {bare_its} it in "
-        f"{bare_wall:.1f} s = {bare_rate:.0f} it/s aggregate"
-    )
     with tempfile.TemporaryDirectory() as root:
-        study_its, study_wall = run_as_study(args.lineages, args.rounds, args.iterations, root)
+        if args.unequal:
+            study = unequal_study(args.rounds, args.iterations, root)
+            specs = [study.lineage_spec({"strategy": s}, seed).to_dict() for s in ("imp", "random_reinit")
+                     for seed in study.seeds]  # fmt: skip
+            what = "2 configurations x 3 seeds as 2 trials"
+        else:
+            study = overhead_study(args.lineages, args.rounds, args.iterations, root)
+            specs = [base_lineage(args.rounds, args.iterations, s) for s in range(args.lineages)]
+            what = f"the same lineages as {args.lineages} trials"
+        bare_its, bare_wall = run_bare(specs)
+        bare_rate = bare_its / bare_wall
+        print(
+            f"bare: {len(specs)} lineages x {args.rounds + 1} rounds, 2 processes (balanced by work): {bare_its} it "
+            f"in {bare_wall:.1f} s = {bare_rate:.0f} it/s aggregate"
+        )
+        study_its, study_wall = run_as_study(study)
     study_rate = study_its / study_wall
     assert study_its == bare_its, (study_its, bare_its)
-    print(
-        f"study: same lineages as 4 trials, 2 concurrent: {study_its} it in {study_wall:.1f} s = "
-        f"{study_rate:.0f} it/s aggregate"
-    )
+    print(f"study: {what}, 2 concurrent: {study_its} it in {study_wall:.1f} s = {study_rate:.0f} it/s aggregate")
     print(
         f"study / bare throughput: {study_rate / bare_rate:.1%}  (target >= 85%); "
         f"platform overhead {study_wall - bare_wall:.1f} s"

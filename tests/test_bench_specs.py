@@ -23,3 +23,12 @@ def test_the_overhead_benchmark_study_is_valid_and_matches_its_bare_lineages(tmp
     bare = [lineage_spec_from_dict(bench.base_lineage(3, 3000, s)) for s in range(4)]
     assert [c.lineage_id() for c in configs] == [b.lineage_id() for b in bare]  # the same work both ways
     assert len({c.lineage_id() for c in configs}) == 4
+
+
+def test_the_unequal_trials_benchmark_study_is_valid(tmp_path):
+    bench = load("study_overhead")
+    study = bench.unequal_study(3, 3000, str(tmp_path))
+    specs = [study.lineage_spec({"strategy": s}, seed) for s in ("imp", "random_reinit") for seed in study.seeds]
+    assert len({s.lineage_id() for s in specs}) == 6
+    halves = bench.balanced_halves([s.to_dict() for s in specs])
+    assert sorted(len(h) for h in halves) == [3, 3]  # balanced by work: 2 random_reinit + 1 imp against 1 + 2
