@@ -9,8 +9,8 @@ import sys
 
 import streamlit as st
 
-from study.app.context import current_lake
-from study.app.lake import FILTERS, fingerprint
+from study.app.context import current_lake, lake_version
+from study.app.lake import FILTERS
 
 
 def default_root() -> str:
@@ -33,11 +33,11 @@ with st.sidebar:
     live = st.toggle("Live: refresh as rounds land", value=True)
 
 if live:
-    seen = fingerprint(st.session_state["root"])
+    seen = lake_version()
 
     @st.fragment(run_every="3s")
     def watch_lake() -> None:
-        if fingerprint(st.session_state["root"]) != seen:
+        if lake_version() != seen:
             st.rerun()
 
     with st.sidebar:

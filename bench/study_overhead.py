@@ -70,17 +70,18 @@ def run_bare(specs: list[dict]) -> tuple[int, float]:
     return total, time.perf_counter() - t0
 
 
-def overhead_study(n: int, rounds: int, iterations: int, root: str):
-    """The study side of the benchmark, validated (a test checks it still is)."""
+def bench_study(name: str, base: dict, search: dict, num_samples: int, root: str, seeds: tuple[int, ...] = (0,)):
+    """A validated grid study of 2 concurrent 1-CPU trials (a test checks the benchmarks' studies)."""
     from study.search.study_spec import StudySpec
     from study.typed_yaml import build
 
     raw = {
-        "name": "overhead",
-        "base": base_lineage(rounds, iterations),
-        "search": {"data.split_seed": {"type": "categorical", "choices": list(range(n))}},
+        "name": name,
+        "base": base,
+        "search": search,
+        "seeds": list(seeds),
         "sampler": "grid",
-        "budget": {"num_samples": n},
+        "budget": {"num_samples": num_samples},
         "max_concurrent": 2,
         "resources": {"cpu": 1},
         "storage": {"results": root},
@@ -88,28 +89,19 @@ def overhead_study(n: int, rounds: int, iterations: int, root: str):
     study = build(StudySpec, raw, "study")
     study.validate()
     return study
+
+
+def overhead_study(n: int, rounds: int, iterations: int, root: str):
+    """The same lineages as the bare side, as n trials over the data splits."""
+    search = {"data.split_seed": {"type": "categorical", "choices": list(range(n))}}
+    return bench_study("overhead", base_lineage(rounds, iterations), search, n, root)
 
 
 def unequal_study(rounds: int, iterations: int, root: str):
     """Several seeds per configuration, trials of unequal length: imp against random_reinit (which
-    also trains its IMP track), 3 seeds each, 2 concurrent 1-CPU trials."""
-    from study.search.study_spec import StudySpec
-    from study.typed_yaml import build
-
-    raw = {
-        "name": "unequal",
-        "base": base_lineage(rounds, iterations),
-        "search": {"strategy": {"type": "categorical", "choices": ["imp", "random_reinit"]}},
-        "seeds": [0, 1, 2],
-        "sampler": "grid",
-        "budget": {"num_samples": 2},
-        "max_concurrent": 2,
-        "resources": {"cpu": 1},
-        "storage": {"results": root},
-    }
-    study = build(StudySpec, raw, "study")
-    study.validate()
-    return study
+    also trains its IMP track), 3 seeds each."""
+    search = {"strategy": {"type": "categorical", "choices": ["imp", "random_reinit"]}}
+    return bench_study("unequal", base_lineage(rounds, iterations), search, 2, root, seeds=(0, 1, 2))
 
 
 def run_as_study(study) -> tuple[int, float]:

@@ -169,6 +169,31 @@ def loopback_cluster(head_cpus: int, worker_cpus: int):
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+def raw_rows(lake, table="rounds", study=None):
+    """Every row of every Parquet file of a table, read one file at a time: no reader, no
+    de-duplication."""
+    import pyarrow.parquet as pq
+
+    base = lake / table if study is None else lake / table / f"study={study}"
+    return [row for path in sorted(base.rglob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+
+
+def run_capturing(spec, **kw):
+    """Run a lineage and keep, per round, the mask and the weights it was reset to."""
+    from study.engine.lineage import LineageHooks, RunContext, run_lineage
+
+    resets = {}
+
+    def on_reset(round_, model, mask):
+        resets.setdefault(
+            round_,
+            ({n: m.clone() for n, m in mask.items()}, {k: v.detach().clone() for k, v in model.state_dict().items()}),
+        )
+
+    results = run_lineage(spec, hooks=LineageHooks(on_reset=on_reset), context=RunContext(threads=1), **kw)
+    return results, resets
+
+
 def round_stamps(lake):
     """'<trial>-r<round>' -> when its row was written, for every round row in the raw files (per-round
     and folded, one file at a time; a file folded away between listing and reading is skipped)."""
@@ -211,20 +236,11 @@ def kill_once_and_rerun(argv, env, lake, min_round_files=3, timeout=240, after_k
 def assert_study_complete(lake, study, rounds, trials=4):
     """From the raw files (one at a time, no de-duplicating reader): exactly `trials` lineages,
     all finished, each with exactly one row per round in `rounds`."""
-    import pyarrow.parquet as pq
 
-    rows = [
-        row
-        for p in sorted((lake / "rounds" / f"study={study}").rglob("*.parquet"))
-        for row in pq.read_table(p).to_pylist()
-    ]
+    rows = raw_rows(lake, "rounds", study)
     keys = [(r["trial_id"], r["round"]) for r in rows]
     assert len(keys) == len(set(keys)), "no duplicate rows"
-    lineages = [
-        row
-        for p in sorted((lake / "lineages" / f"study={study}").rglob("*.parquet"))
-        for row in pq.read_table(p).to_pylist()
-    ]
+    lineages = raw_rows(lake, "lineages", study)
     assert len(lineages) == trials and {r["status"] for r in lineages} == {"finished"}, lineages
     assert all({k[1] for k in keys if k[0] == r["trial_id"]} == set(rounds) for r in lineages)
     assert len(keys) == trials * len(rounds)

@@ -2,23 +2,10 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import run_capturing
 
-from study.engine.lineage import LineageHooks, RunContext, run_lineage
+from study.engine.lineage import RunContext, run_lineage
 from study.engine.plan import plan_lineage
-
-
-def run_capturing(spec, **kw):
-    """Run a lineage and keep, per round, the mask and the weights it was reset to."""
-    resets = {}
-
-    def on_reset(round_, model, mask):
-        resets.setdefault(
-            round_,
-            ({n: m.clone() for n, m in mask.items()}, {k: v.detach().clone() for k, v in model.state_dict().items()}),
-        )
-
-    results = run_lineage(spec, hooks=LineageHooks(on_reset=on_reset), context=RunContext(threads=1), **kw)
-    return results, resets
 
 
 def test_imp_masks_are_nested_and_survivors_equal_theta_k(make_spec, tmp_path):

@@ -5,10 +5,9 @@ and the random mask drawn from the generator its documented seed names."""
 
 import pytest
 import torch
-from conftest import synthetic_spec_dict
+from conftest import run_capturing, synthetic_spec_dict
 
 from study.engine.data import load_task
-from study.engine.lineage import LineageHooks, RunContext, run_lineage
 from study.engine.models import build_model
 from study.engine.plan import plan_lineage
 from study.engine.pruning import dense_mask, keep_top, random_scores
@@ -16,19 +15,6 @@ from study.engine.pruning_at_init import grasp_scores, snip_scores, synflow_mask
 from study.engine.seeding import derive_seed
 from study.engine.spec import lineage_spec_from_dict
 from study.engine.train import CaptureWeights, train
-
-
-def capture(spec):
-    resets = {}
-
-    def on_reset(round_, model, mask):
-        resets.setdefault(
-            round_,
-            ({n: m.clone() for n, m in mask.items()}, {k: v.detach().clone() for k, v in model.state_dict().items()}),
-        )
-
-    results = run_lineage(spec, hooks=LineageHooks(on_reset=on_reset), context=RunContext(threads=1))
-    return results, resets
 
 
 def fresh(spec, state):
@@ -41,7 +27,7 @@ def fresh(spec, state):
 @pytest.mark.parametrize("strategy", ["imp", "oneshot", "random_prune"])
 def test_rewinding_strategies_restart_from_theta_k_at_iteration_k(strategy):
     spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2, strategy=strategy, rewind_iteration=20))
-    results, resets = capture(spec)
+    results, resets = run_capturing(spec)
     model, task = fresh(spec, resets[0][1])
     theta_k = CaptureWeights(20)
     train(model, task, spec.train, callbacks=[theta_k])
@@ -57,7 +43,7 @@ def test_rewinding_strategies_restart_from_theta_k_at_iteration_k(strategy):
 def test_pruning_at_init_masks_are_their_scores_on_theta0(strategy):
     spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2, strategy=strategy))
     plan = plan_lineage(spec)
-    results, resets = capture(spec)
+    results, resets = run_capturing(spec)
     theta0 = resets[0][1]
     for r in results[1:]:
         model, task = fresh(spec, theta0)
@@ -82,7 +68,7 @@ def test_random_prune_draws_from_the_generator_its_seed_and_round_name():
     for seed in (0, 1):
         spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2, strategy="random_prune", seed=seed))
         plan = plan_lineage(spec)
-        _, resets = capture(spec)
+        _, resets = run_capturing(spec)
         previous = resets[0][0]
         for r in (1, 2):
             g = torch.Generator().manual_seed(derive_seed(seed, "random_prune", r))

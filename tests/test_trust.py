@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import synthetic_spec_dict
+from conftest import raw_rows, run_capturing, synthetic_spec_dict
 
 from study.engine.data import load_task
 from study.engine.failures import LineageFailure
-from study.engine.lineage import Lineage, LineageHooks, RunContext, run_lineage
+from study.engine.lineage import Lineage, RunContext
 from study.engine.spec import LineageSpec, TrainSpec, lineage_spec_from_dict
 from study.engine.train import CaptureWeights, TrainCallback, train
 from study.lake.files import to_table, write_atomic, write_round
@@ -30,14 +30,6 @@ def cli(*args, check_rc=None):
     if check_rc is not None:
         assert proc.returncode == check_rc, proc.stderr[-2000:]
     return proc
-
-
-def raw_rows(lake, table="rounds"):
-    """Every row of every Parquet file, read one file at a time: no reader, no de-duplication."""
-    rows = []
-    for path in sorted((lake / table).rglob("*.parquet")):
-        rows += pq.read_table(path).to_pylist()
-    return rows
 
 
 def spec_file(tmp_path, name="spec.yaml", **kw):
@@ -254,19 +246,6 @@ def test_a_diverging_lineage_is_recorded_diverged_and_keeps_its_rows(tmp_path):
 # ---------------------------------------------------------------- reset rules and masking
 
 
-def _capture(spec):
-    resets = {}
-
-    def on_reset(round_, model, mask):
-        resets.setdefault(
-            round_,
-            ({n: m.clone() for n, m in mask.items()}, {k: v.detach().clone() for k, v in model.state_dict().items()}),
-        )
-
-    run_lineage(spec, hooks=LineageHooks(on_reset=on_reset), context=RunContext(threads=1))
-    return resets
-
-
 def _replay_dense(spec, theta0):
     """Round 0 trained again by hand from θ0 with the plain loop: the trained weights and θ_k."""
     from study.engine.models import build_model
@@ -285,7 +264,7 @@ def test_round_one_starts_from_the_weights_its_strategy_names(strategy):
     """imp resets survivors to θ_k; lr_rewind keeps the trained weights (Renda et al.). Both
     checked against round 0 replayed independently, and the mask against magnitudes by hand."""
     spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=1, strategy=strategy, rewind_iteration=20))
-    resets = _capture(spec)
+    _, resets = run_capturing(spec)
     trained, theta_k = _replay_dense(spec, resets[0][1])
     mask, start = resets[1]
     expected = theta_k if strategy == "imp" else trained

@@ -8,11 +8,10 @@ import sys
 import time
 
 import duckdb
-import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
-from conftest import kill_once_and_rerun, loopback_cluster, round_stamps, synthetic_spec_dict
+from conftest import kill_once_and_rerun, loopback_cluster, raw_rows, round_stamps, synthetic_spec_dict
 
 from study.analysis.objectives import pareto_front
 from study.lake.reader import duckdb_rounds_sql, read_lineages, read_rounds
@@ -72,14 +71,6 @@ def test_four_trials_by_three_rounds_write_twelve_rows(local_ray, tmp_path):
     assert len(ostudy.trials) == 4 and outcome.optuna_storage.endswith("s.journal")
     best = min(t.values[0] for t in ostudy.trials)
     assert outcome.best[0]["values"][0] == best
-
-
-def raw_rows(lake, table="rounds"):
-    """Every row of every file, one file at a time: no reader, no de-duplication."""
-    rows = []
-    for path in sorted((lake / table).rglob("*.parquet")):
-        rows += pq.read_table(path).to_pylist()
-    return rows
 
 
 def by_trial_number(lake):

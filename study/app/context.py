@@ -15,6 +15,11 @@ def _live_lake(root: str) -> LiveLake:
     return LiveLake(root)
 
 
+def lake_version() -> int:
+    """Grows whenever a file of the lake at the chosen root changed (the live view's trigger)."""
+    return _live_lake(st.session_state.get("root", "results")).version()
+
+
 def current_lake() -> Lake:
     """The lake at the chosen root, brought up to date by reading only the files that changed."""
     return _live_lake(st.session_state.get("root", "results")).current()

@@ -20,20 +20,6 @@ from study.lake.reader import LakeRead, read_lineages, read_rounds, read_studies
 FILTERS = ("study", "model", "dataset", "strategy")
 
 
-def fingerprint(root: str | Path) -> tuple:
-    """(path, mtime, size) of every Parquet file: changes whenever a round or status lands."""
-    root = Path(root)
-    out = []
-    for kind in ("rounds", "lineages", "studies"):
-        base = root / kind
-        if base.is_dir():
-            for p in base.rglob("*.parquet"):
-                if not p.name.startswith("."):
-                    st = p.stat()
-                    out.append((str(p.relative_to(root)), st.st_mtime_ns, st.st_size))
-    return tuple(sorted(out))
-
-
 @dataclass
 class Lake:
     root: str
@@ -102,6 +88,12 @@ class LiveLake:
         self.lake: Lake | None = None
         self.built_from = -1  # the reader's version the frames were built from
         self.lock = threading.Lock()
+
+    def version(self) -> int:
+        """A number that grows whenever a file of the lake changed (reads only what changed)."""
+        with self.lock:
+            self.reader.refresh()
+            return self.reader.version
 
     def current(self) -> Lake:
         """The lake now; each caller gets its own frames (pages add columns to them)."""

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from study.lake.reader import read_one
 from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA, STATUSES, STUDIES_SCHEMA
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
@@ -133,11 +134,11 @@ def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> P
         return None
     tables, stamps = [], {}
     for path in sources:
-        try:
-            stamps[path] = _stamp(path)
-            tables.append(pq.read_table(path, schema=ROUNDS_SCHEMA))
-        except Exception:
+        stamps[path] = file_stamp(path)
+        table, _ = read_one(path, ROUNDS_SCHEMA)
+        if stamps[path] is None or table is None:
             return None
+        tables.append(table)
     rows = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
     seen: set[tuple] = set()
     keep = []
@@ -145,25 +146,26 @@ def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> P
         if key not in seen:
             seen.add(key)
             keep.append(i)
-    if any(_stamp_or_none(p) != s for p, s in stamps.items()):
+    if any(file_stamp(p) != s for p, s in stamps.items()):
         return None  # another writer (a resumed run, --fresh, a compaction) touched the trial: leave it
     write_atomic(rows.take(pa.array(keep, pa.int64())), target)
     for path in sources:
-        if path != target and _stamp_or_none(path) == stamps[path]:  # never a file re-written since it was read
+        if path != target and file_stamp(path) == stamps[path]:  # never a file re-written since it was read
             path.unlink(missing_ok=True)
     return target
 
 
-def _stamp(path: Path) -> tuple[int, int, int]:
-    st = os.stat(path)
-    return st.st_ino, st.st_mtime_ns, st.st_size
+Stamp = tuple[int, int, int, int]  # (inode, ctime_ns, mtime_ns, size)
 
 
-def _stamp_or_none(path: Path) -> tuple[int, int, int] | None:
+def file_stamp(path: Path) -> Stamp | None:
+    """What changes whenever a lake file is (re)written: files are replaced by rename, so a new
+    inode and ctime even when mtime and size repeat. None: the file is gone."""
     try:
-        return _stamp(path)
+        st = os.stat(path)
     except FileNotFoundError:
         return None
+    return st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size
 
 
 def supersede(root: str | Path, study: str, trial_id: str) -> Path | None:

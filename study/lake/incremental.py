@@ -11,12 +11,12 @@ merges the runs in the order a full read uses, so the result is exactly what `re
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
+from study.lake.files import Stamp, file_stamp
 from study.lake.reader import LakeRead, merge, read_many, table_files
 from study.lake.schema import LINEAGE_KEYS, LINEAGES_SCHEMA, ROUND_KEYS, ROUNDS_SCHEMA, STUDIES_SCHEMA
 
@@ -25,9 +25,6 @@ TABLES = {
     "lineages": (LINEAGES_SCHEMA, LINEAGE_KEYS),
     "studies": (STUDIES_SCHEMA, ["study"]),
 }
-
-
-Stamp = tuple[int, int, int, int]  # (inode, ctime_ns, mtime_ns, size)
 
 
 @dataclass(frozen=True)
@@ -55,12 +52,9 @@ class IncrementalTable:
         schema, keys = TABLES[self.kind]
         stamps: dict[Path, Stamp] = {}
         for path in table_files(self.root, self.kind, self.study):
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:  # removed between listing and stat (a compaction)
-                continue
-            # a file is replaced by rename: a new inode and ctime even when mtime and size repeat
-            stamps[path] = (st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
+            stamp = file_stamp(path)
+            if stamp is not None:  # else removed between listing and stat (a compaction)
+                stamps[path] = stamp
         changed = [p for p, s in stamps.items() if p not in self.files or self.files[p].stamp != s]
         if self.result is not None and not changed and set(stamps) == set(self.files):
             self.files_read = 0

@@ -206,8 +206,14 @@ def _synthetic_dataset(name: str, shape: tuple[int, int, int]) -> Dataset:
     return Dataset("image", lambda spec: (shape, 10, {}), partial(_synthetic, name, shape))
 
 
-def _vocabulary_size(vocabulary: Callable[[DataSpec], Vocabulary]) -> Callable[[DataSpec], int]:
-    return lambda spec: len(vocabulary(spec))
+def _language_signature(vocabulary: Callable[[DataSpec], Vocabulary]) -> Callable[[DataSpec], Signature]:
+    """A language model's signature: it reads and predicts tokens of its vocabulary (built once)."""
+
+    def signature(spec: DataSpec) -> Signature:
+        size = len(vocabulary(spec))
+        return (size,), size, {}
+
+    return signature
 
 
 DATASETS: dict[str, Dataset] = {
@@ -215,9 +221,7 @@ DATASETS: dict[str, Dataset] = {
     "synthetic": _synthetic_dataset("synthetic", (1, 28, 28)),
     "synthetic_cifar": _synthetic_dataset("synthetic_cifar", (3, 32, 32)),
     "pcfg": Dataset(
-        "text",
-        lambda spec: ((len(_pcfg_vocabulary(spec)),), len(_pcfg_vocabulary(spec)), {}),
-        partial(_language_model, "pcfg", _pcfg_vocabulary, _pcfg_parts),
+        "text", _language_signature(_pcfg_vocabulary), partial(_language_model, "pcfg", _pcfg_vocabulary, _pcfg_parts)
     ),
     "logical_inference": Dataset(
         "sequence",
@@ -226,9 +230,7 @@ DATASETS: dict[str, Dataset] = {
     ),
     "listops": Dataset("sequence", lambda spec: ((len(_listops_vocabulary(spec)),), 10, {}), _listops),
     "text": Dataset(
-        "text",
-        lambda spec: ((len(_text_vocabulary(spec)),), len(_text_vocabulary(spec)), {}),
-        partial(_language_model, "text", _text_vocabulary, _text_parts),
+        "text", _language_signature(_text_vocabulary), partial(_language_model, "text", _text_vocabulary, _text_parts)
     ),
 }
 
