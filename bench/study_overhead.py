@@ -1,9 +1,11 @@
 """The platform's overhead: the same lineages run bare and as a study.
 
 Bare: `run_lineage` in a loop, in two processes at once (one thread each), each taking half of
-the lineages. Study: `study tune` machinery (local Ray, OptunaSearch over a grid of four data
-splits (seeds are replicates, never searched), 2 concurrent trials of 1 CPU, Parquet rows and a Tune checkpoint every round). Both are
-timed end to end (process/Ray start-up, data loading and everything else included).
+the lineages (balanced by work). Study: `study tune` machinery (local Ray with 2 CPUs,
+OptunaSearch over a grid of four data splits (seeds are replicates, never searched), 2
+concurrent trials whose lineages run as 1-CPU Ray tasks, Parquet rows and a Tune checkpoint every
+round). `--unequal`: imp against random_reinit x 3 seeds, trials of unequal length. Both sides
+are timed end to end (process/Ray start-up, data loading and everything else included).
 
     python bench/study_overhead.py [--lineages 4] [--rounds 3] [--iterations 3000]
 """
@@ -71,7 +73,7 @@ def run_bare(specs: list[dict]) -> tuple[int, float]:
 
 
 def bench_study(name: str, base: dict, search: dict, num_samples: int, root: str, seeds: tuple[int, ...] = (0,)):
-    """A validated grid study of 2 concurrent 1-CPU trials (a test checks the benchmarks' studies)."""
+    """A validated grid study: 2 concurrent trials, 1 CPU per lineage (a test checks the benchmarks' studies)."""
     from study.search.study_spec import StudySpec
     from study.typed_yaml import build
 

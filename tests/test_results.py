@@ -174,3 +174,28 @@ def test_rows_reject_unknown_columns(tmp_path):
         write_round(tmp_path, _row(bogus=1))
     with pytest.raises(ValueError, match="is not allowed"):
         write_round(tmp_path, _row(study="../evil"))
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_interrupted_lineage_is_filed_stopped_and_a_rerun_resumes_it(tmp_path, interrupt):
+    """Ctrl-C, or a task being stopped, is not a failure (failed lineages leave every summary):
+    the lineage is filed 'stopped' with why, and the same run resumes and finishes it."""
+    from conftest import synthetic_spec_dict
+
+    from study.engine.spec import lineage_spec_from_dict
+    from study.lake.recorder import LakeLineage
+
+    spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2))
+
+    def stop_at_round_1(result):
+        if result.round == 1:
+            raise interrupt()
+
+    lineage = LakeLineage(spec, tmp_path, study="s", trial_id="t", on_round=stop_at_round_1)
+    with pytest.raises(interrupt):
+        list(lineage)
+    (row,) = read_lineages(tmp_path, "s").table.to_pylist()
+    assert row["status"] == "stopped" and f"interrupted ({interrupt.__name__})" in row["error"]
+    rounds = run_to_lake(spec, tmp_path, study="s", trial_id="t")
+    assert [r.round for r in rounds] == [0, 1, 2]
+    assert read_lineages(tmp_path, "s").table.to_pylist()[0]["status"] == "finished"

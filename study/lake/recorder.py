@@ -212,6 +212,9 @@ class LakeLineage:
         except LineageFailure as e:
             self.status(e.status, str(e))
             raise
+        except (KeyboardInterrupt, SystemExit) as e:  # interrupted, not broken: a re-run resumes it
+            self.status("stopped", f"interrupted ({type(e).__name__}) in round {self.done}")
+            raise
         except BaseException as e:
             self.status("failed", f"{type(e).__name__}: {e}".splitlines()[0])
             raise

@@ -199,7 +199,7 @@ class StudySpec:
     max_failures: int = 2
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
-    stall_timeout_s: float | None = 1800.0  # stop, saying why, when trials wait but none runs for this long
+    stall_timeout_s: float | None = 1800.0  # stop, saying why, when lineages wait but none runs for this long
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same study (a re-run, which resumes it, may change resources,

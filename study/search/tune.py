@@ -1,6 +1,7 @@
-"""Ray Tune + Optuna adapter: one trial = one configuration's lineage (one per seed, stepped
-round by round together), reported to Tune after every round with a checkpoint that carries the
-lineage state (θ_k and mask included). The lineage engine does the work; this only schedules it.
+"""Ray Tune + Optuna adapter: one trial = one configuration's lineages (one per seed, each a
+parallel Ray task, see lineage_tasks), reported to Tune after every round that all its seeds
+finished, with a checkpoint that carries the lineage states (θ_k and mask included). The lineage
+engine does the work; this only schedules it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import pyarrow.parquet as pq
@@ -33,10 +34,19 @@ from study.engine.checkpoint import CHECKPOINT_FILE, checkpoint_round
 from study.engine.failures import LineageFailure
 from study.engine.lineage import RunContext
 from study.errors import SpecError
-from study.lake.files import trial_round_files, write_lineage, write_study
+from study.lake.files import trial_round_files, write_study
 from study.lake.reader import read_lineages, read_rounds, read_studies
-from study.lake.recorder import LakeLineage, default_workdir
-from study.lake.schema import FAILED_STATUSES, LINEAGES_SCHEMA, LineageRow, StudyRow
+from study.lake.recorder import default_workdir
+from study.lake.schema import FAILED_STATUSES, StudyRow
+from study.search.lineage_tasks import (
+    HEARTBEAT_S,
+    TRIAL_RESOURCES,
+    LineageBoard,
+    LineageJob,
+    RemoteLineage,
+    close_running,
+    stop_all,
+)
 from study.search.paths import get_path
 from study.search.preflight import check_fits, check_storage
 from study.search.study_spec import StudySpec
@@ -111,7 +121,7 @@ class LotterySearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def _maybe_inject_fault(trial_id: str, round_: int, lineages: list[LakeLineage]) -> None:
+def _maybe_inject_fault(trial_id: str, round_: int, jobs: list[LineageJob]) -> None:
     """Raise once per trial at the given round; the marker file records when each round row of
     the trial was written, so a test can tell a resume (old rows kept) from a restart."""
     spec = os.environ.get(FAULT_ENV)
@@ -123,16 +133,17 @@ def _maybe_inject_fault(trial_id: str, round_: int, lineages: list[LakeLineage])
         marker.parent.mkdir(parents=True, exist_ok=True)
         written = {
             f"{row['trial_id']}-r{row['round']:03d}": row["written_at"].isoformat()
-            for lin in lineages
-            for path in trial_round_files(lin.root, lin.row.study, lin.row.trial_id)
+            for job in jobs
+            for path in trial_round_files(job.root, job.study, job.trial_id)
             for row in pq.read_table(path, columns=["trial_id", "round", "written_at"]).to_pylist()
         }
         marker.write_text(json.dumps(written))
         raise RuntimeError(f"injected fault in trial {trial_id} at round {round_} ({FAULT_ENV})")
 
 
-def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
-    """The Tune function trainable."""
+def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.ActorHandle | None = None) -> None:
+    """The Tune function trainable: starts its seeds' lineages as parallel Ray tasks, reports
+    their seed means after every round they all finished, and stops them when it ends."""
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     params = {k: v for k, v in config.items() if k in study.search}
@@ -143,55 +154,61 @@ def lineage_trial(config: dict[str, Any], study: StudySpec) -> None:
     # checkpoint than the lake holds (its state snapshot lags): the newer one wins, so finished
     # rounds are never redone.
     durable = {seed: default_workdir(study.storage.results, study.name, f"{trial_id}-s{seed}") for seed in study.seeds}
+    lineages: list[RemoteLineage] = []
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint:
             with checkpoint.as_directory() as saved:
                 for seed, target in durable.items():
                     _keep_newer(Path(saved) / f"seed={seed}" / CHECKPOINT_FILE, target / CHECKPOINT_FILE)
-        node_id = ray.get_runtime_context().get_node_id()
-        lineages = [
-            LakeLineage(
+        jobs = [
+            LineageJob(
                 study.lineage_spec(params, seed),
                 study.storage.results,
-                study=study.name,
-                trial_id=f"{trial_id}-s{seed}",
-                workdir=durable[seed],
-                context=context,
-                optuna_trial_number=config.get("optuna_trial_number"),
-                node_id=node_id,
+                study.name,
+                f"{trial_id}-s{seed}",
+                durable[seed],
+                context,
+                config.get("optuna_trial_number"),
             )
             for seed in study.seeds
         ]
-        rows = [list(lin.previous) for lin in lineages]
+        lineages = [RemoteLineage(job, study.resources.cpu, study.resources.gpu, board) for job in jobs]
+        rows = [list(lin.started.previous) for lin in lineages]
         points = [_mean_point(rs) for rs in zip(*rows, strict=False)]
         try:
             for results in lockstep(lineages, rows):
                 points.append(_mean_point(results))
-                _maybe_inject_fault(trial_id, results[0].round, lineages)
+                _maybe_inject_fault(trial_id, results[0].round, jobs)
                 for seed, source in durable.items():
                     (workdir / f"seed={seed}").mkdir(exist_ok=True)
                     shutil.copy2(source / CHECKPOINT_FILE, workdir / f"seed={seed}" / CHECKPOINT_FILE)
-                tune.report(
-                    _metrics(study, results, points, node_id), checkpoint=Checkpoint.from_directory(str(workdir))
-                )
+                tune.report(_metrics(study, results, points), checkpoint=Checkpoint.from_directory(str(workdir)))
             for source in durable.values():  # finished: the rows are final, the resume state is not needed
                 shutil.rmtree(source, ignore_errors=True)
         except LineageFailure as e:
             # the failing lineage filed its own status; its siblings stop, and the trial reports
             # a failure that LotterySearch files with Optuna as FAIL (never a best)
-            for lin in lineages:
-                if lin.status_name == "running":
-                    lin.status("stopped", f"a sibling seed's lineage is {e.status}: {e}")
-            tune.report(
-                {
-                    **{m: float("nan") for m in study.objective.metrics},
-                    FAILURE_KEY: f"{e.status}: {e}",
-                    "node_id": node_id,
-                }
+            stop_all(lineages)
+            close_running(
+                study.storage.results, study.name, trial_id, "stopped", f"a sibling seed's lineage is {e.status}: {e}"
             )
+            tune.report({**{m: float("nan") for m in study.objective.metrics}, FAILURE_KEY: f"{e.status}: {e}"})
+        except SystemExit:  # how Tune ends a trial it stops (its scheduler, the time budget, a stall)
+            stop_all(lineages)
+            close_running(study.storage.results, study.name, trial_id, "stopped", _stopped_reason(trial_id))
+            raise
     finally:
+        stop_all(lineages)  # an error leaves them 'running': Tune's retry resumes them from the lake
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _errored_reason(trial_id: str) -> str:
+    return f"trial {trial_id} raised and is out of retries (max_failures); run the study again to resume it"
+
+
+def _stopped_reason(trial_id: str) -> str:
+    return f"Tune stopped trial {trial_id} (its scheduler, the time budget or a stall)"
 
 
 def lockstep(lineages: list[Any], rows: list[list[Any]]) -> Iterator[list[Any]]:
@@ -232,7 +249,7 @@ def _mean_point(results) -> RoundPoint:
     )
 
 
-def _metrics(study: StudySpec, results, points: list[RoundPoint], node_id: str) -> dict[str, Any]:
+def _metrics(study: StudySpec, results, points: list[RoundPoint]) -> dict[str, Any]:
     """What a trial reports to Tune (and so to the scheduler and Optuna): validation-derived
     metrics only. Test accuracy stays in the lake."""
     n = len(results)
@@ -246,41 +263,41 @@ def _metrics(study: StudySpec, results, points: list[RoundPoint], node_id: str) 
         "early_stop_iteration": sum(r.early_stop_iteration for r in results) / n,
         "dense_val_acc": points[0].val_acc,
         "iterations": sum(r.iterations for r in results),
-        "node_id": node_id,
         **objective_metrics(points, study.objective.name, study.objective.tolerance, study.objective.target_remaining),
     }
 
 
-class StallStopper(Stopper, tune.Callback):
-    """Stops the study, saying why, when trials are left to run but none has run for
-    `timeout_s` seconds (they wait on resources the cluster never grants). A running trial is
-    progress however long its round takes."""
+class StallStopper(Stopper):
+    """Stops the study, saying why, when lineages are left to run but none has run for
+    `timeout_s` seconds (their tasks wait on resources the cluster never grants). A running
+    lineage is progress however long its round takes: its task beats on the `board`."""
 
-    def __init__(self, timeout_s: float | None) -> None:
+    def __init__(self, timeout_s: float | None, board: ray.actor.ActorHandle | None) -> None:
         self.timeout_s = timeout_s
+        self.board = board
         self.last: float | None = None
+        self.polled = 0.0
         self.reason: str | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "last": None, "reason": None}  # a restored study starts its clock anew
-
-    def _progress(self) -> None:
-        self.last = time.monotonic()
+        # a restored study starts its clock anew, with the board of its own run
+        return {**self.__dict__, "board": None, "last": None, "polled": 0.0, "reason": None}
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False  # stops the whole study or nothing (stop_all)
 
-    def on_step_begin(self, iteration, trials, **info) -> None:
-        # called every controller step, before stop_all is polled
-        if any(t.status == "RUNNING" for t in trials):
-            self._progress()
-
     def stop_all(self) -> bool:
         if self.timeout_s is None:
             return False
+        now = time.monotonic()
         if self.last is None:
-            self.last = time.monotonic()
-        if self.reason is None and time.monotonic() - self.last > self.timeout_s:
+            self.last = now
+        if self.board is not None and now - self.polled >= HEARTBEAT_S:  # polled every controller step
+            self.polled = now
+            quiet = cast(float | None, ray.get(self.board.quiet_for.remote()))
+            if quiet is not None:
+                self.last = max(self.last, now - quiet)
+        if self.reason is None and now - self.last > self.timeout_s:
             self.reason = _stall_reason(self.timeout_s)
         return self.reason is not None
 
@@ -289,8 +306,8 @@ def _stall_reason(timeout_s: float) -> str:
     total, free = ray.cluster_resources(), ray.available_resources()
     have = ", ".join(f"{free.get(k, 0):g} of {total[k]:g} {k}" for k in ("CPU", "GPU") if total.get(k))
     return (
-        f"no trial ran for {timeout_s:g} s (free now: {have or 'nothing'}): the cluster never granted a "
-        f"trial's resources; free the cluster or lower resources.cpu/gpu, then run the study under a new "
+        f"no lineage ran for {timeout_s:g} s (free now: {have or 'nothing'}): the cluster never granted a "
+        f"lineage's resources; free the cluster or lower resources.cpu/gpu, then run the study under a new "
         f"name (finished rounds stay in the lake)"
     )
 
@@ -301,7 +318,9 @@ class StudyStalled(RuntimeError):
 
 class LakeFinalizer(tune.Callback):
     """Runs in the driver: when a trial ends with lineages still 'running' in the lake (a
-    scheduler stopped it early), mark them 'stopped', so no lineage stays 'running' forever."""
+    scheduler stopped it early), mark them 'stopped', so no lineage stays 'running' forever. The
+    trial does the same once its lineage tasks are gone; this covers a trial whose process was
+    killed first, and at the study's end, any trial that ended in an error is filed 'failed'."""
 
     def __init__(self, root: str, study: str) -> None:
         self.root, self.study = root, study
@@ -309,23 +328,15 @@ class LakeFinalizer(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.close(trial.trial_id, "stopped")
 
+    def on_experiment_end(self, trials, **info) -> None:
+        for trial in trials:
+            if trial.status == "TERMINATED":
+                self.close(trial.trial_id, "stopped")
+            elif trial.status == "ERROR":
+                close_running(self.root, self.study, trial.trial_id, "failed", _errored_reason(trial.trial_id))
+
     def close(self, trial_id: str, status: str) -> int:
-        closed = 0
-        base = Path(self.root) / "lineages" / f"study={self.study}"
-        for path in base.glob(f"strategy=*/{trial_id}-s*.parquet"):
-            row = LineageRow(**pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0])
-            if row.status == "running":
-                done = row.rounds_done or 0
-                row = dataclasses.replace(
-                    row,
-                    status=status,
-                    updated_at=dt.datetime.now(dt.UTC),
-                    error=f"Tune stopped trial {trial_id} after round {done - 1} "
-                    f"(its scheduler, the time budget or a stall)",
-                )
-                write_lineage(self.root, dataclasses.asdict(row))
-                closed += 1
-        return closed
+        return close_running(self.root, self.study, trial_id, status, _stopped_reason(trial_id))
 
 
 @dataclass
@@ -384,16 +395,16 @@ def run_study(
         announce()
     metrics, modes = study.objective.metrics, study.objective.modes
     multi = study.objective.multi
-    trainable = tune.with_resources(
-        tune.with_parameters(lineage_trial, study=study), {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
-    )
     path = f"{tune_root(study).rstrip('/')}/{study.name}"
-    stall = StallStopper(study.stall_timeout_s)
+    board = LineageBoard.remote()  # type: ignore[attr-defined]  # a Ray actor class
+    # a trial holds next to nothing: its seeds' lineage tasks hold resources.cpu/gpu each
+    trainable = tune.with_resources(tune.with_parameters(lineage_trial, study=study, board=board), TRIAL_RESOURCES)
+    stall = StallStopper(study.stall_timeout_s, board)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         restored = tuner._local_tuner.get_run_config().stop if tuner._local_tuner else None
         if isinstance(restored, StallStopper):  # the restored one is the one Tune polls; it takes today's limit
-            restored.timeout_s = study.stall_timeout_s
+            restored.timeout_s, restored.board = study.stall_timeout_s, board
             stall = restored
     else:
         searcher = LotterySearch(
@@ -431,7 +442,7 @@ def run_study(
                 stop=stall,
                 failure_config=FailureConfig(max_failures=study.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                callbacks=[*(callbacks or []), stall, LakeFinalizer(study.storage.results, study.name)],
+                callbacks=[*(callbacks or []), LakeFinalizer(study.storage.results, study.name)],
             ),
         )
     _record_study(study)

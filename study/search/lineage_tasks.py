@@ -1,0 +1,177 @@
+"""A trial's lineages (one per seed) as parallel Ray tasks: each runs on its own CPUs (or GPU),
+files its rows and checkpoints in the lake exactly as a lineage run on its own does, and streams
+its round results back to the trial, which only waits, reports and checkpoints. A task that is
+not granted resources yet waits in Ray's queue behind the tasks submitted before it, so a core
+that frees up takes the next waiting lineage of any trial, and the lineages of long trials are
+never overtaken by those of trials that started later."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import pyarrow.parquet as pq
+import ray
+from ray.exceptions import RayError, RayTaskError
+
+from study.engine.failures import LineageFailure
+from study.engine.lineage import RunContext
+from study.engine.rows import RoundResult
+from study.engine.spec import LineageSpec
+from study.lake.files import write_lineage
+from study.lake.recorder import LakeLineage
+from study.lake.schema import LINEAGES_SCHEMA, LineageRow
+
+# What a trial itself holds: no CPU (it waits on its lineages' tasks, which hold the real
+# resources; even a fraction would leave no node a whole CPU for them), only memory, as Ray
+# takes no empty request.
+TRIAL_RESOURCES: dict[str, float] = {"cpu": 0, "memory": 256 * 2**20}
+CANCEL_WAIT_S = 30.0
+HEARTBEAT_S = 1.0
+
+
+@ray.remote(num_cpus=0)
+class LineageBoard:
+    """Where running lineage tasks beat, every HEARTBEAT_S while they live: the driver's stall
+    check asks how long none has (a trial holds no CPU, so a running trial proves nothing)."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def quiet_for(self) -> float | None:
+        """Seconds since the last beat, or None before the first."""
+        return None if self.last is None else time.monotonic() - self.last
+
+
+@dataclass(frozen=True)
+class LineageJob:
+    """One lineage of a trial, as the task that runs it needs it (picklable)."""
+
+    spec: LineageSpec
+    root: str
+    study: str
+    trial_id: str
+    workdir: Path
+    context: RunContext
+    optuna_trial_number: int | None
+
+
+@dataclass(frozen=True)
+class Started:
+    """The first thing a lineage task yields: where it runs and the rounds it resumed with."""
+
+    node_id: str
+    previous: list[RoundResult]
+
+
+def _heartbeat(board: ray.actor.ActorHandle, stop: threading.Event) -> None:
+    board.beat.remote()
+    while not stop.wait(HEARTBEAT_S):
+        board.beat.remote()
+
+
+def _run_job(job: LineageJob, board: ray.actor.ActorHandle | None) -> Iterator[Started | RoundResult]:
+    stop = threading.Event()
+    if board is not None:  # a daemon: it dies with the task, however the task ends
+        threading.Thread(target=_heartbeat, args=(board, stop), daemon=True).start()
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+        lineage = LakeLineage(
+            job.spec,
+            job.root,
+            study=job.study,
+            trial_id=job.trial_id,
+            workdir=job.workdir,
+            context=job.context,
+            optuna_trial_number=job.optuna_trial_number,
+            node_id=node_id,
+        )
+        yield Started(node_id, list(lineage.previous))
+        for result in lineage:  # noqa: UP028  (Ray sends into the generator; a LakeLineage takes no send)
+            yield result
+    finally:
+        stop.set()
+
+
+# retries are the trial's business (Tune's max_failures), which resumes from the lake checkpoints
+_lineage_task = ray.remote(max_retries=0, retry_exceptions=False)(_run_job)
+
+
+class RemoteLineage:
+    """Iterate it for the lineage's new round results, computed by its own Ray task (started on
+    construction). `started` blocks until the task runs; a LineageFailure in the task is raised
+    here as itself."""
+
+    def __init__(self, job: LineageJob, cpu: float, gpu: float, board: ray.actor.ActorHandle | None = None) -> None:
+        self.job = job
+        # DEFAULT: outside the trial's placement group, which holds only TRIAL_RESOURCES
+        task = _lineage_task.options(num_cpus=cpu, num_gpus=gpu, scheduling_strategy="DEFAULT")
+        stream = task.remote(job, board)
+        self._stream = cast(ray.ObjectRefGenerator, stream)  # a generator task streams (Ray's stubs say ObjectRef)
+        self._started: Started | None = None
+
+    @property
+    def started(self) -> Started:
+        if self._started is None:
+            first = self._get(next(self._stream))
+            assert isinstance(first, Started), "a lineage task yields Started first"
+            self._started = first
+        return self._started
+
+    def __iter__(self) -> RemoteLineage:
+        return self
+
+    def __next__(self) -> RoundResult:
+        _ = self.started
+        result = self._get(next(self._stream))
+        assert isinstance(result, RoundResult)
+        return result
+
+    @staticmethod
+    def _get(ref: ray.ObjectRef) -> Started | RoundResult:
+        try:
+            return ray.get(ref)
+        except RayTaskError as e:
+            if isinstance(e.cause, LineageFailure):
+                raise e.cause from None
+            raise
+
+    def cancel(self) -> None:
+        """Kill the task (a no-op once it ended) and wait until it is gone, so nothing it does can
+        follow what the trial writes next. Its files stay consistent: every write is atomic, and a
+        round whose checkpoint was not saved yet is redone on resume, replacing its own row."""
+        ray.cancel(self._stream, force=True)
+        try:
+            ray.get(self._stream.completed(), timeout=CANCEL_WAIT_S)
+        except (RayError, TimeoutError):
+            pass
+
+
+def stop_all(lineages: list[RemoteLineage]) -> None:
+    for lineage in lineages:
+        lineage.cancel()
+
+
+def close_running(root: str, study: str, trial_id: str, status: str, reason: str) -> int:
+    """File the lineages of a Tune trial that still say 'running' as `status`, saying why (the
+    trial was stopped, a sibling seed failed, the study ended) and after which round. Returns
+    how many it closed."""
+    closed = 0
+    base = Path(root) / "lineages" / f"study={study}"
+    for path in base.glob(f"strategy=*/{trial_id}-s*.parquet"):
+        row = LineageRow(**pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0])
+        if row.status == "running":
+            error = f"{reason} (after round {(row.rounds_done or 0) - 1})"
+            row = dataclasses.replace(row, status=status, updated_at=dt.datetime.now(dt.UTC), error=error)
+            write_lineage(root, dataclasses.asdict(row))
+            closed += 1
+    return closed
