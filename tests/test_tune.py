@@ -517,3 +517,13 @@ def test_a_trial_out_of_retries_is_filed_failed_and_a_rerun_resumes_it(tmp_path)
         ray.shutdown()
     assert {r["status"] for r in raw_rows(tmp_path / "lake", "lineages")} == {"finished"}
     assert len(raw_rows(tmp_path / "lake")) == 6
+
+
+def test_trials_to_fill_keeps_every_slot_busy_with_one_trial_queued():
+    from study.search.lineage_tasks import trials_to_fill
+
+    assert trials_to_fill(1, 0, 3, {"CPU": 2}) == 2  # 3 lineages cover 2 cores, one more trial queued
+    assert trials_to_fill(1, 0, 1, {"CPU": 16}) == 17
+    assert trials_to_fill(1, 0.5, 2, {"CPU": 64, "GPU": 4}) == 5  # 8 half-GPU slots / 2 seeds + 1
+    assert trials_to_fill(4, 0, 2, {"CPU": 18}) == 3  # 4 slots of 4 CPUs, 2 trials fill them, 1 queued
+    assert trials_to_fill(2, 0, 1, {"CPU": 0}) == 2  # an autoscaler's empty head: start small

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -154,6 +155,14 @@ class RemoteLineage:
             ray.get(self._stream.completed(), timeout=CANCEL_WAIT_S)
         except (RayError, TimeoutError):
             pass
+
+
+def trials_to_fill(cpu: float, gpu: float, seeds: int, cluster: dict[str, float]) -> int:
+    """How many trials at once keep every core (every GPU, for GPU lineages) of the cluster busy:
+    enough for their lineages to take all the slots, plus one whose lineages wait in the queue, so
+    a slot freed by a finishing lineage never waits for a trial to start."""
+    slots = int(cluster.get("GPU", 0) // gpu) if gpu > 0 else int(cluster.get("CPU", 0) // cpu)
+    return max(1, math.ceil(slots / seeds)) + 1
 
 
 def stop_all(lineages: list[RemoteLineage]) -> None:

@@ -195,7 +195,7 @@ class StudySpec:
     sampler_seed: int | None = 0
     scheduler: SchedulerSpec | None = None
     budget: BudgetSpec = field(default_factory=BudgetSpec)
-    max_concurrent: int = 2
+    max_concurrent: int | None = None  # trials at once; None: enough to keep every core (GPU) busy
     max_failures: int = 2
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
@@ -243,8 +243,10 @@ class StudySpec:
                 f"storage.results {self.storage.results} is a URL, but the results lake is written to a "
                 f"folder; give a local or shared-volume path"
             )
-        if self.max_concurrent < 1 or self.max_failures < 0:
-            raise SpecError("max_concurrent must be >= 1 and max_failures >= 0")
+        if (self.max_concurrent is not None and self.max_concurrent < 1) or self.max_failures < 0:
+            raise SpecError(
+                "max_concurrent must be >= 1 (or left out: enough to fill the cluster) and max_failures >= 0"
+            )
         for seed in self.seeds:
             self.lineage_spec({}, seed, where=f"seeds: {seed}")
         for name, param in self.search.items():

@@ -46,6 +46,7 @@ from study.search.lineage_tasks import (
     RemoteLineage,
     close_running,
     stop_all,
+    trials_to_fill,
 )
 from study.search.paths import get_path
 from study.search.preflight import check_fits, check_storage
@@ -431,7 +432,8 @@ def run_study(
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=study.budget.num_samples,
-                max_concurrent_trials=study.max_concurrent,
+                max_concurrent_trials=study.max_concurrent
+                or trials_to_fill(study.resources.cpu, study.resources.gpu, len(study.seeds), ray.cluster_resources()),
                 reuse_actors=True,
                 time_budget_s=study.budget.time_budget_s,
             ),
