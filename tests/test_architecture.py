@@ -165,3 +165,32 @@ def test_the_engine_loads_no_pyarrow_and_no_ray():
     engine = ["study.engine.lineage", "study.engine.spec"]
     assert loaded_after_importing(engine, ("pyarrow", "ray", "optuna", "streamlit")) == []
     assert loaded_after_importing(engine, ("torch",)) == ["torch"]  # the check itself sees imports
+
+
+def test_a_trial_process_loads_no_torch(tmp_path):
+    """A trial only waits on its lineage tasks: importing its module and unpickling what it is
+    handed (the study) and sent back (Started, round results) loads no torch, so a trial costs
+    neither torch's import time nor its memory."""
+    import pickle
+
+    from conftest import synthetic_spec_dict
+
+    from study.engine.lineage import RunContext, run_lineage
+    from study.engine.spec import lineage_spec_from_dict
+    from study.search.lineage_tasks import Started
+    from study.search.study_spec import StudySpec
+    from study.typed_yaml import build
+
+    study = build(StudySpec, {"name": "s", "base": synthetic_spec_dict(), "storage": {"results": "r"}}, "study")
+    spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=0, train={"iterations": 40, "eval_every": 20}))
+    results = run_lineage(spec, context=RunContext(threads=1))
+    blob = tmp_path / "handed.pkl"
+    blob.write_bytes(pickle.dumps((study, Started("node", results, tmp_path / "lineage.pt"))))
+    code = (
+        "import pickle, sys; import study.search.tune; "
+        f"study, started = pickle.loads(open({str(blob)!r}, 'rb').read()); "
+        "study.lineage_dict({'train.lr': 0.1}, 3); started.previous[0].val_acc; "
+        "print(sorted(m for m in ('torch',) if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
+    assert ast.literal_eval(out.stdout) == []

@@ -442,7 +442,7 @@ def test_parallel_seeds_write_the_rows_serial_runs_write_and_overlap_in_time(loc
     the same lineage run serially in this process (run_lineage, no Ray), and the seeds' rounds
     overlapped in time: their summed round seconds exceed the time from the first round's start
     to the last round's end, which seeds run one after another cannot do."""
-    from study.engine.lineage import RunContext, run_lineage
+    from study.engine.lineage import run_lineage
 
     base = synthetic_spec_dict(rounds=2, train={"iterations": 600, "eval_every": 200})
     path = write_study(
@@ -476,13 +476,12 @@ def test_a_cancelled_lineage_task_is_gone_before_its_trial_files_it_stopped(loca
     """How a trial ends its seeds (stopped by Tune, or a sibling failed): the task is killed and
     waited for, so nothing it does can follow; it files nothing itself (not 'failed'), and the
     'stopped' the trial then files stays."""
-    from study.engine.spec import lineage_spec_from_dict
-    from study.lake.recorder import default_workdir
+    from study.lake.files import checkpoint_dir
     from study.search.lineage_tasks import LineageJob, RemoteLineage, close_running
 
-    spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=8, train={"iterations": 400, "eval_every": 200}))
+    spec = synthetic_spec_dict(rounds=8, train={"iterations": 400, "eval_every": 200})
     root = str(tmp_path)
-    job = LineageJob(spec, root, "s", "t1-s0", default_workdir(root, "s", "t1-s0"), RunContext(threads=1), None)
+    job = LineageJob(spec, root, "s", "t1-s0", checkpoint_dir(root, "s", "t1-s0"), "cpu", 1, None)
     lineage = RemoteLineage(job, 1, 0)
     assert lineage.started.previous == [] and next(lineage).round == 0
     lineage.cancel()

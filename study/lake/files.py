@@ -32,6 +32,11 @@ def round_path(root: Path, study: str, strategy: str, trial_id: str, round_: int
     return Path(root) / "rounds" / f"study={study}" / f"strategy={strategy}" / f"{trial_id}-r{round_:03d}.parquet"
 
 
+def checkpoint_dir(root: str | Path, study: str, trial_id: str) -> Path:
+    """Where a lineage run into the lake keeps its resume state (never read as a table)."""
+    return Path(root) / "_checkpoints" / f"study={study}" / trial_id
+
+
 def lineage_path(root: Path, study: str, strategy: str, trial_id: str) -> Path:
     return Path(root) / "lineages" / f"study={study}" / f"strategy={strategy}" / f"{trial_id}.parquet"
 

@@ -26,17 +26,13 @@ from study.engine.lineage import Lineage, LineageHooks, RunContext
 from study.engine.rows import LineageIds, RoundResult
 from study.engine.spec import LineageSpec
 from study.errors import SpecError
-from study.lake.files import check_name, fold_rounds, supersede, trial_files, write_lineage, write_round
+from study.lake.files import check_name, checkpoint_dir, fold_rounds, supersede, trial_files, write_lineage, write_round
 from study.lake.schema import LINEAGES_SCHEMA, LineageRow, RoundRow
 from study.version import code_version
 
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def default_workdir(root: str | Path, study: str, trial_id: str) -> Path:
-    return Path(root) / "_checkpoints" / f"study={study}" / trial_id
 
 
 def ensure_writable(
@@ -117,7 +113,7 @@ class LakeLineage:
         except ValueError as e:
             raise SpecError(str(e)) from None
         ensure_writable(root)
-        self.workdir = Path(workdir) if workdir is not None else default_workdir(root, study, trial_id)
+        self.workdir = Path(workdir) if workdir is not None else checkpoint_dir(root, study, trial_id)
         held, compacted = held_lineages(root, study, trial_id)
         if fresh and compacted:
             raise SpecError(

@@ -3,7 +3,10 @@ files its rows and checkpoints in the lake exactly as a lineage run on its own d
 its round results back to the trial, which only waits, reports and checkpoints. A task that is
 not granted resources yet waits in Ray's queue behind the tasks submitted before it, so a core
 that frees up takes the next waiting lineage of any trial, and the lineages of long trials are
-never overtaken by those of trials that started later."""
+never overtaken by those of trials that started later.
+
+A trial's process loads no torch (it only waits): the task builds the lineage from its YAML
+mapping, and everything the trial reads back (round results, failures) is plain Python."""
 
 from __future__ import annotations
 
@@ -22,11 +25,8 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from study.engine.failures import LineageFailure
-from study.engine.lineage import RunContext
 from study.engine.rows import RoundResult
-from study.engine.spec import LineageSpec
 from study.lake.files import write_lineage
-from study.lake.recorder import LakeLineage
 from study.lake.schema import LINEAGES_SCHEMA, LineageRow
 
 # What a trial itself holds: no CPU (it waits on its lineages' tasks, which hold the real
@@ -55,23 +55,26 @@ class LineageBoard:
 
 @dataclass(frozen=True)
 class LineageJob:
-    """One lineage of a trial, as the task that runs it needs it (picklable)."""
+    """One lineage of a trial, as the task that runs it needs it (picklable, torch-free)."""
 
-    spec: LineageSpec
+    lineage: dict  # the lineage spec's YAML mapping, validated by the study before any trial ran
     root: str
     study: str
     trial_id: str
     workdir: Path
-    context: RunContext
+    device: str
+    threads: int
     optuna_trial_number: int | None
 
 
 @dataclass(frozen=True)
 class Started:
-    """The first thing a lineage task yields: where it runs and the rounds it resumed with."""
+    """The first thing a lineage task yields: where it runs, the rounds it resumed with and the
+    file its checkpoint is saved to after every round."""
 
     node_id: str
     previous: list[RoundResult]
+    checkpoint: Path
 
 
 def _heartbeat(board: ray.actor.ActorHandle, stop: threading.Event) -> None:
@@ -85,18 +88,23 @@ def _run_job(job: LineageJob, board: ray.actor.ActorHandle | None) -> Iterator[S
     if board is not None:  # a daemon: it dies with the task, however the task ends
         threading.Thread(target=_heartbeat, args=(board, stop), daemon=True).start()
     try:
+        from study.engine.checkpoint import CHECKPOINT_FILE
+        from study.engine.lineage import RunContext
+        from study.engine.spec import lineage_spec_from_dict
+        from study.lake.recorder import LakeLineage
+
         node_id = ray.get_runtime_context().get_node_id()
         lineage = LakeLineage(
-            job.spec,
+            lineage_spec_from_dict(job.lineage),
             job.root,
             study=job.study,
             trial_id=job.trial_id,
             workdir=job.workdir,
-            context=job.context,
+            context=RunContext(device=job.device, threads=job.threads),
             optuna_trial_number=job.optuna_trial_number,
             node_id=node_id,
         )
-        yield Started(node_id, list(lineage.previous))
+        yield Started(node_id, list(lineage.previous), job.workdir / CHECKPOINT_FILE)
         for result in lineage:  # noqa: UP028  (Ray sends into the generator; a LakeLineage takes no send)
             yield result
     finally:

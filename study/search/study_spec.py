@@ -10,13 +10,15 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from study.analysis.objectives import OBJECTIVES
-from study.engine.spec import LineageSpec, lineage_spec_from_dict
 from study.errors import SpecError
 from study.search.paths import missing_part, set_path
 from study.typed_yaml import build, choice, load_yaml
+
+if TYPE_CHECKING:
+    from study.engine.spec import LineageSpec
 
 PARAM_TYPES = ("float", "log_float", "int", "categorical")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
@@ -279,18 +281,28 @@ class StudySpec:
                 param.grid(name)
 
     def base_spec(self) -> LineageSpec:
+        from study.engine.spec import lineage_spec_from_dict  # torch: a trial's process never needs it
+
         try:
             return lineage_spec_from_dict(self.base)
         except SpecError as e:
             raise SpecError(f"base: {e}") from None
 
-    def lineage_spec(self, params: dict[str, Any], seed: int | None = None, where: str = "") -> LineageSpec:
-        """The base lineage with searched values applied (dotted paths: train.lr, prune.rates.fc)."""
+    def lineage_dict(self, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+        """The base lineage's YAML mapping with searched values applied (dotted paths: train.lr,
+        prune.rates.fc) and the seed."""
         raw = copy.deepcopy(self.base)
         for name, value in params.items():
             set_path(raw, name, value)
         if seed is not None:
             raw["seed"] = seed
+        return raw
+
+    def lineage_spec(self, params: dict[str, Any], seed: int | None = None, where: str = "") -> LineageSpec:
+        """The base lineage with searched values applied, as a validated spec."""
+        from study.engine.spec import lineage_spec_from_dict
+
+        raw = self.lineage_dict(params, seed)
         try:
             return lineage_spec_from_dict(raw)
         except SpecError as e:

@@ -30,13 +30,10 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 from study.analysis.objectives import RoundPoint, objective_metrics, pareto_front, reported_test
-from study.engine.checkpoint import CHECKPOINT_FILE, checkpoint_round
 from study.engine.failures import LineageFailure
-from study.engine.lineage import RunContext
 from study.errors import SpecError
-from study.lake.files import trial_round_files, write_study
+from study.lake.files import checkpoint_dir, trial_round_files, write_study
 from study.lake.reader import read_lineages, read_rounds, read_studies
-from study.lake.recorder import default_workdir
 from study.lake.schema import FAILED_STATUSES, StudyRow
 from study.search.lineage_tasks import (
     HEARTBEAT_S,
@@ -148,28 +145,28 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     params = {k: v for k, v in config.items() if k in study.search}
-    context = RunContext(device="cuda" if study.resources.gpu > 0 else "cpu", threads=max(1, int(study.resources.cpu)))
     workdir = Path(tempfile.mkdtemp(prefix=f"study-{trial_id}-"))
     # Each lineage checkpoints into the lake after every round (shared storage, like its rows);
     # Tune's checkpoint carries copies. A restored experiment may hand back an older Tune
     # checkpoint than the lake holds (its state snapshot lags): the newer one wins, so finished
     # rounds are never redone.
-    durable = {seed: default_workdir(study.storage.results, study.name, f"{trial_id}-s{seed}") for seed in study.seeds}
+    durable = {seed: checkpoint_dir(study.storage.results, study.name, f"{trial_id}-s{seed}") for seed in study.seeds}
     lineages: list[RemoteLineage] = []
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint:
             with checkpoint.as_directory() as saved:
                 for seed, target in durable.items():
-                    _keep_newer(Path(saved) / f"seed={seed}" / CHECKPOINT_FILE, target / CHECKPOINT_FILE)
+                    _keep_newer(Path(saved) / f"seed={seed}", target)
         jobs = [
             LineageJob(
-                study.lineage_spec(params, seed),
+                study.lineage_dict(params, seed),
                 study.storage.results,
                 study.name,
                 f"{trial_id}-s{seed}",
                 durable[seed],
-                context,
+                "cuda" if study.resources.gpu > 0 else "cpu",
+                max(1, int(study.resources.cpu)),
                 config.get("optuna_trial_number"),
             )
             for seed in study.seeds
@@ -181,9 +178,9 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
             for results in lockstep(lineages, rows):
                 points.append(_mean_point(results))
                 _maybe_inject_fault(trial_id, results[0].round, jobs)
-                for seed, source in durable.items():
+                for seed, lin in zip(study.seeds, lineages, strict=True):
                     (workdir / f"seed={seed}").mkdir(exist_ok=True)
-                    shutil.copy2(source / CHECKPOINT_FILE, workdir / f"seed={seed}" / CHECKPOINT_FILE)
+                    shutil.copy2(lin.started.checkpoint, workdir / f"seed={seed}" / lin.started.checkpoint.name)
                 tune.report(_metrics(study, results, points), checkpoint=Checkpoint.from_directory(str(workdir)))
             for source in durable.values():  # finished: the rows are final, the resume state is not needed
                 shutil.rmtree(source, ignore_errors=True)
@@ -233,8 +230,12 @@ def lockstep(lineages: list[Any], rows: list[list[Any]]) -> Iterator[list[Any]]:
             reported += 1
 
 
-def _keep_newer(candidate: Path, target: Path) -> None:
-    """Put `candidate` at `target` unless `target` already holds a later round."""
+def _keep_newer(saved: Path, workdir: Path) -> None:
+    """Put the checkpoint saved in Tune's folder into the lineage's workdir, unless the workdir
+    already holds a later round."""
+    from study.engine.checkpoint import CHECKPOINT_FILE, checkpoint_round  # torch, on restore only
+
+    candidate, target = saved / CHECKPOINT_FILE, workdir / CHECKPOINT_FILE
     if candidate.is_file() and checkpoint_round(candidate) > checkpoint_round(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(candidate, target)
