@@ -98,10 +98,14 @@ def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
         ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        run_study(load_study_spec(clean))
+        clean_outcome = run_study(load_study_spec(clean))
     finally:
         ray.shutdown()
     assert len(list(markers.iterdir())) == 4, "every trial failed once at round 1"
+    values = {t["number"]: (t["state"], t["values"]) for t in outcome.trials}
+    assert values == {t["number"]: (t["state"], t["values"]) for t in clean_outcome.trials}, (
+        "Optuna got each retried trial's final result (its seeds ran ahead of the fault), as uninterrupted"
+    )
     assert outcome.errors == 0
     lake = tmp_path / "flaky_lake"
     rows = raw_rows(lake)
@@ -223,7 +227,7 @@ def test_asha_stops_trials_on_the_sparsity_attribute_and_the_lake_says_so(local_
     path = write_study(
         tmp_path,
         name="asha",
-        rounds=3,
+        base=synthetic_spec_dict(rounds=3, train={"iterations": 600, "eval_every": 200}),
         objective={"name": "auc"},
         scheduler={"type": "asha", "grace_pruned_pct": 15, "reduction_factor": 2},
         budget={"num_samples": 6},
@@ -240,6 +244,7 @@ def test_asha_stops_trials_on_the_sparsity_attribute_and_the_lake_says_so(local_
     for r in lineages:
         full = per_trial[r["trial_id"]] == {0, 1, 2, 3}
         assert full == (r["status"] == "finished"), r
+    assert "stopped" in {r["status"] for r in lineages}, "ASHA stopped some trial while its lineage ran"
 
 
 def test_lake_finalizer_marks_running_lineages_of_an_ended_trial_stopped(tmp_path):
@@ -485,6 +490,8 @@ def test_a_cancelled_lineage_task_is_gone_before_its_trial_files_it_stopped(loca
     lineage = RemoteLineage(job, 1, 0)
     assert lineage.started.previous == [] and next(lineage).round == 0
     lineage.cancel()
+    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
+        ray.get(lineage._stream.completed(), timeout=0)
     files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")}
     assert close_running(root, "s", "t1", "stopped", "the test stopped it") == 1
     time.sleep(3)
@@ -498,7 +505,8 @@ def test_a_trial_out_of_retries_is_filed_failed_and_a_rerun_resumes_it(tmp_path)
     """A trial that raises with no retries left ends in error: its lineages are filed 'failed'
     (never 'running' forever, never counted); running the study again resumes and finishes them."""
     markers = tmp_path / "markers"
-    path = write_study(tmp_path, name="flaky", seeds=[0, 1], max_failures=0, budget={"num_samples": 1})
+    base = synthetic_spec_dict(rounds=3, train={"iterations": 300, "eval_every": 100})
+    path = write_study(tmp_path, name="flaky", base=base, seeds=[0, 1], max_failures=0, budget={"num_samples": 1})
     ray.init(
         num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}}
     )
@@ -508,14 +516,14 @@ def test_a_trial_out_of_retries_is_filed_failed_and_a_rerun_resumes_it(tmp_path)
         ray.shutdown()
     lineages = raw_rows(tmp_path / "lake", "lineages")
     assert len(lineages) == 2 and {r["status"] for r in lineages} == {"failed"}
-    assert all("out of retries (max_failures); run the study again" in r["error"] for r in lineages)
+    assert all("out of retries, max_failures); running the study again finishes" in r["error"] for r in lineages)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert run_study(load_study_spec(path)).errors == 0
     finally:
         ray.shutdown()
     assert {r["status"] for r in raw_rows(tmp_path / "lake", "lineages")} == {"finished"}
-    assert len(raw_rows(tmp_path / "lake")) == 6
+    assert len(raw_rows(tmp_path / "lake")) == 8
 
 
 def test_trials_to_fill_keeps_every_slot_busy_with_one_trial_queued():
@@ -526,3 +534,24 @@ def test_trials_to_fill_keeps_every_slot_busy_with_one_trial_queued():
     assert trials_to_fill(1, 0.5, 2, {"CPU": 64, "GPU": 4}) == 5  # 8 half-GPU slots / 2 seeds + 1
     assert trials_to_fill(4, 0, 2, {"CPU": 18}) == 3  # 4 slots of 4 CPUs, 2 trials fill them, 1 queued
     assert trials_to_fill(2, 0, 1, {"CPU": 0}) == 2  # an autoscaler's empty head: start small
+
+
+def test_a_trial_that_fails_after_its_seeds_finished_reports_their_final_round(tmp_path):
+    """The seeds run ahead of their trial's reports: when the trial raises at the last round,
+    its retry finds every round done and steps nothing, yet Optuna must get the final round's
+    values (not the older last report), exactly as in an uninterrupted study."""
+    markers = tmp_path / "markers"
+    outcomes = {}
+    for name, env in (("clean", {}), ("late", {FAULT_ENV: f"2:{markers}"})):
+        path = write_study(
+            tmp_path, name=name, seeds=[0, 1], sampler="random", storage={"results": str(tmp_path / name)}
+        )
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        try:
+            outcomes[name] = run_study(load_study_spec(path))
+        finally:
+            ray.shutdown()
+    assert len(list(markers.iterdir())) == 4, "every trial raised once, at its last round"
+    values = {n: {t["number"]: (t["state"], t["values"]) for t in o.trials} for n, o in outcomes.items()}
+    assert values["late"] == values["clean"]
+    assert {r["status"] for r in raw_rows(tmp_path / "late", "lineages")} == {"finished"}

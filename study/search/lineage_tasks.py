@@ -2,8 +2,7 @@
 files its rows and checkpoints in the lake exactly as a lineage run on its own does, and streams
 its round results back to the trial, which only waits, reports and checkpoints. A task that is
 not granted resources yet waits in Ray's queue behind the tasks submitted before it, so a core
-that frees up takes the next waiting lineage of any trial, and the lineages of long trials are
-never overtaken by those of trials that started later.
+that frees up takes a waiting lineage of some trial, whichever trial is longest.
 
 A trial's process loads no torch (it only waits): the task builds the lineage from its YAML
 mapping, and everything the trial reads back (round results, failures) is plain Python."""
@@ -35,22 +34,30 @@ from study.lake.schema import LINEAGES_SCHEMA, LineageRow
 TRIAL_RESOURCES: dict[str, float] = {"cpu": 0, "memory": 256 * 2**20}
 CANCEL_WAIT_S = 30.0
 HEARTBEAT_S = 1.0
+QUIET_S = 3 * HEARTBEAT_S  # no beat for this long: the lineage's task is gone
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_restarts=-1)
 class LineageBoard:
-    """Where running lineage tasks beat, every HEARTBEAT_S while they live: the driver's stall
-    check asks how long none has (a trial holds no CPU, so a running trial proves nothing)."""
+    """Where running lineage tasks beat, every HEARTBEAT_S while they live. The driver asks how
+    long none has (its stall check: a trial holds no CPU, so a running trial proves nothing), and
+    how long a trial's lineages have been quiet (only then may it file their status)."""
 
     def __init__(self) -> None:
         self.last: float | None = None
+        self.lineages: dict[str, float] = {}
 
-    def beat(self) -> None:
-        self.last = time.monotonic()
+    def beat(self, trial_id: str) -> None:
+        self.last = self.lineages[trial_id] = time.monotonic()
 
-    def quiet_for(self) -> float | None:
-        """Seconds since the last beat, or None before the first."""
-        return None if self.last is None else time.monotonic() - self.last
+    def quiet_for(self, tune_trial: str | None = None) -> float | None:
+        """Seconds since the last beat (of the lineages of `tune_trial`, or of any), or None
+        before the first."""
+        if tune_trial is None:
+            last = self.last
+        else:
+            last = max((t for k, t in self.lineages.items() if k.startswith(f"{tune_trial}-s")), default=None)
+        return None if last is None else time.monotonic() - last
 
 
 @dataclass(frozen=True)
@@ -77,16 +84,16 @@ class Started:
     checkpoint: Path
 
 
-def _heartbeat(board: ray.actor.ActorHandle, stop: threading.Event) -> None:
-    board.beat.remote()
+def _heartbeat(board: ray.actor.ActorHandle, trial_id: str, stop: threading.Event) -> None:
+    board.beat.remote(trial_id)
     while not stop.wait(HEARTBEAT_S):
-        board.beat.remote()
+        board.beat.remote(trial_id)
 
 
 def _run_job(job: LineageJob, board: ray.actor.ActorHandle | None) -> Iterator[Started | RoundResult]:
     stop = threading.Event()
     if board is not None:  # a daemon: it dies with the task, however the task ends
-        threading.Thread(target=_heartbeat, args=(board, stop), daemon=True).start()
+        threading.Thread(target=_heartbeat, args=(board, job.trial_id, stop), daemon=True).start()
     try:
         from study.engine.checkpoint import CHECKPOINT_FILE
         from study.engine.lineage import RunContext
@@ -113,6 +120,8 @@ def _run_job(job: LineageJob, board: ray.actor.ActorHandle | None) -> Iterator[S
 
 # retries are the trial's business (Tune's max_failures), which resumes from the lake checkpoints
 _lineage_task = ray.remote(max_retries=0, retry_exceptions=False)(_run_job)
+# a GPU lineage gets a fresh worker: an idle one keeps its CUDA context, cached memory and device
+_gpu_lineage_task = ray.remote(max_retries=0, retry_exceptions=False, max_calls=1)(_run_job)
 
 
 class RemoteLineage:
@@ -123,7 +132,8 @@ class RemoteLineage:
     def __init__(self, job: LineageJob, cpu: float, gpu: float, board: ray.actor.ActorHandle | None = None) -> None:
         self.job = job
         # DEFAULT: outside the trial's placement group, which holds only TRIAL_RESOURCES
-        task = _lineage_task.options(num_cpus=cpu, num_gpus=gpu, scheduling_strategy="DEFAULT")
+        remote = _gpu_lineage_task if gpu > 0 else _lineage_task
+        task = remote.options(num_cpus=cpu, num_gpus=gpu, scheduling_strategy="DEFAULT")
         stream = task.remote(job, board)
         self._stream = cast(ray.ObjectRefGenerator, stream)  # a generator task streams (Ray's stubs say ObjectRef)
         self._started: Started | None = None
@@ -155,14 +165,7 @@ class RemoteLineage:
             raise
 
     def cancel(self) -> None:
-        """Kill the task (a no-op once it ended) and wait until it is gone, so nothing it does can
-        follow what the trial writes next. Its files stay consistent: every write is atomic, and a
-        round whose checkpoint was not saved yet is redone on resume, replacing its own row."""
-        ray.cancel(self._stream, force=True)
-        try:
-            ray.get(self._stream.completed(), timeout=CANCEL_WAIT_S)
-        except (RayError, TimeoutError):
-            pass
+        stop_all([self])
 
 
 def trials_to_fill(cpu: float, gpu: float, seeds: int, cluster: dict[str, float]) -> int:
@@ -174,21 +177,41 @@ def trials_to_fill(cpu: float, gpu: float, seeds: int, cluster: dict[str, float]
 
 
 def stop_all(lineages: list[RemoteLineage]) -> None:
+    """Kill the tasks (a no-op for those that ended) and wait until they are gone, so nothing
+    they do can follow what the trial writes next. Their files stay consistent: every write is
+    atomic, and a round whose checkpoint was not saved yet is redone on resume, replacing its
+    own row."""
     for lineage in lineages:
-        lineage.cancel()
+        ray.cancel(lineage._stream, force=True)
+    ended = [lineage._stream.completed() for lineage in lineages]
+    ray.wait(ended, num_returns=len(ended), timeout=CANCEL_WAIT_S)
+    for ref in ended:
+        try:
+            ray.get(ref, timeout=0)
+        except (RayError, TimeoutError):
+            pass  # cancelled, crashed or failed: it is gone, which is all that counts here
+
+
+def running_lineages(root: str, study: str, trial_id: str) -> list[LineageRow]:
+    """The lineages of a Tune trial that say 'running' in the lake."""
+    base = Path(root) / "lineages" / f"study={study}"
+    rows = [
+        LineageRow(**pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0])
+        for path in base.glob(f"strategy=*/{trial_id}-s*.parquet")
+    ]
+    return [row for row in rows if row.status == "running"]
 
 
 def close_running(root: str, study: str, trial_id: str, status: str, reason: str) -> int:
     """File the lineages of a Tune trial that still say 'running' as `status`, saying why (the
-    trial was stopped, a sibling seed failed, the study ended) and after which round. Returns
-    how many it closed."""
+    trial was stopped, a sibling seed failed, the study ended) and after which round. Only for
+    lineages whose tasks are gone: a live task would file 'running' again. Returns how many it
+    closed."""
     closed = 0
-    base = Path(root) / "lineages" / f"study={study}"
-    for path in base.glob(f"strategy=*/{trial_id}-s*.parquet"):
-        row = LineageRow(**pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0])
-        if row.status == "running":
-            error = f"{reason} (after round {(row.rounds_done or 0) - 1})"
-            row = dataclasses.replace(row, status=status, updated_at=dt.datetime.now(dt.UTC), error=error)
-            write_lineage(root, dataclasses.asdict(row))
-            closed += 1
+    for row in running_lineages(root, study, trial_id):
+        done = row.rounds_done or 0
+        error = f"{reason} ({f'after round {done - 1}' if done else 'before its first round finished'})"
+        row = dataclasses.replace(row, status=status, updated_at=dt.datetime.now(dt.UTC), error=error)
+        write_lineage(root, dataclasses.asdict(row))
+        closed += 1
     return closed

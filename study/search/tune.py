@@ -37,11 +37,13 @@ from study.lake.reader import read_lineages, read_rounds, read_studies
 from study.lake.schema import FAILED_STATUSES, StudyRow
 from study.search.lineage_tasks import (
     HEARTBEAT_S,
+    QUIET_S,
     TRIAL_RESOURCES,
     LineageBoard,
     LineageJob,
     RemoteLineage,
     close_running,
+    running_lineages,
     stop_all,
     trials_to_fill,
 )
@@ -129,12 +131,14 @@ def _maybe_inject_fault(trial_id: str, round_: int, jobs: list[LineageJob]) -> N
     marker = Path(marker_dir) / trial_id
     if round_ == int(at) and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
-        written = {
-            f"{row['trial_id']}-r{row['round']:03d}": row["written_at"].isoformat()
-            for job in jobs
-            for path in trial_round_files(job.root, job.study, job.trial_id)
-            for row in pq.read_table(path, columns=["trial_id", "round", "written_at"]).to_pylist()
-        }
+        written: dict[str, str] = {}
+        for job in jobs:
+            for path in trial_round_files(job.root, job.study, job.trial_id):
+                try:  # a sibling task may fold its round files meanwhile
+                    rows = pq.read_table(path, columns=["trial_id", "round", "written_at"]).to_pylist()
+                except FileNotFoundError:
+                    rows = []
+                written |= {f"{r['trial_id']}-r{r['round']:03d}": r["written_at"].isoformat() for r in rows}
         marker.write_text(json.dumps(written))
         raise RuntimeError(f"injected fault in trial {trial_id} at round {round_} ({FAULT_ENV})")
 
@@ -171,17 +175,26 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
             )
             for seed in study.seeds
         ]
-        lineages = [RemoteLineage(job, study.resources.cpu, study.resources.gpu, board) for job in jobs]
+        for job in jobs:  # one by one: whatever started is stopped in `finally`
+            lineages.append(RemoteLineage(job, study.resources.cpu, study.resources.gpu, board))
         rows = [list(lin.started.previous) for lin in lineages]
         points = [_mean_point(rs) for rs in zip(*rows, strict=False)]
+
+        def report(results: list) -> None:
+            for seed, lin in zip(study.seeds, lineages, strict=True):
+                (workdir / f"seed={seed}").mkdir(exist_ok=True)
+                shutil.copy2(lin.started.checkpoint, workdir / f"seed={seed}" / lin.started.checkpoint.name)
+            tune.report(_metrics(study, results, points), checkpoint=Checkpoint.from_directory(str(workdir)))
+
         try:
+            if points:  # resumed: Tune may hold an older result (the tasks ran ahead of the last
+                # report), and a lineage that finished meanwhile yields nothing more, so say where
+                # the seeds stand now (the same round again is harmless to schedulers)
+                report([r[len(points) - 1] for r in rows])
             for results in lockstep(lineages, rows):
                 points.append(_mean_point(results))
                 _maybe_inject_fault(trial_id, results[0].round, jobs)
-                for seed, lin in zip(study.seeds, lineages, strict=True):
-                    (workdir / f"seed={seed}").mkdir(exist_ok=True)
-                    shutil.copy2(lin.started.checkpoint, workdir / f"seed={seed}" / lin.started.checkpoint.name)
-                tune.report(_metrics(study, results, points), checkpoint=Checkpoint.from_directory(str(workdir)))
+                report(results)
             for source in durable.values():  # finished: the rows are final, the resume state is not needed
                 shutil.rmtree(source, ignore_errors=True)
         except LineageFailure as e:
@@ -202,7 +215,10 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
 
 
 def _errored_reason(trial_id: str) -> str:
-    return f"trial {trial_id} raised and is out of retries (max_failures); run the study again to resume it"
+    return (
+        f"trial {trial_id} ended in an error (out of retries, max_failures); running the study again "
+        f"finishes its lineages in the lake, while Optuna keeps the trial as FAIL"
+    )
 
 
 def _stopped_reason(trial_id: str) -> str:
@@ -296,7 +312,10 @@ class StallStopper(Stopper):
             self.last = now
         if self.board is not None and now - self.polled >= HEARTBEAT_S:  # polled every controller step
             self.polled = now
-            quiet = cast(float | None, ray.get(self.board.quiet_for.remote()))
+            try:
+                quiet = cast(float | None, ray.get(self.board.quiet_for.remote(), timeout=10))
+            except (ray.exceptions.RayError, TimeoutError):
+                quiet = None  # the board restarts (max_restarts): no news is no progress
             if quiet is not None:
                 self.last = max(self.last, now - quiet)
         if self.reason is None and now - self.last > self.timeout_s:
@@ -319,26 +338,72 @@ class StudyStalled(RuntimeError):
 
 
 class LakeFinalizer(tune.Callback):
-    """Runs in the driver: when a trial ends with lineages still 'running' in the lake (a
-    scheduler stopped it early), mark them 'stopped', so no lineage stays 'running' forever. The
-    trial does the same once its lineage tasks are gone; this covers a trial whose process was
-    killed first, and at the study's end, any trial that ended in an error is filed 'failed'."""
+    """Runs in the driver: files the lineages a trial left 'running' ('stopped' when a
+    scheduler, the time budget or a stall stopped it; 'failed' when it ran out of retries), so no
+    lineage stays 'running' forever. Tune ends a trial before its lineage tasks are gone, so a
+    trial is filed only once its tasks have been quiet on the board for QUIET_S (the trial's own
+    clean-up usually files them first); at the study's end it waits for that, up to END_WAIT_S."""
 
-    def __init__(self, root: str, study: str) -> None:
-        self.root, self.study = root, study
+    END_WAIT_S = 60.0
+
+    def __init__(self, root: str, study: str, board: ray.actor.ActorHandle | None = None) -> None:
+        self.root, self.study, self.board = root, study, board
+        self.pending: dict[str, tuple[float, str, str]] = {}  # Tune trial -> (ended at, status, why)
+        self.seen: set[str] = set()
+        self.polled = 0.0
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "board": None, "pending": {}, "seen": set(), "polled": 0.0}
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.close(trial.trial_id, "stopped")
+        self._pend(trial.trial_id, "stopped", _stopped_reason(trial.trial_id))
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self.pending and time.monotonic() - self.polled >= HEARTBEAT_S:
+            self._close_quiet()
 
     def on_experiment_end(self, trials, **info) -> None:
         for trial in trials:
-            if trial.status == "TERMINATED":
-                self.close(trial.trial_id, "stopped")
-            elif trial.status == "ERROR":
-                close_running(self.root, self.study, trial.trial_id, "failed", _errored_reason(trial.trial_id))
+            if trial.status == "ERROR":
+                self._pend(trial.trial_id, "failed", _errored_reason(trial.trial_id))
+            elif trial.status == "TERMINATED" and trial.trial_id not in self.seen:
+                self._pend(trial.trial_id, "stopped", _stopped_reason(trial.trial_id))
+        deadline = time.monotonic() + self.END_WAIT_S
+        while self._close_quiet() and time.monotonic() < deadline:
+            time.sleep(HEARTBEAT_S / 2)
+        for trial_id, (_, status, why) in self.pending.items():  # still beating: file them all the same
+            close_running(self.root, self.study, trial_id, status, why)
 
     def close(self, trial_id: str, status: str) -> int:
+        """File a trial's running lineages now (its tasks are known to be gone)."""
         return close_running(self.root, self.study, trial_id, status, _stopped_reason(trial_id))
+
+    def _pend(self, trial_id: str, status: str, why: str) -> None:
+        self.seen.add(trial_id)
+        self.pending[trial_id] = (time.monotonic(), status, why)
+        self._close_quiet()
+
+    def _close_quiet(self) -> bool:
+        """File the pending trials whose tasks are gone; True while some are left."""
+        self.polled = time.monotonic()
+        for trial_id, (ended, status, why) in list(self.pending.items()):
+            if not running_lineages(self.root, self.study, trial_id):
+                del self.pending[trial_id]
+            elif self._quiet(trial_id, ended):
+                close_running(self.root, self.study, trial_id, status, why)
+                del self.pending[trial_id]
+        return bool(self.pending)
+
+    def _quiet(self, trial_id: str, ended: float) -> bool:
+        if self.board is None:
+            return True
+        if time.monotonic() - ended < QUIET_S:
+            return False
+        try:
+            quiet = cast(float | None, ray.get(self.board.quiet_for.remote(trial_id), timeout=10))
+        except (ray.exceptions.RayError, TimeoutError):
+            return False
+        return quiet is None or quiet > QUIET_S
 
 
 @dataclass
@@ -404,10 +469,14 @@ def run_study(
     stall = StallStopper(study.stall_timeout_s, board)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-        restored = tuner._local_tuner.get_run_config().stop if tuner._local_tuner else None
+        run_config = tuner._local_tuner.get_run_config() if tuner._local_tuner else None
+        restored = run_config.stop if run_config else None
         if isinstance(restored, StallStopper):  # the restored one is the one Tune polls; it takes today's limit
             restored.timeout_s, restored.board = study.stall_timeout_s, board
             stall = restored
+        for callback in (run_config.callbacks or []) if run_config else []:
+            if isinstance(callback, LakeFinalizer):  # restored too: it listens to this run's board
+                callback.board = board
     else:
         searcher = LotterySearch(
             DefineByRunSpace(study),
@@ -435,7 +504,7 @@ def run_study(
                 num_samples=study.budget.num_samples,
                 max_concurrent_trials=study.max_concurrent
                 or trials_to_fill(study.resources.cpu, study.resources.gpu, len(study.seeds), ray.cluster_resources()),
-                reuse_actors=True,
+                reuse_actors=False,  # a trial is a light process; a reused one could still be ending its tasks
                 time_budget_s=study.budget.time_budget_s,
             ),
             run_config=RunConfig(
@@ -445,7 +514,7 @@ def run_study(
                 stop=stall,
                 failure_config=FailureConfig(max_failures=study.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                callbacks=[*(callbacks or []), LakeFinalizer(study.storage.results, study.name)],
+                callbacks=[*(callbacks or []), LakeFinalizer(study.storage.results, study.name, board)],
             ),
         )
     _record_study(study)
