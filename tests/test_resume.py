@@ -65,3 +65,21 @@ def test_kill_9_mid_round_then_resume_matches_uninterrupted(tmp_path):
             if key not in TIMING:
                 assert a[key] == b[key], (a["round"], key)
     assert read_lineages(killed).table["status"].to_pylist() == ["finished"]
+
+
+def test_a_checkpoint_save_clears_what_a_killed_writer_left(tmp_path):
+    """A writer killed mid-save (a cancelled lineage task) leaves its temp file; the next save of
+    the same checkpoint removes it, and never touches another lineage's files."""
+    import torch
+
+    from study.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+
+    path = tmp_path / CHECKPOINT_FILE
+    left = tmp_path / f".{CHECKPOINT_FILE}.4242.tmp"
+    left.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.pt.4242.tmp"
+    other.write_bytes(b"not ours")
+    save_checkpoint(path, "h", {"round": 3, "w": torch.ones(2)})
+    assert not left.exists() and other.exists()
+    state = load_checkpoint(path, "h", torch.device("cpu"))
+    assert state is not None and state["round"] == 3 and torch.equal(state["w"], torch.ones(2))

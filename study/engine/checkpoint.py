@@ -34,6 +34,8 @@ def save_checkpoint(path: Path, config_hash: str, state: dict[str, Any]) -> None
     cpu = _to(state, torch.device("cpu"))
     torch.save({"format": FORMAT, "config_hash": config_hash, "state": cpu}, tmp)
     os.replace(tmp, path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed mid-save
+        stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, config_hash: str, device: torch.device) -> dict[str, Any] | None:

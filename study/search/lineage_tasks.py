@@ -1,8 +1,9 @@
 """A trial's lineages (one per seed) as parallel Ray tasks: each runs on its own CPUs (or GPU),
 files its rows and checkpoints in the lake exactly as a lineage run on its own does, and streams
-its round results back to the trial, which only waits, reports and checkpoints. A task that is
-not granted resources yet waits in Ray's queue behind the tasks submitted before it, so a core
-that frees up takes a waiting lineage of some trial, whichever trial is longest.
+its round results back to the trial, which only waits, reports and checkpoints. A task not yet
+granted resources waits in Ray's queue, and a core that frees up takes a waiting lineage of any
+trial: no core idles while one of a long trial's seeds still runs, and no trial waits for cores
+that another trial holds but does not use.
 
 A trial's process loads no torch (it only waits): the task builds the lineage from its YAML
 mapping, and everything the trial reads back (round results, failures) is plain Python."""
