@@ -69,17 +69,26 @@ def test_kill_9_mid_round_then_resume_matches_uninterrupted(tmp_path):
 
 def test_a_checkpoint_save_clears_what_a_killed_writer_left(tmp_path):
     """A writer killed mid-save (a cancelled lineage task) leaves its temp file; the next save of
-    the same checkpoint removes it, and never touches another lineage's files."""
+    the same checkpoint removes it once it is stale, and never touches a temp file being written
+    or another checkpoint's."""
     import torch
 
     from study.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 
     path = tmp_path / CHECKPOINT_FILE
-    left = tmp_path / f".{CHECKPOINT_FILE}.4242.tmp"
+    import os
+    import time
+
+    left = tmp_path / f".{CHECKPOINT_FILE}.4242.0a1b2c3d.tmp"
     left.write_bytes(b"half a checkpoint")
-    other = tmp_path / ".other.pt.4242.tmp"
+    hour_ago = time.time() - 3600
+    os.utime(left, (hour_ago, hour_ago))
+    writing = tmp_path / f".{CHECKPOINT_FILE}.4343.0a1b2c3d.tmp"  # another writer, at it now
+    writing.write_bytes(b"being written")
+    other = tmp_path / ".other.pt.4242.0a1b2c3d.tmp"
     other.write_bytes(b"not ours")
+    os.utime(other, (hour_ago, hour_ago))
     save_checkpoint(path, "h", {"round": 3, "w": torch.ones(2)})
-    assert not left.exists() and other.exists()
+    assert not left.exists() and writing.exists() and other.exists()
     state = load_checkpoint(path, "h", torch.device("cpu"))
     assert state is not None and state["round"] == 3 and torch.equal(state["w"], torch.ones(2))

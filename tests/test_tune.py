@@ -264,6 +264,8 @@ def test_lake_finalizer_marks_running_lineages_of_an_ended_trial_stopped(tmp_pat
                 "rounds_done": 2,
             },
         )
+    corrupt = tmp_path / "lineages" / "study=s" / "strategy=imp" / "t1-s9.parquet"
+    corrupt.write_bytes(b"PAR1 torn")  # an unreadable file of the trial is skipped, never raised in Tune's loop
     assert LakeFinalizer(str(tmp_path), "s").close("t1", "stopped") == 2
     assert LakeFinalizer(str(tmp_path), "s").close("t3", "stopped") == 0
     status = {r["trial_id"]: r["status"] for r in read_lineages(tmp_path, "s").table.to_pylist()}

@@ -7,7 +7,10 @@ purpose), so a resumed lineage repeats the uninterrupted one exactly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import torch
 
 FORMAT = 1
 CHECKPOINT_FILE = "lineage.pt"
+STALE_TMP_S = 600.0
 
 
 class CheckpointMismatch(RuntimeError):
@@ -30,12 +34,14 @@ def _load(path: Path) -> dict[str, Any]:
 
 def save_checkpoint(path: Path, config_hash: str, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     cpu = _to(state, torch.device("cpu"))
     torch.save({"format": FORMAT, "config_hash": config_hash, "state": cpu}, tmp)
     os.replace(tmp, path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed mid-save
-        stale.unlink(missing_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-save
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_TMP_S:  # not one being written now
+                stale.unlink()
 
 
 def load_checkpoint(path: Path, config_hash: str, device: torch.device) -> dict[str, Any] | None:

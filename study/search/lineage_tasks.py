@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-import pyarrow.parquet as pq
 import ray
 from ray.exceptions import RayError, RayTaskError
 
 from study.engine.failures import LineageFailure
 from study.engine.rows import RoundResult
 from study.lake.files import write_lineage
+from study.lake.reader import read_one
 from study.lake.schema import LINEAGES_SCHEMA, LineageRow
 
 # What a trial itself holds: no CPU (it waits on its lineages' tasks, which hold the real
@@ -45,20 +45,20 @@ class LineageBoard:
     how long a trial's lineages have been quiet (only then may it file their status)."""
 
     def __init__(self) -> None:
-        self.last: float | None = None
+        self.started = self.last = time.monotonic()
         self.lineages: dict[str, float] = {}
 
     def beat(self, trial_id: str) -> None:
         self.last = self.lineages[trial_id] = time.monotonic()
 
-    def quiet_for(self, tune_trial: str | None = None) -> float | None:
-        """Seconds since the last beat (of the lineages of `tune_trial`, or of any), or None
-        before the first."""
+    def quiet_for(self, tune_trial: str | None = None) -> float:
+        """Seconds since the last beat (of the lineages of `tune_trial`, or of any), or since the
+        board (re)started when there was none: a restarted board knows nothing older."""
         if tune_trial is None:
             last = self.last
         else:
-            last = max((t for k, t in self.lineages.items() if k.startswith(f"{tune_trial}-s")), default=None)
-        return None if last is None else time.monotonic() - last
+            last = max((t for k, t in self.lineages.items() if k.startswith(f"{tune_trial}-s")), default=self.started)
+        return time.monotonic() - last
 
 
 @dataclass(frozen=True)
@@ -177,29 +177,30 @@ def trials_to_fill(cpu: float, gpu: float, seeds: int, cluster: dict[str, float]
     return max(1, math.ceil(slots / seeds)) + 1
 
 
-def stop_all(lineages: list[RemoteLineage]) -> None:
+def stop_all(lineages: list[RemoteLineage]) -> bool:
     """Kill the tasks (a no-op for those that ended) and wait until they are gone, so nothing
     they do can follow what the trial writes next. Their files stay consistent: every write is
     atomic, and a round whose checkpoint was not saved yet is redone on resume, replacing its
-    own row."""
+    own row. False when some task was not seen to end within CANCEL_WAIT_S."""
     for lineage in lineages:
         ray.cancel(lineage._stream, force=True)
     ended = [lineage._stream.completed() for lineage in lineages]
-    ray.wait(ended, num_returns=len(ended), timeout=CANCEL_WAIT_S)
-    for ref in ended:
+    ready, _ = ray.wait(ended, num_returns=len(ended), timeout=CANCEL_WAIT_S)
+    for ref in ready:
         try:
             ray.get(ref, timeout=0)
         except (RayError, TimeoutError):
             pass  # cancelled, crashed or failed: it is gone, which is all that counts here
+    return len(ready) == len(ended)
 
 
 def running_lineages(root: str, study: str, trial_id: str) -> list[LineageRow]:
     """The lineages of a Tune trial that say 'running' in the lake."""
     base = Path(root) / "lineages" / f"study={study}"
-    rows = [
-        LineageRow(**pq.read_table(path, schema=LINEAGES_SCHEMA).to_pylist()[0])
-        for path in base.glob(f"strategy=*/{trial_id}-s*.parquet")
-    ]
+    rows = []
+    for path in base.glob(f"strategy=*/{trial_id}-s*.parquet"):
+        table, _ = read_one(path, LINEAGES_SCHEMA)  # an unreadable file is the reader's to name
+        rows += [LineageRow(**r) for r in (table.to_pylist() if table is not None else [])]
     return [row for row in rows if row.status == "running"]
 
 

@@ -6,6 +6,7 @@ engine does the work; this only schedules it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -43,7 +44,6 @@ from study.search.lineage_tasks import (
     LineageJob,
     RemoteLineage,
     close_running,
-    running_lineages,
     stop_all,
     trials_to_fill,
 )
@@ -183,7 +183,7 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
         def report(results: list) -> None:
             for seed, lin in zip(study.seeds, lineages, strict=True):
                 (workdir / f"seed={seed}").mkdir(exist_ok=True)
-                shutil.copy2(lin.started.checkpoint, workdir / f"seed={seed}" / lin.started.checkpoint.name)
+                _copy(lin.started.checkpoint, workdir / f"seed={seed}" / lin.started.checkpoint.name)
             tune.report(_metrics(study, results, points), checkpoint=Checkpoint.from_directory(str(workdir)))
 
         try:
@@ -200,18 +200,30 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
         except LineageFailure as e:
             # the failing lineage filed its own status; its siblings stop, and the trial reports
             # a failure that LotterySearch files with Optuna as FAIL (never a best)
-            stop_all(lineages)
-            close_running(
-                study.storage.results, study.name, trial_id, "stopped", f"a sibling seed's lineage is {e.status}: {e}"
-            )
+            if stop_all(lineages):  # else the driver's LakeFinalizer files them once they are quiet
+                why = f"a sibling seed's lineage is {e.status}: {e}"
+                close_running(study.storage.results, study.name, trial_id, "stopped", why)
             tune.report({**{m: float("nan") for m in study.objective.metrics}, FAILURE_KEY: f"{e.status}: {e}"})
-        except SystemExit:  # how Tune ends a trial it stops (its scheduler, the time budget, a stall)
-            stop_all(lineages)
-            close_running(study.storage.results, study.name, trial_id, "stopped", _stopped_reason(trial_id))
+        except SystemExit:  # how Tune ends a trial it stops while the trial waits in tune.report
+            if stop_all(lineages):
+                close_running(study.storage.results, study.name, trial_id, "stopped", _stopped_reason(trial_id))
             raise
     finally:
         stop_all(lineages)  # an error leaves them 'running': Tune's retry resumes them from the lake
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _copy(source: Path, target: Path, attempts: int = 3) -> None:
+    """Copy a checkpoint that its task may be replacing meanwhile (on NFS a replaced file's
+    handle can go stale mid-read)."""
+    for attempt in range(attempts):
+        try:
+            shutil.copy2(source, target)
+            return
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
 
 
 def _errored_reason(trial_id: str) -> str:
@@ -301,6 +313,9 @@ class StallStopper(Stopper):
         # a restored study starts its clock anew, with the board of its own run
         return {**self.__dict__, "board": None, "last": None, "polled": 0.0, "reason": None}
 
+    def __setstate__(self, state: dict) -> None:  # also one pickled by an older version
+        self.__dict__.update({"board": None, "last": None, "polled": 0.0, "reason": None, **state})
+
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False  # stops the whole study or nothing (stop_all)
 
@@ -313,11 +328,10 @@ class StallStopper(Stopper):
         if self.board is not None and now - self.polled >= HEARTBEAT_S:  # polled every controller step
             self.polled = now
             try:
-                quiet = cast(float | None, ray.get(self.board.quiet_for.remote(), timeout=10))
-            except (ray.exceptions.RayError, TimeoutError):
-                quiet = None  # the board restarts (max_restarts): no news is no progress
-            if quiet is not None:
+                quiet = cast(float, ray.get(self.board.quiet_for.remote(), timeout=2))
                 self.last = max(self.last, now - quiet)
+            except (ray.exceptions.RayError, TimeoutError):
+                pass  # the board restarts (max_restarts): no news is no progress
         if self.reason is None and now - self.last > self.timeout_s:
             self.reason = _stall_reason(self.timeout_s)
         return self.reason is not None
@@ -331,6 +345,15 @@ def _stall_reason(timeout_s: float) -> str:
         f"lineage's resources; free the cluster or lower resources.cpu/gpu, then run the study under a new "
         f"name (finished rounds stay in the lake)"
     )
+
+
+@contextlib.contextmanager
+def _never_raises(what: str) -> Iterator[None]:
+    """Tune callbacks that file statuses must never stop a study: a failure is logged."""
+    try:
+        yield
+    except Exception as e:
+        logging.getLogger(__name__).warning("%s failed (%s: %s); the study goes on", what, type(e).__name__, e)
 
 
 class StudyStalled(RuntimeError):
@@ -355,14 +378,23 @@ class LakeFinalizer(tune.Callback):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "board": None, "pending": {}, "seen": set(), "polled": 0.0}
 
+    def __setstate__(self, state: dict) -> None:  # also one pickled by an older version
+        self.__dict__.update({"board": None, "pending": {}, "seen": set(), "polled": 0.0, **state})
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._pend(trial.trial_id, "stopped", _stopped_reason(trial.trial_id))
+        with _never_raises("filing a finished trial's lineages"):
+            self._pend(trial.trial_id, "stopped", _stopped_reason(trial.trial_id))
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         if self.pending and time.monotonic() - self.polled >= HEARTBEAT_S:
-            self._close_quiet()
+            with _never_raises("filing a finished trial's lineages"):
+                self._close_quiet()
 
     def on_experiment_end(self, trials, **info) -> None:
+        with _never_raises("filing the lineages left running at the study's end"):
+            self._close_all(trials)
+
+    def _close_all(self, trials) -> None:
         for trial in trials:
             if trial.status == "ERROR":
                 self._pend(trial.trial_id, "failed", _errored_reason(trial.trial_id))
@@ -387,9 +419,7 @@ class LakeFinalizer(tune.Callback):
         """File the pending trials whose tasks are gone; True while some are left."""
         self.polled = time.monotonic()
         for trial_id, (ended, status, why) in list(self.pending.items()):
-            if not running_lineages(self.root, self.study, trial_id):
-                del self.pending[trial_id]
-            elif self._quiet(trial_id, ended):
+            if self._quiet(trial_id, ended):  # first: a task still starting may yet write 'running'
                 close_running(self.root, self.study, trial_id, status, why)
                 del self.pending[trial_id]
         return bool(self.pending)
@@ -400,10 +430,10 @@ class LakeFinalizer(tune.Callback):
         if time.monotonic() - ended < QUIET_S:
             return False
         try:
-            quiet = cast(float | None, ray.get(self.board.quiet_for.remote(trial_id), timeout=10))
+            quiet = cast(float, ray.get(self.board.quiet_for.remote(trial_id), timeout=2))
         except (ray.exceptions.RayError, TimeoutError):
             return False
-        return quiet is None or quiet > QUIET_S
+        return quiet > QUIET_S
 
 
 @dataclass
@@ -475,8 +505,11 @@ def run_study(
             restored.timeout_s, restored.board = study.stall_timeout_s, board
             stall = restored
         for callback in (run_config.callbacks or []) if run_config else []:
-            if isinstance(callback, LakeFinalizer):  # restored too: it listens to this run's board
-                callback.board = board
+            if isinstance(callback, LakeFinalizer):  # restored too: this run's board and storage
+                callback.board, callback.root, callback.study = board, study.storage.results, study.name
+        tune_config = getattr(tuner._local_tuner, "_tune_config", None)
+        if tune_config is not None:  # a study first run by an older version reused trial actors
+            tune_config.reuse_actors = False
     else:
         searcher = LotterySearch(
             DefineByRunSpace(study),
