@@ -194,14 +194,24 @@ def stop_all(lineages: list[RemoteLineage]) -> bool:
     return len(ready) == len(ended)
 
 
-def running_lineages(root: str, study: str, trial_id: str) -> list[LineageRow]:
-    """The lineages of a Tune trial that say 'running' in the lake."""
+def trial_lineages(root: str, study: str, trial_id: str) -> list[LineageRow]:
+    """The lineage rows of a Tune trial in the lake (an unreadable file is the reader's to name)."""
     base = Path(root) / "lineages" / f"study={study}"
     rows = []
     for path in base.glob(f"strategy=*/{trial_id}-s*.parquet"):
-        table, _ = read_one(path, LINEAGES_SCHEMA)  # an unreadable file is the reader's to name
+        table, _ = read_one(path, LINEAGES_SCHEMA)
         rows += [LineageRow(**r) for r in (table.to_pylist() if table is not None else [])]
-    return [row for row in rows if row.status == "running"]
+    return rows
+
+
+def running_lineages(root: str, study: str, trial_id: str) -> list[LineageRow]:
+    return [row for row in trial_lineages(root, study, trial_id) if row.status == "running"]
+
+
+def all_finished(root: str, study: str, trial_id: str, seeds: int) -> bool:
+    """Every seed's lineage of the trial is filed finished: none of its tasks can be left."""
+    rows = trial_lineages(root, study, trial_id)
+    return len(rows) == seeds and all(row.status == "finished" for row in rows)
 
 
 def close_running(root: str, study: str, trial_id: str, status: str, reason: str) -> int:

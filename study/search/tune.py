@@ -43,6 +43,7 @@ from study.search.lineage_tasks import (
     LineageBoard,
     LineageJob,
     RemoteLineage,
+    all_finished,
     close_running,
     stop_all,
     trials_to_fill,
@@ -369,8 +370,8 @@ class LakeFinalizer(tune.Callback):
 
     END_WAIT_S = 60.0
 
-    def __init__(self, root: str, study: str, board: ray.actor.ActorHandle | None = None) -> None:
-        self.root, self.study, self.board = root, study, board
+    def __init__(self, root: str, study: str, board: ray.actor.ActorHandle | None = None, seeds: int = 1) -> None:
+        self.root, self.study, self.board, self.seeds = root, study, board, seeds
         self.pending: dict[str, tuple[float, str, str]] = {}  # Tune trial -> (ended at, status, why)
         self.seen: set[str] = set()
         self.polled = 0.0
@@ -379,7 +380,7 @@ class LakeFinalizer(tune.Callback):
         return {**self.__dict__, "board": None, "pending": {}, "seen": set(), "polled": 0.0}
 
     def __setstate__(self, state: dict) -> None:  # also one pickled by an older version
-        self.__dict__.update({"board": None, "pending": {}, "seen": set(), "polled": 0.0, **state})
+        self.__dict__.update({"board": None, "pending": {}, "seen": set(), "polled": 0.0, "seeds": 1, **state})
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         with _never_raises("filing a finished trial's lineages"):
@@ -419,7 +420,9 @@ class LakeFinalizer(tune.Callback):
         """File the pending trials whose tasks are gone; True while some are left."""
         self.polled = time.monotonic()
         for trial_id, (ended, status, why) in list(self.pending.items()):
-            if self._quiet(trial_id, ended):  # first: a task still starting may yet write 'running'
+            if all_finished(self.root, self.study, trial_id, self.seeds):  # no task of it can be left
+                del self.pending[trial_id]
+            elif self._quiet(trial_id, ended):  # a task still starting may yet write 'running'
                 close_running(self.root, self.study, trial_id, status, why)
                 del self.pending[trial_id]
         return bool(self.pending)
@@ -507,6 +510,7 @@ def run_study(
         for callback in (run_config.callbacks or []) if run_config else []:
             if isinstance(callback, LakeFinalizer):  # restored too: this run's board and storage
                 callback.board, callback.root, callback.study = board, study.storage.results, study.name
+                callback.seeds = len(study.seeds)
         tune_config = getattr(tuner._local_tuner, "_tune_config", None)
         if tune_config is not None:  # a study first run by an older version reused trial actors
             tune_config.reuse_actors = False
@@ -547,7 +551,10 @@ def run_study(
                 stop=stall,
                 failure_config=FailureConfig(max_failures=study.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                callbacks=[*(callbacks or []), LakeFinalizer(study.storage.results, study.name, board)],
+                callbacks=[
+                    *(callbacks or []),
+                    LakeFinalizer(study.storage.results, study.name, board, len(study.seeds)),
+                ],
             ),
         )
     _record_study(study)
