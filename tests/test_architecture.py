@@ -185,7 +185,7 @@ def test_a_trial_process_loads_no_torch(tmp_path):
     spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=0, train={"iterations": 40, "eval_every": 20}))
     results = run_lineage(spec, context=RunContext(threads=1))
     blob = tmp_path / "handed.pkl"
-    blob.write_bytes(pickle.dumps((study, Started("node", results, tmp_path / "lineage.pt"))))
+    blob.write_bytes(pickle.dumps((study, Started(results, tmp_path / "lineage.pt"))))
     code = (
         "import pickle, sys; import study.search.tune; "
         f"study, started = pickle.loads(open({str(blob)!r}, 'rb').read()); "

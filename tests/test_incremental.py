@@ -6,6 +6,7 @@ import shutil
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from study.lake.files import lineage_path, round_path, write_atomic, write_lineage, write_round
 from study.lake.incremental import IncrementalLake
@@ -38,6 +39,15 @@ def lineage_row(trial, status, strategy="imp", seconds=0):
         "rounds_done": 1,
         "updated_at": T0 + dt.timedelta(seconds=seconds),
     }
+
+
+def raising(error):
+    """A stand-in for a function that fails with `error`."""
+
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
 
 
 def same_as_full_read(lake, root):
@@ -229,13 +239,10 @@ def test_a_refresh_that_raised_leaves_the_reader_as_it_was(tmp_path, monkeypatch
     same_as_full_read(lake, tmp_path)
     round_path(tmp_path, "s", "imp", "a", 0).unlink()
     write_round(tmp_path, round_row("b", 0, acc=0.9, seconds=4))
-    real = incremental.read_many
-    monkeypatch.setattr(incremental, "read_many", lambda *a: (_ for _ in ()).throw(MemoryError("once")))
-    try:
-        lake.refresh()
-    except MemoryError:
-        pass
-    monkeypatch.setattr(incremental, "read_many", real)
+    with monkeypatch.context() as patch:
+        patch.setattr(incremental, "read_many", raising(MemoryError("once")))
+        with pytest.raises(MemoryError):
+            lake.refresh()
     same_as_full_read(lake, tmp_path)
 
     live = LiveLake(tmp_path)
@@ -243,13 +250,10 @@ def test_a_refresh_that_raised_leaves_the_reader_as_it_was(tmp_path, monkeypatch
     write_round(tmp_path, round_row("d", 0))
     from study.app import lake as app_lake
 
-    build = app_lake.lake_from_reads
-    monkeypatch.setattr(app_lake, "lake_from_reads", lambda *a: (_ for _ in ()).throw(ValueError("once")))
-    try:
-        live.current()
-    except ValueError:
-        pass
-    monkeypatch.setattr(app_lake, "lake_from_reads", build)
+    with monkeypatch.context() as patch:
+        patch.setattr(app_lake, "lake_from_reads", raising(ValueError("once")))
+        with pytest.raises(ValueError):
+            live.current()
     assert sorted(live.current().rounds["trial_id"]) == ["b", "c", "d"]
 
 

@@ -249,7 +249,7 @@ def test_asha_stops_trials_on_the_sparsity_attribute_and_the_lake_says_so(local_
 
 def test_lake_finalizer_marks_running_lineages_of_an_ended_trial_stopped(tmp_path):
     from study.lake.files import write_lineage
-    from study.search.tune import LakeFinalizer
+    from study.search.lineage_tasks import close_running
 
     for trial, status in (("t1-s0", "running"), ("t1-s1", "running"), ("t2-s0", "running"), ("t3-s0", "finished")):
         write_lineage(
@@ -266,8 +266,8 @@ def test_lake_finalizer_marks_running_lineages_of_an_ended_trial_stopped(tmp_pat
         )
     corrupt = tmp_path / "lineages" / "study=s" / "strategy=imp" / "t1-s9.parquet"
     corrupt.write_bytes(b"PAR1 torn")  # an unreadable file of the trial is skipped, never raised in Tune's loop
-    assert LakeFinalizer(str(tmp_path), "s").close("t1", "stopped") == 2
-    assert LakeFinalizer(str(tmp_path), "s").close("t3", "stopped") == 0
+    assert close_running(str(tmp_path), "s", "t1", "stopped", "Tune stopped it") == 2
+    assert close_running(str(tmp_path), "s", "t3", "stopped", "Tune stopped it") == 0
     status = {r["trial_id"]: r["status"] for r in read_lineages(tmp_path, "s").table.to_pylist()}
     assert status == {"t1-s0": "stopped", "t1-s1": "stopped", "t2-s0": "running", "t3-s0": "finished"}
 
@@ -484,14 +484,14 @@ def test_a_cancelled_lineage_task_is_gone_before_its_trial_files_it_stopped(loca
     waited for, so nothing it does can follow; it files nothing itself (not 'failed'), and the
     'stopped' the trial then files stays."""
     from study.lake.files import checkpoint_dir
-    from study.search.lineage_tasks import LineageJob, RemoteLineage, close_running
+    from study.search.lineage_tasks import LineageJob, RemoteLineage, close_running, stop_all
 
     spec = synthetic_spec_dict(rounds=8, train={"iterations": 400, "eval_every": 200})
     root = str(tmp_path)
     job = LineageJob(spec, root, "s", "t1-s0", checkpoint_dir(root, "s", "t1-s0"), "cpu", 1, None)
     lineage = RemoteLineage(job, 1, 0)
     assert lineage.started.previous == [] and next(lineage).round == 0
-    lineage.cancel()
+    assert stop_all([lineage])
     with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
         ray.get(lineage._stream.completed(), timeout=0)
     files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")}

@@ -77,10 +77,9 @@ class LineageJob:
 
 @dataclass(frozen=True)
 class Started:
-    """The first thing a lineage task yields: where it runs, the rounds it resumed with and the
-    file its checkpoint is saved to after every round."""
+    """The first thing a lineage task yields: the rounds it resumed with and the file its
+    checkpoint is saved to after every round."""
 
-    node_id: str
     previous: list[RoundResult]
     checkpoint: Path
 
@@ -101,7 +100,6 @@ def _run_job(job: LineageJob, board: ray.actor.ActorHandle | None) -> Iterator[S
         from study.engine.spec import lineage_spec_from_dict
         from study.lake.recorder import LakeLineage
 
-        node_id = ray.get_runtime_context().get_node_id()
         lineage = LakeLineage(
             lineage_spec_from_dict(job.lineage),
             job.root,
@@ -110,9 +108,9 @@ def _run_job(job: LineageJob, board: ray.actor.ActorHandle | None) -> Iterator[S
             workdir=job.workdir,
             context=RunContext(device=job.device, threads=job.threads),
             optuna_trial_number=job.optuna_trial_number,
-            node_id=node_id,
+            node_id=ray.get_runtime_context().get_node_id(),
         )
-        yield Started(node_id, list(lineage.previous), job.workdir / CHECKPOINT_FILE)
+        yield Started(list(lineage.previous), job.workdir / CHECKPOINT_FILE)
         for result in lineage:  # noqa: UP028  (Ray sends into the generator; a LakeLineage takes no send)
             yield result
     finally:
@@ -165,8 +163,13 @@ class RemoteLineage:
                 raise e.cause from None
             raise
 
-    def cancel(self) -> None:
-        stop_all([self])
+
+def board_quiet_for(board: ray.actor.ActorHandle, tune_trial: str | None = None) -> float | None:
+    """The board's `quiet_for`, or None when it does not answer in 2 s (it restarts)."""
+    try:
+        return cast(float, ray.get(board.quiet_for.remote(tune_trial), timeout=2))
+    except (RayError, TimeoutError):
+        return None
 
 
 def trials_to_fill(cpu: float, gpu: float, seeds: int, cluster: dict[str, float]) -> int:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import optuna
 import pyarrow.parquet as pq
@@ -44,6 +44,7 @@ from study.search.lineage_tasks import (
     LineageJob,
     RemoteLineage,
     all_finished,
+    board_quiet_for,
     close_running,
     stop_all,
     trials_to_fill,
@@ -328,11 +329,9 @@ class StallStopper(Stopper):
             self.last = now
         if self.board is not None and now - self.polled >= HEARTBEAT_S:  # polled every controller step
             self.polled = now
-            try:
-                quiet = cast(float, ray.get(self.board.quiet_for.remote(), timeout=2))
+            quiet = board_quiet_for(self.board)
+            if quiet is not None:  # no news (the board restarts) is no progress
                 self.last = max(self.last, now - quiet)
-            except (ray.exceptions.RayError, TimeoutError):
-                pass  # the board restarts (max_restarts): no news is no progress
         if self.reason is None and now - self.last > self.timeout_s:
             self.reason = _stall_reason(self.timeout_s)
         return self.reason is not None
@@ -407,10 +406,6 @@ class LakeFinalizer(tune.Callback):
         for trial_id, (_, status, why) in self.pending.items():  # still beating: file them all the same
             close_running(self.root, self.study, trial_id, status, why)
 
-    def close(self, trial_id: str, status: str) -> int:
-        """File a trial's running lineages now (its tasks are known to be gone)."""
-        return close_running(self.root, self.study, trial_id, status, _stopped_reason(trial_id))
-
     def _pend(self, trial_id: str, status: str, why: str) -> None:
         self.seen.add(trial_id)
         self.pending[trial_id] = (time.monotonic(), status, why)
@@ -432,11 +427,8 @@ class LakeFinalizer(tune.Callback):
             return True
         if time.monotonic() - ended < QUIET_S:
             return False
-        try:
-            quiet = cast(float, ray.get(self.board.quiet_for.remote(trial_id), timeout=2))
-        except (ray.exceptions.RayError, TimeoutError):
-            return False
-        return quiet > QUIET_S
+        quiet = board_quiet_for(self.board, trial_id)
+        return quiet is not None and quiet > QUIET_S
 
 
 @dataclass
