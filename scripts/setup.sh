@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 apt_packages=()
 [ -d /usr/share/datasets/fashion-mnist ] || apt_packages+=(dataset-fashion-mnist)
 [ -x /usr/bin/chromium ] || apt_packages+=(chromium)  # the app's browser test drives Debian's Chromium
+# the storage tests start a throwaway PostgreSQL cluster (initdb/pg_ctl)
+command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_packages+=(postgresql)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     echo "setup: apt-get install ${apt_packages[*]}"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

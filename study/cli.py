@@ -224,8 +224,11 @@ def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
         storage_class=args.storage_class,
         existing_claim=args.existing_claim,
         tune_storage=args.tune_storage,
+        results=args.results,
+        s3_secret=args.s3_secret,
+        s3_endpoint=args.s3_endpoint,
         postgres=args.postgres,
-        postgres_password=args.postgres_password,
+        postgres_secret=args.postgres_secret,
         kind=args.kind,
     )
     sys.stdout.write(dump(render(args.space, opts)))
@@ -234,29 +237,25 @@ def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
     from study.analysis.summary import summarize
+    from study.lake.compact import lake_studies
+    from study.lake.store import normalize_root
 
-    root = Path(args.root).expanduser()
-    if not (root / "rounds").is_dir() and not (root / "lineages").is_dir():
+    root = normalize_root(args.root)
+    try:
+        known = lake_studies(root)
+    except FileNotFoundError as e:
         raise FileNotFoundError(
-            f"no results lake at {root} (no rounds/ or lineages/ folder); pass the lake's root, "
-            f"or fill one with `study lineage SPEC.yaml --results {args.root}`"
-        )
-    if (
-        args.study is not None
-        and not (root / "lineages" / f"study={args.study}").is_dir()
-        and not (root / "rounds" / f"study={args.study}").is_dir()
-    ):
-        known = sorted({p.name.split("=", 1)[1] for p in root.glob("*/study=*")})
+            f"{e}; pass the lake's root, or fill one with `study lineage SPEC.yaml --results {args.root}`"
+        ) from None
+    if args.study is not None and args.study not in known:
         raise FileNotFoundError(f"study {args.study!r} is not in {root}; studies there: {', '.join(known) or 'none'}")
     rows, skipped = summarize(root, args.study)
     for s in skipped:
         print(f"skipped unreadable file: {s}", file=sys.stderr)
     if not rows:
-        console.print(
-            f"no rounds under {root.resolve()} yet (lineages are registered; their rounds land as they finish)"
-        )
+        console.print(f"no rounds under {root} yet (lineages are registered; their rounds land as they finish)")
         return 0
-    table = Table(title=f"results in {Path(args.root).resolve()}", title_justify="left")
+    table = Table(title=f"results in {root}", title_justify="left")
     for col in rows[0]:
         table.add_column(col, justify="left" if col in ("study", "strategy", "model", "dataset") else "right")
     for row in rows:
@@ -341,8 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-class", default=None, help="a ReadWriteMany storage class (NFS, CephFS, EFS...)")
     p.add_argument("--existing-claim", default=None, help="use this RWX PersistentVolumeClaim instead of creating one")
     p.add_argument("--tune-storage", default=None, help="s3://bucket/prefix for Tune experiments")
-    p.add_argument("--postgres", default=None, help="'bundled' (a StatefulSet) or a postgresql:// URL for Optuna")
-    p.add_argument("--postgres-password", default=None, help="render the bundled database's Secret with this password")
+    p.add_argument("--results", default=None, help="s3://bucket/prefix for the results lake (default: the volume)")
+    p.add_argument("--s3-endpoint", default=None, help="an S3-compatible endpoint URL (MinIO, Ceph...)")
+    p.add_argument(
+        "--s3-secret",
+        default=None,
+        help="a Secret with keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (else an IAM role)",
+    )
+    p.add_argument(
+        "--postgres", default=None, help="'bundled' (a StatefulSet) or postgresql://USER@host/db (no password)"
+    )
+    p.add_argument("--postgres-secret", default=None, help="the Secret (key 'password') of an external --postgres")
     p.set_defaults(func=cmd_k8s_render)
 
     p = sub.add_parser("plan", help="show the rounds and exact per-group weight counts a spec will run")
@@ -372,6 +380,14 @@ def main(argv: list[str] | None = None) -> int:
 
         kind = e.status if isinstance(e, LineageFailure) else "error"
         print(f"{kind}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a store that fails mid-command (an S3 endpoint gone, keys revoked)
+        from study.lake.store import storage_error
+
+        text = (
+            str(storage_error(e)) if "AWS Error" in str(e) else (str(e).strip().splitlines() or [type(e).__name__])[0]
+        )
+        print(f"error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished rounds are in the lake; run the same command again to resume", file=sys.stderr)

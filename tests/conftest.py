@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import pytest
@@ -250,3 +251,179 @@ def assert_study_complete(lake, study, rounds, trials=4):
 requires_fashion_mnist = pytest.mark.skipif(
     not os.path.isdir(FASHION_DIR), reason="apt-get install dataset-fashion-mnist"
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Server:
+    """A real S3-compatible server (moto in server mode) on 127.0.0.1 that checks credentials:
+    `env` holds the endpoint and a key pair allowed to use `bucket`."""
+
+    endpoint: str
+    bucket: str
+    env: dict[str, str]
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
+
+    def objects(self, prefix: str) -> dict[str, bytes]:
+        """Every object under `prefix`, read with boto3 (not through the lake's own store), but
+        the empty folder markers ('.../') pyarrow leaves where it deleted a file."""
+        s3 = self.client()
+        keys = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+            if not (o["Key"].endswith("/") and o["Size"] == 0)
+        ]
+        return {k: s3.get_object(Bucket=self.bucket, Key=k)["Body"].read() for k in keys}
+
+    def rows(self, prefix: str) -> list[dict]:
+        """Every row of every Parquet object under `prefix`, one object at a time (no reader, no
+        de-duplication)."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        return [
+            row
+            for key, body in sorted(self.objects(prefix).items())
+            if key.endswith(".parquet")
+            for row in pq.read_table(io.BytesIO(body)).to_pylist()
+        ]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on a free loopback port, with IAM checks on after the setup requests
+    (a bucket, a user, its key and a policy)."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115  (closed below)
+    server = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        setup = {"endpoint_url": endpoint, "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        s3 = boto3.client("s3", region_name="us-east-1", **setup)
+        for _ in range(100):
+            try:
+                s3.create_bucket(Bucket="lake")
+                break
+            except Exception:
+                assert server.poll() is None, "moto_server exited"
+                time.sleep(0.1)
+        iam = boto3.client("iam", region_name="us-east-1", **setup)
+        iam.create_user(UserName="study")
+        key = iam.create_access_key(UserName="study")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="study", PolicyName="lake", PolicyDocument=json.dumps(policy))
+        env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "AWS_REGION": "us-east-1",
+        }
+        yield S3Server(endpoint, "lake", env)
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server's endpoint and credentials in this process's environment."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server
+
+
+@dataclasses.dataclass(frozen=True)
+class Postgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 with password authentication."""
+
+    port: int
+    password: str
+
+    @property
+    def url(self) -> str:
+        """The URL as a study writes it: the password from $OPTUNA_DB_PASSWORD."""
+        return f"postgresql://optuna:${{OPTUNA_DB_PASSWORD}}@127.0.0.1:{self.port}/postgres"
+
+
+def _postgres_bin(name: str) -> str:
+    import glob
+    import shutil
+
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if not found:
+        pytest.fail(f"{name} not found: run `make setup` (it installs Debian's PostgreSQL)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """`initdb` + `pg_ctl start` on a free port (as the postgres user when the tests run as root,
+    which PostgreSQL refuses to be); stopped at the end of the session."""
+    import secrets
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    base = Path(tempfile.mkdtemp(prefix="study-pg-"))  # not under pytest's root-only folder: postgres reads it
+    data, password = base / "data", "pw-" + secrets.token_hex(8)
+    (base / "pwfile").write_text(password + "\n")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(base / "pwfile", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    subprocess.run(
+        [
+            *as_user,
+            _postgres_bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "optuna",
+            "--auth=scram-sha-256",
+            f"--pwfile={base / 'pwfile'}",
+            "--no-sync",
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+    ctl = _postgres_bin("pg_ctl")
+    subprocess.run(
+        [*as_user, ctl, "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        yield Postgres(port, password)
+    finally:
+        subprocess.run([*as_user, ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)

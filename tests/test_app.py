@@ -165,7 +165,7 @@ def test_corrupt_file_and_orphan_lineage_are_reported(lake, tmp_path, monkeypatc
 
     root = tmp_path / "damaged"
     shutil.copytree(lake, root)
-    bad = round_path(root, "compare", "imp", "broken", 0)
+    bad = Path(round_path(root, "compare", "imp", "broken", 0))
     bad.write_bytes(b"PAR1 truncated")
     write_lineage(
         root,

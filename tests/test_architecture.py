@@ -28,7 +28,7 @@ RULES = {
         {"study.engine.lineage", "study.engine.train", "study.search.tune", "study.deploy", "study.cli"},
     ),
 }
-LEAVES = {"study.errors", "study.typed_yaml", "study.version"}
+LEAVES = {"study.errors", "study.typed_yaml", "study.version", "study.secrets"}
 
 
 def module_name(path: Path) -> str:

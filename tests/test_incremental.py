@@ -3,6 +3,7 @@ skipped files) after every kind of change a lake sees, and reads only what chang
 
 import datetime as dt
 import shutil
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -94,7 +95,7 @@ def test_the_incremental_reader_equals_a_full_read_after_every_kind_of_change(tm
     assert {r["trial_id"]: r["status"] for r in reads["lineages"].table.to_pylist()}["a"] == "finished"
 
     # a corrupt file and a foreign file: skipped and named, the same as a full read says
-    round_path(tmp_path, "s", "imp", "d", 0).write_bytes(b"PAR1 not parquet at all")
+    Path(round_path(tmp_path, "s", "imp", "d", 0)).write_bytes(b"PAR1 not parquet at all")
     pq.write_table(pq.read_table(round_path(tmp_path, "s", "imp", "a", 0)).select(["val_acc"]),
                    round_path(tmp_path, "s", "imp", "e", 0))  # fmt: skip
     reads = same_as_full_read(lake, tmp_path)
@@ -115,7 +116,7 @@ def test_the_incremental_reader_equals_a_full_read_after_every_kind_of_change(tm
 
     # a whole folder removed (a superseded trial's strategy partition)
     shutil.rmtree(tmp_path / "rounds" / "study=s" / "strategy=random_reinit")
-    lineage_path(tmp_path, "s", "random_reinit", "c").unlink()
+    Path(lineage_path(tmp_path, "s", "random_reinit", "c")).unlink()
     reads = same_as_full_read(lake, tmp_path)
     assert set(reads["rounds"].table["strategy"].cast("string").to_pylist()) == {"imp"}
 
@@ -166,8 +167,8 @@ def test_folding_a_finished_lineage_keeps_every_row_and_drops_only_copies(tmp_pa
         write_round(tmp_path, round_row("a", rnd))
     write_round(tmp_path, round_row("b", 0))
     before = read_rounds(tmp_path).table
-    target = fold_rounds(tmp_path, "s", "imp", "a")
-    assert target == folded_path(tmp_path, "s", "imp", "a") and target.name == "a.rounds.parquet"
+    target = Path(fold_rounds(tmp_path, "s", "imp", "a"))
+    assert str(target) == folded_path(tmp_path, "s", "imp", "a") and target.name == "a.rounds.parquet"
     folder = target.parent
     assert sorted(p.name for p in folder.iterdir()) == ["a.rounds.parquet", "b-r000.parquet"]
     assert pq.read_table(target).num_rows == 4
@@ -189,12 +190,12 @@ def test_folding_a_finished_lineage_keeps_every_row_and_drops_only_copies(tmp_pa
     assert [(r["round"], r["val_acc"]) for r in sorted(a, key=lambda r: r["round"])][-1] == (3, 0.9)
 
     # an unreadable round file stops the fold (nothing removed)
-    round_path(tmp_path, "s", "imp", "b", 1).write_bytes(b"PAR1 broken")
+    Path(round_path(tmp_path, "s", "imp", "b", 1)).write_bytes(b"PAR1 broken")
     assert fold_rounds(tmp_path, "s", "imp", "b") is None
     assert sorted(p.name for p in folder.glob("b-*")) == ["b-r000.parquet", "b-r001.parquet"]
 
     # the folded file belongs to its trial: superseding moves it
-    assert target in trial_files(tmp_path, "s", "a")
+    assert str(target) in trial_files(tmp_path, "s", "a")
     supersede(tmp_path, "s", "a")
     assert not target.exists()
 
@@ -237,7 +238,7 @@ def test_a_refresh_that_raised_leaves_the_reader_as_it_was(tmp_path, monkeypatch
         write_round(tmp_path, round_row(trial, 0))
     lake = IncrementalLake(tmp_path)
     same_as_full_read(lake, tmp_path)
-    round_path(tmp_path, "s", "imp", "a", 0).unlink()
+    Path(round_path(tmp_path, "s", "imp", "a", 0)).unlink()
     write_round(tmp_path, round_row("b", 0, acc=0.9, seconds=4))
     with monkeypatch.context() as patch:
         patch.setattr(incremental, "read_many", raising(MemoryError("once")))
@@ -262,7 +263,9 @@ def test_a_fold_leaves_files_another_writer_replaced_while_it_read(tmp_path, mon
 
     for rnd in range(3):
         write_round(tmp_path, round_row("a", rnd))
-    real = files.pq.read_table
+    from study.lake import store
+
+    real = store.pq.read_table
 
     def read_then_rewrite(path, **kw):
         table = real(path, **kw)
@@ -270,10 +273,10 @@ def test_a_fold_leaves_files_another_writer_replaced_while_it_read(tmp_path, mon
             write_round(tmp_path, round_row("a", 1, acc=0.99, seconds=9))
         return table
 
-    monkeypatch.setattr(files.pq, "read_table", read_then_rewrite)
+    monkeypatch.setattr(store.pq, "read_table", read_then_rewrite)
     assert files.fold_rounds(tmp_path, "s", "imp", "a") is None
-    monkeypatch.setattr(files.pq, "read_table", real)
-    folder = round_path(tmp_path, "s", "imp", "a", 0).parent
+    monkeypatch.setattr(store.pq, "read_table", real)
+    folder = Path(round_path(tmp_path, "s", "imp", "a", 0)).parent
     assert sorted(p.name for p in folder.iterdir()) == ["a-r000.parquet", "a-r001.parquet", "a-r002.parquet"]
     assert files.fold_rounds(tmp_path, "s", "imp", "a") is not None  # the next fold takes the new row
     assert sorted(r["val_acc"] for r in read_rounds(tmp_path).table.to_pylist()) == [0.5, 0.5, 0.99]

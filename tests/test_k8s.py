@@ -24,9 +24,11 @@ K8S_VERSION = "1.37.0"
 VARIANTS = {
     "gpu": {},
     "cpu-dev": {"profile": "cpu-dev"},
-    "postgres-s3": {"postgres": "bundled", "postgres_password": "s3cret", "tune_storage": "s3://b/tune", "gpus": 8},
+    "postgres-s3": {"postgres": "bundled", "tune_storage": "s3://b/tune", "gpus": 8},
+    "s3-lake": {"results": "s3://b/lake", "s3_secret": "lake-keys", "s3_endpoint": "https://minio.example:9000"},
     "external-db": {
-        "postgres": "postgresql://u:p@db.example:5432/optuna",
+        "postgres": "postgresql://u@db.example:5432/optuna",
+        "postgres_secret": "team-db",
         "existing_claim": "team-lake",
         "namespace": "studies",
     },
@@ -233,11 +235,37 @@ def test_bad_render_inputs_are_one_line_errors(tmp_path):
         (["--image", "lottery-study"], "has no tag"),
         (["--tune-storage", "/local"], "s3://"),
         (["--gpus-per-worker", "0"], "whole GPUs"),
+        (["--results", "s3://AKIA:Planted99@b/lake"], "carries credentials"),
+        (["--postgres", "postgresql://u:Planted99@db:5432/optuna"], "--postgres-secret"),
+        (["--postgres-secret", "db"], "external --postgres"),
     ):
         out = subprocess.run(
             [sys.executable, "-m", "study.cli", "k8s", "render", SPACE, *args], capture_output=True, text=True
         )
         assert out.returncode == 2 and expected in out.stderr and out.stderr.count("\n") == 1, out.stderr
+        assert "Planted99" not in out.stdout + out.stderr
+
+
+def test_a_render_names_every_secret_by_reference_only():
+    """Database password and S3 keys reach the pods from Secrets; the manifests hold no value of
+    them, and the ConfigMap's URL names the password as ${OPTUNA_DB_PASSWORD}."""
+    objects = rendered(
+        results="s3://b/lake",
+        s3_secret="lake-keys",
+        postgres="postgresql://u@db:5432/optuna",
+        postgres_secret="team-db",
+    )
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    config = yaml.safe_load([o for o in objects if o["kind"] == "ConfigMap"][0]["data"]["study.yaml"])["study"]
+    assert config["storage"]["optuna"] == "postgresql://u:${OPTUNA_DB_PASSWORD}@db:5432/optuna"
+    assert config["storage"]["results"] == "s3://b/lake"
+    cluster = [o for o in objects if o["kind"] == "RayJob"][0]["spec"]["rayClusterSpec"]
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    workers = [g["template"]["spec"]["containers"][0]["env"] for g in cluster["workerGroupSpecs"]]
+    refs = lambda env: {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}  # noqa: E731
+    keys = {k: {"name": "lake-keys", "key": k} for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    assert refs(head) == {**keys, "OPTUNA_DB_PASSWORD": {"name": "team-db", "key": "password"}}
+    assert all(refs(env) == keys for env in workers), "every worker writes the lake: each gets the S3 keys"
 
 
 def test_render_refuses_a_trial_that_fits_no_worker_group_and_tells_the_driver_the_groups(tmp_path):

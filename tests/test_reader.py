@@ -5,7 +5,7 @@ import datetime as dt
 
 import pyarrow.parquet as pq
 
-from study.lake import reader as results
+from study.lake import store
 from study.lake.files import to_table, trial_files, write_atomic
 from study.lake.reader import read_lineages, read_rounds, table_files
 from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA
@@ -115,13 +115,13 @@ def test_corrupt_files_are_skipped_and_named_with_the_first_line_of_the_error(tm
     real = pq.read_table
 
     def read_table(path, **kw):
-        if path == silent:
+        if path == str(silent):
             raise OSError("")  # an error with no message: named by its type
-        if path == bad:
+        if path == str(bad):
             raise OSError("\n  first line\nsecond line")
         return real(path, **kw)
 
-    monkeypatch.setattr(results.pq, "read_table", read_table)
+    monkeypatch.setattr(store.pq, "read_table", read_table)
     read = read_rounds(tmp_path)
     assert read.files == 3
     assert read.skipped == [f"{bad}: first line", f"{silent}: OSError"]
@@ -165,18 +165,18 @@ def test_files_ignores_dot_and_underscore_paths_and_is_sorted(tmp_path):
         touch(tmp_path, rel)
     base = tmp_path / "rounds"
     assert table_files(tmp_path, "rounds", None) == [
-        base / "study=s/strategy=grasp/a-r000.parquet",
-        base / "study=s/strategy=imp/a-r000.parquet",
-        base / "study=s/strategy=imp/z-r000.parquet",
-        base / "study=s2/strategy=imp/a-r000.parquet",
+        str(base / "study=s/strategy=grasp/a-r000.parquet"),
+        str(base / "study=s/strategy=imp/a-r000.parquet"),
+        str(base / "study=s/strategy=imp/z-r000.parquet"),
+        str(base / "study=s2/strategy=imp/a-r000.parquet"),
     ]
-    assert table_files(tmp_path, "rounds", "s2") == [want[3]]
+    assert table_files(tmp_path, "rounds", "s2") == [str(want[3])]
     assert table_files(tmp_path, "rounds", "missing") == []
     assert table_files(tmp_path / "nowhere", "rounds", None) == []
     # a root folder that itself starts with "_" or "." is fine: only paths below the table count
     inner = tmp_path / "_lake" / ".x"
     touch(inner, f"{R}/a-r000.parquet")
-    assert table_files(inner, "rounds", "s") == [inner / R / "a-r000.parquet"]
+    assert table_files(inner, "rounds", "s") == [str(inner / R / "a-r000.parquet")]
 
 
 def test_trial_files_finds_every_strategy_and_nothing_else(tmp_path):
@@ -196,10 +196,10 @@ def test_trial_files_finds_every_strategy_and_nothing_else(tmp_path):
     ):
         touch(tmp_path, rel)
     assert trial_files(tmp_path, "s", "t1") == [
-        tmp_path / "lineages/study=s/strategy=imp/t1.parquet",
-        tmp_path / "rounds/study=s/strategy=grasp/t1-r001.parquet",
-        tmp_path / "rounds/study=s/strategy=imp/t1-r000.parquet",
-        tmp_path / "rounds/study=s/strategy=imp/t1-r012.parquet",
+        f"{tmp_path}/lineages/study=s/strategy=imp/t1.parquet",
+        f"{tmp_path}/rounds/study=s/strategy=grasp/t1-r001.parquet",
+        f"{tmp_path}/rounds/study=s/strategy=imp/t1-r000.parquet",
+        f"{tmp_path}/rounds/study=s/strategy=imp/t1-r012.parquet",
     ]
     assert trial_files(str(tmp_path), "s", "nobody") == []
 

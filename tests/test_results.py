@@ -1,4 +1,5 @@
 import datetime as dt
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -97,10 +98,10 @@ def test_a_rerun_round_replaces_its_own_file(tmp_path):
 
 def test_corrupt_and_foreign_files_are_skipped_and_named(tmp_path):
     write_round(tmp_path, _row())
-    bad = round_path(tmp_path, "s", "imp", "t2", 0)
+    bad = Path(round_path(tmp_path, "s", "imp", "t2", 0))
     bad.write_bytes(b"PAR1 this is not parquet")
-    half = round_path(tmp_path, "s", "imp", "t3", 0)
-    good = round_path(tmp_path, "s", "imp", "t1", 0).read_bytes()
+    half = Path(round_path(tmp_path, "s", "imp", "t3", 0))
+    good = Path(round_path(tmp_path, "s", "imp", "t1", 0)).read_bytes()
     half.write_bytes(good[: len(good) // 2])
     read = read_rounds(tmp_path)
     assert read.table.num_rows == 1 and read.files == 3
@@ -109,7 +110,7 @@ def test_corrupt_and_foreign_files_are_skipped_and_named(tmp_path):
 
 def test_old_files_missing_new_columns_read_as_nulls(tmp_path):
     old = ROUNDS_SCHEMA.remove(ROUNDS_SCHEMA.get_field_index("parse_f1"))
-    path = round_path(tmp_path, "s", "imp", "old", 0)
+    path = Path(round_path(tmp_path, "s", "imp", "old", 0))
     path.parent.mkdir(parents=True)
     from study.lake.files import to_table
 

@@ -3,11 +3,16 @@ sidebar filters, and readable messages for empty, partial or damaged lakes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import pandas as pd
 import streamlit as st
 
 from study.app.lake import FILTERS, Lake, LiveLake, filter_rows, unfinished_lineages
 from study.lake.reader import excluded_lineages
+
+T = TypeVar("T")
 
 
 @st.cache_resource(show_spinner="Reading the results lake…", max_entries=4)
@@ -15,14 +20,29 @@ def _live_lake(root: str) -> LiveLake:
     return LiveLake(root)
 
 
+def _reachable(read: Callable[[LiveLake], T]) -> T:
+    """`read` of the lake at the chosen root; a store that does not answer (an S3 endpoint down,
+    wrong credentials) is one readable line and a stop, not a traceback."""
+    root = st.session_state.get("root", "results")
+    try:
+        return read(_live_lake(root))
+    except OSError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        st.error(
+            f"Cannot read the results lake at `{root}`: {first}. Check the path, or for s3:// the endpoint "
+            f"(AWS_ENDPOINT_URL) and the credentials (AWS_ACCESS_KEY_ID / AWS_PROFILE) the app runs with."
+        )
+        st.stop()
+
+
 def lake_version() -> int:
     """Grows whenever a file of the lake at the chosen root changed (the live view's trigger)."""
-    return _live_lake(st.session_state.get("root", "results")).version()
+    return _reachable(LiveLake.version)
 
 
 def current_lake() -> Lake:
     """The lake at the chosen root, brought up to date by reading only the files that changed."""
-    return _live_lake(st.session_state.get("root", "results")).current()
+    return _reachable(LiveLake.current)
 
 
 def selected_filters() -> dict[str, list[str]]:
@@ -44,7 +64,7 @@ def require_rows(lake: Lake) -> pd.DataFrame:
     if lake.skipped:
         st.warning(
             f"{len(lake.skipped)} unreadable file(s) were skipped (truncated or not Parquet): "
-            + "; ".join(s.split(":")[0] for s in lake.skipped[:5])
+            + "; ".join(s.split(": ", 1)[0] for s in lake.skipped[:5])
         )
     waiting = unfinished_lineages(lake)
     if len(waiting):

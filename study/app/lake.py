@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from study.lake.incremental import IncrementalLake
 from study.lake.reader import LakeRead, read_lineages, read_rounds, read_studies
+from study.lake.store import store_for
 
 FILTERS = ("study", "model", "dataset", "strategy")
 
@@ -62,7 +63,7 @@ def load_lake(root: str | Path) -> Lake:
 
 
 def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
-    root = Path(root)
+    root = str(root)
     rounds, lineages, studies = reads["rounds"], reads["lineages"], reads["studies"]
     r, lin, stu = _plain(rounds.table), _plain(lineages.table), _plain(studies.table)
     lin["config_id"] = lin["config_json"].map(_config_id)
@@ -74,7 +75,13 @@ def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
     r["config_id"] = r["config_id"].fillna(r["lineage_id"].str[-6:])
     r["row"] = range(len(r))
     return Lake(
-        str(root), root.is_dir(), rounds.table, r, lin, stu, rounds.skipped + lineages.skipped + studies.skipped
+        root,
+        store_for(root).is_dir(root),
+        rounds.table,
+        r,
+        lin,
+        stu,
+        rounds.skipped + lineages.skipped + studies.skipped,
     )
 
 
@@ -83,7 +90,7 @@ class LiveLake:
     the last look (shared by every session of the app on the same root)."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = str(root)
         self.reader = IncrementalLake(self.root)
         self.lake: Lake | None = None
         self.built_from = -1  # the reader's version the frames were built from
@@ -103,7 +110,7 @@ class LiveLake:
                 self.lake = lake_from_reads(self.root, reads)
                 self.built_from = self.reader.version
             lake = self.lake
-        return dataclasses.replace(lake, exists=self.root.is_dir(), rounds=lake.rounds.copy(deep=False),
+        return dataclasses.replace(lake, exists=store_for(self.root).is_dir(self.root), rounds=lake.rounds.copy(deep=False),
                                    lineages=lake.lineages.copy(deep=False), studies=lake.studies.copy(deep=False))  # fmt: skip
 
 

@@ -5,8 +5,11 @@ study spec: the one source of truth (profiles `gpu` and `cpu-dev` play the part 
 
 Objects: a ConfigMap with the study YAML (its storage pointed at the shared volume), a
 ReadWriteMany PersistentVolumeClaim mounted at the same path on every pod (lake, Tune storage,
-Optuna journal, dataset cache), optionally PostgreSQL for Optuna (Secret, Service, StatefulSet),
-and a RayJob (or a standalone RayCluster) whose head schedules no trials.
+Optuna journal, dataset cache), optionally PostgreSQL for Optuna (Service, StatefulSet), and a
+RayJob (or a standalone RayCluster) whose head schedules no trials.
+
+No secret is ever rendered: passwords and keys come from Secrets that exist in the cluster
+(`secretKeyRef`), and URLs in the ConfigMap name them as ${VAR}.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from typing import Any
 import yaml
 
 from study.errors import SpecError
+from study.lake.store import normalize_root
 from study.search.preflight import WORKER_GROUPS_ENV, check_fits
 from study.search.study_spec import load_study_spec
+from study.secrets import plain_secret, redact
 from study.typed_yaml import load_yaml
 
 RAYJOB_NAME_MAX = 47  # KubeRay derives cluster and pod names from it
@@ -52,9 +57,12 @@ class K8sOptions:
     pvc_size: str = "100Gi"
     storage_class: str | None = None  # an RWX class (NFS, CephFS, EFS, Filestore...)
     existing_claim: str | None = None
-    tune_storage: str | None = None  # s3://bucket/prefix for Tune experiments (lake stays on the volume)
-    postgres: str | None = None  # "bundled" or an external postgresql:// URL for Optuna
-    postgres_password: str | None = None  # renders the Secret; else create it once (see k8s/README.md)
+    tune_storage: str | None = None  # s3://bucket/prefix for Tune experiments
+    results: str | None = None  # s3://bucket/prefix for the lake (default: the shared volume)
+    s3_secret: str | None = None  # a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (else the pods' IAM role)
+    s3_endpoint: str | None = None  # an S3-compatible endpoint (MinIO, Ceph...): AWS_ENDPOINT_URL on every pod
+    postgres: str | None = None  # "bundled" or an external postgresql:// URL for Optuna, without its password
+    postgres_secret: str | None = None  # the Secret (key "password") of an external database's password
     ttl_seconds: int = 3600
     backoff_limit: int = 2
     active_deadline_seconds: int = 7 * 24 * 3600
@@ -70,10 +78,20 @@ class K8sOptions:
             raise SpecError("--gpus must be >= 0 and --gpus-per-worker >= 1 (whole GPUs per pod)")
         if ":" not in self.image.rsplit("/", 1)[-1]:
             raise SpecError(f"--image {self.image} has no tag; pin one, e.g. {self.image}:0.1.0")
-        if self.tune_storage and not self.tune_storage.startswith("s3://"):
-            raise SpecError("--tune-storage takes an s3:// URI (the default keeps Tune storage on the shared volume)")
+        for flag, uri in (("--tune-storage", self.tune_storage), ("--results", self.results)):
+            if uri is not None:
+                if not uri.startswith("s3://"):
+                    raise SpecError(f"{flag} takes an s3://bucket/prefix (the default keeps it on the shared volume)")
+                normalize_root(uri)  # no credentials or options in the URI
         if self.postgres and self.postgres != "bundled" and not self.postgres.startswith("postgresql://"):
             raise SpecError("--postgres is 'bundled' or a postgresql:// URL")
+        if self.postgres and self.postgres != "bundled" and plain_secret(self.postgres):
+            raise SpecError(
+                f"--postgres {redact(self.postgres)} holds a password, which would be written into the ConfigMap; "
+                f"pass the URL without it and --postgres-secret NAME (a Secret with key 'password')"
+            )
+        if self.postgres_secret and (not self.postgres or self.postgres == "bundled"):
+            raise SpecError("--postgres-secret goes with an external --postgres postgresql://user@host/db")
         if not self.mount_path.startswith("/") or not self.config_dir.startswith("/"):
             raise SpecError("--mount-path and --config-dir must be absolute paths")
 
@@ -108,7 +126,7 @@ def study_yaml_for_cluster(raw: dict, opts: K8sOptions, name: str, db_url: str |
     """The study YAML as the cluster sees it: every store on the shared volume (or S3/Postgres)."""
     raw = copy.deepcopy(raw)
     storage = raw["study"].setdefault("storage", {})
-    storage["results"] = f"{opts.mount_path}/results"
+    storage["results"] = opts.results or f"{opts.mount_path}/results"
     storage["tune"] = opts.tune_storage or f"{opts.mount_path}/tune"
     storage["optuna"] = db_url or f"{opts.mount_path}/optuna/{raw['study']['name']}.journal"
     return yaml.safe_dump(raw, sort_keys=False)
@@ -135,17 +153,16 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
     secret_env: list[dict] = []
     objects: list[dict[str, Any]] = []
     db_url = None
+    db_secret = f"{base}-postgres" if opts.postgres == "bundled" else opts.postgres_secret
     if opts.postgres == "bundled":
         db_url = f"postgresql://optuna:${{OPTUNA_DB_PASSWORD}}@{base}-postgres:5432/optuna"
-        objects += postgres_objects(base, meta, labels, opts.postgres_password)
-        secret_env = [
-            {
-                "name": "OPTUNA_DB_PASSWORD",
-                "valueFrom": {"secretKeyRef": {"name": f"{base}-postgres", "key": "password"}},
-            }
-        ]
+        objects += postgres_objects(base, meta, labels)
     elif opts.postgres:
-        db_url = opts.postgres
+        db_url = with_password_variable(opts.postgres) if opts.postgres_secret else opts.postgres
+    if db_secret:
+        secret_env = [
+            {"name": "OPTUNA_DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": db_secret, "key": "password"}}}
+        ]
     objects.append(
         {
             "apiVersion": "v1",
@@ -164,7 +181,7 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
         objects.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(claim), "spec": pvc_spec})
     sizes = ";".join(f"cpu={g.cpus},gpu={g.gpus}" for g in groups)  # the driver's preflight counts them as nodes
     head_env = [*secret_env, {"name": WORKER_GROUPS_ENV, "value": sizes}]
-    cluster = ray_cluster_spec(opts, claim, f"{base}-spec", head_env)
+    cluster = ray_cluster_spec(opts, claim, f"{base}-spec", head_env, s3_env(opts))
     if opts.kind == "raycluster":
         objects.append({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": meta(base), "spec": cluster})
     else:
@@ -213,7 +230,31 @@ def _container(
     }
 
 
-def ray_cluster_spec(opts: K8sOptions, claim: str, configmap: str, secret_env: list[dict]) -> dict[str, Any]:
+def with_password_variable(url: str) -> str:
+    """postgresql://user@host/db -> postgresql://user:${OPTUNA_DB_PASSWORD}@host/db."""
+    head, _, rest = url.partition("://")
+    userinfo, at, host = rest.partition("/")[0].rpartition("@")
+    if not at:
+        raise SpecError(f"--postgres {url} names no user; write postgresql://USER@host:5432/db with --postgres-secret")
+    return f"{head}://{userinfo}:${{OPTUNA_DB_PASSWORD}}@{rest[len(userinfo) + 1 :]}"
+
+
+def s3_env(opts: K8sOptions) -> list[dict]:
+    """Every pod's S3 settings: the endpoint, and the keys from their Secret (never their values)."""
+    env: list[dict] = []
+    if opts.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": opts.s3_endpoint})
+    if opts.s3_secret:
+        env += [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": opts.s3_secret, "key": key}}}
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        ]
+    return env
+
+
+def ray_cluster_spec(
+    opts: K8sOptions, claim: str, configmap: str, head_env: list[dict], pod_env: list[dict]
+) -> dict[str, Any]:
     lake_volume = {"name": "lake", "persistentVolumeClaim": {"claimName": claim}}
     lake_mount = {"name": "lake", "mountPath": opts.mount_path}
     head_container = _container(
@@ -222,7 +263,7 @@ def ray_cluster_spec(opts: K8sOptions, claim: str, configmap: str, secret_env: l
         2,
         "8Gi",
         0,
-        secret_env,
+        [*pod_env, *head_env],
         [lake_mount, {"name": "study-spec", "mountPath": opts.config_dir, "readOnly": True}],
     )
     head_container["ports"] = [
@@ -233,7 +274,7 @@ def ray_cluster_spec(opts: K8sOptions, claim: str, configmap: str, secret_env: l
     groups = []
     for g in worker_groups(opts):
         pod: dict[str, Any] = {
-            "containers": [_container("ray-worker", opts, g.cpus, g.memory, g.gpus, [], [lake_mount])],
+            "containers": [_container("ray-worker", opts, g.cpus, g.memory, g.gpus, pod_env, [lake_mount])],
             "volumes": [copy.deepcopy(lake_volume)],
         }
         if g.gpus:
@@ -265,9 +306,10 @@ def ray_cluster_spec(opts: K8sOptions, claim: str, configmap: str, secret_env: l
     }
 
 
-def postgres_objects(base: str, meta, labels: dict[str, str], password: str | None) -> list[dict[str, Any]]:
-    """PostgreSQL for Optuna. Its password lives in the Secret `<base>-postgres`: rendered only
-    when a password is given, so re-applying never rotates the password of a live database."""
+def postgres_objects(base: str, meta, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """PostgreSQL for Optuna. Its password lives in the Secret `<base>-postgres`, created once
+    in the cluster (k8s/README.md), never rendered: so no manifest holds it, and re-applying
+    never rotates the password of a live database."""
     name = f"{base}-postgres"
     sel = {**labels, "app.kubernetes.io/component": "optuna-db"}
     env = [
@@ -276,20 +318,7 @@ def postgres_objects(base: str, meta, labels: dict[str, str], password: str | No
         {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": name, "key": "password"}}},
         {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
     ]
-    secret = (
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": meta(name),
-                "type": "Opaque",
-                "stringData": {"password": password},
-            }
-        ]
-        if password
-        else []
-    )
-    return secret + [
+    return [
         {
             "apiVersion": "v1",
             "kind": "Service",

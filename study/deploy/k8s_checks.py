@@ -106,7 +106,7 @@ def _shared_volume_problems(objects: list[dict[str, Any]]) -> list[str]:
     if config and mounts:
         study = yaml.safe_load(config[0]["data"]["study.yaml"])["study"]
         root = study["storage"]["results"]
-        if not any(root == m or root.startswith(m.rstrip("/") + "/") for m in mounts):
+        if not root.startswith("s3://") and not any(root == m or root.startswith(m.rstrip("/") + "/") for m in mounts):
             problems.append(f"the study's results root {root} is not on the shared volume ({sorted(mounts)})")
     for claim in claims:
         pvc = [o for o in objects if o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"] == claim]

@@ -12,6 +12,20 @@ import pyarrow.compute as pc
 from study.lake.files import check_name, write_atomic
 from study.lake.reader import read_files, read_lineages, table_files
 from study.lake.schema import ROUND_KEYS, ROUNDS_SCHEMA
+from study.lake.store import join, store_for
+
+
+def lake_studies(root: str | Path) -> list[str]:
+    """The studies a lake holds rounds or lineages of (raises FileNotFoundError when `root` holds
+    no lake: neither a rounds/ nor a lineages/ folder)."""
+    store = store_for(root)
+    if not store.is_dir(join(root, "rounds")) and not store.is_dir(join(root, "lineages")):
+        raise FileNotFoundError(f"no results lake at {root} (no rounds/ or lineages/ folder)")
+    names = set()
+    for kind in ("rounds", "lineages"):
+        cut = len(join(root, kind)) + 1
+        names |= {p[cut:].split("/", 1)[0] for p in store.files(join(root, kind))}
+    return sorted(n.split("=", 1)[1] for n in names if n.startswith("study="))
 
 
 def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]:
@@ -19,14 +33,12 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
 
     The compacted file is written (atomically) before the per-round files it replaces are
     removed; a crash in between leaves duplicates that every reader resolves to one row."""
-    root = Path(root)
     check_name("study", study)
-    if not (root / "rounds").is_dir() and not (root / "lineages").is_dir():
-        raise FileNotFoundError(
-            f"no results lake at {root} (no rounds/ or lineages/ folder); pass the lake's root folder"
-        )
-    if not (root / "rounds" / f"study={study}").is_dir():
-        known = sorted(p.name.split("=", 1)[1] for p in (root / "rounds").glob("study=*"))
+    try:
+        known = lake_studies(root)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; pass the lake's root folder") from None
+    if not store_for(root).is_dir(join(root, "rounds", f"study={study}")):
         raise FileNotFoundError(f"study {study!r} has no rounds in {root}; studies there: {', '.join(known) or 'none'}")
     lineage_read = read_lineages(root, study)
     if lineage_read.skipped:
@@ -55,9 +67,10 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
         part = read.table.filter(pc.equal(strategies, strategy))
         write_atomic(
             part.cast(ROUNDS_SCHEMA),
-            Path(root) / "rounds" / f"study={study}" / f"strategy={strategy}" / f"compact-{stamp}.parquet",
+            join(root, "rounds", f"study={study}", f"strategy={strategy}", f"compact-{stamp}.parquet"),
         )
         written[strategy] = part.num_rows
+    store = store_for(root)
     for path in files:
-        path.unlink(missing_ok=True)
+        store.remove(path)
     return written

@@ -1,20 +1,24 @@
-"""Where lake files live and how they are written: atomically (a dot-prefixed temp file renamed
-into place), under names checked to be safe file names and hive partition values."""
+"""Where lake files live and how they are written: whole or not at all (`store.Store`), under
+names checked to be safe file names and hive partition values. Paths are strings: local paths or
+s3:// URIs."""
 
 from __future__ import annotations
 
-import os
+import fnmatch
+import hashlib
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from study.lake.reader import read_one
 from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA, STATUSES, STUDIES_SCHEMA
+from study.lake.store import Stamp, is_remote, join, parent, store_for
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 
@@ -28,17 +32,36 @@ def check_name(kind: str, value: str) -> None:
         )
 
 
-def round_path(root: Path, study: str, strategy: str, trial_id: str, round_: int) -> Path:
-    return Path(root) / "rounds" / f"study={study}" / f"strategy={strategy}" / f"{trial_id}-r{round_:03d}.parquet"
+def round_path(root: str | Path, study: str, strategy: str, trial_id: str, round_: int) -> str:
+    return join(root, "rounds", f"study={study}", f"strategy={strategy}", f"{trial_id}-r{round_:03d}.parquet")
 
 
-def checkpoint_dir(root: str | Path, study: str, trial_id: str) -> Path:
+def checkpoint_dir(root: str | Path, study: str, trial_id: str) -> str:
     """Where a lineage run into the lake keeps its resume state (never read as a table)."""
-    return Path(root) / "_checkpoints" / f"study={study}" / trial_id
+    return join(root, "_checkpoints", f"study={study}", trial_id)
 
 
-def lineage_path(root: Path, study: str, strategy: str, trial_id: str) -> Path:
-    return Path(root) / "lineages" / f"study={study}" / f"strategy={strategy}" / f"{trial_id}.parquet"
+def scratch_dir(root: str, study: str, trial_id: str) -> Path:
+    """Where a lineage of an object-store lake keeps its checkpoint on this node (the lake's
+    `checkpoint_dir` holds the durable copy, uploaded after every round)."""
+    lake = hashlib.sha256(root.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "study-checkpoints" / lake / f"study={study}" / trial_id
+
+
+def drop_checkpoint(root: str | Path, study: str, trial_id: str) -> None:
+    """Remove a finished lineage's resume state: the lake's copy (and this node's, for S3)."""
+    durable = checkpoint_dir(root, study, trial_id)
+    if is_remote(root):
+        store = store_for(root)
+        for path in store.files(durable):
+            store.remove(path)
+        shutil.rmtree(scratch_dir(str(root), study, trial_id), ignore_errors=True)
+    else:
+        shutil.rmtree(durable, ignore_errors=True)
+
+
+def lineage_path(root: str | Path, study: str, strategy: str, trial_id: str) -> str:
+    return join(root, "lineages", f"study={study}", f"strategy={strategy}", f"{trial_id}.parquet")
 
 
 def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -54,7 +77,7 @@ def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     for f in schema:
         values = [r.get(f.name) for r in rows]
         if pa.types.is_map(f.type):
-            values = [None if v is None else list(v.items()) for v in values]
+            values = [list(v.items()) if isinstance(v, dict) else v for v in values]  # or already pairs
         if pa.types.is_dictionary(f.type):
             columns[f.name] = pa.array(values, pa.string()).dictionary_encode().cast(f.type)
         else:
@@ -62,68 +85,72 @@ def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def write_atomic(table: pa.Table, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def write_atomic(table: pa.Table, path: str | Path) -> str:
+    """Write `table` to `path` whole or not at all; a re-write replaces the file."""
+    store_for(path).write_table(table, str(path))
+    return str(path)
 
 
-def write_round(root: str | Path, row: dict[str, Any]) -> Path:
+def write_round(root: str | Path, row: dict[str, Any]) -> str:
     for key in ("study", "strategy", "trial_id"):
         check_name(key, row[key])
-    path = round_path(Path(root), row["study"], row["strategy"], row["trial_id"], int(row["round"]))
+    path = round_path(root, row["study"], row["strategy"], row["trial_id"], int(row["round"]))
     return write_atomic(to_table([row], ROUNDS_SCHEMA), path)
 
 
-def write_lineage(root: str | Path, row: dict[str, Any]) -> Path:
+def write_lineage(root: str | Path, row: dict[str, Any]) -> str:
     for key in ("study", "strategy", "trial_id"):
         check_name(key, row[key])
     if row.get("status") not in STATUSES:
         raise ValueError(f"lineage status must be one of {STATUSES}, got {row.get('status')}")
-    path = lineage_path(Path(root), row["study"], row["strategy"], row["trial_id"])
+    path = lineage_path(root, row["study"], row["strategy"], row["trial_id"])
     return write_atomic(to_table([row], LINEAGES_SCHEMA), path)
 
 
-def write_study(root: str | Path, row: dict[str, Any]) -> Path:
+def study_path(root: str | Path, study: str) -> str:
+    return join(root, "studies", f"study={study}", "study.parquet")
+
+
+def write_study(root: str | Path, row: dict[str, Any]) -> str:
     check_name("study", row["study"])
-    return write_atomic(
-        to_table([row], STUDIES_SCHEMA), Path(root) / "studies" / f"study={row['study']}" / "study.parquet"
-    )
+    return write_atomic(to_table([row], STUDIES_SCHEMA), study_path(root, row["study"]))
 
 
 FOLDED_SUFFIX = ".rounds.parquet"  # a finished lineage's rounds in one file: <trial>.rounds.parquet
 
 
-def folded_path(root: Path, study: str, strategy: str, trial_id: str) -> Path:
-    return Path(root) / "rounds" / f"study={study}" / f"strategy={strategy}" / f"{trial_id}{FOLDED_SUFFIX}"
+def folded_path(root: str | Path, study: str, strategy: str, trial_id: str) -> str:
+    return join(root, "rounds", f"study={study}", f"strategy={strategy}", f"{trial_id}{FOLDED_SUFFIX}")
 
 
-def trial_round_files(root: str | Path, study: str, trial_id: str) -> list[Path]:
+def matching(root: str | Path, folder: str, patterns: list[str]) -> list[str]:
+    """The files under `root/folder` whose path below it matches one of the glob `patterns`
+    (fnmatch: '*' also spans '/'; our names hold none)."""
+    base = join(root, folder)
+    cut = len(base) + 1
+    return sorted(p for p in store_for(root).files(base) if any(fnmatch.fnmatchcase(p[cut:], pat) for pat in patterns))
+
+
+def trial_round_files(root: str | Path, study: str, trial_id: str) -> list[str]:
     """The round files of one trial id, per-round and folded, whatever its strategy."""
-    root = Path(root)
+    return matching(
+        root,
+        f"rounds/study={study}",
+        [f"strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet", f"strategy=*/{trial_id}{FOLDED_SUFFIX}"],
+    )
+
+
+def trial_files(root: str | Path, study: str, trial_id: str) -> list[str]:
+    """Every round and lineage file of one trial id in a study, whatever its strategy."""
     return sorted(
         [
-            *root.glob(f"rounds/study={study}/strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet"),
-            *root.glob(f"rounds/study={study}/strategy=*/{trial_id}{FOLDED_SUFFIX}"),
+            *trial_round_files(root, study, trial_id),
+            *matching(root, f"lineages/study={study}", [f"strategy=*/{trial_id}.parquet"]),
         ]
     )
 
 
-def trial_files(root: str | Path, study: str, trial_id: str) -> list[Path]:
-    """Every round and lineage file of one trial id in a study, whatever its strategy."""
-    root = Path(root)
-    return sorted(
-        [*trial_round_files(root, study, trial_id), *root.glob(f"lineages/study={study}/strategy=*/{trial_id}.parquet")]
-    )
-
-
-def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> Path | None:
+def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> str | None:
     """Fold a finished lineage's round files into one file, so cold reads touch one file per
     lineage instead of one per round. The folded file is written (atomically) before the
     per-round files are removed; a crash in between leaves copies that readers resolve to one row.
@@ -132,14 +159,15 @@ def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> P
     so does a file another writer replaced or moved while it was read (a resumed run, `--fresh`,
     a compaction), and a file re-written after it was read is never removed.
     Returns the folded file, or None when there was nothing to fold."""
-    root = Path(root)
+    store = store_for(root)
     target = folded_path(root, study, strategy, trial_id)
-    sources = [p for p in trial_round_files(root, study, trial_id) if p.parent == target.parent]
+    sources = [p for p in trial_round_files(root, study, trial_id) if parent(p) == parent(target)]
     if not sources or sources == [target]:
         return None
-    tables, stamps = [], {}
+    tables: list[pa.Table] = []
+    stamps: dict[str, Stamp | None] = {}
     for path in sources:
-        stamps[path] = file_stamp(path)
+        stamps[path] = store.stamp(path)
         table, _ = read_one(path, ROUNDS_SCHEMA)
         if stamps[path] is None or table is None:
             return None
@@ -151,39 +179,28 @@ def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> P
         if key not in seen:
             seen.add(key)
             keep.append(i)
-    if any(file_stamp(p) != s for p, s in stamps.items()):
+    if any(store.stamp(p) != s for p, s in stamps.items()):
         return None  # another writer (a resumed run, --fresh, a compaction) touched the trial: leave it
     write_atomic(rows.take(pa.array(keep, pa.int64())), target)
     for path in sources:
-        if path != target and file_stamp(path) == stamps[path]:  # never a file re-written since it was read
-            path.unlink(missing_ok=True)
+        if path != target and store.stamp(path) == stamps[path]:  # never a file re-written since it was read
+            store.remove(path)
     return target
 
 
-Stamp = tuple[int, int, int, int]  # (inode, ctime_ns, mtime_ns, size)
+def superseded_dir(root: str | Path) -> str:
+    """A new folder under `<root>/_superseded/` (never read as a table)."""
+    return join(root, "_superseded", f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
 
 
-def file_stamp(path: Path) -> Stamp | None:
-    """What changes whenever a lake file is (re)written: files are replaced by rename, so a new
-    inode and ctime even when mtime and size repeat. None: the file is gone."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size
-
-
-def supersede(root: str | Path, study: str, trial_id: str) -> Path | None:
+def supersede(root: str | Path, study: str, trial_id: str) -> str | None:
     """Move a trial's round and lineage files out of every reader's sight, into
     `<root>/_superseded/<stamp>/...` (kept, not deleted), so the lineage that replaces it is never
     mixed with it. Returns the folder they went to, or None when there was nothing."""
-    root = Path(root)
     files = trial_files(root, study, trial_id)
     if not files:
         return None
-    target = root / "_superseded" / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    store, base, target = store_for(root), str(root).rstrip("/"), superseded_dir(root)
     for path in files:
-        dest = target / path.relative_to(root)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, dest)
+        store.move(path, target + path[len(base) :])
     return target

@@ -1,7 +1,7 @@
 """Reading a lake again in time proportional to what changed.
 
-An `IncrementalLake` keeps every file's table (keyed by path, inode, ctime, mtime and size:
-files are written by rename, so a re-written file is a new inode with a new ctime) and the
+An `IncrementalLake` keeps every file's table (keyed by path and `Stamp`: locally inode, ctime,
+mtime and size, as files are written by rename; on S3 the object's mtime and size) and the
 tables of each run of consecutive files in one folder joined in file order. A refresh lists and
 stats the files, reads only the new or changed ones, re-joins only the runs they are in, and
 merges the runs in the order a full read uses, so the result is exactly what `read_rounds` / `read_lineages` /
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from study.lake.files import Stamp, file_stamp
-from study.lake.reader import LakeRead, merge, read_many, table_files
+from study.lake.reader import LakeRead, merge, read_many, table_stamps
 from study.lake.schema import LINEAGE_KEYS, LINEAGES_SCHEMA, ROUND_KEYS, ROUNDS_SCHEMA, STUDIES_SCHEMA
+from study.lake.store import Stamp, parent
 
 TABLES = {
     "rounds": (ROUNDS_SCHEMA, ROUND_KEYS),
@@ -39,22 +39,18 @@ class IncrementalTable:
     """One table of the lake (rounds, lineages or studies), read incrementally. A refresh that
     raises leaves the previous state as it was: the next one starts from there."""
 
-    root: Path
+    root: str
     kind: str
     study: str | None = None
-    files: dict[Path, _File] = field(default_factory=dict)
-    runs: dict[tuple[tuple[Path, Stamp], ...], pa.Table | None] = field(default_factory=dict)
+    files: dict[str, _File] = field(default_factory=dict)
+    runs: dict[tuple[tuple[str, Stamp], ...], pa.Table | None] = field(default_factory=dict)
     result: LakeRead | None = None
     files_read: int = 0  # files read on the last refresh
 
     def refresh(self) -> tuple[LakeRead, bool]:
         """The table now, and whether it changed since the last refresh."""
         schema, keys = TABLES[self.kind]
-        stamps: dict[Path, Stamp] = {}
-        for path in table_files(self.root, self.kind, self.study):
-            stamp = file_stamp(path)
-            if stamp is not None:  # else removed between listing and stat (a compaction)
-                stamps[path] = stamp
+        stamps = table_stamps(self.root, self.kind, self.study)
         changed = [p for p, s in stamps.items() if p not in self.files or self.files[p].stamp != s]
         if self.result is not None and not changed and set(stamps) == set(self.files):
             self.files_read = 0
@@ -65,8 +61,8 @@ class IncrementalTable:
         ordered = sorted(files)
         # runs of consecutive files (in full-read order) in one folder, each joined once and kept
         # while its files stay the same: joining the runs in order is joining every file in order
-        runs: dict[tuple[tuple[Path, Stamp], ...], pa.Table | None] = {}
-        for _, group in itertools.groupby(ordered, key=lambda path: path.parent):
+        runs: dict[tuple[tuple[str, Stamp], ...], pa.Table | None] = {}
+        for _, group in itertools.groupby(ordered, key=parent):
             run = tuple((path, files[path].stamp) for path in group)
             if run in self.runs:
                 runs[run] = self.runs[run]
@@ -83,14 +79,14 @@ class IncrementalTable:
 class IncrementalLake:
     """The three tables of a lake, each refreshed incrementally."""
 
-    root: Path
+    root: str | Path
     study: str | None = None
     tables: dict[str, IncrementalTable] = field(default_factory=dict)
     version: int = 0  # grows each time a refresh finds a change
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
-        self.tables = {kind: IncrementalTable(self.root, kind, self.study) for kind in TABLES}
+        self.root = str(self.root)
+        self.tables = {kind: IncrementalTable(str(self.root), kind, self.study) for kind in TABLES}
 
     def refresh(self) -> tuple[dict[str, LakeRead], bool]:
         """Every table now, and whether any changed since the last refresh."""

@@ -11,9 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from study.lake.schema import FAILED_STATUSES, LINEAGE_KEYS, LINEAGES_SCHEMA, ROUND_KEYS, ROUNDS_SCHEMA, STUDIES_SCHEMA
+from study.lake.store import LocalStore, Stamp, Store, join, store_for
 
 
 @dataclass
@@ -25,24 +25,27 @@ class LakeRead:
     files: int = 0
 
 
-def table_files(root: Path, kind: str, study: str | None) -> list[Path]:
-    base = Path(root) / kind
-    if study is not None:
-        base = base / f"study={study}"
-    if not base.is_dir():
-        return []
-    return sorted(
-        p
-        for p in base.rglob("*.parquet")
-        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(base).parts)
-    )
+def table_stamps(root: str | Path, kind: str, study: str | None) -> dict[str, Stamp]:
+    """The table's files (`<root>/<kind>[/study=<s>]/**/*.parquet`, none under a '.' or '_'
+    name) with their stamps, in path order."""
+    base = join(root, kind) if study is None else join(root, kind, f"study={study}")
+    cut = len(base) + 1
+    return {
+        path: stamp
+        for path, stamp in sorted(store_for(root).files(base).items())
+        if path.endswith(".parquet") and not any(part.startswith((".", "_")) for part in path[cut:].split("/"))
+    }
 
 
-def read_one(path: Path, schema: pa.Schema) -> tuple[pa.Table | None, str | None]:
+def table_files(root: str | Path, kind: str, study: str | None) -> list[str]:
+    return list(table_stamps(root, kind, study))
+
+
+def read_one(path: str, schema: pa.Schema, store: Store | None = None) -> tuple[pa.Table | None, str | None]:
     """One file against `schema`: its table, or None and why it was skipped (a truncated or
     corrupt file, or a foreign Parquet file that has none of our keys)."""
     try:
-        table = pq.read_table(path, schema=schema)
+        table = (store or store_for(path)).read_table(path, schema=schema)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return None, first
@@ -53,14 +56,20 @@ def read_one(path: Path, schema: pa.Schema) -> tuple[pa.Table | None, str | None
 
 
 READ_THREADS = 4  # Parquet decoding releases the GIL: small files read about 2x faster on two cores
+REMOTE_READ_THREADS = 32  # an object store's latency, not decoding, bounds a read of many small objects
 
 
-def read_many(paths: list[Path], schema: pa.Schema) -> list[tuple[pa.Table | None, str | None]]:
-    """`read_one` for each path, in order, a few files at a time."""
+def read_many(paths: list[str], schema: pa.Schema) -> list[tuple[pa.Table | None, str | None]]:
+    """`read_one` for each path, in order, a few files at a time (an object store: more at a time,
+    as each read waits on the network)."""
+    if not paths:
+        return []
+    store = store_for(paths[0])
     if len(paths) <= 8:
-        return [read_one(p, schema) for p in paths]
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        return list(pool.map(lambda p: read_one(p, schema), paths))
+        return [read_one(p, schema, store) for p in paths]
+    threads = READ_THREADS if isinstance(store, LocalStore) else REMOTE_READ_THREADS
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda p: read_one(p, schema, store), paths))
 
 
 def merge(tables: list[pa.Table], schema: pa.Schema, keys: list[str]) -> pa.Table:
@@ -70,7 +79,7 @@ def merge(tables: list[pa.Table], schema: pa.Schema, keys: list[str]) -> pa.Tabl
     return _latest(pa.concat_tables(tables).unify_dictionaries().combine_chunks(), keys)
 
 
-def read_files(files: Iterable[Path], schema: pa.Schema, keys: list[str]) -> LakeRead:
+def read_files(files: Iterable[str], schema: pa.Schema, keys: list[str]) -> LakeRead:
     paths = list(files)
     tables, skipped = [], []
     for path, (table, why) in zip(paths, read_many(paths, schema), strict=True):
@@ -101,15 +110,15 @@ def _latest(table: pa.Table, keys: list[str]) -> pa.Table:
 
 
 def read_rounds(root: str | Path, study: str | None = None) -> LakeRead:
-    return read_files(table_files(Path(root), "rounds", study), ROUNDS_SCHEMA, ROUND_KEYS)
+    return read_files(table_files(root, "rounds", study), ROUNDS_SCHEMA, ROUND_KEYS)
 
 
 def read_lineages(root: str | Path, study: str | None = None) -> LakeRead:
-    return read_files(table_files(Path(root), "lineages", study), LINEAGES_SCHEMA, LINEAGE_KEYS)
+    return read_files(table_files(root, "lineages", study), LINEAGES_SCHEMA, LINEAGE_KEYS)
 
 
 def read_studies(root: str | Path, study: str | None = None) -> LakeRead:
-    return read_files(table_files(Path(root), "studies", study), STUDIES_SCHEMA, ["study"])
+    return read_files(table_files(root, "studies", study), STUDIES_SCHEMA, ["study"])
 
 
 def excluded_lineages(lineages: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
@@ -132,4 +141,5 @@ def excluded_lineages(lineages: list[dict[str, Any]]) -> set[tuple[str, str, str
 
 
 def duckdb_rounds_sql(root: str | Path) -> str:
-    return f"read_parquet('{Path(root) / 'rounds'}/**/*.parquet', hive_partitioning=true, union_by_name=true)"
+    """DuckDB's view of the rounds (an s3:// lake needs DuckDB's httpfs extension and an S3 secret)."""
+    return f"read_parquet('{join(root, 'rounds')}/**/*.parquet', hive_partitioning=true, union_by_name=true)"

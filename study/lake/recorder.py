@@ -13,12 +13,9 @@ import datetime as dt
 import json
 import os
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pyarrow.parquet as pq
 
 from study.engine.checkpoint import CHECKPOINT_FILE, CheckpointMismatch
 from study.engine.failures import LineageFailure
@@ -26,8 +23,20 @@ from study.engine.lineage import Lineage, LineageHooks, RunContext
 from study.engine.rows import LineageIds, RoundResult
 from study.engine.spec import LineageSpec
 from study.errors import SpecError
-from study.lake.files import check_name, checkpoint_dir, fold_rounds, supersede, trial_files, write_lineage, write_round
+from study.lake.files import (
+    check_name,
+    checkpoint_dir,
+    fold_rounds,
+    matching,
+    scratch_dir,
+    supersede,
+    superseded_dir,
+    trial_files,
+    write_lineage,
+    write_round,
+)
 from study.lake.schema import LINEAGES_SCHEMA, LineageRow, RoundRow
+from study.lake.store import check_s3_lake, is_remote, join, store_for
 from study.version import code_version
 
 
@@ -39,7 +48,11 @@ def ensure_writable(
     root: str | Path, what: str = "results lake", fix: str = "pass --results with a writable folder"
 ) -> None:
     """Fail with one line, before anything runs or is created, when the lake cannot be written:
-    the lake folder, or the nearest folder above it that exists, must be a writable folder."""
+    the lake folder, or the nearest folder above it that exists, must be a writable folder; an
+    s3:// lake's endpoint must answer, its bucket exist and the credentials write to it."""
+    if is_remote(root):
+        check_s3_lake(str(root))
+        return
     root = Path(root).expanduser().absolute()
     existing = next(p for p in (root, *root.parents) if p.exists())
     if not existing.is_dir():
@@ -53,22 +66,23 @@ def ensure_writable(
     raise SpecError(f"{what} {root} is not writable ({why}); {fix}")
 
 
-def held_lineages(root: str | Path, study: str, trial_id: str) -> tuple[set[str], list[Path]]:
+def held_lineages(root: str | Path, study: str, trial_id: str) -> tuple[set[str], list[str]]:
     """The lineage ids the lake holds under this trial id (its own files, and its rows inside
     compacted files), and the compacted files that hold some. An unreadable file of the trial is
     an error that names it."""
     held: set[str] = set()
+    store = store_for(root)
     for path in trial_files(root, study, trial_id):
         try:
-            held.update(pq.read_table(path, columns=["lineage_id"])["lineage_id"].to_pylist())
+            held.update(store.read_table(path, columns=["lineage_id"])["lineage_id"].to_pylist())
         except Exception:
             raise SpecError(
                 f"{path} is unreadable; move it away (or pass --fresh to supersede trial {trial_id})"
             ) from None
     compacted = []
-    for path in sorted(Path(root).glob(f"rounds/study={study}/strategy=*/compact-*.parquet")):
+    for path in matching(root, f"rounds/study={study}", ["strategy=*/compact-*.parquet"]):
         try:
-            rows = pq.read_table(path, columns=["trial_id", "lineage_id"]).to_pylist()
+            rows = store.read_table(path, columns=["trial_id", "lineage_id"]).to_pylist()
         except Exception:
             continue  # the reader names it; it holds nothing we can match
         mine = {r["lineage_id"] for r in rows if r["trial_id"] == trial_id}
@@ -83,7 +97,11 @@ class LakeLineage:
     run one round per step (each yielded after its checkpoint is saved); `previous` holds the
     rounds a resumed lineage had already finished. With `fresh`, whatever the trial id held
     before (rows and checkpoint) is moved under `<root>/_superseded/` and the lineage starts at
-    round 0."""
+    round 0.
+
+    The checkpoint lives in the lake (`_checkpoints/`) on a local lake; on an s3:// lake it is
+    saved on this node's disk (`workdir`, else a scratch folder) and uploaded to the lake's
+    `_checkpoints/` after every round, so a lineage resumes on any node."""
 
     def __init__(
         self,
@@ -101,7 +119,7 @@ class LakeLineage:
     ) -> None:
         if not str(root).strip():
             raise SpecError("the results lake path is empty; pass --results with a folder, e.g. results")
-        root = Path(root).expanduser()
+        root = str(root).rstrip("/") if is_remote(root) else str(Path(root).expanduser())
         self.root = root
         self.on_round = on_round
         if trial_id is not None and not trial_id:
@@ -113,7 +131,15 @@ class LakeLineage:
         except ValueError as e:
             raise SpecError(str(e)) from None
         ensure_writable(root)
-        self.workdir = Path(workdir) if workdir is not None else checkpoint_dir(root, study, trial_id)
+        store = store_for(root)
+        self.durable: str | None = None  # the lake's copy of the checkpoint, when the lake is an object store
+        if is_remote(root):
+            self.durable = join(checkpoint_dir(root, study, trial_id), CHECKPOINT_FILE)
+            self.workdir = Path(workdir) if workdir is not None else scratch_dir(root, study, trial_id)
+            if fresh or not store.get_file(self.durable, self.workdir / CHECKPOINT_FILE):
+                (self.workdir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the lake's copy is the one to resume
+        else:
+            self.workdir = Path(workdir) if workdir is not None else Path(checkpoint_dir(root, study, trial_id))
         held, compacted = held_lineages(root, study, trial_id)
         if fresh and compacted:
             raise SpecError(
@@ -124,7 +150,7 @@ class LakeLineage:
             raise SpecError(
                 f"trial {trial_id} of study {study} already holds lineage {', '.join(sorted(held))}, "
                 f"not this spec's {spec.lineage_id()}; pass another --trial, or --fresh to supersede "
-                f"it (its files are kept under {Path(root) / '_superseded'})"
+                f"it (its files are kept under {join(root, '_superseded')})"
             )
         try:
             self.lineage = Lineage(
@@ -142,12 +168,12 @@ class LakeLineage:
             ) from None
         started = now()
         if fresh:
-            target = supersede(root, study, trial_id)
-            ckpt = self.workdir / CHECKPOINT_FILE
-            if ckpt.is_file():
-                dest = (target or Path(root) / "_superseded" / uuid.uuid4().hex[:8]) / "checkpoint" / trial_id
-                dest.mkdir(parents=True, exist_ok=True)
-                os.replace(ckpt, dest / CHECKPOINT_FILE)
+            target = supersede(root, study, trial_id) or superseded_dir(root)
+            dest = join(target, "checkpoint", trial_id, CHECKPOINT_FILE)
+            if self.durable is not None and store.exists(self.durable):
+                store.move(self.durable, dest)
+            elif self.durable is None and (self.workdir / CHECKPOINT_FILE).is_file():
+                store.move(str(self.workdir / CHECKPOINT_FILE), dest)
         else:
             started = self._started_at(study, trial_id) or started
         self.row = LineageRow(
@@ -173,9 +199,9 @@ class LakeLineage:
 
     def _started_at(self, study: str, trial_id: str) -> dt.datetime | None:
         for path in trial_files(self.root, study, trial_id):
-            if path.parts[-4] == "lineages":
+            if path.split("/")[-4] == "lineages":
                 try:
-                    return pq.read_table(path, schema=LINEAGES_SCHEMA)["started_at"][0].as_py()
+                    return store_for(path).read_table(path, schema=LINEAGES_SCHEMA)["started_at"][0].as_py()
                 except Exception:
                     return None
         return None
@@ -197,7 +223,10 @@ class LakeLineage:
 
     def __next__(self) -> RoundResult:
         try:
-            return next(self.lineage)
+            result = next(self.lineage)
+            if self.durable is not None:  # the node's checkpoint to the lake, so any node resumes it
+                store_for(self.durable).put_file(self.workdir / CHECKPOINT_FILE, self.durable)
+            return result
         except StopIteration:
             try:  # one file per finished lineage, before it says finished (compaction waits for that)
                 fold_rounds(self.root, self.row.study, self.row.strategy, self.row.trial_id)

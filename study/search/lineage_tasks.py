@@ -25,7 +25,7 @@ from ray.exceptions import RayError, RayTaskError
 
 from study.engine.failures import LineageFailure
 from study.engine.rows import RoundResult
-from study.lake.files import write_lineage
+from study.lake.files import matching, write_lineage
 from study.lake.reader import read_one
 from study.lake.schema import LINEAGES_SCHEMA, LineageRow
 
@@ -69,7 +69,7 @@ class LineageJob:
     root: str
     study: str
     trial_id: str
-    workdir: Path
+    workdir: Path | None  # None: the lake's own place (a scratch folder synced to the lake, on S3)
     device: str
     threads: int
     optuna_trial_number: int | None
@@ -78,7 +78,7 @@ class LineageJob:
 @dataclass(frozen=True)
 class Started:
     """The first thing a lineage task yields: the rounds it resumed with and the file its
-    checkpoint is saved to after every round."""
+    checkpoint is saved to after every round (on the task's node)."""
 
     previous: list[RoundResult]
     checkpoint: Path
@@ -110,7 +110,7 @@ def _run_job(job: LineageJob, board: ray.actor.ActorHandle | None) -> Iterator[S
             optuna_trial_number=job.optuna_trial_number,
             node_id=ray.get_runtime_context().get_node_id(),
         )
-        yield Started(list(lineage.previous), job.workdir / CHECKPOINT_FILE)
+        yield Started(list(lineage.previous), lineage.workdir / CHECKPOINT_FILE)
         for result in lineage:  # noqa: UP028  (Ray sends into the generator; a LakeLineage takes no send)
             yield result
     finally:
@@ -199,9 +199,8 @@ def stop_all(lineages: list[RemoteLineage]) -> bool:
 
 def trial_lineages(root: str, study: str, trial_id: str) -> list[LineageRow]:
     """The lineage rows of a Tune trial in the lake (an unreadable file is the reader's to name)."""
-    base = Path(root) / "lineages" / f"study={study}"
     rows = []
-    for path in base.glob(f"strategy=*/{trial_id}-s*.parquet"):
+    for path in matching(root, f"lineages/study={study}", [f"strategy=*/{trial_id}-s*.parquet"]):
         table, _ = read_one(path, LINEAGES_SCHEMA)
         rows += [LineageRow(**r) for r in (table.to_pylist() if table is not None else [])]
     return rows

@@ -5,40 +5,15 @@ names the problem and the fix."""
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from study.errors import SpecError
+from study.lake.store import check_s3_lake, is_remote
+from study.secrets import expand_env, redact, scrub
 
 WORKER_GROUPS_ENV = "STUDY_WORKER_GROUPS"  # "cpu=8,gpu=1;cpu=4": node sizes an autoscaler may add
-
-
-def redact(url: str) -> str:
-    """A URL with its password replaced by *** (in user:password@host, where the password may
-    itself hold '@', and in a password= query parameter)."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    tail = re.sub(r"(?i)((?:^|[?&;])(?:password|passwd|pwd|secret|token)=)[^&;]*", r"\1***", tail)
-    return f"{head}://{netloc}{slash}{tail}"
-
-
-def scrub(text: str, url: str) -> str:
-    """`text` with the URL's password, and any piece of it a driver may echo, replaced by ***."""
-    netloc = url.partition("://")[2].partition("/")[0]
-    userinfo = netloc.rpartition("@")[0]
-    secrets = [userinfo.split(":", 1)[1]] if ":" in userinfo else []
-    secrets += re.findall(r"(?i)(?:password|passwd|pwd|secret|token)=([^&;]+)", url)
-    pieces = {p for sec in secrets for p in [sec, *sec.split("@")] if len(p) >= 3}
-    for piece in sorted(pieces, key=len, reverse=True):
-        text = text.replace(piece, "***")
-    return text
 
 
 def worker_groups(env: dict[str, str] | None = None) -> list[dict[str, float]]:
@@ -81,7 +56,8 @@ def check_fits(
 
 
 def _within(seconds: float, what: str, call: Callable[[], Any], url: str = "") -> Any:
-    """Run `call` on a thread; a call that hangs past `seconds` is reported as unreachable."""
+    """Run `call` on a thread; a call that hangs past `seconds` is reported as unreachable. `url`:
+    the secret-bearing URL whose password must not reach the message."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -97,6 +73,8 @@ def _within(seconds: float, what: str, call: Callable[[], Any], url: str = "") -
         raise SpecError(f"{what} did not answer within {seconds:g} s; check the address and that it is running")
     if "error" in box:
         e = box["error"]
+        if isinstance(e, SpecError):
+            raise e
         if isinstance(e, ImportError) or "DB access module" in str(e) or "dialect" in str(e).lower():
             raise SpecError(
                 f"{what}: no database driver for this URL here ({type(e).__name__}); use "
@@ -120,7 +98,8 @@ def check_storage(study, timeout_s: float = 20.0) -> None:
 
     url = optuna_url(study)
     if "://" in url:
-        _within(timeout_s, f"optuna storage {redact(url)}", lambda: optuna_storage(url), url)
+        secret = expand_env(url, f"optuna storage {redact(url)}")
+        _within(timeout_s, f"optuna storage {redact(url)}", lambda: optuna_storage(url), secret)
     else:
         ensure_writable(
             os.path.dirname(url) or ".",
@@ -128,7 +107,10 @@ def check_storage(study, timeout_s: float = 20.0) -> None:
             "point storage.optuna at a file in a writable folder",
         )
     tune_path = tune_root(study)
-    if "://" in tune_path:
+    if is_remote(tune_path):
+        if tune_path.split("/")[2] != study.storage.results.split("/")[2]:  # else the lake's check covered it
+            check_s3_lake(tune_path)
+    elif "://" in tune_path:
         import pyarrow.fs as pafs
 
         def probe() -> None:

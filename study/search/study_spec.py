@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.analysis.objectives import OBJECTIVES
 from study.errors import SpecError
+from study.lake.store import is_remote, join, normalize_root
 from study.search.paths import missing_part, set_path
+from study.secrets import plain_secret, redact
 from study.typed_yaml import build, choice, load_yaml
 
 if TYPE_CHECKING:
@@ -169,6 +170,11 @@ class ResourcesSpec:
 
 @dataclass(frozen=True)
 class StorageSpec:
+    """Where a study keeps its lake (a folder or s3://bucket/prefix), Tune's experiments and
+    Optuna's study. A password never appears here: an RDB URL names it as ${VAR}, expanded
+    from the environment only when connecting (`expand_env`), so the spec as stored in the lake,
+    printed or pickled by Tune holds no secret."""
+
     results: str = "results"
     tune: str | None = None
     optuna: str | None = None
@@ -176,14 +182,36 @@ class StorageSpec:
     def tune_path(self) -> str:
         if self.tune:
             return self.tune if "://" in self.tune else str(Path(self.tune).expanduser().resolve())
+        if is_remote(self.results):
+            return join(self.results, "_tune")
         return str(Path(self.results).expanduser().resolve() / "_tune")
 
     def optuna_url(self, study: str) -> str:
-        """A journal file path (default) or an RDB URL (sqlite:///..., postgresql://...); ${VARS}
-        are expanded from the environment (a database password from a Kubernetes Secret)."""
+        """A journal file path (default) or an RDB URL (sqlite:///..., postgresql://...), as
+        written: ${VARS} stay unexpanded."""
         if self.optuna:
-            return os.path.expandvars(self.optuna)
+            return self.optuna
         return str(Path(self.results).expanduser().resolve() / "_optuna" / f"{study}.journal")
+
+    def validate(self) -> None:
+        if not self.results.strip():
+            raise SpecError("storage.results is empty; give the lake's folder or s3://bucket/prefix, e.g. results")
+        normalize_root(self.results)
+        if is_remote(self.results) and not self.optuna:
+            raise SpecError(
+                f"storage.optuna is needed with an s3:// lake ({self.results}): Optuna's journal cannot live in "
+                f"an object store; give a postgresql:// URL (password as ${{VAR}}) or a local journal file path"
+            )
+        if self.tune and is_remote(self.tune):
+            normalize_root(self.tune)
+        if self.optuna:
+            plain = plain_secret(self.optuna)
+            if plain:
+                raise SpecError(
+                    f"storage.optuna {redact(self.optuna)} holds a {plain} in plain text; write it as an environment "
+                    f"variable, e.g. postgresql://user:${{OPTUNA_DB_PASSWORD}}@host/db, and set that variable "
+                    f"(on Kubernetes, from a Secret)"
+                )
 
 
 @dataclass(frozen=True)
@@ -236,15 +264,9 @@ class StudySpec:
             raise SpecError(f"sampler_seed must be in [0, 2**32), got {self.sampler_seed}")
         if "seed" in self.search:
             raise SpecError("search.seed: seeds are not searched; list the replicates in seeds: [0, 1, 2]")
-        if not self.storage.results.strip():
-            raise SpecError("storage.results is empty; give the lake's folder, e.g. results")
+        self.storage.validate()
         if self.stall_timeout_s is not None and not self.stall_timeout_s > 0:
             raise SpecError(f"stall_timeout_s must be > 0 seconds (or null for no limit), got {self.stall_timeout_s}")
-        if "://" in self.storage.results:
-            raise SpecError(
-                f"storage.results {self.storage.results} is a URL, but the results lake is written to a "
-                f"folder; give a local or shared-volume path"
-            )
         if (self.max_concurrent is not None and self.max_concurrent < 1) or self.max_failures < 0:
             raise SpecError(
                 "max_concurrent must be >= 1 (or left out: enough to fill the cluster) and max_failures >= 0"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 import ray
 from optuna.storages.journal import JournalFileBackend
 from ray import tune
@@ -33,9 +33,11 @@ from ray.tune.stopper import Stopper
 from study.analysis.objectives import RoundPoint, objective_metrics, pareto_front, reported_test
 from study.engine.failures import LineageFailure
 from study.errors import SpecError
-from study.lake.files import checkpoint_dir, trial_round_files, write_study
+from study.lake.files import checkpoint_dir, drop_checkpoint, trial_round_files, write_study
 from study.lake.reader import read_lineages, read_rounds, read_studies
 from study.lake.schema import FAILED_STATUSES, StudyRow
+from study.lake.store import S3_SCHEME, is_remote, s3_filesystem, store_for
+from study.search.driver_lock import driver_lock
 from study.search.lineage_tasks import (
     HEARTBEAT_S,
     QUIET_S,
@@ -52,20 +54,44 @@ from study.search.lineage_tasks import (
 from study.search.paths import get_path
 from study.search.preflight import check_fits, check_storage
 from study.search.study_spec import StudySpec
+from study.secrets import expand_env, redact
 from study.version import code_version
 
 FAULT_ENV = "STUDY_INJECT_FAULT"  # "<round>:<marker dir>": every trial raises once at that round (recovery tests)
 FAILURE_KEY = "lineage_failure"  # in a trial's last result: why its lineages cannot count
 
 
-def optuna_storage(url: str) -> optuna.storages.BaseStorage:
-    """A journal file (a path) or a database (an RDB URL). A bare postgresql:// URL means the
-    psycopg2 driver this package installs (SQLAlchemy would otherwise look for psycopg 3)."""
-    if "://" in url:
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg2://" + url[len("postgresql://") :]
+def _driver_url(template: str) -> str:
+    """The URL to connect with: ${VARS} expanded; a bare postgresql:// means the psycopg2 driver
+    this package installs (SQLAlchemy would otherwise look for psycopg 3)."""
+    url = expand_env(template, f"optuna storage {redact(template)}")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+class EnvRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, connected with the password from the environment. Tune pickles the
+    searcher (this storage inside) into its experiment folder: the pickle holds the URL as
+    written (with ${VAR}), never the expanded password, and is expanded again when loaded."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        url = _driver_url(template)
         connect = {"connect_timeout": 10} if url.startswith("postgresql") else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect} if connect else None)
+        super().__init__(url, engine_kwargs={"connect_args": connect} if connect else None)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        return {**super().__getstate__(), "url": self.template}
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__({**state, "url": _driver_url(state["template"])})
+
+
+def optuna_storage(url: str) -> optuna.storages.BaseStorage:
+    """A journal file (a path) or a database (an RDB URL, its ${VARS} from the environment)."""
+    if "://" in url:
+        return EnvRDBStorage(url)
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(url))
 
@@ -137,7 +163,8 @@ def _maybe_inject_fault(trial_id: str, round_: int, jobs: list[LineageJob]) -> N
         for job in jobs:
             for path in trial_round_files(job.root, job.study, job.trial_id):
                 try:  # a sibling task may fold its round files meanwhile
-                    rows = pq.read_table(path, columns=["trial_id", "round", "written_at"]).to_pylist()
+                    table = store_for(path).read_table(path, columns=["trial_id", "round", "written_at"])
+                    rows = table.to_pylist()
                 except FileNotFoundError:
                     rows = []
                 written |= {f"{r['trial_id']}-r{r['round']:03d}": r["written_at"].isoformat() for r in rows}
@@ -152,15 +179,19 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
     trial_id = ctx.get_trial_id()
     params = {k: v for k, v in config.items() if k in study.search}
     workdir = Path(tempfile.mkdtemp(prefix=f"study-{trial_id}-"))
-    # Each lineage checkpoints into the lake after every round (shared storage, like its rows);
-    # Tune's checkpoint carries copies. A restored experiment may hand back an older Tune
-    # checkpoint than the lake holds (its state snapshot lags): the newer one wins, so finished
-    # rounds are never redone.
-    durable = {seed: checkpoint_dir(study.storage.results, study.name, f"{trial_id}-s{seed}") for seed in study.seeds}
+    # Each lineage checkpoints into the lake after every round (shared storage, like its rows).
+    # On a local (shared) lake Tune's checkpoint carries copies; a restored experiment may hand
+    # back an older Tune checkpoint than the lake holds (its state snapshot lags): the newer one
+    # wins, so finished rounds are never redone. An object-store lake is itself durable and is
+    # not a folder this trial can copy from (the task may run on another node): no copies.
+    local = not is_remote(study.storage.results)
+    durable = {
+        seed: Path(checkpoint_dir(study.storage.results, study.name, f"{trial_id}-s{seed}")) for seed in study.seeds
+    }
     lineages: list[RemoteLineage] = []
     try:
         checkpoint = tune.get_checkpoint()
-        if checkpoint:
+        if checkpoint and local:
             with checkpoint.as_directory() as saved:
                 for seed, target in durable.items():
                     _keep_newer(Path(saved) / f"seed={seed}", target)
@@ -170,7 +201,7 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
                 study.storage.results,
                 study.name,
                 f"{trial_id}-s{seed}",
-                durable[seed],
+                durable[seed] if local else None,
                 "cuda" if study.resources.gpu > 0 else "cpu",
                 max(1, int(study.resources.cpu)),
                 config.get("optuna_trial_number"),
@@ -183,6 +214,9 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
         points = [_mean_point(rs) for rs in zip(*rows, strict=False)]
 
         def report(results: list) -> None:
+            if not local:
+                tune.report(_metrics(study, results, points))
+                return
             for seed, lin in zip(study.seeds, lineages, strict=True):
                 (workdir / f"seed={seed}").mkdir(exist_ok=True)
                 _copy(lin.started.checkpoint, workdir / f"seed={seed}" / lin.started.checkpoint.name)
@@ -197,8 +231,8 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
                 points.append(_mean_point(results))
                 _maybe_inject_fault(trial_id, results[0].round, jobs)
                 report(results)
-            for source in durable.values():  # finished: the rows are final, the resume state is not needed
-                shutil.rmtree(source, ignore_errors=True)
+            for seed in study.seeds:  # finished: the rows are final, the resume state is not needed
+                drop_checkpoint(study.storage.results, study.name, f"{trial_id}-s{seed}")
         except LineageFailure as e:
             # the failing lineage filed its own status; its siblings stop, and the trial reports
             # a failure that LotterySearch files with Optuna as FAIL (never a best)
@@ -445,7 +479,9 @@ def prepare(study: StudySpec) -> StudySpec:
     """Absolute storage paths, so trials on any node (and in Tune's per-trial working
     directories) write to the same place."""
     storage = study.storage
-    results = storage.results if "://" in storage.results else str(Path(storage.results).expanduser().resolve())
+    results = (
+        storage.results.rstrip("/") if is_remote(storage.results) else str(Path(storage.results).expanduser().resolve())
+    )
     return dataclasses.replace(
         study,
         storage=dataclasses.replace(
@@ -460,8 +496,18 @@ def tune_root(study: StudySpec) -> str:
     return study.storage.tune
 
 
+def tune_storage(study: StudySpec) -> tuple[str, pafs.FileSystem | None]:
+    """Where Tune keeps a prepared study's experiments, as (path, filesystem): an s3:// store gets
+    the client configured from the AWS environment (the endpoint too); other URIs and local
+    paths are Tune's to resolve."""
+    root = tune_root(study).rstrip("/")
+    if is_remote(root):
+        return root[len(S3_SCHEME) :], s3_filesystem()
+    return root, None
+
+
 def optuna_url(study: StudySpec) -> str:
-    """The Optuna storage of a prepared study (${VARS} expanded once, by prepare())."""
+    """The Optuna storage of a prepared study, as written (a password stays ${VAR})."""
     assert study.storage.optuna is not None, "prepare() sets it"
     return study.storage.optuna
 
@@ -476,10 +522,19 @@ def run_study(
     """Run (or resume) a study. Everything that can be checked is checked before any trial runs:
     the study's identity against what the lake holds under its name, the storage, and that a
     trial fits a node of the cluster (SpecError, one line). A study that stalls is stopped
-    (StudyStalled), with its finished rounds in the lake."""
+    (StudyStalled), with its finished rounds in the lake. A study runs under one driver at a time
+    (`driver_lock`)."""
     study = prepare(study)
-    _check_same_study(study)
     check_storage(study)
+    url = optuna_url(study)
+    with driver_lock(study.name, url, _driver_url(url) if "://" in url else url):
+        _check_same_study(study)
+        return _run_study(study, address, callbacks, announce)
+
+
+def _run_study(
+    study: StudySpec, address: str | None, callbacks: list[tune.Callback] | None, announce: Callable[[], None] | None
+) -> StudyOutcome:
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     check_fits(study.resources.cpu, study.resources.gpu, [n["Resources"] for n in ray.nodes() if n["Alive"]])
@@ -487,13 +542,16 @@ def run_study(
         announce()
     metrics, modes = study.objective.metrics, study.objective.modes
     multi = study.objective.multi
-    path = f"{tune_root(study).rstrip('/')}/{study.name}"
+    tune_path, tune_fs = tune_storage(study)
+    path = f"{tune_path}/{study.name}"
     board = LineageBoard.remote()  # type: ignore[attr-defined]  # a Ray actor class
     # a trial holds next to nothing: its seeds' lineage tasks hold resources.cpu/gpu each
     trainable = tune.with_resources(tune.with_parameters(lineage_trial, study=study, board=board), TRIAL_RESOURCES)
     stall = StallStopper(study.stall_timeout_s, board)
-    if tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    if tune.Tuner.can_restore(path, storage_filesystem=tune_fs):
+        tuner = tune.Tuner.restore(
+            path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=tune_fs
+        )
         run_config = tuner._local_tuner.get_run_config() if tuner._local_tuner else None
         restored = run_config.stop if run_config else None
         if isinstance(restored, StallStopper):  # the restored one is the one Tune polls; it takes today's limit
@@ -538,7 +596,8 @@ def run_study(
             ),
             run_config=RunConfig(
                 name=study.name,
-                storage_path=tune_root(study),
+                storage_path=tune_path,
+                storage_filesystem=tune_fs,
                 verbose=0,
                 stop=stall,
                 failure_config=FailureConfig(max_failures=study.max_failures),
@@ -647,5 +706,5 @@ def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int
         sign = 1 if modes[0] == "max" else -1
         best = sorted(done, key=lambda t: -sign * t["values"][0])[:1]
     return StudyOutcome(
-        best, trials, study.storage.results, f"{tune_root(study)}/{study.name}", optuna_url(study), errors
+        best, trials, study.storage.results, f"{tune_root(study)}/{study.name}", redact(optuna_url(study)), errors
     )

@@ -1,0 +1,306 @@
+"""Where a lake's files live: a local folder, or an `s3://bucket/prefix` on any S3-compatible
+endpoint. Every lake path is a string: a local path, or an `s3://` URI. `store_for(path)` gives
+the store that reads and writes it, with the same operations on both:
+
+- a table is written whole or not at all (locally a temp file renamed into place; on S3 one
+  object, which appears only when its upload completes), and re-writing a path replaces it;
+- a listing gives each file's `Stamp`, which changes whenever the file is re-written.
+
+S3 endpoint and credentials come from the standard environment (`AWS_ENDPOINT_URL_S3` or
+`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, `AWS_REGION`, a web
+identity on Kubernetes), never from the URI: a URI that carries a key is refused."""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from study.errors import SpecError
+
+Stamp = tuple[int, int, int, int]  # local: (inode, ctime_ns, mtime_ns, size); S3: (0, 0, mtime_ns, size)
+S3_SCHEME = "s3://"
+
+
+def is_remote(path: str | Path) -> bool:
+    return str(path).startswith(S3_SCHEME)
+
+
+def join(root: str | Path, *parts: str) -> str:
+    """A path under `root`, as a string (the separator is '/' on both stores)."""
+    return "/".join([str(root).rstrip("/"), *parts])
+
+
+def parent(path: str) -> str:
+    return posixpath.dirname(path)
+
+
+def name(path: str) -> str:
+    return posixpath.basename(path)
+
+
+def normalize_root(root: str | Path) -> str:
+    """A lake root as every node names it: an absolute local path, or the s3:// URI checked."""
+    text = str(root).strip()
+    if not text:
+        raise SpecError("the results lake path is empty; pass --results with a folder or an s3://bucket/prefix")
+    if is_remote(text):
+        _bucket_key(text)
+        return text.rstrip("/")
+    if "://" in text:
+        raise SpecError(
+            f"results lake {text!r}: only local folders and s3://bucket/prefix are supported; "
+            f"use an S3-compatible endpoint (AWS_ENDPOINT_URL) for other object stores"
+        )
+    return str(Path(text).expanduser().absolute())
+
+
+def _bucket_key(uri: str) -> str:
+    """`bucket/key` of an s3:// URI, refusing credentials or options in it."""
+    rest = uri[len(S3_SCHEME) :]
+    bucket = rest.split("/", 1)[0]
+    if "@" in bucket or ":" in bucket:
+        raise SpecError(
+            f"the S3 URI {redact_s3(uri)} carries credentials; write s3://bucket/prefix and put the keys in "
+            f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or a Kubernetes Secret)"
+        )
+    if "?" in rest or "#" in rest:
+        raise SpecError(
+            f"the S3 URI {uri.split('?')[0]}... carries options; write s3://bucket/prefix and set the endpoint "
+            f"in AWS_ENDPOINT_URL"
+        )
+    if not bucket:
+        raise SpecError(f"the S3 URI {uri!r} names no bucket; write s3://bucket/prefix")
+    return rest.rstrip("/")
+
+
+def redact_s3(uri: str) -> str:
+    head, at, tail = uri[len(S3_SCHEME) :].partition("@")
+    return f"{S3_SCHEME}***@{tail}" if at else uri
+
+
+class Store(Protocol):
+    def files(self, under: str) -> dict[str, Stamp]: ...
+    def stamp(self, path: str) -> Stamp | None: ...
+    def exists(self, path: str) -> bool: ...
+    def is_dir(self, path: str) -> bool: ...
+    def read_table(self, path: str, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table: ...
+    def write_table(self, table: pa.Table, path: str) -> None: ...
+    def remove(self, path: str) -> None: ...
+    def move(self, source: str, target: str) -> None: ...
+    def put_file(self, local: Path, path: str) -> None: ...
+    def get_file(self, path: str, local: Path) -> bool: ...
+
+
+class LocalStore:
+    """A lake in a local (or network-mounted) folder."""
+
+    def files(self, under: str) -> dict[str, Stamp]:
+        found = {}
+        for folder, dirs, names in os.walk(under):
+            dirs.sort()
+            for n in names:
+                path = os.path.join(folder, n)
+                stamp = self.stamp(path)
+                if stamp is not None:  # else removed between listing and stat (a fold, a compaction)
+                    found[path] = stamp
+        return found
+
+    def stamp(self, path: str) -> Stamp | None:
+        """Files are replaced by rename, so a re-written file has a new inode and ctime even
+        when its mtime and size repeat. None: the file is gone."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size
+
+    def exists(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def read_table(self, path: str, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(path, schema=schema, columns=columns)
+
+    def write_table(self, table: pa.Table, path: str) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def remove(self, path: str) -> None:
+        Path(path).unlink(missing_ok=True)
+
+    def move(self, source: str, target: str) -> None:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+
+    def put_file(self, local: Path, path: str) -> None:
+        target = Path(path)
+        if target.resolve() == Path(local).resolve():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_file(self, path: str, local: Path) -> bool:
+        if not os.path.isfile(path):
+            return False
+        if Path(path).resolve() != Path(local).resolve():
+            Path(local).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, local)
+        return True
+
+
+CONNECT_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 30.0
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """An S3 client configured from the standard AWS environment (the endpoint too: pyarrow's
+    constructor does not read AWS_ENDPOINT_URL itself)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+    return pafs.S3FileSystem(
+        endpoint_override=endpoint,
+        region=region,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        request_timeout=REQUEST_TIMEOUT_S,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+        allow_bucket_creation=False,
+        allow_bucket_deletion=False,
+    )
+
+
+@dataclass
+class S3Store:
+    """A lake under an s3:// prefix. Objects are written whole (an upload that does not complete
+    leaves nothing), so no temp names are needed; a move is a copy and a delete."""
+
+    fs: pafs.S3FileSystem
+
+    @staticmethod
+    def key(path: str) -> str:
+        return _bucket_key(path)
+
+    def files(self, under: str) -> dict[str, Stamp]:
+        infos = self.fs.get_file_info(pafs.FileSelector(self.key(under), recursive=True, allow_not_found=True))
+        return {
+            S3_SCHEME + i.path: (0, 0, i.mtime_ns or 0, i.size or 0)
+            for i in sorted(infos, key=lambda i: i.path)
+            if i.type == pafs.FileType.File
+        }
+
+    def stamp(self, path: str) -> Stamp | None:
+        info = self.fs.get_file_info(self.key(path))
+        return None if info.type != pafs.FileType.File else (0, 0, info.mtime_ns or 0, info.size or 0)
+
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(self.key(path)).type == pafs.FileType.File
+
+    def is_dir(self, path: str) -> bool:
+        return self.fs.get_file_info(self.key(path)).type == pafs.FileType.Directory
+
+    def read_table(self, path: str, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
+        with self.fs.open_input_stream(self.key(path)) as f:  # one GET: lake objects are small
+            data = f.read()
+        return pq.read_table(pa.BufferReader(data), schema=schema, columns=columns)
+
+    def write_table(self, table: pa.Table, path: str) -> None:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        with self.fs.open_output_stream(self.key(path)) as out:
+            out.write(buffer.getvalue())
+
+    def remove(self, path: str) -> None:
+        try:
+            self.fs.delete_file(self.key(path))
+        except FileNotFoundError:
+            pass
+
+    def move(self, source: str, target: str) -> None:
+        self.fs.copy_file(self.key(source), self.key(target))
+        self.fs.delete_file(self.key(source))
+
+    def put_file(self, local: Path, path: str) -> None:
+        with open(local, "rb") as f, self.fs.open_output_stream(self.key(path)) as out:
+            shutil.copyfileobj(f, out, 8 << 20)
+
+    def get_file(self, path: str, local: Path) -> bool:
+        if not self.exists(path):
+            return False
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(local).parent / f".{Path(local).name}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with self.fs.open_input_stream(self.key(path)) as f, open(tmp, "wb") as out:
+                shutil.copyfileobj(f, out, 8 << 20)
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+
+def store_for(path: str | Path) -> Store:
+    """The store that holds `path` (S3 clients are cheap to make: one per call keeps none stale)."""
+    return S3Store(s3_filesystem()) if is_remote(path) else LocalStore()
+
+
+def storage_error(e: OSError, root: str | Path | None = None) -> SpecError:
+    """An object store's failure as one line that names the problem and the fix (`root`: the
+    lake or prefix it was used for, else the bucket the error names)."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint"
+    named = re.search(r"bucket '([^']+)'", text)
+    bucket = str(root)[len(S3_SCHEME) :].split("/", 1)[0] if root else (named.group(1) if named else "?")
+    where = str(root) if root else f"s3://{bucket}"
+    if any(s in text for s in ("NETWORK_CONNECTION", "Could not connect", "Could not resolve", "curlCode")):
+        return SpecError(
+            f"the S3 endpoint {endpoint} does not answer for {where}; check AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) "
+            f"and that the server is up"
+        )
+    if any(s in text for s in ("ACCESS_DENIED", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden")):
+        return SpecError(
+            f"S3 at {endpoint} refused the credentials for bucket {bucket}; check AWS_ACCESS_KEY_ID and "
+            f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and that they may read and write s3://{bucket}"
+        )
+    if "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text or "does not exist" in text:
+        return SpecError(f"bucket {bucket} does not exist at {endpoint}; create it, or fix the s3:// URI ({where})")
+    return SpecError(f"the storage at {where} cannot be used ({text}); check the path and the storage")
+
+
+def check_s3_lake(root: str) -> None:
+    """An s3:// lake answers, its bucket exists and a probe object can be written and removed
+    (pyarrow leaves at most an empty folder marker for the lake's prefix). One-line SpecError
+    otherwise."""
+    fs = s3_filesystem()
+    bucket_key = _bucket_key(root)
+    bucket = bucket_key.split("/", 1)[0]
+    probe = f"{bucket_key}/.write-probe-{uuid.uuid4().hex}"
+    try:
+        if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise OSError("NoSuchBucket")
+        with fs.open_output_stream(probe) as out:
+            out.write(b"probe")
+        fs.delete_file(probe)
+    except OSError as e:
+        raise storage_error(e, root) from None

@@ -1,0 +1,242 @@
+"""The lake on a real S3-compatible server (moto, started on 127.0.0.1 with credential checks) and
+Optuna on a real PostgreSQL cluster (initdb/pg_ctl), both started by the tests; no secret is
+ever written down."""
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import free_port, synthetic_spec_dict
+
+from study.engine.checkpoint import CHECKPOINT_FILE
+from study.engine.lineage import RunContext
+from study.engine.spec import lineage_spec_from_dict
+from study.lake.compact import compact
+from study.lake.files import scratch_dir, write_round
+from study.lake.reader import read_lineages, read_rounds
+from study.lake.recorder import LakeLineage, run_to_lake
+
+pytestmark = pytest.mark.timeout(600)
+CLI = [sys.executable, "-m", "study.cli"]
+
+
+def test_a_lineage_writes_the_same_lake_to_s3_as_to_a_folder(s3, tmp_path):
+    spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2))
+    lid, strategy = spec.lineage_id(), spec.strategy
+    root = "s3://lake/same"
+    remote = run_to_lake(spec, root, study="s", context=RunContext(threads=1))
+    local = run_to_lake(spec, tmp_path, study="s", context=RunContext(threads=1))
+    assert [r.round for r in remote] == [0, 1, 2]
+    assert [(r.round, r.remaining_pct, r.val_acc, r.test_acc) for r in remote] == [
+        (r.round, r.remaining_pct, r.val_acc, r.test_acc) for r in local
+    ]
+    # the objects, listed and read with boto3: a folded rounds object, a lineage row, the checkpoint
+    objects = s3.objects("same/")
+    assert sorted(objects) == [
+        f"same/_checkpoints/study=s/{lid}/{CHECKPOINT_FILE}",
+        f"same/lineages/study=s/strategy={strategy}/{lid}.parquet",
+        f"same/rounds/study=s/strategy={strategy}/{lid}.rounds.parquet",
+    ]
+    rows = pq.read_table(io.BytesIO(objects[f"same/rounds/study=s/strategy={strategy}/{lid}.rounds.parquet"]))
+    assert rows["round"].to_pylist() == [0, 1, 2]
+    assert rows["val_acc"].to_pylist() == [r.val_acc for r in local]
+    drop = ["written_at", "wall_seconds"]  # when and how long: the only columns that may differ
+    assert read_rounds(root).table.drop(drop).equals(read_rounds(tmp_path).table.drop(drop))
+    lineage = read_lineages(root).table.to_pylist()
+    assert [(r["status"], r["rounds_done"]) for r in lineage] == [("finished", 3)]
+
+    # a retried round replaces its own object; a corrupt object is skipped and named
+    row = {**read_rounds(root).table.to_pylist()[0], "trial_id": "retry", "round": 0, "val_acc": 0.1}
+    write_round(root, row)
+    write_round(root, {**row, "val_acc": 0.2})
+    keys = [k for k in s3.objects("same/rounds/") if "/retry-" in k]
+    assert keys == [f"same/rounds/study=s/strategy={strategy}/retry-r000.parquet"]
+    s3.client().put_object(
+        Bucket="lake", Key=f"same/rounds/study=s/strategy={strategy}/junk-r000.parquet", Body=b"PAR1 no"
+    )
+    read = read_rounds(root)
+    assert read.skipped and read.skipped[0].startswith(f"s3://lake/same/rounds/study=s/strategy={strategy}/junk-r000")
+    assert {r["val_acc"] for r in read.table.to_pylist() if r["trial_id"] == "retry"} == {0.2}
+
+    # `study results` and `compact` on the bucket
+    s3.client().delete_object(Bucket="lake", Key=f"same/rounds/study=s/strategy={strategy}/junk-r000.parquet")
+    shown = subprocess.run([*CLI, "results", root], capture_output=True, text=True, env={**os.environ}, timeout=120)
+    assert shown.returncode == 0 and "results in s3://lake/same" in shown.stdout and strategy in shown.stdout
+    assert compact(root, "s") == {strategy: 4}
+    assert [k.split("/")[-1][:8] for k in s3.objects("same/rounds/")] == ["compact-"]
+    assert read_rounds(root).table.num_rows == 4
+
+
+def test_an_s3_lineage_resumes_on_another_node_from_the_lakes_checkpoint(s3):
+    spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2))
+    root, lid = "s3://lake/resume", spec.lineage_id()
+    first = LakeLineage(spec, root, study="s", context=RunContext(threads=1))
+    assert next(first).round == 0
+    del first
+    shutil.rmtree(scratch_dir(root, "s", lid))  # another node: nothing on its disk
+    again = LakeLineage(spec, root, study="s", context=RunContext(threads=1))
+    assert [r.round for r in again.previous] == [0]
+    assert [r.round for r in again] == [1, 2]
+    # resume is exact: the same rounds as one uninterrupted run
+    whole = run_to_lake(spec, "s3://lake/resume-whole", study="s", context=RunContext(threads=1))
+    resumed = sorted((r["round"], r["val_acc"]) for r in read_rounds(root).table.to_pylist())
+    assert resumed == [(r.round, r.val_acc) for r in whole]
+
+
+def study_yaml(tmp_path, name, results, optuna_url, samples=2, rounds=2, iterations=300):
+    raw = {
+        "name": name,
+        "base": synthetic_spec_dict(rounds=rounds, train={"iterations": iterations, "eval_every": 100}),
+        "search": {"train.lr": {"type": "log_float", "low": 3e-4, "high": 3e-3}},
+        "sampler": "random",
+        "budget": {"num_samples": samples},
+        "max_concurrent": 2,
+        "storage": {"results": results, "tune": str(tmp_path / "tune"), "optuna": optuna_url},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"study": raw}))
+    return path
+
+
+def optuna_values(postgres, name):
+    """Optuna's trials, read straight from the database (not through the product)."""
+    url = f"postgresql+psycopg2://optuna:{postgres.password}@127.0.0.1:{postgres.port}/postgres"
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    return {t.number: (t.state.name, t.values) for t in trials}
+
+
+def test_a_study_on_s3_and_postgres_survives_a_killed_driver_and_leaks_no_password(s3, postgres, tmp_path):
+    """A driver is killed mid-study; a second driver resumes it from the bucket and the database.
+    No duplicate rows, every trial complete once in Optuna, and the planted password is nowhere:
+    not in the bucket (lake and Tune's experiment), the CLI output, Ray's logs or the k8s render."""
+    started = time.time()
+    root = "s3://lake/killed"
+    path = study_yaml(tmp_path, "killed", root, postgres.url, samples=2, rounds=2, iterations=600)
+    path = Path(str(path))
+    raw = yaml.safe_load(path.read_text())
+    raw["study"]["storage"]["tune"] = "s3://lake/killed-tune"
+    path.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OPTUNA_DB_PASSWORD": postgres.password}
+    first = subprocess.Popen([*CLI, "tune", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while len([k for k in s3.objects("killed/rounds/")]) < 2:
+        assert first.poll() is None, first.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "timed out waiting for rounds"
+        time.sleep(0.3)
+    os.kill(first.pid, signal.SIGKILL)
+    out1, err1 = first.communicate()
+    time.sleep(2)
+    again = subprocess.run([*CLI, "tune", str(path)], env=env, capture_output=True, text=True, timeout=480)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "best configuration" in again.stdout
+
+    rows = s3.rows("killed/rounds/")
+    keys = [(r["trial_id"], r["round"]) for r in rows]
+    assert len(keys) == 6 == len(set(keys)), "2 trials x 3 rounds, no duplicate rows"
+    lineages = s3.rows("killed/lineages/")
+    assert len(lineages) == 2 and {r["status"] for r in lineages} == {"finished"}
+    assert not s3.objects("killed/_checkpoints/"), "a finished trial's resume state is removed"
+    held = optuna_values(postgres, "killed")
+    assert sorted(held) == [0, 1] and {state for state, _ in held.values()} == {"COMPLETE"}
+
+    # the app shows the study from the bucket
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.session_state["root"] = root
+    at.run()
+    assert not at.exception and not at.error
+    assert at.multiselect(key="filter_study").options == ["killed"]
+    assert len(at.dataframe) and len(at.dataframe[0].value), "the strategies page tabulates the bucket's rounds"
+
+    # no secret written down anywhere
+    secret = postgres.password.encode()
+    leaks = [k for k, body in s3.objects("").items() if secret in body]
+    texts = {"first run": out1 + err1, "second run": (again.stdout + again.stderr).encode()}
+    leaks += [name for name, text in texts.items() if secret in text]
+    for folder in (tmp_path, Path("/tmp/ray")):
+        for file in folder.rglob("*") if folder.exists() else []:
+            if file.is_file() and file.stat().st_mtime >= started - 1:
+                try:
+                    if secret in file.read_bytes():
+                        leaks.append(str(file))
+                except OSError:
+                    pass
+    assert not leaks, leaks
+
+
+def test_bad_storage_fails_in_one_line_before_anything_is_written(s3, postgres, tmp_path, monkeypatch, capsys):
+    from study.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(synthetic_spec_dict(rounds=1)))
+
+    def fails(argv, **env):
+        with monkeypatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value) if value is not None else patch.delenv(name, raising=False)
+            assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert len(err.strip().splitlines()) == 1, err
+        assert postgres.password not in out + err and s3.env["AWS_SECRET_ACCESS_KEY"] not in out + err
+        return err
+
+    def lineage(root, **env):
+        return fails(["lineage", str(spec), "--results", root, "--quiet"], **env)
+
+    down = lineage("s3://lake/bad", AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    assert "does not answer" in down and "AWS_ENDPOINT_URL" in down
+    missing = lineage("s3://no-such-bucket/x")
+    assert "bucket no-such-bucket does not exist" in missing and "create it" in missing
+    wrong = lineage("s3://lake/bad", AWS_SECRET_ACCESS_KEY="wrong")
+    assert "refused the credentials" in wrong and "AWS_ACCESS_KEY_ID" in wrong
+    keyed = lineage("s3://AKIA:Planted99@lake/bad")
+    assert "carries credentials" in keyed and "Planted99" not in keyed
+    assert not s3.objects("bad/") and not s3.objects("x/")
+
+    # a database that refuses the connection, a wrong password, an unset one, one written in the YAML
+    lake = tmp_path / "lake"
+    cases = {
+        "refused": (f"postgresql://optuna:${{OPTUNA_DB_PASSWORD}}@127.0.0.1:{free_port()}/postgres", {}, "unreachable"),
+        "wrong": (postgres.url, {"OPTUNA_DB_PASSWORD": "wrong-password"}, "unreachable"),
+        "unset": (postgres.url, {"OPTUNA_DB_PASSWORD": None}, "is not set"),
+        "plain": (f"postgresql://optuna:{postgres.password}@127.0.0.1:{postgres.port}/postgres", {}, "plain text"),
+    }
+    for name, (url, env, says) in cases.items():
+        path = study_yaml(tmp_path, f"bad-{name}", str(lake), url)
+        err = fails(["tune", str(path)], **{"OPTUNA_DB_PASSWORD": postgres.password, **env})
+        assert says in err, (name, err)
+    assert not lake.exists(), "nothing written"
+
+
+def test_two_drivers_never_run_one_study_and_two_studies_share_one_database(postgres, tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OPTUNA_DB_PASSWORD": postgres.password}
+    a = study_yaml(tmp_path, "pair-a", str(tmp_path / "lake"), postgres.url, iterations=900)
+    b = study_yaml(tmp_path, "pair-b", str(tmp_path / "lake"), postgres.url, rounds=1, iterations=60)
+    first = subprocess.Popen([*CLI, "tune", str(a)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not list((tmp_path / "lake").glob("rounds/study=pair-a/*/*")):
+        assert first.poll() is None, first.stderr.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.3)
+    second = subprocess.run([*CLI, "tune", str(a)], env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and "being run by another driver" in second.stderr, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and postgres.password not in second.stderr
+    other = subprocess.run([*CLI, "tune", str(b)], env=env, capture_output=True, text=True, timeout=480)
+    assert other.returncode == 0, other.stderr[-3000:]
+    out, err = first.communicate(timeout=480)
+    assert first.returncode == 0, err[-3000:]
+    for name, rounds in (("pair-a", 3), ("pair-b", 2)):
+        held = optuna_values(postgres, name)
+        assert sorted(held) == [0, 1] and {s for s, _ in held.values()} == {"COMPLETE"}, held
+        rows = read_rounds(tmp_path / "lake", name).table.to_pylist()
+        assert len(rows) == 2 * rounds
