@@ -7,7 +7,7 @@ demo: setup
 	bash scripts/demo.sh
 
 test: setup
-	.venv/bin/python -m pytest -q --timeout 900
+	.venv/bin/python -m pytest -q --timeout 900 --durations=12
 
 # ruff (lint and format) and mypy, configured in pyproject.toml
 LINTED = study tests bench scripts app.py

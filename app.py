@@ -25,7 +25,7 @@ if "root" not in st.session_state:
     st.session_state["root"] = default_root()
 
 with st.sidebar:
-    st.text_input("Results lake", key="root", help="the root folder of a results lake")
+    st.text_input("Results lake", key="root", help="the root of a results lake: a folder or s3://bucket/prefix")
     lake = current_lake()
     for key in FILTERS:
         options = sorted(lake.rounds[key].dropna().unique().tolist()) if not lake.rounds.empty else []

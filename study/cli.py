@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -49,6 +48,7 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     from study.engine.plan import describe_plan, total_iterations
     from study.engine.spec import load_lineage_spec
     from study.lake.recorder import LakeLineage
+    from study.lake.store import normalize_root
 
     spec = load_lineage_spec(args.spec)
     if args.seed is not None:
@@ -95,7 +95,7 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
             _add_round(table, r)
     console.print(table)
     console.print(
-        f"results: {Path(args.results).resolve()}   (early stop and val acc: validation split; "
+        f"results: {normalize_root(args.results)}   (early stop and val acc: validation split; "
         f"test acc: reported at the early-stop iteration)"
     )
     return 0
@@ -238,9 +238,11 @@ def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
     from study.analysis.summary import summarize
     from study.lake.compact import lake_studies
-    from study.lake.store import normalize_root
+    from study.lake.store import check_s3_lake, is_remote, normalize_root
 
     root = normalize_root(args.root)
+    if is_remote(root):
+        check_s3_lake(root, write=False)  # a missing bucket or refused keys, named
     try:
         known = lake_studies(root)
     except FileNotFoundError as e:
@@ -253,6 +255,9 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
     for s in skipped:
         print(f"skipped unreadable file: {s}", file=sys.stderr)
     if not rows:
+        if skipped:
+            console.print(f"no readable rounds under {root}: {len(skipped)} unreadable file(s) skipped, named above")
+            return 2
         console.print(f"no rounds under {root} yet (lineages are registered; their rounds land as they finish)")
         return 0
     table = Table(title=f"results in {root}", title_justify="left")
@@ -272,7 +277,12 @@ def cmd_compact(args: argparse.Namespace, console: Console) -> int:
         check_name("study", args.study)
     except ValueError as e:
         raise SpecError(str(e)) from None
-    written = compact(Path(args.root).expanduser(), args.study, force=args.force)
+    from study.lake.store import check_s3_lake, is_remote, normalize_root
+
+    root = normalize_root(args.root)
+    if is_remote(root):
+        check_s3_lake(root, write=False)
+    written = compact(root, args.study, force=args.force)
     for strategy, n in written.items():
         console.print(f"{args.study}/{strategy}: {n} rows in one file")
     return 0

@@ -273,6 +273,25 @@ class S3Server:
             region_name="us-east-1",
         )
 
+    def user(self, name: str, actions: list[str]) -> dict[str, str]:
+        """A new IAM user allowed only `actions`; its keys as environment variables."""
+        import json
+
+        import boto3
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
+        iam.create_user(UserName=name)
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+        iam.put_user_policy(UserName=name, PolicyName="only", PolicyDocument=json.dumps(policy))
+        return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
     def objects(self, prefix: str) -> dict[str, bytes]:
         """Every object under `prefix`, read with boto3 (not through the lake's own store), but
         the empty folder markers ('.../') pyarrow leaves where it deleted a file."""
@@ -333,7 +352,7 @@ def s3_server(tmp_path_factory):
         iam = boto3.client("iam", region_name="us-east-1", **setup)
         iam.create_user(UserName="study")
         key = iam.create_access_key(UserName="study")["AccessKey"]
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
         iam.put_user_policy(UserName="study", PolicyName="lake", PolicyDocument=json.dumps(policy))
         env = {
             "AWS_ENDPOINT_URL": endpoint,
@@ -390,7 +409,7 @@ def postgres():
     from pathlib import Path
 
     base = Path(tempfile.mkdtemp(prefix="study-pg-"))  # not under pytest's root-only folder: postgres reads it
-    data, password = base / "data", "pw-" + secrets.token_hex(8)
+    data, password = base / "data", "pw@:/%" + secrets.token_hex(8)  # the characters a URL would mangle
     (base / "pwfile").write_text(password + "\n")
     as_user: list[str] = []
     if os.geteuid() == 0:

@@ -1,6 +1,8 @@
 """Bad input, everywhere: one line on stderr that names the problem and the fix, exit code 2,
 and nothing written. Every case runs the real CLI entry point."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 from conftest import free_port, synthetic_spec_dict
@@ -127,6 +129,26 @@ CASES = {
         ],
         "search.prune.rates.fc.step must be > 0",
         "positive step",
+    ),
+    "a lake URI with an empty part": (
+        lambda t: ["lineage", lineage_yaml(t), "--results", "s3://lake//p"],
+        "has an empty, '.' or '..' part",
+        "s3://bucket/prefix",
+    ),
+    "a lake URI with keys in it": (
+        lambda t: ["results", "s3://AKIA:Planted/x@word99@lake/p"],
+        "carries credentials",
+        "AWS_ACCESS_KEY_ID",
+    ),
+    "a lake on a file:// URL": (
+        lambda t: ["lineage", lineage_yaml(t), "--results", "file:///tmp/x"],
+        "only local folders and s3://",
+        "AWS_ENDPOINT_URL",
+    ),
+    "a bucket name that is a host:port": (
+        lambda t: ["compact", "s3://minio:9000/lake", "--study", "s"],
+        "is not an S3 bucket name",
+        "AWS_ENDPOINT_URL",
     ),
     "an s3 lake without a database for Optuna": (
         lambda t: ["tune", study_yaml(t, storage={"results": "s3://bucket/lake"})],
@@ -296,7 +318,8 @@ def test_bad_input_is_one_line_naming_the_fix_and_writes_nothing(case, tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert problem in err and fix in err, err
-    assert not (tmp_path / "lake").exists()
+    assert "Planted" not in err and "word99" not in err
+    assert not (tmp_path / "lake").exists() and not Path("file:").exists()
 
 
 def test_compact_of_an_unknown_study_names_the_ones_there(tmp_path, capsys):

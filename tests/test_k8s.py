@@ -24,8 +24,8 @@ K8S_VERSION = "1.37.0"
 VARIANTS = {
     "gpu": {},
     "cpu-dev": {"profile": "cpu-dev"},
-    "postgres-s3": {"postgres": "bundled", "tune_storage": "s3://b/tune", "gpus": 8},
-    "s3-lake": {"results": "s3://b/lake", "s3_secret": "lake-keys", "s3_endpoint": "https://minio.example:9000"},
+    "postgres-s3": {"postgres": "bundled", "tune_storage": "s3://bkt/tune", "gpus": 8},
+    "s3-lake": {"results": "s3://bkt/lake", "s3_secret": "lake-keys", "s3_endpoint": "https://minio.example:9000"},
     "external-db": {
         "postgres": "postgresql://u@db.example:5432/optuna",
         "postgres_secret": "team-db",
@@ -250,7 +250,7 @@ def test_a_render_names_every_secret_by_reference_only():
     """Database password and S3 keys reach the pods from Secrets; the manifests hold no value of
     them, and the ConfigMap's URL names the password as ${OPTUNA_DB_PASSWORD}."""
     objects = rendered(
-        results="s3://b/lake",
+        results="s3://bkt/lake",
         s3_secret="lake-keys",
         postgres="postgresql://u@db:5432/optuna",
         postgres_secret="team-db",
@@ -258,7 +258,7 @@ def test_a_render_names_every_secret_by_reference_only():
     assert not [o for o in objects if o["kind"] == "Secret"]
     config = yaml.safe_load([o for o in objects if o["kind"] == "ConfigMap"][0]["data"]["study.yaml"])["study"]
     assert config["storage"]["optuna"] == "postgresql://u:${OPTUNA_DB_PASSWORD}@db:5432/optuna"
-    assert config["storage"]["results"] == "s3://b/lake"
+    assert config["storage"]["results"] == "s3://bkt/lake"
     cluster = [o for o in objects if o["kind"] == "RayJob"][0]["spec"]["rayClusterSpec"]
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
     workers = [g["template"]["spec"]["containers"][0]["env"] for g in cluster["workerGroupSpecs"]]

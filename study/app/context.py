@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from study.app.lake import FILTERS, Lake, LiveLake, filter_rows, unfinished_lineages
+from study.errors import SpecError
 from study.lake.reader import excluded_lineages
 
 T = TypeVar("T")
@@ -26,7 +27,7 @@ def _reachable(read: Callable[[LiveLake], T]) -> T:
     root = st.session_state.get("root", "results")
     try:
         return read(_live_lake(root))
-    except OSError as e:
+    except (OSError, SpecError) as e:  # SpecError: an s3:// URI with credentials or options in it
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         st.error(
             f"Cannot read the results lake at `{root}`: {first}. Check the path, or for s3:// the endpoint "

@@ -90,6 +90,16 @@ class K8sOptions:
                 f"--postgres {redact(self.postgres)} holds a password, which would be written into the ConfigMap; "
                 f"pass the URL without it and --postgres-secret NAME (a Secret with key 'password')"
             )
+        for flag, name in (("--s3-secret", self.s3_secret), ("--postgres-secret", self.postgres_secret)):
+            if name is not None and not re.match(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", name):
+                raise SpecError(
+                    f"{flag} {name!r} is not a Kubernetes Secret name (lower-case letters, digits, '-', '.')"
+                )
+        if self.s3_endpoint is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:\d+)?/?$", self.s3_endpoint):
+            raise SpecError(
+                f"--s3-endpoint {redact(self.s3_endpoint)} is not http(s)://host[:port]; keys go in the "
+                f"--s3-secret Secret, never in the URL"
+            )
         if self.postgres_secret and (not self.postgres or self.postgres == "bundled"):
             raise SpecError("--postgres-secret goes with an external --postgres postgresql://user@host/db")
         if not self.mount_path.startswith("/") or not self.config_dir.startswith("/"):

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from study.lake.schema import FAILED_STATUSES, LINEAGE_KEYS, LINEAGES_SCHEMA, ROUND_KEYS, ROUNDS_SCHEMA, STUDIES_SCHEMA
-from study.lake.store import LocalStore, Stamp, Store, join, store_for
+from study.lake.store import LocalStore, Stamp, Store, StoreUnavailable, join, store_for
 
 
 @dataclass
@@ -43,9 +43,12 @@ def table_files(root: str | Path, kind: str, study: str | None) -> list[str]:
 
 def read_one(path: str, schema: pa.Schema, store: Store | None = None) -> tuple[pa.Table | None, str | None]:
     """One file against `schema`: its table, or None and why it was skipped (a truncated or
-    corrupt file, or a foreign Parquet file that has none of our keys)."""
+    corrupt file, or a foreign Parquet file that has none of our keys). A store that does not
+    answer raises (StoreUnavailable): the file is not known to be bad."""
     try:
         table = (store or store_for(path)).read_table(path, schema=schema)
+    except StoreUnavailable:
+        raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return None, first

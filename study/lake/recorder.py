@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,7 @@ from study.lake.files import (
     write_round,
 )
 from study.lake.schema import LINEAGES_SCHEMA, LineageRow, RoundRow
-from study.lake.store import check_s3_lake, is_remote, join, store_for
+from study.lake.store import check_s3_lake, is_remote, join, normalize_root, store_for
 from study.version import code_version
 
 
@@ -119,6 +120,7 @@ class LakeLineage:
     ) -> None:
         if not str(root).strip():
             raise SpecError("the results lake path is empty; pass --results with a folder, e.g. results")
+        normalize_root(root)  # a URI it cannot use is refused here, in one line
         root = str(root).rstrip("/") if is_remote(root) else str(Path(root).expanduser())
         self.root = root
         self.on_round = on_round
@@ -133,9 +135,11 @@ class LakeLineage:
         ensure_writable(root)
         store = store_for(root)
         self.durable: str | None = None  # the lake's copy of the checkpoint, when the lake is an object store
+        self.scratch = False
         if is_remote(root):
             self.durable = join(checkpoint_dir(root, study, trial_id), CHECKPOINT_FILE)
             self.workdir = Path(workdir) if workdir is not None else scratch_dir(root, study, trial_id)
+            self.scratch = workdir is None  # ours to remove once the lineage stops: the lake holds the copy
             if fresh or not store.get_file(self.durable, self.workdir / CHECKPOINT_FILE):
                 (self.workdir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the lake's copy is the one to resume
         else:
@@ -222,6 +226,14 @@ class LakeLineage:
         return self
 
     def __next__(self) -> RoundResult:
+        try:
+            return self._step()
+        except BaseException:
+            if self.scratch:  # over, one way or another: the lake's copy is the one to resume from
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+
+    def _step(self) -> RoundResult:
         try:
             result = next(self.lineage)
             if self.durable is not None:  # the node's checkpoint to the lake, so any node resumes it

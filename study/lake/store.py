@@ -12,6 +12,7 @@ identity on Kubernetes), never from the URI: a URI that carries a key is refused
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import posixpath
@@ -65,28 +66,46 @@ def normalize_root(root: str | Path) -> str:
     return str(Path(text).expanduser().absolute())
 
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
 def _bucket_key(uri: str) -> str:
-    """`bucket/key` of an s3:// URI, refusing credentials or options in it."""
+    """`bucket/key` of an s3:// URI, refusing credentials, options, a bucket name S3 would
+    refuse, and empty, '.' or '..' parts (S3 keeps them literally: not the folder meant)."""
     rest = uri[len(S3_SCHEME) :]
     bucket = rest.split("/", 1)[0]
-    if "@" in bucket or ":" in bucket:
+    if "@" in rest:  # keys, even with '/' in them, or an '@' no lake prefix needs
         raise SpecError(
             f"the S3 URI {redact_s3(uri)} carries credentials; write s3://bucket/prefix and put the keys in "
             f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or a Kubernetes Secret)"
         )
     if "?" in rest or "#" in rest:
         raise SpecError(
-            f"the S3 URI {uri.split('?')[0]}... carries options; write s3://bucket/prefix and set the endpoint "
-            f"in AWS_ENDPOINT_URL"
+            f"the S3 URI {re.split('[?#]', uri)[0]} carries options (?... or #...); write s3://bucket/prefix and "
+            f"set the endpoint in AWS_ENDPOINT_URL"
         )
     if not bucket:
         raise SpecError(f"the S3 URI {uri!r} names no bucket; write s3://bucket/prefix")
-    return rest.rstrip("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise SpecError(
+            f"{bucket!r} in {uri} is not an S3 bucket name (3-63 lower-case letters, digits, '.' or '-'); an "
+            f"endpoint's host:port goes in AWS_ENDPOINT_URL"
+        )
+    key = rest.rstrip("/")
+    if any(part in ("", ".", "..") for part in key.split("/")[1:]):
+        raise SpecError(f"the S3 URI {uri} has an empty, '.' or '..' part; write s3://bucket/prefix/with/parts")
+    return key
 
 
 def redact_s3(uri: str) -> str:
-    head, at, tail = uri[len(S3_SCHEME) :].partition("@")
+    """An s3:// URI with everything before its last '@' (keys, which may hold '/') as ***."""
+    head, at, tail = uri[len(S3_SCHEME) :].rpartition("@")
     return f"{S3_SCHEME}***@{tail}" if at else uri
+
+
+class StoreUnavailable(OSError):
+    """The store did not answer a read (network, throttling, 5xx): unlike a corrupt file, the
+    reader does not skip it, and the next read tries again."""
 
 
 class Store(Protocol):
@@ -176,14 +195,23 @@ CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 30.0
 
 
+_CLIENT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")  # fmt: skip
+
+
 def s3_filesystem() -> pafs.S3FileSystem:
     """An S3 client configured from the standard AWS environment (the endpoint too: pyarrow's
-    constructor does not read AWS_ENDPOINT_URL itself)."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+    constructor does not read AWS_ENDPOINT_URL itself). One per process and environment, so
+    credentials from a web identity or instance profile are fetched once, not per file."""
+    return _s3_client(tuple(os.environ.get(name) for name in _CLIENT_ENV))
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(env: tuple[str | None, ...]) -> pafs.S3FileSystem:
+    endpoint_s3, endpoint, region, default_region = env[:4]
     return pafs.S3FileSystem(
-        endpoint_override=endpoint,
-        region=region,
+        endpoint_override=endpoint_s3 or endpoint or None,
+        region=region or default_region or None,
         connect_timeout=CONNECT_TIMEOUT_S,
         request_timeout=REQUEST_TIMEOUT_S,
         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3),
@@ -222,8 +250,13 @@ class S3Store:
         return self.fs.get_file_info(self.key(path)).type == pafs.FileType.Directory
 
     def read_table(self, path: str, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
-        with self.fs.open_input_stream(self.key(path)) as f:  # one GET: lake objects are small
-            data = f.read()
+        try:
+            with self.fs.open_input_stream(self.key(path)) as f:  # one GET: lake objects are small
+                data = f.read()
+        except FileNotFoundError:
+            raise
+        except OSError as e:  # the store failed, not the object: a reader must not skip it for good
+            raise StoreUnavailable(str(e)) from e
         return pq.read_table(pa.BufferReader(data), schema=schema, columns=columns)
 
     def write_table(self, table: pa.Table, path: str) -> None:
@@ -243,8 +276,17 @@ class S3Store:
         self.fs.delete_file(self.key(source))
 
     def put_file(self, local: Path, path: str) -> None:
-        with open(local, "rb") as f, self.fs.open_output_stream(self.key(path)) as out:
-            shutil.copyfileobj(f, out, 8 << 20)
+        """Upload under a temporary key, then copy into place: pyarrow completes an upload when
+        its stream closes, even one cut short by an error, so `path` never holds part of a file."""
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}.uploading"
+        try:
+            with open(local, "rb") as f, self.fs.open_output_stream(self.key(tmp)) as out:
+                shutil.copyfileobj(f, out, 8 << 20)
+            if self.fs.get_file_info(self.key(tmp)).size != os.path.getsize(local):
+                raise OSError(f"the upload of {local} to {path} came out short")
+            self.fs.copy_file(self.key(tmp), self.key(path))
+        finally:
+            self.remove(tmp)
 
     def get_file(self, path: str, local: Path) -> bool:
         if not self.exists(path):
@@ -269,7 +311,7 @@ def storage_error(e: OSError, root: str | Path | None = None) -> SpecError:
     """An object store's failure as one line that names the problem and the fix (`root`: the
     lake or prefix it was used for, else the bucket the error names)."""
     text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint"
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "(AWS's own)"
     named = re.search(r"bucket '([^']+)'", text)
     bucket = str(root)[len(S3_SCHEME) :].split("/", 1)[0] if root else (named.group(1) if named else "?")
     where = str(root) if root else f"s3://{bucket}"
@@ -288,10 +330,10 @@ def storage_error(e: OSError, root: str | Path | None = None) -> SpecError:
     return SpecError(f"the storage at {where} cannot be used ({text}); check the path and the storage")
 
 
-def check_s3_lake(root: str) -> None:
-    """An s3:// lake answers, its bucket exists and a probe object can be written and removed
-    (pyarrow leaves at most an empty folder marker for the lake's prefix). One-line SpecError
-    otherwise."""
+def check_s3_lake(root: str, write: bool = True) -> None:
+    """An s3:// prefix answers, its bucket exists and the keys may list it; with `write`, a
+    probe object can be written and removed too (pyarrow leaves at most an empty folder marker
+    for the prefix). One-line SpecError otherwise."""
     fs = s3_filesystem()
     bucket_key = _bucket_key(root)
     bucket = bucket_key.split("/", 1)[0]
@@ -299,8 +341,10 @@ def check_s3_lake(root: str) -> None:
     try:
         if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
             raise OSError("NoSuchBucket")
-        with fs.open_output_stream(probe) as out:
-            out.write(b"probe")
-        fs.delete_file(probe)
+        fs.get_file_info(pafs.FileSelector(bucket_key, allow_not_found=True))
+        if write:
+            with fs.open_output_stream(probe) as out:
+                out.write(b"probe")
+            fs.delete_file(probe)
     except OSError as e:
         raise storage_error(e, root) from None

@@ -3,7 +3,7 @@ refused before it touches anything (two drivers would each restore Tune's experi
 the same trials twice). The lock lives where the study's Optuna storage lives, so it covers
 every machine that can reach that storage, and dies with its driver: a PostgreSQL session-level
 advisory lock (released when the connection drops, a killed driver included), or an flock on a
-file beside a journal or SQLite file."""
+file beside a journal or SQLite file. Other databases (MySQL...) take no lock."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from study.errors import SpecError
-from study.secrets import redact
+from study.secrets import redact, scrub
 
 
 def _refused(study: str, where: str) -> SpecError:
@@ -36,13 +36,22 @@ def driver_lock(study: str, optuna_url: str, connect_url: str) -> Iterator[None]
     if connect_url.startswith("postgresql"):
         import sqlalchemy
 
-        engine = sqlalchemy.create_engine(
-            connect_url, connect_args={"connect_timeout": 10}, poolclass=sqlalchemy.NullPool
-        )
+        # keepalives: a driver whose node vanished (no FIN) lets go within about a minute
+        connect = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                   "keepalives_count": 3}  # fmt: skip
+        engine = sqlalchemy.create_engine(connect_url, connect_args=connect, poolclass=sqlalchemy.NullPool)
         try:
-            with engine.connect() as conn:
+            try:
+                conn = engine.connect()
                 got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(study)}).scalar()
                 conn.commit()
+            except sqlalchemy.exc.SQLAlchemyError as e:
+                first = scrub(redact((str(e).strip().splitlines() or [type(e).__name__])[0]), connect_url)
+                raise SpecError(
+                    f"optuna storage {redact(optuna_url)} could not take the study's lock ({first}); check the "
+                    f"database and its credentials"
+                ) from None
+            with conn:
                 if not got:
                     raise _refused(study, redact(optuna_url))
                 yield  # the session, and so the lock, lasts until the connection closes
@@ -51,13 +60,13 @@ def driver_lock(study: str, optuna_url: str, connect_url: str) -> Iterator[None]
         return
     if "://" in connect_url:
         target = connect_url.split("///", 1)[1] if connect_url.startswith("sqlite:///") else ""
-        if not target:  # another database, or an in-memory SQLite: nothing to lock on here
+        if not target or target.startswith(":memory:"):  # another database (no lock), or in-memory SQLite
             yield
             return
-    else:
+    else:  # a journal file: its folder is made when Optuna opens it, so make it now
         target = connect_url
-    lock_path = Path(f"{target}.driver-lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+    lock_path = Path(f"{target}.{study}.driver-lock")  # one per study: studies may share a storage
     with open(lock_path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

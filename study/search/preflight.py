@@ -108,8 +108,11 @@ def check_storage(study, timeout_s: float = 20.0) -> None:
         )
     tune_path = tune_root(study)
     if is_remote(tune_path):
-        if tune_path.split("/")[2] != study.storage.results.split("/")[2]:  # else the lake's check covered it
-            check_s3_lake(tune_path)
+        same_bucket = (
+            is_remote(study.storage.results) and tune_path.split("/")[2] == study.storage.results.split("/")[2]
+        )
+        if not same_bucket:  # else the lake's check covered it
+            check_s3_lake(tune_path, write=False)  # Tune writes there later; a probe would leave a folder marker
     elif "://" in tune_path:
         import pyarrow.fs as pafs
 

@@ -617,7 +617,13 @@ def _run_study(
 
 def _check_same_study(study: StudySpec) -> None:
     """Refuse to file a different study under a name the lake already holds."""
-    rows = read_studies(study.storage.results, study.name).table.to_pylist()
+    read = read_studies(study.storage.results, study.name)
+    if read.skipped:
+        raise SpecError(
+            f"cannot tell whether study {study.name} is the one the lake holds: {read.skipped[0]}; move that file "
+            f"away (the study's row is written again) or pick another study name"
+        )
+    rows = read.table.to_pylist()
     if not rows or not rows[0]["spec_json"]:
         return
     held = json.loads(rows[0]["spec_json"])
