@@ -19,6 +19,7 @@ import posixpath
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -121,6 +122,18 @@ class Store(Protocol):
     def get_file(self, path: str, local: Path) -> bool: ...
 
 
+def write_local(target: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` into a dot-prefixed temp file beside `target`, then rename it into place:
+    readers see the old file or the whole new one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class LocalStore:
     """A lake in a local (or network-mounted) folder."""
 
@@ -154,14 +167,7 @@ class LocalStore:
         return pq.read_table(path, schema=schema, columns=columns)
 
     def write_table(self, table: pa.Table, path: str) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_local(Path(path), lambda tmp: pq.write_table(table, tmp))
 
     def remove(self, path: str) -> None:
         Path(path).unlink(missing_ok=True)
@@ -171,23 +177,13 @@ class LocalStore:
         os.replace(source, target)
 
     def put_file(self, local: Path, path: str) -> None:
-        target = Path(path)
-        if target.resolve() == Path(local).resolve():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        if Path(path).resolve() != Path(local).resolve():
+            write_local(Path(path), lambda tmp: shutil.copyfile(local, tmp))
 
     def get_file(self, path: str, local: Path) -> bool:
         if not os.path.isfile(path):
             return False
-        if Path(path).resolve() != Path(local).resolve():
-            Path(local).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, local)
+        self.put_file(Path(path), str(local))
         return True
 
 
@@ -291,14 +287,12 @@ class S3Store:
     def get_file(self, path: str, local: Path) -> bool:
         if not self.exists(path):
             return False
-        Path(local).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(local).parent / f".{Path(local).name}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
+
+        def download(tmp: Path) -> None:
             with self.fs.open_input_stream(self.key(path)) as f, open(tmp, "wb") as out:
                 shutil.copyfileobj(f, out, 8 << 20)
-            os.replace(tmp, local)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        write_local(Path(local), download)
         return True
 
 
