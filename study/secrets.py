@@ -18,7 +18,8 @@ _SECRET_KEY = re.compile(r"(?i)(password|passwd|pwd|secret|token)$")
 @dataclass(frozen=True)
 class _Url:
     """scheme://userinfo@host/path?query, split the way a careless writer means it: the
-    userinfo runs to the last '@' before the query, so a password may hold '@', ':' or '/'."""
+    userinfo runs to the last '@', so a password may hold '@', ':', '/' or '?' (an '@' inside
+    the query makes more of the URL count as userinfo: more is hidden, never less)."""
 
     scheme: str
     userinfo: str | None  # None: no '@'
@@ -31,9 +32,9 @@ class _Url:
         scheme, sep, rest = url.partition("://")
         if not sep:
             return None
-        before_query, mark, query = rest.partition("?")
-        userinfo, at, after = before_query.rpartition("@")
-        host, slash, path = after.partition("/")
+        userinfo, at, after = rest.rpartition("@")
+        before_query, mark, query = after.partition("?")
+        host, slash, path = before_query.partition("/")
         return _Url(scheme, userinfo if at else None, host, slash + path, query if mark else None)
 
     def __str__(self) -> str:

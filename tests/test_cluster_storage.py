@@ -266,6 +266,9 @@ def test_secrets_in_urls_are_encoded_when_expanded_and_found_when_planted(monkey
     assert plain_secret("postgresql://u:pw@h/db") == "password"
     assert plain_secret("postgresql://u@h/db?password=x&a=1") == "password= parameter"
     assert plain_secret("postgresql://u:${P}x@h/db") == "password", "a literal suffix is a literal password"
+    assert plain_secret("postgresql://u:pa?ss@h/db") == "password" and redact("postgresql://u:pa?ss@h/db") == (
+        "postgresql://u:***@h/db"
+    ), "a '?' in a password does not start the query"
     monkeypatch.delenv("P")
     with pytest.raises(SpecError, match=r"uses \$\{P\}, which is not set"):
         expand_env("postgresql://u:${P}@h/db", "optuna storage")

@@ -91,11 +91,13 @@ class K8sOptions:
                 f"pass the URL without it and --postgres-secret NAME (a Secret with key 'password')"
             )
         for flag, name in (("--s3-secret", self.s3_secret), ("--postgres-secret", self.postgres_secret)):
-            if name is not None and not re.match(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", name):
+            if name is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", name):
                 raise SpecError(
                     f"{flag} {name!r} is not a Kubernetes Secret name (lower-case letters, digits, '-', '.')"
                 )
-        if self.s3_endpoint is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:\d+)?/?$", self.s3_endpoint):
+        if self.s3_endpoint is not None and not re.fullmatch(
+            r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(:\d+)?/?", self.s3_endpoint
+        ):
             raise SpecError(
                 f"--s3-endpoint {redact(self.s3_endpoint)} is not http(s)://host[:port]; keys go in the "
                 f"--s3-secret Secret, never in the URL"

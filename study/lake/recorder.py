@@ -37,7 +37,7 @@ from study.lake.files import (
     write_round,
 )
 from study.lake.schema import LINEAGES_SCHEMA, LineageRow, RoundRow
-from study.lake.store import check_s3_lake, is_remote, join, normalize_root, store_for
+from study.lake.store import StoreUnavailable, check_s3_lake, is_remote, join, normalize_root, store_for
 from study.version import code_version
 
 
@@ -76,6 +76,8 @@ def held_lineages(root: str | Path, study: str, trial_id: str) -> tuple[set[str]
     for path in trial_files(root, study, trial_id):
         try:
             held.update(store.read_table(path, columns=["lineage_id"])["lineage_id"].to_pylist())
+        except StoreUnavailable:
+            raise  # the store did not answer: nothing is known about the file
         except Exception:
             raise SpecError(
                 f"{path} is unreadable; move it away (or pass --fresh to supersede trial {trial_id})"
@@ -84,6 +86,8 @@ def held_lineages(root: str | Path, study: str, trial_id: str) -> tuple[set[str]
     for path in matching(root, f"rounds/study={study}", ["strategy=*/compact-*.parquet"]):
         try:
             rows = store.read_table(path, columns=["trial_id", "lineage_id"]).to_pylist()
+        except StoreUnavailable:
+            raise
         except Exception:
             continue  # the reader names it; it holds nothing we can match
         mine = {r["lineage_id"] for r in rows if r["trial_id"] == trial_id}
@@ -120,8 +124,9 @@ class LakeLineage:
     ) -> None:
         if not str(root).strip():
             raise SpecError("the results lake path is empty; pass --results with a folder, e.g. results")
+        root = str(root).strip()
         normalize_root(root)  # a URI it cannot use is refused here, in one line
-        root = str(root).rstrip("/") if is_remote(root) else str(Path(root).expanduser())
+        root = root.rstrip("/") if is_remote(root) else str(Path(root).expanduser())
         self.root = root
         self.on_round = on_round
         if trial_id is not None and not trial_id:
@@ -206,6 +211,8 @@ class LakeLineage:
             if path.split("/")[-4] == "lineages":
                 try:
                     return store_for(path).read_table(path, schema=LINEAGES_SCHEMA)["started_at"][0].as_py()
+                except StoreUnavailable:
+                    raise
                 except Exception:
                     return None
         return None
