@@ -410,6 +410,13 @@ def test_a_different_study_under_an_existing_name_is_refused(local_ray, tmp_path
     with pytest.raises(SpecError, match="with a different budget"):
         run_study(bigger)
     assert len(run_study(again).trials) == 1, "the same study (other concurrency) resumes"
+    # an experiment Tune saved with code that has since moved (a module of an older layout)
+    saved = tmp_path / "lake" / "_tune" / "old-layout" / "tuner.pkl"
+    saved.parent.mkdir(parents=True)
+    saved.write_bytes(b"cstudy.tune\nOldTuner\n)\x81.")  # pickle: an object of study.tune.OldTuner
+    old = load_study_spec(write_study(tmp_path, name="old-layout", rounds=1, budget={"num_samples": 1}))
+    with pytest.raises(SpecError, match="written by another version .* No module named 'study.tune'.* new name"):
+        run_study(old)
 
 
 def test_lockstep_never_mixes_rounds_and_steps_every_seed_to_its_end():

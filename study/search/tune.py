@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -549,9 +550,16 @@ def _run_study(
     trainable = tune.with_resources(tune.with_parameters(lineage_trial, study=study, board=board), TRIAL_RESOURCES)
     stall = StallStopper(study.stall_timeout_s, board)
     if tune.Tuner.can_restore(path, storage_filesystem=tune_fs):
-        tuner = tune.Tuner.restore(
-            path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=tune_fs
-        )
+        try:
+            tuner = tune.Tuner.restore(
+                path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=tune_fs
+            )
+        except (ImportError, AttributeError, pickle.UnpicklingError) as e:  # pickled by a version whose code moved
+            raise SpecError(
+                f"Tune's saved experiment {tune_root(study)}/{study.name} was written by another version of this "
+                f"package and cannot be restored ({type(e).__name__}: {e}); run the study under a new name, or "
+                f"into a new lake (--results)"
+            ) from None
         run_config = tuner._local_tuner.get_run_config() if tuner._local_tuner else None
         restored = run_config.stop if run_config else None
         if isinstance(restored, StallStopper):  # the restored one is the one Tune polls; it takes today's limit
