@@ -48,10 +48,6 @@ def parent(path: str) -> str:
     return posixpath.dirname(path)
 
 
-def name(path: str) -> str:
-    return posixpath.basename(path)
-
-
 def normalize_root(root: str | Path) -> str:
     """A lake root as every node names it: an absolute local path, or the s3:// URI checked."""
     text = str(root).strip()

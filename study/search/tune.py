@@ -186,8 +186,9 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
     # wins, so finished rounds are never redone. An object-store lake is itself durable and is
     # not a folder this trial can copy from (the task may run on another node): no copies.
     local = not is_remote(study.storage.results)
-    durable = {
-        seed: Path(checkpoint_dir(study.storage.results, study.name, f"{trial_id}-s{seed}")) for seed in study.seeds
+    durable: dict[int, Path | None] = {  # None: the lineage keeps its checkpoint in the object store itself
+        seed: Path(checkpoint_dir(study.storage.results, study.name, f"{trial_id}-s{seed}")) if local else None
+        for seed in study.seeds
     }
     lineages: list[RemoteLineage] = []
     try:
@@ -195,14 +196,15 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
         if checkpoint and local:
             with checkpoint.as_directory() as saved:
                 for seed, target in durable.items():
-                    _keep_newer(Path(saved) / f"seed={seed}", target)
+                    if target is not None:
+                        _keep_newer(Path(saved) / f"seed={seed}", target)
         jobs = [
             LineageJob(
                 study.lineage_dict(params, seed),
                 study.storage.results,
                 study.name,
                 f"{trial_id}-s{seed}",
-                durable[seed] if local else None,
+                durable[seed],
                 "cuda" if study.resources.gpu > 0 else "cpu",
                 max(1, int(study.resources.cpu)),
                 config.get("optuna_trial_number"),
