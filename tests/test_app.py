@@ -49,11 +49,20 @@ def layers(spec):
 
 
 def test_strategies_page_plots_accuracy_and_early_stop_against_log_remaining(lake, monkeypatch):
+    from study.lake.reader import read_rounds
+
     at = app(lake, monkeypatch, study=["compare"])
     assert not at.exception
     charts = specs(at)
-    assert len(charts) == 2
-    for spec, _y in zip(charts, ("test_acc", "early_stop_iteration"), strict=True):
+    assert len(charts) == 4
+    for spec, cost in zip(charts[2:], ("compression_ratio", "theoretical_speedup"), strict=True):
+        bars, line = layers(spec)
+        assert line["encoding"]["x"]["field"] == cost and line["encoding"]["x"]["scale"]["type"] == "log"
+        assert bars["mark"]["type"] == "errorbar" and bars["encoding"]["y2"]["field"] == "hi"
+        rows = read_rounds(lake, "compare").table.to_pandas()
+        assert (rows.loc[rows["round"] == 0, cost] == 1.0).all(), "a dense round costs exactly the dense network"
+        assert rows[cost].max() > 1.0
+    for spec, _y in zip(charts[:2], ("test_acc", "early_stop_iteration"), strict=True):
         line = layers(spec)[1]
         x = line["encoding"]["x"]
         assert x["field"] == "remaining_pct" and x["scale"]["type"] == "log" and x["scale"]["reverse"] is True
@@ -65,8 +74,6 @@ def test_strategies_page_plots_accuracy_and_early_stop_against_log_remaining(lak
     assert (tickets["seeds"] == 2).all() and tickets["test 95% CI"].str.startswith("[").all()
     assert (tickets["% remaining"] <= 100).all()
     # the ticket is chosen on validation accuracy (1 point below dense, the slider's default), test is reported
-    from study.lake.reader import read_rounds
-
     rows = read_rounds(lake, "compare").table.to_pandas()
     for series, got in tickets.set_index("series").iterrows():
         mean = rows[rows["strategy"].astype(str) == series].groupby("round")[["val_acc", "test_acc"]].mean()

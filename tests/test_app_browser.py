@@ -18,7 +18,7 @@ def test_every_page_renders_in_headless_chromium(app_lake, tmp_path):
     with serve(app_lake) as url:
         visits = {
             v.name: v
-            for v in visit_pages(url, out, min_charts={"strategies": 2, "search": 3, "lineage": 2, "sequences": 4})
+            for v in visit_pages(url, out, min_charts={"strategies": 4, "search": 3, "lineage": 2, "sequences": 4})
         }
     assert set(visits) == {"strategies", "search", "lineage", "sequences", "data"}
     for name, visit in visits.items():

@@ -63,6 +63,10 @@ ROUNDS_V1 = {
     "accuracy_by_length": MAP,
     "parse_examples_json": S,
     "chance_val_acc": F64,
+    "macs_dense": I64,
+    "macs_remaining": I64,
+    "compression_ratio": F64,
+    "theoretical_speedup": F64,
 }
 LINEAGES_V1 = {
     **IDENTITY_V1,

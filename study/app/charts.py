@@ -30,6 +30,19 @@ def band_chart(bands: pd.DataFrame, title: str, y_title: str) -> alt.Chart:
     return (band + line).properties(title=title, height=360)
 
 
+def cost_chart(bands: pd.DataFrame, cost: str, x_title: str, y_title: str) -> alt.Chart:
+    """Mean per series against a cost axis (log scale), with 95% error bars over seeds: the plot
+    Blalock et al. (2020) ask pruning results to show."""
+    x = alt.X(f"{cost}:Q", title=x_title, scale=alt.Scale(type="log", nice=False))
+    base = alt.Chart(bands).encode(x=x, color=alt.Color("series:N", title="strategy"))
+    bars = base.mark_errorbar().encode(y=alt.Y("lo:Q", title=y_title, scale=alt.Scale(zero=False)), y2="hi:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)),
+        tooltip=["series", "round", alt.Tooltip(f"{cost}:Q", format=".2f"), alt.Tooltip("mean:Q", format=".4f"), "n"],
+    )
+    return (bars + line).properties(height=320)
+
+
 def curves_chart(curves: pd.DataFrame) -> alt.Chart:
     return (
         alt.Chart(curves)

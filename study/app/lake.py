@@ -179,6 +179,16 @@ def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:
     return out.drop(columns="std")
 
 
+def cost_bands(df: pd.DataFrame, cost: str, value: str = "test_acc") -> pd.DataFrame:
+    """`seed_bands` of `value`, each round placed at its seed-mean `cost` (compression_ratio or
+    theoretical_speedup); rounds of lineages written before the cost columns existed are left out."""
+    known = df[df[cost].notna()]
+    if known.empty:
+        return pd.DataFrame(columns=["series", "round", cost, "mean", "lo", "hi", "n"])
+    bands = seed_bands(known, value)
+    return bands.merge(known.groupby(["series", "round"])[cost].mean().reset_index(), on=["series", "round"])
+
+
 def sparsest_tickets(df: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     """Per series: the sparsest round whose seed-mean validation accuracy stays within
     `tolerance` of the series' dense round (selection on validation data), reported with the

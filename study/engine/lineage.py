@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from study.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from study.engine.cost import cost, weight_positions
 from study.engine.data import DATASETS
 from study.engine.failures import LineageDegenerate
 from study.engine.plan import LineagePlan, build_lineage_model, plan_lineage
@@ -98,6 +99,7 @@ class Lineage:
         self.task = DATASETS[spec.dataset].load(spec.data, spec.train.batch_size, spec.seed, self.device)
         self.model = self._build(spec.seed)
         self.plan: LineagePlan = plan_lineage(spec, self.model)
+        self.weight_positions = weight_positions(self.model, self.task.synflow_output)  # for the cost columns
         self.study, self.trial_id = ids.study, ids.trial_id or spec.lineage_id()
         self.checkpoint_path = Path(workdir) / CHECKPOINT_FILE if workdir is not None else None
         self.version = code_version()
@@ -209,6 +211,7 @@ class Lineage:
     def _round_result(self, round_: int, training: _RoundTraining, extra: dict[str, Any]) -> RoundResult:
         spec, result = self.spec, training.result
         overall, per_layer, per_kind = remaining(self.state.mask, self.plan.slots)
+        price = cost(self.model, self.weight_positions, self.state.mask)
         before = self.state.results[-1].remaining_pct if self.state.results else 100.0
         es, fin, curve = result.early_stop, result.final, result.curve
         return RoundResult(
@@ -245,6 +248,10 @@ class Lineage:
             curve_val_acc=[p.val_acc for p in curve],
             curve_test_acc=[p.test_acc for p in curve],
             group_remaining_pct=per_kind,
+            macs_dense=price.macs_dense,
+            macs_remaining=price.macs_remaining,
+            compression_ratio=price.compression_ratio,
+            theoretical_speedup=price.theoretical_speedup,
             **extra,
         )
 

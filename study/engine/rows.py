@@ -76,6 +76,16 @@ class RoundResult(LineageColumns):
     chance_val_acc: float | None = field(
         default=None, metadata=doc("majority-class accuracy on validation (the degenerate-lineage check)")
     )
+    # theoretical cost (Blalock et al., 2020): one forward pass of the task's probe input
+    macs_dense: int | None = field(
+        default=None,
+        metadata=doc("multiply-accumulates of every weight, one forward of one image (an 8-token sequence)"),
+    )
+    macs_remaining: int | None = field(
+        default=None, metadata=doc("the same with the mask: pruned weights cost nothing")
+    )
+    compression_ratio: float | None = field(default=None, metadata=doc("parameters / parameters the mask keeps"))
+    theoretical_speedup: float | None = field(default=None, metadata=doc("macs_dense / macs_remaining"))
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

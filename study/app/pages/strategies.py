@@ -1,8 +1,8 @@
 import streamlit as st
 
-from study.app.charts import band_chart
+from study.app.charts import band_chart, cost_chart
 from study.app.context import current_lake, require_rows
-from study.app.lake import seed_bands, sparsest_tickets, with_series
+from study.app.lake import cost_bands, seed_bands, sparsest_tickets, with_series
 
 st.title("Strategies")
 st.caption(
@@ -21,6 +21,21 @@ st.altair_chart(
     ),
     width="stretch",
 )
+st.subheader("Accuracy against theoretical cost (Blalock et al., 2020)")
+st.caption(
+    "Test accuracy (reported) against the compression ratio (parameters / parameters kept) and the theoretical "
+    "speed-up (multiply-accumulates of a dense forward / with the mask), 95% error bars over seeds."
+)
+left, right = st.columns(2)
+for column, cost, title in (
+    (left, "compression_ratio", "compression ratio (log scale)"),
+    (right, "theoretical_speedup", "theoretical speed-up (log scale)"),
+):
+    bands = cost_bands(rows, cost)
+    if bands.empty:
+        column.info(f"No {cost.replace('_', ' ')} in these rows (written before the cost columns existed).")
+    else:
+        column.altair_chart(cost_chart(bands, cost, title, "test accuracy"), width="stretch")
 tolerance = st.slider("tolerance (validation accuracy points below dense)", 0.0, 5.0, 1.0, 0.25) / 100
 st.subheader("Sparsest matching ticket per strategy (chosen on validation, test reported)")
 tickets = sparsest_tickets(rows, tolerance)

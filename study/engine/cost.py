@@ -1,0 +1,85 @@
+"""The theoretical cost of a lineage's network, which Blalock et al. (MLSys 2020) ask pruning
+results to report beside accuracy: multiply-accumulates (MACs) of one forward pass of the task's
+probe input (one image; an 8-token sequence for sequence models), dense and with the mask, the
+compression ratio and the theoretical speed-up.
+
+Counted per weight tensor, for any model: every `linear` and `conv2d` call of one probe forward
+is seen (a TorchFunctionMode), and a weight applied at P positions (tokens, output pixels) costs
+P MACs per entry, so P MACs per entry the mask keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from study.engine.pruning import Mask
+
+
+class _CountPositions(TorchFunctionMode):
+    """Per weight tensor (by identity), the positions it is applied at, summed over calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions: dict[int, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204  (torch's protocol)
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        if func is F.linear and weight is not None:
+            x = args[0]
+            self._add(weight, x.numel() // x.shape[-1])
+        elif func in (F.conv2d, torch.conv2d) and weight is not None:
+            self._add(weight, out.numel() // out.shape[-3])  # output pixels (x batch): one probe example
+        return out
+
+    def _add(self, weight: torch.Tensor, positions: int) -> None:
+        self.positions[id(weight)] = self.positions.get(id(weight), 0) + positions
+
+
+def weight_positions(model: nn.Module, probe: Callable[[nn.Module], Any]) -> dict[str, int]:
+    """Parameter name -> positions per probe forward, for every weight a linear map or a
+    convolution applies (an embedding lookup costs no MACs; a decoder tied to it does)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _CountPositions() as counter:
+            probe(model)
+    finally:
+        model.train(was_training)
+    return {names[i]: n for i, n in counter.positions.items() if i in names}
+
+
+@dataclass(frozen=True)
+class Cost:
+    macs_dense: int
+    macs_remaining: int
+    parameters: int
+    parameters_remaining: int
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.parameters / self.parameters_remaining
+
+    @property
+    def theoretical_speedup(self) -> float:
+        return self.macs_dense / self.macs_remaining
+
+
+def cost(model: nn.Module, positions: dict[str, int], mask: Mask) -> Cost:
+    """The cost of `model` under `mask` (parameters without a mask are kept whole)."""
+    params = dict(model.named_parameters())
+    kept = {name: int(mask[name].sum()) if name in mask else p.numel() for name, p in params.items()}
+    return Cost(
+        macs_dense=sum(n * params[name].numel() for name, n in positions.items()),
+        macs_remaining=sum(n * kept[name] for name, n in positions.items()),
+        parameters=sum(p.numel() for p in params.values()),
+        parameters_remaining=sum(kept.values()),
+    )
