@@ -1,5 +1,6 @@
 """The cost columns (Blalock et al., 2020) against hand-counted multiply-accumulates."""
 
+import pytest
 import torch
 from conftest import synthetic_spec_dict
 from torch import nn
@@ -61,3 +62,27 @@ def test_every_round_of_a_lineage_reports_its_cost():
     assert all(r.macs_dense == dense.macs_dense for r in rounds)
     later = [r.theoretical_speedup for r in rounds]
     assert later == sorted(later) and later[-1] > 1.0, "pruning only makes the network cheaper"
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_prunable_weight_of_every_model_is_priced(name):
+    """A weight used some other way than linear/conv2d would drop out of the count silently: every
+    prunable tensor but a lookup-only embedding has positions."""
+    from study.engine.models import build_model, prunable_slots
+
+    info = MODELS[name]
+    if info.inputs == "image":
+        shape = (1, 28, 28) if name == "lenet_300_100" else (3, 32, 32)
+        model = build_model(name, shape, 10, seed=0)
+        probe = lambda m: m(torch.ones(1, *shape))  # noqa: E731
+    else:
+        model = build_model(name, (20,), 10, seed=0)
+        probe = lambda m: (  # noqa: E731
+            m(torch.zeros(8, 1, dtype=torch.long))
+            if info.inputs == "text"
+            else m(*[torch.full((8, 1), 3), torch.tensor([8])] * (2 if getattr(m, "pair", False) else 1))
+        )
+    positions = weight_positions(model, probe)
+    for slot in prunable_slots(model).values():
+        if slot.kind != "embedding" or slot.param in positions:
+            assert positions.get(slot.param, 0) > 0, (name, slot.param)

@@ -181,8 +181,9 @@ def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:
 
 def cost_bands(df: pd.DataFrame, cost: str, value: str = "test_acc") -> pd.DataFrame:
     """`seed_bands` of `value`, each round placed at its seed-mean `cost` (compression_ratio or
-    theoretical_speedup); rounds of lineages written before the cost columns existed are left out."""
-    known = df[df[cost].notna()]
+    theoretical_speedup); a round some of whose seeds were written before the cost columns existed
+    is left out whole, so each point averages the same seeds as the main chart."""
+    known = df[df.groupby(["series", "round"])[cost].transform(lambda s: s.notna().all()).astype(bool)]
     if known.empty:
         return pd.DataFrame(columns=["series", "round", cost, "mean", "lo", "hi", "n"])
     bands = seed_bands(known, value)

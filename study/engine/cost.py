@@ -1,7 +1,10 @@
 """The theoretical cost of a lineage's network, which Blalock et al. (MLSys 2020) ask pruning
 results to report beside accuracy: multiply-accumulates (MACs) of one forward pass of the task's
-probe input (one image; an 8-token sequence for sequence models), dense and with the mask, the
-compression ratio and the theoretical speed-up.
+probe example (an image; an 8-token sequence, or a pair of them), dense and with the mask, the
+compression ratio and the theoretical speed-up. MACs count weight products only (no bias,
+normalisation or activation work); the compression ratio counts every parameter (biases and
+normalisation included, which are never pruned), as ShrinkBench does, so at 1% of prunable
+weights left it is below 100.
 
 Counted per weight tensor, for any model: every `linear` and `conv2d` call of one probe forward
 is seen (a TorchFunctionMode), and a weight applied at P positions (tokens, output pixels) costs
@@ -70,7 +73,7 @@ class Cost:
 
     @property
     def theoretical_speedup(self) -> float:
-        return self.macs_dense / self.macs_remaining
+        return self.macs_dense / self.macs_remaining if self.macs_remaining else float("inf")
 
 
 def cost(model: nn.Module, positions: dict[str, int], mask: Mask) -> Cost:

@@ -79,12 +79,16 @@ class RoundResult(LineageColumns):
     # theoretical cost (Blalock et al., 2020): one forward pass of the task's probe input
     macs_dense: int | None = field(
         default=None,
-        metadata=doc("multiply-accumulates of every weight, one forward of one image (an 8-token sequence)"),
+        metadata=doc(
+            "weight multiply-accumulates of one forward of one example (an image; an 8-token sequence or pair)"
+        ),
     )
     macs_remaining: int | None = field(
         default=None, metadata=doc("the same with the mask: pruned weights cost nothing")
     )
-    compression_ratio: float | None = field(default=None, metadata=doc("parameters / parameters the mask keeps"))
+    compression_ratio: float | None = field(
+        default=None, metadata=doc("all parameters (biases, normalisation included) / parameters the mask keeps")
+    )
     theoretical_speedup: float | None = field(default=None, metadata=doc("macs_dense / macs_remaining"))
 
     def as_row(self) -> dict[str, Any]:

@@ -24,7 +24,8 @@ st.altair_chart(
 st.subheader("Accuracy against theoretical cost (Blalock et al., 2020)")
 st.caption(
     "Test accuracy (reported) against the compression ratio (parameters / parameters kept) and the theoretical "
-    "speed-up (multiply-accumulates of a dense forward / with the mask), 95% error bars over seeds."
+    "speed-up (weight multiply-accumulates of a dense forward / with the mask), each at its mean over seeds, "
+    "95% error bars over seeds. The ratio counts every parameter (biases too, never pruned)."
 )
 left, right = st.columns(2)
 for column, cost, title in (
