@@ -200,6 +200,8 @@ def test_bad_storage_fails_in_one_line_before_anything_is_written(s3, postgres, 
     assert "does not answer" in down and "AWS_ENDPOINT_URL" in down
     missing = lineage("s3://no-such-bucket/x")
     assert "bucket no-such-bucket does not exist" in missing and "create it" in missing
+    for reading in (["results", "s3://no-such-bucket/x"], ["compact", "s3://no-such-bucket/x", "--study", "s"]):
+        assert "bucket no-such-bucket does not exist" in fails(reading), reading
     wrong = lineage("s3://lake/bad", AWS_SECRET_ACCESS_KEY="wrong")
     assert "refused the credentials" in wrong and "AWS_ACCESS_KEY_ID" in wrong
     keyed = lineage("s3://AKIA:Planted99@lake/bad")

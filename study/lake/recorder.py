@@ -67,13 +67,13 @@ def ensure_writable(
     raise SpecError(f"{what} {root} is not writable ({why}); {fix}")
 
 
-def held_lineages(root: str | Path, study: str, trial_id: str) -> tuple[set[str], list[str]]:
-    """The lineage ids the lake holds under this trial id (its own files, and its rows inside
-    compacted files), and the compacted files that hold some. An unreadable file of the trial is
-    an error that names it."""
+def held_lineages(root: str | Path, study: str, trial_id: str, files: list[str]) -> tuple[set[str], list[str]]:
+    """The lineage ids the lake holds under this trial id (in its own `files`, from `trial_files`,
+    and its rows inside compacted files), and the compacted files that hold some. An unreadable
+    file of the trial is an error that names it."""
     held: set[str] = set()
     store = store_for(root)
-    for path in trial_files(root, study, trial_id):
+    for path in files:
         try:
             held.update(store.read_table(path, columns=["lineage_id"])["lineage_id"].to_pylist())
         except StoreUnavailable:
@@ -122,10 +122,8 @@ class LakeLineage:
         on_round: Callable[[RoundResult], None] | None = None,
         fresh: bool = False,
     ) -> None:
-        if not str(root).strip():
-            raise SpecError("the results lake path is empty; pass --results with a folder, e.g. results")
         root = str(root).strip()
-        normalize_root(root)  # a URI it cannot use is refused here, in one line
+        normalize_root(root)  # an empty path or a URI it cannot use is refused here, in one line
         root = root.rstrip("/") if is_remote(root) else str(Path(root).expanduser())
         self.root = root
         self.on_round = on_round
@@ -149,7 +147,8 @@ class LakeLineage:
                 (self.workdir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the lake's copy is the one to resume
         else:
             self.workdir = Path(workdir) if workdir is not None else Path(checkpoint_dir(root, study, trial_id))
-        held, compacted = held_lineages(root, study, trial_id)
+        mine = trial_files(root, study, trial_id)
+        held, compacted = held_lineages(root, study, trial_id, mine)
         if fresh and compacted:
             raise SpecError(
                 f"trial {trial_id} has rows inside the compacted file {compacted[0]}, which --fresh "
@@ -184,7 +183,7 @@ class LakeLineage:
             elif self.durable is None and (self.workdir / CHECKPOINT_FILE).is_file():
                 store.move(str(self.workdir / CHECKPOINT_FILE), dest)
         else:
-            started = self._started_at(study, trial_id) or started
+            started = self._started_at(mine) or started
         self.row = LineageRow(
             study=study,
             strategy=spec.strategy,
@@ -206,8 +205,8 @@ class LakeLineage:
         self.done = self.previous[-1].round + 1 if self.previous else 0
         self.status("running")
 
-    def _started_at(self, study: str, trial_id: str) -> dt.datetime | None:
-        for path in trial_files(self.root, study, trial_id):
+    def _started_at(self, files: list[str]) -> dt.datetime | None:
+        for path in files:
             if path.split("/")[-4] == "lineages":
                 try:
                     return store_for(path).read_table(path, schema=LINEAGES_SCHEMA)["started_at"][0].as_py()

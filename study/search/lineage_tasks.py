@@ -206,13 +206,9 @@ def trial_lineages(root: str, study: str, trial_id: str) -> list[LineageRow]:
     return rows
 
 
-def running_lineages(root: str, study: str, trial_id: str) -> list[LineageRow]:
-    return [row for row in trial_lineages(root, study, trial_id) if row.status == "running"]
-
-
-def all_finished(root: str, study: str, trial_id: str, seeds: int) -> bool:
-    """Every seed's lineage of the trial is filed finished: none of its tasks can be left."""
-    rows = trial_lineages(root, study, trial_id)
+def all_finished(rows: list[LineageRow], seeds: int) -> bool:
+    """Every seed's lineage of a trial (its `trial_lineages`) is filed finished: none of its
+    tasks can be left."""
     return len(rows) == seeds and all(row.status == "finished" for row in rows)
 
 
@@ -222,7 +218,7 @@ def close_running(root: str, study: str, trial_id: str, status: str, reason: str
     lineages whose tasks are gone: a live task would file 'running' again. Returns how many it
     closed."""
     closed = 0
-    for row in running_lineages(root, study, trial_id):
+    for row in (r for r in trial_lineages(root, study, trial_id) if r.status == "running"):
         done = row.rounds_done or 0
         error = f"{reason} ({f'after round {done - 1}' if done else 'before its first round finished'})"
         row = dataclasses.replace(row, status=status, updated_at=dt.datetime.now(dt.UTC), error=error)

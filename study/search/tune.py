@@ -50,6 +50,7 @@ from study.search.lineage_tasks import (
     board_quiet_for,
     close_running,
     stop_all,
+    trial_lineages,
     trials_to_fill,
 )
 from study.search.paths import get_path
@@ -452,10 +453,10 @@ class LakeFinalizer(tune.Callback):
         """File the pending trials whose tasks are gone; True while some are left."""
         self.polled = time.monotonic()
         for trial_id, (ended, status, why) in list(self.pending.items()):
-            if all_finished(self.root, self.study, trial_id, self.seeds):  # no task of it can be left
+            if all_finished(trial_lineages(self.root, self.study, trial_id), self.seeds):  # no task can be left
                 del self.pending[trial_id]
             elif self._quiet(trial_id, ended):  # a task still starting may yet write 'running'
-                close_running(self.root, self.study, trial_id, status, why)
+                close_running(self.root, self.study, trial_id, status, why)  # reads the rows as they are now
                 del self.pending[trial_id]
         return bool(self.pending)
 
