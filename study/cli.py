@@ -18,6 +18,7 @@ def _round_table(title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in (
         "round",
+        "lineage",
         "% remaining",
         "early-stop it (val)",
         "val acc",
@@ -32,6 +33,7 @@ def _round_table(title: str) -> Table:
 def _add_round(table: Table, r) -> None:
     table.add_row(
         str(r.round),
+        r.branch or "trunk",
         f"{r.remaining_pct:.1f}",
         str(r.early_stop_iteration),
         f"{r.val_acc:.4f}",
@@ -63,7 +65,7 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
         _add_round(table, r)
         if bar is not None:
             bar.write(
-                f"round {r.round}: {r.remaining_pct:.1f}% remaining, early stop {r.early_stop_iteration}, "
+                f"round {r.round}{f' ({r.branch})' if r.branch else ''}: {r.remaining_pct:.1f}% remaining, early stop {r.early_stop_iteration}, "
                 f"val acc {r.val_acc:.4f}, test acc {r.test_acc:.4f}"
             )
 
@@ -89,9 +91,9 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
         results = list(lineage.previous) + list(lineage)
     finally:
         bar.close()
-    if len(table.rows) < len(results):  # resumed: show the rounds of earlier runs too
+    if len(table.rows) < len(results) + len(lineage.lineage.state.branch_results):  # resumed: earlier runs' too
         table = _round_table(title)
-        for r in results:
+        for r in sorted([*results, *lineage.lineage.state.branch_results], key=lambda r: (r.round, r.branch or "")):
             _add_round(table, r)
     console.print(table)
     console.print(
@@ -249,22 +251,31 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
         ) from None
     if args.study is not None and args.study not in known:
         raise FileNotFoundError(f"study {args.study!r} is not in {root}; studies there: {', '.join(known) or 'none'}")
-    rows, skipped = summarize(root, args.study)
-    for s in skipped:
+    summary = summarize(root, args.study)
+    for s in summary.skipped:
         print(f"skipped unreadable file: {s}", file=sys.stderr)
-    if not rows:
-        if skipped:
-            console.print(f"no readable rounds under {root}: {len(skipped)} unreadable file(s) skipped, named above")
+    if not summary.strategies:
+        if summary.skipped:
+            console.print(
+                f"no readable rounds under {root}: {len(summary.skipped)} unreadable file(s) skipped, named above"
+            )
             return 2
         console.print(f"no rounds under {root} yet (lineages are registered; their rounds land as they finish)")
         return 0
-    table = Table(title=f"results in {root}", title_justify="left")
+    console.print(_table(f"results in {root}", summary.strategies, ("study", "strategy", "model", "dataset")))
+    if summary.paired:
+        title = "paired controls: trunk − branch, per seed and round (test acc, reported)"
+        console.print(_table(title, summary.paired, ("study", "trunk − branch")))
+    return 0
+
+
+def _table(title: str, rows: list[dict], left: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
     for col in rows[0]:
-        table.add_column(col, justify="left" if col in ("study", "strategy", "model", "dataset") else "right")
+        table.add_column(col, justify="left" if col in left else "right")
     for row in rows:
         table.add_row(*[str(v) for v in row.values()])
-    console.print(table)
-    return 0
+    return table
 
 
 def cmd_compact(args: argparse.Namespace, console: Console) -> int:

@@ -78,8 +78,9 @@ def app_lake(tmp_path_factory):
     root = tmp_path_factory.mktemp("applake")
     for seed in (0, 1):  # two replicates of one configuration per strategy: bands over seeds
         for strategy in ("imp", "random_prune"):
+            branches = ["random_reinit"] if strategy == "imp" else []  # paired controls off the IMP trunk
             run_to_lake(
-                lineage_spec_from_dict(synthetic_spec_dict(strategy=strategy, seed=seed, rounds=3)),
+                lineage_spec_from_dict(synthetic_spec_dict(strategy=strategy, seed=seed, rounds=3, branches=branches)),
                 root,
                 study="compare",
                 context=RunContext(threads=1),

@@ -54,8 +54,8 @@ def test_strategies_page_plots_accuracy_and_early_stop_against_log_remaining(lak
     at = app(lake, monkeypatch, study=["compare"])
     assert not at.exception
     charts = specs(at)
-    assert len(charts) == 4
-    for spec, cost in zip(charts[2:], ("compression_ratio", "theoretical_speedup"), strict=True):
+    assert len(charts) == 5
+    for spec, cost in zip(charts[3:], ("compression_ratio", "theoretical_speedup"), strict=True):
         bars, line = layers(spec)
         assert line["encoding"]["x"]["field"] == cost and line["encoding"]["x"]["scale"]["type"] == "log"
         assert bars["mark"]["type"] == "errorbar" and bars["encoding"]["y2"]["field"] == "hi"
@@ -69,17 +69,41 @@ def test_strategies_page_plots_accuracy_and_early_stop_against_log_remaining(lak
         assert line["encoding"]["color"]["field"] == "series" and line["mark"]["type"] == "line"
         band = layers(spec)[0]
         assert band["mark"]["type"] == "area" and band["encoding"]["y2"]["field"] == "hi"
-    tickets = at.dataframe[0].value
-    assert set(tickets["series"]) == {"imp", "random_prune"}
+    tickets = at.dataframe[1].value
+    assert set(tickets["series"]) == {"imp", "random_prune", "imp.random_reinit"}
     assert (tickets["seeds"] == 2).all() and tickets["test 95% CI"].str.startswith("[").all()
     assert (tickets["% remaining"] <= 100).all()
     # the ticket is chosen on validation accuracy (1 point below dense, the slider's default), test is reported
     rows = read_rounds(lake, "compare").table.to_pandas()
     for series, got in tickets.set_index("series").iterrows():
         mean = rows[rows["strategy"].astype(str) == series].groupby("round")[["val_acc", "test_acc"]].mean()
-        ok = [r for r in mean.index if mean.loc[r, "val_acc"] >= mean.loc[0, "val_acc"] - 0.01]
+        trunk = series.split(".")[0]  # a branch's dense round is its trunk's (the lake holds it once)
+        dense = rows[(rows["strategy"].astype(str) == trunk) & (rows["round"] == 0)]["val_acc"].mean()
+        assert (0 in mean.index) == (trunk == series)
+        ok = [r for r in mean.index if mean.loc[r, "val_acc"] >= dense - 0.01] or [0]
         assert got["round"] == max(ok), series
         assert got["test acc (reported)"] == round(mean.loc[max(ok), "test_acc"], 4)
+
+
+def test_strategies_page_shows_the_paired_difference_of_trunk_and_branch_per_seed(lake, monkeypatch):
+    """The paired chart's numbers, recomputed from the raw round files: per round, the mean over
+    seeds of (imp − its random_reinit branch) and the t band of those differences."""
+    from conftest import raw_rows
+
+    at = app(lake, monkeypatch, study=["compare"])
+    paired = at.dataframe[0].value.set_index("round")
+    assert set(paired["pair"]) == {"imp − imp.random_reinit"} and list(paired.index) == [1, 2, 3]
+    rows = [r for r in raw_rows(lake) if r["study"] == "compare"]
+    acc = {(r["seed"], r["round"], str(r["strategy"])): r["test_acc"] for r in rows}
+    for round_ in (1, 2, 3):
+        diffs = [acc[(s, round_, "imp")] - acc[(s, round_, "imp.random_reinit")] for s in (0, 1)]
+        mean = sum(diffs) / 2
+        half = 12.706 * abs(diffs[0] - diffs[1]) / 2**0.5 / 2**0.5  # t(1) · sd / √2, sd = |a − b| / √2
+        assert paired.loc[round_, "mean"] == pytest.approx(mean, abs=1e-4)
+        assert paired.loc[round_, "band"] == f"[{mean - half:+.4f}, {mean + half:+.4f}]"
+        assert paired.loc[round_, "n"] == 2
+    line = layers(specs(at)[2])[1]
+    assert line["encoding"]["color"]["field"] == "pair" and line["encoding"]["x"]["field"] == "remaining_pct"
 
 
 def test_filters_narrow_every_page(lake, monkeypatch):
@@ -142,7 +166,7 @@ def test_data_page_downloads_filtered_rows_in_the_canonical_schema(lake, monkeyp
     at = app(lake, monkeypatch, study=["compare"])
     at.switch_page(PAGES["data"]).run()
     assert not at.exception
-    assert len(at.dataframe[0].value) == 16
+    assert len(at.dataframe[0].value) == 22  # 2 seeds x (4 imp + 3 of its branch + 4 random_prune) rounds
     buttons = at.get("download_button")
     assert [b.proto.label for b in buttons] == ["Download CSV", "Download Parquet"]
 
@@ -202,7 +226,7 @@ def test_new_rounds_show_up_without_a_restart(lake, tmp_path, monkeypatch):
     shutil.copytree(lake, root)
     at = app(root, monkeypatch, study=["compare"])
     at.switch_page(PAGES["data"]).run()
-    assert len(at.dataframe[0].value) == 16
+    assert len(at.dataframe[0].value) == 22  # 2 seeds x (4 imp + 3 of its branch + 4 random_prune) rounds
     run_to_lake(
         lineage_spec_from_dict(synthetic_spec_dict(strategy="imp", seed=2, rounds=1)),
         root,
@@ -210,7 +234,7 @@ def test_new_rounds_show_up_without_a_restart(lake, tmp_path, monkeypatch):
         context=RunContext(threads=1),
     )
     at.run()
-    assert len(at.dataframe[0].value) == 18
+    assert len(at.dataframe[0].value) == 24
 
 
 def test_bands_use_student_t_over_few_seeds():

@@ -67,6 +67,8 @@ ROUNDS_V1 = {
     "macs_remaining": I64,
     "compression_ratio": F64,
     "theoretical_speedup": F64,
+    "branch": S,
+    "trunk_lineage_id": S,
 }
 LINEAGES_V1 = {
     **IDENTITY_V1,
@@ -81,6 +83,8 @@ LINEAGES_V1 = {
     "code_version": S,
     "started_at": TS,
     "updated_at": TS,
+    "branch": S,
+    "trunk_lineage_id": S,
 }
 STUDIES_V1 = {
     "study": (CAT, KEY),

@@ -75,11 +75,13 @@ def test_four_trials_by_three_rounds_write_twelve_rows(local_ray, tmp_path):
 
 
 def by_trial_number(lake):
-    """(optuna trial number, seed, round) -> the round's selection and reporting numbers, from raw files."""
+    """(optuna trial number, seed, round) -> the round's selection and reporting numbers of the
+    searched (trunk) lineages, from raw files; branches' rows are their controls."""
     number = {r["trial_id"]: r["optuna_trial_number"] for r in raw_rows(lake, "lineages")}
     return {
         (number[r["trial_id"]], r["seed"], r["round"]): (r["val_acc"], r["test_acc"], r["remaining_pct"])
         for r in raw_rows(lake)
+        if r.get("branch") is None
     }
 
 
@@ -274,7 +276,8 @@ def test_lake_finalizer_marks_running_lineages_of_an_ended_trial_stopped(tmp_pat
 
 def test_optuna_holds_validation_derived_values_never_test(local_ray, tmp_path):
     """The values Optuna stores are the objective on seed-mean validation accuracy, recomputed
-    here from the raw round files with the paper-style area formula transcribed by hand."""
+    here from the raw round files with the paper-style area formula transcribed by hand. The
+    lineages grow a random_reinit branch: its rows are the trunk's control, never its objective."""
     import math
 
     import optuna
@@ -284,7 +287,13 @@ def test_optuna_holds_validation_derived_values_never_test(local_ray, tmp_path):
     path = write_study(
         tmp_path, name="auc", rounds=2, seeds=[0, 1], objective={"name": "auc"}, budget={"num_samples": 3}
     )
+    raw = yaml.safe_load(path.read_text())
+    raw["study"]["base"]["branches"] = ["random_reinit"]
+    path.write_text(yaml.safe_dump(raw))
     outcome = run_study(load_study_spec(path))
+    lineages = raw_rows(tmp_path / "lake", "lineages")
+    assert sorted(str(r["strategy"]) for r in lineages) == ["imp"] * 6 + ["imp.random_reinit"] * 6
+    assert {r["status"] for r in lineages} == {"finished"}
     rows = by_trial_number(tmp_path / "lake")
     ostudy = optuna.load_study(study_name="auc", storage=optuna_storage(outcome.optuna_storage))
 
@@ -332,7 +341,7 @@ def test_failed_trials_are_filed_fail_and_can_never_be_best(tmp_path):
     assert status == {True: "degenerate", False: "finished"}
     from study.analysis.summary import summarize
 
-    (row,) = summarize(tmp_path / "lake", "lrs")[0]
+    (row,) = summarize(tmp_path / "lake", "lrs").strategies
     assert "1 degenerate" in row["lineages"] and row["rounds"] == 2, "the failed lineage's rows are left out"
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
 from study.analysis.objectives import RoundPoint, selected_round
+from study.analysis.paired import paired_differences, share_dense_rounds
 from study.lake.reader import excluded_lineages, read_lineages, read_rounds
 
 _COLUMNS = pa.schema(
@@ -18,6 +20,8 @@ _COLUMNS = pa.schema(
         ("trial_id", pa.string()),
         ("lineage_id", pa.string()),
         ("round", pa.int64()),
+        ("branch", pa.string()),
+        ("trunk_lineage_id", pa.string()),
         ("remaining_pct", pa.float64()),
         ("val_acc", pa.float64()),
         ("test_acc", pa.float64()),
@@ -28,18 +32,29 @@ _COLUMNS = pa.schema(
 TICKET_TOLERANCE = 0.01  # a ticket: the sparsest round within 1 point of dense (the column header says so)
 
 
-def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], list[str]]:
+@dataclass(frozen=True)
+class Summary:
+    """What `study results` prints: one row per strategy, the paired controls, unreadable files."""
+
+    strategies: list[dict]
+    paired: list[dict]
+    skipped: list[str]
+
+
+def summarize(root: str | Path, study: str | None = None) -> Summary:
     """One row per (study, strategy, model, dataset) over its healthy lineages: lineages by
     status, rounds, the dense round's accuracy, and the sparsest round whose seed-mean validation
     accuracy stays within 1 point of dense, with that round's test accuracy reported beside it.
     Failed, diverged and degenerate lineages (and the sibling seeds of a failed searched trial)
-    are counted but left out of every number."""
+    are counted but left out of every number. `paired` holds, per trunk and branch and round,
+    the test-accuracy difference trunk − branch with its 95% band over seeds."""
     rounds = read_rounds(root, study)
     lineages = read_lineages(root, study)
     skipped = rounds.skipped + lineages.skipped
     if rounds.table.num_rows == 0 and lineages.table.num_rows == 0:
-        return [], skipped
+        return Summary([], [], skipped)
     df = rounds.table.select(_COLUMNS.names).cast(_COLUMNS).to_pandas()
+    df = share_dense_rounds(df)
     lin = lineages.table.to_pandas() if lineages.table.num_rows else None
     bad = excluded_lineages(lin.to_dict("records")) if lin is not None else set()
     if bad:
@@ -75,4 +90,17 @@ def summarize(root: str | Path, study: str | None = None) -> tuple[list[dict], l
                 "test acc there": f"{points[chosen].test_acc:.4f}" if chosen is not None else "-",
             }
         )
-    return out, skipped
+    paired = [
+        {
+            "study": study_name,
+            "trunk − branch": p["pair"],
+            "round": p["round"],
+            "%left": f"{p['remaining_pct']:.1f}",
+            "test acc difference": f"{p['mean']:+.4f}",
+            "95% band over seeds": f"[{p['lo']:+.4f}, {p['hi']:+.4f}]",
+            "seeds": p["n"],
+        }
+        for study_name, group in df.groupby("study", sort=True)
+        for p in paired_differences(group).to_dict("records")
+    ]
+    return Summary(out, paired, skipped)

@@ -30,6 +30,27 @@ def band_chart(bands: pd.DataFrame, title: str, y_title: str) -> alt.Chart:
     return (band + line).properties(title=title, height=360)
 
 
+def paired_chart(pairs: pd.DataFrame, y_title: str) -> alt.Chart:
+    """Mean paired difference (trunk − branch) per pair against % remaining, with its 95% band
+    over seeds and a rule at 0 (above it the trunk wins)."""
+    base = alt.Chart(pairs).encode(x=REMAINING_AXIS, color=alt.Color("pair:N", title="trunk − branch"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title=y_title),
+        tooltip=[
+            "pair",
+            "round",
+            alt.Tooltip("remaining_pct:Q", format=".2f"),
+            alt.Tooltip("mean:Q", format=".4f"),
+            alt.Tooltip("lo:Q", format=".4f"),
+            alt.Tooltip("hi:Q", format=".4f"),
+            "n",
+        ],
+    )
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q")
+    return (band + line + zero).properties(height=320)
+
+
 def cost_chart(bands: pd.DataFrame, cost: str, x_title: str, y_title: str) -> alt.Chart:
     """Mean per series against a cost axis (log scale), with 95% error bars over seeds: the plot
     Blalock et al. (2020) ask pruning results to show."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from study.analysis.bands import t95
 from study.lake.incremental import IncrementalLake
 from study.lake.reader import LakeRead, read_lineages, read_rounds, read_studies
 from study.lake.store import store_for
@@ -135,29 +136,6 @@ def with_series(df: pd.DataFrame) -> pd.DataFrame:
         s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(df["strategy"], df["config_id"], strict=True)
     ]
     return df
-
-
-_T95 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    15: 2.131,
-    20: 2.086,
-    30: 2.042,
-}
-
-
-def t95(dof: int) -> float:
-    """Two-sided 95% Student-t quantile (the band over a handful of seeds must not pretend to be normal)."""
-    known = [d for d in _T95 if d <= dof]
-    return _T95[max(known)] if dof <= 30 else 1.96
 
 
 def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:

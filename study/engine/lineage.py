@@ -16,10 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from study.engine.branches import BRANCHES, BranchStep, branch_label, branch_lineage_id
 from study.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from study.engine.cost import cost, weight_positions
 from study.engine.data import DATASETS
-from study.engine.failures import LineageDegenerate
+from study.engine.failures import LineageDegenerate, LineageFailure
 from study.engine.plan import LineagePlan, build_lineage_model, plan_lineage
 from study.engine.pruning import Mask, apply_mask, dense_mask, remaining
 from study.engine.rows import LineageIds, RoundResult
@@ -52,12 +53,14 @@ class RunContext:
 
 @dataclass(frozen=True)
 class LineageHooks:
-    """`on_round(result)` is called as each round finishes, before its checkpoint is written (a
-    crash in between re-runs and re-reports that round). `on_reset(round, model, mask)` sees the
-    weights a round starts training from."""
+    """`on_round(result)` is called for each row of a finished round (the trunk's, then its
+    branches'), before the round's checkpoint is written (a crash in between re-runs and
+    re-reports that round). `on_reset(round, model, mask)` sees the weights a round starts
+    training from; `on_branch_reset(round, branch, model, mask)` those a branch starts from."""
 
     on_round: Callable[[RoundResult], None] | None = None
     on_reset: Callable[[int, nn.Module, Mask], None] | None = None
+    on_branch_reset: Callable[[int, str, nn.Module, Mask], None] | None = None
 
 
 def degenerate_reason(spec: LineageSpec, dense: RoundResult) -> str | None:
@@ -77,8 +80,11 @@ def degenerate_reason(spec: LineageSpec, dense: RoundResult) -> str | None:
 
 class Lineage:
     """One lineage as an iterator: each `next()` trains one round, checkpoints it and returns its
-    RoundResult; after an exception (a diverged or degenerate lineage, a crash) it is `ended`. `previous` holds the rounds a resumed lineage had already finished; `plan` says
-    what it will do; `state` is what it carries between rounds."""
+    RoundResult (the trunk's; its branches' rows go to `on_round` and `state.branch_results`);
+    after an exception (a diverged or degenerate lineage, a crash) it is `ended`. `previous`
+    holds the rounds a resumed lineage had already finished; `plan` says what it will do;
+    `state` is what it carries between rounds. A branch whose training fails stops growing
+    (`state.branch_failures`); the trunk goes on."""
 
     def __init__(
         self,
@@ -116,7 +122,7 @@ class Lineage:
         self.previous = list(self.state.results)
         self.ended = False
         if context.on_progress and self.previous:
-            context.on_progress(sum(r.iterations for r in self.previous))
+            context.on_progress(sum(r.iterations for r in (*self.previous, *self.state.branch_results)))
 
     def __iter__(self) -> Lineage:
         return self
@@ -137,17 +143,20 @@ class Lineage:
         todo = [r for r in self.plan.rounds if r > state.round_done]
         if not todo:
             raise StopIteration
-        row = self._run_round(todo[0])
+        row, *branch_rows = self._run_round(todo[0])
         if self.hooks.on_round:
-            self.hooks.on_round(row)
+            for each in (row, *branch_rows):
+                self.hooks.on_round(each)
         state.results.append(row)
+        state.branch_results += branch_rows
         if self.checkpoint_path:
             save_checkpoint(self.checkpoint_path, self.spec.config_hash(), state.to_checkpoint())
         if row.round == 0:  # its row is written; a degenerate lineage ends here, before anyone ranks it
             self._stop_if_degenerate(row)
         return row
 
-    def _run_round(self, round_: int) -> RoundResult:
+    def _run_round(self, round_: int) -> list[RoundResult]:
+        """The round's rows: the trunk's, then one per branch still growing."""
         state, spec = self.state, self.spec
         if round_ == 0:
             capture = CaptureWeights(spec.rewind_iteration)
@@ -156,29 +165,43 @@ class Lineage:
             state.trained = clone_state(self.model)
             if self.strategy.imp_track:
                 state.imp_trained = state.trained
-        else:
-            mask = self.strategy.mask(PruneStep(spec, self.plan, round_, state, self.model, self.task))
-            start = self.strategy.reset.start(spec, state, lambda: self._fresh_init(round_))
-            training = self._train(round_, start, mask)
-            state.trained = clone_state(self.model)
-            state.mask = mask
-            if self.strategy.imp_track and round_ < self.plan.rounds[-1]:  # the IMP track: the next mask
-                assert state.theta_k is not None
-                self._train(round_, RoundStart(state.theta_k, spec.rewind_iteration), mask)
-                state.imp_trained = clone_state(self.model)
-        extra: dict[str, Any] = {}
-        if training.best_state is not None and isinstance(self.task, HasRoundMetrics):
-            self.model.load_state_dict(training.best_state)  # perplexity, parse F1... at the early-stop weights
-            extra = self.task.round_metrics(self.model)
-            self.model.load_state_dict(state.trained)
-        if round_ == 0:
-            extra["chance_val_acc"] = self.task.chance_accuracy()
-        return self._round_result(round_, training, extra)
+            return [self._round_result(round_, training, state.mask, {"chance_val_acc": self.task.chance_accuracy()})]
+        step = PruneStep(spec, self.plan, round_, state, self.model, self.task)
+        mask = self.strategy.mask(step)
+        start = self.strategy.reset.start(spec, state, lambda: self._fresh_init(round_))
+        branch_masks = {  # from the trunk's step, before the trunk's training replaces what it saw
+            name: BRANCHES[name].mask(BranchStep(step, mask))
+            for name in spec.branches
+            if name not in state.branch_failures
+        }
+        training = self._train(round_, start, mask)
+        state.trained = clone_state(self.model)
+        state.mask = mask
+        rows = [self._round_result(round_, training, mask)]
+        if self.strategy.imp_track and round_ < self.plan.rounds[-1]:  # the IMP track: the next mask
+            assert state.theta_k is not None
+            self._train(round_, RoundStart(state.theta_k, spec.rewind_iteration), mask)
+            state.imp_trained = clone_state(self.model)
+        for name, branch_mask in branch_masks.items():
+            weights = self._fresh_init(round_) if BRANCHES[name].weights == "fresh_init" else start.weights
+            try:
+                trained = self._train(
+                    round_, RoundStart(weights, start.iteration, start.lr_fn), branch_mask, branch=name
+                )
+            except LineageFailure as e:  # the control failed, not the trunk: it stops growing, the trunk goes on
+                state.branch_failures[name] = f"{e.status}: {e}"
+                continue
+            rows.append(self._round_result(round_, trained, branch_mask, branch=name))
+        return rows
 
-    def _train(self, round_: int, start: RoundStart, mask: Mask, *callbacks: TrainCallback) -> _RoundTraining:
+    def _train(
+        self, round_: int, start: RoundStart, mask: Mask, *callbacks: TrainCallback, branch: str | None = None
+    ) -> _RoundTraining:
         self.model.load_state_dict(start.weights)
         apply_mask(self.model, mask)
-        if self.hooks.on_reset:
+        if branch is not None and self.hooks.on_branch_reset:
+            self.hooks.on_branch_reset(round_, branch, self.model, mask)
+        elif branch is None and self.hooks.on_reset:
             self.hooks.on_reset(round_, self.model, mask)
         torch.manual_seed(derive_seed(self.spec.seed, "dropout", round_))  # dropout draws repeat on resume
         best = KeepBest() if isinstance(self.task, HasRoundMetrics) else None
@@ -208,18 +231,34 @@ class Lineage:
         if reason:
             raise LineageDegenerate(reason)
 
-    def _round_result(self, round_: int, training: _RoundTraining, extra: dict[str, Any]) -> RoundResult:
+    def _round_result(
+        self,
+        round_: int,
+        training: _RoundTraining,
+        mask: Mask,
+        extra: dict[str, Any] | None = None,
+        branch: str | None = None,
+    ) -> RoundResult:
+        """The row of a round's training (the trunk's, or with `branch` that branch's); the
+        model holds the trained weights."""
         spec, result = self.spec, training.result
-        overall, per_layer, per_kind = remaining(self.state.mask, self.plan.slots)
-        price = cost(self.model, self.weight_positions, self.state.mask)
+        extra = dict(extra or {})
+        if training.best_state is not None and isinstance(self.task, HasRoundMetrics):
+            trained = clone_state(self.model)
+            self.model.load_state_dict(training.best_state)  # perplexity, parse F1... at the early-stop weights
+            extra.update(self.task.round_metrics(self.model))
+            self.model.load_state_dict(trained)
+        overall, per_layer, per_kind = remaining(mask, self.plan.slots)
+        price = cost(self.model, self.weight_positions, mask)
         before = self.state.results[-1].remaining_pct if self.state.results else 100.0
         es, fin, curve = result.early_stop, result.final, result.curve
+        trunk = spec.lineage_id()
         return RoundResult(
             study=self.study,
             trial_id=self.trial_id,
-            lineage_id=spec.lineage_id(),
+            lineage_id=trunk if branch is None else branch_lineage_id(trunk, branch),
             config_hash=spec.config_hash(),
-            strategy=spec.strategy,
+            strategy=spec.strategy if branch is None else branch_label(spec.strategy, branch),
             model=spec.model,
             dataset=spec.dataset,
             seed=spec.seed,
@@ -252,6 +291,8 @@ class Lineage:
             macs_remaining=price.macs_remaining,
             compression_ratio=price.compression_ratio,
             theoretical_speedup=price.theoretical_speedup,
+            branch=branch,
+            trunk_lineage_id=None if branch is None else trunk,
             **extra,
         )
 

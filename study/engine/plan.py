@@ -110,7 +110,7 @@ def total_iterations(spec: LineageSpec, plan: LineagePlan) -> int:
     total = sum(round_length(spec, r) for r in plan.rounds)
     if STRATEGIES[spec.strategy].imp_track:  # the IMP track that supplies the next mask
         total += sum(round_length(spec, r) for r in plan.rounds[1:-1])
-    return total
+    return total + len(spec.branches) * sum(round_length(spec, r) for r in plan.rounds if r > 0)
 
 
 def describe_plan(spec: LineageSpec, plan: LineagePlan) -> str:

@@ -86,6 +86,16 @@ def random_scores(mask: Mask, generator: torch.Generator) -> dict[str, Tensor]:
     return {n: torch.rand(m.shape, generator=generator).to(m.device) for n, m in mask.items()}
 
 
+def shuffle_within_slots(mask: Mask, slots: dict[str, Slot], generator: torch.Generator) -> Mask:
+    """Each slot's kept weights moved to uniformly random places in the same slot (its count
+    unchanged): the layer-wise shuffle of Frankle et al. (2021). Weights outside every slot stay."""
+    whole = {n: torch.ones_like(m) for n, m in mask.items()}
+    counts = {s: int(_view(mask[slot.param], slot).sum()) for s, slot in slots.items()}
+    return keep_top(random_scores(whole, generator), whole, slots, {s: [s] for s in slots}, counts) | {
+        n: m.clone() for n, m in mask.items() if n not in {slot.param for slot in slots.values()}
+    }
+
+
 def remaining(mask: Mask, slots: dict[str, Slot]) -> tuple[float, dict[str, float], dict[str, float]]:
     """(% of prunable weights kept overall, % kept per slot, % kept per slot kind)."""
     kept = {s: int(_view(mask[slot.param], slot).sum()) for s, slot in slots.items()}

@@ -66,9 +66,12 @@ def synflow_mask(
     slots: dict[str, Slot],
     groups: dict[str, list[str]],
     keep: dict[str, int],
+    *,
+    invert: bool = False,
 ) -> Mask:
     """Iterative SynFlow: 100 rounds of data-free synaptic-flow scores on |θ| (in float64),
-    shrinking each group exponentially towards its final count. The task supplies the all-ones
+    shrinking each group exponentially towards its final count (with `invert`, each step keeps
+    the lowest scores). The task supplies the all-ones
     input (images) or a constant token sequence (sequence models) and reads the output."""
     model = copy.deepcopy(model).double().eval()
     named = dict(model.named_parameters())
@@ -91,7 +94,7 @@ def synflow_mask(
                 named[n].copy_(originals[n] * current[n])
         model.zero_grad()
         task.synflow_output(model).sum().backward()
-        scores = {n: (_grad(named[n]) * named[n]).detach().abs() for n in params}
+        scores = {n: (_grad(named[n]) * named[n]).detach().abs() * (-1 if invert else 1) for n in params}
         step_keep = {g: int(round(start[g] * (keep[g] / start[g]) ** (i / SYNFLOW_ITERATIONS))) for g in groups}
         step_keep = {g: keep[g] if i == SYNFLOW_ITERATIONS else max(step_keep[g], keep[g]) for g in groups}
         current = keep_top(scores, current, slots, groups, step_keep)

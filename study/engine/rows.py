@@ -26,9 +26,13 @@ class LineageColumns:
     """The columns that identify a lineage, shared by the rounds and lineages tables."""
 
     study: str = field(metadata=key("the study (a hive partition)", category=True))
-    strategy: str = field(metadata=key("the ticket-finding strategy (a hive partition)", category=True))
+    strategy: str = field(
+        metadata=key("the ticket-finding strategy (a hive partition); a branch: <trunk's>.<branch>", category=True)
+    )
     trial_id: str = field(metadata=key("the trial id: a Tune trial and seed, or a lineage run on its own"))
-    lineage_id: str = field(metadata=key("lin-<hash of the config>: the same config always gets the same id"))
+    lineage_id: str = field(
+        metadata=key("lin-<hash of the config>: the same config always gets the same id (a branch: <trunk's>.<branch>)")
+    )
     config_hash: str = field(metadata=key("the hash of every setting that differs from its default"))
     model: str
     dataset: str
@@ -90,6 +94,13 @@ class RoundResult(LineageColumns):
         default=None, metadata=doc("all parameters (biases, normalisation included) / parameters the mask keeps")
     )
     theoretical_speedup: float | None = field(default=None, metadata=doc("macs_dense / macs_remaining"))
+    # branches (engine/branches.py): a control trained off its trunk's round, paired with the trunk's row
+    branch: str | None = field(
+        default=None, metadata=doc("the branch this row's lineage is (random_reinit...); null on a trunk's rows")
+    )
+    trunk_lineage_id: str | None = field(
+        default=None, metadata=doc("the lineage a branch grew from: its row of the same round is the pair")
+    )
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from study.engine.branches import BRANCHES
 from study.engine.data import DATASETS
 from study.engine.models import MODELS
 from study.engine.strategies import STRATEGIES
@@ -150,6 +151,7 @@ class LineageSpec:
     data: DataSpec = field(default_factory=DataSpec)
     model_args: dict[str, Any] = field(default_factory=dict)
     chance_margin: float | None = 0.02  # the dense round must beat chance on validation by this much (null: no check)
+    branches: tuple[str, ...] = ()  # paired controls trained off every pruning round (engine/branches.py)
 
     def validate(self) -> None:
         choice("model", self.model, tuple(MODELS))
@@ -207,6 +209,15 @@ class LineageSpec:
                 f"rewind_iteration {self.rewind_iteration} is outside the round (0 <= k < train.iterations = {self.train.iterations}); lower it"
             )
         STRATEGIES[self.strategy].check(self)
+        for branch in self.branches:
+            choice("branches", branch, tuple(BRANCHES))
+            problem = BRANCHES[branch].problem(self)
+            if problem:
+                raise SpecError(problem)
+        if len(set(self.branches)) < len(self.branches):
+            raise SpecError(f"branches lists a branch twice: {list(self.branches)}; name each once")
+        if self.branches and self.rounds == 0:
+            raise SpecError("branches train off pruning rounds, and rounds is 0; set rounds >= 1 or drop branches")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -22,7 +22,8 @@ def clone_state(model: nn.Module) -> StateDict:
 class LineageState:
     """θ0, θ_k, the last round's trained weights, the current mask and the finished rounds.
     `imp_trained` is the IMP track's trained weights, for strategies whose masks come from one
-    (random_reinit); others leave it None."""
+    (random_reinit); others leave it None. `branch_results` are the branches' rows of the finished
+    rounds, `branch_failures` says why a branch stopped growing (by name)."""
 
     theta0: StateDict
     mask: Mask
@@ -30,6 +31,8 @@ class LineageState:
     trained: StateDict | None = None
     imp_trained: StateDict | None = None
     results: list[RoundResult] = field(default_factory=list)
+    branch_results: list[RoundResult] = field(default_factory=list)
+    branch_failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def round_done(self) -> int:
@@ -45,6 +48,8 @@ class LineageState:
             "imp_trained": self.imp_trained,
             "mask": self.mask,
             "results": [r.as_row() for r in self.results],
+            "branch_results": [r.as_row() for r in self.branch_results],
+            "branch_failures": self.branch_failures,
         }
 
     @classmethod
@@ -56,4 +61,6 @@ class LineageState:
             trained=saved["trained"],
             imp_trained=saved["imp_trained"],
             results=[RoundResult(**r) for r in saved["results"]],
+            branch_results=[RoundResult(**r) for r in saved.get("branch_results", [])],
+            branch_failures=dict(saved.get("branch_failures", {})),
         )

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class PruneStep:
     """What a mask rule sees when it picks round `round`'s mask. `model` is scratch: a rule may
-    load any weights into it."""
+    load any weights into it. With `invert` a scored rule keeps its lowest-scoring weights
+    instead (the score-inversion sanity check, Frankle et al. 2021)."""
 
     spec: LineageSpec
     plan: LineagePlan
@@ -39,9 +40,12 @@ class PruneStep:
     state: LineageState
     model: nn.Module
     task: Task
+    invert: bool = False
 
     def keep_top(self, scores: dict[str, torch.Tensor], within: Mask) -> Mask:
         """Keep this round's planned count of the highest-scoring weights of each group in `within`."""
+        if self.invert:
+            scores = {n: -s for n, s in scores.items()}
         return keep_top(scores, within, self.plan.slots, self.plan.groups, self.plan.keep(self.round))
 
 
@@ -93,6 +97,7 @@ def synflow_at_init(step: PruneStep) -> Mask:
         plan.slots,
         plan.groups,
         plan.keep(step.round),
+        invert=step.invert,
     )
 
 
@@ -178,6 +183,7 @@ class Strategy:
     one_shot: bool = False
     imp_track: bool = False
     no_rewind: str | None = None
+    scored: bool = True
     requires: tuple[Requirement, ...] = ()
 
     def __post_init__(self) -> None:
@@ -234,6 +240,7 @@ STRATEGIES: dict[str, Strategy] = {
             "random masks of IMP's per-layer sparsity, survivors rewound to θ_k",
             random_within_mask,
             Reset("theta_k"),
+            scored=False,
             requires=(LayerwiseOnly("keeps per-layer sparsity"),),
         ),
         Strategy(

@@ -133,8 +133,10 @@ def excluded_lineages(lineages: list[dict[str, Any]]) -> set[tuple[str, str, str
         n = row.get("optuna_trial_number")
         return None if n is None or n != n else int(n)  # n != n: a NaN from pandas
 
-    failed_trials = {
-        (r["study"], number(r)) for r in lineages if r["status"] in FAILED_STATUSES and number(r) is not None
+    failed_trials = {  # a branch (a control) that fails on its own fails no trial: its trunk went on
+        (r["study"], number(r))
+        for r in lineages
+        if r["status"] in FAILED_STATUSES and number(r) is not None and not isinstance(r.get("branch"), str)
     }
     return {
         (r["study"], r["trial_id"], r["lineage_id"])

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from study.engine.branches import branch_label, branch_lineage_id
 from study.engine.checkpoint import CHECKPOINT_FILE, CheckpointMismatch
 from study.engine.failures import LineageFailure
 from study.engine.lineage import Lineage, LineageHooks, RunContext
@@ -154,7 +155,8 @@ class LakeLineage:
                 f"trial {trial_id} has rows inside the compacted file {compacted[0]}, which --fresh "
                 f"cannot supersede; pass a new --trial"
             )
-        if not fresh and held - {spec.lineage_id()}:
+        ours = {spec.lineage_id(), *(branch_lineage_id(spec.lineage_id(), b) for b in spec.branches)}
+        if not fresh and held - ours:
             raise SpecError(
                 f"trial {trial_id} of study {study} already holds lineage {', '.join(sorted(held))}, "
                 f"not this spec's {spec.lineage_id()}; pass another --trial, or --fresh to supersede "
@@ -201,6 +203,17 @@ class LakeLineage:
             code_version=code_version(),
             started_at=started,
         )
+        self.branch_rows = {  # each branch's lineages row: the trunk's, but for its identity
+            b: dataclasses.replace(
+                self.row,
+                strategy=branch_label(spec.strategy, b),
+                lineage_id=branch_lineage_id(spec.lineage_id(), b),
+                branch=b,
+                trunk_lineage_id=spec.lineage_id(),
+            )
+            for b in spec.branches
+        }
+        self.branch_done = {r.branch: r.round + 1 for r in self.lineage.state.branch_results if r.branch}
         self.previous = self.lineage.previous
         self.done = self.previous[-1].round + 1 if self.previous else 0
         self.status("running")
@@ -217,14 +230,31 @@ class LakeLineage:
         return None
 
     def status(self, state: str, error: str | None = None) -> None:
+        """File the lineage's status, and its branches' (the trunk's, unless a branch failed on its
+        own: then its failure, which stays)."""
         self.status_name = state
         row = dataclasses.replace(self.row, status=state, error=error, rounds_done=self.done, updated_at=now())
         write_lineage(self.root, dataclasses.asdict(row))
+        for name in self.branch_rows:
+            self._branch_status(name, state, error)
+
+    def _branch_status(self, name: str, state: str, error: str | None) -> None:
+        failure = self.lineage.state.branch_failures.get(name)
+        if failure is not None:
+            state, _, error = failure.partition(": ")
+        done = self.branch_done.get(name, min(self.done, 1))  # round 0, the dense round, is the trunk's and theirs
+        row = dataclasses.replace(self.branch_rows[name], status=state, error=error, rounds_done=done, updated_at=now())
+        write_lineage(self.root, dataclasses.asdict(row))
 
     def _record(self, result: RoundResult) -> None:
+        """A round's row (the trunk's first, then its branches'), then the status that counts it."""
         write_round(self.root, dataclasses.asdict(RoundRow(**result.as_row(), written_at=now())))
-        self.done = result.round + 1
-        self.status("running")
+        if result.branch is None:
+            self.done = result.round + 1
+            self.status("running")
+        else:
+            self.branch_done[result.branch] = result.round + 1
+            self._branch_status(result.branch, "running", None)
         if self.on_round:
             self.on_round(result)
 
@@ -247,7 +277,8 @@ class LakeLineage:
             return result
         except StopIteration:
             try:  # one file per finished lineage, before it says finished (compaction waits for that)
-                fold_rounds(self.root, self.row.study, self.row.strategy, self.row.trial_id)
+                for strategy in (self.row.strategy, *(r.strategy for r in self.branch_rows.values())):
+                    fold_rounds(self.root, self.row.study, strategy, self.row.trial_id)
             except OSError:
                 pass  # folding only saves reads: the per-round files stay and every reader takes them
             self.status("finished")

@@ -54,6 +54,8 @@ class LineageRow(LineageColumns):
     updated_at: dt.datetime | None = field(
         default=None, metadata=doc("when the status was written (the latest copy wins)")
     )
+    branch: str | None = field(default=None, metadata=doc("the branch this lineage is; null for a trunk"))
+    trunk_lineage_id: str | None = field(default=None, metadata=doc("the lineage a branch grew from"))
 
 
 @dataclass(frozen=True)

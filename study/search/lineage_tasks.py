@@ -207,9 +207,10 @@ def trial_lineages(root: str, study: str, trial_id: str) -> list[LineageRow]:
 
 
 def all_finished(rows: list[LineageRow], seeds: int) -> bool:
-    """Every seed's lineage of a trial (its `trial_lineages`) is filed finished: none of its
-    tasks can be left."""
-    return len(rows) == seeds and all(row.status == "finished" for row in rows)
+    """Every seed's lineage of a trial (its `trial_lineages`, branches aside: their trunk files
+    them) is filed finished: none of its tasks can be left."""
+    trunks = [row for row in rows if row.branch is None]
+    return len(trunks) == seeds and all(row.status == "finished" for row in trunks)
 
 
 def close_running(root: str, study: str, trial_id: str, status: str, reason: str) -> int:

@@ -672,7 +672,7 @@ def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
     lineages = read_lineages(root, study).table.to_pylist()
     seeds: dict[int, set[tuple[str, str]]] = {}
     for row in lineages:
-        if row["optuna_trial_number"] is not None and row["status"] not in FAILED_STATUSES:
+        if row["optuna_trial_number"] is not None and row["status"] not in FAILED_STATUSES and row["branch"] is None:
             seeds.setdefault(row["optuna_trial_number"], set()).add((row["trial_id"], row["lineage_id"]))
     columns = ["trial_id", "lineage_id", "round", "remaining_pct", "val_acc", "test_acc"]
     by_trial: dict[tuple[str, str], list[dict]] = {}

@@ -1,6 +1,7 @@
 import streamlit as st
 
-from study.app.charts import band_chart, cost_chart
+from study.analysis.paired import paired_differences, share_dense_rounds
+from study.app.charts import band_chart, cost_chart, paired_chart
 from study.app.context import current_lake, require_rows
 from study.app.lake import cost_bands, seed_bands, sparsest_tickets, with_series
 
@@ -10,7 +11,7 @@ st.caption(
     "(log axis, reversed as in Frankle & Carbin), one line per strategy, mean with a 95% band over seeds. "
     "Early stopping and the ticket table below choose on validation data; test accuracy is reported only."
 )
-rows = with_series(require_rows(current_lake()))
+rows = with_series(share_dense_rounds(require_rows(current_lake())))
 st.altair_chart(
     band_chart(seed_bands(rows, "test_acc"), "Test accuracy at the early-stop iteration (reported)", "test accuracy"),
     width="stretch",
@@ -21,6 +22,26 @@ st.altair_chart(
     ),
     width="stretch",
 )
+st.subheader("Paired controls: trunk − branch, same seed, round and data order")
+pairs = paired_differences(rows, "test_acc", by=("series",))
+if pairs.empty:
+    st.info(
+        "No branches in these rows: give a lineage `branches: [random_reinit, random_prune]` to train paired "
+        "controls off every pruning round of its trunk."
+    )
+else:
+    st.caption(
+        "Test accuracy of the trunk minus its branch, taken per seed and round, then averaged: the 95% band is "
+        "over those per-seed differences (Student t), far tighter than two independent bands. Above 0: the "
+        "trunk's ticket beats the control."
+    )
+    st.altair_chart(paired_chart(pairs, "test accuracy difference (reported)"), width="stretch")
+    table = pairs.assign(band=[f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(pairs["lo"], pairs["hi"], strict=True)])
+    st.dataframe(
+        table[["pair", "round", "remaining_pct", "mean", "band", "n"]].round({"remaining_pct": 2, "mean": 4}),
+        hide_index=True,
+        width="stretch",
+    )
 st.subheader("Accuracy against theoretical cost (Blalock et al., 2020)")
 st.caption(
     "Test accuracy (reported) against the compression ratio (parameters / parameters kept) and the theoretical "

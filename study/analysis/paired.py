@@ -1,0 +1,84 @@
+"""Paired differences between a trunk and its branches (engine/branches.py).
+
+A branch's row and its trunk's row of the same round share the seed, the round's starting point
+and the data order; only what the branch changes differs. So the difference trunk − branch is
+taken per (trial, round) first and the band is over those differences, which is far tighter than
+the difference of two bands over independent lineages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from study.analysis.bands import mean_band
+
+PAIRED_COLUMNS = ["pair", "round", "remaining_pct", "mean", "lo", "hi", "n"]
+
+
+def paired_differences(
+    rounds: pd.DataFrame, value: str = "test_acc", by: Sequence[str] = ("strategy",)
+) -> pd.DataFrame:
+    """Per (trunk group `by`, branch, round): the mean over seeds of trunk − branch in `value`,
+    its 95% t band, the number of pairs and the trunk's mean % remaining. `pair` names it
+    ("imp − imp.random_reinit"). Rows are the healthy rounds (failed lineages already left out);
+    a branch row whose trunk row is missing pairs with nothing and is left out."""
+    if "branch" not in rounds.columns or rounds.empty:
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    rounds = rounds[rounds["round"] > 0]  # the dense round is the trunk's and its branches' alike
+    is_branch = rounds["branch"].notna()
+    trunks, branches = rounds[~is_branch], rounds[is_branch]
+    keys = ["study", "trial_id", "round"]
+    pairs = trunks.merge(
+        branches[[*keys, "trunk_lineage_id", "branch", "strategy", value]].rename(
+            columns={"strategy": "branch_strategy", value: "branch_value"}
+        ),
+        left_on=[*keys, "lineage_id"],
+        right_on=[*keys, "trunk_lineage_id"],
+    )
+    if pairs.empty:
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    pairs["diff"] = pairs[value] - pairs["branch_value"]
+    out = []
+    for key, g in pairs.groupby([*by, "branch_strategy", "round"], sort=True):
+        *group, branch_strategy, round_ = key
+        mean, lo, hi = mean_band(list(g["diff"]))
+        out.append(
+            {
+                "pair": f"{' · '.join(str(v) for v in group)} − {branch_strategy}",
+                "round": int(round_),
+                "remaining_pct": float(g["remaining_pct"].mean()),
+                "mean": mean,
+                "lo": lo,
+                "hi": hi,
+                "n": len(g),
+            }
+        )
+    return pd.DataFrame(out, columns=PAIRED_COLUMNS)
+
+
+def share_dense_rounds(rounds: pd.DataFrame) -> pd.DataFrame:
+    """The rows with each branch's round 0 filled in: a branch grows from its trunk's pruning
+    rounds, so its dense round is its trunk's (the lake holds it once, as the trunk's row). The
+    copies take the branch's identity (strategy, lineage, branch, trunk), so a branch's curve
+    starts at 100% and its tickets are measured against the dense network it grew from."""
+    if "branch" not in rounds.columns or rounds.empty or rounds["branch"].isna().all():
+        return rounds
+    branches = rounds[rounds["branch"].notna()]
+    has_dense = set(
+        zip(
+            branches.loc[branches["round"] == 0, "trial_id"],
+            branches.loc[branches["round"] == 0, "lineage_id"],
+            strict=True,
+        )
+    )
+    heads = branches.drop_duplicates(["study", "trial_id", "lineage_id"])
+    heads = heads[[(t, lin) not in has_dense for t, lin in zip(heads["trial_id"], heads["lineage_id"], strict=True)]]
+    identity = ["strategy", "lineage_id", "branch", "trunk_lineage_id"]
+    dense = rounds[(rounds["round"] == 0) & rounds["branch"].isna()].drop(
+        columns=["strategy", "branch", "trunk_lineage_id"]
+    )
+    copies = dense.rename(columns={"lineage_id": "trunk_lineage_id"}).merge(
+        heads[["study", "trial_id", *identity]], on=["study", "trial_id", "trunk_lineage_id"]
+    )
+    return pd.concat([rounds, copies[rounds.columns]], ignore_index=True)
