@@ -265,7 +265,7 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
     console.print(_table(f"results in {root}", summary.strategies, ("study", "strategy", "model", "dataset")))
     if summary.paired:
         title = "paired controls: trunk − branch, per seed and round (test acc, reported)"
-        console.print(_table(title, summary.paired, ("study", "trunk − branch")))
+        console.print(_table(title, summary.paired, ("study", "model", "dataset", "config", "trunk − branch")))
     return 0
 
 

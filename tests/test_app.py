@@ -162,6 +162,17 @@ def test_lineage_page_curves_and_sparsity_heatmap(lake, monkeypatch):
     assert heat["height"] == {"step": 28}, "one 28 px row per layer (a numpy height would not serialise)"
 
 
+def test_lineage_page_tells_a_trunk_from_its_branch_under_one_trial_id(lake, monkeypatch):
+    at = app(lake, monkeypatch, study=["compare"], strategy=["imp", "imp.random_reinit"])
+    at.switch_page(PAGES["lineage"]).run()
+    picker = at.selectbox(key="lineage_trial")
+    assert len(picker.options) == 4, "2 seeds x (trunk, branch): four lineages under two trial ids"
+    branch = next(i for i, label in enumerate(picker.options) if "imp.random_reinit" in label)
+    picker.select_index(branch).run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["round"]) == [1, 2, 3], "the branch's own rounds, not its trunk's"
+
+
 def test_data_page_downloads_filtered_rows_in_the_canonical_schema(lake, monkeypatch):
     at = app(lake, monkeypatch, study=["compare"])
     at.switch_page(PAGES["data"]).run()

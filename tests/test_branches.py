@@ -145,30 +145,48 @@ def test_branches_are_part_of_the_identity_and_a_spec_without_keeps_its_id():
     assert spec().lineage_id() != spec(branches=["random_reinit"]).lineage_id()
 
 
-def test_a_branch_that_diverges_stops_growing_and_the_trunk_finishes(tmp_path, monkeypatch):
+def test_a_branch_round_that_diverges_has_no_row_and_the_trunk_and_other_rounds_go_on(tmp_path, monkeypatch):
     from study.engine.lineage import Lineage
     from study.lake.reader import excluded_lineages, read_lineages, read_rounds
     from study.lake.recorder import run_to_lake
 
-    def nan_init(self, round_):
-        return {
-            k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-            for k, v in self.model.state_dict().items()
-        }
+    real = Lineage._fresh_init
 
-    monkeypatch.setattr(Lineage, "_fresh_init", nan_init)  # only the random_reinit branch draws a fresh init
+    def nan_in_round_2(self, round_):  # only the random_reinit branch draws a fresh init
+        weights = real(self, round_)
+        return {k: v * float("nan") if round_ == 2 and v.is_floating_point() else v for k, v in weights.items()}
+
+    monkeypatch.setattr(Lineage, "_fresh_init", nan_in_round_2)
     s = spec(branches=["random_reinit", "random_prune"])
     trunk = run_to_lake(s, tmp_path, study="b", context=ONE_THREAD)
     assert [r.round for r in trunk] == [0, 1, 2, 3]
     lineages = {r["strategy"]: r for r in read_lineages(tmp_path, "b").table.to_pylist()}
-    assert lineages["imp"]["status"] == "finished"
-    assert lineages["imp.random_prune"]["status"] == "finished"
-    assert lineages["imp.random_reinit"]["status"] == "diverged"
-    assert "diverged" in lineages["imp.random_reinit"]["error"]
+    assert {k: v["status"] for k, v in lineages.items()} == {
+        "imp": "finished",
+        "imp.random_prune": "finished",
+        "imp.random_reinit": "finished",
+    }
+    assert lineages["imp.random_reinit"]["error"].startswith("round 2 diverged: training diverged")
+    assert lineages["imp.random_prune"]["error"] is None
     rounds = read_rounds(tmp_path, "b").table.to_pylist()
-    assert {r["strategy"] for r in rounds} == {"imp", "imp.random_prune"}
-    bad = excluded_lineages(list(lineages.values()))
-    assert bad == {("b", s.lineage_id(), f"{s.lineage_id()}.random_reinit")}, "the trunk and its other branch count"
+    got = sorted((str(r["strategy"]), r["round"]) for r in rounds)
+    assert got == sorted(
+        [("imp", r) for r in range(4)]
+        + [("imp.random_prune", r) for r in (1, 2, 3)]
+        + [("imp.random_reinit", 1), ("imp.random_reinit", 3)]
+    ), "its round 3 trains off the trunk's round 3 as if nothing happened"
+    assert excluded_lineages(list(lineages.values())) == set(), "the healthy rounds count"
+
+
+def test_branches_are_a_set_and_random_prune_needs_a_trunk_that_rewinds():
+    assert (
+        spec(branches=["random_prune", "random_reinit"]).lineage_id()
+        == spec(branches=["random_reinit", "random_prune"]).lineage_id()
+    )
+    for strategy in ("lr_rewind", "finetune"):
+        with pytest.raises(SpecError, match="restarts from trained weights, which are 0 there"):
+            spec(strategy=strategy, branches=["random_prune"])
+    spec(strategy="lr_rewind", branches=["random_reinit", "inverted"])  # those keep to the trunk's survivors
 
 
 def test_branches_resume_exactly_and_the_lake_holds_one_row_each(tmp_path):
@@ -210,7 +228,7 @@ def test_paired_difference_band_is_over_per_seed_differences():
         rows.append(_row(trial, "lin-a", None, None, "imp", 1, trunk_acc, 80.0))
         rows.append(_row(trial, "lin-a.rr", "random_reinit", "lin-a", "imp.random_reinit", 1, trunk_acc - gap, 80.0))
     rows.append(_row("t-s9", "lin-z.rr", "random_reinit", "lin-z", "imp.random_reinit", 1, 0.0, 80.0))  # orphan
-    out = paired_differences(pd.DataFrame(rows))
+    out = paired_differences(pd.DataFrame(rows), by=("strategy",))
     assert len(out) == 1
     got = out.iloc[0]
     half = 4.303 * 0.02 / 3**0.5  # sd of (0.02, 0.04, 0.06) is 0.02

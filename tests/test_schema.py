@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from study.engine.rows import RoundResult
 from study.lake.reader import read_rounds
-from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA, STUDIES_SCHEMA, RoundRow, schema_of
+from study.lake.schema import INSTABILITY_SCHEMA, LINEAGES_SCHEMA, ROUNDS_SCHEMA, STUDIES_SCHEMA, RoundRow, schema_of
 
 CAT, F64, I64, S = pa.dictionary(pa.int32(), pa.string()), pa.float64(), pa.int64(), pa.string()
 MAP, TS = pa.map_(pa.string(), pa.float64()), pa.timestamp("us", tz="UTC")
@@ -69,6 +69,8 @@ ROUNDS_V1 = {
     "theoretical_speedup": F64,
     "branch": S,
     "trunk_lineage_id": S,
+    "val_error_barrier": F64,
+    "test_error_barrier": F64,
 }
 LINEAGES_V1 = {
     **IDENTITY_V1,
@@ -98,6 +100,28 @@ STUDIES_V1 = {
 }
 
 
+LIST_F64 = pa.list_(F64)
+INSTABILITY_V1 = {  # a new table (issue 13): one row per measured lineage-round
+    **IDENTITY_V1,
+    "round": (I64, KEY),
+    "remaining_pct": F64,
+    "rewind_iteration": I64,
+    "alphas": LIST_F64,
+    "val_loss": LIST_F64,
+    "val_error": LIST_F64,
+    "test_loss": LIST_F64,
+    "test_error": LIST_F64,
+    "val_error_barrier": F64,
+    "test_error_barrier": F64,
+    "val_loss_barrier": F64,
+    "test_loss_barrier": F64,
+    "iterations": I64,
+    "wall_seconds": F64,
+    "code_version": S,
+    "written_at": TS,
+}
+
+
 def as_expected(schema: pa.Schema) -> dict:
     return {f.name: (f.type, KEY) if not f.nullable else f.type for f in schema}
 
@@ -106,7 +130,13 @@ def test_derived_schemas_equal_the_hand_written_ones():
     assert as_expected(ROUNDS_SCHEMA) == ROUNDS_V1
     assert as_expected(LINEAGES_SCHEMA) == LINEAGES_V1
     assert as_expected(STUDIES_SCHEMA) == STUDIES_V1
-    for schema, table in ((ROUNDS_SCHEMA, b"rounds"), (LINEAGES_SCHEMA, b"lineages"), (STUDIES_SCHEMA, b"studies")):
+    assert as_expected(INSTABILITY_SCHEMA) == INSTABILITY_V1
+    for schema, table in (
+        (ROUNDS_SCHEMA, b"rounds"),
+        (LINEAGES_SCHEMA, b"lineages"),
+        (STUDIES_SCHEMA, b"studies"),
+        (INSTABILITY_SCHEMA, b"instability"),
+    ):
         assert schema.metadata == {b"study.schema_version": b"1", b"study.table": table}
 
 

@@ -294,6 +294,12 @@ def test_optuna_holds_validation_derived_values_never_test(local_ray, tmp_path):
     lineages = raw_rows(tmp_path / "lake", "lineages")
     assert sorted(str(r["strategy"]) for r in lineages) == ["imp"] * 6 + ["imp.random_reinit"] * 6
     assert {r["status"] for r in lineages} == {"finished"}
+    from study.app.lake import load_lake
+    from study.app.search import study_info, study_trials
+
+    view = load_lake(tmp_path / "lake")
+    trials = study_trials(view, "auc", study_info(view, "auc"))  # the app's Search page: trunks only
+    assert list(trials["seeds"]) == [2, 2, 2] and list(trials["rounds done"]) == [3, 3, 3]
     rows = by_trial_number(tmp_path / "lake")
     ostudy = optuna.load_study(study_name="auc", storage=optuna_storage(outcome.optuna_storage))
 

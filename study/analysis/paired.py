@@ -13,18 +13,19 @@ import pandas as pd
 
 from study.analysis.bands import mean_band
 
-PAIRED_COLUMNS = ["pair", "round", "remaining_pct", "mean", "lo", "hi", "n"]
+VALUE_COLUMNS = ["pair", "round", "remaining_pct", "mean", "lo", "hi", "n"]
 
 
-def paired_differences(
-    rounds: pd.DataFrame, value: str = "test_acc", by: Sequence[str] = ("strategy",)
-) -> pd.DataFrame:
+def paired_differences(rounds: pd.DataFrame, value: str = "test_acc", by: Sequence[str] = ("series",)) -> pd.DataFrame:
     """Per (trunk group `by`, branch, round): the mean over seeds of trunk − branch in `value`,
-    its 95% t band, the number of pairs and the trunk's mean % remaining. `pair` names it
-    ("imp − imp.random_reinit"). Rows are the healthy rounds (failed lineages already left out);
-    a branch row whose trunk row is missing pairs with nothing and is left out."""
+    its 95% t band, the number of pairs and the trunk's mean % remaining. `by` must tell
+    configurations apart (the app's `series`, or strategy, model, dataset and config id);
+    `pair` names the pair by the first of them ("imp − imp.random_reinit"). Rows are the
+    healthy rounds (failed lineages already left out); a branch row whose trunk row is missing
+    pairs with nothing and is left out, and so is a NaN difference."""
+    columns = [*by, *VALUE_COLUMNS]
     if "branch" not in rounds.columns or rounds.empty:
-        return pd.DataFrame(columns=PAIRED_COLUMNS)
+        return pd.DataFrame(columns=columns)
     rounds = rounds[rounds["round"] > 0]  # the dense round is the trunk's and its branches' alike
     is_branch = rounds["branch"].notna()
     trunks, branches = rounds[~is_branch], rounds[is_branch]
@@ -37,15 +38,17 @@ def paired_differences(
         right_on=[*keys, "trunk_lineage_id"],
     )
     if pairs.empty:
-        return pd.DataFrame(columns=PAIRED_COLUMNS)
+        return pd.DataFrame(columns=columns)
     pairs["diff"] = pairs[value] - pairs["branch_value"]
+    pairs = pairs[pairs["diff"].notna()]
     out = []
     for key, g in pairs.groupby([*by, "branch_strategy", "round"], sort=True):
         *group, branch_strategy, round_ = key
         mean, lo, hi = mean_band(list(g["diff"]))
         out.append(
             {
-                "pair": f"{' · '.join(str(v) for v in group)} − {branch_strategy}",
+                **dict(zip(by, group, strict=True)),
+                "pair": f"{group[0]} − {branch_strategy}",
                 "round": int(round_),
                 "remaining_pct": float(g["remaining_pct"].mean()),
                 "mean": mean,
@@ -54,7 +57,7 @@ def paired_differences(
                 "n": len(g),
             }
         )
-    return pd.DataFrame(out, columns=PAIRED_COLUMNS)
+    return pd.DataFrame(out, columns=columns)
 
 
 def share_dense_rounds(rounds: pd.DataFrame) -> pd.DataFrame:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from study.analysis.configs import config_id
 from study.analysis.objectives import RoundPoint, selected_round
 from study.analysis.paired import paired_differences, share_dense_rounds
 from study.lake.reader import excluded_lineages, read_lineages, read_rounds
@@ -90,9 +91,17 @@ def summarize(root: str | Path, study: str | None = None) -> Summary:
                 "test acc there": f"{points[chosen].test_acc:.4f}" if chosen is not None else "-",
             }
         )
+    if lin is not None:
+        configs = lin[["study", "trial_id", "lineage_id"]].assign(config=lin["config_json"].map(config_id))
+        df = df.merge(configs, on=["study", "trial_id", "lineage_id"], how="left").fillna({"config": "?"})
+    else:
+        df = df.assign(config="?")
     paired = [
         {
             "study": study_name,
+            "model": p["model"],
+            "dataset": p["dataset"],
+            "config": p["config"],
             "trunk − branch": p["pair"],
             "round": p["round"],
             "%left": f"{p['remaining_pct']:.1f}",
@@ -101,6 +110,6 @@ def summarize(root: str | Path, study: str | None = None) -> Summary:
             "seeds": p["n"],
         }
         for study_name, group in df.groupby("study", sort=True)
-        for p in paired_differences(group).to_dict("records")
+        for p in paired_differences(group, by=("strategy", "model", "dataset", "config")).to_dict("records")
     ]
     return Summary(out, paired, skipped)

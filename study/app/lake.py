@@ -4,8 +4,6 @@ into pandas frames, and the aggregations every page shares (series, seed means, 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from study.analysis.bands import t95
+from study.analysis.configs import config_id
 from study.lake.incremental import IncrementalLake
 from study.lake.reader import LakeRead, read_lineages, read_rounds, read_studies
 from study.lake.store import store_for
@@ -47,16 +46,6 @@ def _plain(table: pa.Table) -> pd.DataFrame:
     return df
 
 
-def _config_id(config_json: str | None) -> str:
-    """A configuration's id: its lineage config without the seed (seeds are replicates)."""
-    if not isinstance(config_json, str) or not config_json:
-        return "?"
-    cfg = json.loads(config_json)
-    cfg.pop("seed", None)
-    cfg.get("data", {}).pop("root", None)
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
-
-
 def load_lake(root: str | Path) -> Lake:
     """The whole lake, read in full."""
     return lake_from_reads(root, {"rounds": read_rounds(root), "lineages": read_lineages(root),
@@ -67,7 +56,7 @@ def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
     root = str(root)
     rounds, lineages, studies = reads["rounds"], reads["lineages"], reads["studies"]
     r, lin, stu = _plain(rounds.table), _plain(lineages.table), _plain(studies.table)
-    lin["config_id"] = lin["config_json"].map(_config_id)
+    lin["config_id"] = lin["config_json"].map(config_id)
     r = r.merge(
         lin[["study", "trial_id", "lineage_id", "config_id", "optuna_trial_number", "status"]],
         on=["study", "trial_id", "lineage_id"],

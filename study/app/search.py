@@ -33,12 +33,14 @@ def study_info(lake: Lake, name: str) -> dict | None:
 
 
 def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
+    """One row per Optuna trial, from its seeds' trunk lineages (branches are their controls)."""
     lin = lake.lineages[
         (lake.lineages["study"] == name)
         & lake.lineages["optuna_trial_number"].notna()
         & lake.lineages["config_json"].map(lambda c: isinstance(c, str))
+        & lake.lineages["branch"].isna()
     ]
-    rounds = lake.rounds[lake.rounds["study"] == name]
+    rounds = lake.rounds[(lake.rounds["study"] == name) & lake.rounds["branch"].isna()]
     obj = info["objective_spec"]
     rows = []
     for number, group in lin.groupby("optuna_trial_number"):

@@ -65,13 +65,20 @@ class Branch:
     mask: Callable[[BranchStep], Mask]
     weights: Literal["trunk", "fresh_init"]
     needs_scores: bool = False
+    moves_survivors: bool = False  # its mask keeps weights the trunk's mask pruned
 
     def problem(self, spec: LineageSpec) -> str | None:
         """Why this branch cannot grow on the spec's trunk (one line), or None."""
-        if self.needs_scores and not STRATEGIES[spec.strategy].scored:
+        strategy = STRATEGIES[spec.strategy]
+        if self.needs_scores and not strategy.scored:
             return (
                 f"branch {self.name} inverts the trunk's scores, and strategy {spec.strategy} scores no "
                 f"weights; drop {self.name} from branches or use a scoring strategy (imp, snip, grasp, synflow...)"
+            )
+        if self.moves_survivors and self.weights == "trunk" and strategy.reset.weights == "trained":
+            return (
+                f"branch {self.name} keeps weights the trunk pruned, and strategy {spec.strategy} restarts from "
+                f"trained weights, which are 0 there; use it on a trunk that rewinds (imp, random_reinit, snip...)"
             )
         return None
 
@@ -85,6 +92,7 @@ BRANCHES: dict[str, Branch] = {
             "the trunk's mask shuffled within each layer, from the trunk's restart weights",
             shuffled_mask,
             "trunk",
+            moves_survivors=True,
         ),
         Branch(
             "inverted",

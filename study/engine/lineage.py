@@ -21,9 +21,10 @@ from study.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_check
 from study.engine.cost import cost, weight_positions
 from study.engine.data import DATASETS
 from study.engine.failures import LineageDegenerate, LineageFailure
+from study.engine.instability import barrier, linear_path
 from study.engine.plan import LineagePlan, build_lineage_model, plan_lineage
 from study.engine.pruning import Mask, apply_mask, dense_mask, remaining
-from study.engine.rows import LineageIds, RoundResult
+from study.engine.rows import InstabilityResult, LineageIds, RoundResult
 from study.engine.seeding import derive_seed
 from study.engine.spec import LineageSpec
 from study.engine.state import LineageState, StateDict, clone_state
@@ -33,6 +34,7 @@ from study.engine.train import (
     HasRoundMetrics,
     KeepBest,
     ReportProgress,
+    Task,
     TrainCallback,
     TrainResult,
     resolve_device,
@@ -56,9 +58,11 @@ class LineageHooks:
     """`on_round(result)` is called for each row of a finished round (the trunk's, then its
     branches'), before the round's checkpoint is written (a crash in between re-runs and
     re-reports that round). `on_reset(round, model, mask)` sees the weights a round starts
-    training from; `on_branch_reset(round, branch, model, mask)` those a branch starts from."""
+    training from; `on_branch_reset(round, branch, model, mask)` those a branch starts from.
+    `on_instability(result)` gets a round's instability measurement, before its rows."""
 
     on_round: Callable[[RoundResult], None] | None = None
+    on_instability: Callable[[InstabilityResult], None] | None = None
     on_reset: Callable[[int, nn.Module, Mask], None] | None = None
     on_branch_reset: Callable[[int, str, nn.Module, Mask], None] | None = None
 
@@ -83,8 +87,9 @@ class Lineage:
     RoundResult (the trunk's; its branches' rows go to `on_round` and `state.branch_results`);
     after an exception (a diverged or degenerate lineage, a crash) it is `ended`. `previous`
     holds the rounds a resumed lineage had already finished; `plan` says what it will do;
-    `state` is what it carries between rounds. A branch whose training fails stops growing
-    (`state.branch_failures`); the trunk goes on."""
+    `state` is what it carries between rounds. A branch round whose training fails has no row
+    (`state.branch_failures` says why); the trunk and the branch's other rounds go on: each
+    branch round trains on its own from the trunk's step."""
 
     def __init__(
         self,
@@ -165,19 +170,20 @@ class Lineage:
             state.trained = clone_state(self.model)
             if self.strategy.imp_track:
                 state.imp_trained = state.trained
-            return [self._round_result(round_, training, state.mask, {"chance_val_acc": self.task.chance_accuracy()})]
+            assert state.theta_k is not None
+            extra = {"chance_val_acc": self.task.chance_accuracy()}
+            extra |= self._instability(round_, RoundStart(state.theta_k, spec.rewind_iteration), state.mask)
+            return [self._round_result(round_, training, state.mask, extra)]
         step = PruneStep(spec, self.plan, round_, state, self.model, self.task)
         mask = self.strategy.mask(step)
         start = self.strategy.reset.start(spec, state, lambda: self._fresh_init(round_))
         branch_masks = {  # from the trunk's step, before the trunk's training replaces what it saw
-            name: BRANCHES[name].mask(BranchStep(step, mask))
-            for name in spec.branches
-            if name not in state.branch_failures
+            name: BRANCHES[name].mask(BranchStep(step, mask)) for name in spec.branches
         }
         training = self._train(round_, start, mask)
         state.trained = clone_state(self.model)
         state.mask = mask
-        rows = [self._round_result(round_, training, mask)]
+        rows = [self._round_result(round_, training, mask, self._instability(round_, start, mask))]
         if self.strategy.imp_track and round_ < self.plan.rounds[-1]:  # the IMP track: the next mask
             assert state.theta_k is not None
             self._train(round_, RoundStart(state.theta_k, spec.rewind_iteration), mask)
@@ -188,27 +194,77 @@ class Lineage:
                 trained = self._train(
                     round_, RoundStart(weights, start.iteration, start.lr_fn), branch_mask, branch=name
                 )
-            except LineageFailure as e:  # the control failed, not the trunk: it stops growing, the trunk goes on
-                state.branch_failures[name] = f"{e.status}: {e}"
+            except LineageFailure as e:  # this control's round failed, not the trunk nor its other rounds
+                state.branch_failures.setdefault(name, []).append(f"round {round_} {e.status}: {e}")
                 continue
             rows.append(self._round_result(round_, trained, branch_mask, branch=name))
         return rows
 
+    def _instability(self, round_: int, start: RoundStart, mask: Mask) -> dict[str, float]:
+        """When the spec measures this round: train a second copy from the round's restart point
+        on another data order (and dropout draws), walk the line from the round's trained weights
+        (the model holds them) to it, report the path and return the round row's barriers."""
+        spec = self.spec.instability
+        if round_ not in spec.rounds:
+            return {}
+        trained = clone_state(self.model)
+        other = self.task.reordered(derive_seed(self.spec.seed, "instability_order", round_) % 2**31)
+        copy = self._train(round_, start, mask, task=other, purpose="instability_dropout", hooks=False)
+        path = linear_path(self.model, trained, clone_state(self.model), spec.points, self.task.evaluate)
+        result = InstabilityResult(
+            study=self.study,
+            trial_id=self.trial_id,
+            lineage_id=self.spec.lineage_id(),
+            config_hash=self.spec.config_hash(),
+            strategy=self.spec.strategy,
+            model=self.spec.model,
+            dataset=self.spec.dataset,
+            seed=self.spec.seed,
+            round=round_,
+            remaining_pct=remaining(mask, self.plan.slots)[0],
+            rewind_iteration=self.spec.rewind_iteration,
+            alphas=[p.alpha for p in path],
+            val_loss=[p.loss["val"] for p in path],
+            val_error=[p.error["val"] for p in path],
+            test_loss=[p.loss["test"] for p in path],
+            test_error=[p.error["test"] for p in path],
+            val_error_barrier=barrier([p.error["val"] for p in path]),
+            test_error_barrier=barrier([p.error["test"] for p in path]),
+            val_loss_barrier=barrier([p.loss["val"] for p in path]),
+            test_loss_barrier=barrier([p.loss["test"] for p in path]),
+            iterations=copy.result.iterations,
+            wall_seconds=copy.result.wall_seconds,
+            code_version=self.version,
+        )
+        if self.hooks.on_instability:
+            self.hooks.on_instability(result)
+        return {"val_error_barrier": result.val_error_barrier, "test_error_barrier": result.test_error_barrier}
+
     def _train(
-        self, round_: int, start: RoundStart, mask: Mask, *callbacks: TrainCallback, branch: str | None = None
+        self,
+        round_: int,
+        start: RoundStart,
+        mask: Mask,
+        *callbacks: TrainCallback,
+        branch: str | None = None,
+        task: Task | None = None,
+        purpose: str = "dropout",
+        hooks: bool = True,
     ) -> _RoundTraining:
+        """Train from `start` under `mask` on `task` (default: the lineage's data order), with
+        dropout seeded by (seed, purpose, round)."""
         self.model.load_state_dict(start.weights)
         apply_mask(self.model, mask)
-        if branch is not None and self.hooks.on_branch_reset:
+        if hooks and branch is not None and self.hooks.on_branch_reset:
             self.hooks.on_branch_reset(round_, branch, self.model, mask)
-        elif branch is None and self.hooks.on_reset:
+        elif hooks and branch is None and self.hooks.on_reset:
             self.hooks.on_reset(round_, self.model, mask)
-        torch.manual_seed(derive_seed(self.spec.seed, "dropout", round_))  # dropout draws repeat on resume
+        torch.manual_seed(derive_seed(self.spec.seed, purpose, round_))  # dropout draws repeat on resume
         best = KeepBest() if isinstance(self.task, HasRoundMetrics) else None
         progress = ReportProgress(self.context.on_progress) if self.context.on_progress else None
         result = train(
             self.model,
-            self.task,
+            task or self.task,
             self.spec.train,
             mask=mask if round_ > 0 else None,
             start=start.iteration,

@@ -97,6 +97,11 @@ def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePl
     rounds = list(range(n_rounds + 1))
     if STRATEGIES[spec.strategy].one_shot:
         rounds, counts = [0, 1], [counts[0], counts[-1]]
+    late = sorted(set(spec.instability.rounds) - set(rounds))
+    if late:
+        raise SpecError(
+            f"instability.rounds {late} are past the lineage's last round {rounds[-1]}; list rounds in 0..{rounds[-1]}"
+        )
     return LineagePlan(slots, groups, rates, counts, rounds, total)
 
 
@@ -110,7 +115,8 @@ def total_iterations(spec: LineageSpec, plan: LineagePlan) -> int:
     total = sum(round_length(spec, r) for r in plan.rounds)
     if STRATEGIES[spec.strategy].imp_track:  # the IMP track that supplies the next mask
         total += sum(round_length(spec, r) for r in plan.rounds[1:-1])
-    return total + len(spec.branches) * sum(round_length(spec, r) for r in plan.rounds if r > 0)
+    total += len(spec.branches) * sum(round_length(spec, r) for r in plan.rounds if r > 0)
+    return total + sum(round_length(spec, r if r > 0 else 1) for r in spec.instability.rounds)  # copy b: from k on
 
 
 def describe_plan(spec: LineageSpec, plan: LineagePlan) -> str:

@@ -102,6 +102,42 @@ class RoundResult(LineageColumns):
         default=None, metadata=doc("the lineage a branch grew from: its row of the same round is the pair")
     )
 
+    # instability (engine/instability.py): the round's barriers; the whole path is in the instability table
+    val_error_barrier: float | None = field(
+        default=None,
+        metadata=doc("selection data: the validation error barrier between two copies of this round (instability)"),
+    )
+    test_error_barrier: float | None = field(
+        default=None, metadata=doc("reporting data: the same barrier on the test split")
+    )
+
+    def as_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class InstabilityResult(LineageColumns):
+    """One instability measurement: two copies of a round's network trained from the same
+    restart point on different data orders, evaluated on the line between them."""
+
+    round: int = field(metadata=key("the round whose network was measured (0: the dense network)"))
+    remaining_pct: float
+    rewind_iteration: int = field(metadata=doc("k: both copies trained on from the round's restart at k"))
+    alphas: list[float] = field(metadata=doc("interpolation weights, 0 = the lineage's own copy, 1 = the second"))
+    val_loss: list[float]
+    val_error: list[float] = field(metadata=doc("1 − validation accuracy at each alpha"))
+    test_loss: list[float]
+    test_error: list[float]
+    val_error_barrier: float = field(
+        metadata=doc("selection data: max error on the line − mean of the two ends' errors (validation)")
+    )
+    test_error_barrier: float = field(metadata=doc("reporting data: the same on the test split"))
+    val_loss_barrier: float
+    test_loss_barrier: float
+    iterations: int = field(metadata=doc("iterations the second copy trained"))
+    wall_seconds: float
+    code_version: str
+
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

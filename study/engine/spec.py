@@ -137,6 +137,28 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
+class InstabilitySpec:
+    """Instability analysis (engine/instability.py): at each of `rounds`, a second copy of the
+    round's network trains from the round's restart point (round 0: θ_k) on another data order,
+    and both are evaluated at `points` evenly spaced places on the line between them."""
+
+    rounds: tuple[int, ...] = ()
+    points: int = 11
+
+    def validate(self) -> None:
+        if not MIN_PATH_POINTS <= self.points <= MAX_PATH_POINTS:
+            raise SpecError(
+                f"instability.points must be in [{MIN_PATH_POINTS}, {MAX_PATH_POINTS}] (points on the line "
+                f"between the two copies), got {self.points}"
+            )
+        if any(r < 0 for r in self.rounds) or len(set(self.rounds)) < len(self.rounds):
+            raise SpecError(f"instability.rounds must list distinct rounds >= 0, got {list(self.rounds)}")
+
+
+MIN_PATH_POINTS, MAX_PATH_POINTS = 11, 101
+
+
+@dataclass(frozen=True)
 class LineageSpec:
     model: str
     dataset: str
@@ -152,6 +174,7 @@ class LineageSpec:
     model_args: dict[str, Any] = field(default_factory=dict)
     chance_margin: float | None = 0.02  # the dense round must beat chance on validation by this much (null: no check)
     branches: tuple[str, ...] = ()  # paired controls trained off every pruning round (engine/branches.py)
+    instability: InstabilitySpec = field(default_factory=InstabilitySpec)
 
     def validate(self) -> None:
         choice("model", self.model, tuple(MODELS))
@@ -216,6 +239,15 @@ class LineageSpec:
                 raise SpecError(problem)
         if len(set(self.branches)) < len(self.branches):
             raise SpecError(f"branches lists a branch twice: {list(self.branches)}; name each once")
+        self.instability.validate()
+        last = (
+            None if self.rounds is None else min(self.rounds, 1) if STRATEGIES[self.strategy].one_shot else self.rounds
+        )
+        late = [r for r in self.instability.rounds if last is not None and r > last]
+        if late:
+            raise SpecError(
+                f"instability.rounds {late} are past the lineage's last round {last}; list rounds in 0..{last}"
+            )
         if self.branches and self.rounds == 0:
             raise SpecError("branches train off pruning rounds, and rounds is 0; set rounds >= 1 or drop branches")
 
@@ -234,6 +266,8 @@ class LineageSpec:
             k: _number(v) for k, v in self.model_args.items() if _number(v) != _number(info.model_arg_defaults.get(k))
         }
         rates = {k: float(v) for k, v in self.prune.rates.items() if float(v) != info.default_rates.get(k)}
+        if self.branches:
+            d["branches"] = sorted(self.branches)  # a set of controls: their order changes nothing
         for key, value in (("model_args", args), ("init", None if self.init == info.default_init else self.init)):
             if value:
                 d[key] = value

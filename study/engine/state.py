@@ -23,7 +23,7 @@ class LineageState:
     """θ0, θ_k, the last round's trained weights, the current mask and the finished rounds.
     `imp_trained` is the IMP track's trained weights, for strategies whose masks come from one
     (random_reinit); others leave it None. `branch_results` are the branches' rows of the finished
-    rounds, `branch_failures` says why a branch stopped growing (by name)."""
+    rounds, `branch_failures` the rounds a branch failed to train, and why (by name)."""
 
     theta0: StateDict
     mask: Mask
@@ -32,7 +32,7 @@ class LineageState:
     imp_trained: StateDict | None = None
     results: list[RoundResult] = field(default_factory=list)
     branch_results: list[RoundResult] = field(default_factory=list)
-    branch_failures: dict[str, str] = field(default_factory=dict)
+    branch_failures: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def round_done(self) -> int:
@@ -62,5 +62,5 @@ class LineageState:
             imp_trained=saved["imp_trained"],
             results=[RoundResult(**r) for r in saved["results"]],
             branch_results=[RoundResult(**r) for r in saved.get("branch_results", [])],
-            branch_failures=dict(saved.get("branch_failures", {})),
+            branch_failures={k: list(v) for k, v in saved.get("branch_failures", {}).items()},
         )

@@ -36,6 +36,10 @@ class Task(Protocol):
         """The output for a fixed probe input (SynFlow's data-free score; the cost columns' forward)."""
         ...
 
+    def reordered(self, seed: int) -> Task:
+        """The same data and splits, batched in the order of another seed (instability's second copy)."""
+        ...
+
     @property
     def input_shape(self) -> tuple[int, ...]: ...
     @property

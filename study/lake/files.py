@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from study.lake.reader import read_one
-from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA, STATUSES, STUDIES_SCHEMA
+from study.lake.schema import INSTABILITY_SCHEMA, LINEAGES_SCHEMA, ROUNDS_SCHEMA, STATUSES, STUDIES_SCHEMA
 from study.lake.store import Stamp, is_remote, join, parent, store_for
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
@@ -34,6 +34,10 @@ def check_name(kind: str, value: str) -> None:
 
 def round_path(root: str | Path, study: str, strategy: str, trial_id: str, round_: int) -> str:
     return join(root, "rounds", f"study={study}", f"strategy={strategy}", f"{trial_id}-r{round_:03d}.parquet")
+
+
+def instability_path(root: str | Path, study: str, strategy: str, trial_id: str, round_: int) -> str:
+    return join(root, "instability", f"study={study}", f"strategy={strategy}", f"{trial_id}-r{round_:03d}.parquet")
 
 
 def checkpoint_dir(root: str | Path, study: str, trial_id: str) -> str:
@@ -98,6 +102,13 @@ def write_round(root: str | Path, row: dict[str, Any]) -> str:
     return write_atomic(to_table([row], ROUNDS_SCHEMA), path)
 
 
+def write_instability(root: str | Path, row: dict[str, Any]) -> str:
+    for key in ("study", "strategy", "trial_id"):
+        check_name(key, row[key])
+    path = instability_path(root, row["study"], row["strategy"], row["trial_id"], int(row["round"]))
+    return write_atomic(to_table([row], INSTABILITY_SCHEMA), path)
+
+
 def write_lineage(root: str | Path, row: dict[str, Any]) -> str:
     for key in ("study", "strategy", "trial_id"):
         check_name(key, row[key])
@@ -141,10 +152,11 @@ def trial_round_files(root: str | Path, study: str, trial_id: str) -> list[str]:
 
 
 def trial_files(root: str | Path, study: str, trial_id: str) -> list[str]:
-    """Every round and lineage file of one trial id in a study, whatever its strategy."""
+    """Every round, instability and lineage file of one trial id in a study, whatever its strategy."""
     return sorted(
         [
             *trial_round_files(root, study, trial_id),
+            *matching(root, f"instability/study={study}", [f"strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet"]),
             *matching(root, f"lineages/study={study}", [f"strategy=*/{trial_id}.parquet"]),
         ]
     )

@@ -17,14 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from study.lake.reader import LakeRead, merge, read_many, table_stamps
-from study.lake.schema import LINEAGE_KEYS, LINEAGES_SCHEMA, ROUND_KEYS, ROUNDS_SCHEMA, STUDIES_SCHEMA
+from study.lake.schema import TABLES
 from study.lake.store import Stamp, parent
-
-TABLES = {
-    "rounds": (ROUNDS_SCHEMA, ROUND_KEYS),
-    "lineages": (LINEAGES_SCHEMA, LINEAGE_KEYS),
-    "studies": (STUDIES_SCHEMA, ["study"]),
-}
 
 
 @dataclass(frozen=True)

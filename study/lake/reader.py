@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from study.lake.schema import FAILED_STATUSES, LINEAGE_KEYS, LINEAGES_SCHEMA, ROUND_KEYS, ROUNDS_SCHEMA, STUDIES_SCHEMA
+from study.lake.schema import FAILED_STATUSES, TABLES
 from study.lake.store import LocalStore, Stamp, Store, StoreUnavailable, join, store_for
 
 
@@ -112,16 +112,26 @@ def _latest(table: pa.Table, keys: list[str]) -> pa.Table:
     return table.take(pc.take(first["_i_first"], keep))
 
 
+def read_table(root: str | Path, kind: str, study: str | None = None) -> LakeRead:
+    """One table of the lake (`schema.TABLES`), one row per key."""
+    schema, keys = TABLES[kind]
+    return read_files(table_files(root, kind, study), schema, keys)
+
+
 def read_rounds(root: str | Path, study: str | None = None) -> LakeRead:
-    return read_files(table_files(root, "rounds", study), ROUNDS_SCHEMA, ROUND_KEYS)
+    return read_table(root, "rounds", study)
 
 
 def read_lineages(root: str | Path, study: str | None = None) -> LakeRead:
-    return read_files(table_files(root, "lineages", study), LINEAGES_SCHEMA, LINEAGE_KEYS)
+    return read_table(root, "lineages", study)
 
 
 def read_studies(root: str | Path, study: str | None = None) -> LakeRead:
-    return read_files(table_files(root, "studies", study), STUDIES_SCHEMA, ["study"])
+    return read_table(root, "studies", study)
+
+
+def read_instability(root: str | Path, study: str | None = None) -> LakeRead:
+    return read_table(root, "instability", study)
 
 
 def excluded_lineages(lineages: list[dict[str, Any]]) -> set[tuple[str, str, str]]:

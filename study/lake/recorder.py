@@ -22,7 +22,7 @@ from study.engine.branches import branch_label, branch_lineage_id
 from study.engine.checkpoint import CHECKPOINT_FILE, CheckpointMismatch
 from study.engine.failures import LineageFailure
 from study.engine.lineage import Lineage, LineageHooks, RunContext
-from study.engine.rows import LineageIds, RoundResult
+from study.engine.rows import InstabilityResult, LineageIds, RoundResult
 from study.engine.spec import LineageSpec
 from study.errors import SpecError
 from study.lake.files import (
@@ -34,10 +34,11 @@ from study.lake.files import (
     supersede,
     superseded_dir,
     trial_files,
+    write_instability,
     write_lineage,
     write_round,
 )
-from study.lake.schema import LINEAGES_SCHEMA, LineageRow, RoundRow
+from study.lake.schema import LINEAGES_SCHEMA, InstabilityRow, LineageRow, RoundRow
 from study.lake.store import StoreUnavailable, check_s3_lake, is_remote, join, normalize_root, store_for
 from study.version import code_version
 
@@ -168,7 +169,7 @@ class LakeLineage:
                 ids=LineageIds(study, trial_id),
                 workdir=self.workdir,
                 context=context,
-                hooks=LineageHooks(on_round=self._record),
+                hooks=LineageHooks(on_round=self._record, on_instability=self._record_instability),
                 resume=not fresh,
             )
         except CheckpointMismatch:
@@ -230,21 +231,25 @@ class LakeLineage:
         return None
 
     def status(self, state: str, error: str | None = None) -> None:
-        """File the lineage's status, and its branches' (the trunk's, unless a branch failed on its
-        own: then its failure, which stays)."""
+        """File the lineage's status: its branches' first (the trunk's status; the rounds a
+        branch failed to train are named in its error), the trunk's last, so a trunk filed
+        finished means its branches are filed too."""
         self.status_name = state
-        row = dataclasses.replace(self.row, status=state, error=error, rounds_done=self.done, updated_at=now())
-        write_lineage(self.root, dataclasses.asdict(row))
         for name in self.branch_rows:
             self._branch_status(name, state, error)
+        row = dataclasses.replace(self.row, status=state, error=error, rounds_done=self.done, updated_at=now())
+        write_lineage(self.root, dataclasses.asdict(row))
 
     def _branch_status(self, name: str, state: str, error: str | None) -> None:
-        failure = self.lineage.state.branch_failures.get(name)
-        if failure is not None:
-            state, _, error = failure.partition(": ")
+        failed = self.lineage.state.branch_failures.get(name)
+        if failed:  # its healthy rounds count; the failed ones have no row
+            error = "; ".join([*failed, *([error] if error else [])])
         done = self.branch_done.get(name, min(self.done, 1))  # round 0, the dense round, is the trunk's and theirs
         row = dataclasses.replace(self.branch_rows[name], status=state, error=error, rounds_done=done, updated_at=now())
         write_lineage(self.root, dataclasses.asdict(row))
+
+    def _record_instability(self, result: InstabilityResult) -> None:
+        write_instability(self.root, dataclasses.asdict(InstabilityRow(**result.as_row(), written_at=now())))
 
     def _record(self, result: RoundResult) -> None:
         """A round's row (the trunk's first, then its branches'), then the status that counts it."""

@@ -1,6 +1,7 @@
-"""The lake's three tables, each derived from one dataclass: the rounds table from the engine's
-`RoundResult` (plus when the lake wrote the row), the lineages table from `LineageRow` and the
-studies table from `StudyRow`. A column is added in one place, as a field (nullable unless it is a
+"""The lake's tables, each derived from one dataclass: the rounds table from the engine's
+`RoundResult` (plus when the lake wrote the row), the instability table from its
+`InstabilityResult` (likewise), the lineages table from `LineageRow` and the studies table from
+`StudyRow`. A column is added in one place, as a field (nullable unless it is a
 key); the schema evolves only by adding nullable columns.
 
 Python types map to Arrow types: str -> string, int -> int64, float -> float64, bool -> bool,
@@ -19,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from study.engine.rows import LineageColumns, RoundResult, doc, key
+from study.engine.rows import InstabilityResult, LineageColumns, RoundResult, doc, key
 
 SCHEMA_VERSION = "1"
 _CATEGORY = pa.dictionary(pa.int32(), pa.string())
@@ -34,6 +35,13 @@ _SCALARS = {
 
 @dataclass(frozen=True)
 class RoundRow(RoundResult):
+    written_at: dt.datetime | None = field(
+        default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)")
+    )
+
+
+@dataclass(frozen=True)
+class InstabilityRow(InstabilityResult):
     written_at: dt.datetime | None = field(
         default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)")
     )
@@ -108,6 +116,7 @@ def schema_of(cls: type, table: str) -> pa.Schema:
 
 
 ROUNDS_SCHEMA = schema_of(RoundRow, "rounds")
+INSTABILITY_SCHEMA = schema_of(InstabilityRow, "instability")
 LINEAGES_SCHEMA = schema_of(LineageRow, "lineages")
 STUDIES_SCHEMA = schema_of(StudyRow, "studies")
 STATUSES = ("running", "finished", "stopped", "failed", "diverged", "degenerate")
@@ -116,3 +125,9 @@ FAILED_STATUSES = ("failed", "diverged", "degenerate")  # can never be a study's
 # across lineages, and strategy and config_hash follow from the lineage id
 ROUND_KEYS = ["study", "trial_id", "lineage_id", "round"]
 LINEAGE_KEYS = ["study", "trial_id", "lineage_id"]
+TABLES: dict[str, tuple[pa.Schema, list[str]]] = {  # every table of the lake: its schema and row key
+    "rounds": (ROUNDS_SCHEMA, ROUND_KEYS),
+    "lineages": (LINEAGES_SCHEMA, LINEAGE_KEYS),
+    "studies": (STUDIES_SCHEMA, ["study"]),
+    "instability": (INSTABILITY_SCHEMA, ROUND_KEYS),
+}

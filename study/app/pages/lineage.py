@@ -6,15 +6,21 @@ from study.app.context import current_lake, require_rows
 
 st.title("Lineage")
 rows = require_rows(current_lake())
-lineages = rows.sort_values(["study", "strategy", "seed"]).drop_duplicates("trial_id")
+# a trial id holds a trunk and its branches: a lineage is (trial, lineage id)
+lineages = rows.sort_values(["study", "strategy", "seed"]).drop_duplicates(["trial_id", "lineage_id"])
 labels = {
-    t: f"{s} · {st_} · seed {seed} · {t}"
-    for t, s, st_, seed in zip(
-        lineages["trial_id"], lineages["study"], lineages["strategy"], lineages["seed"], strict=True
+    (t, lin): f"{s} · {st_} · seed {seed} · {t}"
+    for t, lin, s, st_, seed in zip(
+        lineages["trial_id"],
+        lineages["lineage_id"],
+        lineages["study"],
+        lineages["strategy"],
+        lineages["seed"],
+        strict=True,
     )
 }
-trial = st.selectbox("lineage", list(labels), format_func=lambda t: labels[t], key="lineage_trial")
-one = rows[rows["trial_id"] == trial].sort_values("round")
+trial, lineage = st.selectbox("lineage", list(labels), format_func=lambda k: labels[k], key="lineage_trial")
+one = rows[(rows["trial_id"] == trial) & (rows["lineage_id"] == lineage)].sort_values("round")
 
 st.dataframe(
     one[

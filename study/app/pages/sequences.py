@@ -96,15 +96,20 @@ if by_length:
 examples = rows[rows["parse_examples_json"].notna()]
 if not examples.empty:
     st.subheader("An induced tree next to the gold tree")
-    labels = {
-        t: f"{m} · {s} · seed {seed} · {t}"
-        for t, m, s, seed in zip(
-            examples["trial_id"], examples["model"], examples["strategy"], examples["seed"], strict=True
+    labels = {  # a trial id holds a trunk and its branches: a lineage is (trial, lineage id)
+        (t, lin): f"{m} · {s} · seed {seed} · {t}"
+        for t, lin, m, s, seed in zip(
+            examples["trial_id"],
+            examples["lineage_id"],
+            examples["model"],
+            examples["strategy"],
+            examples["seed"],
+            strict=True,
         )
     }
     c1, c2, c3, c4 = st.columns(4)
-    trial = c1.selectbox("lineage", list(dict.fromkeys(labels)), format_func=lambda t: labels[t], key="seq_trial")
-    mine = examples[examples["trial_id"] == trial].sort_values("round")
+    trial, lineage = c1.selectbox("lineage", list(labels), format_func=lambda k: labels[k], key="seq_trial")
+    mine = examples[(examples["trial_id"] == trial) & (examples["lineage_id"] == lineage)].sort_values("round")
     rnd = c2.selectbox("round", mine["round"].tolist(), key="seq_round")
     parsed = json.loads(mine[mine["round"] == rnd]["parse_examples_json"].iloc[0])
     i = c3.selectbox(

@@ -6,6 +6,7 @@ run rewound to iteration k sees exactly the batches the dense run saw from k on.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +55,9 @@ class ClassificationTask:
             flips = (torch.rand(n, generator=g) < 0.5).to(self.device)
             self._aug = (offsets[:, 0], offsets[:, 1], flips)
         self._epoch = epoch
+
+    def reordered(self, seed: int) -> ClassificationTask:
+        return dataclasses.replace(self, seed=seed, _epoch=-1, _perm=None, _aug=None)
 
     def batch(self, iteration: int) -> tuple[Tensor, Tensor]:
         epoch, step = divmod(iteration, self.steps_per_epoch)

@@ -10,6 +10,7 @@ example parses for the app.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections import Counter
@@ -149,6 +150,11 @@ class LanguageModelTask:
     def batch(self, iteration: int) -> tuple[Tensor, Tensor]:
         return self._tensors([self._ids["train"][i] for i in self._epochs.indices(iteration)])
 
+    def reordered(self, seed: int) -> LanguageModelTask:
+        other = copy.copy(self)
+        other.seed, other._epochs = seed, _Epochs(len(self.train_set), self.batch_size, seed)
+        return other
+
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
         logits, _ = model(x)
         return F.cross_entropy((logits / temperature).flatten(0, 1), y.flatten(), ignore_index=-100)
@@ -237,6 +243,11 @@ class SequenceClassificationTask:
 
     def batch(self, iteration: int) -> tuple[tuple, Tensor]:
         return self._tensors([self.train_set[i] for i in self._epochs.indices(iteration)])
+
+    def reordered(self, seed: int) -> SequenceClassificationTask:
+        other = copy.copy(self)
+        other.seed, other._epochs = seed, _Epochs(len(self.train_set), self.batch_size, seed)
+        return other
 
     def loss(self, model: nn.Module, x: tuple, y: Tensor, temperature: float = 1.0) -> Tensor:
         return F.cross_entropy(model(*x) / temperature, y)
