@@ -48,6 +48,8 @@ pages = [
     st.Page("study/app/pages/search.py", title="Search", icon=":material/tune:"),
     st.Page("study/app/pages/lineage.py", title="Lineage", icon=":material/account_tree:"),
 ]
+if not lake.instability.empty:
+    pages.append(st.Page("study/app/pages/stability.py", title="Stability", icon=":material/linear_scale:"))
 if not lake.rounds.empty and (lake.rounds["test_perplexity"].notna() | lake.rounds["parse_baselines"].notna()).any():
     pages.append(st.Page("study/app/pages/sequences.py", title="Sequence models", icon=":material/segment:"))
 pages.append(st.Page("study/app/pages/data.py", title="Data", icon=":material/download:"))

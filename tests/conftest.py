@@ -85,6 +85,16 @@ def app_lake(tmp_path_factory):
                 study="compare",
                 context=RunContext(threads=1),
             )
+    for seed in (0, 1):  # instability at two rewind points: the app grows its Stability page
+        for k in (0, 20):
+            run_to_lake(
+                lineage_spec_from_dict(
+                    synthetic_spec_dict(seed=seed, rounds=2, rewind_iteration=k, instability={"rounds": [0, 2]})
+                ),
+                root,
+                study="stability",
+                context=RunContext(threads=1),
+            )
     for model in ("onlstm_lm", "lstm_lm"):  # sequence models: the app grows its Sequence models page
         run_to_lake(
             lineage_spec_from_dict(

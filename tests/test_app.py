@@ -22,6 +22,7 @@ PAGES = {
     "lineage": "study/app/pages/lineage.py",
     "data": "study/app/pages/data.py",
     "sequences": "study/app/pages/sequences.py",
+    "stability": "study/app/pages/stability.py",
 }
 pytestmark = pytest.mark.timeout(600)
 
@@ -104,6 +105,34 @@ def test_strategies_page_shows_the_paired_difference_of_trunk_and_branch_per_see
         assert paired.loc[round_, "n"] == 2
     line = layers(specs(at)[2])[1]
     assert line["encoding"]["color"]["field"] == "pair" and line["encoding"]["x"]["field"] == "remaining_pct"
+
+
+def test_stability_page_plots_the_barrier_against_sparsity_and_rewind_point(lake, monkeypatch):
+    """The barrier table recomputed from the raw instability files: per (rewind point, round) the
+    mean over two seeds and its t(1) band."""
+    from conftest import raw_rows
+
+    at = app(lake, monkeypatch, study=["stability"])
+    at.switch_page(PAGES["stability"]).run()
+    assert not at.exception
+    remaining, rewind, path = specs(at)
+    assert layers(remaining)[1]["encoding"]["x"]["field"] == "remaining_pct"
+    assert layers(rewind)[1]["encoding"]["x"]["field"] == "rewind_iteration"
+    assert layers(path)[1]["encoding"]["x"]["field"] == "alpha"
+    table = at.dataframe[0].value.set_index(["series", "round"])
+    raw = [r for r in raw_rows(lake, "instability") if r["study"] == "stability"]
+    assert len(raw) == 8 and len(table) == 4
+    for k in (0, 20):
+        for round_ in (0, 2):
+            values = [r["test_error_barrier"] for r in raw if r["rewind_iteration"] == k and r["round"] == round_]
+            mean, half = sum(values) / 2, 12.706 * abs(values[0] - values[1]) / 2
+            got = table.loc[(f"imp · k={k}", round_)]
+            assert got["mean"] == pytest.approx(mean, abs=1e-4) and got["n"] == 2
+            assert got["band"] == f"[{mean - half:.4f}, {mean + half:.4f}]"
+    at.radio(key="stability_split").set_value("validation (selects)").run()
+    got = at.dataframe[0].value.set_index(["series", "round"]).loc[("imp · k=20", 2), "mean"]
+    values = [r["val_error_barrier"] for r in raw if r["rewind_iteration"] == 20 and r["round"] == 2]
+    assert got == pytest.approx(sum(values) / 2, abs=1e-4)
 
 
 def test_filters_narrow_every_page(lake, monkeypatch):

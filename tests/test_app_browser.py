@@ -18,12 +18,15 @@ def test_every_page_renders_in_headless_chromium(app_lake, tmp_path):
     with serve(app_lake) as url:
         visits = {
             v.name: v
-            for v in visit_pages(url, out, min_charts={"strategies": 4, "search": 3, "lineage": 2, "sequences": 4})
+            for v in visit_pages(
+                url, out, min_charts={"strategies": 5, "search": 3, "lineage": 2, "stability": 3, "sequences": 4}
+            )
         }
-    assert set(visits) == {"strategies", "search", "lineage", "sequences", "data"}
+    assert set(visits) == {"strategies", "search", "lineage", "stability", "sequences", "data"}
     for name, visit in visits.items():
         assert visit.exceptions == 0, name
         assert visit.screenshot.stat().st_size > 10_000, name
     assert visits["strategies"].title == "Strategies" and visits["strategies"].charts >= 2
     assert visits["search"].charts >= 3 and visits["lineage"].charts >= 2 and visits["sequences"].charts >= 4
-    assert visits["sequences"].title == "Sequence models"
+    assert visits["sequences"].title == "Sequence models" and visits["stability"].title == "Stability"
+    assert visits["stability"].charts >= 3

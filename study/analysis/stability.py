@@ -25,23 +25,23 @@ def barrier_bands(
 ) -> pd.DataFrame:
     """Per group `by`: the mean over seeds of `value` with its 95% t band, the mean % remaining
     and the rewind iteration (for a chart against either)."""
+    extra = [c for c in ("remaining_pct", "rewind_iteration") if c not in by]
     out = []
     for key, g in df.groupby(list(by), sort=True):
         mean, lo, hi = mean_band(list(g[value]))
+        ks = g["rewind_iteration"].unique()
         out.append(
             {
-                **dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
                 "remaining_pct": float(g["remaining_pct"].mean()),
-                "rewind_iteration": int(g["rewind_iteration"].iloc[0])
-                if g["rewind_iteration"].nunique() == 1
-                else None,
+                "rewind_iteration": int(ks[0]) if len(ks) == 1 else None,
+                **dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
                 "mean": mean,
                 "lo": lo,
                 "hi": hi,
                 "n": len(g),
             }
         )
-    return pd.DataFrame(out, columns=[*by, "remaining_pct", "rewind_iteration", *BAND_COLUMNS])
+    return pd.DataFrame(out, columns=[*by, *extra, *BAND_COLUMNS])
 
 
 def path_bands(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:

@@ -51,6 +51,33 @@ def paired_chart(pairs: pd.DataFrame, y_title: str) -> alt.Chart:
     return (band + line + zero).properties(height=320)
 
 
+def rewind_chart(bands: pd.DataFrame, y_title: str) -> alt.Chart:
+    """Barrier against the rewind iteration k, one line per strategy and round (its sparsity),
+    with the 95% band over seeds: where a network becomes stable to SGD noise."""
+    base = alt.Chart(bands).encode(
+        x=alt.X("rewind_iteration:Q", title="rewind iteration k"), color=alt.Color("level:N", title="strategy · round")
+    )
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title=y_title),
+        tooltip=["level", "rewind_iteration", alt.Tooltip("mean:Q", format=".4f"), "n"],
+    )
+    return (band + line).properties(height=320)
+
+
+def path_chart(bands: pd.DataFrame, y_title: str) -> alt.Chart:
+    """Error along the straight line between the two copies (α = 0: the lineage's own, 1: the
+    second), mean per series with the 95% band over seeds."""
+    base = alt.Chart(bands).encode(
+        x=alt.X("alpha:Q", title="interpolation α"), color=alt.Color("series:N", title="strategy · rewind")
+    )
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title=y_title), tooltip=["series", "alpha", alt.Tooltip("mean:Q", format=".4f"), "n"]
+    )
+    return (band + line).properties(height=320)
+
+
 def cost_chart(bands: pd.DataFrame, cost: str, x_title: str, y_title: str) -> alt.Chart:
     """Mean per series against a cost axis (log scale), with 95% error bars over seeds: the plot
     Blalock et al. (2020) ask pruning results to show."""

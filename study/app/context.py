@@ -80,15 +80,22 @@ def require_rows(lake: Lake) -> pd.DataFrame:
             f"The lake at `{lake.root}` holds no finished rounds yet; a running study shows up here as its rounds land."
         )
         st.stop()
-    rows = filtered_rounds(lake)
-    excluded = excluded_lineages(lake.lineages.to_dict("records")) if not lake.lineages.empty else set()
-    if excluded:
-        st.warning(
-            f"{len(excluded)} failed, diverged or degenerate lineage(s) (with the sibling seeds of a failed "
-            "trial) are left out of every chart and table here; the Data page lists them with the reason."
-        )
-        rows = rows[[k not in excluded for k in zip(rows["study"], rows["trial_id"], rows["lineage_id"], strict=True)]]
+    rows = healthy(lake, filtered_rounds(lake))
     if rows.empty:
         st.info("No rounds match the filters in the sidebar.")
         st.stop()
     return rows
+
+
+def healthy(lake: Lake, rows: pd.DataFrame, say: bool = True) -> pd.DataFrame:
+    """`rows` (of any table keyed by study, trial and lineage) without the failed, diverged and
+    degenerate lineages (and the sibling seeds of a failed trial), saying so when there are any."""
+    excluded = excluded_lineages(lake.lineages.to_dict("records")) if not lake.lineages.empty else set()
+    if not excluded:
+        return rows
+    if say:
+        st.warning(
+            f"{len(excluded)} failed, diverged or degenerate lineage(s) (with the sibling seeds of a failed "
+            "trial) are left out of every chart and table here; the Data page lists them with the reason."
+        )
+    return rows[[k not in excluded for k in zip(rows["study"], rows["trial_id"], rows["lineage_id"], strict=True)]]

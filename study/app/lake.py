@@ -15,7 +15,8 @@ import pyarrow as pa
 from study.analysis.bands import t95
 from study.analysis.configs import config_id
 from study.lake.incremental import IncrementalLake
-from study.lake.reader import LakeRead, read_lineages, read_rounds, read_studies
+from study.lake.reader import LakeRead, read_table
+from study.lake.schema import TABLES
 from study.lake.store import store_for
 
 FILTERS = ("study", "model", "dataset", "strategy")
@@ -29,6 +30,7 @@ class Lake:
     rounds: pd.DataFrame
     lineages: pd.DataFrame
     studies: pd.DataFrame
+    instability: pd.DataFrame
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -48,13 +50,12 @@ def _plain(table: pa.Table) -> pd.DataFrame:
 
 def load_lake(root: str | Path) -> Lake:
     """The whole lake, read in full."""
-    return lake_from_reads(root, {"rounds": read_rounds(root), "lineages": read_lineages(root),
-                                  "studies": read_studies(root)})  # fmt: skip
+    return lake_from_reads(root, {kind: read_table(root, kind) for kind in TABLES})
 
 
 def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
     root = str(root)
-    rounds, lineages, studies = reads["rounds"], reads["lineages"], reads["studies"]
+    rounds, lineages, studies, instability = (reads[kind] for kind in ("rounds", "lineages", "studies", "instability"))
     r, lin, stu = _plain(rounds.table), _plain(lineages.table), _plain(studies.table)
     lin["config_id"] = lin["config_json"].map(config_id)
     r = r.merge(
@@ -71,7 +72,8 @@ def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
         r,
         lin,
         stu,
-        rounds.skipped + lineages.skipped + studies.skipped,
+        _plain(instability.table),
+        rounds.skipped + lineages.skipped + studies.skipped + instability.skipped,
     )
 
 
@@ -101,7 +103,8 @@ class LiveLake:
                 self.built_from = self.reader.version
             lake = self.lake
         return dataclasses.replace(lake, exists=store_for(self.root).is_dir(self.root), rounds=lake.rounds.copy(deep=False),
-                                   lineages=lake.lineages.copy(deep=False), studies=lake.studies.copy(deep=False))  # fmt: skip
+                                   lineages=lake.lineages.copy(deep=False), studies=lake.studies.copy(deep=False),
+                                   instability=lake.instability.copy(deep=False))  # fmt: skip
 
 
 def filter_rows(df: pd.DataFrame, selected: dict[str, list[str]]) -> pd.DataFrame:

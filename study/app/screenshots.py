@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
-PAGES = {"strategies": "", "search": "search", "lineage": "lineage", "sequences": "sequences", "data": "data"}
+PAGES = {
+    "strategies": "",
+    "search": "search",
+    "lineage": "lineage",
+    "stability": "stability",
+    "sequences": "sequences",
+    "data": "data",
+}
 CHROMIUM = os.environ.get("STUDY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
