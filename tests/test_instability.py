@@ -135,3 +135,27 @@ def test_the_lake_holds_one_instability_row_per_measured_round_and_fresh_superse
     run_to_lake(again, tmp_path, study="i", trial_id=s.lineage_id(), fresh=True)
     assert sorted(r["round"] for r in raw_rows(tmp_path, "instability")) == [1], "the old rows moved to _superseded"
     assert list(tmp_path.glob("_superseded/*/instability/study=i/strategy=imp/*-r000.parquet"))
+
+
+def test_a_searched_trial_reads_its_seeds_mean_barrier_for_the_stable_objective(tmp_path):
+    """trial_points (what a study's outcome ranks on) carries each round's seed-mean validation
+    barrier, only where every seed measured it; recomputed here from the raw files."""
+    from conftest import raw_rows
+
+    from study.analysis.objectives import sparsest_within
+    from study.lake.recorder import run_to_lake
+    from study.search.tune import trial_points
+
+    for seed in (0, 1):
+        s = spec(seed=seed, rounds=2, instability={"rounds": [0, 2] if seed == 0 else [0, 1, 2]})
+        run_to_lake(s, tmp_path, study="t", trial_id=f"trial-s{seed}", optuna_trial_number=7, context=ONE_THREAD)
+    (points,) = trial_points(str(tmp_path), "t").values()
+    raw = {(r["seed"], r["round"]): r for r in raw_rows(tmp_path)}
+    for round_, point in enumerate(points):
+        barriers = [raw[(s, round_)]["val_error_barrier"] for s in (0, 1)]
+        expected = None if None in barriers else sum(barriers) / 2
+        assert point.val_error_barrier == (pytest.approx(expected) if expected is not None else None)
+        assert point.val_acc == pytest.approx(sum(raw[(s, round_)]["val_acc"] for s in (0, 1)) / 2)
+    assert points[1].val_error_barrier is None, "seed 0 did not measure round 1"
+    generous = sparsest_within(points, 1.0, max_barrier=1.0)
+    assert generous == points[2].remaining_pct, "round 1 is unmeasured: the sparsest stable round is 2"

@@ -152,3 +152,55 @@ def test_pareto_front_drops_dominated_points_and_keeps_duplicates():
     assert pareto_front(values, ["min", "max"]) == [4]
     assert pareto_front([(1.0, 2.0)], ["max", "min"]) == [0]
     assert pareto_front([], ["max"]) == []
+
+
+# ---------------------------------------------------------------- stable_sparsest_within (instability as a constraint)
+
+
+def test_stable_sparsest_within_counts_only_rounds_stable_on_validation():
+    # CURVE's rounds 0, 1 and 3 are within 0.25 of dense; give them barriers by hand:
+    # round 3 (12.5 %) is unstable (0.125 > 0.0625), round 1 (50 %) stable, round 4 unmeasured
+    points = [
+        RoundPoint(p.remaining_pct, p.val_acc, p.test_acc, b)
+        for p, b in zip(CURVE, (0.0, 0.0625, 0.0, 0.125, None), strict=True)
+    ]
+    assert sparsest_within(points, 0.25) == 12.5, "unconstrained: the barrier is not read"
+    assert sparsest_within(points, 0.25, max_barrier=0.0625) == 50.0, "a barrier exactly at the bar counts"
+    assert sparsest_within(points, 0.5, max_barrier=0.125) == 12.5, "6.25 % was never measured: it cannot count"
+    assert sparsest_within(points, 0.25, max_barrier=0.03125) == 100.0
+    unmeasured = [RoundPoint(p.remaining_pct, p.val_acc, p.test_acc) for p in CURVE]
+    assert sparsest_within(unmeasured, 0.25, max_barrier=0.5) == 100.0, "no measured round: nothing is proven stable"
+    assert objective_metrics(points, "stable_sparsest_within", 0.25, None, 0.0625) == {
+        "objective_stable_sparsest_within": 50.0
+    }
+    assert reported_test(points, "stable_sparsest_within", 0.25, None, 0.0625)["test_acc_at_selected"] == 0.375
+    # the test split never enters: a round's test accuracy changes nothing
+    flipped = [RoundPoint(p.remaining_pct, p.val_acc, 1.0 - (p.test_acc or 0), p.val_error_barrier) for p in points]
+    assert sparsest_within(flipped, 0.25, max_barrier=0.0625) == 50.0
+
+
+def test_stable_objective_needs_a_max_barrier_and_measured_rounds():
+    from conftest import synthetic_spec_dict
+
+    from study.errors import SpecError
+    from study.search.study_spec import StudySpec
+    from study.typed_yaml import build
+
+    def study(objective, **base):
+        raw = {
+            "name": "s",
+            "base": synthetic_spec_dict(**base),
+            "search": {"train.lr": {"type": "log_float", "low": 1e-4, "high": 1e-2}},
+            "objective": objective,
+        }
+        spec = build(StudySpec, raw, "study")
+        spec.validate()
+        return spec
+
+    with pytest.raises(SpecError, match="needs max_barrier"):
+        study({"name": "stable_sparsest_within"}, instability={"rounds": [1]})
+    with pytest.raises(SpecError, match="base.instability.rounds is empty"):
+        study({"name": "stable_sparsest_within", "max_barrier": 0.02})
+    with pytest.raises(SpecError, match="max_barrier constrains stable_sparsest_within, not auc"):
+        study({"name": "auc", "max_barrier": 0.02})
+    study({"name": "stable_sparsest_within", "max_barrier": 0.02}, instability={"rounds": [0, 1, 2, 3]})

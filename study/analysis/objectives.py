@@ -7,8 +7,8 @@ the test accuracy of exactly that round, and nothing here ever chooses on it.
 
 Each objective is defined on the rounds seen so far, and its partial value is a bound on the final
 one in the direction that hurts the trial (so a trial stopped early by a scheduler is never
-flattered): `sparsest_within` (min) only decreases as rounds are added, `auc` (max) only grows and
-`accuracy_at` (max) is 0 until the target sparsity is reached."""
+flattered): `sparsest_within` and `stable_sparsest_within` (min) only decrease as rounds are added,
+`auc` (max) only grows and `accuracy_at` (max) is 0 until the target sparsity is reached."""
 
 from __future__ import annotations
 
@@ -23,18 +23,36 @@ class RoundPoint:
     remaining_pct: float
     val_acc: float  # selection
     test_acc: float | None = None  # reporting only
+    val_error_barrier: float | None = None  # selection: the round's instability, when measured
 
 
-def _sparsest_index(points: list[RoundPoint], tolerance: float) -> int:
+@dataclass(frozen=True)
+class ObjectiveParams:
+    """The settings an objective reads (the study's `objective:` block)."""
+
+    tolerance: float = 0.01
+    target_remaining: float | None = None
+    max_barrier: float | None = None
+
+
+def _sparsest_index(points: list[RoundPoint], tolerance: float, max_barrier: float | None = None) -> int | None:
     dense = points[0].val_acc
-    within = [i for i, p in enumerate(points) if p.val_acc >= dense - tolerance]
-    return min(within, key=lambda i: (points[i].remaining_pct, i))
+    within = [
+        i
+        for i, p in enumerate(points)
+        if p.val_acc >= dense - tolerance
+        and (max_barrier is None or (p.val_error_barrier is not None and p.val_error_barrier <= max_barrier))
+    ]
+    return min(within, key=lambda i: (points[i].remaining_pct, i)) if within else None
 
 
-def sparsest_within(points: list[RoundPoint], tolerance: float) -> float:
+def sparsest_within(points: list[RoundPoint], tolerance: float, max_barrier: float | None = None) -> float:
     """The smallest % of weights remaining among rounds whose validation accuracy stays within
-    `tolerance` of the dense round's (the lottery-ticket question)."""
-    return points[_sparsest_index(points, tolerance)].remaining_pct if points else 100.0
+    `tolerance` of the dense round's (the lottery-ticket question); with `max_barrier`, among
+    those whose validation error barrier was measured and is at most that (stable to SGD noise).
+    100 when no round qualifies."""
+    i = _sparsest_index(points, tolerance, max_barrier) if points else None
+    return 100.0 if i is None else points[i].remaining_pct
 
 
 def _at_index(points: list[RoundPoint], target_remaining: float) -> int | None:
@@ -64,9 +82,10 @@ class Objective:
     name: str
     metrics: tuple[str, ...]
     modes: tuple[str, ...]
-    values: Callable[[list[RoundPoint], float, float | None], tuple[float, ...]]  # (points, tolerance, target)
-    selected: Callable[[list[RoundPoint], float, float | None], int | None]
+    values: Callable[[list[RoundPoint], ObjectiveParams], tuple[float, ...]]
+    selected: Callable[[list[RoundPoint], ObjectiveParams], int | None]
     needs_target: bool = False
+    needs_barrier: bool = False
     test_summary: Callable[[list[RoundPoint]], dict[str, float]] | None = None  # reported beside it, never selected on
 
     @property
@@ -74,7 +93,7 @@ class Objective:
         return len(self.metrics) > 1
 
 
-def _last(points: list[RoundPoint], tolerance: float, target: float | None) -> int | None:
+def _last(points: list[RoundPoint], params: ObjectiveParams) -> int | None:
     return len(points) - 1
 
 
@@ -85,22 +104,30 @@ OBJECTIVES: dict[str, Objective] = {
             "sparsest_within",
             ("objective_sparsest_within",),
             ("min",),
-            lambda points, tol, target: (sparsest_within(points, tol),),
-            lambda points, tol, target: _sparsest_index(points, tol),
+            lambda points, p: (sparsest_within(points, p.tolerance),),
+            lambda points, p: _sparsest_index(points, p.tolerance),
+        ),
+        Objective(
+            "stable_sparsest_within",
+            ("objective_stable_sparsest_within",),
+            ("min",),
+            lambda points, p: (sparsest_within(points, p.tolerance, p.max_barrier),),
+            lambda points, p: _sparsest_index(points, p.tolerance, p.max_barrier),
+            needs_barrier=True,
         ),
         Objective(
             "accuracy_at",
             ("objective_accuracy_at",),
             ("max",),
-            lambda points, tol, target: (accuracy_at(points, target or 0.0),),
-            lambda points, tol, target: _at_index(points, target or 0.0),
+            lambda points, p: (accuracy_at(points, p.target_remaining or 0.0),),
+            lambda points, p: _at_index(points, p.target_remaining or 0.0),
             needs_target=True,
         ),
         Objective(
             "auc",
             ("objective_auc",),
             ("max",),
-            lambda points, tol, target: (auc(points),),
+            lambda points, p: (auc(points),),
             _last,
             test_summary=lambda points: {"test_auc": auc(points, "test_acc")},
         ),
@@ -108,32 +135,48 @@ OBJECTIVES: dict[str, Objective] = {
             "pareto",
             ("pareto_val_acc", "pareto_remaining_pct"),
             ("max", "min"),
-            lambda points, tol, target: (points[-1].val_acc, points[-1].remaining_pct),
+            lambda points, p: (points[-1].val_acc, points[-1].remaining_pct),
             _last,
         ),
     )
 }
 
 
-def selected_round(points: list[RoundPoint], name: str, tolerance: float, target_remaining: float | None) -> int | None:
+def selected_round(
+    points: list[RoundPoint],
+    name: str,
+    tolerance: float,
+    target_remaining: float | None,
+    max_barrier: float | None = None,
+) -> int | None:
     """The index of the round an objective's value is read from (None: no such round yet)."""
-    return OBJECTIVES[name].selected(points, tolerance, target_remaining) if points else None
+    params = ObjectiveParams(tolerance, target_remaining, max_barrier)
+    return OBJECTIVES[name].selected(points, params) if points else None
 
 
 def objective_metrics(
-    points: list[RoundPoint], name: str, tolerance: float, target_remaining: float | None
+    points: list[RoundPoint],
+    name: str,
+    tolerance: float,
+    target_remaining: float | None,
+    max_barrier: float | None = None,
 ) -> dict[str, float]:
-    """The metric(s) a trial reports for objective `name`, from validation accuracy only."""
+    """The metric(s) a trial reports for objective `name`, from validation data only."""
     objective = OBJECTIVES[name]
-    return dict(zip(objective.metrics, objective.values(points, tolerance, target_remaining), strict=True))
+    params = ObjectiveParams(tolerance, target_remaining, max_barrier)
+    return dict(zip(objective.metrics, objective.values(points, params), strict=True))
 
 
 def reported_test(
-    points: list[RoundPoint], name: str, tolerance: float, target_remaining: float | None
+    points: list[RoundPoint],
+    name: str,
+    tolerance: float,
+    target_remaining: float | None,
+    max_barrier: float | None = None,
 ) -> dict[str, float | None]:
     """For reporting next to the objective: the test accuracy of the round the objective was read
     from (and, for auc, the same area on test accuracy). Never fed back to any searcher."""
-    i = selected_round(points, name, tolerance, target_remaining)
+    i = selected_round(points, name, tolerance, target_remaining, max_barrier)
     out: dict[str, float | None] = {
         "test_acc_at_selected": None if i is None else points[i].test_acc,
         "remaining_pct_at_selected": None if i is None else points[i].remaining_pct,

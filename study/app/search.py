@@ -58,6 +58,7 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
                 val_acc=("val_acc", "mean"),
                 test_acc=("test_acc", "mean"),
                 seeds=("trial_id", "nunique"),
+                barrier=("val_error_barrier", lambda s: s.mean() if s.notna().all() else None),
             )
             .reset_index()
             .sort_values("round")
@@ -69,10 +70,16 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
         known = info["objective"] in OBJECTIVES  # a lake written by a newer version may name another
         if not complete.empty and status not in FAILED_STATUSES and known:  # a failed trial has no objective
             points = [
-                RoundPoint(a, b, c)
-                for a, b, c in zip(complete["remaining_pct"], complete["val_acc"], complete["test_acc"], strict=True)
+                RoundPoint(a, b, c, None if pd.isna(d) else d)
+                for a, b, c, d in zip(
+                    complete["remaining_pct"],
+                    complete["val_acc"],
+                    complete["test_acc"],
+                    complete["barrier"],
+                    strict=True,
+                )
             ]
-            args = (info["objective"], obj.get("tolerance", 0.01), obj.get("target_remaining"))
+            args = (info["objective"], obj.get("tolerance", 0.01), obj.get("target_remaining"), obj.get("max_barrier"))
             metrics = dict(objective_metrics(points, *args))
             metrics["test acc (reported)"] = reported_test(points, *args)["test_acc_at_selected"]
         rows.append(

@@ -105,6 +105,7 @@ class ObjectiveSpec:
     name: str = "sparsest_within"
     tolerance: float = 0.01
     target_remaining: float | None = None
+    max_barrier: float | None = None  # stable_sparsest_within: the largest validation error barrier that counts
 
     def validate(self, sampler: str) -> None:
         choice("objective.name", self.name, tuple(OBJECTIVES))
@@ -112,6 +113,15 @@ class ObjectiveSpec:
             raise SpecError(f"objective.tolerance is a fraction of accuracy in [0, 1), got {self.tolerance}")
         if OBJECTIVES[self.name].needs_target and not (self.target_remaining and 0 < self.target_remaining < 100):
             raise SpecError(f"objective {self.name} needs target_remaining, a percentage in (0, 100)")
+        if OBJECTIVES[self.name].needs_barrier and not (self.max_barrier is not None and 0 <= self.max_barrier < 1):
+            raise SpecError(
+                f"objective {self.name} needs max_barrier, the largest validation error barrier in [0, 1) that "
+                f"counts as stable (the paper's: 0.02)"
+            )
+        if self.max_barrier is not None and not OBJECTIVES[self.name].needs_barrier:
+            raise SpecError(
+                f"objective.max_barrier constrains stable_sparsest_within, not {self.name}; drop it or change the objective"
+            )
         if OBJECTIVES[self.name].multi and sampler not in MULTI_OBJECTIVE_SAMPLERS:
             raise SpecError(f"objective {self.name} is multi-objective; use sampler nsga2 or tpe, not {sampler}")
 
@@ -249,6 +259,11 @@ class StudySpec:
         base = self.base_spec()
         choice("sampler", self.sampler, SAMPLERS)
         self.objective.validate(self.sampler)
+        if OBJECTIVES[self.objective.name].needs_barrier and not base.instability.rounds:
+            raise SpecError(
+                f"objective {self.objective.name} reads the rounds' instability and base.instability.rounds is empty; "
+                f"list the rounds to measure, e.g. instability: {{rounds: [0, 2, 4, 6]}}"
+            )
         self.budget.validate()
         self.resources.validate()
         if self.scheduler is not None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -310,12 +311,15 @@ def _keep_newer(saved: Path, workdir: Path) -> None:
 
 
 def _mean_point(results) -> RoundPoint:
-    """Seed means; the test accuracy is carried for reporting, objectives never read it."""
+    """Seed means; the test accuracy is carried for reporting, objectives never read it. The
+    barrier is a mean only when every seed measured it."""
     n = len(results)
+    barriers = [r.val_error_barrier for r in results]
     return RoundPoint(
         sum(r.remaining_pct for r in results) / n,
         sum(r.val_acc for r in results) / n,
         sum(r.test_acc for r in results) / n,
+        None if any(b is None for b in barriers) else sum(barriers) / n,
     )
 
 
@@ -333,7 +337,13 @@ def _metrics(study: StudySpec, results, points: list[RoundPoint]) -> dict[str, A
         "early_stop_iteration": sum(r.early_stop_iteration for r in results) / n,
         "dense_val_acc": points[0].val_acc,
         "iterations": sum(r.iterations for r in results),
-        **objective_metrics(points, study.objective.name, study.objective.tolerance, study.objective.target_remaining),
+        **objective_metrics(
+            points,
+            study.objective.name,
+            study.objective.tolerance,
+            study.objective.target_remaining,
+            study.objective.max_barrier,
+        ),
     }
 
 
@@ -674,7 +684,7 @@ def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
     for row in lineages:
         if row["optuna_trial_number"] is not None and row["status"] not in FAILED_STATUSES and row["branch"] is None:
             seeds.setdefault(row["optuna_trial_number"], set()).add((row["trial_id"], row["lineage_id"]))
-    columns = ["trial_id", "lineage_id", "round", "remaining_pct", "val_acc", "test_acc"]
+    columns = ["trial_id", "lineage_id", "round", "remaining_pct", "val_acc", "test_acc", "val_error_barrier"]
     by_trial: dict[tuple[str, str], list[dict]] = {}
     for row in read_rounds(root, study).table.select(columns).to_pylist():
         by_trial.setdefault((row["trial_id"], row["lineage_id"]), []).append(row)
@@ -688,14 +698,7 @@ def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
         for _, rows in sorted(per_round.items()):
             if len(rows) < len(keys):
                 break
-            n = len(rows)
-            points.append(
-                RoundPoint(
-                    sum(r["remaining_pct"] for r in rows) / n,
-                    sum(r["val_acc"] for r in rows) / n,
-                    sum(r["test_acc"] for r in rows) / n,
-                )
-            )
+            points.append(_mean_point([SimpleNamespace(**r) for r in rows]))
         out[number] = points
     return out
 
@@ -711,7 +714,9 @@ def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int
             "params": t.params,
             "values": t.values,
             "failure": t.user_attrs.get(FAILURE_KEY),
-            "reported": reported_test(points.get(t.number, []), obj.name, obj.tolerance, obj.target_remaining),
+            "reported": reported_test(
+                points.get(t.number, []), obj.name, obj.tolerance, obj.target_remaining, obj.max_barrier
+            ),
         }
         for t in ostudy.trials
     ]
