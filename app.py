@@ -50,6 +50,8 @@ pages = [
 ]
 if not lake.instability.empty:
     pages.append(st.Page("study/app/pages/stability.py", title="Stability", icon=":material/linear_scale:"))
+if not lake.masks.empty:
+    pages.append(st.Page("study/app/pages/masks.py", title="Masks", icon=":material/grid_on:"))
 if not lake.rounds.empty and (lake.rounds["test_perplexity"].notna() | lake.rounds["parse_baselines"].notna()).any():
     pages.append(st.Page("study/app/pages/sequences.py", title="Sequence models", icon=":material/segment:"))
 pages.append(st.Page("study/app/pages/data.py", title="Data", icon=":material/download:"))

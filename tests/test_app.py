@@ -23,6 +23,7 @@ PAGES = {
     "data": "study/app/pages/data.py",
     "sequences": "study/app/pages/sequences.py",
     "stability": "study/app/pages/stability.py",
+    "masks": "study/app/pages/masks.py",
 }
 pytestmark = pytest.mark.timeout(600)
 
@@ -133,6 +134,45 @@ def test_stability_page_plots_the_barrier_against_sparsity_and_rewind_point(lake
     got = at.dataframe[0].value.set_index(["series", "round"]).loc[("imp · k=20", 2), "mean"]
     values = [r["val_error_barrier"] for r in raw if r["rewind_iteration"] == 20 and r["round"] == 2]
     assert got == pytest.approx(sum(values) / 2, abs=1e-4)
+
+
+def test_masks_page_heat_map_of_overlap_between_seeds_strategies_and_rounds(lake, monkeypatch):
+    """The overlap table recomputed from the raw masks files with numpy, for the first layer."""
+    import numpy as np
+    from conftest import raw_rows
+
+    at = app(lake, monkeypatch, study=["compare"])
+    at.switch_page(PAGES["masks"]).run()
+    assert not at.exception
+    (heat,) = specs(at)
+    assert heat["mark"]["type"] == "rect" and heat["encoding"]["color"]["field"] == "mean"
+    raw = [r for r in raw_rows(lake, "masks") if r["study"] == "compare"]
+
+    def bits(strategy, seed, round_):
+        (row,) = [r for r in raw if str(r["strategy"]) == strategy and r["seed"] == seed and r["round"] == round_]
+        size = dict(row["layer_size"])["fc1.weight"]
+        return np.unpackbits(np.frombuffer(dict(row["layer_bits"])["fc1.weight"], dtype=np.uint8))[:size].astype(bool)
+
+    def jac(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    table = at.dataframe[0].value
+    seeds = table[(table["series"] == "imp") & (table["layer"] == "fc1.weight")].set_index("round")
+    for round_ in (1, 2, 3):
+        assert seeds.loc[round_, "mean"] == pytest.approx(jac(bits("imp", 0, round_), bits("imp", 1, round_)), abs=1e-4)
+    at.radio(key="masks_compare").set_value("consecutive rounds").run()
+    table = at.dataframe[0].value
+    rounds = table[(table["series"] == "imp") & (table["layer"] == "fc1.weight")].set_index("round")
+    expected = np.mean([jac(bits("imp", s, 1), bits("imp", s, 2)) for s in (0, 1)])
+    assert rounds.loc[2, "mean"] == pytest.approx(expected, abs=1e-4)
+    at.radio(key="masks_compare").set_value("between strategies").run()
+    at.selectbox(key="masks_first").set_value("imp").run()
+    at.selectbox(key="masks_second").set_value("random_prune").run()
+    table = at.dataframe[0].value
+    pair = table[table["layer"] == "fc1.weight"].set_index("round")
+    expected = np.mean([jac(bits("imp", s, 3), bits("random_prune", s, 3)) for s in (0, 1)])
+    assert pair.loc[3, "mean"] == pytest.approx(expected, abs=1e-4)
+    assert pair.loc[3, "chance"] < pair.loc[1, "chance"], "sparser masks overlap less by chance"
 
 
 def test_filters_narrow_every_page(lake, monkeypatch):

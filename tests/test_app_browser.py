@@ -19,10 +19,12 @@ def test_every_page_renders_in_headless_chromium(app_lake, tmp_path):
         visits = {
             v.name: v
             for v in visit_pages(
-                url, out, min_charts={"strategies": 5, "search": 3, "lineage": 2, "stability": 3, "sequences": 4}
+                url,
+                out,
+                min_charts={"strategies": 5, "search": 3, "lineage": 2, "stability": 3, "masks": 1, "sequences": 4},
             )
         }
-    assert set(visits) == {"strategies", "search", "lineage", "stability", "sequences", "data"}
+    assert set(visits) == {"strategies", "search", "lineage", "stability", "masks", "sequences", "data"}
     for name, visit in visits.items():
         assert visit.exceptions == 0, name
         assert visit.screenshot.stat().st_size > 10_000, name

@@ -10,7 +10,15 @@ import pyarrow.parquet as pq
 
 from study.engine.rows import RoundResult
 from study.lake.reader import read_rounds
-from study.lake.schema import INSTABILITY_SCHEMA, LINEAGES_SCHEMA, ROUNDS_SCHEMA, STUDIES_SCHEMA, RoundRow, schema_of
+from study.lake.schema import (
+    INSTABILITY_SCHEMA,
+    LINEAGES_SCHEMA,
+    MASKS_SCHEMA,
+    ROUNDS_SCHEMA,
+    STUDIES_SCHEMA,
+    RoundRow,
+    schema_of,
+)
 
 CAT, F64, I64, S = pa.dictionary(pa.int32(), pa.string()), pa.float64(), pa.int64(), pa.string()
 MAP, TS = pa.map_(pa.string(), pa.float64()), pa.timestamp("us", tz="UTC")
@@ -122,6 +130,19 @@ INSTABILITY_V1 = {  # a new table (issue 13): one row per measured lineage-round
 }
 
 
+MASKS_V1 = {  # a new table (issue 13): one packed mask per lineage-round
+    **IDENTITY_V1,
+    "round": (I64, KEY),
+    "remaining_pct": F64,
+    "layer_size": pa.map_(S, I64),
+    "layer_kept": pa.map_(S, I64),
+    "layer_bits": pa.map_(S, pa.binary()),
+    "branch": S,
+    "trunk_lineage_id": S,
+    "written_at": TS,
+}
+
+
 def as_expected(schema: pa.Schema) -> dict:
     return {f.name: (f.type, KEY) if not f.nullable else f.type for f in schema}
 
@@ -131,11 +152,13 @@ def test_derived_schemas_equal_the_hand_written_ones():
     assert as_expected(LINEAGES_SCHEMA) == LINEAGES_V1
     assert as_expected(STUDIES_SCHEMA) == STUDIES_V1
     assert as_expected(INSTABILITY_SCHEMA) == INSTABILITY_V1
+    assert as_expected(MASKS_SCHEMA) == MASKS_V1
     for schema, table in (
         (ROUNDS_SCHEMA, b"rounds"),
         (LINEAGES_SCHEMA, b"lineages"),
         (STUDIES_SCHEMA, b"studies"),
         (INSTABILITY_SCHEMA, b"instability"),
+        (MASKS_SCHEMA, b"masks"),
     ):
         assert schema.metadata == {b"study.schema_version": b"1", b"study.table": table}
 

@@ -121,6 +121,33 @@ def sparsity_heatmap(cells: pd.DataFrame) -> alt.Chart:
     )
 
 
+def overlap_heatmap(cells: pd.DataFrame, title: str) -> alt.Chart:
+    """Mean Jaccard overlap per layer (y) and round (x), one panel per series; the tooltip holds
+    the 95% band, the pairs averaged and the overlap random masks of those densities would have."""
+    return (
+        alt.Chart(cells)
+        .mark_rect()
+        .encode(
+            x=alt.X("round_label:O", title="round (% remaining)", sort=None),
+            y=alt.Y("layer:N", title="layer", sort=None),
+            color=alt.Color("mean:Q", title="Jaccard", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
+            row=alt.Row("series:N", title=None),
+            tooltip=[
+                "series",
+                "layer",
+                "round",
+                alt.Tooltip("remaining_pct:Q", format=".2f"),
+                alt.Tooltip("mean:Q", format=".3f", title="Jaccard"),
+                alt.Tooltip("lo:Q", format=".3f"),
+                alt.Tooltip("hi:Q", format=".3f"),
+                alt.Tooltip("chance:Q", format=".3f", title="random masks"),
+                "n",
+            ],
+        )
+        .properties(height=alt.Step(28), title=title)
+    )
+
+
 def field_name(column: str) -> str:
     """Vega-Lite reads dots in a field name as nested access: chart data uses safe names."""
     return column.replace(".", "_")

@@ -31,6 +31,7 @@ class Lake:
     lineages: pd.DataFrame
     studies: pd.DataFrame
     instability: pd.DataFrame
+    masks: pd.DataFrame
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -54,11 +55,12 @@ def load_lake(root: str | Path) -> Lake:
 
 
 def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
+    """The app's frames from one read of every table (`schema.TABLES`)."""
     root = str(root)
-    rounds, lineages, studies, instability = (reads[kind] for kind in ("rounds", "lineages", "studies", "instability"))
-    r, lin, stu = _plain(rounds.table), _plain(lineages.table), _plain(studies.table)
+    frames = {kind: _plain(read.table) for kind, read in reads.items()}
+    lin = frames["lineages"]
     lin["config_id"] = lin["config_json"].map(config_id)
-    r = r.merge(
+    r = frames["rounds"].merge(
         lin[["study", "trial_id", "lineage_id", "config_id", "optuna_trial_number", "status"]],
         on=["study", "trial_id", "lineage_id"],
         how="left",
@@ -68,13 +70,25 @@ def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
     return Lake(
         root,
         store_for(root).is_dir(root),
-        rounds.table,
+        reads["rounds"].table,
         r,
         lin,
-        stu,
-        _plain(instability.table),
-        rounds.skipped + lineages.skipped + studies.skipped + instability.skipped,
+        frames["studies"],
+        frames["instability"],
+        with_config(frames["masks"], lin),
+        [s for read in reads.values() for s in read.skipped],
     )
+
+
+def with_config(df: pd.DataFrame, lin: pd.DataFrame) -> pd.DataFrame:
+    """`df` (keyed by study, trial and lineage) with its lineage's `config_id`, for `with_series`."""
+    if df.empty:
+        return df.assign(config_id=pd.Series(dtype=str))
+    df = df.merge(
+        lin[["study", "trial_id", "lineage_id", "config_id"]], on=["study", "trial_id", "lineage_id"], how="left"
+    )
+    df["config_id"] = df["config_id"].fillna(df["lineage_id"].str[-6:])
+    return df
 
 
 class LiveLake:
@@ -104,7 +118,8 @@ class LiveLake:
             lake = self.lake
         return dataclasses.replace(lake, exists=store_for(self.root).is_dir(self.root), rounds=lake.rounds.copy(deep=False),
                                    lineages=lake.lineages.copy(deep=False), studies=lake.studies.copy(deep=False),
-                                   instability=lake.instability.copy(deep=False))  # fmt: skip
+                                   instability=lake.instability.copy(deep=False),
+                                   masks=lake.masks.copy(deep=False))  # fmt: skip
 
 
 def filter_rows(df: pd.DataFrame, selected: dict[str, list[str]]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ PAGES = {
     "search": "search",
     "lineage": "lineage",
     "stability": "stability",
+    "masks": "masks",
     "sequences": "sequences",
     "data": "data",
 }

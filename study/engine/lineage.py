@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,7 +25,7 @@ from study.engine.failures import LineageDegenerate, LineageFailure
 from study.engine.instability import barrier, linear_path
 from study.engine.plan import LineagePlan, build_lineage_model, plan_lineage
 from study.engine.pruning import Mask, apply_mask, dense_mask, remaining
-from study.engine.rows import InstabilityResult, LineageIds, RoundResult
+from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundResult
 from study.engine.seeding import derive_seed
 from study.engine.spec import LineageSpec
 from study.engine.state import LineageState, StateDict, clone_state
@@ -59,10 +60,12 @@ class LineageHooks:
     branches'), before the round's checkpoint is written (a crash in between re-runs and
     re-reports that round). `on_reset(round, model, mask)` sees the weights a round starts
     training from; `on_branch_reset(round, branch, model, mask)` those a branch starts from.
-    `on_instability(result)` gets a round's instability measurement, before its rows."""
+    `on_instability(result)` gets a round's instability measurement and `on_mask(result)` the
+    mask of each of its rows (packed), before its rows."""
 
     on_round: Callable[[RoundResult], None] | None = None
     on_instability: Callable[[InstabilityResult], None] | None = None
+    on_mask: Callable[[MaskResult], None] | None = None
     on_reset: Callable[[int, nn.Module, Mask], None] | None = None
     on_branch_reset: Callable[[int, str, nn.Module, Mask], None] | None = None
 
@@ -309,6 +312,24 @@ class Lineage:
         before = self.state.results[-1].remaining_pct if self.state.results else 100.0
         es, fin, curve = result.early_stop, result.final, result.curve
         trunk = spec.lineage_id()
+        if self.hooks.on_mask:
+            self.hooks.on_mask(
+                MaskResult(
+                    study=self.study,
+                    strategy=spec.strategy if branch is None else branch_label(spec.strategy, branch),
+                    trial_id=self.trial_id,
+                    lineage_id=trunk if branch is None else branch_lineage_id(trunk, branch),
+                    config_hash=spec.config_hash(),
+                    model=spec.model,
+                    dataset=spec.dataset,
+                    seed=spec.seed,
+                    round=round_,
+                    remaining_pct=overall,
+                    **packed_mask(mask),
+                    branch=branch,
+                    trunk_lineage_id=None if branch is None else trunk,
+                )
+            )
         return RoundResult(
             study=self.study,
             trial_id=self.trial_id,
@@ -351,6 +372,16 @@ class Lineage:
             trunk_lineage_id=None if branch is None else trunk,
             **extra,
         )
+
+
+def packed_mask(mask: Mask) -> dict[str, dict[str, Any]]:
+    """`MaskResult`'s per-tensor columns: size, kept count and packed bits."""
+    flat = {n: m.detach().flatten().cpu().numpy() for n, m in mask.items()}
+    return {
+        "layer_size": {n: int(f.size) for n, f in flat.items()},
+        "layer_kept": {n: int(f.sum()) for n, f in flat.items()},
+        "layer_bits": {n: np.packbits(f).tobytes() for n, f in flat.items()},
+    }
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,23 @@ class RoundResult(LineageColumns):
 
 
 @dataclass(frozen=True)
+class MaskResult(LineageColumns):
+    """A round's mask, packed: per masked weight tensor its size, its kept count and its bits
+    (numpy packbits of the flattened bool mask, big-endian bit order, zero-padded to a byte)."""
+
+    round: int = field(metadata=key("the round whose training used this mask"))
+    remaining_pct: float
+    layer_size: dict[str, int] = field(metadata=doc("weights per masked tensor"))
+    layer_kept: dict[str, int] = field(metadata=doc("weights the mask keeps per tensor"))
+    layer_bits: dict[str, bytes] = field(metadata=doc("numpy.packbits of the flattened mask (1 = kept)"))
+    branch: str | None = None
+    trunk_lineage_id: str | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class InstabilityResult(LineageColumns):
     """One instability measurement: two copies of a round's network trained from the same
     restart point on different data orders, evaluated on the line between them."""

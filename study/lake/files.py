@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from study.lake.reader import read_one
-from study.lake.schema import INSTABILITY_SCHEMA, LINEAGES_SCHEMA, ROUNDS_SCHEMA, STATUSES, STUDIES_SCHEMA
+from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA, STATUSES, STUDIES_SCHEMA, TABLES
 from study.lake.store import Stamp, is_remote, join, parent, store_for
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
@@ -32,12 +32,16 @@ def check_name(kind: str, value: str) -> None:
         )
 
 
+ROUND_TABLES = ("rounds", "instability", "masks")  # tables with one file per lineage-round
+
+
+def result_path(root: str | Path, kind: str, study: str, strategy: str, trial_id: str, round_: int) -> str:
+    """Where one lineage-round's row of table `kind` (rounds, instability, masks) lives."""
+    return join(root, kind, f"study={study}", f"strategy={strategy}", f"{trial_id}-r{round_:03d}.parquet")
+
+
 def round_path(root: str | Path, study: str, strategy: str, trial_id: str, round_: int) -> str:
-    return join(root, "rounds", f"study={study}", f"strategy={strategy}", f"{trial_id}-r{round_:03d}.parquet")
-
-
-def instability_path(root: str | Path, study: str, strategy: str, trial_id: str, round_: int) -> str:
-    return join(root, "instability", f"study={study}", f"strategy={strategy}", f"{trial_id}-r{round_:03d}.parquet")
+    return result_path(root, "rounds", study, strategy, trial_id, round_)
 
 
 def checkpoint_dir(root: str | Path, study: str, trial_id: str) -> str:
@@ -95,18 +99,16 @@ def write_atomic(table: pa.Table, path: str | Path) -> str:
     return str(path)
 
 
+def write_result(root: str | Path, kind: str, row: dict[str, Any]) -> str:
+    """Write one lineage-round's row of table `kind` (one of ROUND_TABLES)."""
+    for key in ("study", "strategy", "trial_id"):
+        check_name(key, row[key])
+    path = result_path(root, kind, row["study"], row["strategy"], row["trial_id"], int(row["round"]))
+    return write_atomic(to_table([row], TABLES[kind][0]), path)
+
+
 def write_round(root: str | Path, row: dict[str, Any]) -> str:
-    for key in ("study", "strategy", "trial_id"):
-        check_name(key, row[key])
-    path = round_path(root, row["study"], row["strategy"], row["trial_id"], int(row["round"]))
-    return write_atomic(to_table([row], ROUNDS_SCHEMA), path)
-
-
-def write_instability(root: str | Path, row: dict[str, Any]) -> str:
-    for key in ("study", "strategy", "trial_id"):
-        check_name(key, row[key])
-    path = instability_path(root, row["study"], row["strategy"], row["trial_id"], int(row["round"]))
-    return write_atomic(to_table([row], INSTABILITY_SCHEMA), path)
+    return write_result(root, "rounds", row)
 
 
 def write_lineage(root: str | Path, row: dict[str, Any]) -> str:
@@ -152,11 +154,12 @@ def trial_round_files(root: str | Path, study: str, trial_id: str) -> list[str]:
 
 
 def trial_files(root: str | Path, study: str, trial_id: str) -> list[str]:
-    """Every round, instability and lineage file of one trial id in a study, whatever its strategy."""
+    """Every file of one trial id in a study (rounds, instability, masks, lineages), whatever its strategy."""
+    per_round = [f"strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet"]
     return sorted(
         [
             *trial_round_files(root, study, trial_id),
-            *matching(root, f"instability/study={study}", [f"strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet"]),
+            *(p for kind in ROUND_TABLES[1:] for p in matching(root, f"{kind}/study={study}", per_round)),
             *matching(root, f"lineages/study={study}", [f"strategy=*/{trial_id}.parquet"]),
         ]
     )

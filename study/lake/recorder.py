@@ -22,7 +22,7 @@ from study.engine.branches import branch_label, branch_lineage_id
 from study.engine.checkpoint import CHECKPOINT_FILE, CheckpointMismatch
 from study.engine.failures import LineageFailure
 from study.engine.lineage import Lineage, LineageHooks, RunContext
-from study.engine.rows import InstabilityResult, LineageIds, RoundResult
+from study.engine.rows import LineageIds, RoundResult
 from study.engine.spec import LineageSpec
 from study.errors import SpecError
 from study.lake.files import (
@@ -34,11 +34,11 @@ from study.lake.files import (
     supersede,
     superseded_dir,
     trial_files,
-    write_instability,
     write_lineage,
+    write_result,
     write_round,
 )
-from study.lake.schema import LINEAGES_SCHEMA, InstabilityRow, LineageRow, RoundRow
+from study.lake.schema import LINEAGES_SCHEMA, InstabilityRow, LineageRow, MaskRow, RoundRow
 from study.lake.store import StoreUnavailable, check_s3_lake, is_remote, join, normalize_root, store_for
 from study.version import code_version
 
@@ -169,7 +169,11 @@ class LakeLineage:
                 ids=LineageIds(study, trial_id),
                 workdir=self.workdir,
                 context=context,
-                hooks=LineageHooks(on_round=self._record, on_instability=self._record_instability),
+                hooks=LineageHooks(
+                    on_round=self._record,
+                    on_instability=lambda r: self._write("instability", InstabilityRow(**r.as_row(), written_at=now())),
+                    on_mask=lambda r: self._write("masks", MaskRow(**r.as_row(), written_at=now())),
+                ),
                 resume=not fresh,
             )
         except CheckpointMismatch:
@@ -248,8 +252,8 @@ class LakeLineage:
         row = dataclasses.replace(self.branch_rows[name], status=state, error=error, rounds_done=done, updated_at=now())
         write_lineage(self.root, dataclasses.asdict(row))
 
-    def _record_instability(self, result: InstabilityResult) -> None:
-        write_instability(self.root, dataclasses.asdict(InstabilityRow(**result.as_row(), written_at=now())))
+    def _write(self, kind: str, row: InstabilityRow | MaskRow) -> None:
+        write_result(self.root, kind, dataclasses.asdict(row))
 
     def _record(self, result: RoundResult) -> None:
         """A round's row (the trunk's first, then its branches'), then the status that counts it."""

@@ -5,7 +5,7 @@
 key); the schema evolves only by adding nullable columns.
 
 Python types map to Arrow types: str -> string, int -> int64, float -> float64, bool -> bool,
-datetime -> timestamp[us, UTC], list[T] -> list<T>, dict[str, float] -> map<string, float64>;
+datetime -> timestamp[us, UTC], bytes -> binary, list[T] -> list<T>, dict[str, float] -> map<string, float64>;
 fields marked `category` are dictionary-encoded (the type hive partition values get), and a
 field's `doc` is stored in the Parquet schema's field metadata."""
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from study.engine.rows import InstabilityResult, LineageColumns, RoundResult, doc, key
+from study.engine.rows import InstabilityResult, LineageColumns, MaskResult, RoundResult, doc, key
 
 SCHEMA_VERSION = "1"
 _CATEGORY = pa.dictionary(pa.int32(), pa.string())
@@ -30,11 +30,19 @@ _SCALARS = {
     float: pa.float64(),
     bool: pa.bool_(),
     dt.datetime: pa.timestamp("us", tz="UTC"),
+    bytes: pa.binary(),
 }
 
 
 @dataclass(frozen=True)
 class RoundRow(RoundResult):
+    written_at: dt.datetime | None = field(
+        default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)")
+    )
+
+
+@dataclass(frozen=True)
+class MaskRow(MaskResult):
     written_at: dt.datetime | None = field(
         default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)")
     )
@@ -117,6 +125,7 @@ def schema_of(cls: type, table: str) -> pa.Schema:
 
 ROUNDS_SCHEMA = schema_of(RoundRow, "rounds")
 INSTABILITY_SCHEMA = schema_of(InstabilityRow, "instability")
+MASKS_SCHEMA = schema_of(MaskRow, "masks")
 LINEAGES_SCHEMA = schema_of(LineageRow, "lineages")
 STUDIES_SCHEMA = schema_of(StudyRow, "studies")
 STATUSES = ("running", "finished", "stopped", "failed", "diverged", "degenerate")
@@ -130,4 +139,5 @@ TABLES: dict[str, tuple[pa.Schema, list[str]]] = {  # every table of the lake: i
     "lineages": (LINEAGES_SCHEMA, LINEAGE_KEYS),
     "studies": (STUDIES_SCHEMA, ["study"]),
     "instability": (INSTABILITY_SCHEMA, ROUND_KEYS),
+    "masks": (MASKS_SCHEMA, ROUND_KEYS),
 }
