@@ -278,6 +278,21 @@ def _table(title: str, rows: list[dict], left: tuple[str, ...]) -> Table:
     return table
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from study.app.lake import load_lake
+    from study.app.report import write_report
+    from study.lake.compact import lake_studies
+    from study.lake.store import normalize_root
+
+    root = normalize_root(args.results)
+    known = lake_studies(root)  # a missing lake or bucket is one line here
+    if args.study not in known:
+        raise FileNotFoundError(f"study {args.study!r} is not in {root}; studies there: {', '.join(known) or 'none'}")
+    path = write_report(load_lake(root), args.study, args.out)
+    console.print(f"report of study {args.study}: {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
+    return 0
+
+
 def cmd_compact(args: argparse.Namespace, console: Console) -> int:
     from study.lake.compact import compact
     from study.lake.files import check_name
@@ -383,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", required=True)
     p.add_argument("--force", action="store_true", help="compact even with lineages still running")
     p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser("report", help="write a study's report: one static HTML file that opens offline")
+    p.add_argument("study")
+    p.add_argument("--out", required=True, help="the HTML file to write, e.g. report.html")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results lake root (default: %(default)s)")
+    p.set_defaults(func=cmd_report)
     return ap
 
 
