@@ -288,7 +288,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     known = lake_studies(root)  # a missing lake or bucket is one line here
     if args.study not in known:
         raise FileNotFoundError(f"study {args.study!r} is not in {root}; studies there: {', '.join(known) or 'none'}")
-    path = write_report(load_lake(root), args.study, args.out)
+    path = write_report(load_lake(root, args.study), args.study, args.out)
     console.print(f"report of study {args.study}: {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
     return 0
 

@@ -79,15 +79,18 @@ def test_a_lineage_measures_the_rounds_it_lists_from_its_own_copy_to_a_second_on
     for m in measured:
         row = by_round[m.round]
         assert len(m.alphas) == 11 and m.alphas[0] == 0.0 and m.alphas[-1] == 1.0
-        # α = 0 is the lineage's own trained network: its final validation accuracy
-        assert m.val_error[0] == pytest.approx(1 - row.final_val_acc, abs=1e-12)
-        assert m.test_error[0] == pytest.approx(1 - row.final_test_acc, abs=1e-12)
         # α = 1 is a second copy: another data order gives other weights
         assert m.val_loss[-1] != m.val_loss[0]
         assert m.val_error_barrier == pytest.approx(max(m.val_error) - (m.val_error[0] + m.val_error[-1]) / 2)
         assert (row.val_error_barrier, row.test_error_barrier) == (m.val_error_barrier, m.test_error_barrier)
-        assert m.iterations == 60 - 20, "the copy trains from the rewind point k on"
-        assert m.remaining_pct == row.remaining_pct and m.rewind_iteration == 20
+        assert m.remaining_pct == row.remaining_pct and m.rewind_iteration == 20 and m.error is None
+    # round 2: α = 0 is the lineage's own trained network (its final accuracies); one copy from k on
+    assert measured[1].val_error[0] == pytest.approx(1 - by_round[2].final_val_acc, abs=1e-12)
+    assert measured[1].test_error[0] == pytest.approx(1 - by_round[2].final_test_acc, abs=1e-12)
+    assert measured[1].iterations == 60 - 20
+    # round 0 with k > 0: the lineage reached θ_k with a warm optimizer, so both copies restart from θ_k
+    assert measured[0].iterations == 2 * (60 - 20)
+    assert measured[0].val_error[0] != pytest.approx(1 - by_round[0].final_val_acc, abs=1e-12)
     assert by_round[1].val_error_barrier is None, "round 1 is not listed"
     plain = run_lineage(spec(rewind_iteration=20), context=ONE_THREAD)
     assert [r.test_acc for r in plain] == [r.test_acc for r in rows], "measuring never changes the lineage"
@@ -134,7 +137,8 @@ def test_the_lake_holds_one_instability_row_per_measured_round_and_fresh_superse
     again = spec(rounds=1, instability={"rounds": [1]})
     run_to_lake(again, tmp_path, study="i", trial_id=s.lineage_id(), fresh=True)
     assert sorted(r["round"] for r in raw_rows(tmp_path, "instability")) == [1], "the old rows moved to _superseded"
-    assert list(tmp_path.glob("_superseded/*/instability/study=i/strategy=imp/*-r000.parquet"))
+    assert list(tmp_path.glob("_superseded/*/instability/study=i/strategy=imp/*.parquet"))
+    assert [p.name for p in tmp_path.glob("instability/**/*.parquet")] == [f"{s.lineage_id()}.rounds.parquet"], "folded"
 
 
 def test_a_searched_trial_reads_its_seeds_mean_barrier_for_the_stable_objective(tmp_path):
@@ -159,3 +163,42 @@ def test_a_searched_trial_reads_its_seeds_mean_barrier_for_the_stable_objective(
     assert points[1].val_error_barrier is None, "seed 0 did not measure round 1"
     generous = sparsest_within(points, 1.0, max_barrier=1.0)
     assert generous == points[2].remaining_pct, "round 1 is unmeasured: the sparsest stable round is 2"
+
+
+def test_round_0_at_k_0_measures_from_the_lineage_own_copy():
+    measured = []
+    rows = run_lineage(
+        spec(rounds=1, instability={"rounds": [0]}),
+        context=ONE_THREAD,
+        hooks=LineageHooks(on_instability=measured.append),
+    )
+    (m,) = measured
+    assert m.iterations == 60 and m.val_error[0] == pytest.approx(1 - rows[0].final_val_acc, abs=1e-12)
+
+
+def test_a_copy_that_diverges_leaves_the_round_unmeasured_and_the_lineage_goes_on(monkeypatch):
+    from study.engine.failures import TrainingDiverged
+    from study.engine.lineage import Lineage
+
+    real = Lineage._train
+
+    def second_copy_diverges(self, *args, purpose="dropout", **kw):
+        if purpose == "instability_dropout":
+            raise TrainingDiverged("training diverged by iteration 20 (train loss nan); lower train.lr or add warm-up")
+        return real(self, *args, purpose=purpose, **kw)
+
+    monkeypatch.setattr(Lineage, "_train", second_copy_diverges)
+    measured = []
+    s = spec(rounds=2, instability={"rounds": [1]})
+    rows = run_lineage(s, context=ONE_THREAD, hooks=LineageHooks(on_instability=measured.append))
+    assert [r.round for r in rows] == [0, 1, 2]
+    assert rows[1].val_error_barrier is None and rows[1].test_error_barrier is None
+    (m,) = measured
+    assert m.error.startswith("diverged: training diverged") and m.alphas == [] and m.val_error_barrier is None
+    monkeypatch.undo()
+    plain = run_lineage(spec(rounds=2), context=ONE_THREAD)
+    assert [r.test_acc for r in rows] == [r.test_acc for r in plain], "the lineage's own rows are untouched"
+
+
+def test_instability_rounds_are_a_set():
+    assert spec(instability={"rounds": [0, 2]}).lineage_id() == spec(instability={"rounds": [2, 0]}).lineage_id()

@@ -27,6 +27,8 @@ def _row(series, seed, round_, kept_positions, size=8, remaining=None, trial=Non
     mask[list(kept_positions)] = True
     return {
         "study": "s",
+        "model": "lenet_300_100",
+        "dataset": "fashion_mnist",
         "series": series,
         "seed": seed,
         "round": round_,
@@ -37,6 +39,11 @@ def _row(series, seed, round_, kept_positions, size=8, remaining=None, trial=Non
         "layer_kept": {"fc": int(mask.sum())},
         "layer_bits": {"fc": np.packbits(mask).tobytes()},
     }
+
+
+def test_seed_overlap_pairs_only_different_seeds():
+    twice = pd.DataFrame([_row("imp", 0, 1, [0, 1, 2, 3]), _row("imp", 0, 1, [0, 1, 2, 3], trial="again")])
+    assert seed_overlap(twice).empty, "a re-sampled trial's copy is not a replicate"
 
 
 def test_seed_overlap_is_the_mean_over_seed_pairs_with_a_t_band():
@@ -65,14 +72,25 @@ def test_series_overlap_pairs_seeds_at_equal_sparsity_only():
     )
     (got,) = series_overlap(masks, "imp", "random").to_dict("records")
     assert got["round"] == 1 and got["mean"] == pytest.approx(1 / 3) and got["series"] == "imp ∩ random"
+    # a one-shot strategy reaches 25% in its round 1: it pairs with IMP's round 2 at that sparsity
+    oneshot = pd.DataFrame([*masks.to_dict("records"), _row("oneshot", 0, 1, [1, 7])])  # ∩ {1}, ∪ {0, 1, 7}
+    (got,) = series_overlap(oneshot, "imp", "oneshot").to_dict("records")
+    assert got["round"] == 2 and got["mean"] == pytest.approx(1 / 3)
 
 
 def test_round_overlap_of_nested_masks_is_the_share_kept():
     masks = pd.DataFrame(
         [_row("imp", 0, 0, range(8)), _row("imp", 0, 1, [0, 1, 2, 3, 4, 5]), _row("imp", 0, 2, [0, 2])]
-    )
-    got = round_overlap(masks).set_index("round")["mean"]
-    assert got[1] == pytest.approx(6 / 8) and got[2] == pytest.approx(2 / 6) and 0 not in got.index
+    ).assign(branch=None)
+    got = round_overlap(masks).set_index("round")
+    assert got.loc[1, "mean"] == pytest.approx(6 / 8) and got.loc[2, "mean"] == pytest.approx(2 / 6)
+    assert (got["mean"] == got["chance"]).all(), "nested masks sit exactly on the nested baseline"
+    assert 0 not in got.index
+    moved = pd.DataFrame([_row("snip", 0, 1, [0, 1, 2, 3]), _row("snip", 0, 2, [3, 4])]).assign(branch=None)
+    (row,) = round_overlap(moved).to_dict("records")  # ∩ {3}, ∪ {0..4}: 1/5, below the nested 2/4
+    assert row["mean"] == pytest.approx(1 / 5) and row["chance"] == pytest.approx(1 / 2)
+    branch = masks.assign(branch="random_prune", series="imp.random_prune")
+    assert round_overlap(branch).empty, "a branch's rounds are independent draws"
 
 
 def test_the_masks_a_lineage_reports_unpack_to_the_masks_it_trained_with():

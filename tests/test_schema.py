@@ -126,6 +126,7 @@ INSTABILITY_V1 = {  # a new table (issue 13): one row per measured lineage-round
     "iterations": I64,
     "wall_seconds": F64,
     "code_version": S,
+    "error": S,
     "written_at": TS,
 }
 

@@ -74,6 +74,8 @@ def seed_overlap(masks: pd.DataFrame) -> pd.DataFrame:
     records = []
     for (series, round_), g in masks.groupby(["series", "round"], sort=True):
         for (_, a), (_, b) in itertools.combinations(g.sort_values("seed").iterrows(), 2):
+            if a["seed"] == b["seed"]:
+                continue  # the same configuration and seed twice (a re-sampled trial): a copy, not a replicate
             for layer, j, chance in _layer_pairs(a, b):
                 records.append(
                     {
@@ -89,12 +91,13 @@ def seed_overlap(masks: pd.DataFrame) -> pd.DataFrame:
 
 
 def series_overlap(masks: pd.DataFrame, first: str, second: str, tolerance_pct: float = 0.05) -> pd.DataFrame:
-    """Per (round, layer): the Jaccard between series `first` and `second` at the same seed and
-    round, kept only where both masks keep the same % of weights (within `tolerance_pct`
-    points), mean over seeds with a 95% band. The series column names the pair."""
+    """Per (round of `first`, layer): the Jaccard between series `first` and `second` at the same
+    seed and sparsity (both masks keep the same % of weights within `tolerance_pct` points,
+    whatever round reached it: a one-shot strategy reaches it in one), mean over seeds with a
+    95% band. The series column names the pair."""
     a = masks[masks["series"] == first]
     b = masks[masks["series"] == second]
-    both = a.merge(b, on=["study", "seed", "round"], suffixes=("_a", "_b"))
+    both = a.merge(b, on=["study", "seed", "model", "dataset"], suffixes=("_a", "_b"))
     records = []
     for _, row in both.iterrows():
         if abs(row["remaining_pct_a"] - row["remaining_pct_b"]) > tolerance_pct:
@@ -105,7 +108,7 @@ def series_overlap(masks: pd.DataFrame, first: str, second: str, tolerance_pct: 
             records.append(
                 {
                     "series": f"{first} ∩ {second}",
-                    "round": row["round"],
+                    "round": row["round_a"],
                     "layer": layer,
                     "jaccard": j,
                     "chance": chance,
@@ -117,23 +120,27 @@ def series_overlap(masks: pd.DataFrame, first: str, second: str, tolerance_pct: 
 
 def round_overlap(masks: pd.DataFrame) -> pd.DataFrame:
     """Per (series, round r, layer): the Jaccard between a lineage's masks of rounds r − 1 and r,
-    mean over seeds with a 95% band (IMP's masks are nested: it is the share of the earlier
-    round's weights round r keeps)."""
+    mean over seeds with a 95% band. Here `chance` is the nested baseline q / p (densities of r
+    and r − 1): a mask inside the previous one (IMP) has exactly that; below it, the method moved
+    weights between rounds (pruning at init re-scores θ0 at each sparsity). Branches are left
+    out: each of their rounds is drawn afresh from the trunk's."""
     records = []
-    for _, g in masks.groupby(["series", "study", "trial_id", "lineage_id"], sort=True):
+    trunks = masks[masks["branch"].isna()] if "branch" in masks else masks
+    for _, g in trunks.groupby(["series", "study", "trial_id", "lineage_id"], sort=True):
         by_round = {int(r["round"]): r for _, r in g.iterrows()}
         for round_, row in sorted(by_round.items()):
             before = by_round.get(round_ - 1)
             if before is None:
                 continue
-            for layer, j, chance in _layer_pairs(before, row):
+            for layer, j, _ in _layer_pairs(before, row):
+                p, q = before["layer_kept"][layer], row["layer_kept"][layer]
                 records.append(
                     {
                         "series": row["series"],
                         "round": round_,
                         "layer": layer,
                         "jaccard": j,
-                        "chance": chance,
+                        "chance": min(p, q) / max(p, q) if max(p, q) else 1.0,
                         "remaining_pct": row["remaining_pct"],
                     }
                 )

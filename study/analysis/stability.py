@@ -13,10 +13,17 @@ BAND_COLUMNS = ["mean", "lo", "hi", "n"]
 
 
 def with_rewind_series(df: pd.DataFrame) -> pd.DataFrame:
-    """A `series` per strategy and rewind point (`imp · k=500`): instability asks how the barrier
-    moves with k, so k names the line."""
-    df = df.copy()
-    df["series"] = [f"{s} · k={k}" for s, k in zip(df["strategy"].astype(str), df["rewind_iteration"], strict=True)]
+    """The measured rows (a failed measurement has no barrier), each with a `series` per strategy
+    and rewind point (`imp · k=500`: instability asks how the barrier moves with k), and the
+    configuration's id when a strategy and k were run in several configurations (`config_id`,
+    which the rows carry from their lineages: seeds of one configuration are replicates, other
+    configurations are not)."""
+    df = df[df["val_error_barrier"].notna()].copy()
+    base = [f"{s} · k={k}" for s, k in zip(df["strategy"].astype(str), df["rewind_iteration"], strict=True)]
+    df["series"] = base
+    configs = df.groupby("series")["config_id"].nunique() if "config_id" in df else None
+    if configs is not None and (configs > 1).any():
+        df["series"] = [s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(base, df["config_id"], strict=True)]
     return df
 
 
@@ -48,7 +55,8 @@ def path_bands(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per (series, round, α): the mean over seeds of the error at that point of the path, with
     its 95% t band."""
     rows = []
-    for (series, round_), g in df.groupby(["series", "round"], sort=True):
+    df = df.assign(points=df["alphas"].map(len))
+    for (series, round_, _), g in df.groupby(["series", "round", "points"], sort=True):  # one grid of α per group
         paths = [list(v) for v in g[f"{split}_error"]]
         for i, alpha in enumerate(g["alphas"].iloc[0]):
             mean, lo, hi = mean_band([p[i] for p in paths])

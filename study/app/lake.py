@@ -49,9 +49,9 @@ def _plain(table: pa.Table) -> pd.DataFrame:
     return df
 
 
-def load_lake(root: str | Path) -> Lake:
-    """The whole lake, read in full."""
-    return lake_from_reads(root, {kind: read_table(root, kind) for kind in TABLES})
+def load_lake(root: str | Path, study: str | None = None) -> Lake:
+    """The whole lake (or one study's part of it), read in full."""
+    return lake_from_reads(root, {kind: read_table(root, kind, study) for kind in TABLES})
 
 
 def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
@@ -74,7 +74,7 @@ def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
         r,
         lin,
         frames["studies"],
-        frames["instability"],
+        with_config(frames["instability"], lin),
         with_config(frames["masks"], lin),
         [s for read in reads.values() for s in read.skipped],
     )

@@ -201,7 +201,7 @@ def build_report(lake: Lake, study: str) -> str:
             body.append("</section>")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     embeds = "\n".join(
-        f"vegaEmbed('#{cid}', {json.dumps(spec)}, {{renderer: 'svg', actions: false}})"
+        f"vegaEmbed('#{cid}', {_script_json(spec)}, {{renderer: 'svg', actions: false}})"
         f".then(() => document.getElementById('{cid}').dataset.rendered = 'yes')"
         f".catch(e => {{ document.getElementById('{cid}').dataset.rendered = 'error'; console.error(e); }});"
         for cid, spec in specs
@@ -225,6 +225,11 @@ test accuracy is reported.</p>
 <script>{embeds}</script>
 </body></html>
 """
+
+
+def _script_json(value: object) -> str:
+    """JSON that can sit inside a <script> element (a '</script>' in a value cannot close it)."""
+    return json.dumps(value).replace("</", "<\\/")
 
 
 def write_report(lake: Lake, study: str, out: str | Path) -> Path:

@@ -23,7 +23,7 @@ from study.engine.cost import cost, weight_positions
 from study.engine.data import DATASETS
 from study.engine.failures import LineageDegenerate, LineageFailure
 from study.engine.instability import barrier, linear_path
-from study.engine.plan import LineagePlan, build_lineage_model, plan_lineage
+from study.engine.plan import LineagePlan, build_lineage_model, instability_copies, plan_lineage, total_iterations
 from study.engine.pruning import Mask, apply_mask, dense_mask, remaining
 from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundResult
 from study.engine.seeding import derive_seed
@@ -130,7 +130,7 @@ class Lineage:
         self.previous = list(self.state.results)
         self.ended = False
         if context.on_progress and self.previous:
-            context.on_progress(sum(r.iterations for r in (*self.previous, *self.state.branch_results)))
+            context.on_progress(total_iterations(spec, self.plan, through=self.state.round_done))
 
     def __iter__(self) -> Lineage:
         return self
@@ -174,7 +174,7 @@ class Lineage:
             if self.strategy.imp_track:
                 state.imp_trained = state.trained
             assert state.theta_k is not None
-            extra = {"chance_val_acc": self.task.chance_accuracy()}
+            extra: dict[str, float | None] = {"chance_val_acc": self.task.chance_accuracy()}
             extra |= self._instability(round_, RoundStart(state.theta_k, spec.rewind_iteration), state.mask)
             return [self._round_result(round_, training, state.mask, extra)]
         step = PruneStep(spec, self.plan, round_, state, self.model, self.task)
@@ -203,17 +203,32 @@ class Lineage:
             rows.append(self._round_result(round_, trained, branch_mask, branch=name))
         return rows
 
-    def _instability(self, round_: int, start: RoundStart, mask: Mask) -> dict[str, float]:
+    def _instability(self, round_: int, start: RoundStart, mask: Mask) -> dict[str, float | None]:
         """When the spec measures this round: train a second copy from the round's restart point
-        on another data order (and dropout draws), walk the line from the round's trained weights
-        (the model holds them) to it, report the path and return the round row's barriers."""
+        on another data order (and dropout draws), walk the line from the round's own trained
+        copy to it, report the path and return the round row's barriers. At round 0 with k > 0
+        the first copy is retrained from θ_k too, as the lineage reached θ_k with a warm
+        optimizer. A copy that fails to train leaves the round unmeasured (its row says why); the
+        lineage goes on. The model holds the round's trained weights again afterwards."""
         spec = self.spec.instability
         if round_ not in spec.rounds:
             return {}
         trained = clone_state(self.model)
         other = self.task.reordered(derive_seed(self.spec.seed, "instability_order", round_) % 2**31)
-        copy = self._train(round_, start, mask, task=other, purpose="instability_dropout", hooks=False)
-        path = linear_path(self.model, trained, clone_state(self.model), spec.points, self.task.evaluate)
+        iterations, seconds, failure = 0, 0.0, None
+        try:
+            first = trained
+            if instability_copies(self.spec, round_) == 2:
+                again = self._train(round_, start, mask, purpose="instability_dropout_a", hooks=False)
+                first, iterations, seconds = clone_state(self.model), again.result.iterations, again.result.wall_seconds
+            copy = self._train(round_, start, mask, task=other, purpose="instability_dropout", hooks=False)
+            iterations, seconds = iterations + copy.result.iterations, seconds + copy.result.wall_seconds
+            path = linear_path(self.model, first, clone_state(self.model), spec.points, self.task.evaluate)
+        except LineageFailure as e:  # the measurement failed, not the lineage
+            path, failure = [], f"{e.status}: {e}"
+        self.model.load_state_dict(trained)
+        val_error, test_error = [p.error["val"] for p in path], [p.error["test"] for p in path]
+        val_loss, test_loss = [p.loss["val"] for p in path], [p.loss["test"] for p in path]
         result = InstabilityResult(
             study=self.study,
             trial_id=self.trial_id,
@@ -227,17 +242,18 @@ class Lineage:
             remaining_pct=remaining(mask, self.plan.slots)[0],
             rewind_iteration=self.spec.rewind_iteration,
             alphas=[p.alpha for p in path],
-            val_loss=[p.loss["val"] for p in path],
-            val_error=[p.error["val"] for p in path],
-            test_loss=[p.loss["test"] for p in path],
-            test_error=[p.error["test"] for p in path],
-            val_error_barrier=barrier([p.error["val"] for p in path]),
-            test_error_barrier=barrier([p.error["test"] for p in path]),
-            val_loss_barrier=barrier([p.loss["val"] for p in path]),
-            test_loss_barrier=barrier([p.loss["test"] for p in path]),
-            iterations=copy.result.iterations,
-            wall_seconds=copy.result.wall_seconds,
+            val_loss=val_loss,
+            val_error=val_error,
+            test_loss=test_loss,
+            test_error=test_error,
+            val_error_barrier=barrier(val_error) if path else None,
+            test_error_barrier=barrier(test_error) if path else None,
+            val_loss_barrier=barrier(val_loss) if path else None,
+            test_loss_barrier=barrier(test_loss) if path else None,
+            iterations=iterations,
+            wall_seconds=seconds,
             code_version=self.version,
+            error=failure,
         )
         if self.hooks.on_instability:
             self.hooks.on_instability(result)

@@ -111,12 +111,29 @@ def round_length(spec: LineageSpec, round_: int) -> int:
     return spec.train.iterations if round_ == 0 else spec.train.iterations - spec.rewind_iteration
 
 
-def total_iterations(spec: LineageSpec, plan: LineagePlan) -> int:
-    total = sum(round_length(spec, r) for r in plan.rounds)
-    if STRATEGIES[spec.strategy].imp_track:  # the IMP track that supplies the next mask
-        total += sum(round_length(spec, r) for r in plan.rounds[1:-1])
-    total += len(spec.branches) * sum(round_length(spec, r) for r in plan.rounds if r > 0)
-    return total + sum(round_length(spec, r if r > 0 else 1) for r in spec.instability.rounds)  # copy b: from k on
+def instability_copies(spec: LineageSpec, round_: int) -> int:
+    """Extra copies an instability measurement of `round_` trains: the second copy, and at round
+    0 with k > 0 a first one too (the lineage reached θ_k with its optimizer already warm, so both
+    copies restart from θ_k alike)."""
+    if round_ not in spec.instability.rounds:
+        return 0
+    return 2 if round_ == 0 and spec.rewind_iteration > 0 else 1
+
+
+def round_iterations(spec: LineageSpec, plan: LineagePlan, round_: int) -> int:
+    """Every iteration round `round_` trains: the round, the IMP track that supplies the next
+    mask, the branches and the instability copies (which train from k on)."""
+    total = round_length(spec, round_)
+    if STRATEGIES[spec.strategy].imp_track and 0 < round_ < plan.rounds[-1]:
+        total += round_length(spec, round_)
+    if round_ > 0:
+        total += len(spec.branches) * round_length(spec, round_)
+    return total + instability_copies(spec, round_) * round_length(spec, max(round_, 1))
+
+
+def total_iterations(spec: LineageSpec, plan: LineagePlan, through: int | None = None) -> int:
+    """Every iteration the lineage trains (through round `through`, default: all)."""
+    return sum(round_iterations(spec, plan, r) for r in plan.rounds if through is None or r <= through)
 
 
 def describe_plan(spec: LineageSpec, plan: LineagePlan) -> str:

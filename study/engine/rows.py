@@ -140,20 +140,27 @@ class InstabilityResult(LineageColumns):
     round: int = field(metadata=key("the round whose network was measured (0: the dense network)"))
     remaining_pct: float
     rewind_iteration: int = field(metadata=doc("k: both copies trained on from the round's restart at k"))
-    alphas: list[float] = field(metadata=doc("interpolation weights, 0 = the lineage's own copy, 1 = the second"))
+    alphas: list[float] = field(
+        metadata=doc(
+            "interpolation weights, 0 = the lineage's own copy (round 0, k > 0: retrained from θ_k), 1 = the second"
+        )
+    )
     val_loss: list[float]
     val_error: list[float] = field(metadata=doc("1 − validation accuracy at each alpha"))
     test_loss: list[float]
     test_error: list[float]
-    val_error_barrier: float = field(
+    val_error_barrier: float | None = field(
         metadata=doc("selection data: max error on the line − mean of the two ends' errors (validation)")
     )
-    test_error_barrier: float = field(metadata=doc("reporting data: the same on the test split"))
-    val_loss_barrier: float
-    test_loss_barrier: float
-    iterations: int = field(metadata=doc("iterations the second copy trained"))
+    test_error_barrier: float | None = field(metadata=doc("reporting data: the same on the test split"))
+    val_loss_barrier: float | None
+    test_loss_barrier: float | None
+    iterations: int = field(metadata=doc("iterations the measurement's copies trained"))
     wall_seconds: float
     code_version: str
+    error: str | None = field(
+        default=None, metadata=doc("why the measurement failed (a copy diverged); null when it did not")
+    )
 
     def as_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -268,6 +268,8 @@ class LineageSpec:
         rates = {k: float(v) for k, v in self.prune.rates.items() if float(v) != info.default_rates.get(k)}
         if self.branches:
             d["branches"] = sorted(self.branches)  # a set of controls: their order changes nothing
+        if self.instability.rounds:
+            d.setdefault("instability", {})["rounds"] = sorted(self.instability.rounds)
         for key, value in (("model_args", args), ("init", None if self.init == info.default_init else self.init)):
             if value:
                 d[key] = value

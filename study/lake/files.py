@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from study.lake.reader import read_one
-from study.lake.schema import LINEAGES_SCHEMA, ROUNDS_SCHEMA, STATUSES, STUDIES_SCHEMA, TABLES
+from study.lake.schema import LINEAGES_SCHEMA, STATUSES, STUDIES_SCHEMA, TABLES
 from study.lake.store import Stamp, is_remote, join, parent, store_for
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
@@ -129,11 +129,11 @@ def write_study(root: str | Path, row: dict[str, Any]) -> str:
     return write_atomic(to_table([row], STUDIES_SCHEMA), study_path(root, row["study"]))
 
 
-FOLDED_SUFFIX = ".rounds.parquet"  # a finished lineage's rounds in one file: <trial>.rounds.parquet
+FOLDED_SUFFIX = ".rounds.parquet"  # a finished lineage's rows of a table, one file: <trial>.rounds.parquet
 
 
-def folded_path(root: str | Path, study: str, strategy: str, trial_id: str) -> str:
-    return join(root, "rounds", f"study={study}", f"strategy={strategy}", f"{trial_id}{FOLDED_SUFFIX}")
+def folded_path(root: str | Path, study: str, strategy: str, trial_id: str, kind: str = "rounds") -> str:
+    return join(root, kind, f"study={study}", f"strategy={strategy}", f"{trial_id}{FOLDED_SUFFIX}")
 
 
 def matching(root: str | Path, folder: str, patterns: list[str]) -> list[str]:
@@ -144,30 +144,29 @@ def matching(root: str | Path, folder: str, patterns: list[str]) -> list[str]:
     return sorted(p for p in store_for(root).files(base) if any(fnmatch.fnmatchcase(p[cut:], pat) for pat in patterns))
 
 
-def trial_round_files(root: str | Path, study: str, trial_id: str) -> list[str]:
-    """The round files of one trial id, per-round and folded, whatever its strategy."""
+def trial_round_files(root: str | Path, study: str, trial_id: str, kind: str = "rounds") -> list[str]:
+    """The files of one trial id in a per-round table (rounds, instability, masks), per-round and
+    folded, whatever its strategy."""
     return matching(
         root,
-        f"rounds/study={study}",
+        f"{kind}/study={study}",
         [f"strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet", f"strategy=*/{trial_id}{FOLDED_SUFFIX}"],
     )
 
 
 def trial_files(root: str | Path, study: str, trial_id: str) -> list[str]:
     """Every file of one trial id in a study (rounds, instability, masks, lineages), whatever its strategy."""
-    per_round = [f"strategy=*/{trial_id}-r[0-9][0-9][0-9].parquet"]
     return sorted(
         [
-            *trial_round_files(root, study, trial_id),
-            *(p for kind in ROUND_TABLES[1:] for p in matching(root, f"{kind}/study={study}", per_round)),
+            *(p for kind in ROUND_TABLES for p in trial_round_files(root, study, trial_id, kind)),
             *matching(root, f"lineages/study={study}", [f"strategy=*/{trial_id}.parquet"]),
         ]
     )
 
 
-def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> str | None:
-    """Fold a finished lineage's round files into one file, so cold reads touch one file per
-    lineage instead of one per round. The folded file is written (atomically) before the
+def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str, kind: str = "rounds") -> str | None:
+    """Fold a finished lineage's per-round files of table `kind` (rounds, instability, masks) into
+    one file, so cold reads touch one file per lineage instead of one per round. The folded file is written (atomically) before the
     per-round files are removed; a crash in between leaves copies that readers resolve to one row.
     Nothing is lost: only exact copies (same round, same written_at) are dropped, so a redone
     round stays visible in the raw files. An unreadable file stops the fold (the reader names it);
@@ -175,15 +174,15 @@ def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str) -> s
     a compaction), and a file re-written after it was read is never removed.
     Returns the folded file, or None when there was nothing to fold."""
     store = store_for(root)
-    target = folded_path(root, study, strategy, trial_id)
-    sources = [p for p in trial_round_files(root, study, trial_id) if parent(p) == parent(target)]
+    target = folded_path(root, study, strategy, trial_id, kind)
+    sources = [p for p in trial_round_files(root, study, trial_id, kind) if parent(p) == parent(target)]
     if not sources or sources == [target]:
         return None
     tables: list[pa.Table] = []
     stamps: dict[str, Stamp | None] = {}
     for path in sources:
         stamps[path] = store.stamp(path)
-        table, _ = read_one(path, ROUNDS_SCHEMA)
+        table, _ = read_one(path, TABLES[kind][0])
         if stamps[path] is None or table is None:
             return None
         tables.append(table)

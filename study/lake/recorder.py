@@ -26,6 +26,7 @@ from study.engine.rows import LineageIds, RoundResult
 from study.engine.spec import LineageSpec
 from study.errors import SpecError
 from study.lake.files import (
+    ROUND_TABLES,
     check_name,
     checkpoint_dir,
     fold_rounds,
@@ -287,7 +288,8 @@ class LakeLineage:
         except StopIteration:
             try:  # one file per finished lineage, before it says finished (compaction waits for that)
                 for strategy in (self.row.strategy, *(r.strategy for r in self.branch_rows.values())):
-                    fold_rounds(self.root, self.row.study, strategy, self.row.trial_id)
+                    for kind in ROUND_TABLES:
+                        fold_rounds(self.root, self.row.study, strategy, self.row.trial_id, kind)
             except OSError:
                 pass  # folding only saves reads: the per-round files stay and every reader takes them
             self.status("finished")

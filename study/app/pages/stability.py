@@ -26,7 +26,15 @@ if rows.empty:
 split = st.radio("data", ["test (reported)", "validation (selects)"], horizontal=True, key="stability_split")
 prefix = "test" if split.startswith("test") else "val"
 value = f"{prefix}_error_barrier"
+failed = int(rows["error"].notna().sum())
+if failed:
+    st.caption(
+        f"{failed} measurement(s) failed (a copy diverged; the Data page's lineages say which) and are left out."
+    )
 rows = with_rewind_series(rows)
+if rows.empty:
+    st.info("Every measurement here failed.")
+    st.stop()
 st.altair_chart(
     band_chart(barrier_bands(rows, value), f"Error barrier against % of weights remaining ({prefix})", "error barrier"),
     width="stretch",
