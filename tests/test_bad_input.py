@@ -468,7 +468,7 @@ def test_a_checkpoint_of_another_config_is_named_and_kept(tmp_path, capsys):
     root = lake(tmp_path)
     args = ["--results", root, "--quiet", "--threads", "1", "--trial", "t"]
     assert main(["lineage", lineage_yaml(tmp_path, rounds=1), *args]) == 0
-    for table in ("rounds", "lineages"):
+    for table in ("rounds", "masks", "lineages"):
         shutil.rmtree(tmp_path / "lake" / table)
     (ckpt,) = (tmp_path / "lake" / "_checkpoints").rglob("lineage.pt")
     before = ckpt.read_bytes()

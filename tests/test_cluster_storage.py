@@ -41,11 +41,12 @@ def test_a_lineage_writes_the_same_lake_to_s3_as_to_a_folder(s3, tmp_path):
     assert [(r.round, r.remaining_pct, r.val_acc, r.test_acc) for r in remote] == [
         (r.round, r.remaining_pct, r.val_acc, r.test_acc) for r in local
     ]
-    # the objects, listed and read with boto3: a folded rounds object, a lineage row, the checkpoint
+    # the objects, listed and read with boto3: folded rounds and masks, a lineage row, the checkpoint
     objects = s3.objects("same/")
     assert sorted(objects) == [
         f"same/_checkpoints/study=s/{lid}/{CHECKPOINT_FILE}",
         f"same/lineages/study=s/strategy={strategy}/{lid}.parquet",
+        f"same/masks/study=s/strategy={strategy}/{lid}.rounds.parquet",
         f"same/rounds/study=s/strategy={strategy}/{lid}.rounds.parquet",
     ]
     rows = pq.read_table(io.BytesIO(objects[f"same/rounds/study=s/strategy={strategy}/{lid}.rounds.parquet"]))

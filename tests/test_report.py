@@ -11,60 +11,62 @@ from study.cli import main
 pytestmark = pytest.mark.timeout(300)
 
 
-def open_offline(path: Path) -> dict:
-    """Load the file with the network cut off; wait for every chart to finish; count what drew."""
+def open_offline(paths: list[Path]) -> list[dict]:
+    """Load each file with the network cut off; wait for every chart to finish; count what drew."""
     from playwright.sync_api import sync_playwright
 
-    requests, errors = [], []
+    seen = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page()
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        for path in paths:
+            requests, errors = [], []
+            page = browser.new_page()
+            page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+            page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
 
-        def refuse(route):
-            if not route.request.url.startswith("file://"):
-                requests.append(route.request.url)
-                route.abort()
-            else:
-                route.continue_()
+            def refuse(route, requests=requests):
+                if not route.request.url.startswith("file://"):
+                    requests.append(route.request.url)
+                    route.abort()
+                else:
+                    route.continue_()
 
-        page.route("**/*", refuse)
-        page.goto(path.resolve().as_uri())
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('.chart')].every(c => c.dataset.rendered)", timeout=60_000
-        )
-        charts = page.eval_on_selector_all(
-            ".chart",
-            # marks drawn from data: a line, area, point or cell path (axes, rules and empty groups do not count)
-            "cs => cs.map(c => ({id: c.id, state: c.dataset.rendered, marks: c.querySelectorAll("
-            "'svg .mark-symbol path, svg .mark-line path, svg .mark-area path, svg .mark-rect path').length}))",
-        )
-        titles = page.eval_on_selector_all("section h2", "hs => hs.map(h => h.textContent)")
+            page.route("**/*", refuse)
+            page.goto(path.resolve().as_uri())
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.chart')].every(c => c.dataset.rendered)", timeout=60_000
+            )
+            charts = page.eval_on_selector_all(
+                ".chart",
+                # marks drawn from data: a line, area, point or cell path (axes, rules and empty groups do not count)
+                "cs => cs.map(c => ({id: c.id, state: c.dataset.rendered, marks: c.querySelectorAll("
+                "'svg .mark-symbol path, svg .mark-line path, svg .mark-area path, svg .mark-rect path').length}))",
+            )
+            titles = page.eval_on_selector_all("section h2", "hs => hs.map(h => h.textContent)")
+            seen.append({"charts": charts, "requests": requests, "errors": errors, "sections": titles})
+            page.close()
         browser.close()
-    return {"charts": charts, "requests": requests, "errors": errors, "sections": titles}
+    return seen
 
 
-@pytest.mark.parametrize(("study", "at_least"), [("compare", 6), ("stability", 6), ("searched", 4)])
-def test_the_report_opens_offline_and_every_chart_renders(app_lake, tmp_path, study, at_least, capsys):
-    out = tmp_path / f"{study}.html"
-    assert main(["report", study, "--results", str(app_lake), "--out", str(out)]) == 0
-    assert "opens offline" in capsys.readouterr().out
-    text = out.read_text()
-    assert "<script src=" not in text and "http://" not in text.split("<script>")[0], "nothing fetched"
-    seen = open_offline(out)
-    assert seen["requests"] == [] and seen["errors"] == []
-    assert len(seen["charts"]) >= at_least
-    for chart in seen["charts"]:
-        assert chart["state"] == "yes" and chart["marks"] > 0, chart
-    assert seen["sections"] == [
-        "Strategy comparison",
-        "Paired controls",
-        "Instability",
-        "Mask overlap",
-        "Cost",
-        "Search",
-    ]
+def test_the_report_opens_offline_and_every_chart_renders(app_lake, tmp_path, capsys):
+    """A study with branches and masks, one with instability, and a searched one."""
+    studies = {"compare": 6, "stability": 6, "searched": 4}  # the charts each must draw at least
+    paths = []
+    for study in studies:
+        out = tmp_path / f"{study}.html"
+        assert main(["report", study, "--results", str(app_lake), "--out", str(out)]) == 0
+        assert "opens offline" in capsys.readouterr().out
+        text = out.read_text()
+        assert "<script src=" not in text and "http://" not in text.split("<script>")[0], "nothing fetched"
+        paths.append(out)
+    for (study, at_least), seen in zip(studies.items(), open_offline(paths), strict=True):
+        assert seen["requests"] == [] and seen["errors"] == [], study
+        assert len(seen["charts"]) >= at_least, study
+        for chart in seen["charts"]:
+            assert chart["state"] == "yes" and chart["marks"] > 0, (study, chart)
+        sections = ["Strategy comparison", "Paired controls", "Instability", "Mask overlap", "Cost", "Search"]
+        assert seen["sections"] == sections, study
 
 
 def test_the_report_quotes_the_lake_numbers(app_lake, tmp_path):

@@ -110,7 +110,7 @@ def test_changed_config_under_a_trial_id_is_refused_before_anything_is_written(t
     spec = spec_file(tmp_path, rounds=2)
     cli("lineage", spec, "--results", lake, "--trial", "t2", "--quiet", "--threads", "1", check_rc=0)
     before = {p: p.read_bytes() for p in lake.rglob("*.parquet")}
-    assert len(before) == 2  # the finished lineage's folded rounds and its lineage row
+    assert len(before) == 3  # the finished lineage's folded rounds and masks, and its lineage row
     for extra in (["--strategy", "random_prune"], ["--seed", "3"]):
         proc = cli("lineage", spec, "--results", lake, "--trial", "t2", "--quiet", *extra)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
@@ -149,7 +149,7 @@ def test_fresh_supersedes_the_old_lineage_as_a_whole(tmp_path):
     assert len(lineages) == 1 and lineages[0]["status"] == "finished" and lineages[0]["rounds_done"] == 2
     kept = list((lake / "_superseded").rglob("*.parquet"))
     kept_rounds = [r for p in kept if "rounds" in p.parts for r in pq.read_table(p).to_pylist()]
-    assert sorted(r["round"] for r in kept_rounds) == [0, 1, 2, 3] and len(kept) == 2
+    assert sorted(r["round"] for r in kept_rounds) == [0, 1, 2, 3] and len(kept) == 3  # rounds, masks, lineage
     assert {pq.read_table(p)["lineage_id"][0].as_py() for p in kept} == {old_id}, (
         "the old lineage is kept aside, not deleted"
     )

@@ -171,7 +171,7 @@ def test_bad_study_yaml_is_rejected_before_ray_starts(tmp_path):
 
 
 def test_driver_killed_mid_study_resumes_without_duplicates(tmp_path):
-    base = synthetic_spec_dict(rounds=3, train={"iterations": 600, "eval_every": 200})
+    base = synthetic_spec_dict(rounds=3, train={"iterations": 300, "eval_every": 100})
     path = write_study(tmp_path, name="killed", rounds=3, base=base, sampler="random")
     clean = write_study(
         tmp_path, name="clean", rounds=3, base=base, sampler="random", storage={"results": str(tmp_path / "clean_lake")}
