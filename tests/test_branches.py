@@ -287,3 +287,19 @@ def test_study_results_prints_the_paired_table_from_the_cli(tmp_path, capsys):
     diffs = [acc[(s, "imp")] - acc[(s, "imp.random_reinit")] for s in (0, 1)]
     line = next(line for line in out.splitlines() if "imp − imp.random_reinit" in line)
     assert f"{sum(diffs) / 2:+.4f}" in line and "80.0" in line
+
+
+def test_configurations_are_named_by_the_settings_that_tell_them_apart():
+    import json
+
+    from study.analysis.configs import config_labels
+
+    def cfg(**kw):
+        return json.dumps({"strategy": "imp", "seed": 0, "train": {"lr": 0.001, "iterations": 60}, **kw})
+
+    labels = config_labels(
+        {"a": cfg(rewind_iteration=0), "b": cfg(rewind_iteration=300), "c": cfg(strategy="snip"), "d": None}
+    )
+    assert labels == {"a": "rewind_iteration=0", "b": "rewind_iteration=300", "c": "c", "d": "d"}
+    lr = config_labels({"a": cfg(train={"lr": 0.001}), "b": cfg(train={"lr": 0.002})})
+    assert lr == {"a": "train.lr=0.001", "b": "train.lr=0.002"}

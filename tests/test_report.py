@@ -125,7 +125,7 @@ def html_tables(text: str) -> list[list[list[str]]]:
     [
         (["report", "nosuch", "--out", "{tmp}/r.html"], "study 'nosuch' is not in"),
         (["report", "compare", "--out", "{tmp}/missing/r.html"], "does not exist"),
-        (["report", "compare", "--out", "{tmp}"], "cannot be written"),
+        (["report", "compare", "--out", "{tmp}"], "cannot be written (it is a folder)"),
     ],
 )
 def test_report_bad_input_is_one_line(app_lake, tmp_path, capsys, args, message):

@@ -173,9 +173,6 @@ def test_bad_study_yaml_is_rejected_before_ray_starts(tmp_path):
 def test_driver_killed_mid_study_resumes_without_duplicates(tmp_path):
     base = synthetic_spec_dict(rounds=3, train={"iterations": 300, "eval_every": 100})
     path = write_study(tmp_path, name="killed", rounds=3, base=base, sampler="random")
-    clean = write_study(
-        tmp_path, name="clean", rounds=3, base=base, sampler="random", storage={"results": str(tmp_path / "clean_lake")}
-    )
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     lake = tmp_path / "lake"
     seen = {}
@@ -185,14 +182,13 @@ def test_driver_killed_mid_study_resumes_without_duplicates(tmp_path):
 
     rerun = kill_once_and_rerun([sys.executable, "-m", "study.cli", "tune", str(path)], env, lake, after_kill=at_kill)
     assert "best configuration" in rerun.stdout
-    subprocess.run([sys.executable, "-m", "study.cli", "tune", str(clean)], env=env, check=True, capture_output=True)
     rows = raw_rows(lake)
     keys = [(r["trial_id"], r["round"]) for r in rows]
     assert len(keys) == 16 == len(set(keys)), "4 trials x 4 rounds: 16 rows on disk, no duplicates"
     lineages = raw_rows(lake, "lineages")
     assert len(lineages) == 4 and {r["status"] for r in lineages} == {"finished"}, "no extra or orphan lineages"
     assert {k[1] for k in keys} == {0, 1, 2, 3}
-    assert by_trial_number(lake) == by_trial_number(tmp_path / "clean_lake"), "the same rows as an uninterrupted run"
+    # (that a resumed lineage's rows equal an uninterrupted one's: tests/test_resume.py, by kill -9)
     after = round_stamps(lake)
     redone = [n for n, t in seen.items() if after[n] != t]
     # a round is redone only when the kill fell between its row and its checkpoint: at most the

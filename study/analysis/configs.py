@@ -15,3 +15,38 @@ def config_id(config_json: str | None) -> str:
     cfg.pop("seed", None)
     cfg.get("data", {}).pop("root", None)
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def _flat(value: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+def config_labels(configs: dict[str, str | None], max_length: int = 60) -> dict[str, str]:
+    """A short, readable name per configuration id (its lineage config JSON given): the settings
+    that tell it apart from the other configurations of its strategy (`rewind_iteration=300`),
+    or the id itself when nothing readable does (too long, or the config is unknown)."""
+    flat: dict[str, dict[str, str]] = {}
+    for cid, text in configs.items():
+        if isinstance(text, str) and text:
+            cfg = json.loads(text)
+            cfg.pop("seed", None)
+            cfg.get("data", {}).pop("root", None)
+            flat[cid] = _flat(cfg)
+    labels = {cid: cid for cid in configs}
+    strategies: dict[str, list[str]] = {}
+    for cid, cfg in flat.items():
+        strategies.setdefault(cfg.get("strategy", "?"), []).append(cid)
+    for ids in strategies.values():
+        keys = sorted({k for cid in ids for k in flat[cid]})
+        differ = [k for k in keys if len({flat[cid].get(k) for cid in ids}) > 1]
+        for cid in ids:
+            label = ", ".join(f"{k}={flat[cid].get(k, '–')}" for k in differ)
+            if label and len(label) <= max_length:
+                labels[cid] = label
+    return labels

@@ -23,7 +23,8 @@ def with_rewind_series(df: pd.DataFrame) -> pd.DataFrame:
     df["series"] = base
     configs = df.groupby("series")["config_id"].nunique() if "config_id" in df else None
     if configs is not None and (configs > 1).any():
-        df["series"] = [s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(base, df["config_id"], strict=True)]
+        names = df["config_label"] if "config_label" in df else df["config_id"]
+        df["series"] = [s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(base, names, strict=True)]
     return df
 
 

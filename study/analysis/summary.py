@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from study.analysis.configs import config_id
+from study.analysis.configs import config_id, config_labels
 from study.analysis.objectives import RoundPoint, selected_round
 from study.analysis.paired import paired_differences, share_dense_rounds
 from study.lake.reader import excluded_lineages, read_lineages, read_rounds
@@ -92,7 +92,9 @@ def summarize(root: str | Path, study: str | None = None) -> Summary:
             }
         )
     if lin is not None:
-        configs = lin[["study", "trial_id", "lineage_id"]].assign(config=lin["config_json"].map(config_id))
+        ids = lin["config_json"].map(config_id)
+        labels = config_labels(dict(zip(ids, lin["config_json"], strict=True)))
+        configs = lin[["study", "trial_id", "lineage_id"]].assign(config=ids.map(labels))
         df = df.merge(configs, on=["study", "trial_id", "lineage_id"], how="left").fillna({"config": "?"})
     else:
         df = df.assign(config="?")

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from study.analysis.bands import t95
-from study.analysis.configs import config_id
+from study.analysis.configs import config_id, config_labels
 from study.lake.incremental import IncrementalLake
 from study.lake.reader import LakeRead, read_table
 from study.lake.schema import TABLES
@@ -60,12 +60,15 @@ def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
     frames = {kind: _plain(read.table) for kind, read in reads.items()}
     lin = frames["lineages"]
     lin["config_id"] = lin["config_json"].map(config_id)
+    labels = config_labels(dict(zip(lin["config_id"], lin["config_json"], strict=True)))
+    lin["config_label"] = lin["config_id"].map(labels)
     r = frames["rounds"].merge(
-        lin[["study", "trial_id", "lineage_id", "config_id", "optuna_trial_number", "status"]],
+        lin[["study", "trial_id", "lineage_id", "config_id", "config_label", "optuna_trial_number", "status"]],
         on=["study", "trial_id", "lineage_id"],
         how="left",
     )
     r["config_id"] = r["config_id"].fillna(r["lineage_id"].str[-6:])
+    r["config_label"] = r["config_label"].fillna(r["config_id"])
     r["row"] = range(len(r))
     return Lake(
         root,
@@ -81,13 +84,14 @@ def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
 
 
 def with_config(df: pd.DataFrame, lin: pd.DataFrame) -> pd.DataFrame:
-    """`df` (keyed by study, trial and lineage) with its lineage's `config_id`, for `with_series`."""
+    """`df` (keyed by study, trial and lineage) with its lineage's `config_id` and `config_label`,
+    for `with_series`."""
     if df.empty:
-        return df.assign(config_id=pd.Series(dtype=str))
-    df = df.merge(
-        lin[["study", "trial_id", "lineage_id", "config_id"]], on=["study", "trial_id", "lineage_id"], how="left"
-    )
+        return df.assign(config_id=pd.Series(dtype=str), config_label=pd.Series(dtype=str))
+    keys = ["study", "trial_id", "lineage_id"]
+    df = df.merge(lin[[*keys, "config_id", "config_label"]], on=keys, how="left")
     df["config_id"] = df["config_id"].fillna(df["lineage_id"].str[-6:])
+    df["config_label"] = df["config_label"].fillna(df["config_id"])
     return df
 
 
@@ -136,12 +140,12 @@ def unfinished_lineages(lake: Lake) -> pd.DataFrame:
 
 
 def with_series(df: pd.DataFrame) -> pd.DataFrame:
-    """One line per strategy; a strategy run with several configurations gets one per config."""
+    """One line per strategy; a strategy run with several configurations gets one per config,
+    named by the settings that tell them apart (`imp · rewind_iteration=300`), else by its id."""
     df = df.copy()
     configs = df.groupby("strategy")["config_id"].nunique()
-    df["series"] = [
-        s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(df["strategy"], df["config_id"], strict=True)
-    ]
+    names = df["config_label"] if "config_label" in df else df["config_id"]
+    df["series"] = [s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(df["strategy"], names, strict=True)]
     return df
 
 

@@ -235,9 +235,13 @@ def _script_json(value: object) -> str:
 def write_report(lake: Lake, study: str, out: str | Path) -> Path:
     """Write the report to `out` (whole or not at all) and return its path."""
     target = Path(out).expanduser()
-    text = build_report(lake, study)
     if not target.parent.is_dir():
         raise SpecError(f"--out {out}: folder {target.parent} does not exist; create it or pass another path")
+    if target.is_dir():
+        raise SpecError(
+            f"--out {out} cannot be written (it is a folder); pass a file path such as {target}/report.html"
+        )
+    text = build_report(lake, study)
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
