@@ -52,6 +52,17 @@ def barrier_bands(
     return pd.DataFrame(out, columns=[*by, *extra, *BAND_COLUMNS])
 
 
+def rewind_bands(df: pd.DataFrame, value: str = "test_error_barrier") -> pd.DataFrame:
+    """`barrier_bands` per strategy, round and rewind point, each line named by its `level`
+    (strategy, round and its % remaining): the barrier against k, one line per sparsity."""
+    bands = barrier_bands(df, value, by=("strategy", "round", "rewind_iteration"))
+    bands["level"] = [
+        f"{s} · round {r} ({p:.1f}% left)"
+        for s, r, p in zip(bands["strategy"], bands["round"], bands["remaining_pct"], strict=True)
+    ]
+    return bands
+
+
 def path_bands(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per (series, round, α): the mean over seeds of the error at that point of the path, with
     its 95% t band."""

@@ -99,3 +99,15 @@ def healthy(lake: Lake, rows: pd.DataFrame, say: bool = True) -> pd.DataFrame:
             "trial) are left out of every chart and table here; the Data page lists them with the reason."
         )
     return rows[[k not in excluded for k in zip(rows["study"], rows["trial_id"], rows["lineage_id"], strict=True)]]
+
+
+def lineage_choices(rows: pd.DataFrame, first: str) -> dict[tuple[str, str], str]:
+    """(trial id, lineage id) -> a readable name, for a lineage picker: a trial id holds a trunk
+    and its branches, so a lineage is the pair. `first` is the column the name starts with."""
+    unique = rows.drop_duplicates(["trial_id", "lineage_id"])
+    return {
+        (t, lin): f"{a} · {s} · seed {seed} · {t}"
+        for t, lin, a, s, seed in zip(
+            unique["trial_id"], unique["lineage_id"], unique[first], unique["strategy"], unique["seed"], strict=True
+        )
+    }

@@ -16,7 +16,7 @@ import pandas as pd
 
 from study.analysis.masks import round_overlap, seed_overlap
 from study.analysis.paired import paired_differences, share_dense_rounds
-from study.analysis.stability import barrier_bands, path_bands, with_rewind_series
+from study.analysis.stability import barrier_bands, path_bands, rewind_bands, with_rewind_series
 from study.app.charts import (
     band_chart,
     cost_chart,
@@ -98,11 +98,7 @@ def sections(lake: Lake, study: str) -> list[Section]:
     if not instability.empty:
         instability = with_rewind_series(instability)
         by_remaining = barrier_bands(instability)
-        by_k = barrier_bands(instability, by=("strategy", "round", "rewind_iteration"))
-        by_k["level"] = [
-            f"{s} · round {r} ({p:.1f}% left)"
-            for s, r, p in zip(by_k["strategy"], by_k["round"], by_k["remaining_pct"], strict=True)
-        ]
+        by_k = rewind_bands(instability)
         stability.charts.append(("barrier by sparsity", band_chart(by_remaining, "Error barrier", "error barrier")))
         stability.charts.append(("barrier by rewind point", rewind_chart(by_k, "error barrier")))
         last = int(instability["round"].max())

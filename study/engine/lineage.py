@@ -230,14 +230,7 @@ class Lineage:
         val_error, test_error = [p.error["val"] for p in path], [p.error["test"] for p in path]
         val_loss, test_loss = [p.loss["val"] for p in path], [p.loss["test"] for p in path]
         result = InstabilityResult(
-            study=self.study,
-            trial_id=self.trial_id,
-            lineage_id=self.spec.lineage_id(),
-            config_hash=self.spec.config_hash(),
-            strategy=self.spec.strategy,
-            model=self.spec.model,
-            dataset=self.spec.dataset,
-            seed=self.spec.seed,
+            **self._identity(),
             round=round_,
             remaining_pct=remaining(mask, self.plan.slots)[0],
             rewind_iteration=self.spec.rewind_iteration,
@@ -306,6 +299,20 @@ class Lineage:
         if reason:
             raise LineageDegenerate(reason)
 
+    def _identity(self, branch: str | None = None) -> dict[str, Any]:
+        """The lineage columns of every result it reports (the trunk's, or a branch's)."""
+        spec, trunk = self.spec, self.spec.lineage_id()
+        return {
+            "study": self.study,
+            "trial_id": self.trial_id,
+            "lineage_id": trunk if branch is None else branch_lineage_id(trunk, branch),
+            "config_hash": spec.config_hash(),
+            "strategy": spec.strategy if branch is None else branch_label(spec.strategy, branch),
+            "model": spec.model,
+            "dataset": spec.dataset,
+            "seed": spec.seed,
+        }
+
     def _round_result(
         self,
         round_: int,
@@ -331,14 +338,7 @@ class Lineage:
         if self.hooks.on_mask:
             self.hooks.on_mask(
                 MaskResult(
-                    study=self.study,
-                    strategy=spec.strategy if branch is None else branch_label(spec.strategy, branch),
-                    trial_id=self.trial_id,
-                    lineage_id=trunk if branch is None else branch_lineage_id(trunk, branch),
-                    config_hash=spec.config_hash(),
-                    model=spec.model,
-                    dataset=spec.dataset,
-                    seed=spec.seed,
+                    **self._identity(branch),
                     round=round_,
                     remaining_pct=overall,
                     **packed_mask(mask),
@@ -347,14 +347,7 @@ class Lineage:
                 )
             )
         return RoundResult(
-            study=self.study,
-            trial_id=self.trial_id,
-            lineage_id=trunk if branch is None else branch_lineage_id(trunk, branch),
-            config_hash=spec.config_hash(),
-            strategy=spec.strategy if branch is None else branch_label(spec.strategy, branch),
-            model=spec.model,
-            dataset=spec.dataset,
-            seed=spec.seed,
+            **self._identity(branch),
             round=round_,
             remaining_pct=overall,
             layer_remaining_pct=per_layer,
@@ -390,7 +383,7 @@ class Lineage:
         )
 
 
-def packed_mask(mask: Mask) -> dict[str, dict[str, Any]]:
+def packed_mask(mask: Mask) -> dict[str, Any]:
     """`MaskResult`'s per-tensor columns: size, kept count and packed bits."""
     flat = {n: m.detach().flatten().cpu().numpy() for n, m in mask.items()}
     return {

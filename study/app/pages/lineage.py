@@ -2,23 +2,11 @@ import pandas as pd
 import streamlit as st
 
 from study.app.charts import curves_chart, sparsity_heatmap
-from study.app.context import current_lake, require_rows
+from study.app.context import current_lake, lineage_choices, require_rows
 
 st.title("Lineage")
 rows = require_rows(current_lake())
-# a trial id holds a trunk and its branches: a lineage is (trial, lineage id)
-lineages = rows.sort_values(["study", "strategy", "seed"]).drop_duplicates(["trial_id", "lineage_id"])
-labels = {
-    (t, lin): f"{s} · {st_} · seed {seed} · {t}"
-    for t, lin, s, st_, seed in zip(
-        lineages["trial_id"],
-        lineages["lineage_id"],
-        lineages["study"],
-        lineages["strategy"],
-        lineages["seed"],
-        strict=True,
-    )
-}
+labels = lineage_choices(rows.sort_values(["study", "strategy", "seed"]), "study")
 trial, lineage = st.selectbox("lineage", list(labels), format_func=lambda k: labels[k], key="lineage_trial")
 one = rows[(rows["trial_id"] == trial) & (rows["lineage_id"] == lineage)].sort_values("round")
 

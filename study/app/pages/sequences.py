@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from study.app.charts import REMAINING_AXIS, band_chart, tree_chart
-from study.app.context import current_lake, require_rows
+from study.app.context import current_lake, lineage_choices, require_rows
 from study.app.lake import seed_bands
 
 st.title("Sequence models")
@@ -96,17 +96,7 @@ if by_length:
 examples = rows[rows["parse_examples_json"].notna()]
 if not examples.empty:
     st.subheader("An induced tree next to the gold tree")
-    labels = {  # a trial id holds a trunk and its branches: a lineage is (trial, lineage id)
-        (t, lin): f"{m} · {s} · seed {seed} · {t}"
-        for t, lin, m, s, seed in zip(
-            examples["trial_id"],
-            examples["lineage_id"],
-            examples["model"],
-            examples["strategy"],
-            examples["seed"],
-            strict=True,
-        )
-    }
+    labels = lineage_choices(examples, "model")
     c1, c2, c3, c4 = st.columns(4)
     trial, lineage = c1.selectbox("lineage", list(labels), format_func=lambda k: labels[k], key="seq_trial")
     mine = examples[(examples["trial_id"] == trial) & (examples["lineage_id"] == lineage)].sort_values("round")

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from study.analysis.stability import barrier_bands, path_bands, with_rewind_series
+from study.analysis.stability import barrier_bands, path_bands, rewind_bands, with_rewind_series
 from study.app.charts import band_chart, path_chart, rewind_chart
 from study.app.context import current_lake, healthy, require_rows, selected_filters
 from study.app.lake import filter_rows
@@ -39,11 +39,7 @@ st.altair_chart(
     band_chart(barrier_bands(rows, value), f"Error barrier against % of weights remaining ({prefix})", "error barrier"),
     width="stretch",
 )
-by_k = barrier_bands(rows, value, by=("strategy", "round", "rewind_iteration"))
-by_k["level"] = [
-    f"{s} · round {r} ({p:.1f}% left)"
-    for s, r, p in zip(by_k["strategy"], by_k["round"], by_k["remaining_pct"], strict=True)
-]
+by_k = rewind_bands(rows, value)
 st.subheader("Barrier against the rewind iteration")
 st.altair_chart(rewind_chart(by_k, f"error barrier ({prefix})"), width="stretch")
 st.subheader("Error along the path")
