@@ -320,7 +320,8 @@ def test_new_rounds_show_up_without_a_restart(lake, tmp_path, monkeypatch):
 def test_bands_use_student_t_over_few_seeds():
     import pandas as pd
 
-    from study.app.lake import seed_bands, t95
+    from study.analysis.bands import t95
+    from study.app.lake import seed_bands
 
     df = pd.DataFrame(
         {"series": ["a", "a"], "round": [0, 0], "remaining_pct": [100.0, 100.0], "test_acc": [0.50, 0.90]}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import pandas as pd
+
 _T95 = {
     1: 12.706,
     2: 4.303,
@@ -38,3 +40,28 @@ def mean_band(values: Sequence[float]) -> tuple[float, float, float]:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = t95(n - 1) * sd / math.sqrt(n)
     return mean, mean - half, mean + half
+
+
+BAND_COLUMNS = ["mean", "lo", "hi", "n"]
+
+
+def group_bands(
+    df: pd.DataFrame, by: Sequence[str], value: str, means: Sequence[str] = ("remaining_pct",)
+) -> pd.DataFrame:
+    """Per group of `by` (sorted): `mean_band` of `value` over the group's rows (NaN left out;
+    `n` counts the rest) and the plain mean of each column in `means`."""
+    rows = []
+    for key, g in df.groupby(list(by), sort=True):
+        values = [float(v) for v in g[value].dropna()]
+        mean, lo, hi = mean_band(values) if values else (math.nan, math.nan, math.nan)
+        rows.append(
+            {
+                **dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
+                **{c: float(g[c].mean()) for c in means},
+                "mean": mean,
+                "lo": lo,
+                "hi": hi,
+                "n": len(values),
+            }
+        )
+    return pd.DataFrame(rows, columns=[*by, *means, *BAND_COLUMNS])

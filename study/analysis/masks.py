@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from study.analysis.bands import mean_band
+from study.analysis.bands import group_bands
 
 OVERLAP_COLUMNS = ["series", "round", "remaining_pct", "layer", "mean", "lo", "hi", "n", "chance"]
 
@@ -50,22 +50,7 @@ def _layer_pairs(a: pd.Series, b: pd.Series) -> list[tuple[str, float, float]]:
 def _summarise(records: list[dict], keys: Sequence[str]) -> pd.DataFrame:
     if not records:
         return pd.DataFrame(columns=OVERLAP_COLUMNS)
-    df = pd.DataFrame(records)
-    out = []
-    for key, g in df.groupby(list(keys), sort=True):
-        mean, lo, hi = mean_band(list(g["jaccard"]))
-        out.append(
-            {
-                **dict(zip(keys, key, strict=True)),
-                "remaining_pct": float(g["remaining_pct"].mean()),
-                "mean": mean,
-                "lo": lo,
-                "hi": hi,
-                "n": len(g),
-                "chance": float(g["chance"].mean()),
-            }
-        )
-    return pd.DataFrame(out, columns=OVERLAP_COLUMNS)
+    return group_bands(pd.DataFrame(records), keys, "jaccard", means=("remaining_pct", "chance"))[OVERLAP_COLUMNS]
 
 
 def seed_overlap(masks: pd.DataFrame) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from study.analysis.bands import mean_band
+from study.analysis.bands import group_bands
 
 VALUE_COLUMNS = ["pair", "round", "remaining_pct", "mean", "lo", "hi", "n"]
 
@@ -37,27 +37,12 @@ def paired_differences(rounds: pd.DataFrame, value: str = "test_acc", by: Sequen
         left_on=[*keys, "lineage_id"],
         right_on=[*keys, "trunk_lineage_id"],
     )
+    pairs = pairs.assign(diff=pairs[value] - pairs["branch_value"]).dropna(subset=["diff"])
     if pairs.empty:
         return pd.DataFrame(columns=columns)
-    pairs["diff"] = pairs[value] - pairs["branch_value"]
-    pairs = pairs[pairs["diff"].notna()]
-    out = []
-    for key, g in pairs.groupby([*by, "branch_strategy", "round"], sort=True):
-        *group, branch_strategy, round_ = key
-        mean, lo, hi = mean_band(list(g["diff"]))
-        out.append(
-            {
-                **dict(zip(by, group, strict=True)),
-                "pair": f"{group[0]} − {branch_strategy}",
-                "round": int(round_),
-                "remaining_pct": float(g["remaining_pct"].mean()),
-                "mean": mean,
-                "lo": lo,
-                "hi": hi,
-                "n": len(g),
-            }
-        )
-    return pd.DataFrame(out, columns=columns)
+    bands = group_bands(pairs, [*by, "branch_strategy", "round"], "diff")
+    bands["pair"] = [f"{g} − {b}" for g, b in zip(bands[by[0]], bands["branch_strategy"], strict=True)]
+    return bands.astype({"round": int})[columns].reset_index(drop=True)
 
 
 def share_dense_rounds(rounds: pd.DataFrame) -> pd.DataFrame:

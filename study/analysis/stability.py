@@ -7,9 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from study.analysis.bands import mean_band
-
-BAND_COLUMNS = ["mean", "lo", "hi", "n"]
+from study.analysis.bands import BAND_COLUMNS, group_bands
 
 
 def with_rewind_series(df: pd.DataFrame) -> pd.DataFrame:
@@ -31,25 +29,8 @@ def with_rewind_series(df: pd.DataFrame) -> pd.DataFrame:
 def barrier_bands(
     df: pd.DataFrame, value: str = "test_error_barrier", by: Sequence[str] = ("series", "round")
 ) -> pd.DataFrame:
-    """Per group `by`: the mean over seeds of `value` with its 95% t band, the mean % remaining
-    and the rewind iteration (for a chart against either)."""
-    extra = [c for c in ("remaining_pct", "rewind_iteration") if c not in by]
-    out = []
-    for key, g in df.groupby(list(by), sort=True):
-        mean, lo, hi = mean_band(list(g[value]))
-        ks = g["rewind_iteration"].unique()
-        out.append(
-            {
-                "remaining_pct": float(g["remaining_pct"].mean()),
-                "rewind_iteration": int(ks[0]) if len(ks) == 1 else None,
-                **dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
-                "mean": mean,
-                "lo": lo,
-                "hi": hi,
-                "n": len(g),
-            }
-        )
-    return pd.DataFrame(out, columns=[*by, *extra, *BAND_COLUMNS])
+    """Per group `by`: the mean over seeds of `value` with its 95% t band, and the mean % remaining."""
+    return group_bands(df, by, value)
 
 
 def rewind_bands(df: pd.DataFrame, value: str = "test_error_barrier") -> pd.DataFrame:
@@ -65,14 +46,7 @@ def rewind_bands(df: pd.DataFrame, value: str = "test_error_barrier") -> pd.Data
 
 def path_bands(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per (series, round, α): the mean over seeds of the error at that point of the path, with
-    its 95% t band."""
-    rows = []
-    df = df.assign(points=df["alphas"].map(len))
-    for (series, round_, _), g in df.groupby(["series", "round", "points"], sort=True):  # one grid of α per group
-        paths = [list(v) for v in g[f"{split}_error"]]
-        for i, alpha in enumerate(g["alphas"].iloc[0]):
-            mean, lo, hi = mean_band([p[i] for p in paths])
-            rows.append(
-                {"series": series, "round": round_, "alpha": alpha, "mean": mean, "lo": lo, "hi": hi, "n": len(paths)}
-            )
-    return pd.DataFrame(rows, columns=["series", "round", "alpha", *BAND_COLUMNS])
+    its 95% t band (rows measured on different grids of α are never mixed)."""
+    points = df.assign(points=df["alphas"].map(len)).explode(["alphas", f"{split}_error"])
+    bands = group_bands(points, ["series", "round", "points", "alphas"], f"{split}_error", means=())
+    return bands.rename(columns={"alphas": "alpha"})[["series", "round", "alpha", *BAND_COLUMNS]]

@@ -4,7 +4,6 @@ into pandas frames, and the aggregations every page shares (series, seed means, 
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from study.analysis.bands import t95
+from study.analysis.bands import group_bands
 from study.analysis.configs import config_id, config_labels
 from study.lake.incremental import IncrementalLake
 from study.lake.reader import LakeRead, read_table
@@ -152,20 +151,11 @@ def with_series(df: pd.DataFrame) -> pd.DataFrame:
 def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:
     """Mean and 95% confidence band (Student t) over seeds, per series and round; the band of a
     non-negative metric is clipped at 0."""
-    g = df.groupby(["series", "round"])
-    out = g.agg(
-        remaining_pct=("remaining_pct", "mean"), mean=(value, "mean"), std=(value, "std"), n=(value, "count")
-    ).reset_index()
-    half = [
-        t95(n - 1) * s / math.sqrt(n) if n > 1 and pd.notna(s) else 0.0
-        for s, n in zip(out["std"], out["n"], strict=True)
-    ]
-    out["lo"] = out["mean"] - half
-    out["hi"] = out["mean"] + half
+    out = group_bands(df, ["series", "round"], value)
     if (df[value] >= 0).all():
         out["lo"] = out["lo"].clip(lower=0)
     out["metric"] = value
-    return out.drop(columns="std")
+    return out
 
 
 def cost_bands(df: pd.DataFrame, cost: str, value: str = "test_acc") -> pd.DataFrame:
