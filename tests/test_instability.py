@@ -125,7 +125,7 @@ def test_a_target_remaining_lineage_refuses_rounds_past_its_plan():
 def test_the_lake_holds_one_instability_row_per_measured_round_and_fresh_supersedes_them(tmp_path):
     from conftest import raw_rows
 
-    from study.lake.reader import read_instability
+    from study.lake.reader import read_table
     from study.lake.recorder import run_to_lake
 
     s = spec(rounds=1, instability={"rounds": [0, 1]})
@@ -133,7 +133,7 @@ def test_the_lake_holds_one_instability_row_per_measured_round_and_fresh_superse
     raw = raw_rows(tmp_path, "instability")
     assert sorted(r["round"] for r in raw) == [0, 1]
     assert {r["lineage_id"] for r in raw} == {s.lineage_id()} and all(r["written_at"] for r in raw)
-    assert read_instability(tmp_path, "i").table.num_rows == 2
+    assert read_table(tmp_path, "instability", "i").table.num_rows == 2
     again = spec(rounds=1, instability={"rounds": [1]})
     run_to_lake(again, tmp_path, study="i", trial_id=s.lineage_id(), fresh=True)
     assert sorted(r["round"] for r in raw_rows(tmp_path, "instability")) == [1], "the old rows moved to _superseded"

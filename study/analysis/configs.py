@@ -6,15 +6,21 @@ import hashlib
 import json
 
 
-def config_id(config_json: str | None) -> str:
-    """A configuration's id: its lineage config without the seed and the data's location ('?'
-    when the config is unknown)."""
+def _configuration(config_json: str | None) -> dict | None:
+    """A lineage config without what does not make it another configuration: the seed (seeds are
+    replicates) and where the data lives. None when the config is unknown."""
     if not isinstance(config_json, str) or not config_json:
-        return "?"
+        return None
     cfg = json.loads(config_json)
     cfg.pop("seed", None)
     cfg.get("data", {}).pop("root", None)
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
+    return cfg
+
+
+def config_id(config_json: str | None) -> str:
+    """A configuration's id: a hash of `_configuration` ('?' when the config is unknown)."""
+    cfg = _configuration(config_json)
+    return "?" if cfg is None else hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
 
 
 def _flat(value: dict, prefix: str = "") -> dict[str, str]:
@@ -33,10 +39,8 @@ def config_labels(configs: dict[str, str | None], max_length: int = 60) -> dict[
     or the id itself when nothing readable does (too long, or the config is unknown)."""
     flat: dict[str, dict[str, str]] = {}
     for cid, text in configs.items():
-        if isinstance(text, str) and text:
-            cfg = json.loads(text)
-            cfg.pop("seed", None)
-            cfg.get("data", {}).pop("root", None)
+        cfg = _configuration(text)
+        if cfg is not None:
             flat[cid] = _flat(cfg)
     labels = {cid: cid for cid in configs}
     strategies: dict[str, list[str]] = {}

@@ -334,17 +334,10 @@ class Lineage:
         price = cost(self.model, self.weight_positions, mask)
         before = self.state.results[-1].remaining_pct if self.state.results else 100.0
         es, fin, curve = result.early_stop, result.final, result.curve
-        trunk = spec.lineage_id()
+        tags: dict[str, Any] = {"branch": branch, "trunk_lineage_id": None if branch is None else spec.lineage_id()}
         if self.hooks.on_mask:
             self.hooks.on_mask(
-                MaskResult(
-                    **self._identity(branch),
-                    round=round_,
-                    remaining_pct=overall,
-                    **packed_mask(mask),
-                    branch=branch,
-                    trunk_lineage_id=None if branch is None else trunk,
-                )
+                MaskResult(**self._identity(branch), round=round_, remaining_pct=overall, **packed_mask(mask), **tags)
             )
         return RoundResult(
             **self._identity(branch),
@@ -377,8 +370,7 @@ class Lineage:
             macs_remaining=price.macs_remaining,
             compression_ratio=price.compression_ratio,
             theoretical_speedup=price.theoretical_speedup,
-            branch=branch,
-            trunk_lineage_id=None if branch is None else trunk,
+            **tags,
             **extra,
         )
 

@@ -97,11 +97,7 @@ def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePl
     rounds = list(range(n_rounds + 1))
     if STRATEGIES[spec.strategy].one_shot:
         rounds, counts = [0, 1], [counts[0], counts[-1]]
-    late = sorted(set(spec.instability.rounds) - set(rounds))
-    if late:
-        raise SpecError(
-            f"instability.rounds {late} are past the lineage's last round {rounds[-1]}; list rounds in 0..{rounds[-1]}"
-        )
+    spec.instability.check_last_round(rounds[-1])
     return LineagePlan(slots, groups, rates, counts, rounds, total)
 
 

@@ -38,6 +38,9 @@ class LineageColumns:
     dataset: str
     seed: int
 
+    def as_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
 
 @dataclass(frozen=True)
 class RoundResult(LineageColumns):
@@ -111,9 +114,6 @@ class RoundResult(LineageColumns):
         default=None, metadata=doc("reporting data: the same barrier on the test split")
     )
 
-    def as_row(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
 class MaskResult(LineageColumns):
@@ -127,9 +127,6 @@ class MaskResult(LineageColumns):
     layer_bits: dict[str, bytes] = field(metadata=doc("numpy.packbits of the flattened mask (1 = kept)"))
     branch: str | None = None
     trunk_lineage_id: str | None = None
-
-    def as_row(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -161,9 +158,6 @@ class InstabilityResult(LineageColumns):
     error: str | None = field(
         default=None, metadata=doc("why the measurement failed (a copy diverged); null when it did not")
     )
-
-    def as_row(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

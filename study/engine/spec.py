@@ -154,6 +154,14 @@ class InstabilitySpec:
         if any(r < 0 for r in self.rounds) or len(set(self.rounds)) < len(self.rounds):
             raise SpecError(f"instability.rounds must list distinct rounds >= 0, got {list(self.rounds)}")
 
+    def check_last_round(self, last: int) -> None:
+        """Every listed round exists in a lineage whose last round is `last`."""
+        late = sorted(r for r in self.rounds if r > last)
+        if late:
+            raise SpecError(
+                f"instability.rounds {late} are past the lineage's last round {last}; list rounds in 0..{last}"
+            )
+
 
 MIN_PATH_POINTS, MAX_PATH_POINTS = 11, 101
 
@@ -240,13 +248,9 @@ class LineageSpec:
         if len(set(self.branches)) < len(self.branches):
             raise SpecError(f"branches lists a branch twice: {list(self.branches)}; name each once")
         self.instability.validate()
-        last = (
-            None if self.rounds is None else min(self.rounds, 1) if STRATEGIES[self.strategy].one_shot else self.rounds
-        )
-        late = [r for r in self.instability.rounds if last is not None and r > last]
-        if late:
-            raise SpecError(
-                f"instability.rounds {late} are past the lineage's last round {last}; list rounds in 0..{last}"
+        if self.rounds is not None:  # else the plan, which counts the rounds to target_remaining, checks
+            self.instability.check_last_round(
+                min(self.rounds, 1) if STRATEGIES[self.strategy].one_shot else self.rounds
             )
         if self.branches and self.rounds == 0:
             raise SpecError("branches train off pruning rounds, and rounds is 0; set rounds >= 1 or drop branches")

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from study.lake.reader import read_one
-from study.lake.schema import LINEAGES_SCHEMA, STATUSES, STUDIES_SCHEMA, TABLES
+from study.lake.schema import LINEAGES_SCHEMA, ROUND_KEYS, STATUSES, STUDIES_SCHEMA, TABLES
 from study.lake.store import Stamp, is_remote, join, parent, store_for
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
@@ -32,7 +32,7 @@ def check_name(kind: str, value: str) -> None:
         )
 
 
-ROUND_TABLES = ("rounds", "instability", "masks")  # tables with one file per lineage-round
+ROUND_TABLES = tuple(kind for kind, (_, keys) in TABLES.items() if keys == ROUND_KEYS)  # a file per lineage-round
 
 
 def result_path(root: str | Path, kind: str, study: str, strategy: str, trial_id: str, round_: int) -> str:

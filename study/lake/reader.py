@@ -130,10 +130,6 @@ def read_studies(root: str | Path, study: str | None = None) -> LakeRead:
     return read_table(root, "studies", study)
 
 
-def read_instability(root: str | Path, study: str | None = None) -> LakeRead:
-    return read_table(root, "instability", study)
-
-
 def excluded_lineages(lineages: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     """(study, trial_id, lineage_id) of every lineage whose rows must not count: the failed,
     diverged and degenerate ones, and the sibling seeds of a searched trial that failed (the

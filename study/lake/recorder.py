@@ -22,7 +22,7 @@ from study.engine.branches import branch_label, branch_lineage_id
 from study.engine.checkpoint import CHECKPOINT_FILE, CheckpointMismatch
 from study.engine.failures import LineageFailure
 from study.engine.lineage import Lineage, LineageHooks, RunContext
-from study.engine.rows import LineageIds, RoundResult
+from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundResult
 from study.engine.spec import LineageSpec
 from study.errors import SpecError
 from study.lake.files import (
@@ -37,9 +37,8 @@ from study.lake.files import (
     trial_files,
     write_lineage,
     write_result,
-    write_round,
 )
-from study.lake.schema import LINEAGES_SCHEMA, InstabilityRow, LineageRow, MaskRow, RoundRow
+from study.lake.schema import LINEAGES_SCHEMA, LineageRow
 from study.lake.store import StoreUnavailable, check_s3_lake, is_remote, join, normalize_root, store_for
 from study.version import code_version
 
@@ -172,8 +171,8 @@ class LakeLineage:
                 context=context,
                 hooks=LineageHooks(
                     on_round=self._record,
-                    on_instability=lambda r: self._write("instability", InstabilityRow(**r.as_row(), written_at=now())),
-                    on_mask=lambda r: self._write("masks", MaskRow(**r.as_row(), written_at=now())),
+                    on_instability=lambda r: self._write("instability", r),
+                    on_mask=lambda r: self._write("masks", r),
                 ),
                 resume=not fresh,
             )
@@ -253,12 +252,13 @@ class LakeLineage:
         row = dataclasses.replace(self.branch_rows[name], status=state, error=error, rounds_done=done, updated_at=now())
         write_lineage(self.root, dataclasses.asdict(row))
 
-    def _write(self, kind: str, row: InstabilityRow | MaskRow) -> None:
-        write_result(self.root, kind, dataclasses.asdict(row))
+    def _write(self, kind: str, result: RoundResult | InstabilityResult | MaskResult) -> None:
+        """One of the engine's results as its table's row, stamped with when the lake wrote it."""
+        write_result(self.root, kind, {**result.as_row(), "written_at": now()})
 
     def _record(self, result: RoundResult) -> None:
         """A round's row (the trunk's first, then its branches'), then the status that counts it."""
-        write_round(self.root, dataclasses.asdict(RoundRow(**result.as_row(), written_at=now())))
+        self._write("rounds", result)
         if result.branch is None:
             self.done = result.round + 1
             self.status("running")

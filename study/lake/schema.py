@@ -34,25 +34,24 @@ _SCALARS = {
 }
 
 
+def _written_at() -> Any:
+    """The lake-only column of a per-round table: when the lake wrote the row."""
+    return field(default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)"))
+
+
 @dataclass(frozen=True)
 class RoundRow(RoundResult):
-    written_at: dt.datetime | None = field(
-        default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)")
-    )
+    written_at: dt.datetime | None = _written_at()
 
 
 @dataclass(frozen=True)
 class MaskRow(MaskResult):
-    written_at: dt.datetime | None = field(
-        default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)")
-    )
+    written_at: dt.datetime | None = _written_at()
 
 
 @dataclass(frozen=True)
 class InstabilityRow(InstabilityResult):
-    written_at: dt.datetime | None = field(
-        default=None, metadata=doc("when the lake wrote the row (the latest copy of a row wins)")
-    )
+    written_at: dt.datetime | None = _written_at()
 
 
 @dataclass(frozen=True)
