@@ -12,70 +12,67 @@ REMAINING_AXIS = alt.X(
 )
 
 
-def band_chart(bands: pd.DataFrame, title: str, y_title: str) -> alt.Chart:
+def _mean_with_band(
+    bands: pd.DataFrame, x: alt.X, color: alt.Color, y_title: str, tooltip: list, zero: bool = True
+) -> alt.LayerChart:
+    """The mean line of `bands` (points on it) over its 95% band (`lo` to `hi`); with
+    zero=False the y axis need not include 0."""
+    scale: dict[str, Any] = {} if zero else {"scale": alt.Scale(zero=False)}
+    base = alt.Chart(bands).encode(x=x, color=color)
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title, **scale), y2="hi:Q")
+    line = base.mark_line(point=True).encode(y=alt.Y("mean:Q", title=y_title, **scale), tooltip=tooltip)
+    return band + line
+
+
+def band_chart(bands: pd.DataFrame, title: str, y_title: str) -> alt.LayerChart:
     """Mean line per series against % remaining (log axis, reversed as in the paper), with a
     95% band over seeds."""
-    base = alt.Chart(bands).encode(x=REMAINING_AXIS, color=alt.Color("series:N", title="strategy"))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title, scale=alt.Scale(zero=False)), y2="hi:Q")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)),
-        tooltip=[
-            "series",
-            "round",
-            alt.Tooltip("remaining_pct:Q", format=".2f"),
-            alt.Tooltip("mean:Q", format=".4f"),
-            "n",
-        ],
+    tooltip = [
+        "series",
+        "round",
+        alt.Tooltip("remaining_pct:Q", format=".2f"),
+        alt.Tooltip("mean:Q", format=".4f"),
+        "n",
+    ]
+    color = alt.Color("series:N", title="strategy")
+    return _mean_with_band(bands, REMAINING_AXIS, color, y_title, tooltip, zero=False).properties(
+        title=title, height=360
     )
-    return (band + line).properties(title=title, height=360)
 
 
-def paired_chart(pairs: pd.DataFrame, y_title: str) -> alt.Chart:
+def paired_chart(pairs: pd.DataFrame, y_title: str) -> alt.LayerChart:
     """Mean paired difference (trunk − branch) per pair against % remaining, with its 95% band
     over seeds and a rule at 0 (above it the trunk wins)."""
-    base = alt.Chart(pairs).encode(x=REMAINING_AXIS, color=alt.Color("pair:N", title="trunk − branch"))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", title=y_title),
-        tooltip=[
-            "pair",
-            "round",
-            alt.Tooltip("remaining_pct:Q", format=".2f"),
-            alt.Tooltip("mean:Q", format=".4f"),
-            alt.Tooltip("lo:Q", format=".4f"),
-            alt.Tooltip("hi:Q", format=".4f"),
-            "n",
-        ],
-    )
+    tooltip = [
+        "pair",
+        "round",
+        alt.Tooltip("remaining_pct:Q", format=".2f"),
+        alt.Tooltip("mean:Q", format=".4f"),
+        alt.Tooltip("lo:Q", format=".4f"),
+        alt.Tooltip("hi:Q", format=".4f"),
+        "n",
+    ]
+    color = alt.Color("pair:N", title="trunk − branch")
     zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q")
-    return (band + line + zero).properties(height=320)
+    return (_mean_with_band(pairs, REMAINING_AXIS, color, y_title, tooltip) + zero).properties(height=320)
 
 
-def rewind_chart(bands: pd.DataFrame, y_title: str) -> alt.Chart:
+def rewind_chart(bands: pd.DataFrame, y_title: str) -> alt.LayerChart:
     """Barrier against the rewind iteration k, one line per strategy and round (its sparsity),
     with the 95% band over seeds: where a network becomes stable to SGD noise."""
-    base = alt.Chart(bands).encode(
-        x=alt.X("rewind_iteration:Q", title="rewind iteration k"), color=alt.Color("level:N", title="strategy · round")
-    )
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", title=y_title),
-        tooltip=["level", "rewind_iteration", alt.Tooltip("mean:Q", format=".4f"), "n"],
-    )
-    return (band + line).properties(height=320)
+    x = alt.X("rewind_iteration:Q", title="rewind iteration k")
+    color = alt.Color("level:N", title="strategy · round")
+    tooltip = ["level", "rewind_iteration", alt.Tooltip("mean:Q", format=".4f"), "n"]
+    return _mean_with_band(bands, x, color, y_title, tooltip).properties(height=320)
 
 
-def path_chart(bands: pd.DataFrame, y_title: str) -> alt.Chart:
+def path_chart(bands: pd.DataFrame, y_title: str) -> alt.LayerChart:
     """Error along the straight line between the two copies (α = 0: the lineage's own, 1: the
     second), mean per series with the 95% band over seeds."""
-    base = alt.Chart(bands).encode(
-        x=alt.X("alpha:Q", title="interpolation α"), color=alt.Color("series:N", title="strategy · rewind")
-    )
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title), y2="hi:Q")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", title=y_title), tooltip=["series", "alpha", alt.Tooltip("mean:Q", format=".4f"), "n"]
-    )
-    return (band + line).properties(height=320)
+    x = alt.X("alpha:Q", title="interpolation α")
+    color = alt.Color("series:N", title="strategy · rewind")
+    tooltip = ["series", "alpha", alt.Tooltip("mean:Q", format=".4f"), "n"]
+    return _mean_with_band(bands, x, color, y_title, tooltip).properties(height=320)
 
 
 def cost_chart(bands: pd.DataFrame, cost: str, x_title: str, y_title: str) -> alt.Chart:
