@@ -401,7 +401,7 @@ def test_a_study_that_makes_no_progress_stops_and_says_why(local_ray, tmp_path):
 def test_a_round_longer_than_the_stall_timeout_is_not_a_stall(local_ray, tmp_path):
     """A trial holds no CPU, so a running trial proves nothing; a lineage task that runs is
     progress however long its round takes (it beats while it lives)."""
-    base = synthetic_spec_dict(rounds=0, train={"iterations": 8000, "eval_every": 4000})
+    base = synthetic_spec_dict(rounds=0, train={"iterations": 16000, "eval_every": 8000})
     path = write_study(tmp_path, name="slow", base=base, stall_timeout_s=10, budget={"num_samples": 1})
     assert run_study(load_study_spec(path)).errors == 0
     rows = raw_rows(tmp_path / "lake")
