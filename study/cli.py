@@ -329,6 +329,33 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_baselines(args: argparse.Namespace, console: Console) -> int:
+    from study.engine.data import DATASETS
+    from study.engine.data.parsing import BASELINE_NAMES, baseline_f1, binarized, corpus_f1
+
+    if args.sentences < 1:
+        raise SpecError(f"--sentences must be >= 1, got {args.sentences}")
+    table = Table(
+        title=f"Parse F1 of trivial trees on {args.sentences} generated sentences (seed {args.seed})",
+        title_justify="left",
+    )
+    for column in ("dataset", "mean length", *BASELINE_NAMES, "gold, binarized"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for name, dataset in DATASETS.items():
+        if dataset.trees is None:
+            continue
+        sentences = [s for s in dataset.trees(args.sentences, args.seed) if s.tree is not None]
+        trees, lengths = [s.tree for s in sentences], [len(s.tokens) for s in sentences]
+        scores = baseline_f1(trees, lengths)
+        ceiling = corpus_f1([binarized(t) for t in trees], trees, lengths)
+        table.add_row(
+            name, f"{sum(lengths) / len(lengths):.1f}", *[f"{scores[b]:.3f}" for b in BASELINE_NAMES], f"{ceiling:.3f}"
+        )
+    console.print(table)
+    console.print("unlabelled sentence-level F1, single-word and whole-sentence spans ignored (as for the models)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="study", description="Lottery-ticket studies: IMP lineages, searches and their results lake"
@@ -387,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="show the rounds and exact per-group weight counts a spec will run")
     p.add_argument("spec")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("baselines", help="parse F1 of the trivial trees on every corpus with gold trees")
+    p.add_argument("--sentences", type=int, default=2000, help="sentences generated per corpus (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the generator's seed (default: %(default)s)")
+    p.set_defaults(func=cmd_baselines)
 
     p = sub.add_parser("results", help="summarise what the results lake holds")
     p.add_argument("root", nargs="?", default=DEFAULT_RESULTS)

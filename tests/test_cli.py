@@ -100,3 +100,16 @@ def test_every_ready_study_validates():
     for path in studies:
         study = load_study_spec(path)
         assert study.search and study.base_spec().model
+
+
+def test_baselines_lists_every_corpus_with_trees(capsys):
+    """`study baselines`: one row per dataset with gold trees; on the English-like grammar
+    right-branching is the strongest trivial tree and the binarized gold far above all."""
+    assert main(["baselines", "--sentences", "400"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert set(rows) == {"pcfg", "english_pcfg", "logical_inference", "listops"}
+    right, left, balanced, random_, gold = (float(v) for v in rows["english_pcfg"].split("│")[3:8])
+    assert max(right, left, balanced, random_) == right < 0.5 and gold > 0.85
+    assert main(["baselines", "--sentences", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

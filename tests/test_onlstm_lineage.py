@@ -124,6 +124,13 @@ def test_lstm_baseline_has_no_distances_and_classifiers_report_accuracy_by_lengt
         context=RunContext(threads=1),
     )
     assert set(logic[1].accuracy_by_length) == {str(k) for k in range(1, 13)}
+    # chance per operator count: the majority label's share of that count's test pairs, by hand
+    from study.engine.data.sequences import logical_inference
+
+    twelve = logical_inference(50, 10 + 12, 12, exact_ops=12)  # what the loader generates for 12 operators
+    labels = [ex.label for ex in twelve]
+    assert logic[1].chance_by_length["12"] == max(labels.count(c) for c in set(labels)) / 50
+    assert logic[1].trained_max_length == 6, "trained on formulas of at most 6 operators"
     assert set(logic[1].parse_f1) == {"layer1", "layer2"} and "fc" in logic[1].group_remaining_pct
 
 

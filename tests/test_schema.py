@@ -79,6 +79,8 @@ ROUNDS_V1 = {
     "trunk_lineage_id": S,
     "val_error_barrier": F64,
     "test_error_barrier": F64,
+    "chance_by_length": MAP,
+    "trained_max_length": I64,
 }
 LINEAGES_V1 = {
     **IDENTITY_V1,

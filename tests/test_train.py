@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -152,3 +153,28 @@ def test_thread_count_is_settable_per_run(task):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_cosine_schedule_by_hand():
+    spec = TrainSpec(lr=0.2, iterations=100, schedule="cosine")
+    assert lr_at(spec, 0) == 0.2
+    assert lr_at(spec, 50) == pytest.approx(0.1)  # 0.2 * (1 + cos(pi / 2)) / 2
+    assert lr_at(spec, 75) == pytest.approx(0.2 * (1 - 0.5**0.5) / 2)
+    assert lr_at(spec, 99) == pytest.approx(0.2 * (1 + math.cos(math.pi * 0.99)) / 2)
+
+
+@pytest.mark.parametrize("clip", [0.0, 1e-3])
+def test_gradient_clipping_bounds_one_plain_sgd_step(task, clip):
+    """One SGD step (lr 1, no momentum) moves the weights by exactly the gradient, rescaled to norm
+    `clip` when its global norm is larger; the norm is computed here from autograd's gradient."""
+    model = fresh(task)
+    x, y = task.batch(0)
+    reference = fresh(task)
+    task.loss(reference, x, y).backward()
+    grad_norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in reference.parameters()]))
+    assert grad_norm > 1e-2, "the check needs a gradient well above the clip"
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    train(model, task, TrainSpec(lr=1.0, iterations=1, optimizer="sgd", eval_every=1, grad_clip=clip))
+    moved = before - torch.cat([p.detach().flatten() for p in model.parameters()])
+    expected = float(grad_norm) if clip == 0 else clip
+    assert float(torch.linalg.vector_norm(moved)) == pytest.approx(expected, rel=1e-4)

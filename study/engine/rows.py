@@ -113,6 +113,17 @@ class RoundResult(LineageColumns):
     test_error_barrier: float | None = field(
         default=None, metadata=doc("reporting data: the same barrier on the test split")
     )
+    # sequence classifiers: accuracy_by_length's chance line and where generalisation starts
+    chance_by_length: dict[str, float] | None = field(
+        default=None,
+        metadata=doc(
+            "the most frequent label's share of each length's test examples (accuracy_by_length's chance line)"
+        ),
+    )
+    trained_max_length: int | None = field(
+        default=None,
+        metadata=doc("the longest length in the training data: accuracy_by_length beyond it is generalisation"),
+    )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from study.typed_yaml import build, choice, load_yaml
 
 SCOPES = ("layerwise", "global")
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "step", "warmup")
+SCHEDULES = ("constant", "step", "warmup", "cosine")
 MAX_ITERATIONS = 10**9
 MAX_ROUNDS = 500
 MAX_SEED = 2**31 - 1
@@ -45,6 +46,7 @@ class TrainSpec:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     warmup_iterations: int = 0
+    grad_clip: float = 0.0  # the gradient's largest global L2 norm (0: no clipping)
 
     def validate(self) -> None:
         choice("train.optimizer", self.optimizer, OPTIMIZERS)
@@ -63,6 +65,10 @@ class TrainSpec:
             raise SpecError(f"train.momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise SpecError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
+            raise SpecError(
+                f"train.grad_clip is the gradient's largest norm and must be >= 0 (0: off), got {self.grad_clip}"
+            )
         if self.schedule == "step" and not self.milestones:
             raise SpecError("train.schedule 'step' needs train.milestones, e.g. milestones: [20000, 30000]")
         if any(a >= b for a, b in itertools.pairwise(self.milestones)) or any(

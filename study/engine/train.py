@@ -89,6 +89,8 @@ def lr_at(spec: TrainSpec, iteration: int) -> float:
         return spec.lr * spec.gamma ** sum(iteration >= m for m in spec.milestones)
     if spec.schedule == "warmup":
         return spec.lr * min(1.0, (iteration + 1) / spec.warmup_iterations)
+    if spec.schedule == "cosine":
+        return spec.lr * 0.5 * (1 + math.cos(math.pi * iteration / spec.iterations))
     return spec.lr
 
 
@@ -235,6 +237,8 @@ def train(
         loss.backward()
         if masked:
             torch._foreach_mul_([p.grad for p in mask_weights], mask_values)  # type: ignore[arg-type, misc]
+        if spec.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params.values(), spec.grad_clip, foreach=True)
         optimizer.step()
         if masked:
             with torch.no_grad():

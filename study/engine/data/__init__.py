@@ -31,6 +31,7 @@ class Dataset:
     inputs: str  # image, text (language modelling) or sequence
     signature: Callable[[DataSpec], Signature]
     load: Callable[[DataSpec, int, int, torch.device], Task]  # (data spec, batch size, seed, device)
+    trees: Callable[[int, int], list[seq.Sentence]] | None = None  # (n, seed): sentences with gold trees
 
 
 def _check_batch(batch_size: int, train_size: int, name: str) -> None:
@@ -111,6 +112,10 @@ def _pcfg_vocabulary(spec: DataSpec) -> Vocabulary:
     return Vocabulary([w for words in seq.LEXICON.values() for w in words] + ["that"])
 
 
+def _english_vocabulary(spec: DataSpec) -> Vocabulary:
+    return Vocabulary([w for words in seq.ENGLISH_LEXICON.values() for w in words] + list(seq.ENGLISH_WORDS))
+
+
 def _logic_vocabulary(spec: DataSpec) -> Vocabulary:
     return Vocabulary(list(seq.VARIABLES) + ["and", "or", "not", "(", ")"])
 
@@ -145,9 +150,12 @@ def _language_model(
     )
 
 
-def _pcfg_parts(spec: DataSpec) -> tuple[list[seq.Sentence], ...]:
+def _generated_parts(
+    corpus: Callable[[int, int], list[seq.Sentence]], spec: DataSpec
+) -> tuple[list[seq.Sentence], ...]:
+    """Train, validation and test sentences of a seeded grammar (`corpus(n, seed)`)."""
     n, m, base = spec.synthetic_size, spec.validation_size, 1000 * spec.split_seed
-    return seq.pcfg_corpus(n, base + 1), seq.pcfg_corpus(m, base + 2), seq.pcfg_corpus(m, base + 3)
+    return corpus(n, base + 1), corpus(m, base + 2), corpus(m, base + 3)
 
 
 def _text_parts(spec: DataSpec) -> tuple[list[seq.Sentence], ...]:
@@ -195,6 +203,7 @@ def _logical_inference(spec: DataSpec, batch_size: int, seed: int, device: torch
         seed=seed,
         device=torch.device(device),
         test_by_length=by_ops,
+        trained_max_length=LOGIC_TRAIN_OPS,
     )
 
 
@@ -221,14 +230,29 @@ DATASETS: dict[str, Dataset] = {
     "synthetic": _synthetic_dataset("synthetic", (1, 28, 28)),
     "synthetic_cifar": _synthetic_dataset("synthetic_cifar", (3, 32, 32)),
     "pcfg": Dataset(
-        "text", _language_signature(_pcfg_vocabulary), partial(_language_model, "pcfg", _pcfg_vocabulary, _pcfg_parts)
+        "text",
+        _language_signature(_pcfg_vocabulary),
+        partial(_language_model, "pcfg", _pcfg_vocabulary, partial(_generated_parts, seq.pcfg_corpus)),
+        seq.pcfg_corpus,
+    ),
+    "english_pcfg": Dataset(
+        "text",
+        _language_signature(_english_vocabulary),
+        partial(_language_model, "english_pcfg", _english_vocabulary, partial(_generated_parts, seq.english_corpus)),
+        seq.english_corpus,
     ),
     "logical_inference": Dataset(
         "sequence",
         lambda spec: ((len(_logic_vocabulary(spec)),), len(seq.RELATIONS), {"pair": True}),
         _logical_inference,
+        lambda n, seed: [ex.left for ex in seq.logical_inference(n, seed, LOGIC_TRAIN_OPS)],
     ),
-    "listops": Dataset("sequence", lambda spec: ((len(_listops_vocabulary(spec)),), 10, {}), _listops),
+    "listops": Dataset(
+        "sequence",
+        lambda spec: ((len(_listops_vocabulary(spec)),), 10, {}),
+        _listops,
+        lambda n, seed: [s for s, _ in seq.listops(n, seed)],
+    ),
     "text": Dataset(
         "text", _language_signature(_text_vocabulary), partial(_language_model, "text", _text_vocabulary, _text_parts)
     ),

@@ -1,7 +1,7 @@
 """Unsupervised parsing from ON-LSTM distances (Shen et al. 2019) and its evaluation.
 
-A tree is induced top-down: split the span at the token of largest distance (that token
-starts the right part). Scores are unlabelled sentence-level F1 over constituents, ignoring
+A tree is induced top-down as in Shen et al. (2019, section 6.2): the token of largest distance
+x_i splits its span into ((x<i), (x_i, (x>i))). Scores are unlabelled sentence-level F1 over constituents, ignoring
 single-word and whole-sentence spans, averaged over sentences that have any gold span left."""
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ from study.engine.data.sequences import Tree, spans
 
 
 def tree_from_distances(distances: Sequence[float], lo: int = 0, hi: int | None = None) -> Tree:
-    """Greedy top-down split at the largest distance (ties: the leftmost)."""
+    """Shen et al.'s greedy top-down parse: take the token x_i of largest distance in the span
+    (ties: the leftmost) and split into ((x<i), (x_i, (x>i))); a distance-free model (all
+    distances equal) gets the right-branching tree."""
     hi = len(distances) if hi is None else hi
     if hi - lo == 1:
         return lo
-    if hi - lo == 2:
-        return (lo, lo + 1)
-    cut = max(range(lo + 1, hi), key=lambda i: (distances[i], -i))
-    left = tree_from_distances(distances, lo, cut)
-    right = tree_from_distances(distances, cut, hi)
-    return (left, right)
+    i = max(range(lo, hi), key=lambda j: (distances[j], -j))
+    right = i if i + 1 == hi else (i, tree_from_distances(distances, i + 1, hi))
+    return right if i == lo else (tree_from_distances(distances, lo, i), right)
 
 
 def right_branching(n: int, lo: int = 0) -> Tree:
@@ -71,11 +70,27 @@ def corpus_f1(predicted: list[Tree], gold: list[Tree], lengths: list[int]) -> fl
     return sum(scores) / len(scores) if scores else float("nan")
 
 
+BASELINE_NAMES = ("right_branching", "left_branching", "balanced", "random")
+
+
+def binarized(tree: Tree) -> Tree:
+    """The tree with every node of more than two children binarized to the right: the best a
+    binary parser can get on it (flat n-ary gold nodes cost any binary tree some precision)."""
+    if isinstance(tree, int):
+        return tree
+    kids = [binarized(k) for k in tree]
+    while len(kids) > 2:
+        kids = [*kids[:-2], (kids[-2], kids[-1])]
+    return tuple(kids)
+
+
 def baseline_f1(gold: list[Tree], lengths: list[int], seed: int = 0) -> dict[str, float]:
     rng = random.Random(seed)
-    return {
+    scores = {
         "right_branching": corpus_f1([right_branching(n) for n in lengths], gold, lengths),
         "left_branching": corpus_f1([left_branching(n) for n in lengths], gold, lengths),
         "balanced": corpus_f1([balanced(0, n) for n in lengths], gold, lengths),
         "random": corpus_f1([random_tree(0, n, rng) for n in lengths], gold, lengths),
     }
+    assert tuple(scores) == BASELINE_NAMES
+    return scores

@@ -214,6 +214,7 @@ class SequenceClassificationTask:
     seed: int
     device: torch.device
     test_by_length: dict[int, list[tuple]] = field(default_factory=dict)
+    trained_max_length: int | None = None  # the longest length the training split holds
     eval_chunk: int = 256
 
     def __post_init__(self) -> None:
@@ -284,5 +285,10 @@ class SequenceClassificationTask:
             out["accuracy_by_length"] = {
                 str(k): self._score(model, v)[1] for k, v in sorted(self.test_by_length.items())
             }
+            out["chance_by_length"] = {
+                str(k): max(Counter(str(ex[-1]) for ex in v).values()) / len(v)
+                for k, v in sorted(self.test_by_length.items())
+            }
+            out["trained_max_length"] = self.trained_max_length
         out.update(_parse_metrics(model, [ex[0] for ex in self.test_set], self.vocab, self.device, []))
         return out

@@ -4,6 +4,10 @@
   across subject and object relative clauses. The grammar is unambiguous (every relative
   clause opens with "that" and attaches to the noun before it; verbs and nouns are lexically
   unambiguous), so a sentence's probability is its derivation's, known exactly.
+- `english_corpus`: a second, English-like grammar that mixes right-branching clauses (verb
+  complements, objects, prepositional phrases) with left-leaning and nested constituents
+  (possessor chains, modified subjects, relative clauses) and flat Penn-style noun groups, so
+  that no trivial tree (right-, left-branching, balanced, random) scores near a real parser.
 - `logical_inference`: Bowman et al. (2015): formulas over six variables with and/or/not; the
   relation of a pair (one of seven) is computed from their truth tables.
 - `listops`: shallow ListOps (MIN, MAX, MED, SM over digits).
@@ -116,6 +120,113 @@ def pcfg_sentence(rng: random.Random) -> Sentence:
 def pcfg_corpus(n: int, seed: int) -> list[Sentence]:
     rng = random.Random(seed)
     return [pcfg_sentence(rng) for _ in range(n)]
+
+
+# ---------------------------------------------------------------- an English-like PCFG with mixed branching
+ENGLISH_LEXICON = {
+    **LEXICON,
+    ("Pro", "sg"): ["he", "she"],
+    ("Pro", "pl"): ["they"],
+    ("Adj", ""): ["old", "small", "happy", "clever"],
+    ("Pnp", ""): ["near", "with", "behind"],  # prepositions of noun-modifying PPs
+    ("Pvp", ""): ["after", "before"],  # prepositions of verb-modifying PPs
+    ("Vs", "sg"): ["thinks", "says", "knows"],
+    ("Vs", "pl"): ["think", "say", "know"],
+}
+ENGLISH_WORDS = ("that", "'s")
+ENGLISH_P = {
+    "pronoun": 0.25,  # a subject is a pronoun
+    "adjective": 0.3,  # Det (Adj) N
+    "possessive": 0.15,  # an NP opens with a possessor: ((Det N 's) N)
+    "possessive_again": 0.2,  # the possessor chain goes on: (((Det N 's) N 's) N)
+    "np_pp": 0.25,  # NP -> NP PP (an object's; a subject's times SUBJECT_MODIFIERS)
+    "np_rc": 0.15,  # NP -> NP RC
+    "subject_rc": 0.5,  # RC -> that VP (else: that NP Vt)
+    "complement": 0.25,  # VP -> Vs that S
+    "transitive": 0.5,  # VP -> Vt NP (else: Vi)
+    "vp_pp": 0.3,  # VP -> Vt NP PP | Vi PP
+}
+SUBJECT_MODIFIERS = 0.4  # subjects are short in English: their PP and RC chances are scaled by this
+MAX_DEPTH = 3  # clauses nest at most this deep
+
+
+class _EnglishDerivation(_Derivation):
+    """S -> NP VP with number agreement. Right-branching clauses (V that S, V NP, P NP) mixed with
+    left-leaning constituents (possessor chains, NP PP, NP RC, subject NPs). Flat (n-ary) nodes
+    where the Penn Treebank has them (Det Adj N; V NP PP). Unambiguous: a PP's NP and a relative
+    clause's subject take no modifiers, a relative clause's VP and a Vs VP take no PP, and the two
+    kinds of PP have their own prepositions, so a sentence's probability is its derivation's."""
+
+    def word(self, cat: str, num: str = "") -> int:
+        words = ENGLISH_LEXICON[(cat, num)]
+        self.tokens.append(self.rng.choice(words))
+        self.logprob += math.log(1 / len(words))
+        return len(self.tokens) - 1
+
+    def literal(self, word: str) -> int:
+        self.tokens.append(word)
+        return len(self.tokens) - 1
+
+    def nominal(self, num: str) -> list[int]:
+        """(Adj) N: the words of a flat noun group."""
+        adjective = [self.word("Adj")] if self.choose(ENGLISH_P["adjective"]) else []
+        return [*adjective, self.word("N", num)]
+
+    def simple_np(self, num: str) -> Tree:
+        if self.choose(ENGLISH_P["possessive"]):
+            owner = self.number()
+            node: Tree = (self.word("Det", owner), *self.nominal(owner), self.literal("'s"))
+            while self.choose(ENGLISH_P["possessive_again"]):
+                owner = self.number()
+                node = (node, *self.nominal(owner), self.literal("'s"))
+            return (node, *self.nominal(num))
+        return (self.word("Det", num), *self.nominal(num))
+
+    def english_np(self, num: str, depth: int, subject: bool = False) -> Tree:
+        if subject and self.choose(ENGLISH_P["pronoun"]):
+            return self.word("Pro", num)
+        node = self.simple_np(num)
+        scale = SUBJECT_MODIFIERS if subject else 1.0
+        if self.choose(ENGLISH_P["np_pp"] * scale):
+            node = (node, (self.word("Pnp"), self.simple_np(self.number())))
+        if depth < MAX_DEPTH and self.choose(ENGLISH_P["np_rc"] * scale):
+            node = (node, self.english_rc(num, depth + 1))
+        return node
+
+    def english_rc(self, num: str, depth: int) -> Tree:
+        that = self.literal("that")
+        if self.choose(ENGLISH_P["subject_rc"]):
+            return (that, self.english_vp(num, depth, clause=False))
+        inner = self.number()
+        return (that, (self.simple_np(inner), self.word("Vt", inner)))
+
+    def english_vp(self, num: str, depth: int, clause: bool = True) -> Tree:
+        """A clause's VP (clause=True) may take a complement clause or a PP; a relative clause's not."""
+        if clause and depth < MAX_DEPTH and self.choose(ENGLISH_P["complement"]):
+            verb = self.word("Vs", num)
+            return (verb, (self.literal("that"), self.english_clause(depth + 1)))
+        if self.choose(ENGLISH_P["transitive"]):
+            node: tuple = (self.word("Vt", num), self.english_np(self.number(), depth))
+        else:
+            node = (self.word("Vi", num),)
+        if clause and self.choose(ENGLISH_P["vp_pp"]):
+            node = (*node, (self.word("Pvp"), self.simple_np(self.number())))
+        return node if len(node) > 1 else node[0]
+
+    def english_clause(self, depth: int) -> Tree:
+        num = self.number()
+        return (self.english_np(num, depth, subject=True), self.english_vp(num, depth))
+
+
+def english_sentence(rng: random.Random) -> Sentence:
+    d = _EnglishDerivation(rng)
+    tree = d.english_clause(0)
+    return Sentence(tuple(d.tokens), tree, d.logprob)
+
+
+def english_corpus(n: int, seed: int) -> list[Sentence]:
+    rng = random.Random(seed)
+    return [english_sentence(rng) for _ in range(n)]
 
 
 # ---------------------------------------------------------------- logical inference
