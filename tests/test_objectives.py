@@ -204,3 +204,26 @@ def test_stable_objective_needs_a_max_barrier_and_measured_rounds():
     with pytest.raises(SpecError, match="max_barrier constrains stable_sparsest_within, not auc"):
         study({"name": "auc", "max_barrier": 0.02})
     study({"name": "stable_sparsest_within", "max_barrier": 0.02}, instability={"rounds": [0, 1, 2, 3]})
+
+
+def test_dense_val_acc_reads_the_dense_round_on_validation_only():
+    """For choosing training settings before pruning: the dense round's validation accuracy, its
+    test accuracy only reported beside it."""
+    assert objective_metrics(CURVE, "dense_val_acc", 0.0, None) == {"objective_dense_val_acc": 0.75}
+    assert objective_metrics(CURVE[:1], "dense_val_acc", 0.0, None) == {"objective_dense_val_acc": 0.75}
+    assert selected_round(CURVE, "dense_val_acc", 0.0, None) == 0
+    assert reported_test(CURVE, "dense_val_acc", 0.0, None) == {
+        "test_acc_at_selected": 0.625,
+        "remaining_pct_at_selected": 100.0,
+    }
+
+
+def test_dense_val_loss_reads_the_dense_rounds_validation_loss():
+    """A language model's settings are chosen on validation perplexity (its log, the loss), which
+    next-token accuracy hides: the lower loss wins even at lower accuracy."""
+    points = [RoundPoint(100.0, 0.25, 0.5, None, 2.0), RoundPoint(50.0, 0.5, 0.5, None, 1.0)]
+    assert objective_metrics(points, "dense_val_loss", 0.0, None) == {"objective_dense_val_loss": 2.0}
+    assert objective_metrics([RoundPoint(100.0, 0.25)], "dense_val_loss", 0.0, None) == {
+        "objective_dense_val_loss": math.inf
+    }, "a round without a loss never wins a minimisation"
+    assert selected_round(points, "dense_val_loss", 0.0, None) == 0

@@ -580,3 +580,25 @@ def test_a_trial_that_fails_after_its_seeds_finished_reports_their_final_round(t
     values = {n: {t["number"]: (t["state"], t["values"]) for t in o.trials} for n, o in outcomes.items()}
     assert values["late"] == values["clean"]
     assert {r["status"] for r in raw_rows(tmp_path / "late", "lineages")} == {"finished"}
+
+
+def test_a_list_valued_choice_is_searched_and_reaches_the_lineage(local_ray, tmp_path):
+    """prune.exempt takes a list: a grid over [] and [output] runs both lineages, the exempt one
+    never pruning its output layer (Optuna itself only takes scalar choices)."""
+    path = write_study(
+        tmp_path,
+        name="exempt",
+        rounds=1,
+        search={"prune.exempt": {"type": "categorical", "choices": [[], ["output"]]}},
+        sampler="grid",
+        budget={"num_samples": 2},
+    )
+    outcome = run_study(load_study_spec(path))
+    assert outcome.errors == 0
+    lineages = read_lineages(tmp_path / "lake", "exempt").table.to_pylist()
+    exempt = {r["trial_id"]: json.loads(r["config_json"])["prune"].get("exempt", []) for r in lineages}
+    assert sorted(map(tuple, exempt.values())) == [(), ("output",)]
+    pruned = {r["trial_id"]: r["group_remaining_pct"] for r in raw_rows(tmp_path / "lake") if r["round"] == 1}
+    for trial, kinds in exempt.items():
+        output = dict(pruned[trial])["output"]
+        assert (output == 100.0) == (kinds == ["output"]), (kinds, output)

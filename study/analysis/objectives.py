@@ -8,7 +8,9 @@ the test accuracy of exactly that round, and nothing here ever chooses on it.
 Each objective is defined on the rounds seen so far, and its partial value is a bound on the final
 one in the direction that hurts the trial (so a trial stopped early by a scheduler is never
 flattered): `sparsest_within` and `stable_sparsest_within` (min) only decrease as rounds are added,
-`auc` (max) only grows and `accuracy_at` (max) is 0 until the target sparsity is reached."""
+`auc` (max) only grows and `accuracy_at` (max) is 0 until the target sparsity is reached;
+`dense_val_acc` (max) and `dense_val_loss` (min; a language model's validation log perplexity),
+for choosing training settings before any pruning, are final after round 0."""
 
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ class RoundPoint:
     val_acc: float  # selection
     test_acc: float | None = None  # reporting only
     val_error_barrier: float | None = None  # selection: the round's instability, when measured
+    val_loss: float | None = (
+        None  # selection: validation loss at the early-stop iteration (a language model's log perplexity)
+    )
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,20 @@ OBJECTIVES: dict[str, Objective] = {
             lambda points, p: (auc(points),),
             _last,
             test_summary=lambda points: {"test_auc": auc(points, "test_acc")},
+        ),
+        Objective(
+            "dense_val_acc",
+            ("objective_dense_val_acc",),
+            ("max",),
+            lambda points, p: (points[0].val_acc,),
+            lambda points, p: 0,
+        ),
+        Objective(
+            "dense_val_loss",
+            ("objective_dense_val_loss",),
+            ("min",),
+            lambda points, p: (math.inf if points[0].val_loss is None else points[0].val_loss,),
+            lambda points, p: 0,
         ),
         Objective(
             "pareto",

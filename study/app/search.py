@@ -14,7 +14,7 @@ import pandas as pd
 from study.analysis.objectives import OBJECTIVES, RoundPoint, objective_metrics, pareto_front, reported_test
 from study.app.lake import Lake
 from study.lake.schema import FAILED_STATUSES
-from study.search.paths import get_path
+from study.search.paths import choice_text, get_path
 
 
 def study_info(lake: Lake, name: str) -> dict | None:
@@ -49,7 +49,7 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
         for pname, pspec in info["search"].items():
             active = all(get_path(cfg, k) in allowed for k, allowed in (pspec.get("when") or {}).items())
             if active:
-                params[pname] = get_path(cfg, pname)
+                params[pname] = choice_text(get_path(cfg, pname))
         r = rounds[rounds["trial_id"].isin(group["trial_id"])]
         per_round = (
             r.groupby("round")
@@ -57,6 +57,7 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
                 remaining_pct=("remaining_pct", "mean"),
                 val_acc=("val_acc", "mean"),
                 test_acc=("test_acc", "mean"),
+                val_loss=("val_loss", "mean"),
                 seeds=("trial_id", "nunique"),
                 barrier=("val_error_barrier", lambda s: s.mean() if s.notna().all() else None),
             )
@@ -70,12 +71,13 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
         known = info["objective"] in OBJECTIVES  # a lake written by a newer version may name another
         if not complete.empty and status not in FAILED_STATUSES and known:  # a failed trial has no objective
             points = [
-                RoundPoint(a, b, c, None if pd.isna(d) else d)
-                for a, b, c, d in zip(
+                RoundPoint(a, b, c, None if pd.isna(d) else d, e)
+                for a, b, c, d, e in zip(
                     complete["remaining_pct"],
                     complete["val_acc"],
                     complete["test_acc"],
                     complete["barrier"],
+                    complete["val_loss"],
                     strict=True,
                 )
             ]
@@ -102,7 +104,7 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
 
 def _distribution(spec: dict) -> optuna.distributions.BaseDistribution:
     if spec["type"] == "categorical":
-        return optuna.distributions.CategoricalDistribution(list(spec["choices"]))
+        return optuna.distributions.CategoricalDistribution([choice_text(c) for c in spec["choices"]])
     if spec["type"] == "int":
         return optuna.distributions.IntDistribution(
             int(spec["low"]), int(spec["high"]), step=int(spec.get("step") or 1)

@@ -1,8 +1,10 @@
 """Searched parameters are dotted paths into a lineage spec's mapping (train.lr, prune.rates.fc,
-rewind_iteration); this is the one place that reads and writes them."""
+rewind_iteration); this is the one place that reads and writes them, and that says how a
+categorical value is written to a sampler."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 _MISSING = object()
@@ -38,3 +40,9 @@ def missing_part(config: dict[str, Any], dotted: str, open_maps: tuple[str, ...]
             continue
         return ".".join(parts[: i + 1])
     return None
+
+
+def choice_text(choice: Any) -> Any:
+    """A categorical choice as a sampler takes it: a list or mapping as its JSON text (Optuna's
+    choices must be None, bool, int, float or str), anything else as it is."""
+    return json.dumps(choice, sort_keys=True) if isinstance(choice, (list, tuple, dict)) else choice

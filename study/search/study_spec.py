@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from study.analysis.objectives import OBJECTIVES
 from study.errors import SpecError
 from study.lake.store import is_remote, join, normalize_root
-from study.search.paths import missing_part, set_path
+from study.search.paths import choice_text, missing_part, set_path
 from study.secrets import plain_secret, redact
 from study.typed_yaml import build, choice, load_yaml
 
@@ -81,9 +81,20 @@ class ParamSpec:
             return [int(low), int(high)]
         return [low, high]
 
+    def sampler_choices(self) -> list[Any]:
+        """A categorical parameter's choices as Optuna takes them: a list or mapping choice (such
+        as prune.exempt: [ih_master, hh_master]) as its JSON text, `decode` maps it back."""
+        return [choice_text(c) for c in self.choices]
+
+    def decode(self, value: Any) -> Any:
+        """The choice a sampled value stands for (see `sampler_choices`)."""
+        if self.type == "categorical" and isinstance(value, str):
+            return next((c for c in self.choices if choice_text(c) == value), value)
+        return value
+
     def grid(self, name: str) -> list[Any]:
         if self.type == "categorical":
-            return list(self.choices)
+            return self.sampler_choices()
         low, high = self.bounds
         if self.type == "int":
             step = int(self.step or 1)
@@ -327,10 +338,10 @@ class StudySpec:
 
     def lineage_dict(self, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
         """The base lineage's YAML mapping with searched values applied (dotted paths: train.lr,
-        prune.rates.fc) and the seed."""
+        prune.rates.fc; a sampled value decoded to its choice) and the seed."""
         raw = copy.deepcopy(self.base)
         for name, value in params.items():
-            set_path(raw, name, value)
+            set_path(raw, name, self.search[name].decode(value) if name in self.search else value)
         if seed is not None:
             raw["seed"] = seed
         return raw

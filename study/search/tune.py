@@ -124,7 +124,7 @@ class DefineByRunSpace:
             if any(values.get(k, get_path(self.base, k)) not in allowed for k, allowed in p.when.items()):
                 continue
             if p.type == "categorical":
-                values[name] = trial.suggest_categorical(name, list(p.choices))
+                values[name] = p.decode(trial.suggest_categorical(name, p.sampler_choices()))
             elif p.type == "int":
                 low, high = p.bounds
                 values[name] = trial.suggest_int(name, int(low), int(high), step=int(p.step or 1))
@@ -320,6 +320,7 @@ def _mean_point(results) -> RoundPoint:
         sum(r.val_acc for r in results) / n,
         sum(r.test_acc for r in results) / n,
         None if any(b is None for b in barriers) else sum(barriers) / n,
+        sum(r.val_loss for r in results) / n,
     )
 
 
@@ -677,14 +678,23 @@ def _record_study(study: StudySpec) -> None:
 
 
 def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
-    """Per Optuna trial number, the seed-mean (remaining %, val acc, test acc) of each round that
+    """Per Optuna trial number, the seed-mean (remaining %, val acc, test acc, val loss) of each round that
     every seed finished, read from the lake (failed lineages left out)."""
     lineages = read_lineages(root, study).table.to_pylist()
     seeds: dict[int, set[tuple[str, str]]] = {}
     for row in lineages:
         if row["optuna_trial_number"] is not None and row["status"] not in FAILED_STATUSES and row["branch"] is None:
             seeds.setdefault(row["optuna_trial_number"], set()).add((row["trial_id"], row["lineage_id"]))
-    columns = ["trial_id", "lineage_id", "round", "remaining_pct", "val_acc", "test_acc", "val_error_barrier"]
+    columns = [
+        "trial_id",
+        "lineage_id",
+        "round",
+        "remaining_pct",
+        "val_acc",
+        "test_acc",
+        "val_error_barrier",
+        "val_loss",
+    ]
     by_trial: dict[tuple[str, str], list[dict]] = {}
     for row in read_rounds(root, study).table.select(columns).to_pylist():
         by_trial.setdefault((row["trial_id"], row["lineage_id"]), []).append(row)
