@@ -113,6 +113,22 @@ def app_lake(tmp_path_factory):
             study="sequences",
             context=RunContext(threads=1),
         )
+    run_to_lake(  # a classifier of logical formulas: accuracy per operator count
+        lineage_spec_from_dict(
+            {
+                "model": "onlstm_classifier",
+                "dataset": "logical_inference",
+                "rounds": 1,
+                "chance_margin": None,
+                "model_args": {"embedding": 8, "hidden": 16, "layers": 2, "chunk_size": 4},
+                "train": {"lr": 3e-3, "batch_size": 16, "iterations": 10, "eval_every": 10},
+                "data": {"synthetic_size": 200, "validation_size": 120},
+            }
+        ),
+        root,
+        study="sequences",
+        context=RunContext(threads=1),
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         run_study(_app_study("searched", root, seeds=[0, 1], budget={"num_samples": 4}))

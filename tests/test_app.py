@@ -333,17 +333,37 @@ def test_bands_use_student_t_over_few_seeds():
     assert t95(100) == 1.96 and t95(4) == pytest.approx(2.776)
 
 
-def test_sequence_models_page_perplexity_parse_f1_baselines_and_trees(lake, monkeypatch):
+def test_sequence_models_page_claims_with_bands_baselines_and_trees(lake, monkeypatch):
+    from study.lake.reader import read_rounds
+
     at = app(lake, monkeypatch, study=["sequences"])
     at.switch_page(PAGES["sequences"]).run()
     assert not at.exception
     charts = specs(at)
     ppl = charts[0]["layer"][1]
     assert ppl["encoding"]["x"]["field"] == "remaining_pct" and ppl["encoding"]["x"]["scale"]["reverse"] is True
-    f1 = charts[1]["layer"]
-    assert f1[0]["mark"]["type"] == "rule" and f1[0]["encoding"]["y"]["field"] == "f1", "baselines as rules"
-    assert f1[2]["encoding"]["color"]["field"] == "line" and f1[2]["encoding"]["y"]["field"] == "f1"
-    gold, induced = charts[2], charts[3]
+    rows = read_rounds(lake, "sequences").table.to_pylist()
+    on = next(r for r in rows if r["model"] == "onlstm_lm" and r["round"] == 0)
+    lstm = next(r for r in rows if r["model"] == "lstm_lm" and r["round"] == 0)
+    parse = next(c for c in charts if c.get("title") == "Parse F1 of the dense models (test sentences)")
+    tables = [t.value for t in at.dataframe]
+    parse_rows = next(t for t in tables if "parser" in t).to_dict("records")
+    bars = {(r["series"], r["parser"]): r["mean"] for r in parse_rows}
+    assert bars[("onlstm_lm · imp", "layer1")] == pytest.approx(dict(on["parse_f1"])["layer1"], abs=5e-4)
+    assert bars[("onlstm_lm · imp", "balanced")] == pytest.approx(dict(on["parse_baselines"])["balanced"], abs=5e-4)
+    # the LSTM has no distances: its parse is the right-branching tree of its own sentences
+    assert bars[("lstm_lm · imp", "no distances (right-branching)")] == pytest.approx(
+        dict(lstm["parse_baselines"])["right_branching"], abs=5e-4
+    )
+    assert [layer["mark"]["type"] for layer in parse["layer"]] == ["bar", "rule"], "mean bars, 95% band rules"
+    logic = next(r for r in rows if r["model"] == "onlstm_classifier" and r["round"] == 0)
+    assert any(str(c.get("title", "")).startswith("Accuracy per operator count") for c in charts)
+    by_length = {r["length"]: r for r in next(t for t in tables if "length" in t).to_dict("records")}
+    assert by_length[12]["mean"] == pytest.approx(dict(logic["accuracy_by_length"])["12"], abs=5e-4)
+    assert by_length[12]["chance"] == pytest.approx(dict(logic["chance_by_length"])["12"], abs=5e-4)
+    titles = [str(c.get("title", "")) for c in charts]
+    assert "parse F1, layer1 against sparsity" in titles and "test accuracy, 7-12 operators against sparsity" in titles
+    gold, induced = charts[-2], charts[-1]
     assert gold["title"] == "gold tree" and induced["title"].startswith("induced from layer")
     assert [layer["mark"]["type"] for layer in gold["layer"]] == ["rule", "text"]
     assert any("grammar's own perplexity" in c.value for c in at.caption)

@@ -50,8 +50,8 @@ def open_offline(paths: list[Path]) -> list[dict]:
 
 
 def test_the_report_opens_offline_and_every_chart_renders(app_lake, tmp_path, capsys):
-    """A study with branches and masks, one with instability, and a searched one."""
-    studies = {"compare": 6, "stability": 6, "searched": 4}  # the charts each must draw at least
+    """A study with branches and masks, one with instability, a searched one and one of sequence models."""
+    studies = {"compare": 6, "stability": 6, "searched": 4, "sequences": 8}  # the charts each must draw at least
     paths = []
     for study in studies:
         out = tmp_path / f"{study}.html"
@@ -65,7 +65,8 @@ def test_the_report_opens_offline_and_every_chart_renders(app_lake, tmp_path, ca
         assert len(seen["charts"]) >= at_least, study
         for chart in seen["charts"]:
             assert chart["state"] == "yes" and chart["marks"] > 0, (study, chart)
-        sections = ["Strategy comparison", "Paired controls", "Instability", "Mask overlap", "Cost", "Search"]
+        sections = ["Strategy comparison", "Paired controls", "Instability", "Mask overlap", "Cost", "Sequence models"]
+        sections.append("Search")
         assert seen["sections"] == sections, study
 
 
@@ -87,6 +88,26 @@ def test_the_report_quotes_the_lake_numbers(app_lake, tmp_path):
     for round_ in (1, 2, 3):
         mean = sum(acc[(s, round_, "imp")] - acc[(s, round_, "imp.random_reinit")] for s in (0, 1)) / 2
         assert paired.loc[round_, "mean"] == pytest.approx(mean, abs=1e-4)
+
+
+def test_the_report_quotes_the_sequence_claims(app_lake, tmp_path):
+    """The parse table of the report: each layer's F1 and the LSTM's distance-free parse are the
+    numbers of the lake's raw rows (one seed each here)."""
+    import pandas as pd
+    from conftest import raw_rows
+
+    out = tmp_path / "sequences.html"
+    assert main(["report", "sequences", "--results", str(app_lake), "--out", str(out)]) == 0
+    tables = [pd.DataFrame(rows[1:], columns=rows[0]) for rows in html_tables(out.read_text())]
+    parse = next(t for t in tables if "parser" in t.columns).astype({"mean": float})
+    means = {(r["series"], r["parser"]): r["mean"] for r in parse.to_dict("records")}
+    rows = [r for r in raw_rows(app_lake) if r["study"] == "sequences" and r["round"] == 0]
+    onlstm = next(r for r in rows if r["model"] == "onlstm_lm")
+    lstm = next(r for r in rows if r["model"] == "lstm_lm")
+    for layer, f1 in dict(onlstm["parse_f1"]).items():
+        assert means[("onlstm_lm · imp", layer)] == pytest.approx(f1, abs=5e-4)
+    right = dict(lstm["parse_baselines"])["right_branching"]
+    assert means[("lstm_lm · imp", "no distances (right-branching)")] == pytest.approx(right, abs=5e-4)
 
 
 def html_tables(text: str) -> list[list[list[str]]]:

@@ -242,3 +242,55 @@ def tree_chart(tokens: list[str], tree, title: str) -> alt.Chart:
     )
     words = alt.Chart(leaves).mark_text(fontSize=13, baseline="top").encode(x="x:Q", y="y:Q", text="token:N")
     return (lines + words).properties(title=title, height=260)
+
+
+def parse_chart(table: pd.DataFrame) -> alt.LayerChart:
+    """Parse F1 per parser (each layer, each trivial tree, a distance-free model) and series: the
+    mean over seeds with its 95% band as an error bar."""
+    tooltip = [
+        "series",
+        "parser",
+        alt.Tooltip("mean:Q", format=".3f"),
+        alt.Tooltip("lo:Q", format=".3f"),
+        alt.Tooltip("hi:Q", format=".3f"),
+        "n",
+    ]
+    x = alt.X("parser:N", title=None, sort=list(dict.fromkeys(table["parser"])))
+    base = alt.Chart(table).encode(x=x, xOffset="series:N", color=alt.Color("series:N", title="model"))
+    bars = base.mark_bar(opacity=0.8).encode(y=alt.Y("mean:Q", title="unlabelled sentence F1"), tooltip=tooltip)
+    errors = base.mark_rule(color="black").encode(y="lo:Q", y2="hi:Q")
+    return (bars + errors).properties(title="Parse F1 of the dense models (test sentences)", height=320)
+
+
+def length_chart(table: pd.DataFrame, trained_up_to: int | None) -> alt.LayerChart:
+    """Accuracy per length (operators) per series with its 95% band over seeds, the chance line
+    (dashed) and a rule after the longest trained length."""
+    tooltip = ["series", "length", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("chance:Q", format=".3f"), "n"]
+    trained = "" if trained_up_to is None else f" (trained on <= {trained_up_to})"
+    x = alt.X("length:Q", title=f"operators in the larger formula{trained}")
+    chart = _mean_with_band(table, x, alt.Color("series:N", title="model"), "test accuracy", tooltip, zero=False)
+    chart += (
+        alt.Chart(table.groupby("length", as_index=False)["chance"].mean())
+        .mark_line(strokeDash=[4, 4], color="gray")
+        .encode(x=x, y="chance:Q", tooltip=[alt.Tooltip("chance:Q", format=".3f")])
+    )
+    if trained_up_to is not None:
+        edge = pd.DataFrame({"x": [trained_up_to + 0.5]})
+        chart += alt.Chart(edge).mark_rule(color="gray").encode(x="x:Q")
+    return chart.properties(title="Accuracy per operator count (dashed: chance)", height=320)
+
+
+def sparsity_chart(curves: pd.DataFrame, measure: str, y_title: str) -> alt.LayerChart:
+    """One measure of `sequences.sparsity_curves` per series against % remaining, with bands."""
+    tooltip = [
+        "series",
+        "round",
+        alt.Tooltip("remaining_pct:Q", format=".2f"),
+        alt.Tooltip("mean:Q", format=".3f"),
+        "n",
+    ]
+    mine = curves[curves["measure"] == measure]
+    color = alt.Color("series:N", title="strategy")
+    return _mean_with_band(mine, REMAINING_AXIS, color, y_title, tooltip, zero=False).properties(
+        title=f"{y_title} against sparsity", height=320
+    )

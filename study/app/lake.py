@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +157,15 @@ def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:
         out["lo"] = out["lo"].clip(lower=0)
     out["metric"] = value
     return out
+
+
+def band_table(df: pd.DataFrame, columns: list[str], extra: Sequence[str] = (), digits: int = 4) -> pd.DataFrame:
+    """A band frame for reading: `columns`, the mean, its 95% band as text, `n` and `extra`."""
+    out = df.copy()
+    out["95% band"] = [f"[{lo:.{digits}f}, {hi:.{digits}f}]" for lo, hi in zip(out["lo"], out["hi"], strict=True)]
+    return out[[*columns, "mean", "95% band", "n", *extra]].round(
+        {"mean": digits, "remaining_pct": 2, **{c: digits for c in extra}}
+    )
 
 
 def cost_bands(df: pd.DataFrame, cost: str, value: str = "test_acc") -> pd.DataFrame:

@@ -26,8 +26,9 @@ from study.app.charts import (
     path_chart,
     rewind_chart,
 )
-from study.app.lake import Lake, cost_bands, seed_bands, sparsest_tickets, with_series
+from study.app.lake import Lake, band_table, cost_bands, seed_bands, sparsest_tickets, with_series
 from study.app.search import study_info, study_trials
+from study.app.sequence_claims import claim_figures, sequence_rows
 from study.errors import SpecError
 from study.lake.reader import excluded_lineages
 from study.version import code_version
@@ -51,12 +52,6 @@ def _healthy(lake: Lake, df: pd.DataFrame, study: str) -> pd.DataFrame:
     df = df[df["study"] == study]
     bad = excluded_lineages(lake.lineages.to_dict("records")) if not lake.lineages.empty else set()
     return df[[k not in bad for k in zip(df["study"], df["trial_id"], df["lineage_id"], strict=True)]]
-
-
-def _band_table(df: pd.DataFrame, columns: list[str], digits: int = 4) -> pd.DataFrame:
-    out = df.copy()
-    out["95% band"] = [f"[{lo:.{digits}f}, {hi:.{digits}f}]" for lo, hi in zip(out["lo"], out["hi"], strict=True)]
-    return out[[*columns, "mean", "95% band", "n"]].round({"mean": digits, "remaining_pct": 2})
 
 
 def sections(lake: Lake, study: str) -> list[Section]:
@@ -85,7 +80,7 @@ def sections(lake: Lake, study: str) -> list[Section]:
     )
     if not pairs.empty:
         paired.charts.append(("paired differences", paired_chart(pairs, "test accuracy difference")))
-        paired.tables.append(("trunk − branch", _band_table(pairs, ["pair", "round", "remaining_pct"])))
+        paired.tables.append(("trunk − branch", band_table(pairs, ["pair", "round", "remaining_pct"])))
     out.append(paired)
 
     instability = _healthy(lake, lake.instability, study)
@@ -108,7 +103,7 @@ def sections(lake: Lake, study: str) -> list[Section]:
                 path_chart(path_bands(instability[instability["round"] == last]), "test error"),
             )
         )
-        stability.tables.append(("test error barrier", _band_table(by_remaining, ["series", "round", "remaining_pct"])))
+        stability.tables.append(("test error barrier", band_table(by_remaining, ["series", "round", "remaining_pct"])))
     out.append(stability)
 
     masks = _healthy(lake, lake.masks, study)
@@ -143,6 +138,19 @@ def sections(lake: Lake, study: str) -> list[Section]:
     if not cost.charts:
         cost.note = "No cost columns in these rows (written before they existed)."
     out.append(cost)
+
+    figures = claim_figures(sequence_rows(_healthy(lake, lake.rounds, study)))
+    out.append(
+        Section(
+            "Sequence models",
+            "The ON-LSTM paper's claims (Shen et al., 2019): parse F1 of each layer's distances against every trivial "
+            "tree and a model without distances, accuracy per operator count against its chance line, and both "
+            "against sparsity; mean and 95% band over seeds.",
+            charts=list[tuple[str, alt.TopLevelMixin]](figures.charts),
+            tables=figures.tables,
+            note=None if figures.charts else "No sequence-model rounds in this study.",
+        )
+    )
 
     info = study_info(lake, study)
     search = Section(
