@@ -221,13 +221,52 @@ def test_committed_examples_match_a_fresh_render(name):
     )
 
 
-def test_dockerfile_installs_the_pinned_stack():
-    text = (ROOT / "k8s" / "Dockerfile").read_text()
-    assert "torch==2.14.1 torchvision==0.29.1" in text
-    assert "pip install --no-cache-dir . " in text, "the package (and its ray pin) is installed from the source"
-    assert f"ray.__version__ == '{ray.__version__}'" in text
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert f'"ray[tune]=={ray.__version__}"' in pyproject
+def _dockerfile_runs() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined."""
+    text = (ROOT / "k8s" / "Dockerfile").read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _extra_requirements(dist: str, extras: set[str]) -> set[str]:
+    """The distributions `dist[extras]` adds, from the installed package's own metadata."""
+    import importlib.metadata
+    import re
+
+    names = set()
+    for req in importlib.metadata.requires(dist) or []:
+        marker = re.search(r'extra == "([^"]+)"', req)
+        if marker and marker.group(1) in extras:
+            names.add(re.split(r"[ ;<>=!~\[]", req, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+def test_the_image_installs_rays_dashboard_its_pins_and_runs_as_a_user():
+    """KubeRay probes the dashboard agent and submits through the Jobs API: the image must install
+    Ray with its default extras (aiohttp & co., per Ray's own metadata), pinned with tune."""
+    import tomllib
+
+    lines = _dockerfile_runs()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert f"ray[tune]=={ray.__version__}" in pyproject["dependencies"]
+    (cluster,) = pyproject["optional-dependencies"]["cluster"]
+    name, _, version = cluster.partition("==")
+    extras = set(name.removeprefix("ray[").removesuffix("]").split(","))
+    assert version == ray.__version__ and {"default", "tune"} <= extras, cluster
+    dashboard = {"aiohttp", "aiohttp-cors", "prometheus-client", "opencensus", "grpcio"}
+    assert dashboard <= _extra_requirements("ray", extras), "the image would start Ray's dashboard agent minimal"
+    installs = [i for i, line in enumerate(lines) if line.startswith("RUN") and "pip install" in line]
+    assert any('".[cluster]"' in lines[i] for i in installs), "the image installs the cluster extra"
+    assert "torch==2.14.1 torchvision==0.29.1" in " ".join(lines)
+    assert f"ray.__version__ == '{ray.__version__}'" in " ".join(lines)
+    code = next(i for i, line in enumerate(lines) if line.startswith("COPY study"))
+    deps = next(i for i in installs if '".[cluster]"' in lines[i])
+    assert deps < code, "dependency layers come before the code"
+    users = [line.split()[1] for line in lines if line.startswith("USER")]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0", (
+        "runs as a numeric non-root user"
+    )
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "results", "mutants", "tests"} <= set(ignored)
 
 
 def test_bad_render_inputs_are_one_line_errors(tmp_path):
