@@ -211,29 +211,88 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
-def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
-    from study.deploy.k8s import K8sOptions, dump, render
+def _k8s_options(args: argparse.Namespace):
+    """K8sOptions from whichever `study k8s` flags the subcommand has."""
+    from study.deploy.k8s import K8sOptions
 
-    opts = K8sOptions(
-        image=args.image,
-        profile=args.profile,
-        gpus=args.gpus,
-        gpus_per_worker=args.gpus_per_worker,
-        namespace=args.namespace,
-        mount_path=args.mount_path,
-        config_dir=args.config_dir,
-        pvc_size=args.pvc_size,
-        storage_class=args.storage_class,
-        existing_claim=args.existing_claim,
-        tune_storage=args.tune_storage,
-        results=args.results,
-        s3_secret=args.s3_secret,
-        s3_endpoint=args.s3_endpoint,
-        postgres=args.postgres,
-        postgres_secret=args.postgres_secret,
-        kind=args.kind,
-    )
-    sys.stdout.write(dump(render(args.space, opts)))
+    flags = {
+        "image": "image",
+        "profile": "profile",
+        "gpus": "gpus",
+        "gpus_per_worker": "gpus_per_worker",
+        "namespace": "namespace",
+        "mount_path": "mount_path",
+        "config_dir": "config_dir",
+        "existing_claim": "existing_claim",
+        "tune_storage": "tune_storage",
+        "results": "results",
+        "s3_secret": "s3_secret",
+        "s3_endpoint": "s3_endpoint",
+        "postgres": "postgres",
+        "postgres_secret": "postgres_secret",
+        "kind": "kind",
+        "head_cpus": "head_cpus",
+        "head_memory": "head_memory",
+        "worker_cpus": "worker_cpus",
+        "worker_memory": "worker_memory",
+        "max_workers": "max_workers",
+        "service_account": "service_account",
+        "auth_token_secret": "auth_token_secret",
+        "pre_running_deadline_seconds": "pre_running_deadline",
+        "db_wait_seconds": "db_wait",
+        "submission": "submission",
+        "storage_class": "storage_class",
+        "pvc_size": "size",
+    }
+    return K8sOptions(**{field: getattr(args, flag) for field, flag in flags.items() if hasattr(args, flag)})
+
+
+def _emit_manifests(objects: list, args: argparse.Namespace, console: Console) -> int:
+    from study.deploy.k8s import dump, write_kustomization
+
+    if args.out_dir:
+        written = write_kustomization(objects, args.out_dir)
+        console.print(f"{len(written)} files in {args.out_dir} (kubectl apply -k {args.out_dir})")
+    else:
+        sys.stdout.write(dump(objects))
+    return 0
+
+
+def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
+    from study.deploy.k8s import capacity_warning, render
+    from study.search.study_spec import load_study_spec
+
+    opts = _k8s_options(args)
+    objects = render(args.space, opts)
+    warning = capacity_warning(load_study_spec(args.space), opts)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return _emit_manifests(objects, args, console)
+
+
+def cmd_k8s_storage(args: argparse.Namespace, console: Console) -> int:
+    from study.deploy.k8s import storage_objects
+
+    return _emit_manifests(storage_objects(args.name, _k8s_options(args)), args, console)
+
+
+def cmd_k8s_app(args: argparse.Namespace, console: Console) -> int:
+    from study.deploy.k8s import app_objects
+
+    return _emit_manifests(app_objects(_k8s_options(args), args.replicas), args, console)
+
+
+def cmd_k8s_stage_data(args: argparse.Namespace, console: Console) -> int:
+    from study.deploy.k8s import staging_objects
+
+    return _emit_manifests(staging_objects(args.dataset, _k8s_options(args), args.download), args, console)
+
+
+def cmd_stage_data(args: argparse.Namespace, console: Console) -> int:
+    from study.engine.data.vision import stage_dataset
+
+    folder = stage_dataset(args.dataset, args.to, download=args.download)
+    console.print(f"{args.dataset}: files in {folder} (point $STUDY_DATA_DIR at {args.to})")
     return 0
 
 
@@ -382,34 +441,92 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
 
     k8s = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests").add_subparsers(dest="k8s_command", required=True)
-    p = k8s.add_parser("render", help="print the manifests that run one study on KubeRay (pipe to kubectl apply -f -)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--image", default="lottery-study:0.1.0", help="the image built from k8s/Dockerfile, with its tag"
+    )
+    common.add_argument("--namespace", default=None)
+    common.add_argument("--mount-path", default="/mnt/lake", help="where the shared volume is mounted on every pod")
+    common.add_argument("--existing-claim", default=None, help="the lake's ReadWriteMany claim (`study k8s storage`)")
+    common.add_argument("--service-account", default=None, help="every pod's service account (workload identity)")
+    common.add_argument("--results", default=None, help="s3://bucket/prefix for the results lake (default: the volume)")
+    common.add_argument("--s3-endpoint", default=None, help="an S3-compatible endpoint URL (MinIO, Ceph...)")
+    common.add_argument(
+        "--s3-secret",
+        default=None,
+        help="a Secret with keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (else an IAM role)",
+    )
+    common.add_argument(
+        "--out-dir", default=None, help="write one file per object and a kustomization.yaml here (kubectl apply -k)"
+    )
+    p = k8s.add_parser(
+        "render",
+        parents=[common],
+        help="print the manifests that run one study on KubeRay (pipe to kubectl apply -f -)",
+    )
     p.add_argument("space", help="a study YAML")
-    p.add_argument("--image", default="lottery-study:0.1.0", help="the image built from k8s/Dockerfile, with its tag")
     p.add_argument(
         "--profile", default="gpu", choices=["gpu", "cpu-dev"], help="worker groups: GPU + CPU, or small CPU only"
     )
     p.add_argument("--gpus", type=int, default=4, help="most GPU worker pods the autoscaler may start (profile gpu)")
     p.add_argument("--gpus-per-worker", type=int, default=1)
-    p.add_argument("--kind", default="rayjob", choices=["rayjob", "raycluster"])
-    p.add_argument("--namespace", default=None)
-    p.add_argument("--mount-path", default="/mnt/lake", help="where the shared volume is mounted on every pod")
-    p.add_argument("--config-dir", default="/etc/study", help="where the study YAML is mounted on the head")
-    p.add_argument("--pvc-size", default="100Gi")
-    p.add_argument("--storage-class", default=None, help="a ReadWriteMany storage class (NFS, CephFS, EFS...)")
-    p.add_argument("--existing-claim", default=None, help="use this RWX PersistentVolumeClaim instead of creating one")
-    p.add_argument("--tune-storage", default=None, help="s3://bucket/prefix for Tune experiments")
-    p.add_argument("--results", default=None, help="s3://bucket/prefix for the results lake (default: the volume)")
-    p.add_argument("--s3-endpoint", default=None, help="an S3-compatible endpoint URL (MinIO, Ceph...)")
     p.add_argument(
-        "--s3-secret",
-        default=None,
-        help="a Secret with keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (else an IAM role)",
+        "--worker-cpus", type=int, default=None, help="CPUs of a worker pod (default: 8 per GPU; 2 on cpu-dev)"
     )
+    p.add_argument(
+        "--worker-memory", default=None, help="memory of a worker pod (default: 48Gi per GPU; 6Gi on cpu-dev)"
+    )
+    p.add_argument(
+        "--max-workers", type=int, default=4, help="most pods of the CPU worker group (default: %(default)s)"
+    )
+    p.add_argument("--head-cpus", type=int, default=2, help="CPUs of the head pod (the driver; it runs no trials)")
+    p.add_argument("--head-memory", default="8Gi", help="memory of the head pod (default: %(default)s)")
+    p.add_argument("--kind", default="rayjob", choices=["rayjob", "raycluster"])
+    p.add_argument("--config-dir", default="/etc/study", help="where the study YAML is mounted on the head")
+    p.add_argument("--tune-storage", default=None, help="s3://bucket/prefix for Tune experiments")
     p.add_argument(
         "--postgres", default=None, help="'bundled' (a StatefulSet) or postgresql://USER@host/db (no password)"
     )
     p.add_argument("--postgres-secret", default=None, help="the Secret (key 'password') of an external --postgres")
+    p.add_argument(
+        "--db-wait", type=int, default=300, help="seconds the driver waits for the database (default: %(default)s)"
+    )
+    p.add_argument("--auth-token-secret", default=None, help="turn on Ray's token authentication with this Secret")
+    p.add_argument(
+        "--pre-running-deadline",
+        type=int,
+        default=1800,
+        help="seconds a job may wait for its cluster (default: %(default)s)",
+    )
+    p.add_argument(
+        "--submission",
+        default=None,
+        help="a new RayJob name per submission, e.g. 2 (re-applying a finished one does nothing)",
+    )
     p.set_defaults(func=cmd_k8s_render)
+
+    p = k8s.add_parser("storage", help="print the lake's ReadWriteMany claim, made once apart from any study")
+    p.add_argument("name", help="the claim's name, e.g. team-lake")
+    p.add_argument("--storage-class", required=True, help="a ReadWriteMany storage class (NFS, CephFS, EFS...)")
+    p.add_argument("--size", default="100Gi", help="the claim's size (default: %(default)s)")
+    p.add_argument("--namespace", default=None)
+    p.add_argument("--out-dir", default=None, help="write one file per object and a kustomization.yaml here")
+    p.set_defaults(func=cmd_k8s_storage)
+
+    p = k8s.add_parser("app", parents=[common], help="print the Streamlit app (Deployment + Service) reading the lake")
+    p.add_argument("--replicas", type=int, default=1)
+    p.set_defaults(func=cmd_k8s_app)
+
+    p = k8s.add_parser("stage-data", parents=[common], help="print a Job that puts a dataset on the shared volume")
+    p.add_argument("dataset", help="a dataset name, e.g. fashion_mnist")
+    p.add_argument("--download", action="store_true", help="download it (the cluster must be online)")
+    p.set_defaults(func=cmd_k8s_stage_data)
+
+    p = sub.add_parser("stage-data", help="copy a dataset's files into a folder ($STUDY_DATA_DIR of the pods)")
+    p.add_argument("dataset", help="a dataset name, e.g. fashion_mnist")
+    p.add_argument("--to", required=True, help="the folder, e.g. /mnt/lake/datasets")
+    p.add_argument("--download", action="store_true", help="download it when no copy is found here")
+    p.set_defaults(func=cmd_stage_data)
 
     p = sub.add_parser("plan", help="show the rounds and exact per-group weight counts a spec will run")
     p.add_argument("spec")

@@ -333,3 +333,73 @@ def test_an_interrupted_checkpoint_upload_leaves_the_previous_copy_whole(s3, tmp
     with pytest.raises(KeyboardInterrupt):
         store.put_file(new, "s3://lake/upload/lineage.pt")
     assert s3.objects("upload/") == {"upload/lineage.pt": b"A" * 1000}, "the old copy, whole; no temp left"
+
+
+def late_port_forward(target_port: int, delay_s: float) -> int:
+    """A port that starts listening only after `delay_s` and then forwards every connection to
+    127.0.0.1:`target_port`: a database pod that comes up after its driver."""
+    import socket
+    import threading
+
+    port = free_port()
+
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        time.sleep(delay_s)
+        server = socket.create_server(("127.0.0.1", port))
+        while True:
+            client, _ = server.accept()
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return port
+
+
+def test_the_driver_waits_for_a_database_that_comes_up_late_and_says_so_when_it_never_does(
+    postgres, tmp_path, monkeypatch
+):
+    """STUDY_DB_WAIT_S (set on the head by `study k8s render`): a real PostgreSQL reached through
+    a port that opens 3 s late is waited for; a port that never opens fails, in one line, once
+    the wait is over."""
+    from study.errors import SpecError
+    from study.search.preflight import DB_WAIT_ENV, check_storage
+    from study.search.study_spec import load_study_spec
+
+    monkeypatch.setenv("OPTUNA_DB_PASSWORD", postgres.password)
+    late = late_port_forward(postgres.port, delay_s=3.0)
+    url = f"postgresql://optuna:${{OPTUNA_DB_PASSWORD}}@127.0.0.1:{late}/postgres"
+    study = load_study_spec(study_yaml(tmp_path, "late-db", str(tmp_path / "lake"), url))
+    monkeypatch.setenv(DB_WAIT_ENV, "0")
+    with pytest.raises(SpecError, match="unreachable"):
+        check_storage(study)  # no wait: the first refusal is the answer
+    monkeypatch.setenv(DB_WAIT_ENV, "60")
+    started = time.monotonic()
+    check_storage(study)
+    assert 2.0 <= time.monotonic() - started < 30, "waited for the port to open, then connected"
+    never = f"postgresql://optuna:${{OPTUNA_DB_PASSWORD}}@127.0.0.1:{free_port()}/postgres"
+    study = load_study_spec(study_yaml(tmp_path, "no-db", str(tmp_path / "lake"), never))
+    monkeypatch.setenv(DB_WAIT_ENV, "2")
+    started = time.monotonic()
+    with pytest.raises(SpecError) as failed:
+        check_storage(study)
+    assert time.monotonic() - started >= 2.0
+    message = str(failed.value)
+    assert "unreachable" in message and "waiting 2 s" in message and DB_WAIT_ENV in message
+    assert "\n" not in message and postgres.password not in message
+    monkeypatch.setenv(DB_WAIT_ENV, "soon")
+    with pytest.raises(SpecError, match="is not a number of seconds"):
+        check_storage(study)

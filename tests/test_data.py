@@ -137,3 +137,26 @@ def test_second_load_comes_from_the_tensor_cache_without_torchvision(tmp_path):
     assert first.stdout.split()[1] == "True" and second.stdout.split()[1] == "False"
     assert first.stdout.split()[0] == second.stdout.split()[0]
     assert len(list((tmp_path / "cache" / "tensors").glob("mnist-*.pt"))) == 1
+
+
+@requires_fashion_mnist
+def test_stage_data_puts_the_files_where_a_pods_data_dir_finds_them(tmp_path, monkeypatch):
+    """`study stage-data` (the cluster's staging Job): the system's Fashion-MNIST copied under
+    the target folder in torchvision's layout; with $STUDY_DATA_DIR there, that copy is the one
+    found."""
+    from study.cli import main
+    from study.engine.data.vision import SOURCES, find_root
+    from study.engine.spec import DataSpec
+
+    target = tmp_path / "datasets"
+    assert main(["stage-data", "fashion_mnist", "--to", str(target)]) == 0
+    source = SOURCES["fashion_mnist"]
+    staged = target / source.folder
+    assert sorted(p.name for p in staged.iterdir()) == sorted(source.files), "the files, no temporaries"
+    monkeypatch.setenv("STUDY_DATA_DIR", str(target))
+    monkeypatch.setenv("STUDY_CACHE_DIR", str(tmp_path / "cache"))
+    assert find_root("fashion_mnist", DataSpec()) == target
+    stamps = {p.name: p.stat().st_mtime_ns for p in staged.iterdir()}
+    assert main(["stage-data", "fashion_mnist", "--to", str(target)]) == 0
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in staged.iterdir()}, "staged once"
+    assert main(["stage-data", "imagenet", "--to", str(target)]) == 2

@@ -14,7 +14,16 @@ import pytest
 import ray
 import yaml
 
-from study.deploy.k8s import K8sOptions, dump, render
+from study.deploy.k8s import (
+    K8sOptions,
+    app_objects,
+    capacity_warning,
+    dump,
+    render,
+    staging_objects,
+    storage_objects,
+    write_kustomization,
+)
 from study.deploy.k8s_checks import pod_templates, semantic_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,11 +42,38 @@ VARIANTS = {
         "namespace": "studies",
     },
     "raycluster": {"kind": "raycluster", "profile": "cpu-dev"},
+    "hardened": {
+        "service_account": "studies",
+        "auth_token_secret": "ray-token",
+        "worker_cpus": 12,
+        "worker_memory": "64Gi",
+        "head_cpus": 4,
+        "max_workers": 2,
+    },
+    "all-remote": {
+        "results": "s3://bkt/lake",
+        "tune_storage": "s3://bkt/tune",
+        "postgres": "bundled",
+        "s3_secret": "lake-keys",
+        "existing_claim": None,
+    },
 }
+IMAGE = "ghcr.io/acme/lottery-study:0.1.0"
 
 
 def rendered(**kw):
-    return render(SPACE, K8sOptions(image="ghcr.io/acme/lottery-study:0.1.0", **kw))
+    return render(SPACE, K8sOptions(image=IMAGE, **{"existing_claim": "team-lake", **kw}))
+
+
+def every_object(**kw):
+    """A study's objects with the lake's claim, the app and a staging job: all a namespace runs."""
+    opts = K8sOptions(image=IMAGE, storage_class="nfs", existing_claim="team-lake", **kw)
+    return [
+        *storage_objects("team-lake", opts),
+        *rendered(**kw),
+        *app_objects(opts),
+        *staging_objects("fashion_mnist", opts),
+    ]
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -84,6 +120,20 @@ def _job():
             "one claim at one path",
         ),
         (lambda o: o[-1]["metadata"].update({"name": "study-" + "x" * 50}), "longer than 47"),
+        (
+            lambda o: o[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["securityContext"].pop(
+                "runAsNonRoot"
+            ),
+            "non-root user",
+        ),
+        (
+            lambda o: o[-1]["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
+                "securityContext"
+            ].update({"allowPrivilegeEscalation": True}),
+            "no privilege escalation",
+        ),
+        (lambda o: o[-1]["spec"]["submitterPodTemplate"]["spec"].pop("securityContext"), "submitter: the pod must"),
+        (lambda o: o[-1]["spec"]["rayClusterSpec"]["autoscalerOptions"].pop("securityContext"), "autoscaler sidecar"),
         (lambda o: o[-1]["spec"].update({"entrypoint": "python -m study.nonexistent tune x.yaml"}), "not importable"),
         (
             lambda o: o[0]["data"].update(
@@ -103,8 +153,10 @@ def test_semantic_checks_catch_each_fault(mutate, expected):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_core_objects_and_pod_templates_pass_strict_kubernetes_validation(variant):
     objects = rendered(**VARIANTS[variant])
+    if variant == "gpu":
+        objects = every_object()
     for obj in objects:
-        if obj["apiVersion"] in ("v1", "apps/v1"):
+        if obj["apiVersion"] in ("v1", "apps/v1", "batch/v1", "networking.k8s.io/v1"):
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     templates = list(pod_templates(objects))
     assert len(templates) >= 2
@@ -119,7 +171,7 @@ def test_core_objects_and_pod_templates_pass_strict_kubernetes_validation(varian
 
 
 def test_strict_validation_rejects_a_typo():
-    pvc = [o for o in rendered() if o["kind"] == "PersistentVolumeClaim"][0]
+    pvc = storage_objects("team-lake", K8sOptions(storage_class="nfs"))[0]
     pvc["spec"]["acessModes"] = pvc["spec"].pop("accessModes")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(pvc, K8S_VERSION, strict=True)
@@ -176,10 +228,19 @@ def test_crd_validation_rejects_unknown_fields():
         jsonschema.validate(job, schema)
 
 
+CLAIM = ["--existing-claim", "team-lake"]
 EXAMPLES = {
-    "fashion-mnist-demo-gpu.yaml": ["search_spaces/studies/fashion_mnist_demo.yaml"],
-    "fashion-mnist-demo-cpu-dev.yaml": ["search_spaces/studies/fashion_mnist_demo.yaml", "--profile", "cpu-dev"],
+    "lake-storage.yaml": ["storage", "team-lake", "--storage-class", "nfs-client"],
+    "fashion-mnist-demo-gpu.yaml": ["render", "search_spaces/studies/fashion_mnist_demo.yaml", *CLAIM],
+    "fashion-mnist-demo-cpu-dev.yaml": [
+        "render",
+        "search_spaces/studies/fashion_mnist_demo.yaml",
+        "--profile",
+        "cpu-dev",
+        *CLAIM,
+    ],
     "lenet300-mnist-paper-gpu-postgres.yaml": [
+        "render",
         "search_spaces/studies/lenet300_mnist_paper.yaml",
         "--gpus",
         "8",
@@ -187,37 +248,33 @@ EXAMPLES = {
         "bundled",
         "--tune-storage",
         "s3://acme-studies/tune",
+        *CLAIM,
     ],
     "raycluster-cpu-dev.yaml": [
+        "render",
         "search_spaces/studies/fashion_mnist_demo.yaml",
         "--kind",
         "raycluster",
         "--profile",
         "cpu-dev",
+        *CLAIM,
     ],
+    "app.yaml": ["app", *CLAIM],
+    "stage-fashion-mnist.yaml": ["stage-data", "fashion_mnist", *CLAIM],
 }
+
+
+def study_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=ROOT, capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_committed_examples_match_a_fresh_render(name):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "study.cli",
-            "k8s",
-            "render",
-            *EXAMPLES[name],
-            "--image",
-            "ghcr.io/acme/lottery-study:0.1.0",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    args = EXAMPLES[name] + ([] if EXAMPLES[name][0] == "storage" else ["--image", IMAGE])
+    out = study_cli("k8s", *args)
+    assert out.returncode == 0, out.stderr
     assert out.stdout == (ROOT / "k8s" / "examples" / name).read_text(), (
-        f"k8s/examples/{name} is stale: re-render it with `study k8s render {' '.join(EXAMPLES[name])}`"
+        f"k8s/examples/{name} is stale: re-render it with `study k8s {' '.join(args)}`"
     )
 
 
@@ -313,13 +370,13 @@ def test_render_refuses_a_trial_that_fits_no_worker_group_and_tells_the_driver_t
     raw["study"]["resources"] = {"cpu": 1, "gpu": 0.25}
     space.write_text(yaml.safe_dump(raw))
     out = subprocess.run(
-        [sys.executable, "-m", "study.cli", "k8s", "render", str(space), "--profile", "cpu-dev"],
+        [sys.executable, "-m", "study.cli", "k8s", "render", str(space), "--profile", "cpu-dev", *CLAIM],
         capture_output=True,
         text=True,
     )
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "0.25 GPU" in out.stderr, out.stderr
     assert "profile cpu-dev" in out.stderr and out.stdout == ""
-    objects = render(str(space), K8sOptions(image="ghcr.io/acme/lottery-study:0.1.0", gpus_per_worker=2))
+    objects = render(str(space), K8sOptions(image=IMAGE, gpus_per_worker=2, existing_claim="team-lake"))
     job = [o for o in objects if o["kind"] == "RayJob"][0]
     env = {
         e["name"]: e.get("value")
@@ -334,8 +391,9 @@ def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_an
     the rendered entrypoint run exactly as the job's driver, SIGKILLed once, then run again."""
     import os
     import shlex
+    from dataclasses import replace
 
-    from conftest import assert_study_complete, kill_once_and_rerun, loopback_cluster, synthetic_spec_dict
+    from conftest import assert_study_complete, kill_once_and_rerun, loopback_cluster, round_stamps, synthetic_spec_dict
 
     space = tmp_path / "tiny.yaml"
     space.write_text(
@@ -352,10 +410,11 @@ def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_an
         )
     )
     opts = K8sOptions(
-        image="ghcr.io/acme/lottery-study:0.1.0",
+        image=IMAGE,
         profile="cpu-dev",
         mount_path=str(tmp_path / "mnt" / "lake"),
         config_dir=str(tmp_path / "etc" / "study"),
+        existing_claim="team-lake",
     )
     objects = render(str(space), opts)
     configmap = [o for o in objects if o["kind"] == "ConfigMap"][0]
@@ -376,7 +435,148 @@ def test_the_rayjob_entrypoint_runs_a_study_on_a_loopback_cluster_killed_once_an
             "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
         }
         kill_once_and_rerun(argv, env, lake)
-    finished = assert_study_complete(lake, "k8s-tiny", rounds={0, 1, 2})
+        finished = assert_study_complete(lake, "k8s-tiny", rounds={0, 1, 2})
+        # a resubmission (a new RayJob name, the same study): its driver resumes a finished study
+        resubmitted = [o for o in render(str(space), replace(opts, submission="2")) if o["kind"] == "RayJob"][0]
+        assert resubmitted["metadata"]["name"] != job["metadata"]["name"]
+        written = round_stamps(lake)
+        again = subprocess.run(
+            shlex.split(resubmitted["spec"]["entrypoint"]), env=env, capture_output=True, text=True, timeout=300
+        )
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert round_stamps(lake) == written, "nothing redone, nothing rewritten"
     assert len({r["node_id"] for r in finished}) == 1, "trials ran on the worker only: the head has no CPUs"
     assert (Path(opts.mount_path) / "optuna" / "k8s-tiny.journal").is_file()
     assert (Path(opts.mount_path) / "tune" / "k8s-tiny").is_dir()
+
+
+def _kinds(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def test_sizing_flags_size_the_groups_and_a_trial_that_fits_none_is_refused(tmp_path):
+    job = _kinds(
+        rendered(worker_cpus=12, worker_memory="64Gi", max_workers=3, head_cpus=4, head_memory="16Gi"), "RayJob"
+    )
+    cluster = job[0]["spec"]["rayClusterSpec"]
+    gpu, cpu = cluster["workerGroupSpecs"]
+    limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "12", "memory": "64Gi", "nvidia.com/gpu": 1}
+    assert cpu["maxReplicas"] == 3
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+    assert head == {"cpu": "4", "memory": "16Gi"}
+    assert job[0]["spec"]["preRunningDeadlineSeconds"] == 1800, "a cluster that never comes up fails the job"
+    space = tmp_path / "big.yaml"
+    raw = yaml.safe_load((ROOT / SPACE).read_text())
+    raw["study"]["resources"] = {"cpu": 6, "gpu": 0}
+    space.write_text(yaml.safe_dump(raw))
+    out = study_cli("k8s", "render", str(space), "--profile", "cpu-dev", "--worker-cpus", "4", *CLAIM)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "6 CPU" in out.stderr and out.stdout == ""
+    assert study_cli("k8s", "render", str(space), "--profile", "cpu-dev", "--worker-cpus", "8", *CLAIM).returncode == 0
+    for flag, value, message in (
+        ("--worker-memory", "48G", "not a quantity"),
+        ("--head-cpus", "0", "--head-cpus must be"),
+        ("--max-workers", "-1", "--max-workers must be"),
+        ("--service-account", "Bad_Name", "not a Kubernetes object name"),
+    ):
+        out = study_cli("k8s", "render", SPACE, flag, value, *CLAIM)
+        assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_a_warning_when_max_concurrent_exceeds_what_the_groups_hold(tmp_path):
+    from study.search.study_spec import load_study_spec
+
+    raw = yaml.safe_load((ROOT / SPACE).read_text())
+    raw["study"].update(max_concurrent=8, seeds=[0, 1, 2], resources={"cpu": 2, "gpu": 0})
+    space = tmp_path / "wide.yaml"
+    space.write_text(yaml.safe_dump(raw))
+    study = load_study_spec(space)
+    # cpu-dev: at most 4 pods of 2 CPUs = 4 tasks of 2 CPUs, against 8 trials x 3 seeds = 24 at once
+    warning = capacity_warning(study, K8sOptions(profile="cpu-dev"))
+    assert warning and "24 lineage tasks" in warning and "at most 4" in warning
+    assert capacity_warning(study, K8sOptions(profile="cpu-dev", max_workers=24)) is None  # 24 pods, 1 task each
+    out = study_cli("k8s", "render", str(space), "--profile", "cpu-dev", *CLAIM)
+    assert out.returncode == 0 and out.stderr.startswith("warning: ") and out.stdout.startswith("apiVersion")
+
+
+def test_every_pod_is_hardened_and_only_the_namespace_reaches_the_study():
+    objects = every_object(service_account="studies", postgres="bundled", auth_token_secret="ray-token")
+    assert semantic_problems(objects, ray.__version__) == []
+    templates = dict(pod_templates(objects))
+    assert {"study-fashion-mnist-demo/head", "study-fashion-mnist-demo/submitter", "study-app"} <= set(templates)
+    for where, template in templates.items():
+        assert template["spec"]["securityContext"]["runAsUser"] != 0, where
+        assert template["spec"]["serviceAccountName"] == "studies", where
+    (policy,) = _kinds(objects, "NetworkPolicy")
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    cluster = _kinds(objects, "RayJob")[0]["spec"]["rayClusterSpec"]
+    for template in (cluster["headGroupSpec"]["template"], *[g["template"] for g in cluster["workerGroupSpecs"]]):
+        assert selected.items() <= template["metadata"]["labels"].items(), "the policy selects every Ray pod"
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {}}]}], "same namespace only"
+    assert cluster["authOptions"] == {"mode": "token", "secretName": "ray-token"}
+    service, statefulset = _kinds(objects, "Service")[0], _kinds(objects, "StatefulSet")[0]
+    assert service["spec"]["clusterIP"] == "None", "the database's Service is headless"
+    db = statefulset["spec"]["template"]["spec"]["containers"][0]
+    assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(db) and db["resources"]["limits"]
+    head_env = {e["name"]: e.get("value") for e in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert head_env["STUDY_DB_WAIT_S"] == "300", "the driver waits for the database it starts beside"
+    assert not _kinds(objects, "Secret")
+
+
+def test_the_lake_claim_is_rendered_apart_and_a_study_needs_one_or_remote_stores():
+    study = rendered()
+    assert not _kinds(study, "PersistentVolumeClaim"), "deleting a study's objects never deletes the lake"
+    (pvc,) = storage_objects("team-lake", K8sOptions(storage_class="nfs-client", pvc_size="2Ti"))
+    assert pvc["spec"] == {
+        "accessModes": ["ReadWriteMany"],
+        "storageClassName": "nfs-client",
+        "resources": {"requests": {"storage": "2Ti"}},
+    }
+    out = study_cli("k8s", "storage", "team-lake")
+    assert out.returncode == 2 and "--storage-class" in out.stderr
+    out = study_cli("k8s", "render", SPACE)
+    assert out.returncode == 2 and "study k8s storage" in out.stderr and out.stderr.count("\n") == 1
+    remote = rendered(**VARIANTS["all-remote"])
+    volumes = remote[-1]["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
+    assert volumes[0] == {"name": "lake", "emptyDir": {}}, "every store remote: scratch space only"
+
+
+def test_the_app_reads_the_lake_read_only_and_staging_fills_the_shared_volume():
+    opts = K8sOptions(image=IMAGE, existing_claim="team-lake")
+    deployment, service = app_objects(opts)
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "team-lake", "readOnly": True}
+    (container,) = pod["containers"]
+    assert container["volumeMounts"] == [{"name": "lake", "mountPath": "/mnt/lake", "readOnly": True}]
+    assert {"name": "STUDY_RESULTS", "value": "/mnt/lake/results"} in container["env"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/_stcore/health"
+    assert service["spec"]["ports"][0]["port"] == 8501
+    (job,) = staging_objects("fashion_mnist", opts)
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command == ["python", "-m", "study.cli", "stage-data", "fashion_mnist", "--to", "/mnt/lake/datasets"]
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["STUDY_DATA_DIR"] == "/mnt/lake/datasets", "where every pod looks for datasets"
+    assert study_cli("k8s", "stage-data", "nosuch", *CLAIM).returncode == 2
+    assert "needs --existing-claim" in study_cli("k8s", "app").stderr
+
+
+def test_out_dir_writes_one_file_per_object_and_a_kustomization(tmp_path):
+    out = study_cli("k8s", "render", SPACE, "--postgres", "bundled", *CLAIM, "--out-dir", str(tmp_path / "k"))
+    assert out.returncode == 0, out.stderr
+    kustomization = yaml.safe_load((tmp_path / "k" / "kustomization.yaml").read_text())
+    files = kustomization["resources"]
+    assert sorted(files) == sorted(p.name for p in (tmp_path / "k").iterdir() if p.name != "kustomization.yaml")
+    together = [yaml.safe_load((tmp_path / "k" / f).read_text()) for f in files]
+    assert together == list(
+        yaml.safe_load_all(study_cli("k8s", "render", SPACE, "--postgres", "bundled", *CLAIM).stdout)
+    )
+    with pytest.raises(Exception, match="is a file"):
+        write_kustomization(together, str(tmp_path / "k" / "kustomization.yaml"))
+
+
+def test_a_resubmission_is_a_new_rayjob_over_the_same_study():
+    first, again = rendered(), rendered(submission="2")
+    names = lambda objects: {(o["kind"], o["metadata"]["name"]) for o in objects}  # noqa: E731
+    assert names(first) - names(again) == {("RayJob", "study-fashion-mnist-demo")}
+    assert names(again) - names(first) == {("RayJob", "study-fashion-mnist-demo-2")}
+    assert first[-1]["spec"] == again[-1]["spec"], "the same study, storage and entrypoint: it resumes"

@@ -24,12 +24,33 @@ import yaml
 
 from study.errors import SpecError
 from study.lake.store import normalize_root
-from study.search.preflight import WORKER_GROUPS_ENV, check_fits
-from study.search.study_spec import load_study_spec
+from study.search.preflight import DB_WAIT_ENV, WORKER_GROUPS_ENV, check_fits
+from study.search.study_spec import StudySpec, load_study_spec
 from study.secrets import plain_secret, redact
 from study.typed_yaml import load_yaml
 
 RAYJOB_NAME_MAX = 47  # KubeRay derives cluster and pod names from it
+IMAGE_UID = 1000  # the image's user (k8s/Dockerfile)
+# The "restricted" Pod Security Standard: every pod runs as a user, every container unprivileged.
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def pod_security(uid: int) -> dict[str, Any]:
+    """A pod's restricted securityContext: non-root `uid`, its group owning mounted volumes."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 PROFILES = ("gpu", "cpu-dev")
 ENTRYPOINT_MODULE = "study.cli"
 
@@ -68,6 +89,16 @@ class K8sOptions:
     active_deadline_seconds: int = 7 * 24 * 3600
     kind: str = "rayjob"  # or "raycluster"
     ray_version: str = field(default="")
+    head_cpus: int = 2
+    head_memory: str = "8Gi"
+    worker_cpus: int | None = None  # per worker pod (default: 8 per GPU on profile gpu, 2 on cpu-dev)
+    worker_memory: str | None = None  # per worker pod (default: 48Gi per GPU on profile gpu, 6Gi on cpu-dev)
+    max_workers: int = 4  # the CPU worker group's most pods
+    service_account: str | None = None  # every pod's identity (workload identity for object storage)
+    auth_token_secret: str | None = None  # Ray token authentication with the token in this Secret
+    pre_running_deadline_seconds: int = 1800  # a job whose cluster is not up by then fails
+    db_wait_seconds: int = 300  # how long the driver waits for the Optuna database to answer
+    submission: str | None = None  # a new RayJob name per submission (a finished RayJob ignores re-applies)
 
     def validate(self) -> None:
         if self.profile not in PROFILES:
@@ -76,6 +107,16 @@ class K8sOptions:
             raise SpecError(f"--kind must be rayjob or raycluster, got {self.kind}")
         if self.gpus < 0 or self.gpus_per_worker < 1:
             raise SpecError("--gpus must be >= 0 and --gpus-per-worker >= 1 (whole GPUs per pod)")
+        for flag, cpus in (("--head-cpus", self.head_cpus), ("--worker-cpus", self.worker_cpus)):
+            if cpus is not None and cpus < 1:
+                raise SpecError(f"{flag} must be a whole number of CPUs >= 1, got {cpus}")
+        for flag, memory in (("--head-memory", self.head_memory), ("--worker-memory", self.worker_memory)):
+            if memory is not None and not re.fullmatch(r"[1-9][0-9]*(Mi|Gi|Ti)", memory):
+                raise SpecError(f"{flag} {memory!r} is not a quantity such as 512Mi, 8Gi or 1Ti")
+        if self.max_workers < 0:
+            raise SpecError(f"--max-workers must be >= 0, got {self.max_workers}")
+        if self.pre_running_deadline_seconds < 1:
+            raise SpecError("--pre-running-deadline must be >= 1 second")
         if ":" not in self.image.rsplit("/", 1)[-1]:
             raise SpecError(f"--image {self.image} has no tag; pin one, e.g. {self.image}:0.1.0")
         for flag, uri in (("--tune-storage", self.tune_storage), ("--results", self.results)):
@@ -90,10 +131,15 @@ class K8sOptions:
                 f"--postgres {redact(self.postgres)} holds a password, which would be written into the ConfigMap; "
                 f"pass the URL without it and --postgres-secret NAME (a Secret with key 'password')"
             )
-        for flag, name in (("--s3-secret", self.s3_secret), ("--postgres-secret", self.postgres_secret)):
+        for flag, name in (
+            ("--s3-secret", self.s3_secret),
+            ("--postgres-secret", self.postgres_secret),
+            ("--auth-token-secret", self.auth_token_secret),
+            ("--service-account", self.service_account),
+        ):
             if name is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", name):
                 raise SpecError(
-                    f"{flag} {name!r} is not a Kubernetes Secret name (lower-case letters, digits, '-', '.')"
+                    f"{flag} {name!r} is not a Kubernetes object name (lower-case letters, digits, '-', '.')"
                 )
         if self.s3_endpoint is not None and not re.fullmatch(
             r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(:\d+)?/?", self.s3_endpoint
@@ -107,6 +153,19 @@ class K8sOptions:
         if not self.mount_path.startswith("/") or not self.config_dir.startswith("/"):
             raise SpecError("--mount-path and --config-dir must be absolute paths")
 
+    @property
+    def all_remote(self) -> bool:
+        """The lake, Tune's storage and Optuna's database all outside the pods: no shared volume needed."""
+        return bool(self.results and self.tune_storage and self.postgres)
+
+    def check_storage(self) -> None:
+        if self.existing_claim is None and not self.all_remote:
+            raise SpecError(
+                "the study needs the lake's shared volume: make it once with `study k8s storage NAME --storage-class "
+                "CLASS | kubectl apply -f -` and pass --existing-claim NAME (or keep every store remote: --results "
+                "s3://..., --tune-storage s3://..., --postgres ...)"
+            )
+
 
 def k8s_name(text: str, limit: int = 63) -> str:
     """A DNS-1123 label from any text, within `limit` characters (hash-suffixed if cut)."""
@@ -118,20 +177,54 @@ def k8s_name(text: str, limit: int = 63) -> str:
 
 
 def worker_groups(opts: K8sOptions) -> list[WorkerGroup]:
+    """The worker groups of a profile, sized by the flags (--worker-cpus/--worker-memory size the
+    profile's main group: the GPU group, or cpu-dev's CPU group)."""
     if opts.profile == "cpu-dev":
-        return [WorkerGroup("cpu", 1, 1, 4, cpus=2, memory="6Gi")]
+        return [
+            WorkerGroup(
+                "cpu",
+                min(1, opts.max_workers),
+                min(1, opts.max_workers),
+                opts.max_workers,
+                cpus=opts.worker_cpus or 2,
+                memory=opts.worker_memory or "6Gi",
+            )
+        ]
     return [
         WorkerGroup(
             "gpu",
             0,
             0,
             opts.gpus,
-            cpus=8 * opts.gpus_per_worker,
-            memory=f"{48 * opts.gpus_per_worker}Gi",
+            cpus=opts.worker_cpus or 8 * opts.gpus_per_worker,
+            memory=opts.worker_memory or f"{48 * opts.gpus_per_worker}Gi",
             gpus=opts.gpus_per_worker,
         ),
-        WorkerGroup("cpu", 0, 0, 4, cpus=8, memory="16Gi"),
+        WorkerGroup("cpu", 0, 0, opts.max_workers, cpus=8, memory="16Gi"),
     ]
+
+
+def capacity_warning(study: StudySpec, opts: K8sOptions) -> str | None:
+    """A warning when the worker groups at their largest hold fewer of the study's lineage tasks
+    (a trial's seeds, `max_concurrent` trials at once) than it would run at once. A study
+    without max_concurrent fills whatever the cluster holds: no warning."""
+    if study.max_concurrent is None:
+        return None
+    need = study.max_concurrent * len(study.seeds)
+    cpu, gpu = study.resources.cpu, study.resources.gpu
+    slots = 0
+    for g in worker_groups(opts):
+        per_pod = int(g.cpus // cpu) if cpu > 0 else need
+        if gpu > 0:
+            per_pod = min(per_pod, int(g.gpus // gpu))
+        slots += g.max_replicas * per_pod
+    if slots >= need:
+        return None
+    return (
+        f"max_concurrent {study.max_concurrent} x {len(study.seeds)} seed(s) = {need} lineage tasks at once, but the "
+        f"worker groups hold at most {slots} of them ({cpu:g} CPU, {gpu:g} GPU each); the rest wait: raise "
+        f"--gpus/--max-workers or lower max_concurrent"
+    )
 
 
 def study_yaml_for_cluster(raw: dict, opts: K8sOptions, name: str, db_url: str | None) -> str:
@@ -149,6 +242,7 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
 
     opts = replace(opts, ray_version=opts.ray_version or ray.__version__)
     opts.validate()
+    opts.check_storage()
     study = load_study_spec(space_path)  # validated before anything is rendered
     groups = [g for g in worker_groups(opts) if g.max_replicas > 0]  # a group that can never start holds nothing
     try:
@@ -161,20 +255,22 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
     base = k8s_name(f"study-{study.name}", RAYJOB_NAME_MAX)
     labels = {"app.kubernetes.io/name": "lottery-study", "app.kubernetes.io/instance": base}
     meta = lambda n: {"name": n, "labels": dict(labels), **({"namespace": opts.namespace} if opts.namespace else {})}  # noqa: E731
-    claim = opts.existing_claim or f"{base}-lake"
+    claim = opts.existing_claim
     secret_env: list[dict] = []
     objects: list[dict[str, Any]] = []
     db_url = None
     db_secret = f"{base}-postgres" if opts.postgres == "bundled" else opts.postgres_secret
     if opts.postgres == "bundled":
         db_url = f"postgresql://optuna:${{OPTUNA_DB_PASSWORD}}@{base}-postgres:5432/optuna"
-        objects += postgres_objects(base, meta, labels)
+        objects += postgres_objects(base, meta, labels, opts)
     elif opts.postgres:
         db_url = with_password_variable(opts.postgres) if opts.postgres_secret else opts.postgres
     if db_secret:
         secret_env = [
             {"name": "OPTUNA_DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": db_secret, "key": "password"}}}
         ]
+    if db_url:  # the driver waits this long for the database to answer (a bundled one starts beside it)
+        secret_env.append({"name": DB_WAIT_ENV, "value": str(opts.db_wait_seconds)})
     objects.append(
         {
             "apiVersion": "v1",
@@ -183,17 +279,11 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
             "data": {"study.yaml": study_yaml_for_cluster(raw, opts, study.name, db_url)},
         }
     )
-    if not opts.existing_claim:
-        pvc_spec: dict[str, Any] = {
-            "accessModes": ["ReadWriteMany"],
-            "resources": {"requests": {"storage": opts.pvc_size}},
-        }
-        if opts.storage_class:
-            pvc_spec["storageClassName"] = opts.storage_class
-        objects.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(claim), "spec": pvc_spec})
     sizes = ";".join(f"cpu={g.cpus},gpu={g.gpus}" for g in groups)  # the driver's preflight counts them as nodes
     head_env = [*secret_env, {"name": WORKER_GROUPS_ENV, "value": sizes}]
-    cluster = ray_cluster_spec(opts, claim, f"{base}-spec", head_env, s3_env(opts))
+    cluster = ray_cluster_spec(opts, claim, f"{base}-spec", head_env, s3_env(opts), labels)
+    objects.append(network_policy(base, meta, labels))
+    job_name = k8s_name(f"{base}-{opts.submission}", RAYJOB_NAME_MAX) if opts.submission else base
     if opts.kind == "raycluster":
         objects.append({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": meta(base), "spec": cluster})
     else:
@@ -201,14 +291,16 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
             {
                 "apiVersion": "ray.io/v1",
                 "kind": "RayJob",
-                "metadata": meta(base),
+                "metadata": meta(job_name),
                 "spec": {
                     "entrypoint": entrypoint(opts),
                     "shutdownAfterJobFinishes": True,
                     "ttlSecondsAfterFinished": opts.ttl_seconds,
                     "backoffLimit": opts.backoff_limit,
                     "activeDeadlineSeconds": opts.active_deadline_seconds,
+                    "preRunningDeadlineSeconds": opts.pre_running_deadline_seconds,
                     "submissionMode": "K8sJobMode",
+                    "submitterPodTemplate": submitter_template(opts, labels),
                     "rayClusterSpec": cluster,
                 },
             }
@@ -232,6 +324,7 @@ def _container(
         "name": name,
         "image": opts.image,
         "imagePullPolicy": "IfNotPresent",
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
         "resources": {"requests": {"cpu": str(cpus), "memory": memory}, "limits": limits},
         "env": [
             {"name": "STUDY_DATA_DIR", "value": f"{opts.mount_path}/datasets"},
@@ -264,16 +357,56 @@ def s3_env(opts: K8sOptions) -> list[dict]:
     return env
 
 
+def pod_spec(opts: K8sOptions, containers: list[dict], volumes: list[dict], uid: int = IMAGE_UID) -> dict[str, Any]:
+    """A pod spec under the restricted profile, with the study's service account when given."""
+    spec: dict[str, Any] = {"securityContext": pod_security(uid), "containers": containers, "volumes": volumes}
+    if opts.service_account:
+        spec["serviceAccountName"] = opts.service_account
+    return spec
+
+
+def lake_volume(claim: str | None) -> dict[str, Any]:
+    """The shared volume (a claim made apart, `storage_objects`), or, for a study whose stores
+    are all remote, a scratch emptyDir per pod for datasets, caches and checkpoints."""
+    if claim is None:
+        return {"name": "lake", "emptyDir": {}}
+    return {"name": "lake", "persistentVolumeClaim": {"claimName": claim}}
+
+
+def storage_objects(name: str, opts: K8sOptions) -> list[dict[str, Any]]:
+    """The lake's ReadWriteMany claim, rendered apart from any study so that deleting a study's
+    objects never deletes the lake; a storage class is required (no default class is RWX)."""
+    if not opts.storage_class:
+        raise SpecError("--storage-class is required: name a ReadWriteMany class (NFS, CephFS, EFS, Filestore...)")
+    if k8s_name(name) != name:
+        raise SpecError(f"claim name {name!r} is not a DNS-1123 label; try {k8s_name(name)!r}")
+    labels = {"app.kubernetes.io/name": "lottery-study", "app.kubernetes.io/component": "lake"}
+    metadata: dict[str, Any] = {"name": name, "labels": labels}
+    if opts.namespace:
+        metadata["namespace"] = opts.namespace
+    spec = {
+        "accessModes": ["ReadWriteMany"],
+        "storageClassName": opts.storage_class,
+        "resources": {"requests": {"storage": opts.pvc_size}},
+    }
+    return [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}]
+
+
 def ray_cluster_spec(
-    opts: K8sOptions, claim: str, configmap: str, head_env: list[dict], pod_env: list[dict]
+    opts: K8sOptions,
+    claim: str | None,
+    configmap: str,
+    head_env: list[dict],
+    pod_env: list[dict],
+    labels: dict[str, str],
 ) -> dict[str, Any]:
-    lake_volume = {"name": "lake", "persistentVolumeClaim": {"claimName": claim}}
+    lake = lake_volume(claim)
     lake_mount = {"name": "lake", "mountPath": opts.mount_path}
     head_container = _container(
         "ray-head",
         opts,
-        2,
-        "8Gi",
+        opts.head_cpus,
+        opts.head_memory,
         0,
         [*pod_env, *head_env],
         [lake_mount, {"name": "study-spec", "mountPath": opts.config_dir, "readOnly": True}],
@@ -285,10 +418,8 @@ def ray_cluster_spec(
     ]
     groups = []
     for g in worker_groups(opts):
-        pod: dict[str, Any] = {
-            "containers": [_container("ray-worker", opts, g.cpus, g.memory, g.gpus, pod_env, [lake_mount])],
-            "volumes": [copy.deepcopy(lake_volume)],
-        }
+        worker = _container("ray-worker", opts, g.cpus, g.memory, g.gpus, pod_env, [lake_mount])
+        pod = pod_spec(opts, [worker], [copy.deepcopy(lake)])
         if g.gpus:
             pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         groups.append(
@@ -298,27 +429,63 @@ def ray_cluster_spec(
                 "minReplicas": g.min_replicas,
                 "maxReplicas": g.max_replicas,
                 "rayStartParams": {},
-                "template": {"spec": pod},
+                "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
             }
         )
-    return {
+    head_volumes = [lake, {"name": "study-spec", "configMap": {"name": configmap}}]
+    spec: dict[str, Any] = {
         "rayVersion": opts.ray_version,
         "enableInTreeAutoscaling": True,
-        "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 120},
+        "autoscalerOptions": {
+            "upscalingMode": "Default",
+            "idleTimeoutSeconds": 120,
+            "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+        },
         "headGroupSpec": {
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-            "template": {
-                "spec": {
-                    "containers": [head_container],
-                    "volumes": [lake_volume, {"name": "study-spec", "configMap": {"name": configmap}}],
-                }
-            },
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec(opts, [head_container], head_volumes)},
         },
         "workerGroupSpecs": groups,
     }
+    if opts.auth_token_secret:
+        spec["authOptions"] = {"mode": "token", "secretName": opts.auth_token_secret}
+    return spec
 
 
-def postgres_objects(base: str, meta, labels: dict[str, str]) -> list[dict[str, Any]]:
+def submitter_template(opts: K8sOptions, labels: dict[str, str]) -> dict[str, Any]:
+    """The pod that runs `ray job submit` (KubeRay supplies the command): the study's image,
+    restricted like every other pod."""
+    container = {
+        "name": "job-submitter",
+        "image": opts.image,
+        "imagePullPolicy": "IfNotPresent",
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+        "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    }
+    spec = pod_spec(opts, [container], [])
+    del spec["volumes"]
+    return {"metadata": {"labels": dict(labels)}, "spec": {"restartPolicy": "Never", **spec}}
+
+
+def network_policy(base: str, meta, labels: dict[str, str]) -> dict[str, Any]:
+    """Only pods of the same namespace reach the study's pods (the Jobs API on :8265, Ray's
+    ports, the database): nothing from other namespaces or outside the cluster."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(f"{base}-namespace-only"),
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/instance": labels["app.kubernetes.io/instance"]}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {}}]}],
+        },
+    }
+
+
+POSTGRES_UID = 999  # the postgres image's own user
+
+
+def postgres_objects(base: str, meta, labels: dict[str, str], opts: K8sOptions) -> list[dict[str, Any]]:
     """PostgreSQL for Optuna. Its password lives in the Secret `<base>-postgres`, created once
     in the cluster (k8s/README.md), never rendered: so no manifest holds it, and re-applying
     never rotates the password of a live database."""
@@ -330,12 +497,29 @@ def postgres_objects(base: str, meta, labels: dict[str, str]) -> list[dict[str, 
         {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": name, "key": "password"}}},
         {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
     ]
+    ready = {"exec": {"command": ["pg_isready", "-U", "optuna", "-h", "127.0.0.1"]}}
+    postgres = {
+        "name": "postgres",
+        "image": "postgres:16.4",
+        "env": env,
+        "ports": [{"containerPort": 5432, "name": "postgres"}],
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "startupProbe": {**ready, "periodSeconds": 5, "failureThreshold": 60},
+        "readinessProbe": {**ready, "periodSeconds": 5},
+        "livenessProbe": {**ready, "periodSeconds": 20, "failureThreshold": 6},
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
+    }
     return [
         {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": meta(name),
-            "spec": {"selector": sel, "ports": [{"port": 5432, "targetPort": 5432, "name": "postgres"}]},
+            "spec": {  # headless: the StatefulSet's pod by name, no virtual IP in front of one pod
+                "clusterIP": "None",
+                "selector": sel,
+                "ports": [{"port": 5432, "targetPort": 5432, "name": "postgres"}],
+            },
         },
         {
             "apiVersion": "apps/v1",
@@ -348,19 +532,7 @@ def postgres_objects(base: str, meta, labels: dict[str, str]) -> list[dict[str, 
                 "template": {
                     "metadata": {"labels": sel},
                     "spec": {
-                        "containers": [
-                            {
-                                "name": "postgres",
-                                "image": "postgres:16.4",
-                                "env": env,
-                                "ports": [{"containerPort": 5432}],
-                                "readinessProbe": {
-                                    "exec": {"command": ["pg_isready", "-U", "optuna"]},
-                                    "periodSeconds": 5,
-                                },
-                                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
-                            }
-                        ]
+                        k: v for k, v in pod_spec(opts, [postgres], [], uid=POSTGRES_UID).items() if k != "volumes"
                     },
                 },
                 "volumeClaimTemplates": [
@@ -372,6 +544,111 @@ def postgres_objects(base: str, meta, labels: dict[str, str]) -> list[dict[str, 
             },
         },
     ]
+
+
+APP_PORT = 8501
+
+
+def _metadata(name: str, opts: K8sOptions, component: str) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": "lottery-study", "app.kubernetes.io/component": component}
+    return {"name": name, "labels": labels, **({"namespace": opts.namespace} if opts.namespace else {})}
+
+
+def _claim_for(opts: K8sOptions, what: str) -> str:
+    if not opts.existing_claim:
+        raise SpecError(f"{what} needs --existing-claim NAME: the lake's claim (`study k8s storage`)")
+    return opts.existing_claim
+
+
+def app_objects(opts: K8sOptions, replicas: int = 1) -> list[dict[str, Any]]:
+    """The Streamlit app as a Deployment and a Service, reading the lake on the shared volume
+    through a read-only mount (or an S3 lake with --results)."""
+    opts.validate()
+    if replicas < 1:
+        raise SpecError(f"--replicas must be >= 1, got {replicas}")
+    root = opts.results or f"{opts.mount_path}/results"
+    claim = None if opts.results else _claim_for(opts, "the app on the shared volume")
+    name = "study-app"
+    meta = _metadata(name, opts, "app")
+    container = _container("app", opts, 1, "2Gi", 0, [{"name": "STUDY_RESULTS", "value": root}, *s3_env(opts)], [])
+    container["command"] = ["streamlit", "run", "app.py", "--server.headless=true", f"--server.port={APP_PORT}"]
+    container["ports"] = [{"containerPort": APP_PORT, "name": "http"}]
+    health = {"httpGet": {"path": "/_stcore/health", "port": APP_PORT}}
+    container["readinessProbe"] = {**health, "periodSeconds": 10}
+    container["livenessProbe"] = {**health, "periodSeconds": 30, "failureThreshold": 4}
+    volumes = []
+    if claim:
+        container["volumeMounts"] = [{"name": "lake", "mountPath": opts.mount_path, "readOnly": True}]
+        volumes = [{"name": "lake", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}]
+    selector = dict(meta["labels"])
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": selector},
+                "template": {"metadata": {"labels": dict(selector)}, "spec": pod_spec(opts, [container], volumes)},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(name, opts, "app"),
+            "spec": {"selector": dict(selector), "ports": [{"port": APP_PORT, "targetPort": APP_PORT, "name": "http"}]},
+        },
+    ]
+
+
+def staging_objects(dataset: str, opts: K8sOptions, download: bool = False) -> list[dict[str, Any]]:
+    """A Job that puts a dataset's files on the shared volume, where every pod's $STUDY_DATA_DIR
+    points: from the image's copy (Fashion-MNIST) or downloaded (--download, an online cluster)."""
+    from study.engine.data.vision import SOURCES
+
+    opts.validate()
+    if dataset not in SOURCES:
+        raise SpecError(f"dataset {dataset!r} has no files to stage; stage one of {', '.join(SOURCES)}")
+    claim = _claim_for(opts, "staging a dataset")
+    target = f"{opts.mount_path}/datasets"
+    container = _container("stage", opts, 1, "2Gi", 0, [], [{"name": "lake", "mountPath": opts.mount_path}])
+    container["command"] = [
+        "python", "-m", ENTRYPOINT_MODULE, "stage-data", dataset, "--to", target, *(["--download"] if download else []),
+    ]  # fmt: skip
+    pod = pod_spec(opts, [container], [{"name": "lake", "persistentVolumeClaim": {"claimName": claim}}])
+    return [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": _metadata(k8s_name(f"stage-{dataset}"), opts, "stage-data"),
+            "spec": {
+                "backoffLimit": 2,
+                "ttlSecondsAfterFinished": 3600,
+                "template": {"spec": {"restartPolicy": "OnFailure", **pod}},
+            },
+        }
+    ]
+
+
+def write_kustomization(objects: list[dict[str, Any]], folder: str) -> list[str]:
+    """One file per object (`<kind>-<name>.yaml`) and a kustomization.yaml listing them, for
+    `kubectl apply -k` and GitOps tools; returns the files written."""
+    from pathlib import Path
+
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out-dir {folder} is a file; name a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for obj in objects:
+        name = f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+        if name in names:
+            raise SpecError(f"two objects would be written to {name}")
+        (out / name).write_text(dump([obj]))
+        names.append(name)
+    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": names}
+    (out / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return [*names, "kustomization.yaml"]
 
 
 class _NoAliases(yaml.SafeDumper):

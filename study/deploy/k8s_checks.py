@@ -31,8 +31,33 @@ def pod_templates(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str
         for g in spec.get("workerGroupSpecs", []):
             yield f"{name}/{g['groupName']}", g["template"]
     for obj in objects:
-        if obj["kind"] == "StatefulSet":
+        if obj["kind"] in ("StatefulSet", "Deployment", "Job"):
             yield obj["metadata"]["name"], obj["spec"]["template"]
+        elif obj["kind"] == "RayJob" and "submitterPodTemplate" in obj["spec"]:
+            yield f"{obj['metadata']['name']}/submitter", obj["spec"]["submitterPodTemplate"]
+
+
+def _security_problems(objects: list[dict[str, Any]]) -> list[str]:
+    """The restricted Pod Security Standard on every pod: non-root, RuntimeDefault seccomp, and
+    containers without privilege escalation or capabilities."""
+    problems = []
+    for where, template in pod_templates(objects):
+        pod = template["spec"].get("securityContext", {})
+        if pod.get("runAsNonRoot") is not True or pod.get("runAsUser") in (None, 0):
+            problems.append(f"{where}: the pod must run as a non-root user (runAsNonRoot, runAsUser)")
+        if pod.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            problems.append(f"{where}: the pod needs seccompProfile RuntimeDefault")
+        for c in template["spec"]["containers"]:
+            sc = c.get("securityContext", {})
+            if sc.get("allowPrivilegeEscalation") is not False or "ALL" not in sc.get("capabilities", {}).get(
+                "drop", []
+            ):
+                problems.append(f"{where}/{c['name']}: no privilege escalation and all capabilities dropped")
+    for name, spec in cluster_specs(objects):
+        sc = spec.get("autoscalerOptions", {}).get("securityContext", {})
+        if spec.get("enableInTreeAutoscaling") and sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: the autoscaler sidecar needs the same restricted securityContext")
+    return problems
 
 
 def semantic_problems(objects: list[dict[str, Any]], ray_version: str) -> list[str]:
@@ -72,6 +97,7 @@ def semantic_problems(objects: list[dict[str, Any]], ray_version: str) -> list[s
                 if gpu is not None and (not isinstance(gpu, int) or isinstance(gpu, bool) or gpu < 1):
                     problems.append(f"{where}: nvidia.com/gpu {section} must be a whole number >= 1, got {gpu!r}")
     problems += _shared_volume_problems(objects)
+    problems += _security_problems(objects)
     problems += _entrypoint_problems(objects)
     return problems
 
@@ -94,7 +120,7 @@ def _shared_volume_problems(objects: list[dict[str, Any]]) -> list[str]:
             for m in c.get("volumeMounts", [])
             if "persistentVolumeClaim" in volumes.get(m["name"], {})
         ]
-        if not lake:
+        if not lake and not _all_remote(objects):
             problems.append(f"{where}: the shared volume is not mounted")
         mounts |= {p for p, _ in lake}
         claims |= {c for _, c in lake}
@@ -113,6 +139,18 @@ def _shared_volume_problems(objects: list[dict[str, Any]]) -> list[str]:
         if pvc and "ReadWriteMany" not in pvc[0]["spec"]["accessModes"]:
             problems.append(f"PersistentVolumeClaim {claim} must be ReadWriteMany (every pod writes the lake)")
     return problems
+
+
+def _all_remote(objects: list[dict[str, Any]]) -> bool:
+    """The study's lake, Tune storage and Optuna database are all outside the pods."""
+    config = [o for o in objects if o["kind"] == "ConfigMap"]
+    if not config:
+        return False
+    storage = yaml.safe_load(config[0]["data"]["study.yaml"])["study"]["storage"]
+    return all(
+        str(storage.get(k, "")).startswith(p)
+        for k, p in (("results", "s3://"), ("tune", "s3://"), ("optuna", "postgresql://"))
+    )
 
 
 def _entrypoint_problems(objects: list[dict[str, Any]]) -> list[str]:

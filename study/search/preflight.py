@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from study.lake.store import check_s3_lake, is_remote
 from study.secrets import expand_env, redact, scrub
 
 WORKER_GROUPS_ENV = "STUDY_WORKER_GROUPS"  # "cpu=8,gpu=1;cpu=4": node sizes an autoscaler may add
+DB_WAIT_ENV = "STUDY_DB_WAIT_S"  # seconds the driver keeps trying a database that does not answer yet
 
 
 def worker_groups(env: dict[str, str] | None = None) -> list[dict[str, float]]:
@@ -88,6 +90,34 @@ def _within(seconds: float, what: str, call: Callable[[], Any], url: str = "") -
     return box.get("value")
 
 
+def db_wait_seconds(env: dict[str, str] | None = None) -> float:
+    """How long to keep trying a database that does not answer yet ($STUDY_DB_WAIT_S; 0: once)."""
+    raw = (env if env is not None else os.environ).get(DB_WAIT_ENV, "0")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise SpecError(f"{DB_WAIT_ENV}={raw!r} is not a number of seconds >= 0")
+    return seconds
+
+
+def _waiting(seconds: float, attempt: Callable[[], Any], pause: float = 2.0) -> Any:
+    """`attempt()` until it succeeds or `seconds` have passed (a database that starts beside the
+    driver answers a little later); the last failure, said once, with how long it waited."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return attempt()
+        except SpecError as e:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if seconds > 0:
+                    raise SpecError(f"{e} (still so after waiting {seconds:g} s, {DB_WAIT_ENV})") from None
+                raise
+            time.sleep(min(pause, left))
+
+
 def check_storage(study, timeout_s: float = 20.0) -> None:
     """The lake of a prepared study can be written, and its Optuna database and Tune's object
     storage answer."""
@@ -99,7 +129,8 @@ def check_storage(study, timeout_s: float = 20.0) -> None:
     url = optuna_url(study)
     if "://" in url:
         secret = expand_env(url, f"optuna storage {redact(url)}")
-        _within(timeout_s, f"optuna storage {redact(url)}", lambda: optuna_storage(url), secret)
+        what = f"optuna storage {redact(url)}"
+        _waiting(db_wait_seconds(), lambda: _within(timeout_s, what, lambda: optuna_storage(url), secret))
     else:
         ensure_writable(
             os.path.dirname(url) or ".",

@@ -147,6 +147,30 @@ def find_root(name: str, spec: DataSpec) -> Path:
     )
 
 
+def stage_dataset(name: str, to: str | Path, download: bool = False) -> Path:
+    """Copy a dataset's files, from wherever `find_root` finds them (or downloaded), into
+    `to/<folder>` (each file written whole under a temporary name); returns that folder. A
+    cluster's pods find them there with $STUDY_DATA_DIR=`to`."""
+    from study.engine.spec import DataSpec
+
+    if name not in SOURCES:
+        raise SpecError(f"dataset {name!r} has no files to stage; stage one of {', '.join(SOURCES)}")
+    source = SOURCES[name]
+    target = Path(to).expanduser() / source.folder
+    if _has_files(target, source.files):
+        return target
+    root = find_root(name, DataSpec(download=download))
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for f in source.files:
+            tmp = target / f".{f}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            shutil.copyfile(root / source.folder / f, tmp)
+            tmp.replace(target / f)
+    except OSError as e:
+        raise SpecError(f"cannot stage {name} into {target}: {e.strerror or e}; check the folder is writable") from None
+    return target
+
+
 def _as_nchw_uint8(data) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(data))
     if t.ndim == 3:
