@@ -241,6 +241,7 @@ def _k8s_options(args: argparse.Namespace):
         "pre_running_deadline_seconds": "pre_running_deadline",
         "db_wait_seconds": "db_wait",
         "submission": "submission",
+        "operator_namespace": "operator_namespace",
         "storage_class": "storage_class",
         "pvc_size": "size",
     }
@@ -502,6 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--submission",
         default=None,
         help="a new RayJob name per submission, e.g. 2 (re-applying a finished one does nothing)",
+    )
+    p.add_argument(
+        "--operator-namespace",
+        default="default",
+        help="the KubeRay operator's namespace, let through to the dashboard port (default: %(default)s)",
     )
     p.set_defaults(func=cmd_k8s_render)
 

@@ -512,7 +512,12 @@ def test_every_pod_is_hardened_and_only_the_namespace_reaches_the_study():
     cluster = _kinds(objects, "RayJob")[0]["spec"]["rayClusterSpec"]
     for template in (cluster["headGroupSpec"]["template"], *[g["template"] for g in cluster["workerGroupSpecs"]]):
         assert selected.items() <= template["metadata"]["labels"].items(), "the policy selects every Ray pod"
-    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {}}]}], "same namespace only"
+    same_namespace, operator = policy["spec"]["ingress"]
+    assert same_namespace == {"from": [{"podSelector": {}}]}, "the namespace's own pods"
+    assert operator == {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "default"}}}],
+        "ports": [{"protocol": "TCP", "port": 8265}],
+    }, "the operator's namespace reaches the Jobs API only"
     assert cluster["authOptions"] == {"mode": "token", "secretName": "ray-token"}
     service, statefulset = _kinds(objects, "Service")[0], _kinds(objects, "StatefulSet")[0]
     assert service["spec"]["clusterIP"] == "None", "the database's Service is headless"

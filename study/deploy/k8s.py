@@ -31,6 +31,7 @@ from study.typed_yaml import load_yaml
 
 RAYJOB_NAME_MAX = 47  # KubeRay derives cluster and pod names from it
 IMAGE_UID = 1000  # the image's user (k8s/Dockerfile)
+DASHBOARD_PORT = 8265  # Ray's dashboard: the Jobs API
 # The "restricted" Pod Security Standard: every pod runs as a user, every container unprivileged.
 CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
@@ -99,6 +100,7 @@ class K8sOptions:
     pre_running_deadline_seconds: int = 1800  # a job whose cluster is not up by then fails
     db_wait_seconds: int = 300  # how long the driver waits for the Optuna database to answer
     submission: str | None = None  # a new RayJob name per submission (a finished RayJob ignores re-applies)
+    operator_namespace: str = "default"  # where the KubeRay operator runs: it reads job status from :8265
 
     def validate(self) -> None:
         if self.profile not in PROFILES:
@@ -136,6 +138,7 @@ class K8sOptions:
             ("--postgres-secret", self.postgres_secret),
             ("--auth-token-secret", self.auth_token_secret),
             ("--service-account", self.service_account),
+            ("--operator-namespace", self.operator_namespace),
         ):
             if name is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", name):
                 raise SpecError(
@@ -282,7 +285,7 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
     sizes = ";".join(f"cpu={g.cpus},gpu={g.gpus}" for g in groups)  # the driver's preflight counts them as nodes
     head_env = [*secret_env, {"name": WORKER_GROUPS_ENV, "value": sizes}]
     cluster = ray_cluster_spec(opts, claim, f"{base}-spec", head_env, s3_env(opts), labels)
-    objects.append(network_policy(base, meta, labels))
+    objects.append(network_policy(base, meta, labels, opts.operator_namespace))
     job_name = k8s_name(f"{base}-{opts.submission}", RAYJOB_NAME_MAX) if opts.submission else base
     if opts.kind == "raycluster":
         objects.append({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": meta(base), "spec": cluster})
@@ -413,7 +416,7 @@ def ray_cluster_spec(
     )
     head_container["ports"] = [
         {"containerPort": 6379, "name": "gcs"},
-        {"containerPort": 8265, "name": "dashboard"},
+        {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
         {"containerPort": 10001, "name": "client"},
     ]
     groups = []
@@ -467,9 +470,11 @@ def submitter_template(opts: K8sOptions, labels: dict[str, str]) -> dict[str, An
     return {"metadata": {"labels": dict(labels)}, "spec": {"restartPolicy": "Never", **spec}}
 
 
-def network_policy(base: str, meta, labels: dict[str, str]) -> dict[str, Any]:
+def network_policy(base: str, meta, labels: dict[str, str], operator_namespace: str) -> dict[str, Any]:
     """Only pods of the same namespace reach the study's pods (the Jobs API on :8265, Ray's
-    ports, the database): nothing from other namespaces or outside the cluster."""
+    ports, the database), and the KubeRay operator's namespace the dashboard port it reads job
+    status from: nothing else, from other namespaces or outside the cluster."""
+    operator = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}}}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -477,7 +482,10 @@ def network_policy(base: str, meta, labels: dict[str, str]) -> dict[str, Any]:
         "spec": {
             "podSelector": {"matchLabels": {"app.kubernetes.io/instance": labels["app.kubernetes.io/instance"]}},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [{"podSelector": {}}]}],
+            "ingress": [
+                {"from": [{"podSelector": {}}]},
+                {"from": [operator], "ports": [{"protocol": "TCP", "port": DASHBOARD_PORT}]},
+            ],
         },
     }
 
