@@ -265,7 +265,26 @@ EXAMPLES = {
 
 
 def study_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=ROOT, capture_output=True, text=True)
+    """`study ARGS` in this process (the CLI's own paths; the subprocess tests below cover the
+    installed entry point), its output captured."""
+    import contextlib
+    import io
+    import os
+
+    from study.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's own usage errors
+                code = e.code if isinstance(e.code, int) else 2
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
