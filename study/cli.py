@@ -212,40 +212,19 @@ def _fmt(v) -> str:
 
 
 def _k8s_options(args: argparse.Namespace):
-    """K8sOptions from whichever `study k8s` flags the subcommand has."""
+    """K8sOptions from whichever `study k8s` flags the subcommand has (a flag is named after its
+    field, but for the three below)."""
+    import dataclasses
+
     from study.deploy.k8s import K8sOptions
 
-    flags = {
-        "image": "image",
-        "profile": "profile",
-        "gpus": "gpus",
-        "gpus_per_worker": "gpus_per_worker",
-        "namespace": "namespace",
-        "mount_path": "mount_path",
-        "config_dir": "config_dir",
-        "existing_claim": "existing_claim",
-        "tune_storage": "tune_storage",
-        "results": "results",
-        "s3_secret": "s3_secret",
-        "s3_endpoint": "s3_endpoint",
-        "postgres": "postgres",
-        "postgres_secret": "postgres_secret",
-        "kind": "kind",
-        "head_cpus": "head_cpus",
-        "head_memory": "head_memory",
-        "worker_cpus": "worker_cpus",
-        "worker_memory": "worker_memory",
-        "max_workers": "max_workers",
-        "service_account": "service_account",
-        "auth_token_secret": "auth_token_secret",
-        "pre_running_deadline_seconds": "pre_running_deadline",
-        "db_wait_seconds": "db_wait",
-        "submission": "submission",
-        "operator_namespace": "operator_namespace",
-        "storage_class": "storage_class",
-        "pvc_size": "size",
-    }
-    return K8sOptions(**{field: getattr(args, flag) for field, flag in flags.items() if hasattr(args, flag)})
+    renamed = {"pre_running_deadline_seconds": "pre_running_deadline", "db_wait_seconds": "db_wait", "pvc_size": "size"}
+    values = {}
+    for f in dataclasses.fields(K8sOptions):
+        flag = renamed.get(f.name, f.name)
+        if hasattr(args, flag):
+            values[f.name] = getattr(args, flag)
+    return K8sOptions(**values)
 
 
 def _emit_manifests(objects: list, args: argparse.Namespace, console: Console) -> int:

@@ -400,6 +400,12 @@ def test_the_driver_waits_for_a_database_that_comes_up_late_and_says_so_when_it_
     message = str(failed.value)
     assert "unreachable" in message and "waiting 2 s" in message and DB_WAIT_ENV in message
     assert "\n" not in message and postgres.password not in message
+    monkeypatch.setenv(DB_WAIT_ENV, "60")
+    monkeypatch.setenv("OPTUNA_DB_PASSWORD", "wrong-password")
+    started = time.monotonic()
+    with pytest.raises(SpecError, match="unreachable"):
+        check_storage(load_study_spec(study_yaml(tmp_path, "wrong-pw", str(tmp_path / "lake"), postgres.url)))
+    assert time.monotonic() - started < 20, "a wrong password is not waited for"
     monkeypatch.setenv(DB_WAIT_ENV, "soon")
     with pytest.raises(SpecError, match="is not a number of seconds"):
         check_storage(study)

@@ -353,6 +353,8 @@ def test_bad_render_inputs_are_one_line_errors(tmp_path):
         (["--results", "s3://AKIA:Planted99@b/lake"], "carries credentials"),
         (["--postgres", "postgresql://u:Planted99@db:5432/optuna"], "--postgres-secret"),
         (["--postgres-secret", "db"], "external --postgres"),
+        (["--operator-namespace", "kube.ray"], "is not a namespace name"),
+        (["--db-wait", "-5"], "--db-wait must be"),
     ):
         out = subprocess.run(
             [sys.executable, "-m", "study.cli", "k8s", "render", SPACE, *args], capture_output=True, text=True
@@ -604,3 +606,23 @@ def test_a_resubmission_is_a_new_rayjob_over_the_same_study():
     assert names(first) - names(again) == {("RayJob", "study-fashion-mnist-demo")}
     assert names(again) - names(first) == {("RayJob", "study-fashion-mnist-demo-2")}
     assert first[-1]["spec"] == again[-1]["spec"], "the same study, storage and entrypoint: it resumes"
+
+
+def test_a_long_study_name_keeps_the_bundled_database_startable(tmp_path):
+    """A StatefulSet's pods carry its name plus a revision hash in a 63-character label: the
+    database's name is cut to 52, and the driver's URL and the Secret follow it."""
+    raw = yaml.safe_load((ROOT / SPACE).read_text())
+    raw["study"]["name"] = "a-study-name-of-forty-five-characters-exactly"
+    space = tmp_path / "long.yaml"
+    space.write_text(yaml.safe_dump(raw))
+    objects = render(str(space), K8sOptions(image=IMAGE, existing_claim="team-lake", postgres="bundled"))
+    assert semantic_problems(objects, ray.__version__) == []
+    (statefulset,) = _kinds(objects, "StatefulSet")
+    name = statefulset["metadata"]["name"]
+    assert len(name) <= 52 and _kinds(objects, "Service")[0]["metadata"]["name"] == name
+    config = yaml.safe_load(_kinds(objects, "ConfigMap")[0]["data"]["study.yaml"])["study"]
+    assert f"@{name}:5432/" in config["storage"]["optuna"]
+    password = statefulset["spec"]["template"]["spec"]["containers"][0]["env"][2]["valueFrom"]["secretKeyRef"]
+    assert password == {"name": name, "key": "password"}
+    statefulset["metadata"]["name"] = "x" * 53
+    assert any("longer than 52" in p for p in semantic_problems(objects, ray.__version__))

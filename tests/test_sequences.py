@@ -169,6 +169,24 @@ def test_english_grammar_structure_by_hand():
     assert seen == {"'s", "that", "pronoun"}
 
 
+def test_english_grammar_is_unambiguous_over_a_large_sample():
+    """Every sentence drawn twice came with the same tree and the same probability: one derivation."""
+    rng = random.Random(7)
+    seen: dict = {}
+    for _ in range(60000):
+        s = english_sentence(rng)
+        assert seen.setdefault(s.tokens, (s.tree, s.logprob)) == (s.tree, s.logprob), s.tokens
+    assert len(seen) < 60000, "the sample holds repeats to compare"
+
+
+def test_binarized_by_hand():
+    from study.engine.data.parsing import binarized
+
+    assert binarized((0, 1, 2, 3)) == (0, (1, (2, 3)))
+    assert binarized(((0, 1, 2), 3)) == ((0, (1, 2)), 3)
+    assert binarized(5) == 5
+
+
 def test_english_grammar_probabilities_are_exact():
     """The grammar is unambiguous, so a sentence's probability is its derivation's: the empirical
     frequency of the most common sentence matches it."""

@@ -156,6 +156,10 @@ def test_thread_count_is_settable_per_run(task):
 
 
 def test_cosine_schedule_by_hand():
+    from study.errors import SpecError
+
+    with pytest.raises(SpecError, match="takes no milestones"):
+        TrainSpec(lr=0.2, iterations=100, schedule="cosine", milestones=(50,)).validate()
     spec = TrainSpec(lr=0.2, iterations=100, schedule="cosine")
     assert lr_at(spec, 0) == 0.2
     assert lr_at(spec, 50) == pytest.approx(0.1)  # 0.2 * (1 + cos(pi / 2)) / 2

@@ -30,6 +30,7 @@ from study.secrets import plain_secret, redact
 from study.typed_yaml import load_yaml
 
 RAYJOB_NAME_MAX = 47  # KubeRay derives cluster and pod names from it
+STATEFULSET_NAME_MAX = 52  # its pods' controller-revision-hash label (name + hash) must fit 63
 IMAGE_UID = 1000  # the image's user (k8s/Dockerfile)
 DASHBOARD_PORT = 8265  # Ray's dashboard: the Jobs API
 # The "restricted" Pod Security Standard: every pod runs as a user, every container unprivileged.
@@ -119,6 +120,13 @@ class K8sOptions:
             raise SpecError(f"--max-workers must be >= 0, got {self.max_workers}")
         if self.pre_running_deadline_seconds < 1:
             raise SpecError("--pre-running-deadline must be >= 1 second")
+        if self.db_wait_seconds < 0:
+            raise SpecError(f"--db-wait must be >= 0 seconds, got {self.db_wait_seconds}")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.operator_namespace):
+            raise SpecError(
+                f"--operator-namespace {self.operator_namespace!r} is not a namespace name (a DNS-1123 label); "
+                f"give the namespace the KubeRay operator's helm release is in"
+            )
         if ":" not in self.image.rsplit("/", 1)[-1]:
             raise SpecError(f"--image {self.image} has no tag; pin one, e.g. {self.image}:0.1.0")
         for flag, uri in (("--tune-storage", self.tune_storage), ("--results", self.results)):
@@ -138,7 +146,6 @@ class K8sOptions:
             ("--postgres-secret", self.postgres_secret),
             ("--auth-token-secret", self.auth_token_secret),
             ("--service-account", self.service_account),
-            ("--operator-namespace", self.operator_namespace),
         ):
             if name is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", name):
                 raise SpecError(
@@ -262,10 +269,11 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
     secret_env: list[dict] = []
     objects: list[dict[str, Any]] = []
     db_url = None
-    db_secret = f"{base}-postgres" if opts.postgres == "bundled" else opts.postgres_secret
+    database = postgres_name(base)
+    db_secret = database if opts.postgres == "bundled" else opts.postgres_secret
     if opts.postgres == "bundled":
-        db_url = f"postgresql://optuna:${{OPTUNA_DB_PASSWORD}}@{base}-postgres:5432/optuna"
-        objects += postgres_objects(base, meta, labels, opts)
+        db_url = f"postgresql://optuna:${{OPTUNA_DB_PASSWORD}}@{database}:5432/optuna"
+        objects += postgres_objects(database, meta, labels, opts)
     elif opts.postgres:
         db_url = with_password_variable(opts.postgres) if opts.postgres_secret else opts.postgres
     if db_secret:
@@ -493,11 +501,15 @@ def network_policy(base: str, meta, labels: dict[str, str], operator_namespace: 
 POSTGRES_UID = 999  # the postgres image's own user
 
 
-def postgres_objects(base: str, meta, labels: dict[str, str], opts: K8sOptions) -> list[dict[str, Any]]:
-    """PostgreSQL for Optuna. Its password lives in the Secret `<base>-postgres`, created once
-    in the cluster (k8s/README.md), never rendered: so no manifest holds it, and re-applying
+def postgres_name(base: str) -> str:
+    """The bundled database's StatefulSet, Service and Secret: `<base>-postgres`, cut to fit."""
+    return k8s_name(f"{base}-postgres", STATEFULSET_NAME_MAX)
+
+
+def postgres_objects(name: str, meta, labels: dict[str, str], opts: K8sOptions) -> list[dict[str, Any]]:
+    """PostgreSQL for Optuna. Its password lives in the Secret `name` (`postgres_name`), created
+    once in the cluster (k8s/README.md), never rendered: so no manifest holds it, and re-applying
     never rotates the password of a live database."""
-    name = f"{base}-postgres"
     sel = {**labels, "app.kubernetes.io/component": "optuna-db"}
     env = [
         {"name": "POSTGRES_USER", "value": "optuna"},
@@ -612,11 +624,10 @@ def app_objects(opts: K8sOptions, replicas: int = 1) -> list[dict[str, Any]]:
 def staging_objects(dataset: str, opts: K8sOptions, download: bool = False) -> list[dict[str, Any]]:
     """A Job that puts a dataset's files on the shared volume, where every pod's $STUDY_DATA_DIR
     points: from the image's copy (Fashion-MNIST) or downloaded (--download, an online cluster)."""
-    from study.engine.data.vision import SOURCES
+    from study.engine.data.vision import check_stageable
 
     opts.validate()
-    if dataset not in SOURCES:
-        raise SpecError(f"dataset {dataset!r} has no files to stage; stage one of {', '.join(SOURCES)}")
+    check_stageable(dataset)
     claim = _claim_for(opts, "staging a dataset")
     target = f"{opts.mount_path}/datasets"
     container = _container("stage", opts, 1, "2Gi", 0, [], [{"name": "lake", "mountPath": opts.mount_path}])

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from study.deploy.k8s import RAYJOB_NAME_MAX
+from study.deploy.k8s import RAYJOB_NAME_MAX, STATEFULSET_NAME_MAX
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -68,6 +68,8 @@ def semantic_problems(objects: list[dict[str, Any]], ray_version: str) -> list[s
             problems.append(f"{obj['kind']} name '{name}' is not a DNS-1123 label of at most 63 characters")
         if obj["kind"] == "RayJob" and len(name) > RAYJOB_NAME_MAX:
             problems.append(f"RayJob name '{name}' is longer than {RAYJOB_NAME_MAX} characters")
+        if obj["kind"] == "StatefulSet" and len(name) > STATEFULSET_NAME_MAX:
+            problems.append(f"StatefulSet name '{name}' is longer than {STATEFULSET_NAME_MAX} characters")
     clusters = list(cluster_specs(objects))
     if not clusters:
         problems.append("no RayCluster or RayJob")

@@ -77,6 +77,8 @@ class TrainSpec:
             raise SpecError(
                 f"train.milestones must be increasing iterations inside (0, {self.iterations}), got {list(self.milestones)}"
             )
+        if self.schedule == "cosine" and (self.milestones or self.warmup_iterations):
+            raise SpecError("train.schedule 'cosine' takes no milestones or warmup_iterations; remove them")
         if self.schedule == "warmup" and not 0 < self.warmup_iterations < self.iterations:
             raise SpecError(
                 f"train.schedule 'warmup' needs 0 < warmup_iterations < iterations ({self.iterations}), got {self.warmup_iterations}"

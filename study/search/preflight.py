@@ -102,15 +102,30 @@ def db_wait_seconds(env: dict[str, str] | None = None) -> float:
     return seconds
 
 
+# What a database that is not up yet answers (its pod starting, its Service without endpoints);
+# anything else (a wrong password, a missing database or driver) will not change by waiting.
+NOT_UP_YET = (
+    "did not answer within",
+    "Connection refused",
+    "could not translate host name",
+    "Name or service not known",
+    "No route to host",
+    "the database system is starting up",
+)
+
+
 def _waiting(seconds: float, attempt: Callable[[], Any], pause: float = 2.0) -> Any:
-    """`attempt()` until it succeeds or `seconds` have passed (a database that starts beside the
-    driver answers a little later); the last failure, said once, with how long it waited."""
+    """`attempt()` until it succeeds or `seconds` have passed, while it fails as a database
+    that is not up yet does (a database that starts beside the driver answers a little later);
+    the last failure, said once, with how long it waited."""
     deadline = time.monotonic() + seconds
     while True:
         try:
             return attempt()
         except SpecError as e:
             left = deadline - time.monotonic()
+            if not any(sign in str(e) for sign in NOT_UP_YET):
+                raise
             if left <= 0:
                 if seconds > 0:
                     raise SpecError(f"{e} (still so after waiting {seconds:g} s, {DB_WAIT_ENV})") from None

@@ -147,14 +147,18 @@ def find_root(name: str, spec: DataSpec) -> Path:
     )
 
 
+def check_stageable(name: str) -> None:
+    if name not in SOURCES:
+        raise SpecError(f"dataset {name!r} has no files to stage; stage one of {', '.join(SOURCES)}")
+
+
 def stage_dataset(name: str, to: str | Path, download: bool = False) -> Path:
     """Copy a dataset's files, from wherever `find_root` finds them (or downloaded), into
     `to/<folder>` (each file written whole under a temporary name); returns that folder. A
     cluster's pods find them there with $STUDY_DATA_DIR=`to`."""
     from study.engine.spec import DataSpec
 
-    if name not in SOURCES:
-        raise SpecError(f"dataset {name!r} has no files to stage; stage one of {', '.join(SOURCES)}")
+    check_stageable(name)
     source = SOURCES[name]
     target = Path(to).expanduser() / source.folder
     if _has_files(target, source.files):
