@@ -372,8 +372,8 @@ def cmd_baselines(args: argparse.Namespace, console: Console) -> int:
     from study.engine.data import DATASETS
     from study.engine.data.parsing import BASELINE_NAMES, baseline_f1, binarized, corpus_f1
 
-    if args.sentences < 1:
-        raise SpecError(f"--sentences must be >= 1, got {args.sentences}")
+    if not 1 <= args.sentences <= 100_000:
+        raise SpecError(f"--sentences must be in 1..100000, got {args.sentences}")
     table = Table(
         title=f"Parse F1 of trivial trees on {args.sentences} generated sentences (seed {args.seed})",
         title_justify="left",
@@ -395,8 +395,15 @@ def cmd_baselines(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the rule for every error of the CLI)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message}; see `{self.prog} -h`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
         prog="study", description="Lottery-ticket studies: IMP lineages, searches and their results lake"
     )
     sub = ap.add_subparsers(dest="command", required=True)

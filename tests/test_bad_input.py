@@ -68,7 +68,7 @@ CASES = {
     "model/dataset mismatch, caught by plan": (
         lambda t: ["plan", lineage_yaml(t, model="onlstm_lm")],
         "takes text data but dataset synthetic is image data",
-        "use one of these datasets: pcfg, text",
+        "use one of these datasets: pcfg, english_pcfg, text",
     ),
     "unknown model_args": (
         lambda t: ["plan", lineage_yaml(t, model="onlstm_lm", dataset="pcfg", model_args={"hiden": 8})],

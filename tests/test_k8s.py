@@ -355,6 +355,9 @@ def test_bad_render_inputs_are_one_line_errors(tmp_path):
         (["--postgres-secret", "db"], "external --postgres"),
         (["--operator-namespace", "kube.ray"], "is not a namespace name"),
         (["--db-wait", "-5"], "--db-wait must be"),
+        (["--head-cpus", "0.5"], "invalid int value"),
+        (["--max-workers", "3000000000"], "count pods"),
+        (["--namespace", "Bad_NS"], "not a Kubernetes name"),
     ):
         out = subprocess.run(
             [sys.executable, "-m", "study.cli", "k8s", "render", SPACE, *args], capture_output=True, text=True
@@ -497,7 +500,7 @@ def test_sizing_flags_size_the_groups_and_a_trial_that_fits_none_is_refused(tmp_
     for flag, value, message in (
         ("--worker-memory", "48G", "not a quantity"),
         ("--head-cpus", "0", "--head-cpus must be"),
-        ("--max-workers", "-1", "--max-workers must be"),
+        ("--max-workers", "-1", "count pods"),
         ("--service-account", "Bad_Name", "not a Kubernetes object name"),
     ):
         out = study_cli("k8s", "render", SPACE, flag, value, *CLAIM)
@@ -591,13 +594,29 @@ def test_out_dir_writes_one_file_per_object_and_a_kustomization(tmp_path):
     assert out.returncode == 0, out.stderr
     kustomization = yaml.safe_load((tmp_path / "k" / "kustomization.yaml").read_text())
     files = kustomization["resources"]
-    assert sorted(files) == sorted(p.name for p in (tmp_path / "k").iterdir() if p.name != "kustomization.yaml")
+    written = {p.name for p in (tmp_path / "k").iterdir()} - {"kustomization.yaml", ".study-rendered"}
+    assert sorted(files) == sorted(written)
     together = [yaml.safe_load((tmp_path / "k" / f).read_text()) for f in files]
     assert together == list(
         yaml.safe_load_all(study_cli("k8s", "render", SPACE, "--postgres", "bundled", *CLAIM).stdout)
     )
     with pytest.raises(Exception, match="is a file"):
         write_kustomization(together, str(tmp_path / "k" / "kustomization.yaml"))
+    # rendering again into the folder replaces what the last render wrote: nothing stale stays
+    out = study_cli("k8s", "render", SPACE, "--kind", "raycluster", *CLAIM, "--out-dir", str(tmp_path / "k"))
+    assert out.returncode == 0, out.stderr
+    files = yaml.safe_load((tmp_path / "k" / "kustomization.yaml").read_text())["resources"]
+    on_disk = {p.name for p in (tmp_path / "k").iterdir()} - {"kustomization.yaml", ".study-rendered"}
+    assert on_disk == set(files) and not any(f.startswith(("rayjob-", "statefulset-")) for f in files)
+    # a folder with anything else in it is refused, and left as it was
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "kustomization.yaml").write_text("precious\n")
+    out = study_cli("k8s", "storage", "team-lake", "--storage-class", "nfs", "--out-dir", str(mine))
+    assert out.returncode == 2 and "did not write" in out.stderr and out.stderr.count("\n") == 1
+    assert [p.name for p in mine.iterdir()] == ["kustomization.yaml"] and (
+        mine / "kustomization.yaml"
+    ).read_text() == "precious\n"
 
 
 def test_a_resubmission_is_a_new_rayjob_over_the_same_study():

@@ -31,6 +31,7 @@ from study.typed_yaml import load_yaml
 
 RAYJOB_NAME_MAX = 47  # KubeRay derives cluster and pod names from it
 STATEFULSET_NAME_MAX = 52  # its pods' controller-revision-hash label (name + hash) must fit 63
+MAX_PODS = 10_000  # a worker group's most pods (the API takes int32; no study needs more)
 IMAGE_UID = 1000  # the image's user (k8s/Dockerfile)
 DASHBOARD_PORT = 8265  # Ray's dashboard: the Jobs API
 # The "restricted" Pod Security Standard: every pod runs as a user, every container unprivileged.
@@ -116,8 +117,19 @@ class K8sOptions:
         for flag, memory in (("--head-memory", self.head_memory), ("--worker-memory", self.worker_memory)):
             if memory is not None and not re.fullmatch(r"[1-9][0-9]*(Mi|Gi|Ti)", memory):
                 raise SpecError(f"{flag} {memory!r} is not a quantity such as 512Mi, 8Gi or 1Ti")
-        if self.max_workers < 0:
-            raise SpecError(f"--max-workers must be >= 0, got {self.max_workers}")
+        if not 0 <= self.max_workers <= MAX_PODS or not 0 <= self.gpus <= MAX_PODS:
+            raise SpecError(f"--max-workers and --gpus count pods: 0..{MAX_PODS}")
+        if re.search(r"\s", self.image):
+            raise SpecError(f"--image {self.image!r} has white space; give REPOSITORY:TAG")
+        for flag, value in (("--namespace", self.namespace), ("--existing-claim", self.existing_claim)):
+            if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+                raise SpecError(f"{flag} {value!r} is not a Kubernetes name (lower-case letters, digits, '-')")
+        if self.storage_class is not None and not re.fullmatch(
+            r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", self.storage_class
+        ):
+            raise SpecError(f"--storage-class {self.storage_class!r} is not a storage class name")
+        if not re.fullmatch(r"[1-9][0-9]*(Mi|Gi|Ti|Pi)", self.pvc_size):
+            raise SpecError(f"--size {self.pvc_size!r} is not a quantity such as 500Gi or 2Ti")
         if self.pre_running_deadline_seconds < 1:
             raise SpecError("--pre-running-deadline must be >= 1 second")
         if self.db_wait_seconds < 0:
@@ -389,6 +401,7 @@ def storage_objects(name: str, opts: K8sOptions) -> list[dict[str, Any]]:
     objects never deletes the lake; a storage class is required (no default class is RWX)."""
     if not opts.storage_class:
         raise SpecError("--storage-class is required: name a ReadWriteMany class (NFS, CephFS, EFS, Filestore...)")
+    opts.validate()
     if k8s_name(name) != name:
         raise SpecError(f"claim name {name!r} is not a DNS-1123 label; try {k8s_name(name)!r}")
     labels = {"app.kubernetes.io/name": "lottery-study", "app.kubernetes.io/component": "lake"}
@@ -584,8 +597,8 @@ def app_objects(opts: K8sOptions, replicas: int = 1) -> list[dict[str, Any]]:
     """The Streamlit app as a Deployment and a Service, reading the lake on the shared volume
     through a read-only mount (or an S3 lake with --results)."""
     opts.validate()
-    if replicas < 1:
-        raise SpecError(f"--replicas must be >= 1, got {replicas}")
+    if not 1 <= replicas <= MAX_PODS:
+        raise SpecError(f"--replicas must be in 1..{MAX_PODS}, got {replicas}")
     root = opts.results or f"{opts.mount_path}/results"
     claim = None if opts.results else _claim_for(opts, "the app on the shared volume")
     name = "study-app"
@@ -649,24 +662,44 @@ def staging_objects(dataset: str, opts: K8sOptions, download: bool = False) -> l
     ]
 
 
+RENDERED_LIST = ".study-rendered"  # what the last render wrote into an --out-dir folder
+
+
 def write_kustomization(objects: list[dict[str, Any]], folder: str) -> list[str]:
     """One file per object (`<kind>-<name>.yaml`) and a kustomization.yaml listing them, for
-    `kubectl apply -k` and GitOps tools; returns the files written."""
+    `kubectl apply -k` and GitOps tools; returns the files written. The folder is new, empty, or
+    one an earlier render wrote (its files, listed in `.study-rendered`, are replaced: nothing
+    stale stays); a folder holding anything else is refused."""
     from pathlib import Path
 
     out = Path(folder)
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out-dir {folder} is a file; name a folder")
-    out.mkdir(parents=True, exist_ok=True)
     names = []
     for obj in objects:
         name = f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
         if name in names:
             raise SpecError(f"two objects would be written to {name}")
-        (out / name).write_text(dump([obj]))
         names.append(name)
-    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": names}
-    (out / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    try:
+        earlier = (out / RENDERED_LIST).read_text().split() if (out / RENDERED_LIST).is_file() else []
+        present = {p.name for p in out.iterdir()} if out.is_dir() else set()
+        foreign = present - set(earlier) - {RENDERED_LIST}
+        if foreign:
+            raise SpecError(
+                f"--out-dir {folder} holds files a render did not write ({', '.join(sorted(foreign)[:3])}); "
+                f"name a new or empty folder"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in set(earlier) - {*names, "kustomization.yaml"}:
+            (out / stale).unlink(missing_ok=True)
+        for obj, name in zip(objects, names, strict=True):
+            (out / name).write_text(dump([obj]))
+        kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": names}
+        (out / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        (out / RENDERED_LIST).write_text("\n".join([*names, "kustomization.yaml"]) + "\n")
+    except OSError as e:
+        raise SpecError(f"--out-dir {folder} cannot be written ({e.strerror or e}); name a writable folder") from None
     return [*names, "kustomization.yaml"]
 
 

@@ -159,6 +159,8 @@ def stage_dataset(name: str, to: str | Path, download: bool = False) -> Path:
     from study.engine.spec import DataSpec
 
     check_stageable(name)
+    if not str(to).strip():
+        raise SpecError("--to is empty; name the folder to stage into, e.g. /mnt/lake/datasets")
     source = SOURCES[name]
     target = Path(to).expanduser() / source.folder
     if _has_files(target, source.files):
@@ -168,10 +170,15 @@ def stage_dataset(name: str, to: str | Path, download: bool = False) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         for f in source.files:
             tmp = target / f".{f}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-            shutil.copyfile(root / source.folder / f, tmp)
-            tmp.replace(target / f)
+            try:
+                shutil.copyfile(root / source.folder / f, tmp)
+                tmp.replace(target / f)
+            finally:
+                tmp.unlink(missing_ok=True)
     except OSError as e:
-        raise SpecError(f"cannot stage {name} into {target}: {e.strerror or e}; check the folder is writable") from None
+        raise SpecError(
+            f"cannot stage {name} into {target}: {e.strerror or e}; name a writable folder free of other files"
+        ) from None
     return target
 
 
