@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -398,7 +399,7 @@ def cmd_baselines(args: argparse.Namespace, console: Console) -> int:
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the rule for every error of the CLI)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message}; see `{self.prog} -h`\n")
 
 
@@ -428,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
 
     k8s = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests").add_subparsers(dest="k8s_command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument(
         "--image", default="lottery-study:0.1.0", help="the image built from k8s/Dockerfile, with its tag"
     )
