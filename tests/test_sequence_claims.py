@@ -67,6 +67,8 @@ def test_accuracy_by_length_with_the_chance_line():
     half = 12.706 * (0.25 / math.sqrt(2)) / math.sqrt(2)  # 2 seeds: t with 1 dof, sd = 0.25 / sqrt(2)
     assert twelve["hi"] - twelve["mean"] == pytest.approx(half)
     assert list(table.loc["onlstm"].index) == [1, 12], "lengths sort as numbers"
+    one = table.loc[("onlstm", 1)]
+    assert one["mean"] == pytest.approx(0.875) and one["hi"] == 1.0 and one["lo"] > 0, "clipped to [0, 1]"
 
 
 def test_sparsity_curves_per_layer_and_long_formula_accuracy():

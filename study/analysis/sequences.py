@@ -45,6 +45,11 @@ def trained_max_length(rows: pd.DataFrame) -> int | None:
     return int(known.max()) if not known.empty else None
 
 
+def _within_unit(table: pd.DataFrame) -> pd.DataFrame:
+    """A band of an F1 or an accuracy clipped to [0, 1] (a t band over 3 seeds can overshoot)."""
+    return table.assign(lo=table["lo"].clip(lower=0.0), hi=table["hi"].clip(upper=1.0))
+
+
 def _long(rows: pd.DataFrame, column: str, key: str, value: str) -> pd.DataFrame:
     """One row per entry of the dict column `column` (`key`, `value`), with the row's identity."""
     ids = ["series", "trial_id", "seed", "round", "remaining_pct"]
@@ -79,7 +84,7 @@ def parse_table(rows: pd.DataFrame, round_: int = 0) -> pd.DataFrame:
     scores = parse_scores(rows[rows["round"] == round_])
     if scores.empty:
         return pd.DataFrame(columns=["series", "parser", *BAND_COLUMNS, "over_best_trivial"])
-    table = group_bands(scores, ["series", "parser"], "f1", means=())
+    table = _within_unit(group_bands(scores, ["series", "parser"], "f1", means=()))
     best = table[table["parser"].isin(BASELINES)].groupby("series")["mean"].max()
     table["over_best_trivial"] = table["mean"] - table["series"].map(best)
     order = {p: i for i, p in enumerate(BASELINES)}
@@ -95,7 +100,7 @@ def accuracy_by_length(rows: pd.DataFrame, round_: int = 0) -> pd.DataFrame:
     if acc.empty:
         return pd.DataFrame(columns=["series", "length", *BAND_COLUMNS, "chance"])
     acc["length"] = acc["length"].astype(int)
-    table = group_bands(acc, ["series", "length"], "accuracy", means=())
+    table = _within_unit(group_bands(acc, ["series", "length"], "accuracy", means=()))
     chance = _long(at, "chance_by_length", "length", "chance")
     if not chance.empty:
         chance["length"] = chance["length"].astype(int)
@@ -120,4 +125,4 @@ def sparsity_curves(rows: pd.DataFrame, lengths: tuple[int, int] | None = None) 
     long = pd.concat([p for p in parts if not p.empty], ignore_index=True) if any(not p.empty for p in parts) else None
     if long is None:
         return pd.DataFrame(columns=["series", "measure", "round", "remaining_pct", *BAND_COLUMNS])
-    return group_bands(long, ["series", "measure", "round"], "value")
+    return _within_unit(group_bands(long, ["series", "measure", "round"], "value"))
