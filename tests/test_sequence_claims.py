@@ -65,10 +65,9 @@ def test_accuracy_by_length_with_the_chance_line():
     twelve = table.loc[("onlstm", 12)]
     assert twelve["mean"] == pytest.approx(0.375) and twelve["chance"] == pytest.approx(0.5)
     half = 12.706 * (0.25 / math.sqrt(2)) / math.sqrt(2)  # 2 seeds: t with 1 dof, sd = 0.25 / sqrt(2)
-    assert twelve["hi"] - twelve["mean"] == pytest.approx(half)
+    assert twelve["mean"] - half < 0 and twelve["mean"] + half > 1
+    assert (twelve["lo"], twelve["hi"]) == (0.0, 1.0), "an accuracy's band clipped to [0, 1]"
     assert list(table.loc["onlstm"].index) == [1, 12], "lengths sort as numbers"
-    one = table.loc[("onlstm", 1)]
-    assert one["mean"] == pytest.approx(0.875) and one["hi"] == 1.0 and one["lo"] > 0, "clipped to [0, 1]"
 
 
 def test_sparsity_curves_per_layer_and_long_formula_accuracy():
