@@ -1,12 +1,16 @@
 """Kubernetes manifests for one study on KubeRay (operator v1.7, `ray.io/v1`), generated from the
 study spec: the one source of truth (profiles `gpu` and `cpu-dev` play the part of overlays).
 
-    study k8s render search_spaces/studies/fashion_mnist_demo.yaml --image REPO/lottery-study:TAG | kubectl apply -f -
+    study k8s storage team-lake --storage-class nfs-client | kubectl apply -f -
+    study k8s render search_spaces/studies/fashion_mnist_demo.yaml --image REPO/lottery-study:TAG \
+        --existing-claim team-lake | kubectl apply -f -
 
-Objects: a ConfigMap with the study YAML (its storage pointed at the shared volume), a
-ReadWriteMany PersistentVolumeClaim mounted at the same path on every pod (lake, Tune storage,
-Optuna journal, dataset cache), optionally PostgreSQL for Optuna (Service, StatefulSet), and a
-RayJob (or a standalone RayCluster) whose head schedules no trials.
+A study's objects (`render`): a ConfigMap with the study YAML (its storage pointed at the shared
+volume), a NetworkPolicy, optionally PostgreSQL for Optuna (headless Service, StatefulSet), and a
+RayJob (or a standalone RayCluster) whose head schedules no trials. Apart from any study: the
+lake's ReadWriteMany claim mounted at the same path on every pod (`storage_objects`), the app
+(`app_objects`) and a dataset-staging Job (`staging_objects`). Every pod runs under the
+restricted Pod Security profile (`pod_spec`).
 
 No secret is ever rendered: passwords and keys come from Secrets that exist in the cluster
 (`secretKeyRef`), and URLs in the ConfigMap name them as ${VAR}.
