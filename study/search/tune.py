@@ -163,14 +163,19 @@ def _maybe_inject_fault(trial_id: str, round_: int, jobs: list[LineageJob]) -> N
     if round_ == int(at) and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
         written: dict[str, str] = {}
-        for job in jobs:
-            for path in trial_round_files(job.root, job.study, job.trial_id):
-                try:  # a sibling task may fold its round files meanwhile
-                    table = store_for(path).read_table(path, columns=["trial_id", "round", "written_at"])
+        for _ in range(20):  # a sibling task may fold its round files meanwhile: list them again
+            written, vanished = {}, False
+            for job in jobs:
+                for path in trial_round_files(job.root, job.study, job.trial_id):
+                    try:
+                        table = store_for(path).read_table(path, columns=["trial_id", "round", "written_at"])
+                    except FileNotFoundError:
+                        vanished = True
+                        continue
                     rows = table.to_pylist()
-                except FileNotFoundError:
-                    rows = []
-                written |= {f"{r['trial_id']}-r{r['round']:03d}": r["written_at"].isoformat() for r in rows}
+                    written |= {f"{r['trial_id']}-r{r['round']:03d}": r["written_at"].isoformat() for r in rows}
+            if not vanished:
+                break
         marker.write_text(json.dumps(written))
         raise RuntimeError(f"injected fault in trial {trial_id} at round {round_} ({FAULT_ENV})")
 
