@@ -122,7 +122,7 @@ def sparsity_curves(rows: pd.DataFrame, lengths: tuple[int, int] | None = None) 
         if not acc.empty:
             ids = ["series", "trial_id", "seed", "round", "remaining_pct"]
             parts.append(acc.groupby(ids, as_index=False)["value"].mean().assign(measure=f"accuracy {lo}-{hi}"))
-    long = pd.concat([p for p in parts if not p.empty], ignore_index=True) if any(not p.empty for p in parts) else None
-    if long is None:
+    parts = [p for p in parts if not p.empty]
+    if not parts:
         return pd.DataFrame(columns=["series", "measure", "round", "remaining_pct", *BAND_COLUMNS])
-    return _within_unit(group_bands(long, ["series", "measure", "round"], "value"))
+    return _within_unit(group_bands(pd.concat(parts, ignore_index=True), ["series", "measure", "round"], "value"))

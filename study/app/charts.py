@@ -24,19 +24,19 @@ def _mean_with_band(
     return band + line
 
 
-def band_chart(bands: pd.DataFrame, title: str, y_title: str) -> alt.LayerChart:
+def band_chart(bands: pd.DataFrame, title: str, y_title: str, digits: int = 4, height: int = 360) -> alt.LayerChart:
     """Mean line per series against % remaining (log axis, reversed as in the paper), with a
     95% band over seeds."""
     tooltip = [
         "series",
         "round",
         alt.Tooltip("remaining_pct:Q", format=".2f"),
-        alt.Tooltip("mean:Q", format=".4f"),
+        alt.Tooltip("mean:Q", format=f".{digits}f"),
         "n",
     ]
     color = alt.Color("series:N", title="strategy")
     return _mean_with_band(bands, REMAINING_AXIS, color, y_title, tooltip, zero=False).properties(
-        title=title, height=360
+        title=title, height=height
     )
 
 
@@ -282,15 +282,5 @@ def length_chart(table: pd.DataFrame, trained_up_to: int | None) -> alt.LayerCha
 
 def sparsity_chart(curves: pd.DataFrame, measure: str, y_title: str) -> alt.LayerChart:
     """One measure of `sequences.sparsity_curves` per series against % remaining, with bands."""
-    tooltip = [
-        "series",
-        "round",
-        alt.Tooltip("remaining_pct:Q", format=".2f"),
-        alt.Tooltip("mean:Q", format=".3f"),
-        "n",
-    ]
     mine = curves[curves["measure"] == measure]
-    color = alt.Color("series:N", title="strategy")
-    return _mean_with_band(mine, REMAINING_AXIS, color, y_title, tooltip, zero=False).properties(
-        title=f"{y_title} against sparsity", height=320
-    )
+    return band_chart(mine, f"{y_title} against sparsity", y_title, digits=3, height=320)

@@ -408,10 +408,7 @@ def storage_objects(name: str, opts: K8sOptions) -> list[dict[str, Any]]:
     opts.validate()
     if k8s_name(name) != name:
         raise SpecError(f"claim name {name!r} is not a DNS-1123 label; try {k8s_name(name)!r}")
-    labels = {"app.kubernetes.io/name": "lottery-study", "app.kubernetes.io/component": "lake"}
-    metadata: dict[str, Any] = {"name": name, "labels": labels}
-    if opts.namespace:
-        metadata["namespace"] = opts.namespace
+    metadata = _metadata(name, opts, "lake")
     spec = {
         "accessModes": ["ReadWriteMany"],
         "storageClassName": opts.storage_class,

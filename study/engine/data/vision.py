@@ -12,7 +12,9 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,6 +103,22 @@ def _has_files(folder: Path, files: tuple[str, ...]) -> bool:
     return all((folder / f).is_file() for f in files)
 
 
+def _write_whole(target: Path, fill: Callable[[Path], None]) -> None:
+    """`fill(tmp)` writes a temporary file beside `target`, then renamed into place: a reader
+    never sees half a file, concurrent stagers never collide, and a failure leaves nothing."""
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        fill(tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _gunzip(source: Path, target: Path) -> None:
+    with gzip.open(source, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
 def _stage_flat_idx(name: str, flat: Path, source: VisionSource) -> Path | None:
     """A folder holding the four IDX files directly (plain or .gz), as Debian's
     dataset-fashion-mnist does, is staged once into the layout torchvision expects."""
@@ -114,13 +132,10 @@ def _stage_flat_idx(name: str, flat: Path, source: VisionSource) -> Path | None:
         return root
     raw.mkdir(parents=True, exist_ok=True)
     for f in source.files:
-        tmp = raw / f".{f}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # concurrent stagers don't collide
         if (flat / f).is_file():
-            shutil.copyfile(flat / f, tmp)
+            _write_whole(raw / f, partial(shutil.copyfile, flat / f))
         else:
-            with gzip.open(flat / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        tmp.replace(raw / f)
+            _write_whole(raw / f, partial(_gunzip, flat / f"{f}.gz"))
     return root
 
 
@@ -169,12 +184,7 @@ def stage_dataset(name: str, to: str | Path, download: bool = False) -> Path:
     try:
         target.mkdir(parents=True, exist_ok=True)
         for f in source.files:
-            tmp = target / f".{f}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-            try:
-                shutil.copyfile(root / source.folder / f, tmp)
-                tmp.replace(target / f)
-            finally:
-                tmp.unlink(missing_ok=True)
+            _write_whole(target / f, partial(shutil.copyfile, root / source.folder / f))
     except OSError as e:
         raise SpecError(
             f"cannot stage {name} into {target}: {e.strerror or e}; name a writable folder free of other files"
@@ -215,9 +225,8 @@ def load_raw(name: str, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor, tor
         torch.as_tensor(np.asarray(test.targets), dtype=torch.long),
     )
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.parent / f".{cached.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    torch.save(dict(zip(("train_x", "train_y", "test_x", "test_y"), tensors, strict=True)), tmp)
-    os.replace(tmp, cached)
+    blob = dict(zip(("train_x", "train_y", "test_x", "test_y"), tensors, strict=True))
+    _write_whole(cached, partial(torch.save, blob))
     return tensors
 
 
