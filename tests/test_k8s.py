@@ -398,7 +398,9 @@ def test_render_refuses_a_trial_that_fits_no_worker_group_and_tells_the_driver_t
         capture_output=True,
         text=True,
     )
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "0.25 GPU" in out.stderr, out.stderr
+    # two seeds of a quarter GPU each train packed (auto): their task needs half a GPU
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "a task of 2 packed lineages needs 1 CPU and 0.5 GPU" in out.stderr
     assert "profile cpu-dev" in out.stderr and out.stdout == ""
     objects = render(str(space), K8sOptions(image=IMAGE, gpus_per_worker=2, existing_claim="team-lake"))
     job = [o for o in objects if o["kind"] == "RayJob"][0]

@@ -81,17 +81,17 @@ def test_lr_rewind_and_finetune_keep_trained_weights(make_spec):
 
 
 def test_finetune_runs_at_the_final_learning_rate(make_spec, monkeypatch):
-    import study.engine.lineage as lineage_mod
+    import study.engine.train as train_mod
 
     seen = []
-    original = lineage_mod.train
+    original = train_mod.train
 
     def spy(*args, **kw):
         if kw.get("lr_fn") is not None:
             seen.append(kw["lr_fn"](0))
         return original(*args, **kw)
 
-    monkeypatch.setattr(lineage_mod, "train", spy)
+    monkeypatch.setattr(train_mod, "train", spy)
     run_lineage(
         make_spec(rounds=1, strategy="finetune", train={"schedule": "step", "milestones": [30], "gamma": 0.1}),
         context=RunContext(threads=1),

@@ -497,21 +497,60 @@ def test_parallel_seeds_write_the_rows_serial_runs_write_and_overlap_in_time(loc
     assert busy > 1.4 * span, f"{busy:.1f} s of rounds in {span:.1f} s: the seeds did not run in parallel"
 
 
+def test_a_packed_trial_trains_its_seeds_in_one_task_and_writes_their_lone_rows(local_ray, tmp_path):
+    """resources.pack: on (what gpu > 0 does by default): a trial's three seeds train packed in
+    one Ray task; every row is the row of the same lineage run alone in this process (float32,
+    to rounding), each lineage is filed finished, and the seeds' rounds took the very same wall
+    time (one pack trained them: lone tasks never tie)."""
+    from study.engine.lineage import run_lineage
+
+    base = synthetic_spec_dict(rounds=2, train={"iterations": 60, "eval_every": 20})
+    path = write_study(
+        tmp_path,
+        name="packed",
+        base=base,
+        seeds=[0, 1, 2],
+        sampler="grid",
+        budget={"num_samples": 1},
+        search={"prune.rates.fc": {"type": "categorical", "choices": [0.3]}},
+        resources={"cpu": 1, "pack": "on"},
+    )
+    study = load_study_spec(path)
+    assert study.pack_size() == 3 and study.tasks_per_trial() == 1
+    assert run_study(study).errors == 0
+    rows = raw_rows(tmp_path / "lake")
+    assert len(rows) == 9 == len({(r["seed"], r["round"]) for r in rows})
+    assert {r["status"] for r in raw_rows(tmp_path / "lake", "lineages")} == {"finished"}
+    for seed in study.seeds:
+        lone = run_lineage(study.lineage_spec({"prune.rates.fc": 0.3}, seed), context=RunContext(threads=1))
+        packed = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["round"])
+        for mine, theirs in zip(packed, lone, strict=True):
+            assert (mine["lineage_id"], mine["remaining_pct"], mine["early_stop_iteration"]) == (
+                theirs.lineage_id,
+                theirs.remaining_pct,
+                theirs.early_stop_iteration,
+            )
+            assert mine["val_loss"] == pytest.approx(theirs.val_loss, rel=1e-4)
+            assert mine["test_acc"] == pytest.approx(theirs.test_acc, abs=2 / 240)
+    for round_ in (0, 1, 2):
+        assert len({r["wall_seconds"] for r in rows if r["round"] == round_}) == 1
+
+
 def test_a_cancelled_lineage_task_is_gone_before_its_trial_files_it_stopped(local_ray, tmp_path):
     """How a trial ends its seeds (stopped by Tune, or a sibling failed): the task is killed and
     waited for, so nothing it does can follow; it files nothing itself (not 'failed'), and the
     'stopped' the trial then files stays."""
     from study.lake.files import checkpoint_dir
-    from study.search.lineage_tasks import LineageJob, RemoteLineage, close_running, stop_all
+    from study.search.lineage_tasks import LineageJob, LineageTask, close_running, stop_all
 
     spec = synthetic_spec_dict(rounds=8, train={"iterations": 400, "eval_every": 200})
     root = str(tmp_path)
     job = LineageJob(spec, root, "s", "t1-s0", checkpoint_dir(root, "s", "t1-s0"), "cpu", 1, None)
-    lineage = RemoteLineage(job, 1, 0)
+    (lineage,) = LineageTask([job], 1, 0).lineages
     assert lineage.started.previous == [] and next(lineage).round == 0
     assert stop_all([lineage])
     with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
-        ray.get(lineage._stream.completed(), timeout=0)
+        ray.get(lineage.task._stream.completed(), timeout=0)
     files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")}
     assert close_running(root, "s", "t1", "stopped", "the test stopped it") == 1
     time.sleep(3)

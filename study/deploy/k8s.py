@@ -236,8 +236,9 @@ def capacity_warning(study: StudySpec, opts: K8sOptions) -> str | None:
     without max_concurrent fills whatever the cluster holds: no warning."""
     if study.max_concurrent is None:
         return None
-    need = study.max_concurrent * len(study.seeds)
-    cpu, gpu = study.resources.cpu, study.resources.gpu
+    tasks = study.tasks_per_trial()  # a task per seed, or per GPU's worth of packed seeds
+    need = study.max_concurrent * tasks
+    cpu, gpu = study.task_request()
     slots = 0
     for g in worker_groups(opts):
         per_pod = int(g.cpus // cpu) if cpu > 0 else need
@@ -247,7 +248,7 @@ def capacity_warning(study: StudySpec, opts: K8sOptions) -> str | None:
     if slots >= need:
         return None
     return (
-        f"max_concurrent {study.max_concurrent} x {len(study.seeds)} seed(s) = {need} lineage tasks at once, but the "
+        f"max_concurrent {study.max_concurrent} x {tasks} task(s) per trial = {need} lineage tasks at once, but the "
         f"worker groups hold at most {slots} of them ({cpu:g} CPU, {gpu:g} GPU each); the rest wait: raise "
         f"--gpus/--max-workers or lower max_concurrent"
     )
@@ -272,7 +273,9 @@ def render(space_path: str, opts: K8sOptions) -> list[dict[str, Any]]:
     study = load_study_spec(space_path)  # validated before anything is rendered
     groups = [g for g in worker_groups(opts) if g.max_replicas > 0]  # a group that can never start holds nothing
     try:
-        check_fits(study.resources.cpu, study.resources.gpu, [], [{"CPU": g.cpus, "GPU": g.gpus} for g in groups])
+        check_fits(
+            *study.task_request(), [], [{"CPU": g.cpus, "GPU": g.gpus} for g in groups], lineages=study.pack_size()
+        )
     except SpecError as e:
         raise SpecError(
             f"{e} (the worker groups of profile {opts.profile}); pick a profile or --gpus-per-worker that holds a trial"

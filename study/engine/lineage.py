@@ -8,7 +8,7 @@ re-run with the same spec resumes after the last finished round.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,10 @@ from torch import nn
 from study.engine.branches import BRANCHES, BranchStep, branch_label, branch_lineage_id
 from study.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from study.engine.cost import cost, weight_positions
-from study.engine.data import DATASETS
+from study.engine.data import DATASETS, SharedTasks
 from study.engine.failures import LineageDegenerate, LineageFailure
 from study.engine.instability import barrier, linear_path
+from study.engine.models import MODELS
 from study.engine.plan import LineagePlan, build_lineage_model, instability_copies, plan_lineage, total_iterations
 from study.engine.pruning import Mask, apply_mask, dense_mask, remaining
 from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundResult
@@ -37,11 +38,14 @@ from study.engine.train import (
     ReportProgress,
     Task,
     TrainCallback,
+    TrainRequest,
     TrainResult,
     resolve_device,
-    train,
+    run_steps,
 )
 from study.version import code_version
+
+Steps = Generator[TrainRequest, TrainResult, Any]  # yields trainings, is sent their results
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class RunContext:
     device: str | torch.device | None = None
     threads: int | None = None
     on_progress: Callable[[int], None] | None = None
+    tasks: SharedTasks | None = None  # lineages packed in one process share their data
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,8 @@ class Lineage:
     RoundResult (the trunk's; its branches' rows go to `on_round` and `state.branch_results`);
     after an exception (a diverged or degenerate lineage, a crash) it is `ended`. `previous`
     holds the rounds a resumed lineage had already finished; `plan` says what it will do;
-    `state` is what it carries between rounds. A branch round whose training fails has no row
+    `state` is what it carries between rounds. `steps()` is the next round as a coroutine of
+    trainings (`engine/packing` trains many lineages' at once). A branch round whose training fails has no row
     (`state.branch_failures` says why); the trunk and the branch's other rounds go on: each
     branch round trains on its own from the trunk's step."""
 
@@ -110,7 +116,8 @@ class Lineage:
         if context.threads is not None:
             torch.set_num_threads(context.threads)
         self.device = resolve_device(context.device)
-        self.task = DATASETS[spec.dataset].load(spec.data, spec.train.batch_size, spec.seed, self.device)
+        load = context.tasks.load if context.tasks else lambda name, *args: DATASETS[name].load(*args)
+        self.task = load(spec.dataset, spec.data, spec.train.batch_size, spec.seed, self.device)
         self.model = self._build(spec.seed)
         self.plan: LineagePlan = plan_lineage(spec, self.model)
         self.weight_positions = weight_positions(self.model, self.task.synflow_output)  # for the cost columns
@@ -136,22 +143,31 @@ class Lineage:
         return self
 
     def __next__(self) -> RoundResult:
-        if self.ended:
+        row = run_steps(self.steps())
+        if row is None:
             raise StopIteration
+        return row
+
+    def steps(self) -> Generator[TrainRequest, TrainResult, RoundResult | None]:
+        """The next round as a coroutine: it yields each training the round needs, is sent its
+        result (or has its failure thrown in) and returns the round's row, or None when no round
+        is left. `run_steps` drives it with the lone trainer; `packing` drives many at once."""
+        if self.ended:
+            return None
         try:
-            return self._next_round()
+            return (yield from self._next_round())
         except BaseException:
             self.ended = True  # a lineage that raised is over: its state may be mid-round
             raise
 
-    def _next_round(self) -> RoundResult:
+    def _next_round(self) -> Steps:
         state = self.state
         if state.results:  # a degenerate dense round ends the lineage, however it was resumed
             self._stop_if_degenerate(state.results[0])
         todo = [r for r in self.plan.rounds if r > state.round_done]
         if not todo:
-            raise StopIteration
-        row, *branch_rows = self._run_round(todo[0])
+            return None
+        row, *branch_rows = yield from self._run_round(todo[0])
         if self.hooks.on_round:
             for each in (row, *branch_rows):
                 self.hooks.on_round(each)
@@ -163,19 +179,19 @@ class Lineage:
             self._stop_if_degenerate(row)
         return row
 
-    def _run_round(self, round_: int) -> list[RoundResult]:
+    def _run_round(self, round_: int) -> Steps:
         """The round's rows: the trunk's, then one per branch still growing."""
         state, spec = self.state, self.spec
         if round_ == 0:
             capture = CaptureWeights(spec.rewind_iteration)
-            training = self._train(0, RoundStart(state.theta0, 0), state.mask, capture)
+            training = yield from self._train(0, RoundStart(state.theta0, 0), state.mask, capture)
             state.theta_k = capture.state
             state.trained = clone_state(self.model)
             if self.strategy.imp_track:
                 state.imp_trained = state.trained
             assert state.theta_k is not None
             extra: dict[str, float | None] = {"chance_val_acc": self.task.chance_accuracy()}
-            extra |= self._instability(round_, RoundStart(state.theta_k, spec.rewind_iteration), state.mask)
+            extra |= yield from self._instability(round_, RoundStart(state.theta_k, spec.rewind_iteration), state.mask)
             return [self._round_result(round_, training, state.mask, extra)]
         step = PruneStep(spec, self.plan, round_, state, self.model, self.task)
         mask = self.strategy.mask(step)
@@ -183,18 +199,19 @@ class Lineage:
         branch_masks = {  # from the trunk's step, before the trunk's training replaces what it saw
             name: BRANCHES[name].mask(BranchStep(step, mask)) for name in spec.branches
         }
-        training = self._train(round_, start, mask)
+        training = yield from self._train(round_, start, mask)
         state.trained = clone_state(self.model)
         state.mask = mask
-        rows = [self._round_result(round_, training, mask, self._instability(round_, start, mask))]
+        measured = yield from self._instability(round_, start, mask)
+        rows = [self._round_result(round_, training, mask, measured)]
         if self.strategy.imp_track and round_ < self.plan.rounds[-1]:  # the IMP track: the next mask
             assert state.theta_k is not None
-            self._train(round_, RoundStart(state.theta_k, spec.rewind_iteration), mask)
+            yield from self._train(round_, RoundStart(state.theta_k, spec.rewind_iteration), mask)
             state.imp_trained = clone_state(self.model)
         for name, branch_mask in branch_masks.items():
             weights = self._fresh_init(round_) if BRANCHES[name].weights == "fresh_init" else start.weights
             try:
-                trained = self._train(
+                trained = yield from self._train(
                     round_, RoundStart(weights, start.iteration, start.lr_fn), branch_mask, branch=name
                 )
             except LineageFailure as e:  # this control's round failed, not the trunk nor its other rounds
@@ -203,7 +220,7 @@ class Lineage:
             rows.append(self._round_result(round_, trained, branch_mask, branch=name))
         return rows
 
-    def _instability(self, round_: int, start: RoundStart, mask: Mask) -> dict[str, float | None]:
+    def _instability(self, round_: int, start: RoundStart, mask: Mask) -> Steps:
         """When the spec measures this round: train a second copy from the round's restart point
         on another data order (and dropout draws), walk the line from the round's own trained
         copy to it, report the path and return the round row's barriers. At round 0 with k > 0
@@ -219,9 +236,9 @@ class Lineage:
         try:
             first = trained
             if instability_copies(self.spec, round_) == 2:
-                again = self._train(round_, start, mask, purpose="instability_dropout_a", hooks=False)
+                again = yield from self._train(round_, start, mask, purpose="instability_dropout_a", hooks=False)
                 first, iterations, seconds = clone_state(self.model), again.result.iterations, again.result.wall_seconds
-            copy = self._train(round_, start, mask, task=other, purpose="instability_dropout", hooks=False)
+            copy = yield from self._train(round_, start, mask, task=other, purpose="instability_dropout", hooks=False)
             iterations, seconds = iterations + copy.result.iterations, seconds + copy.result.wall_seconds
             path = linear_path(self.model, first, clone_state(self.model), spec.points, self.task.evaluate)
         except LineageFailure as e:  # the measurement failed, not the lineage
@@ -262,7 +279,7 @@ class Lineage:
         task: Task | None = None,
         purpose: str = "dropout",
         hooks: bool = True,
-    ) -> _RoundTraining:
+    ) -> Steps:
         """Train from `start` under `mask` on `task` (default: the lineage's data order), with
         dropout seeded by (seed, purpose, round)."""
         self.model.load_state_dict(start.weights)
@@ -271,10 +288,9 @@ class Lineage:
             self.hooks.on_branch_reset(round_, branch, self.model, mask)
         elif hooks and branch is None and self.hooks.on_reset:
             self.hooks.on_reset(round_, self.model, mask)
-        torch.manual_seed(derive_seed(self.spec.seed, purpose, round_))  # dropout draws repeat on resume
         best = KeepBest() if isinstance(self.task, HasRoundMetrics) else None
         progress = ReportProgress(self.context.on_progress) if self.context.on_progress else None
-        result = train(
+        result = yield TrainRequest(
             self.model,
             task or self.task,
             self.spec.train,
@@ -282,6 +298,8 @@ class Lineage:
             start=start.iteration,
             lr_fn=start.lr_fn,
             callbacks=[cb for cb in (*callbacks, best, progress) if cb is not None],
+            dropout_seed=derive_seed(self.spec.seed, purpose, round_),  # dropout draws repeat on resume
+            packs=MODELS[self.spec.model].packs,
         )
         return _RoundTraining(result, best.state if best else None)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,8 @@ from study.engine.optim import LeanAdam, TorchOptimizer
 
 if TYPE_CHECKING:
     from study.engine.spec import TrainSpec
+
+R = TypeVar("R")
 
 
 class Task(Protocol):
@@ -108,7 +110,14 @@ def make_optimizer(params: list[Tensor], spec: TrainSpec, lr: float) -> LeanAdam
 
 class TrainCallback:
     """A hook into the training loop (override the events you need). Iterations are global:
-    a round rewound to k starts at k."""
+    a round rewound to k starts at k. A packed trainer (`packed_train`) hands a lineage's own
+    weights to its callbacks only where they ask: `wants_step` and `reads_model` say when."""
+
+    reads_model = True  # on_eval looks at the weights
+
+    def wants_step(self, iteration: int) -> bool:
+        """Whether on_step does anything after step `iteration`."""
+        return True
 
     def on_start(self, iteration: int, model: nn.Module) -> None:
         """Before the first step; the weights after `iteration` iterations."""
@@ -135,8 +144,11 @@ class CaptureWeights(TrainCallback):
         if iteration == self.at:
             self._capture(model)
 
+    def wants_step(self, iteration: int) -> bool:
+        return iteration + 1 == self.at
+
     def on_step(self, iteration: int, model: nn.Module) -> None:
-        if iteration + 1 == self.at:
+        if self.wants_step(iteration):
             self._capture(model)
 
 
@@ -156,6 +168,8 @@ class KeepBest(TrainCallback):
 class ReportProgress(TrainCallback):
     """Tells `report(n)` the n iterations done since its last call, at every evaluation."""
 
+    reads_model = False
+
     def __init__(self, report: Callable[[int], None]) -> None:
         self.report = report
         self.reported: int | None = None
@@ -166,8 +180,79 @@ class ReportProgress(TrainCallback):
         self.reported = point.iteration
 
 
-def _overrides(callback: TrainCallback, event: str) -> bool:
+def overrides(callback: TrainCallback, event: str) -> bool:
     return getattr(type(callback), event) is not getattr(TrainCallback, event)
+
+
+@dataclass
+class TrainRequest:
+    """One training a lineage asks for: `model` holds the start weights (mask applied); trained
+    in place from global iteration `start` to `end`. `dropout_seed` seeds the global RNG just
+    before training (dropout draws repeat on resume). `packs`: its model family may be trained
+    stacked with others (`MODELS[...].packs`)."""
+
+    model: nn.Module
+    task: Task
+    spec: TrainSpec
+    mask: dict[str, Tensor] | None = None
+    start: int = 0
+    end: int | None = None
+    lr_fn: Callable[[int], float] | None = None
+    callbacks: Sequence[TrainCallback] = field(default_factory=tuple)
+    dropout_seed: int | None = None
+    packs: bool = False
+
+    @property
+    def stop(self) -> int:
+        return self.spec.iterations if self.end is None else self.end
+
+    def lr_of(self) -> Callable[[int], float]:
+        return self.lr_fn or (lambda it: lr_at(self.spec, it))
+
+
+def train_request(request: TrainRequest) -> TrainResult:
+    """Run one request on its own (the lone trainer)."""
+    if request.dropout_seed is not None:
+        torch.manual_seed(request.dropout_seed)
+    return train(
+        request.model,
+        request.task,
+        request.spec,
+        mask=request.mask,
+        start=request.start,
+        end=request.end,
+        lr_fn=request.lr_fn,
+        callbacks=request.callbacks,
+    )
+
+
+def run_steps(
+    steps: Generator[TrainRequest, TrainResult, R], trainer: Callable[[TrainRequest], TrainResult] = train_request
+) -> R:
+    """Drive a coroutine of trainings (`Lineage.steps`) to its return value, training each
+    request with `trainer`; a training's exception is thrown into the coroutine, where it
+    surfaces at the line that asked for it."""
+    outcome: TrainResult | BaseException | None = None
+    while True:
+        try:
+            if outcome is None:
+                request = next(steps)
+            elif isinstance(outcome, BaseException):
+                request = steps.throw(outcome)
+            else:
+                request = steps.send(outcome)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            outcome = trainer(request)
+        except BaseException as e:  # noqa: BLE001  (re-raised inside the coroutine)
+            outcome = e
+
+
+def diverged(iteration: int, train_loss: float) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"training diverged by iteration {iteration} (train loss {train_loss}); lower train.lr or add warm-up"
+    )
 
 
 def train(
@@ -195,8 +280,8 @@ def train(
     if masked:
         with torch.no_grad():
             torch._foreach_mul_(mask_weights, mask_values)  # type: ignore[arg-type]
-    step_hooks = [cb.on_step for cb in callbacks if _overrides(cb, "on_step")]
-    eval_hooks = [cb.on_eval for cb in callbacks if _overrides(cb, "on_eval")]
+    step_hooks = [cb.on_step for cb in callbacks if overrides(cb, "on_step")]
+    eval_hooks = [cb.on_eval for cb in callbacks if overrides(cb, "on_eval")]
 
     current_lr = lr_fn(start)
     optimizer = make_optimizer(list(params.values()), spec, current_lr)
@@ -211,9 +296,7 @@ def train(
         nonlocal loss_sum, loss_count
         train_loss = float(loss_sum) / loss_count if loss_count else float("nan")
         if loss_count and not math.isfinite(train_loss):
-            raise TrainingDiverged(
-                f"training diverged by iteration {iteration} (train loss {train_loss}); lower train.lr or add warm-up"
-            )
+            raise diverged(iteration, train_loss)
         val_loss, val_acc = task.evaluate(model, "val")
         test_loss, test_acc = task.evaluate(model, "test")
         point = EvalPoint(iteration, train_loss, val_loss, val_acc, test_loss, test_acc)

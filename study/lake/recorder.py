@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from study.engine.failures import LineageFailure
 from study.engine.lineage import Lineage, LineageHooks, RunContext
 from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundResult
 from study.engine.spec import LineageSpec
+from study.engine.train import TrainRequest, TrainResult, run_steps
 from study.errors import SpecError
 from study.lake.files import (
     ROUND_TABLES,
@@ -272,20 +273,31 @@ class LakeLineage:
         return self
 
     def __next__(self) -> RoundResult:
-        try:
-            return self._step()
-        except BaseException:
-            if self.scratch:  # over, one way or another: the lake's copy is the one to resume from
-                shutil.rmtree(self.workdir, ignore_errors=True)
-            raise
+        row = run_steps(self.steps())
+        if row is None:
+            raise StopIteration
+        return row
 
-    def _step(self) -> RoundResult:
+    def steps(self) -> Generator[TrainRequest, TrainResult, RoundResult | None]:
+        """`Lineage.steps` into the lake: the next round's trainings, then its row (None: the
+        lineage finished), with the lineage's status filed as it ends, however it ends."""
         try:
-            result = next(self.lineage)
-            if self.durable is not None:  # the node's checkpoint to the lake, so any node resumes it
-                store_for(self.durable).put_file(self.workdir / CHECKPOINT_FILE, self.durable)
-            return result
-        except StopIteration:
+            row = yield from self._steps()
+        except BaseException:
+            row = None
+            raise
+        finally:
+            if self.scratch and row is None:  # over: the lake's copy is the one to resume from
+                shutil.rmtree(self.workdir, ignore_errors=True)
+        return row
+
+    def _steps(self) -> Generator[TrainRequest, TrainResult, RoundResult | None]:
+        try:
+            result = yield from self.lineage.steps()
+            if result is not None:
+                if self.durable is not None:  # the node's checkpoint to the lake, so any node resumes it
+                    store_for(self.durable).put_file(self.workdir / CHECKPOINT_FILE, self.durable)
+                return result
             try:  # one file per finished lineage, before it says finished (compaction waits for that)
                 for strategy in (self.row.strategy, *(r.strategy for r in self.branch_rows.values())):
                     for kind in ROUND_TABLES:
@@ -293,11 +305,11 @@ class LakeLineage:
             except OSError:
                 pass  # folding only saves reads: the per-round files stay and every reader takes them
             self.status("finished")
-            raise
+            return None
         except LineageFailure as e:
             self.status(e.status, str(e))
             raise
-        except (KeyboardInterrupt, SystemExit) as e:  # interrupted, not broken: a re-run resumes it
+        except (KeyboardInterrupt, SystemExit, GeneratorExit) as e:  # interrupted, not broken: a re-run resumes it
             self.status("stopped", f"interrupted ({type(e).__name__}) in round {self.done}")
             raise
         except BaseException as e:

@@ -15,10 +15,11 @@ import datetime as dt
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import ray
 from ray.exceptions import RayError, RayTaskError
@@ -84,63 +85,118 @@ class Started:
     checkpoint: Path
 
 
-def _heartbeat(board: ray.actor.ActorHandle, trial_id: str, stop: threading.Event) -> None:
-    board.beat.remote(trial_id)
-    while not stop.wait(HEARTBEAT_S):
-        board.beat.remote(trial_id)
+def _heartbeat(board: ray.actor.ActorHandle, trial_ids: list[str], stop: threading.Event) -> None:
+    while True:
+        for trial_id in trial_ids:
+            board.beat.remote(trial_id)
+        if stop.wait(HEARTBEAT_S):
+            return
 
 
-def _run_job(job: LineageJob, board: ray.actor.ActorHandle | None) -> Iterator[Started | RoundResult]:
+def _lake_lineage(job: LineageJob, context: Any) -> Any:
+    from study.engine.spec import lineage_spec_from_dict
+    from study.lake.recorder import LakeLineage
+
+    return LakeLineage(
+        lineage_spec_from_dict(job.lineage),
+        job.root,
+        study=job.study,
+        trial_id=job.trial_id,
+        workdir=job.workdir,
+        context=context,
+        optuna_trial_number=job.optuna_trial_number,
+        node_id=ray.get_runtime_context().get_node_id(),
+    )
+
+
+def _run_jobs(jobs: list[LineageJob], board: ray.actor.ActorHandle | None) -> Iterator[tuple[int, Any]]:
+    """The task of a trial's lineages: one alone, or several packed on its device (their data
+    loaded once). Yields (job index, item): each lineage's Started first, then its round results,
+    then None when it finished; a LineageFailure ends that lineage's items (the trial stops
+    the others)."""
     stop = threading.Event()
     if board is not None:  # a daemon: it dies with the task, however the task ends
-        threading.Thread(target=_heartbeat, args=(board, job.trial_id, stop), daemon=True).start()
+        ids = [job.trial_id for job in jobs]
+        threading.Thread(target=_heartbeat, args=(board, ids, stop), daemon=True).start()
     try:
         from study.engine.checkpoint import CHECKPOINT_FILE
+        from study.engine.data import SharedTasks
+        from study.engine.failures import LineageFailure
         from study.engine.lineage import RunContext
-        from study.engine.spec import lineage_spec_from_dict
-        from study.lake.recorder import LakeLineage
+        from study.engine.packing import run_packed
 
-        lineage = LakeLineage(
-            lineage_spec_from_dict(job.lineage),
-            job.root,
-            study=job.study,
-            trial_id=job.trial_id,
-            workdir=job.workdir,
-            context=RunContext(device=job.device, threads=job.threads),
-            optuna_trial_number=job.optuna_trial_number,
-            node_id=ray.get_runtime_context().get_node_id(),
-        )
-        yield Started(list(lineage.previous), lineage.workdir / CHECKPOINT_FILE)
-        for result in lineage:  # noqa: UP028  (Ray sends into the generator; a LakeLineage takes no send)
-            yield result
+        first = jobs[0]
+        context = RunContext(device=first.device, threads=first.threads, tasks=SharedTasks() if len(jobs) > 1 else None)
+        lineages = [_lake_lineage(job, context) for job in jobs]
+        for i, lineage in enumerate(lineages):
+            yield i, Started(list(lineage.previous), lineage.workdir / CHECKPOINT_FILE)
+        if len(lineages) == 1:
+            for result in lineages[0]:
+                yield 0, result
+            yield 0, None
+            return
+        for i, event in run_packed(lineages):
+            if isinstance(event, BaseException) and not isinstance(event, LineageFailure):
+                raise event
+            yield i, event
     finally:
         stop.set()
 
 
 # retries are the trial's business (Tune's max_failures), which resumes from the lake checkpoints
-_lineage_task = ray.remote(max_retries=0, retry_exceptions=False)(_run_job)
+_lineage_task = ray.remote(max_retries=0, retry_exceptions=False)(_run_jobs)
 # a GPU lineage gets a fresh worker: an idle one keeps its CUDA context, cached memory and device
-_gpu_lineage_task = ray.remote(max_retries=0, retry_exceptions=False, max_calls=1)(_run_job)
+_gpu_lineage_task = ray.remote(max_retries=0, retry_exceptions=False, max_calls=1)(_run_jobs)
 
 
-class RemoteLineage:
-    """Iterate it for the lineage's new round results, computed by its own Ray task (started on
-    construction). `started` blocks until the task runs; a LineageFailure in the task is raised
-    here as itself."""
+class LineageTask:
+    """The Ray task that runs some of a trial's lineages (`_run_jobs`: one, or several packed),
+    started on construction; `lineages` are their iterators. It holds `cpu` CPUs and `gpu` GPUs."""
 
-    def __init__(self, job: LineageJob, cpu: float, gpu: float, board: ray.actor.ActorHandle | None = None) -> None:
-        self.job = job
+    def __init__(
+        self, jobs: list[LineageJob], cpu: float, gpu: float, board: ray.actor.ActorHandle | None = None
+    ) -> None:
         # DEFAULT: outside the trial's placement group, which holds only TRIAL_RESOURCES
         remote = _gpu_lineage_task if gpu > 0 else _lineage_task
         task = remote.options(num_cpus=cpu, num_gpus=gpu, scheduling_strategy="DEFAULT")
-        stream = task.remote(job, board)
-        self._stream = cast(ray.ObjectRefGenerator, stream)  # a generator task streams (Ray's stubs say ObjectRef)
+        self._stream = cast(ray.ObjectRefGenerator, task.remote(jobs, board))  # Ray's stubs say ObjectRef
+        self._items: list[deque] = [deque() for _ in jobs]
+        self.lineages = [RemoteLineage(self, i, job) for i, job in enumerate(jobs)]
+
+    def next_item(self, index: int) -> Any:
+        """Lineage `index`'s next item, reading (and keeping) its siblings' until it comes."""
+        while not self._items[index]:
+            try:
+                ref = next(self._stream)
+            except StopIteration:
+                return None
+            j, item = self._get(ref)
+            self._items[j].append(item)
+        return self._items[index].popleft()
+
+    @staticmethod
+    def _get(ref: ray.ObjectRef) -> tuple[int, Any]:
+        try:
+            return cast(tuple[int, Any], ray.get(ref))
+        except RayTaskError as e:
+            if isinstance(e.cause, LineageFailure):
+                raise e.cause from None
+            raise
+
+
+class RemoteLineage:
+    """Iterate it for the lineage's new round results, computed by its task (alone or packed
+    with siblings). `started` blocks until the task runs; a LineageFailure of this lineage is
+    raised here as itself."""
+
+    def __init__(self, task: LineageTask, index: int, job: LineageJob) -> None:
+        self.task, self.index, self.job = task, index, job
         self._started: Started | None = None
 
     @property
     def started(self) -> Started:
         if self._started is None:
-            first = self._get(next(self._stream))
+            first = self.task.next_item(self.index)
             assert isinstance(first, Started), "a lineage task yields Started first"
             self._started = first
         return self._started
@@ -150,18 +206,13 @@ class RemoteLineage:
 
     def __next__(self) -> RoundResult:
         _ = self.started
-        result = self._get(next(self._stream))
-        assert isinstance(result, RoundResult)
-        return result
-
-    @staticmethod
-    def _get(ref: ray.ObjectRef) -> Started | RoundResult:
-        try:
-            return ray.get(ref)
-        except RayTaskError as e:
-            if isinstance(e.cause, LineageFailure):
-                raise e.cause from None
-            raise
+        item = self.task.next_item(self.index)
+        if item is None:
+            raise StopIteration
+        if isinstance(item, LineageFailure):
+            raise item
+        assert isinstance(item, RoundResult)
+        return item
 
 
 def board_quiet_for(board: ray.actor.ActorHandle, tune_trial: str | None = None) -> float | None:
@@ -172,22 +223,33 @@ def board_quiet_for(board: ray.actor.ActorHandle, tune_trial: str | None = None)
         return None
 
 
-def trials_to_fill(cpu: float, gpu: float, seeds: int, cluster: dict[str, float]) -> int:
-    """How many trials at once keep every core (every GPU, for GPU lineages) of the cluster busy:
-    enough for their lineages to take all the slots, plus one whose lineages wait in the queue, so
-    a slot freed by a finishing lineage never waits for a trial to start."""
+def trials_to_fill(cpu: float, gpu: float, tasks: int, cluster: dict[str, float]) -> int:
+    """How many trials at once keep every core (every GPU, for GPU tasks) of the cluster busy:
+    enough for their `tasks` tasks each (holding `cpu` and `gpu`) to take all the slots, plus one
+    whose tasks wait in the queue, so a slot freed by a finishing task never waits for a trial."""
     slots = int(cluster.get("GPU", 0) // gpu) if gpu > 0 else int(cluster.get("CPU", 0) // cpu)
-    return max(1, math.ceil(slots / seeds)) + 1
+    return max(1, math.ceil(slots / tasks)) + 1
+
+
+def start_tasks(
+    jobs: list[LineageJob], cpu: float, lineage_gpu: float, pack_size: int, board: ray.actor.ActorHandle | None
+) -> Iterator[LineageTask]:
+    """The tasks of a trial's lineages, `pack_size` lineages each (1: a task per lineage), each
+    holding `cpu` CPUs and its lineages' GPU shares."""
+    for lo in range(0, len(jobs), pack_size):
+        part = jobs[lo : lo + pack_size]
+        yield LineageTask(part, cpu, lineage_gpu * len(part), board)
 
 
 def stop_all(lineages: list[RemoteLineage]) -> bool:
-    """Kill the tasks (a no-op for those that ended) and wait until they are gone, so nothing
+    """Kill their tasks (a no-op for those that ended) and wait until they are gone, so nothing
     they do can follow what the trial writes next. Their files stay consistent: every write is
     atomic, and a round whose checkpoint was not saved yet is redone on resume, replacing its
     own row. False when some task was not seen to end within CANCEL_WAIT_S."""
-    for lineage in lineages:
-        ray.cancel(lineage._stream, force=True)
-    ended = [lineage._stream.completed() for lineage in lineages]
+    streams = list({id(lin.task): lin.task._stream for lin in lineages}.values())
+    for stream in streams:
+        ray.cancel(stream, force=True)
+    ended = [stream.completed() for stream in streams]
     ready, _ = ray.wait(ended, num_returns=len(ended), timeout=CANCEL_WAIT_S)
     for ref in ready:
         try:

@@ -41,17 +41,19 @@ def worker_groups(env: dict[str, str] | None = None) -> list[dict[str, float]]:
 
 
 def check_fits(
-    cpu: float, gpu: float, nodes: list[dict[str, Any]], groups: list[dict[str, float]] | None = None
+    cpu: float, gpu: float, nodes: list[dict[str, Any]], groups: list[dict[str, float]] | None = None, lineages: int = 1
 ) -> None:
-    """One trial needs `cpu` CPUs and `gpu` GPUs on a single node: some live node, or some
-    worker group an autoscaler may start, must be that big."""
+    """A task of `lineages` lineages (packed when more than one) needs `cpu` CPUs and `gpu` GPUs
+    on a single node: some live node, or some worker group an autoscaler may start, must be
+    that big."""
     candidates = [*nodes, *(worker_groups() if groups is None else groups)]
     if any(n.get("CPU", 0) >= cpu and n.get("GPU", 0) >= gpu for n in candidates):
         return
     most_cpu = max((n.get("CPU", 0) for n in candidates), default=0)
     most_gpu = max((n.get("GPU", 0) for n in candidates), default=0)
     raise SpecError(
-        f"a trial needs {cpu:g} CPU and {gpu:g} GPU on one node (resources), but no node of this cluster is that "
+        f"{f'a task of {lineages} packed lineages' if lineages > 1 else 'a lineage'} needs {cpu:g} CPU and {gpu:g} GPU "
+        f"on one node (resources), but no node of this cluster is that "
         f"big (the most any node has: {most_cpu:g} CPU, {most_gpu:g} GPU); lower resources.cpu/gpu or run on a "
         f"cluster with a node that big"
     )

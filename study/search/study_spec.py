@@ -177,16 +177,51 @@ class BudgetSpec:
             raise SpecError("budget.time_budget_s must be > 0 seconds")
 
 
+PACK_MODES = ("auto", "on", "off")
+
+
 @dataclass(frozen=True)
 class ResourcesSpec:
+    """What a lineage holds: `cpu` CPUs and `gpu` of a GPU (`lineages_per_gpu: n` says gpu 1/n).
+    Packed (`pack`; auto: when lineages hold part of a GPU and the model packs), a trial's
+    lineages train as stacked models in one Ray task per GPU's worth of them (`pack_size`), which
+    holds `cpu` CPUs and their GPU shares summed (`task_request`)."""
+
     cpu: float = 1.0
     gpu: float = 0.0
+    lineages_per_gpu: int | None = None
+    pack: str = "auto"
 
     def validate(self) -> None:
         if self.cpu <= 0 or self.gpu < 0:
             raise SpecError(f"resources need cpu > 0 and gpu >= 0, got cpu={self.cpu} gpu={self.gpu}")
         if self.gpu > 1 and self.gpu != int(self.gpu):
             raise SpecError(f"resources.gpu above 1 must be a whole number, got {self.gpu}")
+        choice("resources.pack", self.pack, PACK_MODES)
+        if self.lineages_per_gpu is not None:
+            if self.lineages_per_gpu < 1:
+                raise SpecError(f"resources.lineages_per_gpu must be >= 1, got {self.lineages_per_gpu}")
+            if self.gpu:
+                raise SpecError(
+                    "resources.gpu and resources.lineages_per_gpu both say a lineage's GPU share; keep one "
+                    "(lineages_per_gpu: n is gpu: 1/n)"
+                )
+
+    @property
+    def lineage_gpu(self) -> float:
+        """Each lineage's share of a GPU."""
+        return 1 / self.lineages_per_gpu if self.lineages_per_gpu else self.gpu
+
+    def pack_size(self, seeds: int) -> int:
+        """Lineages per packed task: as many as one GPU holds (all of a trial's on CPU)."""
+        share = self.lineage_gpu
+        if share == 0:
+            return seeds
+        return max(1, min(seeds, int(1 / share + 1e-9)))
+
+    def task_request(self, lineages: int) -> tuple[float, float]:
+        """(CPUs, GPUs) of the task that trains `lineages` lineages (packed when more than one)."""
+        return self.cpu, self.lineage_gpu * lineages
 
 
 @dataclass(frozen=True)
@@ -277,6 +312,11 @@ class StudySpec:
             )
         self.budget.validate()
         self.resources.validate()
+        if self.resources.pack == "on" and not self.model_packs():
+            raise SpecError(
+                f"resources.pack is on, but model {base.model} does not pack (each lineage draws its own dropout); "
+                f"use pack: auto or off"
+            )
         if self.scheduler is not None:
             self.scheduler.validate()
             if self.objective.multi:
@@ -335,6 +375,29 @@ class StudySpec:
             return lineage_spec_from_dict(self.base)
         except SpecError as e:
             raise SpecError(f"base: {e}") from None
+
+    def packed(self) -> bool:
+        """Whether a trial's lineages train packed (auto: when they hold part of a GPU and the
+        model packs; a prepared study says on or off, and needs no torch to tell)."""
+        if self.resources.pack != "auto":
+            return self.resources.pack == "on"
+        return 0 < self.resources.lineage_gpu < 1 and self.model_packs()
+
+    def pack_size(self) -> int:
+        """Lineages per Ray task: a GPU's worth (all seeds on CPU) when packed, else 1."""
+        return self.resources.pack_size(len(self.seeds)) if self.packed() else 1
+
+    def task_request(self) -> tuple[float, float]:
+        """(CPUs, GPUs) the largest of a trial's tasks holds."""
+        return self.resources.task_request(self.pack_size())
+
+    def tasks_per_trial(self) -> int:
+        return -(-len(self.seeds) // self.pack_size())
+
+    def model_packs(self) -> bool:
+        from study.engine.models import MODELS  # torch: a trial's process never needs it
+
+        return MODELS[self.base_spec().model].packs
 
     def lineage_dict(self, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
         """The base lineage's YAML mapping with searched values applied (dotted paths: train.lr,

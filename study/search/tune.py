@@ -50,6 +50,7 @@ from study.search.lineage_tasks import (
     all_finished,
     board_quiet_for,
     close_running,
+    start_tasks,
     stop_all,
     trial_lineages,
     trials_to_fill,
@@ -181,8 +182,9 @@ def _maybe_inject_fault(trial_id: str, round_: int, jobs: list[LineageJob]) -> N
 
 
 def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.ActorHandle | None = None) -> None:
-    """The Tune function trainable: starts its seeds' lineages as parallel Ray tasks, reports
-    their seed means after every round they all finished, and stops them when it ends."""
+    """The Tune function trainable: starts its seeds' lineages as parallel Ray tasks (packed: a
+    task per GPU's worth of them), reports their seed means after every round they all
+    finished, and stops them when it ends."""
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     params = {k: v for k, v in config.items() if k in study.search}
@@ -212,14 +214,14 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
                 study.name,
                 f"{trial_id}-s{seed}",
                 durable[seed],
-                "cuda" if study.resources.gpu > 0 else "cpu",
+                "cuda" if study.resources.lineage_gpu > 0 else "cpu",
                 max(1, int(study.resources.cpu)),
                 config.get("optuna_trial_number"),
             )
             for seed in study.seeds
         ]
-        for job in jobs:  # one by one: whatever started is stopped in `finally`
-            lineages.append(RemoteLineage(job, study.resources.cpu, study.resources.gpu, board))
+        for task in start_tasks(jobs, study.resources.cpu, study.resources.lineage_gpu, study.pack_size(), board):
+            lineages += task.lineages  # one by one: whatever started is stopped in `finally`
         rows = [list(lin.started.previous) for lin in lineages]
         points = [_mean_point(rs) for rs in zip(*rows, strict=False)]
 
@@ -497,8 +499,10 @@ class StudyOutcome:
 
 def prepare(study: StudySpec) -> StudySpec:
     """Absolute storage paths, so trials on any node (and in Tune's per-trial working
-    directories) write to the same place."""
+    directories) write to the same place; `resources.pack` decided (on or off), so a trial
+    needs no torch to know."""
     storage = study.storage
+    packed = study.packed()
     results = (
         storage.results.rstrip("/") if is_remote(storage.results) else str(Path(storage.results).expanduser().resolve())
     )
@@ -507,6 +511,7 @@ def prepare(study: StudySpec) -> StudySpec:
         storage=dataclasses.replace(
             storage, results=results, tune=storage.tune_path(), optuna=storage.optuna_url(study.name)
         ),
+        resources=dataclasses.replace(study.resources, pack="on" if packed else "off"),
     )
 
 
@@ -557,7 +562,8 @@ def _run_study(
 ) -> StudyOutcome:
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    check_fits(study.resources.cpu, study.resources.gpu, [n["Resources"] for n in ray.nodes() if n["Alive"]])
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    check_fits(*study.task_request(), nodes, lineages=study.pack_size())
     if announce:
         announce()
     metrics, modes = study.objective.metrics, study.objective.modes
@@ -617,7 +623,7 @@ def _run_study(
                 scheduler=scheduler,
                 num_samples=study.budget.num_samples,
                 max_concurrent_trials=study.max_concurrent
-                or trials_to_fill(study.resources.cpu, study.resources.gpu, len(study.seeds), ray.cluster_resources()),
+                or trials_to_fill(*study.task_request(), study.tasks_per_trial(), ray.cluster_resources()),
                 reuse_actors=False,  # a trial is a light process; a reused one could still be ending its tasks
                 time_budget_s=study.budget.time_budget_s,
             ),

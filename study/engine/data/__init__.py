@@ -264,3 +264,18 @@ def load_task(name: str, spec: DataSpec, *, batch_size: int, seed: int, device: 
     if name not in DATASETS:
         raise SpecError(f"dataset: unknown '{name}'; choose one of {', '.join(DATASETS)}")
     return DATASETS[name].load(spec, batch_size, seed, torch.device(device))
+
+
+class SharedTasks:
+    """Loads each dataset once per (data spec, batch size, device) and hands every seed its own
+    batch order over the same tensors (`Task.reordered`): lineages packed on one device hold one
+    copy of the data, and a packed trainer sees that their tasks share it."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, DataSpec, int, str], Task] = {}
+
+    def load(self, dataset: str, spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> Task:
+        key = (dataset, spec, batch_size, str(device))
+        if key not in self._loaded:
+            self._loaded[key] = DATASETS[dataset].load(spec, batch_size, seed, device)
+        return self._loaded[key].reordered(seed)

@@ -7,6 +7,7 @@ run rewound to iteration k sees exactly the batches the dense run saw from k on.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -60,18 +61,24 @@ class ClassificationTask:
         return dataclasses.replace(self, seed=seed, _epoch=-1, _perm=None, _aug=None)
 
     def batch(self, iteration: int) -> tuple[Tensor, Tensor]:
+        idx, aug = self._batch_slice(iteration)
+        x = self.train_x.index_select(0, idx)
+        if aug is not None:
+            x = self._crop_flip(x, *aug)
+        return x, self.train_y.index_select(0, idx)
+
+    def _batch_slice(self, iteration: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor] | None]:
+        """The training examples of the batch at `iteration` and their crop offsets and flips."""
         epoch, step = divmod(iteration, self.steps_per_epoch)
         if epoch != self._epoch:
             self._start_epoch(epoch)
         lo = step * self.batch_size
         assert self._perm is not None  # set by _start_epoch
-        idx = self._perm[lo : lo + self.batch_size]
-        x = self.train_x.index_select(0, idx)
-        if self.augment:
-            assert self._aug is not None
-            oy, ox, flip = (a[lo : lo + self.batch_size] for a in self._aug)
-            x = self._crop_flip(x, oy, ox, flip)
-        return x, self.train_y.index_select(0, idx)
+        if not self.augment:
+            return self._perm[lo : lo + self.batch_size], None
+        assert self._aug is not None
+        oy, ox, flip = (a[lo : lo + self.batch_size] for a in self._aug)
+        return self._perm[lo : lo + self.batch_size], (oy, ox, flip)
 
     def _crop_flip(self, x: Tensor, oy: Tensor, ox: Tensor, flip: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -114,3 +121,16 @@ class ClassificationTask:
         model.train(was_training)
         n = len(x)
         return float(loss_sum) / n, int(correct) / n
+
+
+def stacked_batch(tasks: Sequence[ClassificationTask], iteration: int) -> tuple[Tensor, Tensor]:
+    """The batch each task draws at `iteration`, stacked to (K, batch, ...), for tasks that hold
+    the same training tensors (a packed trainer's members): one gather for all of them."""
+    first, parts = tasks[0], [t._batch_slice(iteration) for t in tasks]
+    idx = torch.cat([i for i, _ in parts])
+    x = first.train_x.index_select(0, idx)
+    if first.augment:
+        oy, ox, flip = (torch.cat([aug[j] for _, aug in parts if aug is not None]) for j in range(3))
+        x = first._crop_flip(x, oy, ox, flip)
+    k = len(tasks)
+    return x.view(k, -1, *x.shape[1:]), first.train_y.index_select(0, idx).view(k, -1)

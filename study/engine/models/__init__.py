@@ -34,6 +34,7 @@ class ModelInfo:
     inputs: str = "image"  # the kind of data it takes: image, text (language model), sequence
     model_args: tuple[str, ...] = ()  # what a spec's model_args may set
     model_arg_defaults: dict = field(default_factory=dict)
+    packs: bool = False  # lineages of it train stacked on one device (engine/packed_train: no dropout, image input)
 
 
 _LM_DEFAULTS = _defaults(RNNLanguageModel, "masters")
@@ -60,12 +61,12 @@ def _conv(plan: str, conv_rate: float) -> ModelInfo:
     """Conv-2/4/6 of Frankle & Carbin (their Figure 2 prune rates)."""
     return ModelInfo(
         lambda s, n, **kw: ConvNet(PLANS[plan], s, n, **kw),
-        ("conv", "fc", "output"), {"conv": conv_rate, "fc": 0.2, "output": 0.1}, "glorot_normal",
+        ("conv", "fc", "output"), {"conv": conv_rate, "fc": 0.2, "output": 0.1}, "glorot_normal", packs=True,
     )  # fmt: skip
 
 
 MODELS: dict[str, ModelInfo] = {
-    "lenet_300_100": ModelInfo(LeNet300100, ("fc", "output"), {"fc": 0.2, "output": 0.1}, "glorot_normal"),
+    "lenet_300_100": ModelInfo(LeNet300100, ("fc", "output"), {"fc": 0.2, "output": 0.1}, "glorot_normal", packs=True),
     "onlstm_lm": _language_model(masters=True),
     "lstm_lm": _language_model(masters=False),
     "onlstm_classifier": _sequence_classifier(masters=True),
@@ -73,8 +74,8 @@ MODELS: dict[str, ModelInfo] = {
     "conv2": _conv("conv2", 0.1),
     "conv4": _conv("conv4", 0.1),
     "conv6": _conv("conv6", 0.15),
-    "vgg19": ModelInfo(VGG19, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal"),
-    "resnet20": ModelInfo(ResNet20, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal"),
+    "vgg19": ModelInfo(VGG19, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal", packs=True),
+    "resnet20": ModelInfo(ResNet20, ("conv", "output"), {"conv": 0.2, "output": 0.2}, "kaiming_normal", packs=True),
 }
 
 

@@ -1,0 +1,295 @@
+"""Packed training (issue 16): K lineages of one architecture trained as one stacked model give
+each lineage what the lone loop gives it: the trainer's curves and weights (to float64 rounding,
+for every model family that packs), and the lineage's rows and masks (float32, to rounding)."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_spec_dict
+
+import study.engine.packing as packing
+from study.engine.data import DATASETS, SharedTasks
+from study.engine.failures import TrainingDiverged
+from study.engine.lineage import Lineage, LineageHooks, RunContext, run_lineage
+from study.engine.models import MODELS, build_model
+from study.engine.packed_train import pack_key, train_packed
+from study.engine.packing import run_packed
+from study.engine.spec import DataSpec, TrainSpec, lineage_spec_from_dict
+from study.engine.train import CaptureWeights, KeepBest, TrainRequest, train_request
+
+FAMILIES = {  # model -> (dataset, input shape, iterations, batch size): float64 convolutions are slow on CPU
+    "lenet_300_100": ("synthetic", (1, 28, 28), 14, 16),
+    "conv2": ("synthetic", (1, 28, 28), 7, 8),
+    "resnet20": ("synthetic_cifar", (3, 32, 32), 7, 8),
+    "vgg19": ("synthetic_cifar", (3, 32, 32), 4, 4),
+}
+
+
+def _double_task(dataset, batch_size):
+    task = DATASETS[dataset].load(DataSpec(validation_size=24, synthetic_size=160), batch_size, 0, torch.device("cpu"))
+    task = dataclasses.replace(
+        task, train_x=task.train_x.double(), val_x=task.val_x.double(), test_x=task.test_x.double()
+    )
+    return task
+
+
+def _requests(model_name, specs, masks, tasks, callbacks=None):
+    _, shape, _, _ = FAMILIES[model_name]
+    out = []
+    for k, (spec, mask) in enumerate(zip(specs, masks, strict=True)):
+        model = build_model(model_name, shape, 10, seed=k).double()
+        if mask:
+            with torch.no_grad():
+                for name, m in mask.items():
+                    dict(model.named_parameters())[name].mul_(m)
+        out.append(
+            TrainRequest(
+                model, tasks[k], spec, mask=mask, start=2, callbacks=(callbacks or [()] * len(specs))[k], packs=True
+            )
+        )
+    return out
+
+
+def _random_mask(model_name, seed):
+    _, shape, _, _ = FAMILIES[model_name]
+    g = torch.Generator().manual_seed(seed)
+    model = build_model(model_name, shape, 10, seed=0)
+    return {n: torch.rand(p.shape, generator=g) < 0.6 for n, p in model.named_parameters() if p.dim() > 1}
+
+
+def _assert_same_training(packed, lone, packed_requests, lone_requests, tol=1e-9):
+    for mine, theirs, rp, rl in zip(packed, lone, packed_requests, lone_requests, strict=True):
+        assert [p.iteration for p in mine.curve] == [p.iteration for p in theirs.curve]
+        for a, b in zip(mine.curve, theirs.curve, strict=True):
+            for field in ("train_loss", "val_loss", "test_loss", "val_acc", "test_acc"):
+                x, y = getattr(a, field), getattr(b, field)
+                near = 1e-6 if field == "train_loss" else tol  # both loops sum training losses in float32
+                assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=near, abs=near), (field, a, b)
+        assert mine.early_stop.iteration == theirs.early_stop.iteration
+        for (name, p), (_, q) in zip(rp.model.state_dict().items(), rl.model.state_dict().items(), strict=True):
+            assert torch.allclose(p.double(), q.double(), rtol=tol, atol=tol), name
+
+
+@pytest.mark.parametrize("model_name", list(FAMILIES))
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_pack_trains_each_member_as_the_lone_loop_does(model_name, optimizer):
+    """Every packing family, in float64: three members with their own data order, mask (one
+    dense), learning rate and schedule; SGD with momentum and weight decay; clipped gradients."""
+    if model_name == "vgg19" and optimizer == "sgd":
+        pytest.skip("one optimizer is enough for the largest model")
+    dataset, _, iterations, batch_size = FAMILIES[model_name]
+    base = TrainSpec(
+        lr=1e-3 if optimizer == "adam" else 0.05,
+        iterations=iterations,
+        eval_every=3,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        momentum=0.9 if optimizer == "sgd" else 0.0,
+        weight_decay=1e-4,
+        grad_clip=0.5,
+    )
+    specs = [base, dataclasses.replace(base, lr=base.lr * 2), dataclasses.replace(base, schedule="cosine")]
+    masks = [None, _random_mask(model_name, 1), _random_mask(model_name, 2)]
+    shared = _double_task(dataset, batch_size)
+    tasks = [shared.reordered(seed) for seed in (0, 1, 2)]
+    packed_requests = _requests(model_name, specs, masks, tasks)
+    lone_requests = _requests(model_name, specs, masks, [shared.reordered(seed) for seed in (0, 1, 2)])
+    assert len({pack_key(r) for r in packed_requests}) == 1
+    packed = train_packed(packed_requests)
+    lone = [train_request(r) for r in lone_requests]
+    _assert_same_training(packed, lone, packed_requests, lone_requests)
+
+
+def test_a_diverging_member_fails_alone_and_its_callbacks_see_their_own_weights():
+    """The member with a huge learning rate fails with the lone loop's error at the same
+    evaluation; the others train on untouched. θ_k captured mid-pack and the early-stop weights
+    are each member's own."""
+    base = TrainSpec(lr=0.05, iterations=12, eval_every=4, batch_size=16, optimizer="sgd")
+    specs = [base, dataclasses.replace(base, lr=1e30), base]
+    shared = _double_task("synthetic", 16)
+
+    def callbacks():
+        return [(CaptureWeights(5), KeepBest()) for _ in specs]
+
+    packed_cbs, lone_cbs = callbacks(), callbacks()
+    packed_requests = _requests("lenet_300_100", specs, [None] * 3, [shared.reordered(s) for s in range(3)], packed_cbs)
+    lone_requests = _requests("lenet_300_100", specs, [None] * 3, [shared.reordered(s) for s in range(3)], lone_cbs)
+    packed = train_packed(packed_requests)
+    with pytest.raises(TrainingDiverged) as lone_error:
+        train_request(lone_requests[1])
+    assert isinstance(packed[1], TrainingDiverged) and str(packed[1]) == str(lone_error.value)
+    lone = [train_request(lone_requests[k]) for k in (0, 2)]
+    _assert_same_training([packed[0], packed[2]], lone, packed_requests[::2], lone_requests[::2])
+    for k in (0, 2):
+        for mine, theirs in zip(packed_cbs[k], lone_cbs[k], strict=True):
+            assert mine.state.keys() == theirs.state.keys()
+            for name in mine.state:
+                assert torch.allclose(mine.state[name], theirs.state[name], rtol=1e-9, atol=1e-9), name
+
+
+def test_requests_that_cannot_share_a_stacked_model_do_not_pack():
+    spec = lineage_spec_from_dict(synthetic_spec_dict())
+    task = DATASETS["synthetic"].load(spec.data, 32, 0, torch.device("cpu"))
+    model = build_model("lenet_300_100", (1, 28, 28), 10, seed=0)
+    request = TrainRequest(model, task, spec.train, packs=True)
+    assert pack_key(request) is not None
+    assert pack_key(dataclasses.replace(request, packs=False)) is None
+    assert pack_key(dataclasses.replace(request, start=5)) != pack_key(request)
+    other_data = DATASETS["synthetic"].load(spec.data, 32, 0, torch.device("cpu"))  # equal, not shared
+    assert pack_key(dataclasses.replace(request, task=other_data)) != pack_key(request)
+    assert pack_key(dataclasses.replace(request, task=task.reordered(7))) == pack_key(request)
+    assert not MODELS["onlstm_lm"].packs and not MODELS["lstm_classifier"].packs  # dropout: draws differ by member
+
+
+def _run_members(specs):
+    rows, masks = {}, {}
+
+    def hooks(i):
+        return LineageHooks(
+            on_round=lambda r: rows.setdefault(i, []).append(r), on_mask=lambda m: masks.setdefault(i, []).append(m)
+        )
+
+    context = RunContext(threads=1, tasks=SharedTasks())
+    members = [Lineage(s, context=context, hooks=hooks(i)) for i, s in enumerate(specs)]
+    events = list(run_packed(members))
+    return rows, masks, events
+
+
+def _lone(spec):
+    rows, masks = [], []
+    run_lineage(spec, context=RunContext(threads=1), hooks=LineageHooks(on_round=rows.append, on_mask=masks.append))
+    return rows, masks
+
+
+def _bits(mask_result, name):
+    return np.unpackbits(np.frombuffer(mask_result.layer_bits[name], dtype=np.uint8))
+
+
+def _assert_same_rows(mine, theirs):
+    for a, b in zip(mine, theirs, strict=True):
+        assert (a.lineage_id, a.round, a.branch, a.remaining_pct, a.layer_remaining_pct) == (
+            b.lineage_id,
+            b.round,
+            b.branch,
+            b.remaining_pct,
+            b.layer_remaining_pct,
+        )
+        assert a.early_stop_iteration == b.early_stop_iteration and a.iterations == b.iterations
+        for field in ("val_loss", "test_loss", "final_train_loss", "val_error_barrier"):
+            x, y = getattr(a, field), getattr(b, field)
+            assert (x is None and y is None) or x == pytest.approx(y, rel=1e-4, abs=1e-5), (field, a.round)
+        for field in ("val_acc", "test_acc", "final_val_acc", "final_test_acc"):
+            assert getattr(a, field) == pytest.approx(getattr(b, field), abs=2 / 300), (field, a.round)
+        assert a.curve_val_loss == pytest.approx(b.curve_val_loss, rel=1e-4)
+
+
+def test_packed_lineages_write_the_rows_and_masks_lone_lineages_do(monkeypatch):
+    """Three seeds of a trial (one with another learning rate; a random-reinit branch and
+    instability measured), run packed: every row and mask is the one the lineage writes alone,
+    and their trainings really packed (trunk, instability copy, IMP track and branch: three at a
+    time). In float32 (the lake's dtype) only LeNet stays within 1e-4 over rounds: convolutions
+    batched by vmap round differently from lone ones, and training amplifies it; the trainer
+    test above holds every family to float64 rounding."""
+    model_name, dataset = "lenet_300_100", "synthetic"
+    sizes = []
+    original = packing.train_packed
+
+    def spy(requests, cuda_graph=True):
+        sizes.append(len(requests))
+        return original(requests, cuda_graph)
+
+    monkeypatch.setattr(packing, "train_packed", spy)
+    common = {
+        "model": model_name,
+        "dataset": dataset,
+        "rounds": 2,
+        "chance_margin": None,
+        "branches": ["random_reinit"],
+        "instability": {"rounds": [1], "points": 11},
+        "train": {"iterations": 30, "eval_every": 10},
+    }
+    specs = [
+        lineage_spec_from_dict(synthetic_spec_dict(**common, seed=0)),
+        lineage_spec_from_dict(synthetic_spec_dict(**common, seed=1)),
+        lineage_spec_from_dict(synthetic_spec_dict(**{**common, "train": {**common["train"], "lr": 2e-3}}, seed=2)),
+    ]
+    rows, masks, events = _run_members(specs)
+    assert [e for e in events if e[1] is None] == [(0, None), (1, None), (2, None)]
+    for i, spec in enumerate(specs):
+        lone_rows, lone_masks = _lone(spec)
+        _assert_same_rows(rows[i], lone_rows)
+        for a, b in zip(masks[i], lone_masks, strict=True):  # magnitude ties may flip a weight or two
+            assert a.layer_kept == b.layer_kept
+            differ = sum(int((_bits(a, n) != _bits(b, n)).sum()) for n in a.layer_bits)
+            assert differ <= 0.001 * sum(a.layer_size.values())
+    # per round: the trunk, the instability copy (round 1) and the branch train as packs of 3
+    assert sizes.count(3) == len(sizes) and len(sizes) >= 4
+
+
+def test_a_member_that_fails_ends_alone():
+    """A degenerate seed (its dense round cannot beat chance) ends with its error; its sibling
+    finishes every round."""
+    good = lineage_spec_from_dict(synthetic_spec_dict(rounds=1, seed=0))
+    bad = lineage_spec_from_dict(synthetic_spec_dict(rounds=1, seed=1, chance_margin=0.99))
+    rows, _, events = _run_members([good, bad])
+    assert [r.round for r in rows[0]] == [0, 1]
+    errors = [(i, type(e).__name__) for i, e in events if isinstance(e, BaseException)]
+    assert errors == [(1, "LineageDegenerate")]
+    assert (0, None) in events
+
+
+def _study(tmp_path, resources, model="lenet_300_100", seeds=(0, 1, 2)):
+    import yaml
+
+    from study.search.study_spec import load_study_spec
+
+    raw = {
+        "name": "p",
+        "base": synthetic_spec_dict(model=model, **({} if model == "lenet_300_100" else {"dataset": "pcfg"})),
+        "seeds": list(seeds),
+        "resources": resources,
+        "storage": {"results": str(tmp_path / "lake")},
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"study": raw}))
+    return load_study_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("resources", "packed", "size", "request_"),
+    [
+        ({"cpu": 2, "gpu": 0.25}, True, 3, (2, 0.75)),  # auto: part of a GPU each, and LeNet packs
+        ({"cpu": 2, "lineages_per_gpu": 2}, True, 2, (2, 1.0)),  # a GPU holds two: 3 seeds in 2 tasks
+        ({"cpu": 2, "gpu": 0.25, "pack": "off"}, False, 1, (2, 0.25)),
+        ({"cpu": 2, "gpu": 1}, False, 1, (2, 1)),  # a whole GPU each: nothing to share
+        ({"cpu": 2}, False, 1, (2, 0)),  # CPU lineages run in parallel tasks unless told
+        ({"cpu": 2, "pack": "on"}, True, 3, (2, 0)),
+    ],
+)
+def test_the_study_says_when_a_trials_lineages_pack_and_what_their_task_holds(
+    tmp_path, resources, packed, size, request_
+):
+    study = _study(tmp_path, resources)
+    assert (study.packed(), study.pack_size(), study.task_request()) == (packed, size, request_)
+    assert study.tasks_per_trial() == -(-3 // size)
+
+
+@pytest.mark.parametrize(
+    ("resources", "model", "words"),
+    [
+        ({"lineages_per_gpu": 0}, "lenet_300_100", "resources.lineages_per_gpu must be >= 1"),
+        ({"gpu": 0.5, "lineages_per_gpu": 2}, "lenet_300_100", "keep one"),
+        ({"pack": "always"}, "lenet_300_100", "resources.pack"),
+        ({"pack": "on"}, "onlstm_lm", "does not pack"),
+    ],
+)
+def test_impossible_packing_is_refused_in_one_line(tmp_path, resources, model, words):
+    from study.errors import SpecError
+
+    with pytest.raises(SpecError) as error:
+        study = _study(tmp_path, resources, model)
+        study.validate()
+    assert words in str(error.value) and "\n" not in str(error.value)
