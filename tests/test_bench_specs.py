@@ -32,3 +32,18 @@ def test_the_unequal_trials_benchmark_study_is_valid(tmp_path):
     assert len({s.lineage_id() for s in specs}) == 6
     halves = bench.balanced_halves([s.to_dict() for s in specs])
     assert sorted(len(h) for h in halves) == [3, 3]  # balanced by work: 2 random_reinit + 1 imp against 1 + 2
+
+
+def test_the_packed_throughput_benchmark_runs_on_cpu_at_small_k(tmp_path):
+    """bench/gpu_pack.py on CPU: a lineage per process, then packs of 1 and 2, one LeNet each."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "pack.json"
+    argv = ["--device", "cpu", "--models", "lenet_300_100", "--ks", "1,2", "--procs", "1", "--iterations", "20"]
+    run = subprocess.run([sys.executable, str(BENCH / "gpu_pack.py"), *argv, "--json", str(out)], capture_output=True)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    figures = json.loads(out.read_text())["figures"]
+    assert [(f["model"], f["k"]) for f in figures] == [("lenet_300_100", 1), ("lenet_300_100", 2)]
+    assert all(f["rate"] > 0 and f["one_per_process"] > 0 for f in figures)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Hashable, Sequence
 from typing import Any, cast
 
@@ -206,13 +207,25 @@ class _Pack:
                 self._step(x, y)
             torch.cuda.current_stream().wait_stream(stream)
             return
+        if self.graph is False:
+            self._step(x, y)
+            return
         if self.graph is None:
             self.x_static, self.y_static = x.clone(), y.clone()
             for p in self.params.values():
                 p.grad = None
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self._step(self.x_static, self.y_static)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    self._step(self.x_static, self.y_static)
+            except RuntimeError as e:  # an op this model needs cannot be captured: stay eager
+                warnings.warn(
+                    f"packed training runs without a CUDA graph: capturing the step failed ({e})", stacklevel=2
+                )
+                self.graph = False
+                self._step(x, y)
+                return
+            self.graph = graph
         assert self.x_static is not None
         self.x_static.copy_(x)
         self.y_static.copy_(y)
