@@ -56,6 +56,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        for option in inner[1:]:  # a value of a later type in the union (str | bool: YAML's on/off)
+            if type(value) is option:
+                return value
         return _coerce(inner[0], value, where)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, where)

@@ -293,3 +293,17 @@ def test_impossible_packing_is_refused_in_one_line(tmp_path, resources, model, w
         study = _study(tmp_path, resources, model)
         study.validate()
     assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_yaml_on_and_off_switch_packing(tmp_path):
+    """YAML reads a bare on/off as a boolean; the switch takes it as written."""
+    from study.search.study_spec import load_study_spec
+
+    for word, packed in (("on", True), ("off", False)):
+        path = tmp_path / f"{word}.yaml"
+        path.write_text(
+            "study:\n  name: p\n  base: {model: lenet_300_100, dataset: synthetic, rounds: 1, train: {lr: 0.001, iterations: 10}}\n"
+            f"  resources: {{gpu: 0.25, pack: {word}}}\n  storage: {{results: {tmp_path / 'lake'}}}\n"
+        )
+        study = load_study_spec(path)
+        assert study.resources.pack == word and study.packed() is packed

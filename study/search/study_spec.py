@@ -190,14 +190,18 @@ class ResourcesSpec:
     cpu: float = 1.0
     gpu: float = 0.0
     lineages_per_gpu: int | None = None
-    pack: str = "auto"
+    pack: str | bool = "auto"  # YAML reads on/off as booleans
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pack, bool):
+            object.__setattr__(self, "pack", "on" if self.pack else "off")
 
     def validate(self) -> None:
         if self.cpu <= 0 or self.gpu < 0:
             raise SpecError(f"resources need cpu > 0 and gpu >= 0, got cpu={self.cpu} gpu={self.gpu}")
         if self.gpu > 1 and self.gpu != int(self.gpu):
             raise SpecError(f"resources.gpu above 1 must be a whole number, got {self.gpu}")
-        choice("resources.pack", self.pack, PACK_MODES)
+        choice("resources.pack", str(self.pack), PACK_MODES)
         if self.lineages_per_gpu is not None:
             if self.lineages_per_gpu < 1:
                 raise SpecError(f"resources.lineages_per_gpu must be >= 1, got {self.lineages_per_gpu}")
