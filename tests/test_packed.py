@@ -307,3 +307,56 @@ def test_yaml_on_and_off_switch_packing(tmp_path):
         )
         study = load_study_spec(path)
         assert study.resources.pack == word and study.packed() is packed
+
+
+def test_a_members_failing_callback_fails_that_member_only():
+    """A callback of one member raises mid-pack: that member gets its exception (as alone it
+    would raise from training), its pack-mate trains on as it would alone."""
+
+    class Breaks(CaptureWeights):
+        def on_step(self, iteration, model):
+            if self.wants_step(iteration):
+                raise ValueError("broken callback")
+
+    spec = TrainSpec(lr=1e-3, iterations=10, eval_every=5, batch_size=16)
+    shared = _double_task("synthetic", 16)
+    packed_requests = _requests(
+        "lenet_300_100", [spec, spec], [None, None], [shared.reordered(s) for s in (0, 1)], [(), (Breaks(4),)]
+    )
+    (lone_request,) = _requests("lenet_300_100", [spec], [None], [shared.reordered(0)])
+    good, broken = train_packed(packed_requests)
+    assert isinstance(broken, ValueError) and str(broken) == "broken callback"
+    _assert_same_training([good], [train_request(lone_request)], packed_requests[:1], [lone_request])
+
+
+def test_siblings_of_a_crashed_packed_lineage_stay_running_for_the_retry(tmp_path):
+    """A lake lineage that crashes (not a LineageFailure) is filed failed; closing the pack (as
+    its Ray task does when it raises) leaves its siblings filed running, as killed lone tasks
+    leave theirs: the trial's retry resumes them, or the driver files them."""
+    from study.lake.reader import read_lineages
+    from study.lake.recorder import LakeLineage
+
+    def crash(row):
+        if row.round == 1:
+            raise OSError("disk full")
+
+    context = RunContext(threads=1, tasks=SharedTasks())
+    members = [
+        LakeLineage(
+            lineage_spec_from_dict(synthetic_spec_dict(seed=seed, rounds=3)),
+            tmp_path,
+            study="s",
+            trial_id=f"t-s{seed}",
+            context=context,
+            on_round=crash if seed == 1 else None,
+        )
+        for seed in (0, 1, 2)
+    ]
+    events = run_packed(members)
+    for index, event in events:
+        if isinstance(event, BaseException):
+            assert (index, str(event)) == (1, "disk full")
+            events.close()
+            break
+    status = {r["trial_id"]: r["status"] for r in read_lineages(tmp_path, "s").table.to_pylist()}
+    assert status == {"t-s0": "running", "t-s1": "failed", "t-s2": "running"}

@@ -498,7 +498,7 @@ def test_parallel_seeds_write_the_rows_serial_runs_write_and_overlap_in_time(loc
 
 
 def test_a_packed_trial_trains_its_seeds_in_one_task_and_writes_their_lone_rows(local_ray, tmp_path):
-    """resources.pack: on (what gpu > 0 does by default): a trial's three seeds train packed in
+    """resources.pack: on (what a share of a GPU does by default): a trial's three seeds train packed in
     one Ray task; every row is the row of the same lineage run alone in this process (float32,
     to rounding), each lineage is filed finished, and the seeds' rounds took the very same wall
     time (one pack trained them: lone tasks never tie)."""

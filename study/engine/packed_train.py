@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -32,6 +33,7 @@ from study.engine.data.classification import ClassificationTask, stacked_batch
 from study.engine.train import EvalPoint, TrainRequest, TrainResult, diverged, overrides, train_request
 
 GRAPH_WARMUP = 3  # eager steps before a CUDA graph is captured (cuDNN and the allocator settle)
+LR_CHUNK = 1024
 
 
 def pack_key(request: TrainRequest) -> Hashable | None:
@@ -67,6 +69,12 @@ def train_packed(requests: Sequence[TrainRequest], cuda_graph: bool = True) -> l
         raise ValueError("train_packed takes requests of one pack_key")
     try:
         return _Pack(requests).run(cuda_graph)
+    except torch.cuda.OutOfMemoryError as e:
+        error = RuntimeError(
+            f"{len(requests)} lineages packed on one GPU ran out of its memory ({str(e).splitlines()[0]}); "
+            f"lower resources.lineages_per_gpu (or raise resources.gpu)"
+        )
+        return [error] * len(requests)
     except Exception as e:  # noqa: BLE001  (the pack's own failure is every member's)
         return [e] * len(requests)
 
@@ -149,8 +157,8 @@ class _Pack:
                 self.flat.mul_(self.mask)
         spec = self.spec
         self.optimizer = _FlatOptimizer(self.flat, spec.optimizer, spec.momentum, spec.weight_decay)
-        lr_fns = [r.lr_of() for r in requests]
-        self.lr_table = np.array([[fn(it) for fn in lr_fns] for it in range(self.start, self.end)], dtype=np.float64)
+        self.lr_fns = [r.lr_of() for r in requests]
+        self.lr_rows: tuple[int, np.ndarray] = (self.start, np.empty((0, self.k)))
         self.lr = torch.empty(self.k, 1, device=self.device, dtype=self.dtype)
         self.loss_sum = torch.zeros(self.k, device=self.device, dtype=torch.float32)
         self.x_static: Tensor | None = None
@@ -161,6 +169,15 @@ class _Pack:
 
         self.train_forward = vmap(forward)
         self.eval_forward = vmap(forward, in_dims=(0, 0, None))
+
+    def _rates(self, iteration: int) -> np.ndarray:
+        """Every member's learning rate at `iteration` (computed LR_CHUNK iterations at a time)."""
+        first, rows = self.lr_rows
+        if not first <= iteration < first + len(rows):
+            stop = min(iteration + LR_CHUNK, self.end)
+            rows = np.array([[fn(it) for fn in self.lr_fns] for it in range(iteration, stop)], dtype=np.float64)
+            self.lr_rows = first, rows = iteration, rows
+        return rows[iteration - first]
 
     def _view(self, flat: Tensor, name: str) -> Tensor:
         """Tensor `name` of every member: its columns of a (K, P) buffer, as (K, *shape)."""
@@ -214,11 +231,12 @@ class _Pack:
             self.x_static, self.y_static = x.clone(), y.clone()
             for p in self.params.values():
                 p.grad = None
-            graph = torch.cuda.CUDAGraph()
+            graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
             try:
-                with torch.cuda.graph(graph):
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                     self._step(self.x_static, self.y_static)
             except RuntimeError as e:  # an op this model needs cannot be captured: stay eager
+                torch.cuda.set_stream(stream)  # a failed capture_end leaves the capture stream current
                 warnings.warn(
                     f"packed training runs without a CUDA graph: capturing the step failed ({e})", stacklevel=2
                 )
@@ -259,6 +277,16 @@ class _Pack:
         count = 0
         t0 = time.perf_counter()
 
+        def call(m: int, hook: Callable[[], None]) -> None:
+            """A member's callback (none after one failed): its exception is that member's
+            failure, not the pack's."""
+            if outcome[m] is not None:
+                return
+            try:
+                hook()
+            except Exception as e:  # noqa: BLE001
+                outcome[m] = e
+
         def evaluate(iteration: int) -> None:
             nonlocal count
             train_loss = (self.loss_sum / count).tolist() if count else [float("nan")] * k
@@ -273,21 +301,18 @@ class _Pack:
                 point = EvalPoint(iteration, train_loss[m], val_loss[m], val_acc[m], test_loss[m], test_acc[m])
                 curves[m].append(point)
                 model = self._materialize(m) if any(cb.reads_model for cb in eval_hooks[m]) else requests[m].model
-                try:
-                    for cb in eval_hooks[m]:
-                        cb.on_eval(point, model)
-                except Exception as e:  # noqa: BLE001  (this member's callback failed, not the pack)
-                    outcome[m] = e
+                for cb in eval_hooks[m]:
+                    call(m, partial(cb.on_eval, point, model))
             self.loss_sum.zero_()
             count = 0
 
-        for r in requests:  # each module holds its start weights, masked
+        for m, r in enumerate(requests):  # each module holds its start weights, masked
             for cb in r.callbacks:
-                cb.on_start(self.start, r.model)
+                call(m, partial(cb.on_start, self.start, r.model))
         evaluate(self.start)
         previous: np.ndarray | None = None
         for index, it in enumerate(range(self.start, self.end)):
-            rates = self.lr_table[index]
+            rates = self._rates(it)
             if previous is None or not np.array_equal(rates, previous):
                 self.lr.copy_(torch.as_tensor(rates, dtype=self.dtype).view(k, 1))
                 previous = rates
@@ -300,7 +325,7 @@ class _Pack:
                 if outcome[m] is None and any(cb.wants_step(it) for cb in step_hooks[m]):
                     model = self._materialize(m)
                     for cb in step_hooks[m]:
-                        cb.on_step(it, model)
+                        call(m, partial(cb.on_step, it, model))
             count += 1
             done = it + 1
             if (done - self.start) % self.spec.eval_every == 0 or done == self.end:

@@ -124,7 +124,7 @@ class TrainCallback:
 
     def on_step(self, iteration: int, model: nn.Module) -> None:
         """After the optimizer step of `iteration` (0-based): the weights after iteration + 1
-        iterations, and their gradients."""
+        iterations (and, in the lone loop, their gradients)."""
 
     def on_eval(self, point: EvalPoint, model: nn.Module) -> None:
         """After each evaluation (at the start, every eval_every iterations and at the end)."""

@@ -309,7 +309,9 @@ class LakeLineage:
         except LineageFailure as e:
             self.status(e.status, str(e))
             raise
-        except (KeyboardInterrupt, SystemExit, GeneratorExit) as e:  # interrupted, not broken: a re-run resumes it
+        except GeneratorExit:  # closed mid-round by what drove it (a packed sibling's crash ends their task):
+            raise  # like a killed task's, its status stays running for the trial's retry or the driver to file
+        except (KeyboardInterrupt, SystemExit) as e:  # interrupted, not broken: a re-run resumes it
             self.status("stopped", f"interrupted ({type(e).__name__}) in round {self.done}")
             raise
         except BaseException as e:
