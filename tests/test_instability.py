@@ -177,17 +177,19 @@ def test_round_0_at_k_0_measures_from_the_lineage_own_copy():
 
 
 def test_a_copy_that_diverges_leaves_the_round_unmeasured_and_the_lineage_goes_on(monkeypatch):
+    import study.engine.train as train_mod
     from study.engine.failures import TrainingDiverged
-    from study.engine.lineage import Lineage
+    from study.engine.seeding import derive_seed
 
-    real = Lineage._train
+    real = train_mod.train
+    second_order = derive_seed(0, "instability_order", 1) % 2**31  # the second copy's data order
 
-    def second_copy_diverges(self, *args, purpose="dropout", **kw):
-        if purpose == "instability_dropout":
+    def second_copy_diverges(model, task, *args, **kw):
+        if task.seed == second_order:
             raise TrainingDiverged("training diverged by iteration 20 (train loss nan); lower train.lr or add warm-up")
-        return real(self, *args, purpose=purpose, **kw)
+        return real(model, task, *args, **kw)
 
-    monkeypatch.setattr(Lineage, "_train", second_copy_diverges)
+    monkeypatch.setattr(train_mod, "train", second_copy_diverges)
     measured = []
     s = spec(rounds=2, instability={"rounds": [1]})
     rows = run_lineage(s, context=ONE_THREAD, hooks=LineageHooks(on_instability=measured.append))

@@ -7,6 +7,7 @@ re-run with the same spec resumes after the last finished round.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from study.engine.train import (
     ReportProgress,
     Task,
     TrainCallback,
+    TrainOutcome,
     TrainRequest,
     TrainResult,
     resolve_device,
@@ -45,7 +47,7 @@ from study.engine.train import (
 )
 from study.version import code_version
 
-Steps = Generator[TrainRequest, TrainResult, Any]  # yields trainings, is sent their results
+Steps = Generator[list[TrainRequest], list[TrainOutcome], Any]  # yields trainings, is sent their outcomes
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class Lineage:
         )
         self.previous = list(self.state.results)
         self.ended = False
+        self._spares: list[nn.Module] = []
         if context.on_progress and self.previous:
             context.on_progress(total_iterations(spec, self.plan, through=self.state.round_done))
 
@@ -148,10 +151,10 @@ class Lineage:
             raise StopIteration
         return row
 
-    def steps(self) -> Generator[TrainRequest, TrainResult, RoundResult | None]:
-        """The next round as a coroutine: it yields each training the round needs, is sent its
-        result (or has its failure thrown in) and returns the round's row, or None when no round
-        is left. `run_steps` drives it with the lone trainer; `packing` drives many at once."""
+    def steps(self) -> Generator[list[TrainRequest], list[TrainOutcome], RoundResult | None]:
+        """The next round as a coroutine: it yields the trainings the round needs (those that
+        can train at once together), is sent their outcomes (a result or the exception it
+        raised) and returns the round's row, or None when no round is left. `run_steps` drives it with the lone trainer; `packing` drives many at once."""
         if self.ended:
             return None
         try:
@@ -199,48 +202,73 @@ class Lineage:
         branch_masks = {  # from the trunk's step, before the trunk's training replaces what it saw
             name: BRANCHES[name].mask(BranchStep(step, mask)) for name in spec.branches
         }
-        training = yield from self._train(round_, start, mask)
-        state.trained = clone_state(self.model)
-        state.mask = mask
-        measured = yield from self._instability(round_, start, mask)
-        rows = [self._round_result(round_, training, mask, measured)]
-        if self.strategy.imp_track and round_ < self.plan.rounds[-1]:  # the IMP track: the next mask
+        # every training of the round starts from the trunk's step: they train at once (packed,
+        # they share a stacked model); the trunk's own, the instability copy, the IMP track, the branches
+        measure = round_ in spec.instability.rounds
+        imp = self.strategy.imp_track and round_ < self.plan.rounds[-1]  # the IMP track: the next mask
+        jobs = [_Job(start, mask)]
+        if measure:
+            jobs.append(_Job(start, mask, task=self._other_order(round_), purpose="instability_dropout", hooks=False))
+        if imp:
             assert state.theta_k is not None
-            yield from self._train(round_, RoundStart(state.theta_k, spec.rewind_iteration), mask)
-            state.imp_trained = clone_state(self.model)
+            jobs.append(_Job(RoundStart(state.theta_k, spec.rewind_iteration), mask))
         for name, branch_mask in branch_masks.items():
             weights = self._fresh_init(round_) if BRANCHES[name].weights == "fresh_init" else start.weights
-            try:
-                trained = yield from self._train(
-                    round_, RoundStart(weights, start.iteration, start.lr_fn), branch_mask, branch=name
-                )
-            except LineageFailure as e:  # this control's round failed, not the trunk nor its other rounds
-                state.branch_failures.setdefault(name, []).append(f"round {round_} {e.status}: {e}")
+            jobs.append(_Job(RoundStart(weights, start.iteration, start.lr_fn), branch_mask, branch=name))
+        training, *others = yield from self._train_all(round_, jobs)
+        if isinstance(training, BaseException):
+            raise training
+        second = others.pop(0) if measure else None
+        imp_training = others.pop(0) if imp else None
+        state.trained = clone_state(self.model)
+        state.mask = mask
+        measured = yield from self._instability(round_, start, mask, second)
+        rows = [self._round_result(round_, training, mask, measured)]
+        if imp_training is not None:
+            if isinstance(imp_training, BaseException):
+                raise imp_training
+            state.imp_trained = clone_state(imp_training.model)
+        for name, outcome in zip(branch_masks, others, strict=True):
+            if isinstance(outcome, LineageFailure):  # this control's round failed, not the trunk nor its other rounds
+                state.branch_failures.setdefault(name, []).append(f"round {round_} {outcome.status}: {outcome}")
                 continue
-            rows.append(self._round_result(round_, trained, branch_mask, branch=name))
+            if isinstance(outcome, BaseException):
+                raise outcome
+            rows.append(self._round_result(round_, outcome, branch_masks[name], branch=name))
         return rows
 
-    def _instability(self, round_: int, start: RoundStart, mask: Mask) -> Steps:
+    def _other_order(self, round_: int) -> Task:
+        """The data order of an instability measurement's second copy."""
+        return self.task.reordered(derive_seed(self.spec.seed, "instability_order", round_) % 2**31)
+
+    def _instability(
+        self, round_: int, start: RoundStart, mask: Mask, second: _RoundTraining | BaseException | None = None
+    ) -> Steps:
         """When the spec measures this round: train a second copy from the round's restart point
-        on another data order (and dropout draws), walk the line from the round's own trained
-        copy to it, report the path and return the round row's barriers. At round 0 with k > 0
-        the first copy is retrained from θ_k too, as the lineage reached θ_k with a warm
-        optimizer. A copy that fails to train leaves the round unmeasured (its row says why); the
-        lineage goes on. The model holds the round's trained weights again afterwards."""
+        on another data order (and dropout draws; `second`: the round trained it already), walk
+        the line from the round's own trained copy to it, report the path and return the round
+        row's barriers. At round 0 with k > 0 the first copy is retrained from θ_k too, as the
+        lineage reached θ_k with a warm optimizer. A copy that fails to train leaves the round
+        unmeasured (its row says why); the lineage goes on. The model holds the round's trained
+        weights again afterwards."""
         spec = self.spec.instability
         if round_ not in spec.rounds:
             return {}
         trained = clone_state(self.model)
-        other = self.task.reordered(derive_seed(self.spec.seed, "instability_order", round_) % 2**31)
         iterations, seconds, failure = 0, 0.0, None
         try:
             first = trained
             if instability_copies(self.spec, round_) == 2:
                 again = yield from self._train(round_, start, mask, purpose="instability_dropout_a", hooks=False)
                 first, iterations, seconds = clone_state(self.model), again.result.iterations, again.result.wall_seconds
-            copy = yield from self._train(round_, start, mask, task=other, purpose="instability_dropout", hooks=False)
-            iterations, seconds = iterations + copy.result.iterations, seconds + copy.result.wall_seconds
-            path = linear_path(self.model, first, clone_state(self.model), spec.points, self.task.evaluate)
+            if second is None:
+                second = yield from self._train(
+                    round_, start, mask, task=self._other_order(round_), purpose="instability_dropout", hooks=False
+                )
+            if isinstance(second, BaseException):
+                raise second
+            iterations, seconds = iterations + second.result.iterations, seconds + second.result.wall_seconds
+            path = linear_path(self.model, first, clone_state(second.model), spec.points, self.task.evaluate)
         except LineageFailure as e:  # the measurement failed, not the lineage
             path, failure = [], f"{e.status}: {e}"
         self.model.load_state_dict(trained)
@@ -275,33 +303,57 @@ class Lineage:
         start: RoundStart,
         mask: Mask,
         *callbacks: TrainCallback,
-        branch: str | None = None,
         task: Task | None = None,
         purpose: str = "dropout",
         hooks: bool = True,
     ) -> Steps:
-        """Train from `start` under `mask` on `task` (default: the lineage's data order), with
-        dropout seeded by (seed, purpose, round)."""
-        self.model.load_state_dict(start.weights)
-        apply_mask(self.model, mask)
-        if hooks and branch is not None and self.hooks.on_branch_reset:
-            self.hooks.on_branch_reset(round_, branch, self.model, mask)
-        elif hooks and branch is None and self.hooks.on_reset:
-            self.hooks.on_reset(round_, self.model, mask)
-        best = KeepBest() if isinstance(self.task, HasRoundMetrics) else None
-        progress = ReportProgress(self.context.on_progress) if self.context.on_progress else None
-        result = yield TrainRequest(
-            self.model,
-            task or self.task,
-            self.spec.train,
-            mask=mask if round_ > 0 else None,
-            start=start.iteration,
-            lr_fn=start.lr_fn,
-            callbacks=[cb for cb in (*callbacks, best, progress) if cb is not None],
-            dropout_seed=derive_seed(self.spec.seed, purpose, round_),  # dropout draws repeat on resume
-            packs=MODELS[self.spec.model].packs,
-        )
-        return _RoundTraining(result, best.state if best else None)
+        """One training of the lineage's model from `start` under `mask`; raises its failure."""
+        job = _Job(start, mask, callbacks, task=task, purpose=purpose, hooks=hooks)
+        (outcome,) = yield from self._train_all(round_, [job])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _train_all(self, round_: int, jobs: list[_Job]) -> Steps:
+        """Train the jobs at once, the first in the lineage's model and the others each in a
+        spare copy of it, with dropout seeded by (seed, purpose, round); returns for each its
+        `_RoundTraining` (whose model holds the trained weights) or the exception it raised."""
+        requests, bests = [], []
+        for i, job in enumerate(jobs):
+            model = self.model if i == 0 else self._spare(i - 1)
+            model.load_state_dict(job.start.weights)
+            apply_mask(model, job.mask)
+            if job.hooks and job.branch is not None and self.hooks.on_branch_reset:
+                self.hooks.on_branch_reset(round_, job.branch, model, job.mask)
+            elif job.hooks and job.branch is None and self.hooks.on_reset:
+                self.hooks.on_reset(round_, model, job.mask)
+            best = KeepBest() if isinstance(self.task, HasRoundMetrics) else None
+            progress = ReportProgress(self.context.on_progress) if self.context.on_progress else None
+            bests.append(best)
+            requests.append(
+                TrainRequest(
+                    model,
+                    job.task or self.task,
+                    self.spec.train,
+                    mask=job.mask if round_ > 0 else None,
+                    start=job.start.iteration,
+                    lr_fn=job.start.lr_fn,
+                    callbacks=[cb for cb in (*job.callbacks, best, progress) if cb is not None],
+                    dropout_seed=derive_seed(self.spec.seed, job.purpose, round_),  # dropout draws repeat on resume
+                    packs=MODELS[self.spec.model].packs,
+                )
+            )
+        outcomes = yield requests
+        return [
+            o if isinstance(o, BaseException) else _RoundTraining(o, best.state if best else None, r.model)
+            for o, best, r in zip(outcomes, bests, requests, strict=True)
+        ]
+
+    def _spare(self, index: int) -> nn.Module:
+        """The index-th spare copy of the model (for trainings beside the lineage's own)."""
+        while len(self._spares) <= index:
+            self._spares.append(copy.deepcopy(self.model))
+        return self._spares[index]
 
     def _build(self, seed: int) -> nn.Module:
         task = self.task
@@ -339,17 +391,16 @@ class Lineage:
         extra: dict[str, Any] | None = None,
         branch: str | None = None,
     ) -> RoundResult:
-        """The row of a round's training (the trunk's, or with `branch` that branch's); the
-        model holds the trained weights."""
-        spec, result = self.spec, training.result
+        """The row of a round's training (the trunk's, or with `branch` that branch's)."""
+        spec, result, model = self.spec, training.result, training.model
         extra = dict(extra or {})
         if training.best_state is not None and isinstance(self.task, HasRoundMetrics):
-            trained = clone_state(self.model)
-            self.model.load_state_dict(training.best_state)  # perplexity, parse F1... at the early-stop weights
-            extra.update(self.task.round_metrics(self.model))
-            self.model.load_state_dict(trained)
+            trained = clone_state(model)
+            model.load_state_dict(training.best_state)  # perplexity, parse F1... at the early-stop weights
+            extra.update(self.task.round_metrics(model))
+            model.load_state_dict(trained)
         overall, per_layer, per_kind = remaining(mask, self.plan.slots)
-        price = cost(self.model, self.weight_positions, mask)
+        price = cost(model, self.weight_positions, mask)
         before = self.state.results[-1].remaining_pct if self.state.results else 100.0
         es, fin, curve = result.early_stop, result.final, result.curve
         tags: dict[str, Any] = {"branch": branch, "trunk_lineage_id": None if branch is None else spec.lineage_id()}
@@ -407,6 +458,21 @@ def packed_mask(mask: Mask) -> dict[str, Any]:
 class _RoundTraining:
     result: TrainResult
     best_state: StateDict | None  # the early-stop weights, for tasks with round metrics
+    model: nn.Module  # holds the trained weights
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One training a round asks for: from `start` under `mask`, on `task` (default: the
+    lineage's data order); `hooks`: the reset hooks see it (a branch's with its name)."""
+
+    start: RoundStart
+    mask: Mask
+    callbacks: tuple[TrainCallback, ...] = ()
+    branch: str | None = None
+    task: Task | None = None
+    purpose: str = "dropout"
+    hooks: bool = True
 
 
 def run_lineage(

@@ -226,27 +226,32 @@ def train_request(request: TrainRequest) -> TrainResult:
     )
 
 
+TrainOutcome = TrainResult | BaseException  # what a training gave: its result, or what it raised
+
+
 def run_steps(
-    steps: Generator[TrainRequest, TrainResult, R], trainer: Callable[[TrainRequest], TrainResult] = train_request
+    steps: Generator[list[TrainRequest], list[TrainOutcome], R],
+    trainer: Callable[[TrainRequest], TrainResult] = train_request,
 ) -> R:
     """Drive a coroutine of trainings (`Lineage.steps`) to its return value, training each
-    request with `trainer`; a training's exception is thrown into the coroutine, where it
-    surfaces at the line that asked for it."""
-    outcome: TrainResult | BaseException | None = None
+    request it yields with `trainer`, one after another; an exception a training raises is its
+    outcome, handed back with the others, but an interrupt (KeyboardInterrupt, SystemExit) is
+    thrown into the coroutine at once."""
+    outcomes: list[TrainOutcome] | None = None
     while True:
         try:
-            if outcome is None:
-                request = next(steps)
-            elif isinstance(outcome, BaseException):
-                request = steps.throw(outcome)
-            else:
-                request = steps.send(outcome)
+            requests = next(steps) if outcomes is None else steps.send(outcomes)
         except StopIteration as stop:
             return stop.value
-        try:
-            outcome = trainer(request)
-        except BaseException as e:  # noqa: BLE001  (re-raised inside the coroutine)
-            outcome = e
+        outcomes = []
+        for request in requests:
+            try:
+                outcomes.append(trainer(request))
+            except Exception as e:  # noqa: BLE001  (the asker's to handle)
+                outcomes.append(e)
+            except BaseException as e:
+                steps.throw(e)
+                raise
 
 
 def diverged(iteration: int, train_loss: float) -> TrainingDiverged:

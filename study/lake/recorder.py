@@ -24,7 +24,7 @@ from study.engine.failures import LineageFailure
 from study.engine.lineage import Lineage, LineageHooks, RunContext
 from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundResult
 from study.engine.spec import LineageSpec
-from study.engine.train import TrainRequest, TrainResult, run_steps
+from study.engine.train import TrainOutcome, TrainRequest, run_steps
 from study.errors import SpecError
 from study.lake.files import (
     ROUND_TABLES,
@@ -278,7 +278,7 @@ class LakeLineage:
             raise StopIteration
         return row
 
-    def steps(self) -> Generator[TrainRequest, TrainResult, RoundResult | None]:
+    def steps(self) -> Generator[list[TrainRequest], list[TrainOutcome], RoundResult | None]:
         """`Lineage.steps` into the lake: the next round's trainings, then its row (None: the
         lineage finished), with the lineage's status filed as it ends, however it ends."""
         try:
@@ -291,7 +291,7 @@ class LakeLineage:
                 shutil.rmtree(self.workdir, ignore_errors=True)
         return row
 
-    def _steps(self) -> Generator[TrainRequest, TrainResult, RoundResult | None]:
+    def _steps(self) -> Generator[list[TrainRequest], list[TrainOutcome], RoundResult | None]:
         try:
             result = yield from self.lineage.steps()
             if result is not None:
