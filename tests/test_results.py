@@ -200,3 +200,25 @@ def test_an_interrupted_lineage_is_filed_stopped_and_a_rerun_resumes_it(tmp_path
     rounds = run_to_lake(spec, tmp_path, study="s", trial_id="t")
     assert [r.round for r in rounds] == [0, 1, 2]
     assert read_lineages(tmp_path, "s").table.to_pylist()[0]["status"] == "finished"
+
+
+def test_a_lineage_is_filed_finished_before_its_last_row_is_handed_on(tmp_path):
+    """Whoever receives a lineage's last row (a trial, which may be stopped at that report and
+    kill the task) finds it filed finished and folded already: a lineage with every round in the
+    lake is never left 'running' to be filed 'stopped'."""
+    from conftest import synthetic_spec_dict
+
+    from study.engine.spec import lineage_spec_from_dict
+    from study.lake.recorder import LakeLineage
+
+    lineage = LakeLineage(
+        lineage_spec_from_dict(synthetic_spec_dict(rounds=2)), tmp_path, study="s", context=RunContext(threads=1)
+    )
+    statuses = []
+    for row in lineage:
+        (status,) = read_lineages(tmp_path, "s").table.to_pylist()
+        statuses.append((row.round, status["status"], status["rounds_done"]))
+    assert statuses == [(0, "running", 1), (1, "running", 2), (2, "finished", 3)]
+    assert len(list(tmp_path.glob("rounds/study=s/strategy=imp/*.rounds.parquet"))) == 1
+    (status,) = read_lineages(tmp_path, "s").table.to_pylist()
+    assert status["status"] == "finished"

@@ -142,6 +142,14 @@ class Lineage:
         if context.on_progress and self.previous:
             context.on_progress(total_iterations(spec, self.plan, through=self.state.round_done))
 
+    @property
+    def finished(self) -> bool:
+        """Every planned round is done."""
+        return not self._rounds_left()
+
+    def _rounds_left(self) -> list[int]:
+        return [r for r in self.plan.rounds if r > self.state.round_done]
+
     def __iter__(self) -> Lineage:
         return self
 
@@ -167,7 +175,7 @@ class Lineage:
         state = self.state
         if state.results:  # a degenerate dense round ends the lineage, however it was resumed
             self._stop_if_degenerate(state.results[0])
-        todo = [r for r in self.plan.rounds if r > state.round_done]
+        todo = self._rounds_left()
         if not todo:
             return None
         row, *branch_rows = yield from self._run_round(todo[0])

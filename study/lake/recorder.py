@@ -224,6 +224,15 @@ class LakeLineage:
         self.done = self.previous[-1].round + 1 if self.previous else 0
         self.status("running")
 
+    def _finish(self) -> None:
+        try:  # one file per finished lineage, before it says finished (compaction waits for that)
+            for strategy in (self.row.strategy, *(r.strategy for r in self.branch_rows.values())):
+                for kind in ROUND_TABLES:
+                    fold_rounds(self.root, self.row.study, strategy, self.row.trial_id, kind)
+        except OSError:
+            pass  # folding only saves reads: the per-round files stay and every reader takes them
+        self.status("finished")
+
     def _started_at(self, files: list[str]) -> dt.datetime | None:
         for path in files:
             if path.split("/")[-4] == "lineages":
@@ -297,14 +306,11 @@ class LakeLineage:
             if result is not None:
                 if self.durable is not None:  # the node's checkpoint to the lake, so any node resumes it
                     store_for(self.durable).put_file(self.workdir / CHECKPOINT_FILE, self.durable)
+                if self.lineage.finished:  # filed finished before anyone sees its last row (and may stop it)
+                    self._finish()
                 return result
-            try:  # one file per finished lineage, before it says finished (compaction waits for that)
-                for strategy in (self.row.strategy, *(r.strategy for r in self.branch_rows.values())):
-                    for kind in ROUND_TABLES:
-                        fold_rounds(self.root, self.row.study, strategy, self.row.trial_id, kind)
-            except OSError:
-                pass  # folding only saves reads: the per-round files stay and every reader takes them
-            self.status("finished")
+            if self.status_name != "finished":
+                self._finish()
             return None
         except LineageFailure as e:
             self.status(e.status, str(e))
