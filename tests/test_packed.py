@@ -28,12 +28,14 @@ FAMILIES = {  # model -> (dataset, input shape, iterations, batch size): float64
 }
 
 
-def _double_task(dataset, batch_size):
+def _double_task(dataset, batch_size, stride=1):
+    """The dataset's task in float64; `stride` 2 halves the images' sides (VGG-19 pools them to 1x1)."""
     task = DATASETS[dataset].load(DataSpec(validation_size=24, synthetic_size=160), batch_size, 0, torch.device("cpu"))
-    task = dataclasses.replace(
-        task, train_x=task.train_x.double(), val_x=task.val_x.double(), test_x=task.test_x.double()
-    )
-    return task
+
+    def small(x):
+        return x[..., ::stride, ::stride].double().contiguous()
+
+    return dataclasses.replace(task, train_x=small(task.train_x), val_x=small(task.val_x), test_x=small(task.test_x))
 
 
 def _requests(model_name, specs, masks, tasks, callbacks=None):
@@ -56,7 +58,8 @@ def _requests(model_name, specs, masks, tasks, callbacks=None):
 def _random_mask(model_name, seed):
     _, shape, _, _ = FAMILIES[model_name]
     g = torch.Generator().manual_seed(seed)
-    model = build_model(model_name, shape, 10, seed=0)
+    with torch.device("meta"):  # shapes only
+        model = MODELS[model_name].factory(shape, 10)
     return {n: torch.rand(p.shape, generator=g) < 0.6 for n, p in model.named_parameters() if p.dim() > 1}
 
 
@@ -93,7 +96,7 @@ def test_a_pack_trains_each_member_as_the_lone_loop_does(model_name, optimizer):
     )
     specs = [base, dataclasses.replace(base, lr=base.lr * 2), dataclasses.replace(base, schedule="cosine")]
     masks = [None, _random_mask(model_name, 1), _random_mask(model_name, 2)]
-    shared = _double_task(dataset, batch_size)
+    shared = _double_task(dataset, batch_size, stride=2 if model_name == "vgg19" else 1)
     tasks = [shared.reordered(seed) for seed in (0, 1, 2)]
     packed_requests = _requests(model_name, specs, masks, tasks)
     lone_requests = _requests(model_name, specs, masks, [shared.reordered(seed) for seed in (0, 1, 2)])
@@ -360,3 +363,25 @@ def test_siblings_of_a_crashed_packed_lineage_stay_running_for_the_retry(tmp_pat
             break
     status = {r["trial_id"]: r["status"] for r in read_lineages(tmp_path, "s").table.to_pylist()}
     assert status == {"t-s0": "running", "t-s1": "failed", "t-s2": "running"}
+
+
+def test_a_lone_round_whose_trunk_fails_trains_nothing_more(monkeypatch):
+    """Alone, a round's trainings run one after another: when the trunk's diverges, its
+    instability copy and branch are not trained (their rows could never be written)."""
+    import study.engine.train as train_mod
+
+    real, pruned_trainings = train_mod.train, []
+
+    def trunk_diverges_at_round_1(model, task, spec, *, mask=None, **kw):
+        if mask is not None:
+            pruned_trainings.append(task.seed)
+            raise TrainingDiverged("training diverged by iteration 20 (train loss nan); lower train.lr or add warm-up")
+        return real(model, task, spec, mask=mask, **kw)
+
+    monkeypatch.setattr(train_mod, "train", trunk_diverges_at_round_1)
+    spec = lineage_spec_from_dict(
+        synthetic_spec_dict(rounds=2, branches=["random_reinit"], instability={"rounds": [1], "points": 11})
+    )
+    with pytest.raises(TrainingDiverged):
+        run_lineage(spec, context=RunContext(threads=1))
+    assert pruned_trainings == [0], "only the trunk's round-1 training ran"

@@ -66,7 +66,9 @@ class LineageHooks:
     """`on_round(result)` is called for each row of a finished round (the trunk's, then its
     branches'), before the round's checkpoint is written (a crash in between re-runs and
     re-reports that round). `on_reset(round, model, mask)` sees the weights a round starts
-    training from; `on_branch_reset(round, branch, model, mask)` those a branch starts from.
+    training from (the trunk's, then its IMP track's); `on_branch_reset(round, branch, model,
+    mask)` those a branch starts from; a round's resets all come before its trainings, each in
+    the model (or spare copy) that trains.
     `on_instability(result)` gets a round's instability measurement and `on_mask(result)` the
     mask of each of its rows (packed), before its rows."""
 
@@ -215,14 +217,25 @@ class Lineage:
         measure = round_ in spec.instability.rounds
         imp = self.strategy.imp_track and round_ < self.plan.rounds[-1]  # the IMP track: the next mask
         jobs = [_Job(start, mask)]
-        if measure:
-            jobs.append(_Job(start, mask, task=self._other_order(round_), purpose="instability_dropout", hooks=False))
+        if measure:  # its failure leaves the round unmeasured; a branch's, that branch's round rowless
+            jobs.append(
+                _Job(
+                    start,
+                    mask,
+                    task=self._other_order(round_),
+                    purpose="instability_dropout",
+                    hooks=False,
+                    required=False,
+                )
+            )
         if imp:
             assert state.theta_k is not None
             jobs.append(_Job(RoundStart(state.theta_k, spec.rewind_iteration), mask))
         for name, branch_mask in branch_masks.items():
             weights = self._fresh_init(round_) if BRANCHES[name].weights == "fresh_init" else start.weights
-            jobs.append(_Job(RoundStart(weights, start.iteration, start.lr_fn), branch_mask, branch=name))
+            jobs.append(
+                _Job(RoundStart(weights, start.iteration, start.lr_fn), branch_mask, branch=name, required=False)
+            )
         training, *others = yield from self._train_all(round_, jobs)
         if isinstance(training, BaseException):
             raise training
@@ -349,6 +362,7 @@ class Lineage:
                     callbacks=[cb for cb in (*job.callbacks, best, progress) if cb is not None],
                     dropout_seed=derive_seed(self.spec.seed, job.purpose, round_),  # dropout draws repeat on resume
                     packs=MODELS[self.spec.model].packs,
+                    required=job.required,
                 )
             )
         outcomes = yield requests
@@ -481,6 +495,7 @@ class _Job:
     task: Task | None = None
     purpose: str = "dropout"
     hooks: bool = True
+    required: bool = True  # its failure ends the lineage
 
 
 def run_lineage(

@@ -71,8 +71,9 @@ def train_packed(requests: Sequence[TrainRequest], cuda_graph: bool = True) -> l
         return _Pack(requests).run(cuda_graph)
     except torch.cuda.OutOfMemoryError as e:
         error = RuntimeError(
-            f"{len(requests)} lineages packed on one GPU ran out of its memory ({str(e).splitlines()[0]}); "
-            f"lower resources.lineages_per_gpu (or raise resources.gpu)"
+            f"a pack of {len(requests)} trainings (each packed lineage's trunk, instability copy, IMP track and "
+            f"branches of a round) ran out of GPU memory ({str(e).splitlines()[0]}); lower "
+            f"resources.lineages_per_gpu (or raise resources.gpu)"
         )
         return [error] * len(requests)
     except Exception as e:  # noqa: BLE001  (the pack's own failure is every member's)

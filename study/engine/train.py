@@ -201,6 +201,7 @@ class TrainRequest:
     callbacks: Sequence[TrainCallback] = field(default_factory=tuple)
     dropout_seed: int | None = None
     packs: bool = False
+    required: bool = True  # the asker cannot go on without it: trained alone, a failure skips the rest
 
     @property
     def stop(self) -> int:
@@ -235,20 +236,25 @@ def run_steps(
 ) -> R:
     """Drive a coroutine of trainings (`Lineage.steps`) to its return value, training each
     request it yields with `trainer`, one after another; an exception a training raises is its
-    outcome, handed back with the others, but an interrupt (KeyboardInterrupt, SystemExit) is
-    thrown into the coroutine at once."""
+    outcome, handed back with the others (those after a failed `required` one are not trained
+    and get its exception), but an interrupt (KeyboardInterrupt, SystemExit) is thrown into the
+    coroutine at once."""
     outcomes: list[TrainOutcome] | None = None
     while True:
         try:
             requests = next(steps) if outcomes is None else steps.send(outcomes)
         except StopIteration as stop:
             return stop.value
-        outcomes = []
+        outcomes, fatal = [], None
         for request in requests:
+            if fatal is not None:
+                outcomes.append(fatal)
+                continue
             try:
                 outcomes.append(trainer(request))
             except Exception as e:  # noqa: BLE001  (the asker's to handle)
                 outcomes.append(e)
+                fatal = e if request.required else None
             except BaseException as e:
                 steps.throw(e)
                 raise
