@@ -591,6 +591,7 @@ def test_trials_to_fill_keeps_every_slot_busy_with_one_trial_queued():
     assert trials_to_fill(1, 0, 3, {"CPU": 2}) == 2  # 3 lineages cover 2 cores, one more trial queued
     assert trials_to_fill(1, 0, 1, {"CPU": 16}) == 17
     assert trials_to_fill(1, 0.5, 2, {"CPU": 64, "GPU": 4}) == 5  # 8 half-GPU slots / 2 seeds + 1
+    assert trials_to_fill(1, 0.75, 1, {"CPU": 64, "GPU": 4}) == 5  # a packed task of 3 quarter-GPU seeds per GPU, +1
     assert trials_to_fill(4, 0, 2, {"CPU": 18}) == 3  # 4 slots of 4 CPUs, 2 trials fill them, 1 queued
     assert trials_to_fill(2, 0, 1, {"CPU": 0}) == 2  # an autoscaler's empty head: start small
 

@@ -227,7 +227,10 @@ def trials_to_fill(cpu: float, gpu: float, tasks: int, cluster: dict[str, float]
     """How many trials at once keep every core (every GPU, for GPU tasks) of the cluster busy:
     enough for their `tasks` tasks each (holding `cpu` and `gpu`) to take all the slots, plus one
     whose tasks wait in the queue, so a slot freed by a finishing task never waits for a trial."""
-    slots = int(cluster.get("GPU", 0) // gpu) if gpu > 0 else int(cluster.get("CPU", 0) // cpu)
+    if 0 < gpu < 1:  # fractions share a GPU only when they add up within it (0.75 + 0.75 do not)
+        slots = int(cluster.get("GPU", 0)) * int(1 / gpu + 1e-9)
+    else:
+        slots = int(cluster.get("GPU", 0) // gpu) if gpu > 0 else int(cluster.get("CPU", 0) // cpu)
     return max(1, math.ceil(slots / tasks)) + 1
 
 
