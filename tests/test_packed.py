@@ -81,8 +81,8 @@ def _assert_same_training(packed, lone, packed_requests, lone_requests, tol=1e-9
 def test_a_pack_trains_each_member_as_the_lone_loop_does(model_name, optimizer):
     """Every packing family, in float64: three members with their own data order, mask (one
     dense), learning rate and schedule; SGD with momentum and weight decay; clipped gradients."""
-    if model_name == "vgg19" and optimizer == "sgd":
-        pytest.skip("one optimizer is enough for the largest model")
+    if model_name != "lenet_300_100" and optimizer == "sgd":
+        pytest.skip("the optimizers act on the stacked buffer whatever the model: SGD is checked on LeNet")
     dataset, _, iterations, batch_size = FAMILIES[model_name]
     base = TrainSpec(
         lr=1e-3 if optimizer == "adam" else 0.05,
