@@ -87,10 +87,9 @@ def by_trial_number(lake):
 
 def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     markers = tmp_path / "markers"
-    clean = write_study(tmp_path, name="clean", seeds=[0, 1], sampler="random")
-    flaky = write_study(
-        tmp_path, name="flaky", seeds=[0, 1], sampler="random", storage={"results": str(tmp_path / "flaky_lake")}
-    )
+    two = {"seeds": [0, 1], "sampler": "random", "budget": {"num_samples": 2}}
+    clean = write_study(tmp_path, name="clean", **two)
+    flaky = write_study(tmp_path, name="flaky", **two, storage={"results": str(tmp_path / "flaky_lake")})
     ray.init(
         num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}}
     )
@@ -103,7 +102,7 @@ def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
         clean_outcome = run_study(load_study_spec(clean))
     finally:
         ray.shutdown()
-    assert len(list(markers.iterdir())) == 4, "every trial failed once at round 1"
+    assert len(list(markers.iterdir())) == 2, "every trial failed once at round 1"
     values = {t["number"]: (t["state"], t["values"]) for t in outcome.trials}
     assert values == {t["number"]: (t["state"], t["values"]) for t in clean_outcome.trials}, (
         "Optuna got each retried trial's final result (its seeds ran ahead of the fault), as uninterrupted"
@@ -112,8 +111,8 @@ def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     lake = tmp_path / "flaky_lake"
     rows = raw_rows(lake)
     keys = [(r["trial_id"], r["round"]) for r in rows]
-    assert len(keys) == 24 == len(set(keys)), "4 trials x 2 seeds x 3 rounds: 24 rows on disk, no duplicates"
-    assert len(raw_rows(lake, "lineages")) == 8, "no extra lineages"
+    assert len(keys) == 12 == len(set(keys)), "2 trials x 2 seeds x 3 rounds: 12 rows on disk, no duplicates"
+    assert len(raw_rows(lake, "lineages")) == 4, "no extra lineages"
     assert {r["status"] for r in raw_rows(lake, "lineages")} == {"finished"}
     assert by_trial_number(lake) == by_trial_number(tmp_path / "lake"), "the same rows as an uninterrupted run"
     # resumed, not restarted: every round row written before the fault is the very row the
