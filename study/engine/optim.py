@@ -10,14 +10,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch's defaults, the training loops' (lone and packed)
+
 
 class LeanAdam:
     def __init__(
         self,
         params: list[Tensor],
         lr: float,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        betas: tuple[float, float] = ADAM_BETAS,
+        eps: float = ADAM_EPS,
         weight_decay: float = 0.0,
     ) -> None:
         self.params = [p for p in params if p.requires_grad]

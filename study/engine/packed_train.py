@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from study.engine.data.classification import ClassificationTask, stacked_batch
+from study.engine.optim import ADAM_BETAS, ADAM_EPS
 from study.engine.train import EvalPoint, TrainRequest, TrainResult, diverged, overrides, train_request
 
 GRAPH_WARMUP = 3  # eager steps before a CUDA graph is captured (cuDNN and the allocator settle)
@@ -104,10 +105,10 @@ class _FlatOptimizer:
                     [],
                     [self.steps[k]],
                     lr=lr[k, 0],
-                    beta1=0.9,
-                    beta2=0.999,
+                    beta1=ADAM_BETAS[0],
+                    beta2=ADAM_BETAS[1],
                     weight_decay=self.weight_decay,
-                    eps=1e-8,
+                    eps=ADAM_EPS,
                     amsgrad=False,
                     maximize=False,
                 )
