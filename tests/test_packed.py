@@ -79,8 +79,8 @@ def _assert_same_training(packed, lone, packed_requests, lone_requests, tol=1e-9
 @pytest.mark.parametrize("model_name", list(FAMILIES))
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_a_pack_trains_each_member_as_the_lone_loop_does(model_name, optimizer):
-    """Every packing family, in float64: three members with their own data order, mask (one
-    dense), learning rate and schedule; SGD with momentum and weight decay; clipped gradients."""
+    """Every packing family, in float64: members with their own data order, mask (one dense),
+    learning rate and (on LeNet) schedule; SGD with momentum and weight decay; clipped gradients."""
     if model_name != "lenet_300_100" and optimizer == "sgd":
         pytest.skip("the optimizers act on the stacked buffer whatever the model: SGD is checked on LeNet")
     dataset, _, iterations, batch_size = FAMILIES[model_name]
@@ -96,10 +96,12 @@ def test_a_pack_trains_each_member_as_the_lone_loop_does(model_name, optimizer):
     )
     specs = [base, dataclasses.replace(base, lr=base.lr * 2), dataclasses.replace(base, schedule="cosine")]
     masks = [None, _random_mask(model_name, 1), _random_mask(model_name, 2)]
+    if model_name != "lenet_300_100":  # float64 convolutions are slow: schedules are checked on LeNet
+        specs, masks = specs[:2], masks[:2]
     shared = _double_task(dataset, batch_size, stride=2 if model_name == "vgg19" else 1)
-    tasks = [shared.reordered(seed) for seed in (0, 1, 2)]
-    packed_requests = _requests(model_name, specs, masks, tasks)
-    lone_requests = _requests(model_name, specs, masks, [shared.reordered(seed) for seed in (0, 1, 2)])
+    seeds = range(len(specs))
+    packed_requests = _requests(model_name, specs, masks, [shared.reordered(seed) for seed in seeds])
+    lone_requests = _requests(model_name, specs, masks, [shared.reordered(seed) for seed in seeds])
     assert len({pack_key(r) for r in packed_requests}) == 1
     packed = train_packed(packed_requests)
     lone = [train_request(r) for r in lone_requests]

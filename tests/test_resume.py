@@ -34,7 +34,7 @@ def lineage_cmd(spec_path, root):
 
 
 def test_kill_9_mid_round_then_resume_matches_uninterrupted(tmp_path):
-    spec = synthetic_spec_dict(rounds=4, rewind_iteration=20, train={"iterations": 1500, "eval_every": 250})
+    spec = synthetic_spec_dict(rounds=3, rewind_iteration=20, train={"iterations": 1500, "eval_every": 250})
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     killed, clean = tmp_path / "killed", tmp_path / "clean"
@@ -48,7 +48,7 @@ def test_kill_9_mid_round_then_resume_matches_uninterrupted(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = sorted(p.name for p in (killed / "rounds").rglob("*.parquet"))
-    assert 2 <= len(done_before) < 5, done_before
+    assert 2 <= len(done_before) < 4, done_before
     assert read_lineages(killed).table["status"].to_pylist() == ["running"], "an orphan, until resumed"
 
     subprocess.run(lineage_cmd(spec_path, killed), check=True, capture_output=True)
@@ -56,10 +56,10 @@ def test_kill_9_mid_round_then_resume_matches_uninterrupted(tmp_path):
 
     resumed = read_rounds(killed).table.sort_by("round").to_pylist()
     reference = read_rounds(clean).table.sort_by("round").to_pylist()
-    assert [r["round"] for r in resumed] == [0, 1, 2, 3, 4]
+    assert [r["round"] for r in resumed] == [0, 1, 2, 3]
     files = list((killed / "rounds").rglob("*.parquet"))
     assert len(files) == 1 and files[0].name.endswith(".rounds.parquet"), "the finished lineage, folded"
-    assert pq.read_table(files[0]).num_rows == 5, "no duplicate rows"
+    assert pq.read_table(files[0]).num_rows == 4, "no duplicate rows"
     for a, b in zip(resumed, reference, strict=True):
         for key in a:
             if key not in TIMING:
