@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import ray
-from ray.exceptions import RayError, RayTaskError
+from ray.exceptions import RayError
 
 from study.engine.failures import LineageFailure
 from study.engine.rows import RoundResult
@@ -130,12 +130,7 @@ def _run_jobs(jobs: list[LineageJob], board: ray.actor.ActorHandle | None) -> It
         lineages = [_lake_lineage(job, context) for job in jobs]
         for i, lineage in enumerate(lineages):
             yield i, Started(list(lineage.previous), lineage.workdir / CHECKPOINT_FILE)
-        if len(lineages) == 1:
-            for result in lineages[0]:
-                yield 0, result
-            yield 0, None
-            return
-        for i, event in run_packed(lineages):
+        for i, event in run_packed(lineages):  # a pack of one trains with the lone loop
             if isinstance(event, BaseException) and not isinstance(event, LineageFailure):
                 raise event
             yield i, event
@@ -170,18 +165,9 @@ class LineageTask:
                 ref = next(self._stream)
             except StopIteration:
                 return None
-            j, item = self._get(ref)
+            j, item = cast(tuple[int, Any], ray.get(ref))  # a lineage's LineageFailure comes as its item
             self._items[j].append(item)
         return self._items[index].popleft()
-
-    @staticmethod
-    def _get(ref: ray.ObjectRef) -> tuple[int, Any]:
-        try:
-            return cast(tuple[int, Any], ray.get(ref))
-        except RayTaskError as e:
-            if isinstance(e.cause, LineageFailure):
-                raise e.cause from None
-            raise
 
 
 class RemoteLineage:
