@@ -81,3 +81,40 @@ def test_pair_classifier_reads_the_last_real_token():
     out1 = model(a, lengths, b, lb)
     out2 = model(padded, lengths, b, lb)
     assert out1.shape == (3, 7) and torch.allclose(out1, out2, atol=1e-6), "padding after the end changes nothing"
+
+
+def test_pair_classifier_equals_each_side_encoded_alone():
+    """Both sides go through the RNN as one batch padded to the longer side; the features must be
+    those of each sentence encoded on its own, unpadded ([u, v, u*v, |u-v|] into the head)."""
+    torch.manual_seed(3)
+    model = SequenceClassifier(
+        vocab=20, num_classes=7, embedding=8, hidden=16, layers=2, chunk_size=4, pair=True
+    ).eval()
+    left, left_lengths = torch.randint(1, 20, (4, 3)), torch.tensor([4, 1, 3])
+    right, right_lengths = torch.randint(1, 20, (9, 3)), torch.tensor([2, 9, 5])
+    out = model(left, left_lengths, right, right_lengths)
+
+    def alone(tokens, length):
+        return model.rnn(model.encoder(tokens[:length, None]))[0][-1, 0]
+
+    for j in range(3):
+        u, v = alone(left[:, j], left_lengths[j]), alone(right[:, j], right_lengths[j])
+        expected = model.head(torch.cat([u, v, u * v, (u - v).abs()]))
+        assert torch.allclose(out[j], expected, atol=1e-5)
+
+
+def test_a_plain_layers_gradients_are_torch_lstms():
+    torch.manual_seed(4)
+    layer = RecurrentLayer(6, 8, 2, masters=False)
+    ref = _as_torch_lstm(layer)
+    x = torch.randn(7, 3, 6)
+    (layer(x)[0] ** 2).sum().backward()
+    (ref(x)[0] ** 2).sum().backward()
+    gate_grad = _as_torch_lstm_grad(layer)
+    assert torch.allclose(gate_grad, ref.weight_hh_l0.grad, atol=1e-5)
+
+
+def _as_torch_lstm_grad(layer: RecurrentLayer) -> torch.Tensor:
+    H = layer.hidden_size
+    o, g, i, f = (layer.hh.weight.grad[k * H : (k + 1) * H] for k in range(4))
+    return torch.cat([i, f, g, o])

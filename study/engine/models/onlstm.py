@@ -66,9 +66,10 @@ class RecurrentLayer(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
         """x: (T, B, input). Returns outputs (T, B, H), the final (h, c), and the per-token
         master-forget distances d_t = 1 - mean(f̃_t) (T, B) (zeros for a plain LSTM)."""
-        T, B, _ = x.shape
+        B = x.shape[1]
         H, n, cs, m = self.hidden_size, self.n_chunks, self.chunk_size, self.n_master
-        pre = self.ih(x)  # the input-to-hidden map for the whole sequence at once
+        # the input-to-hidden map (and both biases) for the whole sequence at once
+        pre = F.linear(x, self.ih.weight, self.ih.bias + self.hh.bias)
         w_hh = self.hh.weight
         if self.training and self.dropconnect > 0:
             keep = torch.rand_like(w_hh) >= self.dropconnect  # DropConnect with a bool mask
@@ -80,18 +81,17 @@ class RecurrentLayer(nn.Module):
             h, c = state
             c = c.view(B, n, cs)
         outputs, distances = [], []
-        for t in range(T):
-            g = pre[t] + F.linear(h, w_hh, self.hh.bias)
-            gates = g[:, m:].view(B, 4, n, cs)
-            o, cell, i, f = (
-                torch.sigmoid(gates[:, 0]),
-                torch.tanh(gates[:, 1]),
-                torch.sigmoid(gates[:, 2]),
-                torch.sigmoid(gates[:, 3]),
-            )
+        # unbind/split rather than indexing: an indexed tensor's backward writes a zero tensor
+        # of the whole source per index, which made the backward pass quadratic in T
+        for pre_t in pre.unbind(0):
+            g = torch.addmm(pre_t, h, w_hh.t())
+            master_f, master_i, gate_rows = g.split([m // 2, m // 2, 4 * H], dim=1)
+            gates = gate_rows.view(B, 4, n, cs)
+            o, _, i, f = torch.sigmoid(gates).unbind(1)  # one sigmoid call beats three
+            cell = torch.tanh(gates.unbind(1)[1])
             if self.masters and not force_master_ones:
-                mf = cumax(g[:, :n])
-                mi = 1 - cumax(g[:, n:m])
+                mf = cumax(master_f)
+                mi = 1 - cumax(master_i)
                 distances.append(1 - mf.mean(-1))
                 mf, mi = mf[:, :, None], mi[:, :, None]
                 overlap = mf * mi
@@ -228,9 +228,12 @@ class SequenceClassifier(nn.Module):
     def forward(
         self, tokens: Tensor, lengths: Tensor, tokens2: Tensor | None = None, lengths2: Tensor | None = None
     ) -> Tensor:
-        u, _ = self.encode(tokens, lengths)
-        if self.pair:
-            assert tokens2 is not None and lengths2 is not None, "a pair classifier takes two sequences"
-            v, _ = self.encode(tokens2, lengths2)
-            u = torch.cat([u, v, u * v, (u - v).abs()], dim=-1)
-        return self.head(u)
+        if not self.pair:
+            return self.head(self.encode(tokens, lengths)[0])
+        assert tokens2 is not None and lengths2 is not None, "a pair classifier takes two sequences"
+        # Both sides in one pass (half the sequential steps); padding after a sequence's last
+        # token cannot reach the state read at that token.
+        steps = max(tokens.shape[0], tokens2.shape[0])
+        both = torch.cat([F.pad(t, (0, 0, 0, steps - t.shape[0])) for t in (tokens, tokens2)], dim=1)
+        u, v = self.encode(both, torch.cat([lengths, lengths2]))[0].split(tokens.shape[1])
+        return self.head(torch.cat([u, v, u * v, (u - v).abs()], dim=-1))
