@@ -59,3 +59,20 @@ def test_gaussian_glorot_and_kaiming_scales():
     assert torch.count_nonzero(lenet.fc1.bias) == 0
     kaiming = build_model("lenet_300_100", (1, 28, 28), 10, seed=0, init="kaiming_normal")
     assert abs(float(kaiming.fc1.weight.detach().std()) - (2 / 784) ** 0.5) < 0.002
+
+
+def test_recurrent_schemes_draw_embeddings_at_their_own_scale():
+    """uniform: weights U(±1/sqrt(fan_in)), embeddings U(±0.1); uniform_normal_embedding: the same
+    weights' law with N(0, 1) embeddings; biases zero under both."""
+    args = {"embedding": 64, "hidden": 32, "layers": 2, "chunk_size": 4, "pair": True}
+    small = build_model("onlstm_classifier", (200,), 7, seed=0, init="uniform", **args)
+    normal = build_model("onlstm_classifier", (200,), 7, seed=0, init="uniform_normal_embedding", **args)
+    assert float(small.encoder.weight.abs().max()) <= 0.1
+    assert abs(float(small.encoder.weight.std()) - 0.2 / 12**0.5) < 0.003
+    assert abs(float(normal.encoder.weight.std()) - 1.0) < 0.02
+    assert abs(float(normal.encoder.weight.mean())) < 0.02
+    for model in (small, normal):
+        hh = model.rnn.layers[1].hh.weight
+        assert float(hh.abs().max()) <= 1 / 32**0.5
+        assert abs(float(hh.std()) - (1 / 32**0.5) / 3**0.5) < 0.005
+        assert torch.count_nonzero(model.rnn.layers[0].ih.bias) == 0

@@ -20,6 +20,7 @@ from typing import Any, cast
 from study.engine.branches import BRANCHES
 from study.engine.data import DATASETS
 from study.engine.models import MODELS
+from study.engine.models.init import INIT_SCHEMES
 from study.engine.strategies import STRATEGIES
 from study.errors import SpecError
 from study.typed_yaml import build, choice, load_yaml
@@ -30,7 +31,6 @@ SCHEDULES = ("constant", "step", "warmup", "cosine")
 MAX_ITERATIONS = 10**9
 MAX_ROUNDS = 500
 MAX_SEED = 2**31 - 1
-INITS = ("glorot_normal", "kaiming_normal", "uniform")
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ class LineageSpec:
         if self.chance_margin is not None and not 0 <= self.chance_margin < 1:
             raise SpecError(f"chance_margin is a fraction of accuracy in [0, 1), got {self.chance_margin}")
         if self.init is not None:
-            choice("init", self.init, INITS)
+            choice("init", self.init, tuple(INIT_SCHEMES))
         self.train.validate()
         self.prune.validate()
         self.data.validate()

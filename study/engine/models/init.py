@@ -1,39 +1,73 @@
-"""Seeded initialisation: a seed alone decides every initial weight (no global RNG)."""
+"""Seeded initialisation: a seed alone decides every initial weight (no global RNG).
+
+A scheme (`INIT_SCHEMES`) names how conv/linear weights and how embeddings are drawn; biases are
+zero and batch-norm starts as the identity under every scheme."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+Draw = Callable[[torch.Size, torch.Generator], Tensor]
+
+
+def _uniform_fan_in(shape: torch.Size, g: torch.Generator) -> Tensor:
+    bound = 1 / shape[1:].numel() ** 0.5
+    return torch.rand(shape, generator=g) * 2 * bound - bound
+
+
+def _glorot_normal(shape: torch.Size, g: torch.Generator) -> Tensor:
+    return nn.init.xavier_normal_(torch.empty(shape), generator=g)
+
+
+def _kaiming_normal(shape: torch.Size, g: torch.Generator) -> Tensor:
+    return nn.init.kaiming_normal_(torch.empty(shape), nonlinearity="relu", generator=g)
+
+
+def _embedding_small(shape: torch.Size, g: torch.Generator) -> Tensor:
+    return torch.rand(shape, generator=g) * 0.2 - 0.1
+
+
+def _embedding_normal(shape: torch.Size, g: torch.Generator) -> Tensor:
+    return torch.randn(shape, generator=g)
+
+
+@dataclass(frozen=True)
+class InitScheme:
+    weights: Draw  # conv and linear weights
+    embedding: Draw
+
+
+INIT_SCHEMES: dict[str, InitScheme] = {
+    "glorot_normal": InitScheme(_glorot_normal, _embedding_small),  # the LTH paper
+    "kaiming_normal": InitScheme(_kaiming_normal, _embedding_small),
+    # U(±1/sqrt(fan_in)), embeddings U(±0.1): the recurrent language-model convention (AWD-LSTM,
+    # Shen et al.), where the embedding is also the tied decoder
+    "uniform": InitScheme(_uniform_fan_in, _embedding_small),
+    # the same with N(0, 1) embeddings (torch's default): a classifier's embedding feeds only the
+    # recurrence, and at U(±0.1) its signal starts too weak to learn logical inference in budget
+    "uniform_normal_embedding": InitScheme(_uniform_fan_in, _embedding_normal),
+}
 
 
 def initialize(model: nn.Module, scheme: str, seed: int) -> nn.Module:
-    """Gaussian Glorot (the LTH paper), Kaiming normal, or uniform U(±1/sqrt(fan_in)) (the usual
-    recurrent init) for conv/linear weights; zero biases; embeddings U(±0.1); batch-norm to
-    identity. Modules are visited in registration order; a tied weight is drawn once."""
+    """Draws every weight of `model` under `scheme`. Modules are visited in registration order;
+    a tied weight is drawn once."""
+    draw = INIT_SCHEMES[scheme]
     g = torch.Generator().manual_seed(seed)
     drawn: set[int] = set()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.Embedding):
                 drawn.add(id(module.weight))
-                module.weight.copy_(torch.rand(module.weight.shape, generator=g) * 0.2 - 0.1)
+                module.weight.copy_(draw.embedding(module.weight.shape, g))
             elif isinstance(module, (nn.Linear, nn.Conv2d)):
-                if id(module.weight) in drawn:  # tied to an embedding already drawn
-                    if module.bias is not None:
-                        module.bias.zero_()
-                    continue
-                drawn.add(id(module.weight))
-                w = torch.empty(module.weight.shape)
-                if scheme == "uniform":
-                    bound = 1 / module.weight[0].numel() ** 0.5
-                    w = torch.rand(module.weight.shape, generator=g) * 2 * bound - bound
-                elif scheme == "glorot_normal":
-                    nn.init.xavier_normal_(w, generator=g)
-                elif scheme == "kaiming_normal":
-                    nn.init.kaiming_normal_(w, nonlinearity="relu", generator=g)
-                else:
-                    raise ValueError(f"unknown init scheme {scheme}")
-                module.weight.copy_(w)
+                if id(module.weight) not in drawn:  # else tied to an embedding already drawn
+                    drawn.add(id(module.weight))
+                    module.weight.copy_(draw.weights(module.weight.shape, g))
                 if module.bias is not None:
                     module.bias.zero_()
             elif isinstance(module, nn.BatchNorm2d):
