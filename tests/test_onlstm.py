@@ -103,18 +103,27 @@ def test_pair_classifier_equals_each_side_encoded_alone():
         assert torch.allclose(out[j], expected, atol=1e-5)
 
 
-def test_a_plain_layers_gradients_are_torch_lstms():
+def test_gradients_with_master_gates_forced_to_one_are_a_standard_lstms():
+    """The biases are folded into the input map and the steps are unbound/split from one tensor:
+    every weight's and bias's gradient must still be nn.LSTM's (gate rows reordered)."""
     torch.manual_seed(4)
-    layer = RecurrentLayer(6, 8, 2, masters=False)
-    ref = _as_torch_lstm(layer)
-    x = torch.randn(7, 3, 6)
-    (layer(x)[0] ** 2).sum().backward()
-    (ref(x)[0] ** 2).sum().backward()
-    gate_grad = _as_torch_lstm_grad(layer)
-    assert torch.allclose(gate_grad, ref.weight_hh_l0.grad, atol=1e-5)
+    for masters in (False, True):
+        layer = RecurrentLayer(6, 8, 2, masters=masters)
+        ref = _as_torch_lstm(layer)
+        x = torch.randn(7, 3, 6)
+        (layer(x, force_master_ones=True)[0] ** 2).sum().backward()
+        (ref(x)[0] ** 2).sum().backward()
+        ours = {
+            "weight_ih_l0": layer.ih.weight.grad,
+            "weight_hh_l0": layer.hh.weight.grad,
+            "bias_ih_l0": layer.ih.bias.grad,
+            "bias_hh_l0": layer.hh.bias.grad,
+        }
+        for name, grad in ours.items():
+            assert torch.allclose(_gate_rows_in_torch_order(layer, grad), getattr(ref, name).grad, atol=1e-5), name
 
 
-def _as_torch_lstm_grad(layer: RecurrentLayer) -> torch.Tensor:
-    H = layer.hidden_size
-    o, g, i, f = (layer.hh.weight.grad[k * H : (k + 1) * H] for k in range(4))
+def _gate_rows_in_torch_order(layer: RecurrentLayer, t: torch.Tensor) -> torch.Tensor:
+    H, m = layer.hidden_size, layer.n_master
+    o, g, i, f = (t[m + k * H : m + (k + 1) * H] for k in range(4))
     return torch.cat([i, f, g, o])

@@ -47,8 +47,9 @@ INIT_SCHEMES: dict[str, InitScheme] = {
     # U(±1/sqrt(fan_in)), embeddings U(±0.1): the recurrent language-model convention (AWD-LSTM,
     # Shen et al.), where the embedding is also the tied decoder
     "uniform": InitScheme(_uniform_fan_in, _embedding_small),
-    # the same with N(0, 1) embeddings (torch's default): a classifier's embedding feeds only the
-    # recurrence, and at U(±0.1) its signal starts too weak to learn logical inference in budget
+    # the same with N(0, 1) embeddings (torch's law, padding row included): a classifier's
+    # embedding feeds only the recurrence, and at U(±0.1) its signal starts too weak to learn
+    # logical inference in budget
     "uniform_normal_embedding": InitScheme(_uniform_fan_in, _embedding_normal),
 }
 
@@ -56,6 +57,8 @@ INIT_SCHEMES: dict[str, InitScheme] = {
 def initialize(model: nn.Module, scheme: str, seed: int) -> nn.Module:
     """Draws every weight of `model` under `scheme`. Modules are visited in registration order;
     a tied weight is drawn once."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme}; choose one of {', '.join(INIT_SCHEMES)}")
     draw = INIT_SCHEMES[scheme]
     g = torch.Generator().manual_seed(seed)
     drawn: set[int] = set()

@@ -84,7 +84,7 @@ class RecurrentLayer(nn.Module):
         # unbind/split rather than indexing: an indexed tensor's backward writes a zero tensor
         # of the whole source per index, which made the backward pass quadratic in T
         for pre_t in pre.unbind(0):
-            g = torch.addmm(pre_t, h, w_hh.t())
+            g = pre_t + F.linear(h, w_hh)  # F.linear: engine/cost.py prices every linear map it sees
             master_f, master_i, gate_rows = g.split([m // 2, m // 2, 4 * H], dim=1)
             gates = gate_rows.view(B, 4, n, cs)
             o, _, i, f = torch.sigmoid(gates).unbind(1)  # one sigmoid call beats three
