@@ -14,18 +14,13 @@ def test_cumax_is_monotone_in_unit_interval():
 
 def _as_torch_lstm(layer: RecurrentLayer) -> nn.LSTM:
     """nn.LSTM with the layer's gate rows ([o, cell, i, f] here; [i, f, g, o] in torch)."""
-    H, m = layer.hidden_size, layer.n_master
-    ref = nn.LSTM(layer.ih.in_features, H)
-
-    def reorder(t):
-        o, g, i, f = (t[m + k * H : m + (k + 1) * H] for k in range(4))
-        return torch.cat([i, f, g, o])
+    ref = nn.LSTM(layer.ih.in_features, layer.hidden_size)
 
     with torch.no_grad():
-        ref.weight_ih_l0.copy_(reorder(layer.ih.weight))
-        ref.weight_hh_l0.copy_(reorder(layer.hh.weight))
-        ref.bias_ih_l0.copy_(reorder(layer.ih.bias))
-        ref.bias_hh_l0.copy_(reorder(layer.hh.bias))
+        ref.weight_ih_l0.copy_(_gate_rows_in_torch_order(layer, layer.ih.weight))
+        ref.weight_hh_l0.copy_(_gate_rows_in_torch_order(layer, layer.hh.weight))
+        ref.bias_ih_l0.copy_(_gate_rows_in_torch_order(layer, layer.ih.bias))
+        ref.bias_hh_l0.copy_(_gate_rows_in_torch_order(layer, layer.hh.bias))
     return ref
 
 
