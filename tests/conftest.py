@@ -166,42 +166,66 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def loopback_cluster(head_cpus: int, worker_cpus: int):
-    """A two-node Ray cluster on loopback: `ray start --head` plus `ray start --address`.
-    Yields the address; stops every Ray process of this machine afterwards."""
+    """A two-node Ray cluster on loopback: `ray start --head --block` plus `ray start --address
+    --block`, each in a process group of its own. Yields the address; afterwards kills those two
+    groups only (`ray stop` would stop every Ray of this machine, other test runs' included)."""
+    import signal
     import subprocess
     import sys
+    import time
+
+    import ray
 
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    common = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    nodes: list[subprocess.Popen] = []
+
+    def start(*args: str) -> None:
+        nodes.append(
+            subprocess.Popen(
+                [ray_bin, "start", *args, *common],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+
+    def wait_for(alive: int) -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert all(n.poll() is None for n in nodes), "a `ray start` exited"
+            status = subprocess.run(
+                [ray_bin, "status", f"--address={address}"], env=env, capture_output=True, text=True, timeout=60
+            )
+            if status.returncode == 0 and status.stdout.count(" node_") >= alive:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"the loopback cluster at {address} did not reach {alive} nodes")
+
     try:
-        subprocess.run(
-            [
-                ray_bin,
-                "start",
-                "--head",
-                f"--port={port}",
-                "--include-dashboard=false",
-                f"--num-cpus={head_cpus}",
-                *common,
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        subprocess.run(
-            [ray_bin, "start", f"--address={address}", f"--num-cpus={worker_cpus}", *common],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        start("--head", f"--port={port}", "--include-dashboard=false", f"--dashboard-port={free_port()}",
+              f"--num-cpus={head_cpus}")  # fmt: skip
+        wait_for(1)
+        start(f"--address={address}", f"--num-cpus={worker_cpus}")
+        wait_for(2)
         yield address
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        if ray.is_initialized():
+            ray.shutdown()
+        for node in reversed(nodes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGTERM)
+        deadline = time.time() + 3
+        for node in reversed(nodes):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.wait(max(0.1, deadline - time.time()))
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)  # what SIGTERM left of the group (Ray's monitor lingers)
+            node.wait()
 
 
 def raw_rows(lake, table="rounds", study=None):
