@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint bench mutants
+.PHONY: setup demo test test-cluster lint bench mutants
 
 setup:
 	bash scripts/setup.sh
@@ -8,6 +8,12 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -q --timeout 900 --durations=12
+
+# The rendered pods run on this machine as the kubelet and KubeRay would run them (as root: the
+# image built from k8s/Dockerfile without Docker, crun, network namespaces; k8s/README.md).
+test-cluster: setup
+	bash scripts/setup_cluster.sh
+	.venv/bin/python -m pytest -q -s -p no:cacheprovider --timeout 1500 tests/cluster
 
 # ruff (lint and format) and mypy, configured in pyproject.toml
 LINTED = study tests bench scripts app.py

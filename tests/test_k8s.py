@@ -358,12 +358,25 @@ def test_bad_render_inputs_are_one_line_errors(tmp_path):
         (["--head-cpus", "0.5"], "invalid int value"),
         (["--max-workers", "3000000000"], "count pods"),
         (["--namespace", "Bad_NS"], "not a Kubernetes name"),
+        (["--image", "Lottery-Study:0.1.0"], "not an image reference"),
+        (["--image", "ghcr.io/acme/lottery_study!:0.1.0"], "not an image reference"),
+        (["--image", "ghcr.io/acme/lottery-study:"], "not an image reference"),
+        (["--image", "ghcr.io/acme/lottery-study:-x"], "not an image reference"),
+        (["--worker-cpus", "1000000"], "more than any node has"),
+        (["--worker-memory", "99999999Ti"], "more than any node has"),
+        (["--head-memory", "33Ti"], "more than any node has"),
+        (["--gpus-per-worker", "17"], "more than any GPU node has"),
     ):
         out = subprocess.run(
             [sys.executable, "-m", "study.cli", "k8s", "render", SPACE, *args], capture_output=True, text=True
         )
         assert out.returncode == 2 and expected in out.stderr and out.stderr.count("\n") == 1, out.stderr
-        assert "Planted99" not in out.stdout + out.stderr
+        assert "Planted99" not in out.stdout + out.stderr and out.stdout == ""
+    for image in ("localhost:5000/acme/lottery-study:0.1.0", "Registry.Example:443/a/b__c-d.e:v1.0_rc-2",
+                  f"ghcr.io/acme/lottery-study:0.1.0@sha256:{'ab' * 32}", "lottery-study:0.1.0"):  # fmt: skip
+        assert K8sOptions(image=image).validate() is None
+    refused = study_cli("k8s", "render", SPACE, *CLAIM, "--image", "repo/img:", "--out-dir", str(tmp_path / "out"))
+    assert refused.returncode == 2 and not (tmp_path / "out").exists(), "nothing written"
 
 
 def test_a_render_names_every_secret_by_reference_only():

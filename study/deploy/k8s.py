@@ -37,6 +37,21 @@ RAYJOB_NAME_MAX = 47  # KubeRay derives cluster and pod names from it
 STATEFULSET_NAME_MAX = 52  # its pods' controller-revision-hash label (name + hash) must fit 63
 MAX_PODS = 10_000  # a worker group's most pods (the API takes int32; no study needs more)
 IMAGE_UID = 1000  # the image's user (k8s/Dockerfile)
+# The largest machine types the big clouds offer (AWS u7inh-32tb, GCP x4-megamem-1920, Azure M896ixds:
+# at most 1920 vCPUs and 32 TiB) and GPU nodes (8 GPUs, a few 16): a pod above these would stay
+# Pending on every cluster until the job's deadline.
+MAX_POD_CPUS = 1920
+MAX_POD_MEMORY_MI = 32 * 1024 * 1024
+MAX_POD_GPUS = 16
+# An image reference as container runtimes parse it (github.com/distribution/reference), with a tag.
+_DOMAIN = (
+    r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
+)
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:(?:{_DOMAIN}|\[[a-fA-F0-9:]+\])(?::[0-9]+)?/)?{_PATH}(?:/{_PATH})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
 DASHBOARD_PORT = 8265  # Ray's dashboard: the Jobs API
 # The "restricted" Pod Security Standard: every pod runs as a user, every container unprivileged.
 CONTAINER_SECURITY = {
@@ -125,6 +140,30 @@ class K8sOptions:
             raise SpecError(f"--max-workers and --gpus count pods: 0..{MAX_PODS}")
         if re.search(r"\s", self.image):
             raise SpecError(f"--image {self.image!r} has white space; give REPOSITORY:TAG")
+        reference = self.image.split("@")[0]
+        if not IMAGE_REFERENCE.fullmatch(self.image) or len(reference.rsplit(":", 1)[0]) > 255:
+            raise SpecError(
+                f"--image {self.image!r} is not an image reference a container runtime accepts: give "
+                f"[REGISTRY/]PATH:TAG, the path in lower-case letters, digits and . _ -, the tag 1-128 of "
+                f"letters, digits, _ . -"
+            )
+        for flag, cpus in (("--head-cpus", self.head_cpus), ("--worker-cpus", self.worker_cpus)):
+            if cpus is not None and cpus > MAX_POD_CPUS:
+                raise SpecError(
+                    f"{flag} {cpus} is more than any node has (the largest machine types have {MAX_POD_CPUS} "
+                    f"vCPUs): the pod would stay Pending; give the CPUs of one of your node types"
+                )
+        for flag, memory in (("--head-memory", self.head_memory), ("--worker-memory", self.worker_memory)):
+            if memory is not None and _mebibytes(memory) > MAX_POD_MEMORY_MI:
+                raise SpecError(
+                    f"{flag} {memory} is more than any node has (the largest machine types have 32Ti): the pod "
+                    f"would stay Pending; give the memory of one of your node types"
+                )
+        if self.gpus_per_worker > MAX_POD_GPUS:
+            raise SpecError(
+                f"--gpus-per-worker {self.gpus_per_worker} is more than any GPU node has (at most {MAX_POD_GPUS}); "
+                f"give the GPUs of one of your node types"
+            )
         for flag, value in (("--namespace", self.namespace), ("--existing-claim", self.existing_claim)):
             if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
                 raise SpecError(f"{flag} {value!r} is not a Kubernetes name (lower-case letters, digits, '-')")
@@ -191,6 +230,12 @@ class K8sOptions:
                 "CLASS | kubectl apply -f -` and pass --existing-claim NAME (or keep every store remote: --results "
                 "s3://..., --tune-storage s3://..., --postgres ...)"
             )
+
+
+def _mebibytes(memory: str) -> int:
+    """A validated --*-memory quantity (Mi, Gi or Ti) in MiB."""
+    number, unit = int(memory[:-2]), memory[-2:]
+    return number * {"Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}[unit]
 
 
 def k8s_name(text: str, limit: int = 63) -> str:
@@ -420,6 +465,14 @@ def storage_objects(name: str, opts: K8sOptions) -> list[dict[str, Any]]:
     return [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}]
 
 
+# KubeRay starts every Ray container with `ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}; ray start ...`.
+# Without capabilities a process may raise its soft limit only up to the hard limit the runtime gave
+# it, so on a node whose hard limit is below 65536 that ulimit fails and Ray runs with the soft
+# default (1024 under containerd 2 and CRI-O). bash's `ulimit -n hard` raises the soft limit to
+# the hard one, which never needs a capability.
+ULIMIT_ENV = {"name": "RAY_START_ULIMIT_OPEN_FILES", "value": "hard"}
+
+
 def ray_cluster_spec(
     opts: K8sOptions,
     claim: str | None,
@@ -436,7 +489,7 @@ def ray_cluster_spec(
         opts.head_cpus,
         opts.head_memory,
         0,
-        [*pod_env, *head_env],
+        [ULIMIT_ENV, *pod_env, *head_env],
         [lake_mount, {"name": "study-spec", "mountPath": opts.config_dir, "readOnly": True}],
     )
     head_container["ports"] = [
@@ -446,7 +499,7 @@ def ray_cluster_spec(
     ]
     groups = []
     for g in worker_groups(opts):
-        worker = _container("ray-worker", opts, g.cpus, g.memory, g.gpus, pod_env, [lake_mount])
+        worker = _container("ray-worker", opts, g.cpus, g.memory, g.gpus, [ULIMIT_ENV, *pod_env], [lake_mount])
         pod = pod_spec(opts, [worker], [copy.deepcopy(lake)])
         if g.gpus:
             pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
