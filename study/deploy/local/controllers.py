@@ -17,6 +17,9 @@ from study.deploy.local import kuberay
 from study.deploy.local.kubelet import Kubelet, Phase, Pod
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# The operator would wait out preRunningDeadlineSeconds for a pod that keeps crashing; a local run
+# stops at its second restart and shows the container's log instead.
+CRASH_LOOP = 2
 
 
 @dataclass
@@ -145,9 +148,13 @@ def follow_rayjob(kubelet: Kubelet, rayjob: dict[str, Any], run: RayJobRun, rng:
         if "jobs_api" not in run.timeline and _get(kubelet, f"http://{run.dashboard}/api/version", 1)[0] == 200:
             run.timeline["jobs_api"] = round(time.time() - started, 1)
         failed = [p for p in pods if p.phase is Phase.FAILED]
-        if failed or time.time() > ready_by:
+        crashing = [(p, c) for p in pods for c in p.containers if c.restarts >= CRASH_LOOP]
+        if failed or crashing or time.time() > ready_by:
             run.deployment_status = "Failed"
             run.reason = f"the RayCluster never became Ready: {[(p.name, p.phase.value, p.reason) for p in pods]}"
+            run.reason += "".join(
+                f"; {p.name}/{c.name} in CrashLoopBackOff: {p.log(c.name)[-1500:]}" for p, c in crashing
+            )
             return run
         time.sleep(0.5)
     run.timeline["cluster_ready"] = round(time.time() - started, 1)
