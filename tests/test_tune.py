@@ -45,7 +45,7 @@ def local_ray(request):
     """A local Ray of 2 CPUs; the next test keeps it when it asks for one too (conftest's
     pytest_runtest_teardown), as every study ends its trials and tasks before it returns."""
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     if not getattr(request.node, "next_uses_local_ray", False):
         ray.shutdown()
@@ -334,13 +334,17 @@ def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     clean = write_study(tmp_path, name="clean", **two)
     flaky = write_study(tmp_path, name="flaky", **two, storage={"results": str(tmp_path / "flaky_lake")})
     ray.init(
-        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}}
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}},
     )
     try:
         outcome = run_study(load_study_spec(flaky))
     finally:
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         clean_outcome = run_study(load_study_spec(clean))
     finally:
@@ -541,7 +545,9 @@ def test_a_study_that_makes_no_progress_stops_and_says_why(tmp_path):
         def ping(self):
             return 1
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # its own: the stalled tasks die with it
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False
+    )  # its own: the stalled tasks die with it
     hog = Hog.remote()
     ray.get(hog.ping.remote())  # both CPUs are held: the trials fit a node but are never granted
     path = write_study(tmp_path, name="stall", stall_timeout_s=5, budget={"num_samples": 2})
@@ -594,7 +600,11 @@ def test_a_trial_out_of_retries_is_filed_failed_and_a_rerun_resumes_it(tmp_path)
     base = synthetic_spec_dict(rounds=3, train={"iterations": 300, "eval_every": 100})
     path = write_study(tmp_path, name="flaky", base=base, seeds=[0, 1], max_failures=0, budget={"num_samples": 1})
     ray.init(
-        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}}
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}},
     )
     try:
         assert run_study(load_study_spec(path)).errors == 1
@@ -603,7 +613,7 @@ def test_a_trial_out_of_retries_is_filed_failed_and_a_rerun_resumes_it(tmp_path)
     lineages = raw_rows(tmp_path / "lake", "lineages")
     assert len(lineages) == 2 and {r["status"] for r in lineages} == {"failed"}
     assert all("out of retries, max_failures); running the study again finishes" in r["error"] for r in lineages)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert run_study(load_study_spec(path)).errors == 0
     finally:
@@ -638,7 +648,9 @@ def test_a_trial_that_fails_after_its_seeds_finished_reports_their_final_round(t
             budget={"num_samples": 2},
             storage={"results": str(tmp_path / name)},
         )
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
+        )
         try:
             outcomes[name] = run_study(load_study_spec(path))
         finally:
