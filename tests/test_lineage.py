@@ -11,6 +11,7 @@ from study.engine.plan import plan_lineage
 from study.engine.train import train
 
 
+@pytest.mark.numerics
 def test_imp_masks_are_nested_and_survivors_equal_theta_k(make_spec, tmp_path):
     spec = make_spec(rewind_iteration=10, rounds=3)
     results, resets = run_capturing(spec, workdir=tmp_path)

@@ -17,6 +17,8 @@ from study.engine.seeding import derive_seed
 from study.engine.spec import lineage_spec_from_dict
 from study.engine.train import train
 
+pytestmark = pytest.mark.numerics  # `make test-portability` runs it under every CPU dispatch level
+
 
 def fresh(spec, state):
     task = load_task(spec.dataset, spec.data, batch_size=spec.train.batch_size, seed=spec.seed)

@@ -4,12 +4,14 @@ rounding differs with the SIMD kernels each CPU picks. A float64 difference of a
 operation over these few steps stays far below 1e-12 (outputs are O(1): tanh and sigmoid bound
 them); any real error (a wrong gate row, a padded step read) is O(1e-2) or more."""
 
+import pytest
 import torch
 from torch import nn
 
-TOL = 1e-12
-
 from study.engine.models.onlstm import RecurrentLayer, RNNLanguageModel, SequenceClassifier, cumax
+
+pytestmark = pytest.mark.numerics  # `make test-portability` runs it under every CPU dispatch level
+TOL = 1e-12
 
 
 def test_cumax_is_monotone_in_unit_interval():

@@ -20,6 +20,8 @@ from study.engine.packing import run_packed
 from study.engine.spec import DataSpec, TrainSpec, lineage_spec_from_dict
 from study.engine.train import CaptureWeights, KeepBest, TrainRequest, train_request
 
+pytestmark = pytest.mark.numerics  # `make test-portability` runs it under every CPU dispatch level
+
 FAMILIES = {  # model -> (dataset, input shape, iterations, batch size): float64 convolutions are slow on CPU
     "lenet_300_100": ("synthetic", (1, 28, 28), 14, 16),
     "conv2": ("synthetic", (1, 28, 28), 7, 8),

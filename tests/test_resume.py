@@ -38,6 +38,7 @@ def lineage_cmd(spec_path, root):
     ]
 
 
+@pytest.mark.numerics
 def test_kill_9_mid_round_then_resume_matches_uninterrupted(tmp_path):
     spec = synthetic_spec_dict(rounds=3, rewind_iteration=20, train={"iterations": 1500, "eval_every": 250})
     spec_path = tmp_path / "spec.yaml"

@@ -197,6 +197,7 @@ def test_a_different_study_under_an_existing_name_is_refused(local_ray, tmp_path
         run_study(old)
 
 
+@pytest.mark.numerics
 def test_parallel_seeds_write_the_rows_serial_runs_write_and_overlap_in_time(local_ray, tmp_path):
     """Four seeds of one trial run as parallel Ray tasks on 2 CPUs: every row equals the row of
     the same lineage run serially in this process (run_lineage, no Ray), and the seeds' rounds
@@ -232,6 +233,7 @@ def test_parallel_seeds_write_the_rows_serial_runs_write_and_overlap_in_time(loc
     assert busy > 1.4 * span, f"{busy:.1f} s of rounds in {span:.1f} s: the seeds did not run in parallel"
 
 
+@pytest.mark.numerics
 def test_a_packed_trial_trains_its_seeds_in_one_task_and_writes_their_packed_rows(local_ray, tmp_path):
     """resources.pack: on (what a share of a GPU does by default): a trial's three seeds train packed in
     one Ray task; every row is, bit for bit, the row of the same three lineages packed in this
