@@ -4,12 +4,12 @@ for the rendered RayJob against strings written out by hand from its source's fo
 securityContext as a runtime applies it, the cluster DNS, and the ulimit line of KubeRay's start
 command under the render's environment."""
 
+import os
 import random
 import resource
 import socket
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,11 @@ def test_the_dockerfile_reads_as_the_image_builder_follows_it():
     assert runs[0].args[:2] == ("/bin/sh", "-c") and runs[0].args[2].startswith("apt-get update && apt-get install")
     assert "useradd --uid 1000" in runs[0].args[2], "continuation lines joined"
     copies = [i.args for i in instructions if i.op is Op.COPY]
-    assert copies[0] == ("pyproject.toml", "README.md", "./") and ("study", "./study") in copies
+    assert (
+        copies[0] == ("pyproject.toml", "./")
+        and ("README.md", "app.py", "./") in copies
+        and ("study", "./study") in copies
+    )
     config = image_config(instructions, ImageConfig(env=(("PATH", "/usr/bin"),)))
     assert (config.user, config.uid, config.gid, config.workdir) == ("1000:1000", 1000, 1000, "/opt/study")
     assert config.env_dict() == {"PATH": "/usr/bin", "HOME": "/home/study"}
@@ -129,7 +133,8 @@ def test_kuberay_builds_the_worker_pod_with_its_wait_for_the_gcs():
     assert f"ray health-check --address {fqdn}:6379 > /dev/null 2>&1" in init["args"][0]
     assert init["securityContext"] == ray["securityContext"]
     init_env = [e["name"] for e in init["env"]]
-    assert init_env[-2:] == ["FQ_RAY_IP", "RAY_IP"] and "KUBERAY_GEN_RAY_START_CMD" not in init_env
+    rendered = [e["name"] for e in cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["env"]]
+    assert init_env == [*rendered, "FQ_RAY_IP", "RAY_IP"], "the Ray container's own env, then KubeRay's two"
     assert all(m["mountPath"] != "/dev/shm" for m in init["volumeMounts"]), "copied before /dev/shm is added"
     labels = pod["metadata"]["labels"]
     assert (labels["ray.io/node-type"], labels["ray.io/group"], labels["ray.io/cluster"]) == ("worker", "cpu", name)
@@ -240,8 +245,6 @@ def test_the_cluster_dns_answers_the_services_and_nothing_else():
 def _as_nobody_with_hard_limit(hard: int):
     def drop() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
-        import os
-
         if os.geteuid() == 0:  # a process without capabilities, as in the restricted pod
             os.setgroups([])
             os.setgid(65534)
@@ -266,4 +269,3 @@ def test_kuberays_ulimit_line_with_the_rendered_environment_raises_the_soft_limi
     fixed, unfixed = run(env), run({})
     assert fixed.stderr == "" and fixed.stdout.strip() == "soft=4096", fixed
     assert "ulimit" in unfixed.stderr and unfixed.stdout.strip() == "soft=1024", unfixed
-    assert sys.platform == "linux"

@@ -252,7 +252,7 @@ class Builder:
 
     def run_argv(self, merged: Path, argv: tuple[str, ...], config: ImageConfig) -> list[str]:
         env = {"HOME": "/root", **config.env_dict(), **self.pip_env}
-        user = [f"--userspec={config.uid}:{config.gid or 0}", "--groups=0"] if config.uid else []
+        user = [f"--userspec={config.uid}:{config.gid or 0}"] if config.uid else []
         return [*user, str(merged), "/usr/bin/env", "-i", f"--chdir={config.workdir}"] + [
             f"{k}={v}" for k, v in env.items()
         ] + list(argv)  # fmt: skip
