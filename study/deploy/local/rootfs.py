@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -280,13 +281,17 @@ class Builder:
             (fs / "etc" / "resolv.conf").write_text("")  # debootstrap copied the host's
 
         bottom = self.layer(key, f"FROM {ref} (debootstrap {base.suite})", debootstrap)
-        key = _digest(key, "setup", base.setup, STEP)
+        key = _digest(key, "setup", base.setup, EXECUTOR)  # how steps run is part of every layer above
 
         def setup(partial: Path) -> None:
             argv = self.run_argv(partial / "merged", ("/bin/sh", "-c", base.setup), ImageConfig(env=base.config.env))
             self.step(partial, [bottom], "run", argv, f"FROM {ref} (setup)")
 
         return [bottom, self.layer(key, f"FROM {ref} (setup)", setup)], base, key
+
+
+# What decides how a step runs (its mounts, chroot, environment and user): every layer's key holds it.
+EXECUTOR = STEP + inspect.getsource(Builder.run_argv)
 
 
 def build(dockerfile: Path, context_dir: Path, cache: Path | None = None) -> Image:
