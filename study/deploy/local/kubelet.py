@@ -217,7 +217,9 @@ class Kubelet:
             if pod.phase is Phase.FAILED and not until(pod):
                 raise RuntimeError(f"pod {pod.name} failed ({pod.reason}) while waiting for {what}")
             if time.time() > deadline:
-                raise TimeoutError(f"pod {pod.name}: still waiting for {what} after {timeout:.0f} s ({pod.phase.value})")
+                raise TimeoutError(
+                    f"pod {pod.name}: still waiting for {what} after {timeout:.0f} s ({pod.phase.value})"
+                )
             time.sleep(0.2)
 
     def delete(self, pod: Pod, grace: float = 10.0) -> None:
