@@ -358,6 +358,14 @@ def test_bad_render_inputs_are_one_line_errors(tmp_path):
         (["--head-cpus", "0.5"], "invalid int value"),
         (["--max-workers", "3000000000"], "count pods"),
         (["--namespace", "Bad_NS"], "not a Kubernetes name"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "study.cli", "k8s", "render", SPACE, *args], capture_output=True, text=True
+        )
+        assert out.returncode == 2 and expected in out.stderr and out.stderr.count("\n") == 1, out.stderr
+        assert "Planted99" not in out.stdout + out.stderr and out.stdout == ""
+    # what no cluster can run: an image reference runtimes reject, a pod larger than any node (in-process CLI)
+    for args, expected in (
         (["--image", "Lottery-Study:0.1.0"], "not an image reference"),
         (["--image", "ghcr.io/acme/lottery_study!:0.1.0"], "not an image reference"),
         (["--image", "ghcr.io/acme/lottery-study:"], "not an image reference"),
@@ -367,11 +375,9 @@ def test_bad_render_inputs_are_one_line_errors(tmp_path):
         (["--head-memory", "33Ti"], "more than any node has"),
         (["--gpus-per-worker", "17"], "more than any GPU node has"),
     ):
-        out = subprocess.run(
-            [sys.executable, "-m", "study.cli", "k8s", "render", SPACE, *args], capture_output=True, text=True
-        )
+        out = study_cli("k8s", "render", SPACE, *CLAIM, *args)
         assert out.returncode == 2 and expected in out.stderr and out.stderr.count("\n") == 1, out.stderr
-        assert "Planted99" not in out.stdout + out.stderr and out.stdout == ""
+        assert out.stdout == ""
     for image in ("localhost:5000/acme/lottery-study:0.1.0", "Registry.Example:443/a/b__c-d.e:v1.0_rc-2",
                   f"ghcr.io/acme/lottery-study:0.1.0@sha256:{'ab' * 32}", "lottery-study:0.1.0"):  # fmt: skip
         assert K8sOptions(image=image).validate() is None
