@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -53,8 +54,11 @@ def test_bad_spec_is_one_line_and_nothing_runs(tmp_path):
 
 def test_plan_and_empty_results(tmp_path, capsys):
     spec = write_spec(tmp_path, rounds=2)
-    assert main(["plan", str(spec)]) == 0
-    assert "188160" in capsys.readouterr().out
+    assert main(["plan", str(spec), "--no-estimate"]) == 0
+    assert "150,528" in capsys.readouterr().out  # fc1 kept after round 2 (0.8² of 235,200), thousands separated
+    assert main(["plan", str(spec), "--no-estimate", "--format", "json"]) == 0
+    groups = {g["group"]: g for g in json.loads(capsys.readouterr().out)["groups"]}
+    assert groups["fc1.weight"]["kept per round"] == [235200, 188160, 150528]
     assert main(["results", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no results lake at" in err

@@ -15,8 +15,17 @@ from study.search.tune import FAILURE_KEY
 
 
 class StudyProgress(tune.Callback):
-    def __init__(self, metric: str, mode: str, num_samples: int, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        num_samples: int,
+        console: Console | None = None,
+        finished: int = 0,
+        failed: int = 0,
+    ) -> None:
         self.metric, self.mode, self.num_samples = metric, mode, num_samples
+        self.before = (finished, failed)  # trials a resumed study finished in earlier runs
         self.console = console
         self.trials: dict[str, dict[str, Any]] = {}
         self._live: Live | None = None
@@ -78,11 +87,12 @@ class StudyProgress(tune.Callback):
         for col in ("trials", "running", "done", "failed", "rounds done", f"best {self.metric} ({self.mode})"):
             table.add_column(col, justify="right")
         best = self.best()
+        finished, failed = self.before
         table.add_row(
-            f"{len(status)}/{self.num_samples}",
+            f"{len(status) + finished + failed}/{self.num_samples}",
             str(status.count("running")),
-            str(status.count("done")),
-            str(status.count("failed")),
+            str(status.count("done") + finished),
+            str(status.count("failed") + failed),
             str(sum(t["rounds"] for t in self.trials.values())),
             "-" if best is None else f"{best:.4g}",
         )
