@@ -476,6 +476,13 @@ def _plan_lines(spec, plan, estimate, why: str, study, iterations: int) -> list[
     from study.analysis.configs import sig
 
     out = [f"lineage id {spec.lineage_id()}, {iterations:,} training iterations in all"]
+    if study is not None:
+        searched = ", ".join(study.search)
+        out.append(
+            f"study {study.name}: the plan of its base lineage; it searches {searched} (which change the rounds' "
+            f"sparsity and time), {study.budget.num_samples} trials x {len(study.seeds)} seeds = "
+            f"{study.budget.num_samples * len(study.seeds)} lineages"
+        )
     if estimate is None:
         out.append(f"no time estimate ({why})")
         return out
@@ -492,9 +499,7 @@ def _plan_lines(spec, plan, estimate, why: str, study, iterations: int) -> list[
         if study.max_concurrent:
             slots = min(slots, study.max_concurrent * len(study.seeds))
         out.append(
-            f"study {study.name}: {study.budget.num_samples} trials x {len(study.seeds)} seeds = {lineages} lineages, "
-            f"{slots} at a time on {cores} cores: about {minutes * lineages / slots:,.0f} min (searched settings "
-            f"change it: {', '.join(study.search)})"
+            f"the study: {lineages} lineages, {slots} at a time on {cores} cores: about {sig(minutes * lineages / slots, 2)} min"
         )
     return out
 
