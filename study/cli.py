@@ -145,10 +145,10 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    if args.address:
+    if args.address or os.environ.get("RAY_ADDRESS"):
         from study.search.preflight import check_address
 
-        check_address(args.address)  # before Ray retries a cluster that is not there for minutes
+        check_address(args.address or os.environ["RAY_ADDRESS"])  # before Ray retries an absent cluster for minutes
     metric, mode = study.objective.metrics[0], study.objective.modes[0]
     finished, failed = _trials_so_far(study)
     if finished + failed >= study.budget.num_samples:

@@ -42,10 +42,10 @@ def worker_groups(env: dict[str, str] | None = None) -> list[dict[str, float]]:
 
 def check_address(address: str, timeout_s: float = 5.0) -> None:
     """A Ray cluster answers at `address` (host:port of its head, or ray://host:port of its
-    client server): a TCP connection opens within `timeout_s` ('auto' is Ray's to find)."""
+    client server): a TCP connection opens within `timeout_s` ('auto' and 'local' are Ray's)."""
     import socket
 
-    if address == "auto":
+    if address in ("auto", "local"):
         return
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
@@ -58,7 +58,7 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
         why = e.strerror or type(e).__name__
     raise SpecError(
         f"no Ray cluster answers at {address} ({why}); start one there (ray start --head --port={port}) or leave "
-        f"--address out to run on a local Ray"
+        f"--address out (and RAY_ADDRESS unset) to run on a local Ray"
     )
 
 
