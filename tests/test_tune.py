@@ -509,9 +509,14 @@ def test_failed_trials_are_filed_fail_and_can_never_be_best(tmp_path):
     status = {r["config_json"].count("1000000.0") > 0: r["status"] for r in raw_rows(tmp_path / "lake", "lineages")}
     assert status == {True: "degenerate", False: "finished"}
     from study.analysis.summary import summarize
+    from study.app.lake import load_lake
 
-    (row,) = summarize(tmp_path / "lake", "lrs").strategies
-    assert "1 degenerate" in row["lineages"] and row["rounds"] == 2, "the failed lineage's rows are left out"
+    lake = load_lake(tmp_path / "lake", "lrs")
+    rows = {r["lineages"]: r for r in summarize(lake.rounds, lake.lineages, lake.studies, lake.skipped).configurations}
+    assert set(rows) == {"1 finished", "1 degenerate"}, "each configuration a row, the failed one counted"
+    assert rows["1 finished"]["configuration"].endswith("imp lr=1e-3") and rows["1 finished"]["rounds"] == 2
+    assert rows["1 degenerate"]["configuration"].endswith("imp lr=1e6")
+    assert rows["1 degenerate"]["rounds"] is None and rows["1 degenerate"]["dense test acc"] is None, "no numbers"
 
 
 @pytest.mark.parametrize("resources,word", [({"gpu": 0.5}, "GPU"), ({"cpu": 64}, "CPU")])

@@ -115,8 +115,9 @@ def summarize(rounds: pd.DataFrame, lineages: pd.DataFrame, studies: pd.DataFram
     if rounds.empty:
         return Summary([], [], skipped)
     healthy = healthy_rounds(rounds, lineages)
-    for name, rows in healthy.groupby("study", sort=True):
-        name = str(name)
+    names = set(healthy["study"].astype(str)) | (set(lineages["study"].astype(str)) if len(lineages) else set())
+    for name in sorted(names):
+        rows = healthy[healthy["study"].astype(str) == name]
         found, info = study_findings_of(rows, lineages, studies, name)
         findings[name], overviews[name] = found, info
         lin = lineages[lineages["study"] == name]
@@ -147,6 +148,24 @@ def summarize(rounds: pd.DataFrame, lineages: pd.DataFrame, studies: pd.DataFram
                     "test 95% hi": None if t is None or t.test.n < 2 else t.test.hi,
                 }
             )
+        shown = {(c.config_id, c.strategy) for c in found.configurations}
+        for (cid, strategy), g in lin.groupby(["config_id", "strategy"], sort=True):
+            if (cid, str(strategy)) in shown:
+                continue  # a configuration whose every lineage failed: counted, with no numbers
+            configurations.append(
+                {
+                    "study": name,
+                    "model": str(g["model"].iloc[0]),
+                    "dataset": str(g["dataset"].iloc[0]),
+                    "configuration": str(g["config_label"].iloc[0]),
+                    "id": cid,
+                    "strategy": str(strategy),
+                    "control": bool(g["branch"].notna().any()),
+                    "lineages": _status_counts(g),
+                    "seeds": 0,
+                    **dict.fromkeys(_NUMBERS),
+                }
+            )
         for p in paired_differences(rows, "test_acc", by=("config_label", "model", "dataset")).to_dict("records"):
             paired.append(
                 {
@@ -163,6 +182,20 @@ def summarize(rounds: pd.DataFrame, lineages: pd.DataFrame, studies: pd.DataFram
                 }
             )
     return Summary(configurations, paired, skipped, findings, overviews)
+
+
+_NUMBERS = (
+    "rounds",
+    "objective (val)",
+    "dense val acc",
+    "dense test acc",
+    "ticket % left (val)",
+    "ticket round",
+    "at last round",
+    "ticket test acc",
+    "test 95% lo",
+    "test 95% hi",
+)
 
 
 def _at(rows: pd.DataFrame, round_: int, column: str) -> float | None:

@@ -217,7 +217,7 @@ def overlap_heatmap(cells: pd.DataFrame, title: str) -> alt.FacetChart:
     text = alt.Chart().mark_text(fontSize=11).encode(x=x, y=y, text=alt.Text("ratio:Q", format=".2f"))
     return (
         alt.layer(rect, text, data=cells)
-        .properties(height=alt.Step(28))
+        .properties(width=alt.Step(64), height=alt.Step(28))
         .facet(row=alt.Row("series:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelLimit=400)))
         .resolve_scale(x="independent")
         .properties(title=title)
