@@ -76,6 +76,21 @@ def test_four_trials_by_three_rounds_write_twelve_rows(local_ray, tmp_path):
     assert len(ostudy.trials) == 4 and outcome.optuna_storage.endswith("s.journal")
     best = min(t.values[0] for t in ostudy.trials)
     assert outcome.best[0]["values"][0] == best
+    # run again: the study is finished, and its progress table says so (it said "0/4")
+    from rich.console import Console
+
+    from study.cli import _trials_so_far
+    from study.search.progress import StudyProgress
+
+    finished, failed = _trials_so_far(study)
+    assert (finished, failed) == (4, 0)
+    console = Console(record=True, width=120)
+    again = run_study(
+        study, callbacks=[StudyProgress("objective_sparsest_within", "min", 4, console, finished, failed)]
+    )
+    assert again.errors == 0 and len(raw_rows(lake)) == 12, "nothing ran again"
+    row = [line for line in console.export_text().splitlines() if "│" in line][-1].split("│")
+    assert [c.strip() for c in row[1:4]] == ["4/4", "0", "4"], "trials, running, done"
 
 
 def test_multi_objective_study_returns_its_pareto_set(local_ray, tmp_path):
