@@ -146,7 +146,7 @@ def test_masks_page_heat_map_of_overlap_between_seeds_strategies_and_rounds(lake
     assert not at.exception
     (heat,) = specs(at)
     rect, text = heat["spec"]["layer"]
-    assert rect["mark"]["type"] == "rect" and rect["encoding"]["color"]["field"] == "ratio", "colour: ratio to chance"
+    assert rect["mark"]["type"] == "rect" and rect["encoding"]["color"]["field"] == "shade", "colour: ratio to chance"
     assert text["encoding"]["text"]["field"] == "ratio" and heat["resolve"]["scale"]["x"] == "independent"
     raw = [r for r in raw_rows(lake, "masks") if r["study"] == "compare"]
 
@@ -334,8 +334,10 @@ def test_bands_use_student_t_over_few_seeds():
     )
     band = seed_bands(df, "test_acc").iloc[0]
     half = 12.706 * df["test_acc"].std() / 2**0.5
-    assert band["mean"] == pytest.approx(0.70) and band["hi"] == pytest.approx(0.70 + half)
+    assert band["mean"] == pytest.approx(0.70) and band["hi"] == 1.0, "clipped at 1 for an accuracy"
     assert band["lo"] == 0.0, "clipped at 0 for a non-negative metric"
+    loss = seed_bands(df.rename(columns={"test_acc": "val_loss"}), "val_loss").iloc[0]
+    assert loss["hi"] == pytest.approx(0.70 + half), "a loss has no upper bound"
     assert t95(100) == 1.96 and t95(4) == pytest.approx(2.776)
 
 

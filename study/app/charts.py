@@ -15,7 +15,12 @@ REMAINING_AXIS = alt.X(
 # one hue per strategy (Vega's tableau10, its pale yellow left out), lightness per configuration
 HUES = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#ff9da6", "#bab0ac"]
 BEST = "#d62728"
-_LEGEND = alt.Legend(labelLimit=360, symbolLimit=40)
+_LEGEND = alt.Legend(labelLimit=360, symbolLimit=60)
+
+
+def legend_height(entries: int) -> int:
+    """A chart tall enough for a legend of `entries` (the app clips what passes the chart's height)."""
+    return 24 * entries + 40
 
 
 def _lightness(color: str, lightness: float) -> str:
@@ -69,7 +74,9 @@ def _mean_with_band(
     zero=False the y axis need not include 0."""
     scale: dict[str, Any] = {} if zero else {"scale": alt.Scale(zero=False)}
     base = alt.Chart(bands).encode(x=x, color=color)
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=y_title, **scale), y2="hi:Q")
+    lines = bands[color.shorthand.split(":")[0]].nunique() if isinstance(color.shorthand, str) else 1
+    opacity = 0.2 if lines <= 4 else 0.08  # many bands: each lighter, so the lines stay readable
+    band = base.mark_area(opacity=opacity).encode(y=alt.Y("lo:Q", title=y_title, **scale), y2="hi:Q")
     line = base.mark_line(point=True).encode(y=alt.Y("mean:Q", title=y_title, **scale), tooltip=tooltip)
     return band + line
 
@@ -96,7 +103,7 @@ def band_chart(
     chart = _mean_with_band(bands, REMAINING_AXIS, color, y_title, tooltip, zero=False)
     if reference is not None:  # drawn after the series: a light band and a dashed rule
         chart = chart + reference.layers()
-    return chart.properties(title=title, height=height)
+    return chart.properties(title=title, height=max(height, legend_height(bands["series"].nunique())))
 
 
 def paired_chart(pairs: pd.DataFrame, y_title: str) -> alt.LayerChart:
@@ -111,9 +118,11 @@ def paired_chart(pairs: pd.DataFrame, y_title: str) -> alt.LayerChart:
         alt.Tooltip("hi:Q", format=".4f"),
         "n",
     ]
-    color = alt.Color("pair:N", title="trunk − branch")
+    color = alt.Color("pair:N", title="trunk − branch", legend=_LEGEND)
     zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q")
-    return (_mean_with_band(pairs, REMAINING_AXIS, color, y_title, tooltip) + zero).properties(height=320)
+    return (_mean_with_band(pairs, REMAINING_AXIS, color, y_title, tooltip) + zero).properties(
+        height=max(320, legend_height(pairs["pair"].nunique()))
+    )
 
 
 def rewind_chart(bands: pd.DataFrame, y_title: str) -> alt.LayerChart:
@@ -186,7 +195,8 @@ def overlap_heatmap(cells: pd.DataFrame, title: str) -> alt.FacetChart:
     per series, each with its own rounds on its x axis."""
     cells = cells.assign(ratio=cells["mean"] / cells["chance"].where(cells["chance"] > 0))
     high = max(2.0, float(cells["ratio"].max())) if cells["ratio"].notna().any() else 2.0
-    x = alt.X("round_label:O", title="round (% remaining)", sort=None, axis=alt.Axis(labelAngle=0))
+    cells["shade"] = cells["ratio"].clip(lower=1 / high, upper=high)  # no overlap at all: the scale's end
+    x = alt.X("round_label:O", title="round (% remaining)", sort=None, axis=alt.Axis(labelAngle=0, labelOverlap=False))
     y = alt.Y("layer:N", title="layer", sort=None)
     tooltip = [
         "series",
@@ -207,7 +217,7 @@ def overlap_heatmap(cells: pd.DataFrame, title: str) -> alt.FacetChart:
             x=x,
             y=y,
             color=alt.Color(
-                "ratio:Q",
+                "shade:Q",
                 title="Jaccard / chance",
                 scale=alt.Scale(type="log", domain=[1 / high, high], scheme="blueorange", domainMid=1),
             ),
@@ -305,6 +315,15 @@ def parallel_chart(lines: pd.DataFrame, ticks: pd.DataFrame, metric: str) -> alt
     )
 
 
+def _is_percent(metric: str) -> bool:
+    return "sparsest" in metric or "remaining" in metric
+
+
+def _y_scale(metric: str) -> alt.Scale:
+    """A % of weights (it spans decades) on a log axis, anything else linear."""
+    return alt.Scale(type="log", nice=False) if _is_percent(metric) else alt.Scale(zero=False)
+
+
 def rounds_chart(per_round: pd.DataFrame, metric: str) -> alt.Chart:
     """The objective of each trial after each round, from the rounds seen so far (what a
     scheduler compares trials on), one line per trial."""
@@ -313,7 +332,7 @@ def rounds_chart(per_round: pd.DataFrame, metric: str) -> alt.Chart:
         .mark_line(point=True)
         .encode(
             x=alt.X("round:Q", title="round", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+            y=alt.Y("value:Q", title=metric + (" (log scale)" if _is_percent(metric) else ""), scale=_y_scale(metric)),
             color=alt.Color("configuration:N", scale=series_scale(per_round, "configuration"), legend=_LEGEND),
             tooltip=[
                 "optuna trial",
@@ -323,7 +342,10 @@ def rounds_chart(per_round: pd.DataFrame, metric: str) -> alt.Chart:
                 alt.Tooltip("value:Q", format=".4g"),
             ],
         )
-        .properties(title="Objective after each round, per trial (what ASHA sees)", height=280)
+        .properties(
+            title="Objective after each round, per trial (what ASHA sees)",
+            height=max(280, legend_height(per_round["configuration"].nunique())),
+        )
     )
 
 

@@ -164,11 +164,16 @@ def with_series(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Mean and 95% confidence band (Student t) over seeds, per series and round; the band of a
-    non-negative metric is clipped at 0."""
+    """Mean and 95% confidence band (Student t) over seeds, per series and round; the band is
+    clipped to what the metric can be: 0 for a non-negative one, 1 for an accuracy, the training
+    length for an early-stop iteration."""
     out = group_bands(df, ["series", "round"], value)
     if (df[value] >= 0).all():
         out["lo"] = out["lo"].clip(lower=0)
+    if value.endswith("_acc"):
+        out["hi"] = out["hi"].clip(upper=1)
+    if value == "early_stop_iteration" and "iterations" in df:
+        out["hi"] = out["hi"].clip(upper=float(df["iterations"].max()))
     out["metric"] = value
     return out
 

@@ -316,7 +316,8 @@ h1 {{ margin-bottom: 0.2rem; }} section {{ margin-top: 2.5rem; }} .intro {{ colo
 .note {{ color: #8a6d3b; }} figure {{ margin: 1rem 0; }} figcaption {{ font-weight: 600; }}
 table {{ border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1rem; }}
 th, td {{ padding: 0.25rem 0.6rem; border-bottom: 1px solid #ddd; text-align: right; }}
-th {{ cursor: pointer; }} th.txt {{ text-align: left; }} tr.best td {{ background: #fde2e1; font-weight: 600; }}
+th {{ cursor: pointer; }} .txt {{ text-align: left; white-space: nowrap; }} tr.best td {{ background: #fde2e1; font-weight: 600; }}
+.wide {{ overflow-x: auto; }}
 .findings {{ border: 1px solid #ccc; border-radius: 6px; padding: 0.4rem 1rem; background: #fafafa; }}
 .caveats {{ background: #fff8e1; border-radius: 4px; padding: 0.4rem 0.8rem; margin: 0.6rem 0; color: #7a5a00; }}
 </style>

@@ -77,7 +77,10 @@ def html_table(df: pd.DataFrame, best: pd.Series | None = None) -> str:
             f"<td data-sort='{html.escape(str(r))}'>{html.escape(str(v))}</td>" for v, r in zip(row, raw, strict=True)
         )
         rows.append(f"<tr{' class=best' if flag else ''}>{cells}</tr>")
-    return f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    body = "".join(rows)
+    return (
+        f"<div class='wide'><table class='sortable'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    )
 
 
 @dataclass(frozen=True)
