@@ -216,7 +216,7 @@ def _print_outcome(console: Console, study, outcome) -> None:
     failed = [t for t in outcome.trials if t["state"] == "FAIL"]
     if failed:
         ftable = Table(title="trials that failed (never eligible as best)", title_justify="left")
-        for col in ("optuna trial", "params", "why"):
+        for col in ("optuna trial", "configuration", "why"):
             ftable.add_column(col)
         for t in failed:
             ftable.add_row(
@@ -429,7 +429,9 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         from study.engine.estimate import measure
 
         try:
-            estimate = measure(spec, threads=int(study.resources.cpu) if study else None)
+            estimate = measure(
+                spec, threads=int(study.resources.cpu) if study else 1
+            )  # a lineage runs on 1 thread unless asked
         except (SpecError, FileNotFoundError, OSError) as e:  # a dataset not on this machine: no estimate
             why = str(e).splitlines()[0]
     groups = []

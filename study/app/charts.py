@@ -15,7 +15,7 @@ REMAINING_AXIS = alt.X(
 # one hue per strategy (Vega's tableau10, its pale yellow left out), lightness per configuration
 HUES = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#ff9da6", "#bab0ac"]
 BEST = "#d62728"
-_LEGEND = alt.Legend(labelLimit=360, symbolLimit=60)
+_LEGEND = alt.Legend(labelLimit=360, symbolLimit=60, symbolOpacity=1)  # a band's light fill would fade the key
 
 
 def legend_height(entries: int) -> int:
