@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from study.analysis.configs import short_name, sig
 from study.search.tune import FAILURE_KEY
+
+
+def searched_values(config: dict[str, Any]) -> str:
+    """A trial's searched values as every view names them (`fc=0.29 k=100 lr=4.2e-4`)."""
+    return " ".join(f"{short_name(k, config)}={sig(v)}" for k, v in sorted(config.items()))
 
 
 class StudyProgress(tune.Callback):
@@ -59,12 +65,13 @@ class StudyProgress(tune.Callback):
         t = self.trials.setdefault(trial.trial_id, {"status": "pending", "rounds": 0, "value": None})
         self._update(trial, status="failed" if t.get("failure") else "done")
         if self._live and self.console is not None and not self.console.is_terminal:
+            value = "-" if t["value"] is None else sig(t["value"], 3)
             what = (
                 f"failed ({t['failure']})"
                 if t.get("failure")
-                else f"done: {t['rounds']} rounds, {self.metric} = {t['value']}"
+                else f"done: {t['rounds']} rounds, {self.metric} = {value}"
             )
-            self.console.print(f"trial {trial.trial_id} {what}")
+            self.console.print(f"trial {searched_values(trial.config)} {what}", highlight=False)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._update(trial, status="failed")
