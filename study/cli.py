@@ -492,7 +492,7 @@ def _plan_lines(spec, plan, estimate, why: str, study, iterations: int) -> list[
     out.append(
         f"estimated {sig(minutes, 2)} min per lineage on this machine ({estimate.device}, {estimate.threads} thread(s): "
         f"{sig(estimate.step_seconds * 1000, 2)} ms per iteration, {sig(estimate.eval_seconds, 2)} s per evaluation, "
-        f"timed now)"
+        f"timed now{', in CPU time: on cores of its own' if estimate.device == 'cpu' else ''})"
     )
     if study is not None:
         lineages = study.budget.num_samples * len(study.seeds)

@@ -1,6 +1,10 @@
 """How long a spec will train on this machine, measured rather than guessed: a few training steps
 of the spec's own model on its own task (`train.train`, the lone loop) and one evaluation of both
-splits, timed; `study plan` multiplies them by the iterations and evaluations the plan holds."""
+splits, timed; `study plan` multiplies them by the iterations and evaluations the plan holds.
+
+On a CPU the clock is the process's CPU time: what the work costs on cores of its own, whatever
+else the machine runs meanwhile (on one thread, that is its wall time on an idle machine). On a
+GPU it is the wall clock, the device synchronised."""
 
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ class TimeEstimate:
 def measure(spec: LineageSpec, threads: int | None = None, steps: int = 300, budget_s: float = 2.0) -> TimeEstimate:
     """Time one evaluation and a training iteration (the difference of n and 2n iterations, n at
     most `steps` and what about `budget_s` allows) on the spec's task and device, with `threads`
-    torch threads."""
+    torch threads. A CPU's figures are per thread-second of CPU time: with several threads they
+    add up, so they bound the wall time from above."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -48,17 +53,23 @@ def measure(spec: LineageSpec, threads: int | None = None, steps: int = 300, bud
         shape, classes, kwargs = DATASETS[spec.dataset].signature(spec.data)
         model = build_lineage_model(spec, shape, classes, spec.seed, kwargs).to(device)
 
+        def clock() -> float:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                return time.perf_counter()
+            return time.process_time()
+
         def timed(n: int) -> float:
             short = dataclasses.replace(spec.train, iterations=n, eval_every=n, schedule="constant", milestones=())
-            start = time.perf_counter()
+            start = clock()
             train(model, task, short)
-            return time.perf_counter() - start
+            return clock() - start
 
         def evaluation() -> float:
-            start = time.perf_counter()
+            start = clock()
             task.evaluate(model, "val")
             task.evaluate(model, "test")
-            return time.perf_counter() - start
+            return clock() - start
 
         eval_s = min(evaluation(), evaluation())  # the faster of two: less of what else the machine runs
         guess = max((timed(2) - 2 * eval_s) / 2, 1e-4)  # warm-up, and a guide to how many steps fit
