@@ -209,3 +209,20 @@ def test_the_demo_searches_only_the_ticket_and_pairs_it_with_its_control():
     plan = plan_lineage(gentlest)
     kept = plan.counts[-1]["fc1.weight"] / plan.counts[0]["fc1.weight"]
     assert kept == pytest.approx(0.4**5, rel=1e-3) and kept < 0.011
+
+
+def test_the_time_estimate_counts_every_training_and_evaluation_of_the_plan(make_spec):
+    """round_seconds by hand: a pruning round of the demo trains its trunk and its branch (1,500
+    iterations each, k = 0) and evaluates each every 250 iterations and at its start."""
+    from study.engine.estimate import TimeEstimate, measure
+    from study.engine.plan import plan_lineage
+    from study.search.study_spec import load_study_spec
+
+    spec = load_study_spec(ROOT / "search_spaces/studies/fashion_mnist_demo.yaml").base_spec()
+    plan = plan_lineage(spec)
+    estimate = TimeEstimate(step_seconds=0.001, eval_seconds=0.1, threads=1, device="cpu")
+    assert estimate.round_seconds(spec, plan, 0) == pytest.approx(1500 * 0.001 + (1500 / 250 + 1) * 0.1)
+    assert estimate.round_seconds(spec, plan, 1) == pytest.approx(3000 * 0.001 + (3000 / 250 + 2) * 0.1)
+    assert estimate.lineage_seconds(spec, plan) == pytest.approx(2.2 + 5 * 4.4)
+    timed = measure(make_spec(), threads=1)
+    assert timed.step_seconds > 0 and timed.eval_seconds > 0 and timed.threads == 1
