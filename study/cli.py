@@ -334,8 +334,8 @@ def _lake_root(args: argparse.Namespace) -> str:
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
     from study.analysis.summary import summarize
     from study.app.lake import load_lake
-    from study.cli_tables import OutputFormat, emit
-    from study.cli_views import configuration_table, paired_table, study_lines
+    from study.cli_tables import OutputFormat, emit, hanging
+    from study.cli_views import configuration_table, open_commands, paired_table, study_lines
     from study.lake.compact import lake_studies
     from study.lake.store import normalize_root
 
@@ -364,9 +364,12 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
     fmt = OutputFormat(args.format)
     outputs = [configuration_table(summary, root), paired_table(summary)]
     lines = study_lines(summary.studies[args.study], summary.findings.get(args.study), root) if args.study else []
+    if lines:
+        lines += ["", *open_commands(args.study, root)]
     if fmt is OutputFormat.TABLE:
         for line in lines:
-            console.print(line, markup=False, highlight=False)
+            text = line if line.startswith(("report:", "app:")) else hanging(line, console.width)
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
         emit(outputs, fmt, console)
         if not args.study:
             console.print(f"a study's findings: study results --results {root} --study NAME", highlight=False)

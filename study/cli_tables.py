@@ -34,6 +34,17 @@ def console() -> Console:
     return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
 
 
+def hanging(line: str, width: int) -> str:
+    """`line` wrapped at `width` between words, its continuation lines indented under its text
+    (a list item's, '- ' or a leading indent, under the item's first word)."""
+    import textwrap
+
+    lead = len(line) - len(line.lstrip(" "))
+    item = 2 if line.lstrip(" ").startswith("- ") else 0
+    indent = " " * (lead + item + (2 if lead and not item else 0))
+    return textwrap.fill(line, width=width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+
+
 def number(value: Any, digits: int = 3) -> str:
     """A cell: integers with thousands separators, floats at `digits` decimals, None as '-'."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -81,14 +81,13 @@ def _distribution(spec: dict) -> str:
 
 
 def study_lines(info: StudyOverview, findings: Findings | None, root: str) -> list[str]:
-    """`study results --study`: the objective and its direction, the searched space, the trials,
-    the findings, and how to open the report and the app."""
+    """`study results --study`: the objective and its direction, the searched space, the trials
+    and the findings."""
     direction = {"min": "lower is better", "max": "higher is better"}.get(info.mode or "", "")
     out = [f"study {info.name}"]
     if info.objective:
-        tolerance = (
-            f", tolerance {info.params.tolerance * 100:g} point(s) of dense" if "within" in info.objective else ""
-        )
+        points = info.params.tolerance * 100
+        tolerance = f", tolerance {points:g} point{'s' * (points != 1)} of dense" if "within" in info.objective else ""
         out.append(f"objective: {info.objective} ({info.mode}: {direction}{tolerance}), on validation data")
         budget = f" of {info.budget}" if info.budget else ""
         out.append(
@@ -102,13 +101,16 @@ def study_lines(info: StudyOverview, findings: Findings | None, root: str) -> li
     if findings is not None:
         out.append("")
         out += findings.lines()
+    return out
+
+
+def open_commands(name: str, root: str) -> list[str]:
+    """How to open a study's report and the app on its lake (printed whole: they are copied)."""
     quoted = shlex.quote(root)
-    out += [
-        "",
-        f"report: study report {shlex.quote(info.name)} --results {quoted} --out {shlex.quote(info.name)}.html",
+    return [
+        f"report: study report {shlex.quote(name)} --results {quoted} --out {shlex.quote(name)}.html",
         f"app:    streamlit run app.py -- --root {quoted}",
     ]
-    return out
 
 
 def plan_tables(groups: list[dict[str, Any]], rounds: list[dict[str, Any]], title: str) -> list[Output]:
