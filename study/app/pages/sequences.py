@@ -3,7 +3,7 @@ import json
 import streamlit as st
 
 from study.app.charts import band_chart, tree_chart
-from study.app.context import current_lake, explain_absent, lineage_choices, require_rows
+from study.app.context import current_lake, explain_absent, lineage_choices, require_rows, show_table
 from study.app.lake import seed_bands
 from study.app.sequence_claims import claim_figures, sequence_rows
 
@@ -33,7 +33,7 @@ for title, chart in figures.charts:
     st.altair_chart(chart, width="stretch")
 for title, table in figures.tables:
     st.caption(title)
-    st.dataframe(table, hide_index=True)
+    show_table(table, key=f"claims_{title}")
 
 examples = rows[rows["parse_examples_json"].notna()]
 if not examples.empty:
