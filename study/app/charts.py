@@ -73,6 +73,8 @@ def _mean_with_band(
     """The mean line of `bands` (points on it) over its 95% band (`lo` to `hi`); with
     zero=False the y axis need not include 0."""
     scale: dict[str, Any] = {} if zero else {"scale": alt.Scale(zero=False)}
+    if "legend" not in color.to_dict():  # the legend's keys at full opacity, whatever the band's
+        color = color.legend(_LEGEND)
     base = alt.Chart(bands).encode(x=x, color=color)
     lines = bands[color.shorthand.split(":")[0]].nunique() if isinstance(color.shorthand, str) else 1
     opacity = 0.2 if lines <= 4 else 0.08  # many bands: each lighter, so the lines stay readable
