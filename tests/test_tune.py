@@ -521,6 +521,9 @@ def test_failed_trials_are_filed_fail_and_can_never_be_best(tmp_path):
     assert states[1e-3].state.name == "COMPLETE"
     assert ostudy.best_trial.params["train.lr"] == 1e-3
     assert "trials that failed" in proc.stdout and "degenerate" in proc.stdout
+    import re
+
+    assert re.search(r"^trial #\d lr=1e-3 done: 2 rounds", proc.stdout, re.M), "named as every view names it"
     status = {r["config_json"].count("1000000.0") > 0: r["status"] for r in raw_rows(tmp_path / "lake", "lineages")}
     assert status == {True: "degenerate", False: "finished"}
     from study.analysis.summary import summarize

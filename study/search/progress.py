@@ -16,8 +16,12 @@ from study.search.tune import FAILURE_KEY
 
 
 def searched_values(config: dict[str, Any]) -> str:
-    """A trial's searched values as every view names them (`fc=0.29 k=100 lr=4.2e-4`)."""
-    return " ".join(f"{short_name(k, config)}={sig(v)}" for k, v in sorted(config.items()))
+    """A trial named as every view names it: its Optuna trial number and searched values
+    (`#4 fc=0.29 k=100 lr=4.2e-4`; its config holds both)."""
+    values = {k: v for k, v in config.items() if k != "optuna_trial_number"}
+    number = config.get("optuna_trial_number")
+    words = [] if number is None else [f"#{number}"]
+    return " ".join(words + [f"{short_name(k, values)}={sig(v)}" for k, v in sorted(values.items())])
 
 
 class StudyProgress(tune.Callback):
