@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def sections(lake: Lake, study: str) -> list[Section]:
     shown = [s for s in out if s.absent is None]
     missing = [s for s in out if s.absent is not None]
     if missing:
-        items = "".join(f"<li>{html.escape(ABSENT[s.absent].sentence())}</li>" for s in missing if s.absent)
+        items = "".join(f"<li>{_code(ABSENT[s.absent].sentence())}</li>" for s in missing if s.absent)
         shown.append(
             Section(
                 "Not measured here",
@@ -209,6 +210,11 @@ def sections(lake: Lake, study: str) -> list[Section]:
             )
         )
     return shown
+
+
+def _code(text: str) -> str:
+    """`text` as HTML, its `backticked` parts as code (as the app's Markdown shows them)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def _search_section(lake: Lake, study: str) -> Section:
