@@ -43,16 +43,14 @@ if live:
     with st.sidebar:
         watch_lake()
 
+# every page is always there: one without data here says what it would show and how to measure it
 pages = [
     st.Page("study/app/pages/strategies.py", title="Strategies", icon=":material/show_chart:", default=True),
     st.Page("study/app/pages/search.py", title="Search", icon=":material/tune:"),
     st.Page("study/app/pages/lineage.py", title="Lineage", icon=":material/account_tree:"),
+    st.Page("study/app/pages/stability.py", title="Stability", icon=":material/linear_scale:"),
+    st.Page("study/app/pages/masks.py", title="Masks", icon=":material/grid_on:"),
+    st.Page("study/app/pages/sequences.py", title="Sequence models", icon=":material/segment:"),
+    st.Page("study/app/pages/data.py", title="Data", icon=":material/download:"),
 ]
-if not lake.instability.empty:
-    pages.append(st.Page("study/app/pages/stability.py", title="Stability", icon=":material/linear_scale:"))
-if not lake.masks.empty:
-    pages.append(st.Page("study/app/pages/masks.py", title="Masks", icon=":material/grid_on:"))
-if not lake.rounds.empty and (lake.rounds["test_perplexity"].notna() | lake.rounds["parse_baselines"].notna()).any():
-    pages.append(st.Page("study/app/pages/sequences.py", title="Sequence models", icon=":material/segment:"))
-pages.append(st.Page("study/app/pages/data.py", title="Data", icon=":material/download:"))
 st.navigation(pages).run()

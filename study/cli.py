@@ -145,8 +145,19 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        from study.search.preflight import check_address
+
+        check_address(args.address or os.environ["RAY_ADDRESS"])  # before Ray retries an absent cluster for minutes
     metric, mode = study.objective.metrics[0], study.objective.modes[0]
-    progress = StudyProgress(metric, mode, study.budget.num_samples, console)
+    finished, failed = _trials_so_far(study)
+    if finished + failed >= study.budget.num_samples:
+        console.print(
+            f"study {study.name} is finished ({finished} trials complete, {failed} failed, budget "
+            f"{study.budget.num_samples}); its results:",
+            highlight=False,
+        )
+    progress = StudyProgress(metric, mode, study.budget.num_samples, console, finished=finished, failed=failed)
     where = f"the Ray cluster at {args.address}" if args.address else "a local Ray instance"
     outcome = run_study(
         study,
@@ -162,6 +173,24 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     return 0 if outcome.errors == 0 else 1
 
 
+def _trials_so_far(study) -> tuple[int, int]:  # noqa: ANN001  (a StudySpec)
+    """(complete, failed) trials the study's Optuna journal already holds (0, 0: a new study, or a
+    database, which the preflight checks first)."""
+    import optuna
+
+    from study.search.tune import optuna_storage, optuna_url, prepare
+
+    url = optuna_url(prepare(study))
+    if "://" in url or not os.path.exists(url):
+        return 0, 0
+    try:
+        trials = optuna.load_study(study_name=study.name, storage=optuna_storage(url)).trials
+    except (KeyError, ValueError, OSError, RuntimeError):  # no such study yet, or a store that does not answer
+        return 0, 0
+    states = [t.state.name for t in trials]
+    return states.count("COMPLETE"), states.count("FAIL")
+
+
 def _print_outcome(console: Console, study, outcome) -> None:
     states: dict[str, int] = {}
     for t in outcome.trials:
@@ -169,10 +198,8 @@ def _print_outcome(console: Console, study, outcome) -> None:
     console.print("optuna trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
     title = "Pareto set" if study.objective.multi else "best configuration"
     table = Table(title=f"{title} (selected on validation data; test accuracy reported only)", title_justify="left")
-    table.add_column("optuna trial", justify="right")
-    params = sorted({k for t in outcome.best for k in t["params"]})
-    for name in params:
-        table.add_column(name, justify="right")
+    labels = _trial_labels(outcome.results_root, study.name)
+    table.add_column("configuration", no_wrap=True, min_width=max([len(v) for v in labels.values()], default=12))
     for metric in study.objective.metrics:
         table.add_column(f"{metric} (val)", justify="right")
     table.add_column("% left at selected round", justify="right")
@@ -180,35 +207,54 @@ def _print_outcome(console: Console, study, outcome) -> None:
     for t in outcome.best:
         rep = t.get("reported") or {}
         table.add_row(
-            str(t["number"]),
-            *[_fmt(t["params"].get(p)) for p in params],
+            labels.get(t["number"], f"#{t['number']} " + " ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())),
             *[_fmt(v) for v in t["values"]],
             _fmt(rep.get("remaining_pct_at_selected")),
-            _fmt(rep.get("test_acc_at_selected")),
+            _fmt(rep.get("test_acc_at_selected"), 3),
         )
     console.print(table)
     failed = [t for t in outcome.trials if t["state"] == "FAIL"]
     if failed:
         ftable = Table(title="trials that failed (never eligible as best)", title_justify="left")
-        for col in ("optuna trial", "params", "why"):
+        for col in ("optuna trial", "configuration", "why"):
             ftable.add_column(col)
         for t in failed:
             ftable.add_row(
                 str(t["number"]),
-                ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t["params"].items())),
+                labels.get(t["number"], ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t["params"].items()))),
                 t.get("failure") or "the trial raised (see the lineages table and Tune's log)",
             )
         console.print(ftable)
-    console.print(f"results lake: {outcome.results_root}   (study results {outcome.results_root} --study {study.name})")
+    console.print(
+        f"results lake: {outcome.results_root}   (its findings: study results --results {outcome.results_root} "
+        f"--study {study.name})",
+        highlight=False,
+    )
     console.print(f"tune experiment: {outcome.tune_path}")
     console.print(f"optuna storage: {outcome.optuna_storage}")
     if outcome.errors:
         console.print(f"[red]{outcome.errors} trial(s) failed for good; their finished rounds are in the lake[/red]")
 
 
-def _fmt(v) -> str:
+def _trial_labels(root: str, study: str) -> dict[int, str]:
+    """Optuna trial number -> its configuration's readable name and id, as every view shows it."""
+    from study.app.lake import load_lake
+
+    lin = load_lake(root, study).lineages
+    if lin.empty:
+        return {}
+    trunks = lin[lin["branch"].isna() & lin["optuna_trial_number"].notna()]
+    return {
+        int(n): f"{label} ({cid})"
+        for n, label, cid in zip(
+            trunks["optuna_trial_number"], trunks["config_label"], trunks["config_id"], strict=True
+        )
+    }
+
+
+def _fmt(v, digits: int = 4) -> str:  # noqa: ANN001
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:.{digits}g}"
     return "-" if v is None else str(v)
 
 
@@ -277,24 +323,37 @@ def cmd_stage_data(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _lake_root(args: argparse.Namespace) -> str:
+    """The lake root: `--results`, or the older positional spelling of it (not both, unless equal)."""
+    given = getattr(args, "root", None)
+    if given is not None and args.results is not None and given != args.results:
+        raise SpecError(f"two lake roots given ({given} and --results {args.results}); pass only --results")
+    return args.results or given or DEFAULT_RESULTS
+
+
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
     from study.analysis.summary import summarize
+    from study.app.lake import load_lake
+    from study.cli_tables import OutputFormat, emit, hanging
+    from study.cli_views import configuration_table, open_commands, paired_table, study_lines
     from study.lake.compact import lake_studies
     from study.lake.store import normalize_root
 
-    root = normalize_root(args.root)
+    given = _lake_root(args)
+    root = normalize_root(given)
     try:
         known = lake_studies(root)
     except FileNotFoundError as e:
         raise FileNotFoundError(
-            f"{e}; pass the lake's root, or fill one with `study lineage SPEC.yaml --results {args.root}`"
+            f"{e}; pass the lake's root, or fill one with `study lineage SPEC.yaml --results {given}`"
         ) from None
     if args.study is not None and args.study not in known:
         raise FileNotFoundError(f"study {args.study!r} is not in {root}; studies there: {', '.join(known) or 'none'}")
-    summary = summarize(root, args.study)
+    lake = load_lake(root, args.study)
+    summary = summarize(lake.rounds, lake.lineages, lake.studies, lake.skipped)
     for s in summary.skipped:
         print(f"skipped unreadable file: {s}", file=sys.stderr)
-    if not summary.strategies:
+    if not summary.configurations:
         if summary.skipped:
             console.print(
                 f"no readable rounds under {root}: {len(summary.skipped)} unreadable file(s) skipped, named above"
@@ -302,20 +361,21 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
             return 2
         console.print(f"no rounds under {root} yet (lineages are registered; their rounds land as they finish)")
         return 0
-    console.print(_table(f"results in {root}", summary.strategies, ("study", "strategy", "model", "dataset")))
-    if summary.paired:
-        title = "paired controls: trunk − branch, per seed and round (test acc, reported)"
-        console.print(_table(title, summary.paired, ("study", "model", "dataset", "config", "trunk − branch")))
+    fmt = OutputFormat(args.format)
+    outputs = [configuration_table(summary, root), paired_table(summary)]
+    lines = study_lines(summary.studies[args.study], summary.findings.get(args.study), root) if args.study else []
+    if lines:
+        lines += ["", *open_commands(args.study, root)]
+    if fmt is OutputFormat.TABLE:
+        for line in lines:
+            text = line if line.startswith(("report:", "app:")) else hanging(line, console.width)
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+        emit(outputs, fmt, console)
+        if not args.study:
+            console.print(f"a study's findings: study results --results {root} --study NAME", highlight=False)
+    else:
+        emit(outputs, fmt, console, extra={"study": lines} if lines else None)
     return 0
-
-
-def _table(title: str, rows: list[dict], left: tuple[str, ...]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in rows[0]:
-        table.add_column(col, justify="left" if col in left else "right")
-    for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
-    return table
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -343,30 +403,110 @@ def cmd_compact(args: argparse.Namespace, console: Console) -> int:
         raise SpecError(str(e)) from None
     from study.lake.store import normalize_root
 
-    written = compact(normalize_root(args.root), args.study, force=args.force)
+    written = compact(normalize_root(_lake_root(args)), args.study, force=args.force)
     for strategy, n in written.items():
         console.print(f"{args.study}/{strategy}: {n} rows in one file")
     return 0
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from study.engine.plan import plan_lineage, total_iterations
+    from study.cli_tables import OutputFormat, emit
+    from study.cli_views import plan_tables
+    from study.engine.plan import plan_lineage, round_iterations, total_iterations
     from study.engine.spec import load_lineage_spec
     from study.engine.strategies import STRATEGIES
+    from study.typed_yaml import load_yaml
 
-    spec = load_lineage_spec(args.spec)
+    raw = load_yaml(args.spec)
+    study = None
+    if isinstance(raw, dict) and "study" in raw:
+        from study.search.study_spec import load_study_spec
+
+        study = load_study_spec(args.spec)
+        spec = study.base_spec()
+    else:
+        spec = load_lineage_spec(args.spec)
     plan = plan_lineage(spec)
-    console.print(f"strategy {spec.strategy}: {STRATEGIES[spec.strategy].summary}")
-    table = Table(title=f"{spec.strategy} {spec.model} on {spec.dataset} ({spec.prune.scope})", title_justify="left")
-    table.add_column("round", justify="right")
-    table.add_column("% remaining", justify="right")
-    for group in plan.groups:
-        table.add_column(f"{group} kept", justify="right")
-    for i, r in enumerate(plan.rounds):
-        table.add_row(str(r), f"{plan.remaining_pct(i):.2f}", *[str(plan.counts[i][g]) for g in plan.groups])
-    console.print(table)
-    console.print(f"lineage id {spec.lineage_id()}, {total_iterations(spec, plan)} training iterations in all")
+    estimate, why = None, "--no-estimate"
+    if not args.no_estimate:
+        from study.engine.estimate import measure
+
+        try:
+            estimate = measure(
+                spec, threads=int(study.resources.cpu) if study else 1
+            )  # a lineage runs on 1 thread unless asked
+        except (SpecError, FileNotFoundError, OSError) as e:  # a dataset not on this machine: no estimate
+            why = str(e).splitlines()[0]
+    groups = []
+    for group, members in plan.groups.items():
+        weights = plan.counts[0][group]
+        groups.append(
+            {
+                "group": group,
+                "layers": ", ".join(members),
+                "weights": weights,
+                "rate per round": plan.rates[group],
+                "kept at last round": plan.counts[-1][group],
+                "% kept at last round": 100.0 * plan.counts[-1][group] / weights if weights else None,
+                "kept per round": [c[group] for c in plan.counts],
+            }
+        )
+    rounds = [
+        {
+            "round": r,
+            "% remaining": plan.remaining_pct(i),
+            "weights kept": sum(plan.counts[i].values()) + plan.total_weights - sum(plan.counts[0].values()),
+            "iterations": round_iterations(spec, plan, r),
+            "est. minutes": None if estimate is None else estimate.round_seconds(spec, plan, r) / 60,
+        }
+        for i, r in enumerate(plan.rounds)
+    ]
+    title = f"{spec.strategy} {spec.model} on {spec.dataset} ({spec.prune.scope})"
+    outputs = plan_tables(groups, rounds, title)
+    lines = _plan_lines(spec, plan, estimate, why, study, total_iterations(spec, plan))
+    fmt = OutputFormat(args.format)
+    if fmt is OutputFormat.TABLE:
+        console.print(f"strategy {spec.strategy}: {STRATEGIES[spec.strategy].summary}", highlight=False)
+        emit(outputs, fmt, console)
+        for line in lines:
+            console.print(line, highlight=False, markup=False)
+    else:
+        emit(outputs[::-1], fmt, console, extra={"summary": lines})
     return 0
+
+
+def _plan_lines(spec, plan, estimate, why: str, study, iterations: int) -> list[str]:  # noqa: ANN001
+    """The plan's totals: the lineage id, its iterations, and the measured time estimate (a
+    study: over all its lineages, as many at once as its cores and concurrency allow)."""
+    from study.analysis.configs import sig
+
+    out = [f"lineage id {spec.lineage_id()}, {iterations:,} training iterations in all"]
+    if study is not None:
+        searched = ", ".join(study.search)
+        out.append(
+            f"study {study.name}: the plan of its base lineage; it searches {searched} (which change the rounds' "
+            f"sparsity and time), {study.budget.num_samples} trials x {len(study.seeds)} seeds = "
+            f"{study.budget.num_samples * len(study.seeds)} lineages"
+        )
+    if estimate is None:
+        out.append(f"no time estimate ({why})")
+        return out
+    minutes = estimate.lineage_seconds(spec, plan) / 60
+    out.append(
+        f"estimated {sig(minutes, 2)} min per lineage on this machine ({estimate.device}, {estimate.threads} thread(s): "
+        f"{sig(estimate.step_seconds * 1000, 2)} ms per iteration, {sig(estimate.eval_seconds, 2)} s per evaluation, "
+        f"timed now{', in CPU time: on cores of its own' if estimate.device == 'cpu' else ''})"
+    )
+    if study is not None:
+        lineages = study.budget.num_samples * len(study.seeds)
+        cores = os.cpu_count() or 1
+        slots = max(1, cores // max(int(study.resources.cpu), 1))
+        if study.max_concurrent:
+            slots = min(slots, study.max_concurrent * len(study.seeds))
+        out.append(
+            f"the study: {lineages} lineages, {slots} at a time on {cores} cores: about {sig(minutes * lineages / slots, 2)} min"
+        )
+    return out
 
 
 def cmd_baselines(args: argparse.Namespace, console: Console) -> int:
@@ -403,10 +543,27 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see `{self.prog} -h`\n")
 
 
+def _results_option(p: argparse.ArgumentParser) -> None:
+    """The lake root, spelled `--results` by every command (a bare path is still taken here)."""
+    p.add_argument("root", nargs="?", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--results", default=None, help=f"results lake root, a folder or s3://... (default: {DEFAULT_RESULTS})"
+    )
+
+
+def _format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format", default="table", choices=["table", "csv", "json"], help="table (default), csv or json for scripts"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from study.version import code_version
+
     ap = OneLineParser(
         prog="study", description="Lottery-ticket studies: IMP lineages, searches and their results lake"
     )
+    ap.add_argument("--version", action="version", version=f"study {_package_version()} (code {code_version()})")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("lineage", help="run one lineage from a YAML spec (resumes if interrupted)")
@@ -523,8 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="download it when no copy is found here")
     p.set_defaults(func=cmd_stage_data)
 
-    p = sub.add_parser("plan", help="show the rounds and exact per-group weight counts a spec will run")
-    p.add_argument("spec")
+    p = sub.add_parser("plan", help="what a lineage or study YAML will run: layers, rounds, exact counts, time")
+    p.add_argument("spec", help="a lineage YAML or a study YAML (its base lineage)")
+    p.add_argument("--no-estimate", action="store_true", help="skip the timed training steps of the time estimate")
+    _format_option(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("baselines", help="parse F1 of the trivial trees on every corpus with gold trees")
@@ -532,28 +691,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the generator's seed (default: %(default)s)")
     p.set_defaults(func=cmd_baselines)
 
-    p = sub.add_parser("results", help="summarise what the results lake holds")
-    p.add_argument("root", nargs="?", default=DEFAULT_RESULTS)
-    p.add_argument("--study", default=None)
+    p = sub.add_parser("results", help="one row per configuration of what the lake holds; --study: its findings")
+    _results_option(p)
+    p.add_argument("--study", default=None, help="one study: its objective, space, trials and findings")
+    _format_option(p)
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("compact", help="rewrite a finished study's round files into one file per strategy")
-    p.add_argument("root")
+    _results_option(p)
     p.add_argument("--study", required=True)
     p.add_argument("--force", action="store_true", help="compact even with lineages still running")
     p.set_defaults(func=cmd_compact)
 
     p = sub.add_parser("report", help="write a study's report: one static HTML file that opens offline")
     p.add_argument("study")
-    p.add_argument("--out", required=True, help="the HTML file to write, e.g. report.html")
+    p.add_argument("--out", required=True, help="the HTML file to write (outside the lake), e.g. report.html")
     p.add_argument("--results", default=DEFAULT_RESULTS, help="results lake root (default: %(default)s)")
     p.set_defaults(func=cmd_report)
     return ap
 
 
+def _package_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("lottery-study")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from study.cli_tables import console as make_console
+
     args = build_parser().parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = make_console()
     try:
         return args.func(args, console)
     except (SpecError, RuntimeError, FileNotFoundError) as e:

@@ -84,7 +84,7 @@ def test_strategies_page_plots_accuracy_and_early_stop_against_log_remaining(lak
         assert (0 in mean.index) == (trunk == series)
         ok = [r for r in mean.index if mean.loc[r, "val_acc"] >= dense - 0.01] or [0]
         assert got["round"] == max(ok), series
-        assert got["test acc (reported)"] == round(mean.loc[max(ok), "test_acc"], 4)
+        assert got["test acc (reported)"] == pytest.approx(mean.loc[max(ok), "test_acc"], abs=1e-12)
 
 
 def test_strategies_page_shows_the_paired_difference_of_trunk_and_branch_per_seed(lake, monkeypatch):
@@ -102,7 +102,7 @@ def test_strategies_page_shows_the_paired_difference_of_trunk_and_branch_per_see
         mean = sum(diffs) / 2
         half = 12.706 * abs(diffs[0] - diffs[1]) / 2**0.5 / 2**0.5  # t(1) · sd / √2, sd = |a − b| / √2
         assert paired.loc[round_, "mean"] == pytest.approx(mean, abs=1e-4)
-        assert paired.loc[round_, "band"] == f"[{mean - half:+.4f}, {mean + half:+.4f}]"
+        assert paired.loc[round_, "band"] == f"[{mean - half:+.3f}, {mean + half:+.3f}]"
         assert paired.loc[round_, "n"] == 2
     line = layers(specs(at)[2])[1]
     assert line["encoding"]["color"]["field"] == "pair" and line["encoding"]["x"]["field"] == "remaining_pct"
@@ -129,7 +129,7 @@ def test_stability_page_plots_the_barrier_against_sparsity_and_rewind_point(lake
             mean, half = sum(values) / 2, 12.706 * abs(values[0] - values[1]) / 2
             got = table.loc[(f"imp · k={k}", round_)]
             assert got["mean"] == pytest.approx(mean, abs=1e-4) and got["n"] == 2
-            assert got["band"] == f"[{mean - half:.4f}, {mean + half:.4f}]"
+            assert got["band"] == f"[{mean - half:.3f}, {mean + half:.3f}]"
     at.radio(key="stability_split").set_value("validation (selects)").run()
     got = at.dataframe[0].value.set_index(["series", "round"]).loc[("imp · k=20", 2), "mean"]
     values = [r["val_error_barrier"] for r in raw if r["rewind_iteration"] == 20 and r["round"] == 2]
@@ -145,7 +145,9 @@ def test_masks_page_heat_map_of_overlap_between_seeds_strategies_and_rounds(lake
     at.switch_page(PAGES["masks"]).run()
     assert not at.exception
     (heat,) = specs(at)
-    assert heat["mark"]["type"] == "rect" and heat["encoding"]["color"]["field"] == "mean"
+    rect, text = heat["spec"]["layer"]
+    assert rect["mark"]["type"] == "rect" and rect["encoding"]["color"]["field"] == "shade", "colour: ratio to chance"
+    assert text["encoding"]["text"]["field"] == "ratio" and heat["resolve"]["scale"]["x"] == "independent"
     raw = [r for r in raw_rows(lake, "masks") if r["study"] == "compare"]
 
     def bits(strategy, seed, round_):
@@ -159,7 +161,10 @@ def test_masks_page_heat_map_of_overlap_between_seeds_strategies_and_rounds(lake
     table = at.dataframe[0].value
     seeds = table[(table["series"] == "imp") & (table["layer"] == "fc1.weight")].set_index("round")
     for round_ in (1, 2, 3):
-        assert seeds.loc[round_, "mean"] == pytest.approx(jac(bits("imp", 0, round_), bits("imp", 1, round_)), abs=1e-4)
+        a, b = bits("imp", 0, round_), bits("imp", 1, round_)
+        assert seeds.loc[round_, "mean"] == pytest.approx(jac(a, b), abs=1e-4)
+        p, q = a.mean(), b.mean()  # random masks of these densities share p·q / (p + q − p·q) on average
+        assert seeds.loc[round_, "ratio"] == pytest.approx(jac(a, b) / (p * q / (p + q - p * q)), rel=1e-6)
     at.radio(key="masks_compare").set_value("consecutive rounds").run()
     table = at.dataframe[0].value
     rounds = table[(table["series"] == "imp") & (table["layer"] == "fc1.weight")].set_index("round")
@@ -193,11 +198,12 @@ def test_search_page_shows_trials_importance_and_best(lake, monkeypatch):
     assert {"strategy", "prune.rates.fc", "objective_sparsest_within"} <= set(trials.columns)
     assert (trials["seeds"] == 2).all() and (trials["status"] == "finished").all()
     charts = specs(at)
-    scatter = [c for c in charts if c.get("mark", {}).get("type") == "circle"]
+    scatter = [c["layer"][0] for c in charts if " vs " in str(c.get("title", ""))]
     assert {c["encoding"]["x"]["field"] for c in scatter} == {"strategy", "prune_rates_fc"}, (
         "no dots: Vega-Lite nests them"
     )
     assert {c["encoding"]["x"]["title"] for c in scatter} == {"strategy", "prune.rates.fc"}
+    assert all(c["encoding"]["color"]["field"] == "strategy" for c in scatter), "slice plots coloured by strategy"
     bars = [c for c in charts if c.get("mark", {}).get("type") == "bar"]
     assert len(bars) == 1 and bars[0]["encoding"]["x"]["field"] == "importance"
     best = at.dataframe[1].value
@@ -208,7 +214,7 @@ def test_search_page_draws_the_pareto_front(lake, monkeypatch):
     at = app(lake, monkeypatch, study=["paretos"])
     at.switch_page(PAGES["search"]).run()
     assert not at.exception
-    pareto = [c for c in specs(at) if "layer" in c]
+    pareto = [c for c in specs(at) if str(c.get("title", "")).startswith("Pareto front")]
     assert len(pareto) == 1
     points = pareto[0]["layer"][1]
     assert points["encoding"]["color"]["field"] == "pareto"
@@ -328,8 +334,10 @@ def test_bands_use_student_t_over_few_seeds():
     )
     band = seed_bands(df, "test_acc").iloc[0]
     half = 12.706 * df["test_acc"].std() / 2**0.5
-    assert band["mean"] == pytest.approx(0.70) and band["hi"] == pytest.approx(0.70 + half)
+    assert band["mean"] == pytest.approx(0.70) and band["hi"] == 1.0, "clipped at 1 for an accuracy"
     assert band["lo"] == 0.0, "clipped at 0 for a non-negative metric"
+    loss = seed_bands(df.rename(columns={"test_acc": "val_loss"}), "val_loss").iloc[0]
+    assert loss["hi"] == pytest.approx(0.70 + half), "a loss has no upper bound"
     assert t95(100) == 1.96 and t95(4) == pytest.approx(2.776)
 
 
@@ -369,12 +377,87 @@ def test_sequence_models_page_claims_with_bands_baselines_and_trees(lake, monkey
     assert any("grammar's own perplexity" in c.value for c in at.caption)
 
 
-def test_sequence_page_only_appears_with_sequence_results(tmp_path, monkeypatch):
-    from conftest import synthetic_spec_dict
+def test_pages_without_data_say_what_they_would_show_and_how_to_measure_it(tmp_path, monkeypatch):
+    """A vision lake of one lineage: every page is there (no 'Page not found'); those with nothing to
+    show say so, with the setting that would measure it (the report's 'not measured here' list)."""
+    from study.app.tables import ABSENT
 
     run_to_lake(
         lineage_spec_from_dict(synthetic_spec_dict(rounds=1)), tmp_path, study="vision", context=RunContext(threads=1)
     )
-    at = app(tmp_path, monkeypatch)
-    with pytest.raises(ValueError):
-        at.switch_page(PAGES["sequences"]).run()
+    for page, kind in (("sequences", "sequences"), ("stability", "instability"), ("search", "search")):
+        at = app(tmp_path, monkeypatch)
+        at.switch_page(PAGES[page]).run()
+        assert not at.exception, page
+        assert [i.value for i in at.info] == [ABSENT[kind].sentence()], page
+    assert "instability: {rounds:" in ABSENT["instability"].how and "branches:" in ABSENT["paired"].how
+
+
+def chart_rows(element, layer=None):
+    """The rows a chart (an AppTest element) draws, or one of its layers: Streamlit ships each named
+    Vega-Lite dataset as Arrow beside the spec."""
+    import pyarrow as pa
+
+    spec = json.loads(element.proto.spec)
+    name = (spec if layer is None or "data" not in spec["layer"][layer] else spec["layer"][layer])["data"]["name"]
+    (data,) = [d.data.data for d in element.proto.datasets if d.name == name]
+    return pa.ipc.open_stream(data).read_all().to_pylist()
+
+
+def test_search_page_standard_views_plot_the_objective_recomputed_from_raw_files(lake, monkeypatch):
+    """Optimisation history (with the best so far), objective per round per trial, parallel
+    coordinates and the trial timeline of study 'searched', against the raw round and lineage files:
+    a trial's objective after round r is the sparsest seed-mean % left, among rounds 0..r, whose
+    seed-mean validation accuracy is within 1 point of the dense round's."""
+    from conftest import raw_rows
+
+    at = app(lake, monkeypatch, study=["searched"])
+    at.switch_page(PAGES["search"]).run()
+    assert not at.exception
+    charts = {str(json.loads(c.proto.spec).get("title", "")).split(" (")[0]: c for c in at.get("vega_lite_chart")}
+    lineages = [r for r in raw_rows(lake, "lineages", "searched")]
+    rows = raw_rows(lake, "rounds", "searched")
+    expected, compute = {}, {}
+    for number in {r["optuna_trial_number"] for r in lineages}:
+        ids = {r["trial_id"] for r in lineages if r["optuna_trial_number"] == number}
+        mine = [r for r in rows if r["trial_id"] in ids]
+        val = {k: sum(r["val_acc"] for r in mine if r["round"] == k) / 2 for k in range(3)}
+        left = {k: sum(r["remaining_pct"] for r in mine if r["round"] == k) / 2 for k in range(3)}
+        expected[number] = [min(left[k] for k in range(r + 1) if val[k] >= val[0] - 0.01) for r in range(3)]
+        compute[number] = sum(r["wall_seconds"] for r in mine)
+    history = sorted(chart_rows(charts["Optimisation history"]), key=lambda r: r["optuna trial"])
+    assert [h["value"] for h in history] == pytest.approx([expected[n][-1] for n in sorted(expected)], abs=1e-9)
+    running = [min(expected[n][-1] for n in sorted(expected)[: i + 1]) for i in range(len(expected))]
+    assert [h["best"] for h in history] == pytest.approx(running, abs=1e-9), "best so far: a running minimum"
+    per_round = chart_rows(charts["Objective after each round, per trial"])
+    assert len(per_round) == 3 * len(expected)
+    for p in per_round:
+        assert p["value"] == pytest.approx(expected[p["optuna trial"]][p["round"]], abs=1e-9)
+    fc = {r["optuna_trial_number"]: json.loads(r["config_json"])["prune"]["rates"]["fc"] for r in lineages}
+    lines = [r for r in chart_rows(charts["Parallel coordinates"], layer=1) if r["axis"] == "prune.rates.fc"]
+    assert {r["optuna trial"]: r["position"] for r in lines} == pytest.approx(
+        {n: (v - 0.2) / (0.6 - 0.2) for n, v in fc.items()}, abs=1e-9
+    ), "each axis spans the searched range"
+    spans = chart_rows(charts["Trial timeline"])
+    assert {s["optuna trial"]: s["compute s"] for s in spans} == pytest.approx(compute, abs=1e-6)
+
+
+def test_log_searched_parameters_get_log_axes():
+    """A learning rate searched log-uniformly sits on a log axis: in the slice plot's scale and at
+    its log position on the parallel coordinates (hand-computed)."""
+    import math
+
+    import pandas as pd
+
+    from study.app.charts import param_scatter
+    from study.app.search_views import parallel
+
+    spec = {"train.lr": {"type": "log_float", "low": 3e-4, "high": 3e-3}}
+    trials = pd.DataFrame(
+        {"optuna trial": [0, 1], "configuration": ["#0", "#1"], "strategy": ["imp"] * 2, "train.lr": [4.2e-4, 2e-3]}
+    ).assign(objective=[20.0, 30.0])
+    chart = param_scatter(trials, "train.lr", "objective", spec["train.lr"]).to_dict()
+    assert chart["layer"][0]["encoding"]["x"]["scale"]["type"] == "log"
+    lines, _ = parallel(trials, spec, "objective")
+    got = lines[lines["axis"] == "train.lr"].set_index("optuna trial")["position"]
+    assert got[0] == pytest.approx((math.log10(4.2e-4) - math.log10(3e-4)) / 1.0)  # the range spans one decade

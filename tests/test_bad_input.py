@@ -303,6 +303,27 @@ CASES = {
         "the Optuna journal's folder /etc/passwd is not writable",
         "point storage.optuna",
     ),
+    "a model too large to allocate": (
+        lambda t: [
+            "plan",
+            lineage_yaml(
+                t,
+                model="onlstm_lm",
+                dataset="pcfg",
+                prune={"scope": "global", "rate": 0.3},
+                model_args={"embedding": 16, "hidden": 4_000_000, "layers": 2, "chunk_size": 4},
+            ),
+            "--no-estimate",
+        ],
+        "model onlstm_lm with model_args {'chunk_size': 4, 'embedding': 16, 'hidden': 4000000, 'layers': 2} is too "
+        "large to allocate on this machine (one tensor of 288,000 GB)",
+        "make model_args smaller",
+    ),
+    "tune --address where no cluster answers": (
+        lambda t: ["tune", study_yaml(t), "--address", f"127.0.0.1:{free_port()}"],
+        "no Ray cluster answers at 127.0.0.1:",
+        "leave --address out",
+    ),
     "results for a study the lake does not hold": (
         lambda t: ["results", str(t), "--study", "nope"],
         "no results lake at",
@@ -320,6 +341,45 @@ def test_bad_input_is_one_line_naming_the_fix_and_writes_nothing(case, tmp_path,
     assert problem in err and fix in err, err
     assert "Planted" not in err and "word99" not in err
     assert not (tmp_path / "lake").exists() and not Path("file:").exists()
+
+
+def test_a_report_written_into_the_lake_is_refused_and_the_lake_is_untouched(tmp_path, capsys):
+    """`study report --out` naming a lineage's own Parquet file (it used to be replaced by HTML, and
+    the lineage vanished from every view): one line, and the file and the lineage are intact."""
+    from conftest import raw_rows
+
+    lake = tmp_path / "lake"
+    argv = ["lineage", lineage_yaml(tmp_path, rounds=1), "--results", str(lake), "--quiet", "--threads", "1"]
+    assert main([*argv, "--study", "s", "--trial", "t"]) == 0
+    target = next((lake / "lineages").rglob("t.parquet"))
+    before = target.read_bytes()
+    capsys.readouterr()
+    for out in (target, lake / "report.html"):
+        assert main(["report", "s", "--results", str(lake), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is inside the results lake" in err and "write the report outside it" in err
+    assert target.read_bytes() == before and not (lake / "report.html").exists()
+    assert [r["trial_id"] for r in raw_rows(lake, "lineages")] == ["t"]
+
+
+def test_an_address_of_no_cluster_fails_in_seconds_naming_that_address(tmp_path):
+    """`study tune --address` where nothing listens: one line naming the very address given, in
+    seconds (Ray itself retried for minutes and named another address)."""
+    import subprocess
+    import sys
+    import time
+
+    address = f"127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.cli", "tune", study_yaml(tmp_path), "--address", address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.monotonic() - start < 30
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"no Ray cluster answers at {address} " in proc.stderr
 
 
 def test_compact_of_an_unknown_study_names_the_ones_there(tmp_path, capsys):

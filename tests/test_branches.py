@@ -288,20 +288,44 @@ def test_study_results_prints_the_paired_table_from_the_cli(tmp_path, capsys):
     acc = {(r["seed"], str(r["strategy"])): r["test_acc"] for r in raw_rows(tmp_path / "lake") if r["round"] == 1}
     diffs = [acc[(s, "imp")] - acc[(s, "imp.random_reinit")] for s in (0, 1)]
     line = next(line for line in out.splitlines() if "imp − imp.random_reinit" in line)
-    assert f"{sum(diffs) / 2:+.4f}" in line and "80.0" in line
+    assert f"{sum(diffs) / 2:+.3f}" in line and "80.0" in line
 
 
-def test_configurations_are_named_by_the_settings_that_tell_them_apart():
+def test_configurations_are_named_by_trial_number_strategy_and_searched_values():
     import json
 
-    from study.analysis.configs import config_labels
+    from study.analysis.configs import config_id, config_labels
 
-    def cfg(**kw):
-        return json.dumps({"strategy": "imp", "seed": 0, "train": {"lr": 0.001, "iterations": 60}, **kw})
+    def lineage(strategy="imp", number=None, **kw):
+        cfg = {"strategy": strategy, "seed": 0, "train": {"lr": 0.001, "iterations": 60}, **kw}
+        return {"study": "s", "strategy": strategy, "config_json": json.dumps(cfg), "optuna_trial_number": number}
 
-    labels = config_labels(
-        {"a": cfg(rewind_iteration=0), "b": cfg(rewind_iteration=300), "c": cfg(strategy="snip"), "d": None}
-    )
-    assert labels == {"a": "rewind_iteration=0", "b": "rewind_iteration=300", "c": "c", "d": "d"}
-    lr = config_labels({"a": cfg(train={"lr": 0.001}), "b": cfg(train={"lr": 0.002})})
-    assert lr == {"a": "train.lr=0.001", "b": "train.lr=0.002"}
+    def key(record):
+        return ("s", record["strategy"], config_id(record["config_json"]))
+
+    # run lineage by lineage: the settings that tell a strategy's configurations apart
+    k0, k300, snip = lineage(rewind_iteration=0), lineage(rewind_iteration=300), lineage("snip")
+    unknown = {"study": "s", "strategy": "imp", "config_json": None}
+    labels = config_labels([k0, k300, snip, unknown])
+    assert [labels[key(r)] for r in (k0, k300, snip)] == ["imp k=0", "imp k=300", "snip"]
+    assert labels[("s", "imp", "?")] == "imp ?"
+    # searched: the trial number, the strategy, each searched value that applies at 2 significant digits
+    searched = {
+        "s": {
+            "strategy": {"type": "categorical", "choices": ["imp", "random_reinit"]},
+            "train.lr": {"type": "log_float", "low": 3e-4, "high": 3e-3},
+            "prune.rates.fc": {"type": "float", "low": 0.1, "high": 0.3},
+            "rewind_iteration": {"type": "int", "low": 0, "high": 200, "when": {"strategy": ["imp"]}},
+        }
+    }
+    four = lineage("imp", 4, train={"lr": 4.1732513460173657e-4}, prune={"rates": {"fc": 0.2889}}, rewind_iteration=100)
+    branch = {**four, "strategy": "imp.random_reinit"}  # a branch's lineage holds its trunk's config
+    seven = lineage("random_reinit", 7, train={"lr": 1.2e-3}, prune={"rates": {"fc": 0.1}})
+    labels = config_labels([four, branch, seven], searched)
+    assert labels[key(four)] == "#4 imp lr=4.2e-4 fc=0.29 k=100"
+    assert labels[key(branch)] == "#4 imp.random_reinit lr=4.2e-4 fc=0.29 k=100"
+    assert labels[key(seven)] == "#7 random_reinit lr=1.2e-3 fc=0.1", "k applies to imp only (when:)"
+    # two configurations that 2 digits cannot tell apart get a third
+    a, b = lineage("imp", 1, train={"lr": 4.21e-4}), lineage("imp", 1, train={"lr": 4.24e-4})
+    labels = config_labels([a, b], {"s": {"train.lr": searched["s"]["train.lr"]}})
+    assert {labels[key(a)], labels[key(b)]} == {"#1 imp lr=4.21e-4", "#1 imp lr=4.24e-4"}

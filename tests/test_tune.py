@@ -76,6 +76,21 @@ def test_four_trials_by_three_rounds_write_twelve_rows(local_ray, tmp_path):
     assert len(ostudy.trials) == 4 and outcome.optuna_storage.endswith("s.journal")
     best = min(t.values[0] for t in ostudy.trials)
     assert outcome.best[0]["values"][0] == best
+    # run again: the study is finished, and its progress table says so (it said "0/4")
+    from rich.console import Console
+
+    from study.cli import _trials_so_far
+    from study.search.progress import StudyProgress
+
+    finished, failed = _trials_so_far(study)
+    assert (finished, failed) == (4, 0)
+    console = Console(record=True, width=120)
+    again = run_study(
+        study, callbacks=[StudyProgress("objective_sparsest_within", "min", 4, console, finished, failed)]
+    )
+    assert again.errors == 0 and len(raw_rows(lake)) == 12, "nothing ran again"
+    row = [line for line in console.export_text().splitlines() if "│" in line][-1].split("│")
+    assert [c.strip() for c in row[1:4]] == ["4/4", "0", "4"], "trials, running, done"
 
 
 def test_multi_objective_study_returns_its_pareto_set(local_ray, tmp_path):
@@ -506,12 +521,20 @@ def test_failed_trials_are_filed_fail_and_can_never_be_best(tmp_path):
     assert states[1e-3].state.name == "COMPLETE"
     assert ostudy.best_trial.params["train.lr"] == 1e-3
     assert "trials that failed" in proc.stdout and "degenerate" in proc.stdout
+    import re
+
+    assert re.search(r"^trial #\d lr=1e-3 done: 2 rounds", proc.stdout, re.M), "named as every view names it"
     status = {r["config_json"].count("1000000.0") > 0: r["status"] for r in raw_rows(tmp_path / "lake", "lineages")}
     assert status == {True: "degenerate", False: "finished"}
     from study.analysis.summary import summarize
+    from study.app.lake import load_lake
 
-    (row,) = summarize(tmp_path / "lake", "lrs").strategies
-    assert "1 degenerate" in row["lineages"] and row["rounds"] == 2, "the failed lineage's rows are left out"
+    lake = load_lake(tmp_path / "lake", "lrs")
+    rows = {r["lineages"]: r for r in summarize(lake.rounds, lake.lineages, lake.studies, lake.skipped).configurations}
+    assert set(rows) == {"1 finished", "1 degenerate"}, "each configuration a row, the failed one counted"
+    assert rows["1 finished"]["configuration"].endswith("imp lr=1e-3") and rows["1 finished"]["rounds"] == 2
+    assert rows["1 degenerate"]["configuration"].endswith("imp lr=1e6")
+    assert rows["1 degenerate"]["rounds"] is None and rows["1 degenerate"]["dense test acc"] is None, "no numbers"
 
 
 @pytest.mark.parametrize("resources,word", [({"gpu": 0.5}, "GPU"), ({"cpu": 64}, "CPU")])

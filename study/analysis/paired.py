@@ -62,9 +62,10 @@ def share_dense_rounds(rounds: pd.DataFrame) -> pd.DataFrame:
     )
     heads = branches.drop_duplicates(["study", "trial_id", "lineage_id"])
     heads = heads[[(t, lin) not in has_dense for t, lin in zip(heads["trial_id"], heads["lineage_id"], strict=True)]]
-    identity = ["strategy", "lineage_id", "branch", "trunk_lineage_id"]
+    named = [c for c in ("config_label", "series") if c in rounds.columns]  # a branch's name is its own
+    identity = ["strategy", "lineage_id", "branch", "trunk_lineage_id", *named]
     dense = rounds[(rounds["round"] == 0) & rounds["branch"].isna()].drop(
-        columns=["strategy", "branch", "trunk_lineage_id"]
+        columns=["strategy", "branch", "trunk_lineage_id", *named]
     )
     copies = dense.rename(columns={"lineage_id": "trunk_lineage_id"}).merge(
         heads[["study", "trial_id", *identity]], on=["study", "trial_id", "trunk_lineage_id"]

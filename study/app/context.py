@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from study.app.lake import FILTERS, Lake, LiveLake, filter_rows, unfinished_lineages
+from study.app.tables import ABSENT, number_formats
 from study.errors import SpecError
 from study.lake.reader import excluded_lineages
 
@@ -102,12 +103,38 @@ def healthy(lake: Lake, rows: pd.DataFrame, say: bool = True) -> pd.DataFrame:
 
 
 def lineage_choices(rows: pd.DataFrame, first: str) -> dict[tuple[str, str], str]:
-    """(trial id, lineage id) -> a readable name, for a lineage picker: a trial id holds a trunk
-    and its branches, so a lineage is the pair. `first` is the column the name starts with."""
+    """(trial id, lineage id) -> a readable name, for a lineage picker: its configuration's name
+    and seed (a trial id holds a trunk and its branches, so a lineage is the pair; the name
+    tells them apart). `first` is the column the name starts with."""
     unique = rows.drop_duplicates(["trial_id", "lineage_id"])
-    return {
-        (t, lin): f"{a} · {s} · seed {seed} · {t}"
-        for t, lin, a, s, seed in zip(
-            unique["trial_id"], unique["lineage_id"], unique[first], unique["strategy"], unique["seed"], strict=True
+    names = {
+        (t, lin): f"{a} · {label} · seed {seed}"
+        for t, lin, a, label, seed in zip(
+            unique["trial_id"], unique["lineage_id"], unique[first], unique["config_label"], unique["seed"], strict=True
         )
     }
+    seen = pd.Series(list(names.values())).value_counts()
+    return {key: f"{name} · {key[0]}" if seen[name] > 1 else name for key, name in names.items()}
+
+
+def show_table(df: pd.DataFrame, best: pd.Series | None = None, key: str | None = None) -> None:
+    """A sortable table (Streamlit's own header sort), numbers in their column's format
+    (`tables.column_format`), the `best` rows highlighted."""
+    formats = number_formats(df)
+    config = {name: st.column_config.NumberColumn(format=fmt) for name, fmt in formats.items()}
+    styler = df.style.format(
+        {name: (lambda v, fmt=fmt: "–" if pd.isna(v) else fmt % v) for name, fmt in formats.items()}
+    )
+    if best is not None and bool(best.any()):
+        marks = best.reindex(df.index).fillna(False).astype(bool)
+        styler = styler.apply(
+            lambda row: ["background-color: #fde2e1; font-weight: 600" if marks.loc[row.name] else "" for _ in row],
+            axis=1,
+        )
+    st.dataframe(styler, hide_index=True, width="stretch", column_config=config, key=key)
+
+
+def explain_absent(kind: str) -> None:
+    """What a page without data says (the report's 'not measured here' list says the same), and a stop."""
+    st.info(ABSENT[kind].sentence())
+    st.stop()

@@ -4,6 +4,7 @@ into pandas frames, and the aggregations every page shares (series, seed means, 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,15 +61,17 @@ def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
     frames = {kind: _plain(read.table) for kind, read in reads.items()}
     lin = frames["lineages"]
     lin["config_id"] = lin["config_json"].map(config_id)
-    labels = config_labels(dict(zip(lin["config_id"], lin["config_json"], strict=True)))
-    lin["config_label"] = lin["config_id"].map(labels)
+    labels = config_labels(lin.to_dict("records"), searched_spaces(frames["studies"]))
+    lin["config_label"] = [
+        labels[(s, k, c)] for s, k, c in zip(lin["study"], lin["strategy"], lin["config_id"], strict=True)
+    ]
     r = frames["rounds"].merge(
         lin[["study", "trial_id", "lineage_id", "config_id", "config_label", "optuna_trial_number", "status"]],
         on=["study", "trial_id", "lineage_id"],
         how="left",
     )
     r["config_id"] = r["config_id"].fillna(r["lineage_id"].str[-6:])
-    r["config_label"] = r["config_label"].fillna(r["config_id"])
+    r["config_label"] = r["config_label"].fillna(r["strategy"].astype(str) + " " + r["config_id"])
     r["row"] = range(len(r))
     return Lake(
         root,
@@ -83,6 +86,15 @@ def lake_from_reads(root: str | Path, reads: dict[str, LakeRead]) -> Lake:
     )
 
 
+def searched_spaces(studies: pd.DataFrame) -> dict[str, dict]:
+    """Per study, its searched parameters (dotted path -> distribution and `when:`)."""
+    return {
+        str(s): json.loads(text)
+        for s, text in zip(studies.get("study", []), studies.get("search_json", []), strict=True)
+        if isinstance(text, str)
+    }
+
+
 def with_config(df: pd.DataFrame, lin: pd.DataFrame) -> pd.DataFrame:
     """`df` (keyed by study, trial and lineage) with its lineage's `config_id` and `config_label`,
     for `with_series`."""
@@ -91,7 +103,7 @@ def with_config(df: pd.DataFrame, lin: pd.DataFrame) -> pd.DataFrame:
     keys = ["study", "trial_id", "lineage_id"]
     df = df.merge(lin[[*keys, "config_id", "config_label"]], on=keys, how="left")
     df["config_id"] = df["config_id"].fillna(df["lineage_id"].str[-6:])
-    df["config_label"] = df["config_label"].fillna(df["config_id"])
+    df["config_label"] = df["config_label"].fillna(df["strategy"].astype(str) + " " + df["config_id"])
     return df
 
 
@@ -140,21 +152,28 @@ def unfinished_lineages(lake: Lake) -> pd.DataFrame:
 
 
 def with_series(df: pd.DataFrame) -> pd.DataFrame:
-    """One line per strategy; a strategy run with several configurations gets one per config,
-    named by the settings that tell them apart (`imp · rewind_iteration=300`), else by its id."""
+    """One line per configuration (and branch), named by its readable label (`#4 imp lr=4.2e-4`,
+    or `imp` for a strategy's only configuration); a label two studies in view share gets its
+    study's name, so two configurations never share a line."""
     df = df.copy()
-    configs = df.groupby("strategy")["config_id"].nunique()
-    names = df["config_label"] if "config_label" in df else df["config_id"]
-    df["series"] = [s if configs[s] == 1 else f"{s} · {c}" for s, c in zip(df["strategy"], names, strict=True)]
+    names = df["config_label"] if "config_label" in df else df["strategy"].astype(str)
+    keys = pd.Series(list(zip(df["study"], df["config_id"], strict=True)), index=df.index)
+    clash = keys.groupby(names.values).transform("nunique") > 1
+    df["series"] = [f"{n} ({s})" if c else n for n, s, c in zip(names, df["study"], clash, strict=True)]
     return df
 
 
 def seed_bands(df: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Mean and 95% confidence band (Student t) over seeds, per series and round; the band of a
-    non-negative metric is clipped at 0."""
+    """Mean and 95% confidence band (Student t) over seeds, per series and round; the band is
+    clipped to what the metric can be: 0 for a non-negative one, 1 for an accuracy, the training
+    length for an early-stop iteration."""
     out = group_bands(df, ["series", "round"], value)
     if (df[value] >= 0).all():
         out["lo"] = out["lo"].clip(lower=0)
+    if value.endswith("_acc"):
+        out["hi"] = out["hi"].clip(upper=1)
+    if value == "early_stop_iteration" and "iterations" in df:
+        out["hi"] = out["hi"].clip(upper=float(df["iterations"].max()))
     out["metric"] = value
     return out
 
@@ -185,6 +204,7 @@ def sparsest_tickets(df: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     test accuracy of that round and its 95% confidence interval."""
     val = seed_bands(df, "val_acc")
     test = seed_bands(df, "test_acc").set_index(["series", "round"])
+    ids = df.drop_duplicates("series").set_index("series")
     rows = []
     for series, g in val.groupby("series"):
         g = g.sort_values("round")
@@ -198,13 +218,16 @@ def sparsest_tickets(df: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         rows.append(
             {
                 "series": series,
-                "% remaining": round(best["remaining_pct"], 2),
+                "config id": ids.loc[series, "config_id"] if "config_id" in ids else None,
+                "strategy": str(ids.loc[series, "strategy"]),
+                "% remaining": float(best["remaining_pct"]),
                 "round": int(best["round"]),
-                "val acc (selects)": round(best["mean"], 4),
-                "dense val acc": round(dense_val, 4),
-                "test acc (reported)": round(t["mean"], 4),
-                "test 95% CI": f"[{t['lo']:.4f}, {t['hi']:.4f}]",
-                "dense test acc": round(float(t0["mean"]), 4),
+                "last round": int(g["round"].max()),
+                "val acc (selects)": float(best["mean"]),
+                "dense val acc": dense_val,
+                "test acc (reported)": float(t["mean"]),
+                "test 95% CI": f"[{t['lo']:.3f}, {t['hi']:.3f}]",
+                "dense test acc": float(t0["mean"]),
                 "seeds": int(best["n"]),
             }
         )

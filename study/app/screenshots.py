@@ -125,6 +125,12 @@ def visit_pages(
                     arg=want,
                     timeout=60_000,
                 )
+            page.wait_for_function(  # the script has finished and every chart on the page has drawn
+                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+                "[...document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]')].every("
+                "c => c.querySelector('canvas, svg.marks'))",
+                timeout=120_000,
+            )
             page.wait_for_timeout(800)  # let the last elements settle before the screenshot
             shot = out / f"{name}.png"
             page.screenshot(path=str(shot), full_page=True)
@@ -147,9 +153,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default="results")
     ap.add_argument("--out", default="screenshots")
+    ap.add_argument("--pages", default=",".join(PAGES), help="which pages, comma-separated (default: all)")
     args = ap.parse_args()
+    wanted = {name: PAGES[name] for name in args.pages.split(",")}
     with serve(args.root) as url:
-        for v in visit_pages(url, Path(args.out)):
+        for v in visit_pages(url, Path(args.out), pages=wanted):
             print(f"{v.name:10s} title={v.title!r} charts={v.charts} exceptions={v.exceptions} -> {v.screenshot}")
 
 

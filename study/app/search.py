@@ -32,14 +32,53 @@ def study_info(lake: Lake, name: str) -> dict | None:
     }
 
 
-def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
-    """One row per Optuna trial, from its seeds' trunk lineages (branches are their controls)."""
-    lin = lake.lineages[
+def complete_rounds(rounds: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
+    """Seed means per round of the trunk lineages `seeds` (rows of the lineages table), over the
+    rounds every one of them finished."""
+    r = rounds[rounds["trial_id"].isin(seeds["trial_id"])]
+    per_round = (
+        r.groupby("round")
+        .agg(
+            remaining_pct=("remaining_pct", "mean"),
+            val_acc=("val_acc", "mean"),
+            test_acc=("test_acc", "mean"),
+            val_loss=("val_loss", "mean"),
+            seeds=("trial_id", "nunique"),
+            barrier=("val_error_barrier", lambda s: s.mean() if s.notna().all() else None),
+        )
+        .reset_index()
+        .sort_values("round")
+    )
+    return per_round[per_round["seeds"] == len(seeds)]
+
+
+def round_points(complete: pd.DataFrame) -> list[RoundPoint]:
+    return [
+        RoundPoint(a, b, c, None if pd.isna(d) else d, e)
+        for a, b, c, d, e in zip(
+            complete["remaining_pct"],
+            complete["val_acc"],
+            complete["test_acc"],
+            complete["barrier"],
+            complete["val_loss"],
+            strict=True,
+        )
+    ]
+
+
+def trial_lineages(lake: Lake, name: str) -> pd.DataFrame:
+    """The trunk lineages of a study's Optuna trials (a trial's seeds)."""
+    return lake.lineages[
         (lake.lineages["study"] == name)
         & lake.lineages["optuna_trial_number"].notna()
         & lake.lineages["config_json"].map(lambda c: isinstance(c, str))
         & lake.lineages["branch"].isna()
     ]
+
+
+def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
+    """One row per Optuna trial, from its seeds' trunk lineages (branches are their controls)."""
+    lin = trial_lineages(lake, name)
     rounds = lake.rounds[(lake.rounds["study"] == name) & lake.rounds["branch"].isna()]
     obj = info["objective_spec"]
     rows = []
@@ -50,43 +89,23 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
             active = all(get_path(cfg, k) in allowed for k, allowed in (pspec.get("when") or {}).items())
             if active:
                 params[pname] = choice_text(get_path(cfg, pname))
-        r = rounds[rounds["trial_id"].isin(group["trial_id"])]
-        per_round = (
-            r.groupby("round")
-            .agg(
-                remaining_pct=("remaining_pct", "mean"),
-                val_acc=("val_acc", "mean"),
-                test_acc=("test_acc", "mean"),
-                val_loss=("val_loss", "mean"),
-                seeds=("trial_id", "nunique"),
-                barrier=("val_error_barrier", lambda s: s.mean() if s.notna().all() else None),
-            )
-            .reset_index()
-            .sort_values("round")
-        )
-        complete = per_round[per_round["seeds"] == len(group)]
+        complete = complete_rounds(rounds, group)
         statuses = set(group["status"])
         status = next((s for s in (*FAILED_STATUSES, "running", "stopped") if s in statuses), "finished")
         metrics: dict[str, float | None] = {}
         known = info["objective"] in OBJECTIVES  # a lake written by a newer version may name another
         if not complete.empty and status not in FAILED_STATUSES and known:  # a failed trial has no objective
-            points = [
-                RoundPoint(a, b, c, None if pd.isna(d) else d, e)
-                for a, b, c, d, e in zip(
-                    complete["remaining_pct"],
-                    complete["val_acc"],
-                    complete["test_acc"],
-                    complete["barrier"],
-                    complete["val_loss"],
-                    strict=True,
-                )
-            ]
+            points = round_points(complete)
             args = (info["objective"], obj.get("tolerance", 0.01), obj.get("target_remaining"), obj.get("max_barrier"))
             metrics = dict(objective_metrics(points, *args))
             metrics["test acc (reported)"] = reported_test(points, *args)["test_acc_at_selected"]
+        trunk = group.iloc[0]
         rows.append(
             {
                 "optuna trial": int(number),
+                "configuration": trunk["config_label"],
+                "config id": trunk["config_id"],
+                "strategy": cfg.get("strategy", str(trunk["strategy"])),
                 **params,
                 **metrics,
                 "seeds": len(group),
@@ -125,6 +144,7 @@ def importance(trials: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, str | No
     if len(done) < 3:
         return pd.DataFrame(), f"importance needs at least 3 trials with results; {len(done)} so far"
     dists = {name: _distribution(spec) for name, spec in info["search"].items()}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "a new study created in memory" line
     study = optuna.create_study(directions=["minimize"] * len(metrics))
     for _, row in done.iterrows():
         params = {

@@ -3,6 +3,7 @@ of weights each round keeps, and the rounds that will run."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,11 +56,21 @@ def pruning_groups(spec: LineageSpec, slots: dict[str, Slot]) -> tuple[dict[str,
 
 
 def construct(spec: LineageSpec, make: Callable[[], nn.Module]) -> nn.Module:
-    """`make()`, with a model that rejects its model_args turned into a one-line SpecError."""
+    """`make()`, with a model that rejects its model_args, or is too large to allocate, turned
+    into a one-line SpecError that names them."""
     try:
         return make()
     except (TypeError, ValueError) as e:
         raise SpecError(f"model {spec.model} cannot be built with model_args {spec.model_args}: {e}") from None
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not isinstance(e, MemoryError) and "alloc" not in str(e).lower() and "out of memory" not in str(e).lower():
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(e))
+        size = f" (one tensor of {int(asked.group(1)) / 1e9:,.0f} GB)" if asked else ""
+        raise SpecError(
+            f"model {spec.model} with model_args {spec.model_args or '{}'} is too large to allocate on this "
+            f"machine{size}; make model_args smaller"
+        ) from None
 
 
 def build_lineage_model(

@@ -40,6 +40,28 @@ def worker_groups(env: dict[str, str] | None = None) -> list[dict[str, float]]:
     return groups
 
 
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """A Ray cluster answers at `address` (host:port of its head, or ray://host:port of its
+    client server): a TCP connection opens within `timeout_s` ('auto' and 'local' are Ray's)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise SpecError(f"--address {address} is not host:port; give the head node's address, e.g. 127.0.0.1:6379")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+    raise SpecError(
+        f"no Ray cluster answers at {address} ({why}); start one there (ray start --head --port={port}) or leave "
+        f"--address out (and RAY_ADDRESS unset) to run on a local Ray"
+    )
+
+
 def check_fits(
     cpu: float, gpu: float, nodes: list[dict[str, Any]], groups: list[dict[str, float]] | None = None, lineages: int = 1
 ) -> None:

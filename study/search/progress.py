@@ -11,12 +11,31 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from study.analysis.configs import short_name, sig
 from study.search.tune import FAILURE_KEY
 
 
+def searched_values(config: dict[str, Any]) -> str:
+    """A trial named as every view names it: its Optuna trial number and searched values
+    (`#4 fc=0.29 k=100 lr=4.2e-4`; its config holds both)."""
+    values = {k: v for k, v in config.items() if k != "optuna_trial_number"}
+    number = config.get("optuna_trial_number")
+    words = [] if number is None else [f"#{number}"]
+    return " ".join(words + [f"{short_name(k, values)}={sig(v)}" for k, v in sorted(values.items())])
+
+
 class StudyProgress(tune.Callback):
-    def __init__(self, metric: str, mode: str, num_samples: int, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        num_samples: int,
+        console: Console | None = None,
+        finished: int = 0,
+        failed: int = 0,
+    ) -> None:
         self.metric, self.mode, self.num_samples = metric, mode, num_samples
+        self.before = (finished, failed)  # trials a resumed study finished in earlier runs
         self.console = console
         self.trials: dict[str, dict[str, Any]] = {}
         self._live: Live | None = None
@@ -50,12 +69,13 @@ class StudyProgress(tune.Callback):
         t = self.trials.setdefault(trial.trial_id, {"status": "pending", "rounds": 0, "value": None})
         self._update(trial, status="failed" if t.get("failure") else "done")
         if self._live and self.console is not None and not self.console.is_terminal:
+            value = "-" if t["value"] is None else sig(t["value"], 3)
             what = (
                 f"failed ({t['failure']})"
                 if t.get("failure")
-                else f"done: {t['rounds']} rounds, {self.metric} = {t['value']}"
+                else f"done: {t['rounds']} rounds, {self.metric} = {value}"
             )
-            self.console.print(f"trial {trial.trial_id} {what}")
+            self.console.print(f"trial {searched_values(trial.config)} {what}", highlight=False)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._update(trial, status="failed")
@@ -78,11 +98,12 @@ class StudyProgress(tune.Callback):
         for col in ("trials", "running", "done", "failed", "rounds done", f"best {self.metric} ({self.mode})"):
             table.add_column(col, justify="right")
         best = self.best()
+        finished, failed = self.before
         table.add_row(
-            f"{len(status)}/{self.num_samples}",
+            f"{len(status) + finished + failed}/{self.num_samples}",
             str(status.count("running")),
-            str(status.count("done")),
-            str(status.count("failed")),
+            str(status.count("done") + finished),
+            str(status.count("failed") + failed),
             str(sum(t["rounds"] for t in self.trials.values())),
             "-" if best is None else f"{best:.4g}",
         )

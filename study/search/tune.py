@@ -592,6 +592,10 @@ def _run_study(
         if isinstance(restored, StallStopper):  # the restored one is the one Tune polls; it takes today's limit
             restored.timeout_s, restored.board = study.stall_timeout_s, board
             stall = restored
+        if run_config is not None:  # this run's callbacks replace the pickled ones of their type
+            given = {type(c): c for c in callbacks or []}
+            kept = [given.pop(type(c), c) for c in run_config.callbacks or []]
+            run_config.callbacks = [*kept, *given.values()]
         for callback in (run_config.callbacks or []) if run_config else []:
             if isinstance(callback, LakeFinalizer):  # restored too: this run's board and storage
                 callback.board, callback.root, callback.study = board, study.storage.results, study.name

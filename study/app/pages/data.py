@@ -3,17 +3,20 @@ import io
 import pyarrow.parquet as pq
 import streamlit as st
 
-from study.app.context import current_lake, require_rows
+from study.app.context import current_lake, require_rows, show_table
 from study.lake.schema import FAILED_STATUSES
 
 st.title("Data")
 lake = current_lake()
 rows = require_rows(lake)
 st.caption(
-    f"{len(rows)} round row(s) match the filters. Downloads keep the lake's canonical schema (Parquet) "
-    "or flatten it (CSV)."
+    f"{len(rows)} round row(s) match the filters; `config_label` is each configuration's name everywhere (Optuna "
+    "trial number, strategy, searched values), `config_id` its id. Downloads keep the lake's canonical schema "
+    "(Parquet) or flatten it, with those two columns (CSV)."
 )
 shown = [
+    "config_label",
+    "config_id",
     "study",
     "strategy",
     "model",
@@ -30,7 +33,7 @@ shown = [
     "rewind_iteration",
     "wall_seconds",
 ]
-st.dataframe(rows[shown], hide_index=True, width="stretch")
+show_table(rows[shown], key="data_rows")
 lineages = lake.lineages
 failed = lineages[lineages["status"].isin(FAILED_STATUSES)] if not lineages.empty else lineages
 if len(failed):

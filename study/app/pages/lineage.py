@@ -2,15 +2,15 @@ import pandas as pd
 import streamlit as st
 
 from study.app.charts import curves_chart, sparsity_heatmap
-from study.app.context import current_lake, lineage_choices, require_rows
+from study.app.context import current_lake, lineage_choices, require_rows, show_table
 
 st.title("Lineage")
 rows = require_rows(current_lake())
-labels = lineage_choices(rows.sort_values(["study", "strategy", "seed"]), "study")
+labels = lineage_choices(rows.sort_values(["study", "config_label", "seed"]), "study")
 trial, lineage = st.selectbox("lineage", list(labels), format_func=lambda k: labels[k], key="lineage_trial")
 one = rows[(rows["trial_id"] == trial) & (rows["lineage_id"] == lineage)].sort_values("round")
 
-st.dataframe(
+show_table(
     one[
         [
             "round",
@@ -22,9 +22,8 @@ st.dataframe(
             "iterations",
             "wall_seconds",
         ]
-    ].round(4),
-    hide_index=True,
-    width="stretch",
+    ],
+    key="lineage_rounds",
 )
 
 curves = []

@@ -2,14 +2,15 @@ import streamlit as st
 
 from study.analysis.masks import round_overlap, seed_overlap, series_overlap
 from study.app.charts import overlap_heatmap
-from study.app.context import current_lake, healthy, require_rows, selected_filters
+from study.app.context import current_lake, explain_absent, healthy, require_rows, selected_filters, show_table
 from study.app.lake import filter_rows, with_series
 
 st.title("Masks")
 st.caption(
-    "Jaccard overlap |A ∩ B| / |A ∪ B| of the masks per layer, from the packed masks in the lake, mean with a "
-    "95% band over pairs (in the tooltip, with the overlap two random masks of the same densities would have: "
-    "what a mask owes to its sparsity alone)."
+    "Jaccard overlap |A ∩ B| / |A ∪ B| of the masks per layer, from the packed masks in the lake, as a ratio to the "
+    "overlap two random masks of the same densities would have (what a mask owes to its sparsity alone): 1 is "
+    "chance, above 1 the masks agree more than chance. Mean over pairs; the table has the Jaccard itself, its 95% "
+    "band and the chance level. Each panel has its own rounds."
 )
 lake = current_lake()
 require_rows(lake)  # the lake's notices
@@ -17,8 +18,7 @@ masks = lake.masks
 if not masks.empty:
     masks = healthy(lake, filter_rows(masks, selected_filters()), say=False)
 if masks.empty:
-    st.info("No masks in these rows (lineages written before masks were recorded, or none match the filters).")
-    st.stop()
+    explain_absent("masks")
 masks = with_series(masks)
 kind = st.radio(
     "compare", ["between seeds", "between strategies", "consecutive rounds"], horizontal=True, key="masks_compare"
@@ -36,13 +36,10 @@ else:
 if cells.empty:
     st.info("No pairs to compare here (one seed only, or no rounds at equal sparsity).")
     st.stop()
-cells["round_label"] = [f"{r} ({p:.1f}%)" for r, p in zip(cells["round"], cells["remaining_pct"], strict=True)]
+cells["round_label"] = [f"{r} ({p:.3g}%)" for r, p in zip(cells["round"], cells["remaining_pct"], strict=True)]
 st.altair_chart(overlap_heatmap(cells, title), width="stretch")
-table = cells.assign(band=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(cells["lo"], cells["hi"], strict=True)])
-st.dataframe(
-    table[["series", "round", "remaining_pct", "layer", "mean", "band", "chance", "n"]].round(
-        {"remaining_pct": 2, "mean": 4, "chance": 4}
-    ),
-    hide_index=True,
-    width="stretch",
+table = cells.assign(
+    band=[f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(cells["lo"], cells["hi"], strict=True)],
+    ratio=cells["mean"] / cells["chance"],
 )
+show_table(table[["series", "round", "remaining_pct", "layer", "mean", "band", "chance", "ratio", "n"]], key="overlap")

@@ -3,7 +3,7 @@ import json
 import streamlit as st
 
 from study.app.charts import band_chart, tree_chart
-from study.app.context import current_lake, lineage_choices, require_rows
+from study.app.context import current_lake, explain_absent, lineage_choices, require_rows, show_table
 from study.app.lake import seed_bands
 from study.app.sequence_claims import claim_figures, sequence_rows
 
@@ -11,8 +11,7 @@ st.title("Sequence models")
 rows = require_rows(current_lake())
 rows = sequence_rows(rows)
 if rows.empty:
-    st.info("No sequence-model rounds match the filters (ON-LSTM / LSTM on pcfg, text, listops, logical_inference).")
-    st.stop()
+    explain_absent("sequences")
 lm = rows[rows["test_perplexity"].notna()]
 if not lm.empty:
     st.altair_chart(
@@ -34,7 +33,7 @@ for title, chart in figures.charts:
     st.altair_chart(chart, width="stretch")
 for title, table in figures.tables:
     st.caption(title)
-    st.dataframe(table, hide_index=True)
+    show_table(table, key=f"claims_{title}")
 
 examples = rows[rows["parse_examples_json"].notna()]
 if not examples.empty:

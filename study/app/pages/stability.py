@@ -2,7 +2,7 @@ import streamlit as st
 
 from study.analysis.stability import barrier_bands, path_bands, rewind_bands, with_rewind_series
 from study.app.charts import band_chart, path_chart, rewind_chart
-from study.app.context import current_lake, healthy, require_rows, selected_filters
+from study.app.context import current_lake, explain_absent, healthy, require_rows, selected_filters, show_table
 from study.app.lake import filter_rows
 
 st.title("Stability")
@@ -18,11 +18,7 @@ rows = lake.instability
 if not rows.empty:
     rows = healthy(lake, filter_rows(rows, selected_filters()), say=False)
 if rows.empty:
-    st.info(
-        "No instability measurements here: give a lineage `instability: {rounds: [0, 3, 6]}` to measure those "
-        "rounds (add lineages with several `rewind_iteration` values to see where stability begins)."
-    )
-    st.stop()
+    explain_absent("instability")
 split = st.radio("data", ["test (reported)", "validation (selects)"], horizontal=True, key="stability_split")
 prefix = "test" if split.startswith("test") else "val"
 value = f"{prefix}_error_barrier"
@@ -46,9 +42,5 @@ st.subheader("Error along the path")
 round_ = st.selectbox("round", sorted(rows["round"].unique().tolist()), key="stability_round")
 st.altair_chart(path_chart(path_bands(rows[rows["round"] == round_], prefix), f"{prefix} error"), width="stretch")
 table = barrier_bands(rows, value)
-table["band"] = [f"[{lo:.4f}, {hi:.4f}]" for lo, hi in zip(table["lo"], table["hi"], strict=True)]
-st.dataframe(
-    table[["series", "round", "remaining_pct", "mean", "band", "n"]].round({"remaining_pct": 2, "mean": 4}),
-    hide_index=True,
-    width="stretch",
-)
+table["band"] = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(table["lo"], table["hi"], strict=True)]
+show_table(table[["series", "round", "remaining_pct", "mean", "band", "n"]], key="barrier_table")
