@@ -280,11 +280,11 @@ def test_secrets_in_urls_are_encoded_when_expanded_and_found_when_planted(monkey
 def test_the_driver_lock_admits_one_driver_per_study_and_dies_with_it(postgres, tmp_path, monkeypatch):
     from study.errors import SpecError
     from study.search.driver_lock import driver_lock
-    from study.search.tune import _driver_url
+    from study.search.optuna_io import driver_url
 
     monkeypatch.setenv("OPTUNA_DB_PASSWORD", postgres.password)
     journal = str(tmp_path / "optuna" / "s.journal")
-    for url, connect in ((postgres.url, _driver_url(postgres.url)), (journal, journal)):
+    for url, connect in ((postgres.url, driver_url(postgres.url)), (journal, journal)):
         with driver_lock("s", url, connect):
             with pytest.raises(SpecError, match="being run by another driver"), driver_lock("s", url, connect):
                 pass

@@ -139,7 +139,8 @@ def check_storage(study, timeout_s: float = 20.0) -> None:
     """The lake of a prepared study can be written, and its Optuna database and Tune's object
     storage answer."""
     from study.lake.recorder import ensure_writable
-    from study.search.tune import optuna_storage, optuna_url, tune_root
+    from study.search.optuna_io import optuna_storage
+    from study.search.tune import optuna_url, tune_root
 
     ensure_writable(study.storage.results)
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from study.search.tune import FAILURE_KEY
+from study.search.optuna_io import FAILURE_KEY
 
 
 class StudyProgress(tune.Callback):
