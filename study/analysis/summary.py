@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from study.analysis.configs import config_id, config_labels
-from study.analysis.objectives import RoundPoint, selected_round
+from study.analysis.objectives import ObjectiveSpec, RoundPoint
 from study.analysis.paired import paired_differences, share_dense_rounds
 from study.lake.reader import excluded_lineages, read_lineages, read_rounds
 
@@ -31,6 +31,7 @@ _COLUMNS = pa.schema(
 
 
 TICKET_TOLERANCE = 0.01  # a ticket: the sparsest round within 1 point of dense (the column header says so)
+TICKET = ObjectiveSpec("sparsest_within", TICKET_TOLERANCE)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def summarize(root: str | Path, study: str | None = None) -> Summary:
             for r, v, t in zip(by_round["remaining"], by_round["val"], by_round["test"], strict=True)
         ]
         has_dense = 0 in by_round.index
-        chosen = selected_round(points, "sparsest_within", TICKET_TOLERANCE, None) if has_dense else None
+        chosen = TICKET.selected(points) if has_dense else None
         status = ""
         if lin is not None:
             sel = lin[(lin["study"].astype(str) == key[0]) & (lin["strategy"].astype(str) == key[1])]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study.analysis.objectives import OBJECTIVES
+from study.analysis.objectives import OBJECTIVES, ObjectiveSpec
 from study.errors import SpecError
 from study.lake.store import is_remote, join, normalize_root
 from study.search.paths import choice_text, missing_part, set_path
@@ -109,44 +109,6 @@ class ParamSpec:
                 )
             return [low + i * self.step for i in range(n + 1)]
         raise SpecError(f"search.{name}: sampler grid needs a step for float parameters (or categorical choices)")
-
-
-@dataclass(frozen=True)
-class ObjectiveSpec:
-    name: str = "sparsest_within"
-    tolerance: float = 0.01
-    target_remaining: float | None = None
-    max_barrier: float | None = None  # stable_sparsest_within: the largest validation error barrier that counts
-
-    def validate(self, sampler: str) -> None:
-        choice("objective.name", self.name, tuple(OBJECTIVES))
-        if not 0 <= self.tolerance < 1:
-            raise SpecError(f"objective.tolerance is a fraction of accuracy in [0, 1), got {self.tolerance}")
-        if OBJECTIVES[self.name].needs_target and not (self.target_remaining and 0 < self.target_remaining < 100):
-            raise SpecError(f"objective {self.name} needs target_remaining, a percentage in (0, 100)")
-        if OBJECTIVES[self.name].needs_barrier and not (self.max_barrier is not None and 0 <= self.max_barrier < 1):
-            raise SpecError(
-                f"objective {self.name} needs max_barrier, the largest validation error barrier in [0, 1) that "
-                f"counts as stable (the paper's: 0.02)"
-            )
-        if self.max_barrier is not None and not OBJECTIVES[self.name].needs_barrier:
-            raise SpecError(
-                f"objective.max_barrier constrains stable_sparsest_within, not {self.name}; drop it or change the objective"
-            )
-        if OBJECTIVES[self.name].multi and sampler not in MULTI_OBJECTIVE_SAMPLERS:
-            raise SpecError(f"objective {self.name} is multi-objective; use sampler nsga2 or tpe, not {sampler}")
-
-    @property
-    def metrics(self) -> list[str]:
-        return list(OBJECTIVES[self.name].metrics)
-
-    @property
-    def modes(self) -> list[str]:
-        return list(OBJECTIVES[self.name].modes)
-
-    @property
-    def multi(self) -> bool:
-        return OBJECTIVES[self.name].multi
 
 
 @dataclass(frozen=True)
@@ -308,7 +270,11 @@ class StudySpec:
             raise SpecError(str(e)) from None
         base = self.base_spec()
         choice("sampler", self.sampler, SAMPLERS)
-        self.objective.validate(self.sampler)
+        self.objective.validate()
+        if self.objective.multi and self.sampler not in MULTI_OBJECTIVE_SAMPLERS:
+            raise SpecError(
+                f"objective {self.objective.name} is multi-objective; use sampler nsga2 or tpe, not {self.sampler}"
+            )
         if OBJECTIVES[self.objective.name].needs_barrier and not base.instability.rounds:
             raise SpecError(
                 f"objective {self.objective.name} reads the rounds' instability and base.instability.rounds is empty; "

@@ -16,7 +16,7 @@ import ray
 from ray import tune
 from ray.tune import Checkpoint
 
-from study.analysis.objectives import RoundPoint, objective_metrics
+from study.analysis.objectives import RoundPoint, seed_mean, seed_points
 from study.engine.failures import LineageFailure
 from study.lake.files import checkpoint_dir, drop_checkpoint
 from study.lake.store import is_remote
@@ -75,7 +75,7 @@ def lineage_trial(
         for task in start_tasks(jobs, study.resources.cpu, study.resources.lineage_gpu, study.pack_size(), board):
             lineages += task.lineages  # one by one: whatever started is stopped in `finally`
         rows = [list(lin.started.previous) for lin in lineages]
-        points = [_mean_point(rs) for rs in zip(*rows, strict=False)]
+        points = seed_points(rows)
 
         def report(results: list) -> None:
             if not local:
@@ -92,7 +92,7 @@ def lineage_trial(
                 # the seeds stand now (the same round again is harmless to schedulers)
                 report([r[len(points) - 1] for r in rows])
             for results in lockstep(lineages, rows):
-                points.append(_mean_point(results))
+                points.append(seed_mean(results))
                 if after_round is not None:
                     after_round(trial_id, results[0].round, jobs)
                 report(results)
@@ -170,20 +170,6 @@ def _keep_newer(saved: Path, workdir: Path) -> None:
         shutil.copy2(candidate, target)
 
 
-def _mean_point(results) -> RoundPoint:
-    """Seed means; the test accuracy is carried for reporting, objectives never read it. The
-    barrier is a mean only when every seed measured it."""
-    n = len(results)
-    barriers = [r.val_error_barrier for r in results]
-    return RoundPoint(
-        sum(r.remaining_pct for r in results) / n,
-        sum(r.val_acc for r in results) / n,
-        sum(r.test_acc for r in results) / n,
-        None if any(b is None for b in barriers) else sum(barriers) / n,
-        sum(r.val_loss for r in results) / n,
-    )
-
-
 def _metrics(study: StudySpec, results, points: list[RoundPoint]) -> dict[str, Any]:
     """What a trial reports to Tune (and so to the scheduler and Optuna): validation-derived
     metrics only. Test accuracy stays in the lake."""
@@ -194,15 +180,9 @@ def _metrics(study: StudySpec, results, points: list[RoundPoint]) -> dict[str, A
         "remaining_pct": point.remaining_pct,
         "pruned_pct": 100.0 - point.remaining_pct,
         "val_acc": point.val_acc,
-        "val_loss": sum(r.val_loss for r in results) / n,
+        "val_loss": point.val_loss,
         "early_stop_iteration": sum(r.early_stop_iteration for r in results) / n,
         "dense_val_acc": points[0].val_acc,
         "iterations": sum(r.iterations for r in results),
-        **objective_metrics(
-            points,
-            study.objective.name,
-            study.objective.tolerance,
-            study.objective.target_remaining,
-            study.objective.max_barrier,
-        ),
+        **study.objective.values(points),
     }

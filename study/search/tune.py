@@ -24,7 +24,7 @@ from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler
 
-from study.analysis.objectives import RoundPoint, pareto_front, reported_test
+from study.analysis.objectives import RoundPoint, pareto_front, seed_points
 from study.errors import SpecError
 from study.lake.files import write_study
 from study.lake.reader import read_lineages, read_rounds, read_studies
@@ -45,7 +45,7 @@ from study.search.optuna_io import (  # EnvRDBStorage: pickles of an older versi
 )
 from study.search.preflight import check_fits, check_storage
 from study.search.study_spec import StudySpec
-from study.search.trainable import AfterRound, _mean_point, lineage_trial
+from study.search.trainable import AfterRound, lineage_trial
 from study.secrets import redact
 from study.version import code_version
 
@@ -275,28 +275,17 @@ def trial_points(root: str, study: str) -> dict[int, list[RoundPoint]]:
         "val_error_barrier",
         "val_loss",
     ]
-    by_trial: dict[tuple[str, str], list[dict]] = {}
+    by_lineage: dict[tuple[str, str], list[SimpleNamespace]] = {}
     for row in read_rounds(root, study).table.select(columns).to_pylist():
-        by_trial.setdefault((row["trial_id"], row["lineage_id"]), []).append(row)
-    out = {}
-    for number, keys in seeds.items():
-        per_round: dict[int, list[dict]] = {}
-        for key in keys:
-            for row in by_trial.get(key, []):
-                per_round.setdefault(row["round"], []).append(row)
-        points = []
-        for _, rows in sorted(per_round.items()):
-            if len(rows) < len(keys):
-                break
-            points.append(_mean_point([SimpleNamespace(**r) for r in rows]))
-        out[number] = points
-    return out
+        by_lineage.setdefault((row["trial_id"], row["lineage_id"]), []).append(SimpleNamespace(**row))
+    for rows in by_lineage.values():
+        rows.sort(key=lambda r: r.round)
+    return {number: seed_points([by_lineage.get(key, []) for key in sorted(keys)]) for number, keys in seeds.items()}
 
 
 def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int) -> StudyOutcome:
     ostudy = optuna.load_study(study_name=study.name, storage=optuna_storage(optuna_url(study)))
     points = trial_points(study.storage.results, study.name)
-    obj = study.objective
     trials = [
         {
             "number": t.number,
@@ -304,9 +293,7 @@ def _outcome(study: StudySpec, metrics: list[str], modes: list[str], errors: int
             "params": t.params,
             "values": t.values,
             "failure": t.user_attrs.get(FAILURE_KEY),
-            "reported": reported_test(
-                points.get(t.number, []), obj.name, obj.tolerance, obj.target_remaining, obj.max_barrier
-            ),
+            "reported": study.objective.reported_test(points.get(t.number, [])),
         }
         for t in ostudy.trials
     ]
