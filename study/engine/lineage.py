@@ -32,12 +32,11 @@ from study.engine.seeding import derive_seed
 from study.engine.spec import LineageSpec
 from study.engine.state import LineageState, StateDict, clone_state
 from study.engine.strategies import STRATEGIES, PruneStep, RoundStart
+from study.engine.task import HasRoundMetrics, Task
 from study.engine.train import (
     CaptureWeights,
-    HasRoundMetrics,
     KeepBest,
     ReportProgress,
-    Task,
     TrainCallback,
     TrainOutcome,
     TrainRequest,

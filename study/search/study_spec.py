@@ -284,7 +284,7 @@ class StudySpec:
         self.resources.validate()
         if self.resources.pack == "on" and not self.model_packs():
             raise SpecError(
-                f"resources.pack is on, but model {base.model} does not pack (each lineage draws its own dropout); "
+                f"resources.pack is on, but model {base.model} does not pack (its MODELS entry says packs=False); "
                 f"use pack: auto or off"
             )
         if self.scheduler is not None:
