@@ -82,11 +82,11 @@ def test_a_lineage_writes_the_same_lake_to_s3_as_to_a_folder(s3, tmp_path):
 def test_an_s3_lineage_resumes_on_another_node_from_the_lakes_checkpoint(s3):
     spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2))
     root, lid = "s3://lake/resume", spec.lineage_id()
-    first = LakeLineage(spec, root, study="s", context=RunContext(threads=1))
+    first = LakeLineage(spec, root, study="s", context=RunContext(threads=1)).open()
     assert next(first).round == 0
     del first
     shutil.rmtree(scratch_dir(root, "s", lid))  # another node: nothing on its disk
-    again = LakeLineage(spec, root, study="s", context=RunContext(threads=1))
+    again = LakeLineage(spec, root, study="s", context=RunContext(threads=1)).open()
     assert [r.round for r in again.previous] == [0]
     assert [r.round for r in again] == [1, 2]
     # resume is exact: the same rounds as one uninterrupted run

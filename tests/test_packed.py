@@ -341,12 +341,15 @@ def test_the_study_says_when_a_trials_lineages_pack_and_what_their_task_holds(
         ({"lineages_per_gpu": 0}, "lenet_300_100", "resources.lineages_per_gpu must be >= 1"),
         ({"gpu": 0.5, "lineages_per_gpu": 2}, "lenet_300_100", "keep one"),
         ({"pack": "always"}, "lenet_300_100", "resources.pack"),
-        ({"pack": "on"}, "onlstm_lm", "does not pack"),
+        ({"pack": "on"}, "unpacked", "does not pack"),
     ],
 )
-def test_impossible_packing_is_refused_in_one_line(tmp_path, resources, model, words):
+def test_impossible_packing_is_refused_in_one_line(tmp_path, monkeypatch, resources, model, words):
     from study.errors import SpecError
 
+    if model == "unpacked":  # every built-in model packs: a registered one that says it does not
+        model = "lenet_300_100"
+        monkeypatch.setitem(MODELS, model, dataclasses.replace(MODELS[model], packs=False))
     with pytest.raises(SpecError) as error:
         study = _study(tmp_path, resources, model)
         study.validate()
@@ -407,7 +410,7 @@ def test_siblings_of_a_crashed_packed_lineage_stay_running_for_the_retry(tmp_pat
             trial_id=f"t-s{seed}",
             context=context,
             on_round=crash if seed == 1 else None,
-        )
+        ).open()
         for seed in (0, 1, 2)
     ]
     events = run_packed(members)

@@ -655,3 +655,14 @@ def test_private_ray_and_optuna_state_is_read_on_the_checked_versions_only():
         check_versions({**installed_versions(), "ray": "2.61.0"})
     with pytest.raises(RuntimeError, match="has no attribute _gone"):
         private(object(), "_gone")
+
+
+def test_a_seeds_trial_id_is_built_and_read_by_one_pair_of_functions():
+    from study.search.seed_ids import seed_trial_id, tune_trial_of
+
+    assert seed_trial_id("a1b2c3d4_00001", 3) == "a1b2c3d4_00001-s3"
+    assert seed_trial_id("t", "*") == "t-s*"  # a glob of every seed's files
+    assert tune_trial_of("a1b2c3d4_00001-s12") == "a1b2c3d4_00001"
+    assert tune_trial_of("my-sweep-s0") == "my-sweep"  # the last mark counts
+    for foreign in ("lin-0123abcd", "t-s", "-s1", "t-sx"):  # ids a lineage run on its own may have
+        assert tune_trial_of(foreign) is None, foreign

@@ -15,7 +15,7 @@ import pandas as pd
 from study.analysis.objectives import OBJECTIVES, ObjectiveSpec, pareto_front, seed_points
 from study.app.lake import Lake
 from study.errors import SpecError
-from study.lake.schema import FAILED_STATUSES
+from study.lake.schema import FAILED_STATUSES, LineageStatus
 from study.search.paths import choice_text, get_path
 from study.typed_yaml import build
 
@@ -74,7 +74,8 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
         ]
         points = seed_points(per_seed)
         statuses = set(group["status"])
-        status = next((s for s in (*FAILED_STATUSES, "running", "stopped") if s in statuses), "finished")
+        worst = (*FAILED_STATUSES, LineageStatus.RUNNING, LineageStatus.STOPPED)
+        status = str(next((s for s in worst if s in statuses), LineageStatus.FINISHED))
         metrics: dict[str, float | None] = {}
         if points and status not in FAILED_STATUSES and obj is not None:  # a failed trial has no objective
             metrics = dict(obj.values(points))

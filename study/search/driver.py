@@ -13,6 +13,7 @@ import ray
 from ray import tune
 from ray.tune.stopper import Stopper
 
+from study.lake.schema import LineageStatus
 from study.search.lineage_tasks import (
     HEARTBEAT_S,
     QUIET_S,
@@ -96,7 +97,7 @@ class LakeFinalizer(tune.Callback):
 
     def __init__(self, root: str, study: str, board: ray.actor.ActorHandle | None = None, seeds: int = 1) -> None:
         self.root, self.study, self.board, self.seeds = root, study, board, seeds
-        self.pending: dict[str, tuple[float, str, str]] = {}  # Tune trial -> (ended at, status, why)
+        self.pending: dict[str, tuple[float, LineageStatus, str]] = {}  # Tune trial -> (ended at, status, why)
         self.seen: set[str] = set()
         self.polled = 0.0
 
@@ -108,7 +109,7 @@ class LakeFinalizer(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         with _never_raises("filing a finished trial's lineages"):
-            self._pend(trial.trial_id, "stopped", stopped_reason(trial.trial_id))
+            self._pend(trial.trial_id, LineageStatus.STOPPED, stopped_reason(trial.trial_id))
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         if self.pending and time.monotonic() - self.polled >= HEARTBEAT_S:
@@ -122,16 +123,16 @@ class LakeFinalizer(tune.Callback):
     def _close_all(self, trials) -> None:
         for trial in trials:
             if trial.status == "ERROR":
-                self._pend(trial.trial_id, "failed", errored_reason(trial.trial_id))
+                self._pend(trial.trial_id, LineageStatus.FAILED, errored_reason(trial.trial_id))
             elif trial.status == "TERMINATED" and trial.trial_id not in self.seen:
-                self._pend(trial.trial_id, "stopped", stopped_reason(trial.trial_id))
+                self._pend(trial.trial_id, LineageStatus.STOPPED, stopped_reason(trial.trial_id))
         deadline = time.monotonic() + self.END_WAIT_S
         while self._close_quiet() and time.monotonic() < deadline:
             time.sleep(HEARTBEAT_S / 2)
         for trial_id, (_, status, why) in self.pending.items():  # still beating: file them all the same
             close_running(self.root, self.study, trial_id, status, why)
 
-    def _pend(self, trial_id: str, status: str, why: str) -> None:
+    def _pend(self, trial_id: str, status: LineageStatus, why: str) -> None:
         self.seen.add(trial_id)
         self.pending[trial_id] = (time.monotonic(), status, why)
         self._close_quiet()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from study.analysis.objectives import OBJECTIVES, ObjectiveSpec
 from study.errors import SpecError
-from study.lake.store import is_remote, join, normalize_root
+from study.lake.store import S3_SCHEME, join, normalize_root, store_for
 from study.search.paths import choice_text, missing_part, set_path
 from study.secrets import plain_secret, redact
 from study.typed_yaml import build, choice, load_yaml
@@ -203,28 +203,26 @@ class StorageSpec:
 
     def tune_path(self) -> str:
         if self.tune:
-            return self.tune if "://" in self.tune else str(Path(self.tune).expanduser().resolve())
-        if is_remote(self.results):
-            return join(self.results, "_tune")
-        return str(Path(self.results).expanduser().resolve() / "_tune")
+            return self.tune if "://" in self.tune else normalize_root(self.tune)
+        return join(normalize_root(self.results), "_tune")
 
     def optuna_url(self, study: str) -> str:
         """A journal file path (default) or an RDB URL (sqlite:///..., postgresql://...), as
         written: ${VARS} stay unexpanded."""
         if self.optuna:
             return self.optuna
-        return str(Path(self.results).expanduser().resolve() / "_optuna" / f"{study}.journal")
+        return join(normalize_root(self.results), "_optuna", f"{study}.journal")
 
     def validate(self) -> None:
         if not self.results.strip():
             raise SpecError("storage.results is empty; give the lake's folder or s3://bucket/prefix, e.g. results")
         normalize_root(self.results)
-        if is_remote(self.results) and not self.optuna:
+        if not store_for(self.results).on_disk and not self.optuna:
             raise SpecError(
                 f"storage.optuna is needed with an s3:// lake ({self.results}): Optuna's journal cannot live in "
                 f"an object store; give a postgresql:// URL (password as ${{VAR}}) or a local journal file path"
             )
-        if self.tune and is_remote(self.tune):
+        if self.tune and self.tune.startswith(S3_SCHEME):  # checked as a lake's root is
             normalize_root(self.tune)
         if self.optuna:
             plain = plain_secret(self.optuna)

@@ -18,10 +18,11 @@ from ray.tune import Checkpoint
 
 from study.analysis.objectives import RoundPoint, seed_mean, seed_points
 from study.engine.failures import LineageFailure
-from study.lake.files import checkpoint_dir, drop_checkpoint
-from study.lake.store import is_remote
+from study.lake.files import checkpoint_place
+from study.lake.schema import LineageStatus
 from study.search.lineage_tasks import LineageJob, RemoteLineage, close_running, start_tasks, stop_all
 from study.search.optuna_io import FAILURE_KEY
+from study.search.seed_ids import seed_trial_id
 from study.search.study_spec import StudySpec
 
 AfterRound = Callable[[str, int, list[LineageJob]], None]  # (Tune trial id, round, the trial's jobs)
@@ -46,10 +47,12 @@ def lineage_trial(
     # back an older Tune checkpoint than the lake holds (its state snapshot lags): the newer one
     # wins, so finished rounds are never redone. An object-store lake is itself durable and is
     # not a folder this trial can copy from (the task may run on another node): no copies.
-    local = not is_remote(study.storage.results)
+    places = {
+        seed: checkpoint_place(study.storage.results, study.name, seed_trial_id(trial_id, seed)) for seed in study.seeds
+    }
+    local = all(place.durable is None for place in places.values())  # the lake's checkpoints are files here
     durable: dict[int, Path | None] = {  # None: the lineage keeps its checkpoint in the object store itself
-        seed: Path(checkpoint_dir(study.storage.results, study.name, f"{trial_id}-s{seed}")) if local else None
-        for seed in study.seeds
+        seed: place.folder if local else None for seed, place in places.items()
     }
     lineages: list[RemoteLineage] = []
     try:
@@ -64,7 +67,7 @@ def lineage_trial(
                 study.lineage_dict(params, seed),
                 study.storage.results,
                 study.name,
-                f"{trial_id}-s{seed}",
+                seed_trial_id(trial_id, seed),
                 durable[seed],
                 "cuda" if study.resources.lineage_gpu > 0 else "cpu",
                 max(1, int(study.resources.cpu)),
@@ -96,18 +99,20 @@ def lineage_trial(
                 if after_round is not None:
                     after_round(trial_id, results[0].round, jobs)
                 report(results)
-            for seed in study.seeds:  # finished: the rows are final, the resume state is not needed
-                drop_checkpoint(study.storage.results, study.name, f"{trial_id}-s{seed}")
+            for place in places.values():  # finished: the rows are final, the resume state is not needed
+                place.drop()
         except LineageFailure as e:
             # the failing lineage filed its own status; its siblings stop, and the trial reports
             # a failure that LotterySearch files with Optuna as FAIL (never a best)
             if stop_all(lineages):  # else the driver's LakeFinalizer files them once they are quiet
                 why = f"a sibling seed's lineage is {e.status}: {e}"
-                close_running(study.storage.results, study.name, trial_id, "stopped", why)
+                close_running(study.storage.results, study.name, trial_id, LineageStatus.STOPPED, why)
             tune.report({**{m: float("nan") for m in study.objective.metrics}, FAILURE_KEY: f"{e.status}: {e}"})
         except SystemExit:  # how Tune ends a trial it stops while the trial waits in tune.report
             if stop_all(lineages):
-                close_running(study.storage.results, study.name, trial_id, "stopped", stopped_reason(trial_id))
+                close_running(
+                    study.storage.results, study.name, trial_id, LineageStatus.STOPPED, stopped_reason(trial_id)
+                )
             raise
     finally:
         stop_all(lineages)  # an error leaves them 'running': Tune's retry resumes them from the lake

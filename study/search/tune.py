@@ -13,7 +13,6 @@ import logging
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,7 +28,7 @@ from study.errors import SpecError
 from study.lake.files import write_study
 from study.lake.reader import read_lineages, read_rounds, read_studies
 from study.lake.schema import FAILED_STATUSES, StudyRow
-from study.lake.store import S3_SCHEME, is_remote, s3_filesystem
+from study.lake.store import filesystem_of, normalize_root
 from study.search.compat import restored_configs
 from study.search.driver import LakeFinalizer, StallStopper, StudyStalled  # Tune pickles these by name
 from study.search.driver_lock import driver_lock
@@ -66,9 +65,7 @@ def prepare(study: StudySpec) -> StudySpec:
     needs no torch to know."""
     storage = study.storage
     packed = study.packed()
-    results = (
-        storage.results.rstrip("/") if is_remote(storage.results) else str(Path(storage.results).expanduser().resolve())
-    )
+    results = normalize_root(storage.results)
     return dataclasses.replace(
         study,
         storage=dataclasses.replace(
@@ -85,13 +82,8 @@ def tune_root(study: StudySpec) -> str:
 
 
 def tune_storage(study: StudySpec) -> tuple[str, pafs.FileSystem | None]:
-    """Where Tune keeps a prepared study's experiments, as (path, filesystem): an s3:// store gets
-    the client configured from the AWS environment (the endpoint too); other URIs and local
-    paths are Tune's to resolve."""
-    root = tune_root(study).rstrip("/")
-    if is_remote(root):
-        return root[len(S3_SCHEME) :], s3_filesystem()
-    return root, None
+    """Where Tune keeps a prepared study's experiments, as (path, filesystem) (`store.filesystem_of`)."""
+    return filesystem_of(tune_root(study))
 
 
 def optuna_url(study: StudySpec) -> str:
