@@ -70,6 +70,12 @@ def normalize_root(root: str | Path) -> str:
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")  # today's rules, and legacy names
 
 
+def normalize_uri(uri: str) -> str:
+    """A storage URI a study names (Tune's storage): a local path or an s3:// URI as
+    `normalize_root` gives it; a URI of another scheme as written (its library resolves it)."""
+    return uri if "://" in uri and not is_remote(uri) else normalize_root(uri)
+
+
 def _bucket_key(uri: str) -> str:
     """`bucket/key` of an s3:// URI, refusing credentials, options, a bucket name S3 would
     refuse, and empty, '.' or '..' parts (S3 keeps them literally: not the folder meant)."""
@@ -160,6 +166,7 @@ class CheckpointPlace:
 
 class Store(Protocol):
     on_disk: bool  # its paths are files this node's filesystem opens (a local or mounted folder)
+    read_threads: int  # files a reader reads at once
 
     def checkpoint_place(self, lake: str, scratch: Path, workdir: Path | None) -> CheckpointPlace: ...
     def check_writable(self, root: str, what: str, fix: str) -> None: ...
@@ -192,6 +199,7 @@ class LocalStore:
     """A lake in a local (or network-mounted) folder."""
 
     on_disk = True
+    read_threads = 4  # Parquet decoding releases the GIL: small files read about 2x faster on two cores
 
     def checkpoint_place(self, lake: str, scratch: Path, workdir: Path | None) -> CheckpointPlace:
         """A lineage saves its checkpoint straight into the lake (or its `workdir`)."""
@@ -305,6 +313,7 @@ class S3Store:
 
     fs: pafs.S3FileSystem
     on_disk = False
+    read_threads = 32  # an object store's latency, not decoding, bounds a read of many small objects
 
     @staticmethod
     def key(path: str) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from study.analysis.objectives import OBJECTIVES, ObjectiveSpec
 from study.errors import SpecError
-from study.lake.store import S3_SCHEME, join, normalize_root, store_for
+from study.lake.store import join, normalize_root, normalize_uri, store_for
 from study.search.paths import choice_text, missing_part, set_path
 from study.secrets import plain_secret, redact
 from study.typed_yaml import build, choice, load_yaml
@@ -203,7 +203,7 @@ class StorageSpec:
 
     def tune_path(self) -> str:
         if self.tune:
-            return self.tune if "://" in self.tune else normalize_root(self.tune)
+            return normalize_uri(self.tune)
         return join(normalize_root(self.results), "_tune")
 
     def optuna_url(self, study: str) -> str:
@@ -222,8 +222,8 @@ class StorageSpec:
                 f"storage.optuna is needed with an s3:// lake ({self.results}): Optuna's journal cannot live in "
                 f"an object store; give a postgresql:// URL (password as ${{VAR}}) or a local journal file path"
             )
-        if self.tune and self.tune.startswith(S3_SCHEME):  # checked as a lake's root is
-            normalize_root(self.tune)
+        if self.tune:
+            normalize_uri(self.tune)  # an s3:// one is checked as a lake's root is
         if self.optuna:
             plain = plain_secret(self.optuna)
             if plain:
