@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +122,8 @@ def _run_study(
     after_round: AfterRound | None,
 ) -> StudyOutcome:
     if not ray.is_initialized():
+        # no address and no RAY_ADDRESS: a Ray of our own, never the last `ray start` of this machine
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     check_fits(*study.task_request(), nodes, lineages=study.pack_size())
