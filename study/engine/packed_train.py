@@ -328,10 +328,10 @@ class PackedStepper:
         static_y.copy_(y)
         self.graph.replay()
 
-    def loss_sums(self) -> list[float]:
-        sums = self.loss_sum.tolist()
+    def train_losses(self, steps: int) -> list[float]:
+        means = (self.loss_sum / steps).tolist()
         self.loss_sum.zero_()
-        return sums
+        return means
 
     def evaluate(self, split: str) -> tuple[list[float], list[float]]:
         """Each member's task evaluation (`eval_stats` per member), the split in chunks a K-th the

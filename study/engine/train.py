@@ -245,8 +245,8 @@ class Stepper(Protocol):
     def step(self, iteration: int) -> None:
         """One optimizer step of every member (a failed member's is ignored), its loss counted."""
 
-    def loss_sums(self) -> list[float]:
-        """Each member's training losses summed since the last call."""
+    def train_losses(self, steps: int) -> list[float]:
+        """Each member's mean training loss over the `steps` steps since the last call."""
         ...
 
     def evaluate(self, split: str) -> tuple[list[float], list[float]]:
@@ -286,7 +286,7 @@ def run_loop(stepper: Stepper, requests: Sequence[TrainRequest]) -> list[TrainRe
                 failed[m] = e
 
     def evaluate(iteration: int, count: int) -> None:
-        train_loss = [s / count if count else float("nan") for s in stepper.loss_sums()]
+        train_loss = stepper.train_losses(count) if count else [float("nan")] * k
         for m in range(k):
             if failed[m] is None and count and not math.isfinite(train_loss[m]):
                 failed[m] = diverged(iteration, train_loss[m])
@@ -369,9 +369,9 @@ class LoneStepper:
                 torch._foreach_mul_(self.mask_weights, self.mask_values)  # type: ignore[arg-type]
         self.loss_sum += loss.detach()
 
-    def loss_sums(self) -> list[float]:
+    def train_losses(self, steps: int) -> list[float]:
         total, self.loss_sum = float(self.loss_sum), torch.zeros((), device=self.device)
-        return [total]
+        return [total / steps]
 
     def evaluate(self, split: str) -> tuple[list[float], list[float]]:
         loss, acc = self.task.evaluate(self.request.model, split)
