@@ -3,8 +3,11 @@ source tree first on sys.path, ABAB..., so load drifts hit both alike.
 
     python bench/alternate.py OLD_TREE NEW_TREE [--rounds 4] [--iterations 1500]
 
-Measures (one CPU thread each): the lone loop (`bench/train_throughput.project_loop`, dense and
-80% masked) and a pack of 3 LeNet-300-100 lineages (`bench/gpu_pack.packed_rate` on CPU)."""
+Measures, in iterations per second of CPU time (the main thread's, one torch thread: a loaded
+machine slows wall clocks far more than CPU time), LeNet-300-100 batch 60 on synthetic data: the
+lone loop (`train.train`, dense and 80% masked) and a pack of 3 lineages (`train_packed`, as
+`bench/gpu_pack.py` builds them), evaluation at the ends included, after a warm-up pack (the
+first vmapped loss of a process imports torch's symbolic-shape machinery, about 1.2 s once)."""
 
 from __future__ import annotations
 
@@ -14,12 +17,27 @@ import statistics
 import subprocess
 import sys
 
-PROBES = {
-    "lone dense": "from train_throughput import project_loop as f; r = f({n})",
-    "lone masked": "from train_throughput import project_loop as f; r = f({n}, True)",
+_LONE = (
+    "import time, torch; torch.set_num_threads(1); "
+    "from study.engine.data import load_task; from study.engine.models import build_model, prunable_layers; "
+    "from study.engine.spec import DataSpec, TrainSpec; from study.engine.train import train; "
+    "task = load_task('synthetic', DataSpec(synthetic_size=6000, validation_size=500), batch_size=60, seed=0); "
+    "model = build_model('lenet_300_100', task.input_shape, 10, seed=0); g = torch.Generator().manual_seed(0); "
+    "mask = dict((n, torch.rand(p.shape, generator=g) < 0.2) for n, p in model.named_parameters() "
+    "if n in prunable_layers(model)) if {masked} else None; "
+    "spec = TrainSpec(lr=1.2e-3, iterations={n} + 50, batch_size=60, eval_every=10**9); "
+    "train(model, task, spec, mask=mask, end=50); c = time.thread_time(); "
+    "train(model, task, spec, mask=mask, start=50); r = {n} / (time.thread_time() - c)"
+)
+PROBES = {  # each prints iterations per second of the main thread's CPU time (one torch thread)
+    "lone dense": _LONE.format(n="{n}", masked=False),
+    "lone masked": _LONE.format(n="{n}", masked=True),
     "packed K=3": (
-        "import torch; torch.set_num_threads(1); from gpu_pack import packed_rate as f; "
-        "r = f('lenet_300_100', 3, {n} // 5, torch.device('cpu'))"
+        "import time, torch; torch.set_num_threads(1); from gpu_pack import requests; "
+        "from study.engine.packed_train import train_packed; "
+        "train_packed(requests('lenet_300_100', 3, 5, torch.device('cpu'))); "  # warm-up: one-time imports
+        "reqs = requests('lenet_300_100', 3, {n} // 5, torch.device('cpu')); c = time.thread_time(); "
+        "train_packed(reqs); r = 3 * ({n} // 5) / (time.thread_time() - c)"
     ),
 }
 

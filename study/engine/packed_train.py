@@ -198,7 +198,6 @@ class PackedStepper:
         self.train_forward = vmap(forward)
         self.eval_forward = vmap(forward, in_dims=(0, 0, None, None))
         self.eval_stats = vmap(self.task.eval_stats, in_dims=(0, None))
-        self.output_loss = vmap(self.task.output_loss)
         self.base.train()
 
     def close(self) -> None:
@@ -264,7 +263,7 @@ class PackedStepper:
         its own loss's)."""
         for p in self.params.values():
             p.grad = None
-        losses = self.output_loss(self.train_forward(self.params, self.buffers, args, noise), y)
+        losses = self.task.stacked_loss(self.train_forward(self.params, self.buffers, args, noise), y)
         losses.sum().backward()
         with torch.no_grad():
             grad = torch.cat([p.grad.reshape(self.k, -1) for p in self.params.values()], dim=1)  # type: ignore[union-attr]

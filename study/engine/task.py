@@ -4,9 +4,9 @@ data.sequence_tasks), one protocol for the lone loop and the packed one.
 A task owns its data and how a model reads it: its batches (one member's, or every packed
 member's stacked along a new first dimension), the model's arguments for a batch, the loss of a
 batch's output and a split's evaluation statistics. The lone loop calls `loss` and `evaluate`;
-the packed trainer runs the same `output_loss` and `eval_stats` once per member under vmap, so a
-member's loss and evaluation are the lone ones by construction. `TaskMethods` derives `loss`
-and `evaluate` from those parts."""
+the packed trainer runs the same `output_loss` (`stacked_loss`) and `eval_stats` once per member
+under vmap, so a member's loss and evaluation are the lone ones by construction. `TaskMethods`
+derives `loss`, `evaluate` and `stacked_loss` from those parts."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+from torch.func import vmap
 
 EvalStats = tuple[Tensor, Tensor, Tensor]  # (loss summed over the batch in float64, correct, count)
 
@@ -54,6 +55,11 @@ class Task(Protocol):
 
     def eval_stats(self, output: Any, y: Tensor) -> EvalStats:
         """One evaluation chunk: (loss summed in float64, correct predictions, count)."""
+        ...
+
+    def stacked_loss(self, outputs: Any, y: Tensor) -> Tensor:
+        """The (K,) training losses of K members' stacked outputs and targets: each member's
+        `output_loss` (`TaskMethods`: vmapped; a task may compute the same at once)."""
         ...
 
     def loss(self, model: nn.Module, x: Any, y: Tensor, temperature: float = 1.0) -> Tensor: ...
@@ -101,7 +107,8 @@ def evaluate_batches(task: Task, model: nn.Module, batches: Iterable[tuple[Any, 
 
 
 class TaskMethods:
-    """`loss` and `evaluate` of a task, from its `output_loss`, `eval_batches` and `eval_stats`."""
+    """`loss`, `evaluate` and `stacked_loss` of a task, from its `output_loss`, `eval_batches` and
+    `eval_stats`."""
 
     def loss(self: Task, model: nn.Module, x: Any, y: Tensor, temperature: float = 1.0) -> Tensor:
         return self.output_loss(model(*self.model_inputs(x)), y, temperature)
@@ -109,3 +116,6 @@ class TaskMethods:
     def evaluate(self: Task, model: nn.Module, split: str) -> tuple[float, float]:
         """(mean loss, accuracy) on 'val' or 'test'."""
         return evaluate_batches(self, model, self.eval_batches(split))
+
+    def stacked_loss(self: Task, outputs: Any, y: Tensor) -> Tensor:
+        return vmap(self.output_loss)(outputs, y)

@@ -127,6 +127,12 @@ class ClassificationTask(TaskMethods):
     def output_loss(self, output: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
         return F.cross_entropy(output / temperature, y)
 
+    def stacked_loss(self, outputs: Tensor, y: Tensor) -> Tensor:
+        """`output_loss` of each member at once (a vmapped cross-entropy costs a packed LeNet step
+        about a tenth more on CPU)."""
+        k = len(outputs)
+        return F.cross_entropy(outputs.flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
+
     def eval_stats(self, output: Tensor, y: Tensor) -> EvalStats:
         loss = F.cross_entropy(output, y, reduction="sum").double()
         return loss, (output.argmax(1) == y).sum(), y.new_tensor(len(y))
