@@ -16,6 +16,7 @@ import time
 import torch
 
 from study.engine.data import load_task
+from study.engine.lineage import RunContext
 from study.engine.models import build_model, prunable_layers
 from study.engine.optim import LeanAdam
 from study.engine.plan import plan_lineage
@@ -91,7 +92,7 @@ def lineage_on_cuda(lake: str) -> None:
     )
     plan = plan_lineage(spec)
     t0 = time.perf_counter()
-    results = run_to_lake(spec, lake, study="gpu-check", device="cuda")
+    results = run_to_lake(spec, lake, study="gpu-check", context=RunContext(device="cuda"))
     wall = time.perf_counter() - t0
     print(f"Fashion-MNIST LeNet-300-100 imp lineage on CUDA, 4 rounds x 2000 it in {wall:.1f} s:")
     print("round  %remaining  early-stop  test-acc  device")

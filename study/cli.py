@@ -77,7 +77,7 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     )
     lineage = LakeLineage(
         spec, args.results, study=args.study, trial_id=args.trial, context=context, on_round=on_round, fresh=args.fresh
-    )
+    ).open()
     plan = lineage.lineage.plan
     console.print(describe_plan(spec, plan))
     bar = tqdm(
@@ -89,13 +89,14 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
         initial=sum(r.iterations for r in lineage.previous),
     )
     try:
-        results = list(lineage.previous) + list(lineage)
+        rounds = lineage.lineage.previous_rounds + list(lineage)
     finally:
         bar.close()
-    if len(table.rows) < len(results) + len(lineage.lineage.state.branch_results):  # resumed: earlier runs' too
+    rows = [row for r in rounds for row in r.rows]
+    if len(table.rows) < len(rows):  # resumed: earlier runs' too
         table = _round_table(title)
-        for r in sorted([*results, *lineage.lineage.state.branch_results], key=lambda r: (r.round, r.branch or "")):
-            _add_round(table, r)
+        for row in sorted(rows, key=lambda r: (r.round, r.branch or "")):
+            _add_round(table, row)
     console.print(table)
     console.print(
         f"results: {normalize_root(args.results)}   (early stop and val acc: validation split; "

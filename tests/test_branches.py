@@ -198,11 +198,11 @@ def test_branches_resume_exactly_and_the_lake_holds_one_row_each(tmp_path):
     from study.lake.recorder import LakeLineage
 
     s = spec(branches=["random_reinit"])
-    first = LakeLineage(s, tmp_path, study="r", context=ONE_THREAD)
+    first = LakeLineage(s, tmp_path, study="r", context=ONE_THREAD).open()
     list(itertools.islice(first, 2))  # rounds 0 and 1, then the process "dies"
-    again = LakeLineage(s, tmp_path, study="r", context=ONE_THREAD)
+    again = LakeLineage(s, tmp_path, study="r", context=ONE_THREAD).open()
     assert [r.round for r in again.previous] == [0, 1]
-    assert [r.round for r in again.lineage.state.branch_results] == [1]
+    assert [[b.round for b in r.branches] for r in again.lineage.previous_rounds] == [[], [1]]
     list(again)
     rows = pd.DataFrame(read_rounds(tmp_path, "r").table.to_pylist())
     raw = pd.concat(

@@ -84,11 +84,11 @@ def test_a_lineage_writes_the_same_lake_to_s3_as_to_a_folder(s3, tmp_path):
 def test_an_s3_lineage_resumes_on_another_node_from_the_lakes_checkpoint(s3):
     spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2))
     root, lid = "s3://lake/resume", spec.lineage_id()
-    first = LakeLineage(spec, root, study="s", context=RunContext(threads=1))
+    first = LakeLineage(spec, root, study="s", context=RunContext(threads=1)).open()
     assert next(first).round == 0
     del first
     shutil.rmtree(scratch_dir(root, "s", lid))  # another node: nothing on its disk
-    again = LakeLineage(spec, root, study="s", context=RunContext(threads=1))
+    again = LakeLineage(spec, root, study="s", context=RunContext(threads=1)).open()
     assert [r.round for r in again.previous] == [0]
     assert [r.round for r in again] == [1, 2]
     # resume is exact: the same rounds as one uninterrupted run
@@ -282,11 +282,11 @@ def test_secrets_in_urls_are_encoded_when_expanded_and_found_when_planted(monkey
 def test_the_driver_lock_admits_one_driver_per_study_and_dies_with_it(postgres, tmp_path, monkeypatch):
     from study.errors import SpecError
     from study.search.driver_lock import driver_lock
-    from study.search.tune import _driver_url
+    from study.search.optuna_io import driver_url
 
     monkeypatch.setenv("OPTUNA_DB_PASSWORD", postgres.password)
     journal = str(tmp_path / "optuna" / "s.journal")
-    for url, connect in ((postgres.url, _driver_url(postgres.url)), (journal, journal)):
+    for url, connect in ((postgres.url, driver_url(postgres.url)), (journal, journal)):
         with driver_lock("s", url, connect):
             with pytest.raises(SpecError, match="being run by another driver"), driver_lock("s", url, connect):
                 pass

@@ -5,16 +5,7 @@ import math
 
 import pytest
 
-from study.analysis.objectives import (
-    RoundPoint,
-    accuracy_at,
-    auc,
-    objective_metrics,
-    pareto_front,
-    reported_test,
-    selected_round,
-    sparsest_within,
-)
+from study.analysis.objectives import ObjectiveSpec, RoundPoint, accuracy_at, auc, pareto_front, sparsest_within
 
 
 def pts(*rows):
@@ -59,7 +50,7 @@ def test_sparsest_within_includes_a_round_exactly_at_the_bar():
 def test_sparsest_within_ties_pick_the_first_round_and_empty_is_dense():
     points = pts((100.0, 0.75, 0.5), (20.0, 0.75, 0.25), (20.0, 0.75, 0.125), (40.0, 0.75, 0.0))
     assert sparsest_within(points, 0.0) == 20.0
-    assert selected_round(points, "sparsest_within", 0.0, None) == 1  # the earlier of the two 20 % rounds
+    assert ObjectiveSpec("sparsest_within", 0.0, None).selected(points) == 1  # the earlier of the two 20 % rounds
     assert sparsest_within([], 0.1) == 100.0
 
 
@@ -83,55 +74,60 @@ def test_accuracy_at_exactly_the_target_and_just_above_it():
 
 
 def test_selected_round_per_objective():
-    assert selected_round(CURVE, "sparsest_within", 0.25, None) == 3
-    assert selected_round(CURVE, "accuracy_at", 0.0, 25.0) == 2
-    assert selected_round(CURVE, "accuracy_at", 0.0, 1.0) is None
-    assert selected_round(CURVE, "auc", 0.0, None) == 4
-    assert selected_round(CURVE, "pareto", 0.0, None) == 4
-    assert selected_round([], "auc", 0.0, None) is None
+    assert ObjectiveSpec("sparsest_within", 0.25, None).selected(CURVE) == 3
+    assert ObjectiveSpec("accuracy_at", 0.0, 25.0).selected(CURVE) == 2
+    assert ObjectiveSpec("accuracy_at", 0.0, 1.0).selected(CURVE) is None
+    assert ObjectiveSpec("auc", 0.0, None).selected(CURVE) == 4
+    assert ObjectiveSpec("pareto", 0.0, None).selected(CURVE) == 4
+    assert ObjectiveSpec("auc", 0.0, None).selected([]) is None
     # no target given reads as 0 %: a 0.5 % round does not count as reaching it
-    assert selected_round(pts((100.0, 0.5), (0.5, 0.25)), "accuracy_at", 0.0, None) is None
-    assert selected_round(pts((100.0, 0.5), (0.0, 0.25)), "accuracy_at", 0.0, None) == 1
+    assert ObjectiveSpec("accuracy_at", 0.0, None).selected(pts((100.0, 0.5), (0.5, 0.25))) is None
+    assert ObjectiveSpec("accuracy_at", 0.0, None).selected(pts((100.0, 0.5), (0.0, 0.25))) == 1
 
 
 def test_reported_test_reads_the_selected_round():
-    assert reported_test(CURVE, "sparsest_within", 0.25, None) == {
+    assert ObjectiveSpec("sparsest_within", 0.25, None).reported_test(CURVE) == {
         "test_acc_at_selected": 0.25,
         "remaining_pct_at_selected": 12.5,
     }
-    assert reported_test(CURVE, "accuracy_at", 0.0, 30.0) == {
+    assert ObjectiveSpec("accuracy_at", 0.0, 30.0).reported_test(CURVE) == {
         "test_acc_at_selected": 0.125,
         "remaining_pct_at_selected": 25.0,
     }
-    assert reported_test(CURVE, "accuracy_at", 0.0, 1.0) == {
+    assert ObjectiveSpec("accuracy_at", 0.0, 1.0).reported_test(CURVE) == {
         "test_acc_at_selected": None,
         "remaining_pct_at_selected": None,
     }
-    assert reported_test([], "sparsest_within", 0.25, None) == {
+    assert ObjectiveSpec("sparsest_within", 0.25, None).reported_test([]) == {
         "test_acc_at_selected": None,
         "remaining_pct_at_selected": None,
     }
     two = pts((100.0, 0.75, 0.5), (10.0, 0.5, 0.25))
-    assert reported_test(two, "auc", 0.0, None) == {
+    assert ObjectiveSpec("auc", 0.0, None).reported_test(two) == {
         "test_acc_at_selected": 0.25,
         "remaining_pct_at_selected": 10.0,
         "test_auc": 1.0 * (0.5 + 0.25) / 2,
     }
     # one round without test accuracy: no test_auc at all
     partial = pts((100.0, 0.75, 0.5), (10.0, 0.5, None))
-    assert reported_test(partial, "auc", 0.0, None) == {"test_acc_at_selected": None, "remaining_pct_at_selected": 10.0}
+    assert ObjectiveSpec("auc", 0.0, None).reported_test(partial) == {
+        "test_acc_at_selected": None,
+        "remaining_pct_at_selected": 10.0,
+    }
 
 
 def test_objective_metrics_by_name():
     two = pts((100.0, 0.75, 0.5), (10.0, 0.5, 0.25))
     three = pts((100.0, 0.75), (10.0, 0.5), (1.0, 0.25))
-    assert objective_metrics(three, "pareto", 0.0, None) == {"pareto_val_acc": 0.25, "pareto_remaining_pct": 1.0}
-    assert objective_metrics(CURVE, "sparsest_within", 0.25, None) == {"objective_sparsest_within": 12.5}
-    assert objective_metrics(CURVE, "accuracy_at", 0.0, 30.0) == {"objective_accuracy_at": 0.25}
-    assert objective_metrics(CURVE, "accuracy_at", 0.0, None) == {"objective_accuracy_at": 0.0}
+    assert ObjectiveSpec("pareto", 0.0, None).values(three) == {"pareto_val_acc": 0.25, "pareto_remaining_pct": 1.0}
+    assert ObjectiveSpec("sparsest_within", 0.25, None).values(CURVE) == {"objective_sparsest_within": 12.5}
+    assert ObjectiveSpec("accuracy_at", 0.0, 30.0).values(CURVE) == {"objective_accuracy_at": 0.25}
+    assert ObjectiveSpec("accuracy_at", 0.0, None).values(CURVE) == {"objective_accuracy_at": 0.0}
     # no target reads as 0 %: a 0.5 % round has not reached it
-    assert objective_metrics(pts((100.0, 0.75), (0.5, 0.5)), "accuracy_at", 0.0, None) == {"objective_accuracy_at": 0.0}
-    assert objective_metrics(two, "auc", 0.0, None) == {"objective_auc": 1.0 * (0.75 + 0.5) / 2}
+    assert ObjectiveSpec("accuracy_at", 0.0, None).values(pts((100.0, 0.75), (0.5, 0.5))) == {
+        "objective_accuracy_at": 0.0
+    }
+    assert ObjectiveSpec("auc", 0.0, None).values(two) == {"objective_auc": 1.0 * (0.75 + 0.5) / 2}
 
 
 # ---------------------------------------------------------------- pareto_front
@@ -170,10 +166,13 @@ def test_stable_sparsest_within_counts_only_rounds_stable_on_validation():
     assert sparsest_within(points, 0.25, max_barrier=0.03125) == 100.0
     unmeasured = [RoundPoint(p.remaining_pct, p.val_acc, p.test_acc) for p in CURVE]
     assert sparsest_within(unmeasured, 0.25, max_barrier=0.5) == 100.0, "no measured round: nothing is proven stable"
-    assert objective_metrics(points, "stable_sparsest_within", 0.25, None, 0.0625) == {
+    assert ObjectiveSpec("stable_sparsest_within", 0.25, None, 0.0625).values(points) == {
         "objective_stable_sparsest_within": 50.0
     }
-    assert reported_test(points, "stable_sparsest_within", 0.25, None, 0.0625)["test_acc_at_selected"] == 0.375
+    assert (
+        ObjectiveSpec("stable_sparsest_within", 0.25, None, 0.0625).reported_test(points)["test_acc_at_selected"]
+        == 0.375
+    )
     # the test split never enters: a round's test accuracy changes nothing
     flipped = [RoundPoint(p.remaining_pct, p.val_acc, 1.0 - (p.test_acc or 0), p.val_error_barrier) for p in points]
     assert sparsest_within(flipped, 0.25, max_barrier=0.0625) == 50.0
@@ -209,10 +208,10 @@ def test_stable_objective_needs_a_max_barrier_and_measured_rounds():
 def test_dense_val_acc_reads_the_dense_round_on_validation_only():
     """For choosing training settings before pruning: the dense round's validation accuracy, its
     test accuracy only reported beside it."""
-    assert objective_metrics(CURVE, "dense_val_acc", 0.0, None) == {"objective_dense_val_acc": 0.75}
-    assert objective_metrics(CURVE[:1], "dense_val_acc", 0.0, None) == {"objective_dense_val_acc": 0.75}
-    assert selected_round(CURVE, "dense_val_acc", 0.0, None) == 0
-    assert reported_test(CURVE, "dense_val_acc", 0.0, None) == {
+    assert ObjectiveSpec("dense_val_acc", 0.0, None).values(CURVE) == {"objective_dense_val_acc": 0.75}
+    assert ObjectiveSpec("dense_val_acc", 0.0, None).values(CURVE[:1]) == {"objective_dense_val_acc": 0.75}
+    assert ObjectiveSpec("dense_val_acc", 0.0, None).selected(CURVE) == 0
+    assert ObjectiveSpec("dense_val_acc", 0.0, None).reported_test(CURVE) == {
         "test_acc_at_selected": 0.625,
         "remaining_pct_at_selected": 100.0,
     }
@@ -222,8 +221,43 @@ def test_dense_val_loss_reads_the_dense_rounds_validation_loss():
     """A language model's settings are chosen on validation perplexity (its log, the loss), which
     next-token accuracy hides: the lower loss wins even at lower accuracy."""
     points = [RoundPoint(100.0, 0.25, 0.5, None, 2.0), RoundPoint(50.0, 0.5, 0.5, None, 1.0)]
-    assert objective_metrics(points, "dense_val_loss", 0.0, None) == {"objective_dense_val_loss": 2.0}
-    assert objective_metrics([RoundPoint(100.0, 0.25)], "dense_val_loss", 0.0, None) == {
+    assert ObjectiveSpec("dense_val_loss", 0.0, None).values(points) == {"objective_dense_val_loss": 2.0}
+    assert ObjectiveSpec("dense_val_loss", 0.0, None).values([RoundPoint(100.0, 0.25)]) == {
         "objective_dense_val_loss": math.inf
     }, "a round without a loss never wins a minimisation"
-    assert selected_round(points, "dense_val_loss", 0.0, None) == 0
+    assert ObjectiveSpec("dense_val_loss", 0.0, None).selected(points) == 0
+
+
+# ---------------------------------------------------------------- seed means
+
+
+def test_seed_mean_and_the_rounds_every_seed_finished_by_hand():
+    """Two seeds: each round's mean by hand; the barrier only when both measured it; the points
+    stop at the first round a seed lacks."""
+    from types import SimpleNamespace
+
+    from study.analysis.objectives import seed_mean, seed_points
+
+    def row(remaining, val, test, barrier, loss):
+        return SimpleNamespace(
+            remaining_pct=remaining, val_acc=val, test_acc=test, val_error_barrier=barrier, val_loss=loss
+        )
+
+    a = [row(100.0, 0.75, 0.5, 0.25, 1.0), row(50.0, 0.5, 0.25, None, 2.0), row(25.0, 0.25, 0.25, 0.0, 3.0)]
+    b = [row(100.0, 0.25, 0.0, 0.125, 3.0), row(40.0, 0.5, 0.75, 0.5, 4.0)]
+    assert seed_mean([a[0], b[0]]) == RoundPoint(100.0, 0.5, 0.25, 0.1875, 2.0)
+    assert seed_mean([a[1], b[1]]) == RoundPoint(45.0, 0.5, 0.5, None, 3.0)
+    assert seed_points([a, b]) == [RoundPoint(100.0, 0.5, 0.25, 0.1875, 2.0), RoundPoint(45.0, 0.5, 0.5, None, 3.0)]
+    assert seed_points([a, []]) == [] and seed_points([]) == []
+
+
+def test_the_app_reads_the_studys_own_objective_settings():
+    """The app builds the objective from the study's spec: a tolerance the study set is the one
+    it uses, and one it left out is ObjectiveSpec's (no default repeated in the app)."""
+    from study.app.search import _objective
+
+    assert _objective("sparsest_within", {"name": "sparsest_within", "tolerance": 0.25}) == ObjectiveSpec(
+        "sparsest_within", 0.25
+    )
+    assert _objective("sparsest_within", {}) == ObjectiveSpec()
+    assert _objective("from_a_newer_version", {"name": "from_a_newer_version"}) is None

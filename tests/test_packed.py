@@ -57,6 +57,52 @@ def _requests(model_name, specs, masks, tasks, callbacks=None):
     return out
 
 
+SEQ_TINY = {"embedding": 8, "hidden": 16, "layers": 2, "chunk_size": 4, "dropconnect": 0.2}
+SEQUENCES = {  # model -> (dataset, its extra model_args): a language model and a pair classifier
+    "onlstm_lm": ("pcfg", {"dropout": 0.3, "dropout_hidden": 0.2, "dropout_input": 0.2}),
+    "lstm_classifier": ("logical_inference", {"dropout": 0.3}),
+}
+
+
+def _sequence_requests(model_name, specs, tasks, seeds):
+    """Members of a sequence model in float64, each with its own data order, dropout seed, random
+    mask (one dense) and learning rate."""
+    dataset, extra = SEQUENCES[model_name]
+    task = tasks[0]
+    out = []
+    for k, spec in enumerate(specs):
+        model = build_model(
+            model_name, task.input_shape, task.num_classes, seed=k, **SEQ_TINY, **extra, **task.model_kwargs
+        ).double()
+        g = torch.Generator().manual_seed(k)
+        mask = None
+        if k:
+            mask = {n: torch.rand(p.shape, generator=g) < 0.7 for n, p in model.named_parameters() if p.dim() > 1}
+            with torch.no_grad():
+                for name, m in mask.items():
+                    dict(model.named_parameters())[name].mul_(m)
+        out.append(TrainRequest(model, tasks[k], spec, mask=mask, start=2, dropout_seed=seeds[k], packs=True))
+    return out
+
+
+@pytest.mark.parametrize("model_name", list(SEQUENCES))
+def test_recurrent_models_pack_with_each_members_own_dropout(model_name):
+    """ON-LSTM language model and LSTM pair classifier, in float64, with dropout, locked dropout
+    and DropConnect on: each member gets the lone loop's training, its dropout drawn as the lone
+    loop draws it from its own seed (batches of different lengths padded to one)."""
+    dataset, _ = SEQUENCES[model_name]
+    shared = DATASETS[dataset].load(DataSpec(validation_size=40, synthetic_size=120), 8, 0, torch.device("cpu"))
+    base = TrainSpec(lr=3e-3, iterations=8, eval_every=3, batch_size=8, grad_clip=0.5)
+    specs = [base, dataclasses.replace(base, lr=6e-3)]
+    seeds = [11, 12]
+    packed_requests = _sequence_requests(model_name, specs, [shared.reordered(s) for s in (0, 1)], seeds)
+    lone_requests = _sequence_requests(model_name, specs, [shared.reordered(s) for s in (0, 1)], seeds)
+    assert len({pack_key(r) for r in packed_requests}) == 1
+    packed = train_packed(packed_requests)
+    lone = [train_request(r) for r in lone_requests]
+    _assert_same_training(packed, lone, packed_requests, lone_requests)
+
+
 def _random_mask(model_name, seed):
     _, shape, _, _ = FAMILIES[model_name]
     g = torch.Generator().manual_seed(seed)
@@ -149,7 +195,14 @@ def test_requests_that_cannot_share_a_stacked_model_do_not_pack():
     other_data = DATASETS["synthetic"].load(spec.data, 32, 0, torch.device("cpu"))  # equal, not shared
     assert pack_key(dataclasses.replace(request, task=other_data)) != pack_key(request)
     assert pack_key(dataclasses.replace(request, task=task.reordered(7))) == pack_key(request)
-    assert not MODELS["onlstm_lm"].packs and not MODELS["lstm_classifier"].packs  # dropout: draws differ by member
+    # randomness the packed trainer cannot hand each member: nn.Dropout draws from torch's generator
+    dropping = dataclasses.replace(request, model=torch.nn.Sequential(model, torch.nn.Dropout(0.1)))
+    assert pack_key(dropping) is None
+    # a model that draws through models/draws packs only when its draws are seeded
+    rnn = build_model("lstm_classifier", (20,), 3, seed=0, **SEQ_TINY)
+    lm_task = DATASETS["listops"].load(DataSpec(validation_size=20, synthetic_size=60), 8, 0, torch.device("cpu"))
+    seeded = TrainRequest(rnn, lm_task, spec.train, packs=True, dropout_seed=3)
+    assert pack_key(seeded) is not None and pack_key(dataclasses.replace(seeded, dropout_seed=None)) is None
 
 
 def _run_members(specs):
@@ -323,12 +376,15 @@ def test_the_study_says_when_a_trials_lineages_pack_and_what_their_task_holds(
         ({"lineages_per_gpu": 0}, "lenet_300_100", "resources.lineages_per_gpu must be >= 1"),
         ({"gpu": 0.5, "lineages_per_gpu": 2}, "lenet_300_100", "keep one"),
         ({"pack": "always"}, "lenet_300_100", "resources.pack"),
-        ({"pack": "on"}, "onlstm_lm", "does not pack"),
+        ({"pack": "on"}, "unpacked", "does not pack"),
     ],
 )
-def test_impossible_packing_is_refused_in_one_line(tmp_path, resources, model, words):
+def test_impossible_packing_is_refused_in_one_line(tmp_path, monkeypatch, resources, model, words):
     from study.errors import SpecError
 
+    if model == "unpacked":  # every built-in model packs: a registered one that says it does not
+        model = "lenet_300_100"
+        monkeypatch.setitem(MODELS, model, dataclasses.replace(MODELS[model], packs=False))
     with pytest.raises(SpecError) as error:
         study = _study(tmp_path, resources, model)
         study.validate()
@@ -389,7 +445,7 @@ def test_siblings_of_a_crashed_packed_lineage_stay_running_for_the_retry(tmp_pat
             trial_id=f"t-s{seed}",
             context=context,
             on_round=crash if seed == 1 else None,
-        )
+        ).open()
         for seed in (0, 1, 2)
     ]
     events = run_packed(members)
@@ -422,3 +478,58 @@ def test_a_lone_round_whose_trunk_fails_trains_nothing_more(monkeypatch):
     with pytest.raises(TrainingDiverged):
         run_lineage(spec, context=RunContext(threads=1))
     assert pruned_trainings == [0], "only the trunk's round-1 training ran"
+
+
+def test_a_packed_onlstm_lineage_is_its_lone_run_in_float64(monkeypatch):
+    """Two seeds of an ON-LSTM language-model lineage with dropout and a random-reinit branch,
+    packed, in float64: every row (losses, accuracies, perplexities, parse F1) is its lone run's to
+    float64 rounding and every mask is the same bit for bit; each round's trainings of both
+    seeds trained as one pack."""
+    sizes = []
+    original = packing.train_packed
+
+    def spy(requests, cuda_graph=True):
+        sizes.append(len(requests))
+        return original(requests, cuda_graph)
+
+    monkeypatch.setattr(packing, "train_packed", spy)
+    tiny = {**SEQ_TINY, "dropout": 0.3, "dropout_hidden": 0.2, "dropout_input": 0.2}
+    common = {
+        "model": "onlstm_lm",
+        "dataset": "pcfg",
+        "rounds": 2,
+        "model_args": tiny,
+        "chance_margin": None,
+        "branches": ["random_reinit"],
+        "train": {"lr": 3e-3, "batch_size": 8, "iterations": 12, "eval_every": 6},
+        "prune": {"scope": "global", "rate": 0.3},
+        "data": {"synthetic_size": 120, "validation_size": 40},
+    }
+    specs = [lineage_spec_from_dict({**common, "seed": seed}) for seed in (0, 1)]
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the models are built, and draw, in float64
+    try:
+        rows, masks, events = _run_members(specs)
+        lone = [_lone(spec) for spec in specs]
+    finally:
+        torch.set_default_dtype(default)
+    assert [e for e in events if e[1] is None] == [(0, None), (1, None)]
+    assert sizes == [2, 4, 4], "one pack per round: the dense trunks, then trunk and branch of both seeds"
+    for i in range(2):
+        lone_rows, lone_masks = lone[i]
+        assert len(rows[i]) == len(lone_rows) == 5  # 3 trunk rounds, 2 branch rounds
+        for a, b in zip(rows[i], lone_rows, strict=True):
+            assert (a.lineage_id, a.round, a.branch, a.early_stop_iteration) == (
+                b.lineage_id,
+                b.round,
+                b.branch,
+                b.early_stop_iteration,
+            )
+            for field in ("val_loss", "test_loss", "final_train_loss", "val_perplexity", "test_perplexity"):
+                assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-9, abs=1e-12), field
+            for field in ("val_acc", "test_acc", "final_val_acc", "final_test_acc", "remaining_pct"):
+                assert getattr(a, field) == getattr(b, field), field
+            assert a.curve_val_loss == pytest.approx(b.curve_val_loss, rel=1e-9)
+            assert a.parse_f1 == pytest.approx(b.parse_f1, rel=1e-9)
+        for a, b in zip(masks[i], lone_masks, strict=True):
+            assert a.layer_bits == b.layer_bits

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from study.engine.lineage import RunContext
+from study.errors import SpecError
 from study.lake.compact import compact
 from study.lake.files import round_path, write_round
 from study.lake.reader import duckdb_rounds_sql, read_lineages, read_rounds
@@ -192,7 +193,7 @@ def test_an_interrupted_lineage_is_filed_stopped_and_a_rerun_resumes_it(tmp_path
         if result.round == 1:
             raise interrupt()
 
-    lineage = LakeLineage(spec, tmp_path, study="s", trial_id="t", on_round=stop_at_round_1)
+    lineage = LakeLineage(spec, tmp_path, study="s", trial_id="t", on_round=stop_at_round_1).open()
     with pytest.raises(interrupt):
         list(lineage)
     (row,) = read_lineages(tmp_path, "s").table.to_pylist()
@@ -213,7 +214,7 @@ def test_a_lineage_is_filed_finished_before_its_last_row_is_handed_on(tmp_path):
 
     lineage = LakeLineage(
         lineage_spec_from_dict(synthetic_spec_dict(rounds=2)), tmp_path, study="s", context=RunContext(threads=1)
-    )
+    ).open()
     statuses = []
     for row in lineage:
         (status,) = read_lineages(tmp_path, "s").table.to_pylist()
@@ -222,3 +223,21 @@ def test_a_lineage_is_filed_finished_before_its_last_row_is_handed_on(tmp_path):
     assert len(list(tmp_path.glob("rounds/study=s/strategy=imp/*.rounds.parquet"))) == 1
     (status,) = read_lineages(tmp_path, "s").table.to_pylist()
     assert status["status"] == "finished"
+
+
+def test_a_lake_lineage_writes_nothing_until_it_is_opened(tmp_path):
+    """Building a LakeLineage checks its names and resolves where it lives, nothing more: no
+    folder, no status row, no probe. `open()` runs the checks and files it 'running'."""
+    from conftest import synthetic_spec_dict
+
+    from study.engine.spec import lineage_spec_from_dict
+    from study.lake.recorder import LakeLineage
+
+    lake = tmp_path / "lake"
+    lineage = LakeLineage(lineage_spec_from_dict(synthetic_spec_dict(rounds=1)), lake, study="s", trial_id="t")
+    assert not lake.exists() and lineage.workdir == lake / "_checkpoints" / "study=s" / "t"
+    with pytest.raises(SpecError, match="trial id 'bad/name' is not allowed"):
+        LakeLineage(lineage_spec_from_dict(synthetic_spec_dict(rounds=1)), lake, trial_id="bad/name")
+    assert lineage.open() is lineage
+    (row,) = read_lineages(lake, "s").table.to_pylist()
+    assert (row["status"], row["rounds_done"]) == ("running", 0)

@@ -101,7 +101,7 @@ def test_a_new_defaulted_field_keeps_ids_and_resumes_old_checkpoints(tmp_path):
     assert new.config_hash() == old.config_hash() and new.lineage_id() == old.lineage_id()
     assert _with_new_train_field(old, label_smoothing=0.1).config_hash() != old.config_hash()
     resumed = Lineage(new, workdir=tmp_path, context=RunContext(threads=1))
-    assert [r.round for r in resumed.previous] == [0] and resumed.previous[0] == first
+    assert [r.round for r in resumed.previous] == [0] and resumed.previous[0] == first.trunk
     assert [r.round for r in resumed] == [1, 2]
 
 

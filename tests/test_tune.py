@@ -12,12 +12,13 @@ import pytest
 import ray
 import yaml
 from conftest import kill_once_and_rerun, loopback_cluster, raw_rows, round_stamps, synthetic_spec_dict
+from faults import FailOnce
 
 from study.analysis.objectives import pareto_front
 from study.engine.lineage import RunContext
 from study.lake.reader import duckdb_rounds_sql, read_lineages, read_rounds
 from study.search.study_spec import load_study_spec
-from study.search.tune import FAULT_ENV, run_study
+from study.search.tune import run_study
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -70,7 +71,7 @@ def test_four_trials_by_three_rounds_write_twelve_rows(local_ray, tmp_path):
     # the Optuna study lives in the journal file, readable with Optuna's own tools
     import optuna
 
-    from study.search.tune import optuna_storage
+    from study.search.optuna_io import optuna_storage
 
     ostudy = optuna.load_study(study_name="s", storage=optuna_storage(outcome.optuna_storage))
     assert len(ostudy.trials) == 4 and outcome.optuna_storage.endswith("s.journal")
@@ -145,7 +146,7 @@ def test_optuna_holds_validation_derived_values_never_test(local_ray, tmp_path):
 
     import optuna
 
-    from study.search.tune import optuna_storage
+    from study.search.optuna_io import optuna_storage
 
     path = write_study(
         tmp_path, name="auc", rounds=2, seeds=[0, 1], objective={"name": "auc"}, budget={"num_samples": 3}
@@ -356,15 +357,9 @@ def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     two = {"seeds": [0, 1], "sampler": "random", "budget": {"num_samples": 2}}
     clean = write_study(tmp_path, name="clean", **two)
     flaky = write_study(tmp_path, name="flaky", **two, storage={"results": str(tmp_path / "flaky_lake")})
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}},
-    )
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        outcome = run_study(load_study_spec(flaky))
+        outcome = run_study(load_study_spec(flaky), after_round=FailOnce(1, markers))
     finally:
         ray.shutdown()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -513,7 +508,7 @@ def test_failed_trials_are_filed_fail_and_can_never_be_best(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     import optuna
 
-    from study.search.tune import optuna_storage
+    from study.search.optuna_io import optuna_storage
 
     ostudy = optuna.load_study(study_name="lrs", storage=optuna_storage(str(tmp_path / "lake/_optuna/lrs.journal")))
     states = {t.params["train.lr"]: t for t in ostudy.trials}
@@ -569,7 +564,7 @@ def test_worker_groups_of_an_autoscaler_count_as_nodes():
 
 
 def test_a_study_that_makes_no_progress_stops_and_says_why(tmp_path):
-    from study.search.tune import StudyStalled
+    from study.search.driver import StudyStalled
 
     @ray.remote(num_cpus=2)
     class Hog:
@@ -597,7 +592,7 @@ def test_lockstep_never_mixes_rounds_and_steps_every_seed_to_its_end():
     each round is yielded once every seed has it, and every lineage is stepped until it stops."""
     from types import SimpleNamespace
 
-    from study.search.tune import lockstep
+    from study.search.trainable import lockstep
 
     class Seed:
         def __init__(self, name, done, last):
@@ -630,15 +625,9 @@ def test_a_trial_out_of_retries_is_filed_failed_and_a_rerun_resumes_it(tmp_path)
     markers = tmp_path / "markers"
     base = synthetic_spec_dict(rounds=3, train={"iterations": 300, "eval_every": 100})
     path = write_study(tmp_path, name="flaky", base=base, seeds=[0, 1], max_failures=0, budget={"num_samples": 1})
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {FAULT_ENV: f"1:{markers}"}},
-    )
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        assert run_study(load_study_spec(path)).errors == 1
+        assert run_study(load_study_spec(path), after_round=FailOnce(1, markers)).errors == 1
     finally:
         ray.shutdown()
     lineages = raw_rows(tmp_path / "lake", "lineages")
@@ -670,7 +659,7 @@ def test_a_trial_that_fails_after_its_seeds_finished_reports_their_final_round(t
     values (not the older last report), exactly as in an uninterrupted study."""
     markers = tmp_path / "markers"
     outcomes = {}
-    for name, env in (("clean", {}), ("late", {FAULT_ENV: f"2:{markers}"})):
+    for name, fault in (("clean", None), ("late", FailOnce(2, markers))):
         path = write_study(
             tmp_path,
             name=name,
@@ -679,14 +668,34 @@ def test_a_trial_that_fails_after_its_seeds_finished_reports_their_final_round(t
             budget={"num_samples": 2},
             storage={"results": str(tmp_path / name)},
         )
-        ray.init(
-            address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
-        )
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            outcomes[name] = run_study(load_study_spec(path))
+            outcomes[name] = run_study(load_study_spec(path), after_round=fault)
         finally:
             ray.shutdown()
     assert len(list(markers.iterdir())) == 2, "every trial raised once, at its last round"
     values = {n: {t["number"]: (t["state"], t["values"]) for t in o.trials} for n, o in outcomes.items()}
     assert values["late"] == values["clean"]
     assert {r["status"] for r in raw_rows(tmp_path / "late", "lineages")} == {"finished"}
+
+
+def test_private_ray_and_optuna_state_is_read_on_the_checked_versions_only():
+    """compat.private refuses versions whose private attributes nobody checked, naming them."""
+    from study.search.compat import check_versions, installed_versions, private
+
+    check_versions()  # the pinned versions pass
+    with pytest.raises(RuntimeError, match=r"ray 2\.61\.0 is installed; re-check the attributes"):
+        check_versions({**installed_versions(), "ray": "2.61.0"})
+    with pytest.raises(RuntimeError, match="has no attribute _gone"):
+        private(object(), "_gone")
+
+
+def test_a_seeds_trial_id_is_built_and_read_by_one_pair_of_functions():
+    from study.search.seed_ids import seed_trial_id, tune_trial_of
+
+    assert seed_trial_id("a1b2c3d4_00001", 3) == "a1b2c3d4_00001-s3"
+    assert seed_trial_id("t", "*") == "t-s*"  # a glob of every seed's files
+    assert tune_trial_of("a1b2c3d4_00001-s12") == "a1b2c3d4_00001"
+    assert tune_trial_of("my-sweep-s0") == "my-sweep"  # the last mark counts
+    for foreign in ("lin-0123abcd", "t-s", "-s1", "t-sx"):  # ids a lineage run on its own may have
+        assert tune_trial_of(foreign) is None, foreign

@@ -19,7 +19,7 @@ import pandas as pd
 
 from study.analysis.bands import mean_band
 from study.analysis.configs import short_name
-from study.analysis.objectives import OBJECTIVES, ObjectiveParams, RoundPoint, objective_metrics, selected_round
+from study.analysis.objectives import OBJECTIVES, ObjectiveSpec, RoundPoint
 from study.analysis.paired import paired_differences
 
 MIN_SEEDS = 3  # below this a t interval over seeds is too wide to separate much (t95 with 1 dof: 12.7)
@@ -194,18 +194,17 @@ def _test_at(rows: pd.DataFrame, round_: int) -> Estimate:
     return Estimate.of([float(v) for v in rows.loc[rows["round"] == round_, "test_acc"].dropna()])
 
 
-def _configuration(trunk: pd.DataFrame, objective: str, params: ObjectiveParams, tolerance: float) -> Configuration:
+def _configuration(trunk: pd.DataFrame, objective: ObjectiveSpec, ticket_rule: ObjectiveSpec) -> Configuration:
     points, rounds, seeds = _points(trunk)
     first = trunk.iloc[0]
     label, cid, strategy = str(first["config_label"]), str(first["config_id"]), str(first["strategy"])
     branch = "branch" in trunk and pd.notna(first["branch"])
     if not points:
         return Configuration(label, cid, strategy, branch, seeds, None, None, None, None, None)
-    metric = OBJECTIVES[objective].metrics[0]
-    value = objective_metrics(points, objective, params.tolerance, params.target_remaining, params.max_barrier)[metric]
-    chosen = selected_round(points, objective, params.tolerance, params.target_remaining, params.max_barrier)
+    value = objective.values(points)[objective.metrics[0]]
+    chosen = objective.selected(points)
     ticket = None
-    i = selected_round(points, "sparsest_within", tolerance, None)
+    i = ticket_rule.selected(points)
     if i is not None and len(points) > 1:
         ticket = Ticket(
             label,
@@ -260,24 +259,24 @@ def _settings(config_json: str | None) -> dict[str, str]:
 def study_findings(
     rounds: pd.DataFrame,
     configs: Mapping[str, str | None],
-    objective: str | None = None,
-    params: ObjectiveParams | None = None,
+    objective: ObjectiveSpec | None = None,
     searched: Mapping[str, Mapping] | None = None,
     trials_done: int | None = None,
 ) -> Findings:
     """The findings of one study from its healthy rounds (failed lineages left out, branches'
     dense rounds shared: `analysis.paired.share_dense_rounds`; columns `config_id` and
     `config_label` from the lineages). `configs` maps a config id to its lineage config JSON;
-    `objective` and `params` are the study's (a study run lineage by lineage: the sparsest ticket
+    `objective` is the study's (a study run lineage by lineage: the sparsest ticket
     within 1 point); `searched` its searched parameters and `trials_done` its finished trials
     (for the importance caveat)."""
-    params = params or ObjectiveParams()
-    objective = objective if objective in OBJECTIVES else "sparsest_within"
-    tolerance = params.tolerance
-    spec = OBJECTIVES[objective]
+    if objective is None or objective.name not in OBJECTIVES:
+        objective = ObjectiveSpec(tolerance=objective.tolerance if objective else ObjectiveSpec.tolerance)
+    tolerance = objective.tolerance
+    ticket_rule = ObjectiveSpec("sparsest_within", tolerance)
+    spec = objective.objective
     metric, mode = spec.metrics[0], spec.modes[0]
     every = [
-        _configuration(g.sort_values("round"), objective, params, tolerance)
+        _configuration(g.sort_values("round"), objective, ticket_rule)
         for _, g in rounds.groupby(["config_id", "strategy"], sort=True)
     ]
     configurations = [c for c in every if not c.branch]  # a branch is its trunk's control, never a candidate
@@ -336,12 +335,12 @@ def study_findings(
             f"{MIN_TRIALS_FOR_IMPORTANCE} trials is mostly noise."
         )
     if spec.multi:
-        caveats.append(f"{objective} has no single best configuration: the Pareto set is on the Search page.")
+        caveats.append(f"{objective.name} has no single best configuration: the Pareto set is on the Search page.")
     order: dict[str, int] = {}
     for c in [*ranked, *configurations]:
         order.setdefault(c.config_id, len(order))
     every.sort(key=lambda c: (order.get(c.config_id, len(order)), c.branch, c.strategy))
-    return Findings(objective, metric, mode, tolerance, best, tickets, paired, caveats, every)
+    return Findings(objective.name, metric, mode, tolerance, best, tickets, paired, caveats, every)
 
 
 def _differing(best: object, configs: Mapping[str, str | None], searched: Mapping[str, Mapping] | None) -> list[str]:

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from study.errors import SpecError
+from study.typed_yaml import choice
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,42 @@ class RoundPoint:
     )
 
 
-@dataclass(frozen=True)
-class ObjectiveParams:
-    """The settings an objective reads (the study's `objective:` block)."""
+class SeedRound(Protocol):
+    """What a seed mean reads of one seed's round (a `RoundResult`, or a lake row as attributes)."""
 
-    tolerance: float = 0.01
-    target_remaining: float | None = None
-    max_barrier: float | None = None
+    @property
+    def remaining_pct(self) -> float: ...
+    @property
+    def val_acc(self) -> float: ...
+    @property
+    def test_acc(self) -> float: ...
+    @property
+    def val_error_barrier(self) -> float | None: ...
+    @property
+    def val_loss(self) -> float: ...
+
+
+def seed_mean(rows: Sequence[SeedRound]) -> RoundPoint:
+    """One round of a trial: the mean over its seeds (the one reduction the live trainable, the
+    after-run summary and the app share). The test accuracy is carried for reporting, objectives
+    never read it. The barrier is a mean only when every seed measured it."""
+    n = len(rows)
+    barriers = [r.val_error_barrier for r in rows]
+    return RoundPoint(
+        sum(r.remaining_pct for r in rows) / n,
+        sum(r.val_acc for r in rows) / n,
+        sum(r.test_acc for r in rows) / n,
+        None if any(b is None for b in barriers) else sum(b for b in barriers if b is not None) / n,
+        sum(r.val_loss for r in rows) / n,
+    )
+
+
+def seed_points(per_seed: Sequence[Sequence[SeedRound]]) -> list[RoundPoint]:
+    """A trial's points: the seed mean of each round that every seed finished, from round 0 up to
+    the first round some seed lacks (each seed's rows in round order, one per round)."""
+    if not per_seed:
+        return []
+    return [seed_mean(rows) for rows in zip(*per_seed, strict=False)]
 
 
 def _sparsest_index(points: list[RoundPoint], tolerance: float, max_barrier: float | None = None) -> int | None:
@@ -87,8 +120,8 @@ class Objective:
     name: str
     metrics: tuple[str, ...]
     modes: tuple[str, ...]
-    values: Callable[[list[RoundPoint], ObjectiveParams], tuple[float, ...]]
-    selected: Callable[[list[RoundPoint], ObjectiveParams], int | None]
+    values: Callable[[list[RoundPoint], ObjectiveSpec], tuple[float, ...]]
+    selected: Callable[[list[RoundPoint], ObjectiveSpec], int | None]
     needs_target: bool = False
     needs_barrier: bool = False
     test_summary: Callable[[list[RoundPoint]], dict[str, float]] | None = None  # reported beside it, never selected on
@@ -98,7 +131,7 @@ class Objective:
         return len(self.metrics) > 1
 
 
-def _last(points: list[RoundPoint], params: ObjectiveParams) -> int | None:
+def _last(points: list[RoundPoint], params: ObjectiveSpec) -> int | None:
     return len(points) - 1
 
 
@@ -161,49 +194,69 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
-def selected_round(
-    points: list[RoundPoint],
-    name: str,
-    tolerance: float,
-    target_remaining: float | None,
-    max_barrier: float | None = None,
-) -> int | None:
-    """The index of the round an objective's value is read from (None: no such round yet)."""
-    params = ObjectiveParams(tolerance, target_remaining, max_barrier)
-    return OBJECTIVES[name].selected(points, params) if points else None
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A study's `objective:` block: which objective, and the settings it reads. Everything that
+    computes an objective's values (the live trainable, the after-run summary, the app) takes one
+    of these, built from the study spec, so no default is repeated anywhere."""
 
+    name: str = "sparsest_within"
+    tolerance: float = 0.01
+    target_remaining: float | None = None
+    max_barrier: float | None = None  # stable_sparsest_within: the largest validation error barrier that counts
 
-def objective_metrics(
-    points: list[RoundPoint],
-    name: str,
-    tolerance: float,
-    target_remaining: float | None,
-    max_barrier: float | None = None,
-) -> dict[str, float]:
-    """The metric(s) a trial reports for objective `name`, from validation data only."""
-    objective = OBJECTIVES[name]
-    params = ObjectiveParams(tolerance, target_remaining, max_barrier)
-    return dict(zip(objective.metrics, objective.values(points, params), strict=True))
+    def validate(self) -> None:
+        choice("objective.name", self.name, tuple(OBJECTIVES))
+        if not 0 <= self.tolerance < 1:
+            raise SpecError(f"objective.tolerance is a fraction of accuracy in [0, 1), got {self.tolerance}")
+        if self.objective.needs_target and not (self.target_remaining and 0 < self.target_remaining < 100):
+            raise SpecError(f"objective {self.name} needs target_remaining, a percentage in (0, 100)")
+        if self.objective.needs_barrier and not (self.max_barrier is not None and 0 <= self.max_barrier < 1):
+            raise SpecError(
+                f"objective {self.name} needs max_barrier, the largest validation error barrier in [0, 1) that "
+                f"counts as stable (the paper's: 0.02)"
+            )
+        if self.max_barrier is not None and not self.objective.needs_barrier:
+            raise SpecError(
+                f"objective.max_barrier constrains stable_sparsest_within, not {self.name}; drop it or change the objective"
+            )
 
+    @property
+    def objective(self) -> Objective:
+        return OBJECTIVES[self.name]
 
-def reported_test(
-    points: list[RoundPoint],
-    name: str,
-    tolerance: float,
-    target_remaining: float | None,
-    max_barrier: float | None = None,
-) -> dict[str, float | None]:
-    """For reporting next to the objective: the test accuracy of the round the objective was read
-    from (and, for auc, the same area on test accuracy). Never fed back to any searcher."""
-    i = selected_round(points, name, tolerance, target_remaining, max_barrier)
-    out: dict[str, float | None] = {
-        "test_acc_at_selected": None if i is None else points[i].test_acc,
-        "remaining_pct_at_selected": None if i is None else points[i].remaining_pct,
-    }
-    summary = OBJECTIVES[name].test_summary
-    if summary and all(p.test_acc is not None for p in points):
-        out.update(summary(points))
-    return out
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.objective.metrics)
+
+    @property
+    def modes(self) -> list[str]:
+        return list(self.objective.modes)
+
+    @property
+    def multi(self) -> bool:
+        return self.objective.multi
+
+    def selected(self, points: list[RoundPoint]) -> int | None:
+        """The index of the round the objective's value is read from (None: no such round yet)."""
+        return self.objective.selected(points, self) if points else None
+
+    def values(self, points: list[RoundPoint]) -> dict[str, float]:
+        """The metric(s) a trial reports for this objective, from validation data only."""
+        return dict(zip(self.objective.metrics, self.objective.values(points, self), strict=True))
+
+    def reported_test(self, points: list[RoundPoint]) -> dict[str, float | None]:
+        """For reporting next to the objective: the test accuracy of the round the objective was
+        read from (and, for auc, the same area on test accuracy). Never fed back to any searcher."""
+        i = self.selected(points)
+        out: dict[str, float | None] = {
+            "test_acc_at_selected": None if i is None else points[i].test_acc,
+            "remaining_pct_at_selected": None if i is None else points[i].remaining_pct,
+        }
+        summary = self.objective.test_summary
+        if summary and all(p.test_acc is not None for p in points):
+            out.update(summary(points))
+        return out
 
 
 def pareto_front(values: list[tuple[float, ...]], modes: list[str]) -> list[int]:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from study.analysis.findings import Findings, study_findings
-from study.analysis.objectives import ObjectiveParams
+from study.analysis.objectives import ObjectiveSpec
 from study.analysis.paired import paired_differences, share_dense_rounds
 from study.lake.reader import excluded_lineages
 
@@ -24,7 +24,7 @@ class StudyOverview:
     name: str
     objective: str | None
     mode: str | None
-    params: ObjectiveParams
+    params: ObjectiveSpec
     search: dict[str, dict]
     budget: int | None
     seeds: list[int]
@@ -55,8 +55,11 @@ def overview(name: str, studies: pd.DataFrame, lineages: pd.DataFrame) -> StudyO
     row = studies[studies["study"] == name]
     spec = json.loads(row["spec_json"].iloc[0]) if len(row) and isinstance(row["spec_json"].iloc[0], str) else {}
     obj = spec.get("objective", {})
-    params = ObjectiveParams(
-        obj.get("tolerance", TICKET_TOLERANCE), obj.get("target_remaining"), obj.get("max_barrier")
+    params = ObjectiveSpec(
+        str(obj.get("name", "sparsest_within")),
+        obj.get("tolerance", TICKET_TOLERANCE),
+        obj.get("target_remaining"),
+        obj.get("max_barrier"),
     )
     lin = lineages[(lineages["study"] == name) & lineages["branch"].isna()] if len(lineages) else lineages
     done = failed = running = 0
@@ -102,7 +105,7 @@ def study_findings_of(
     lin = lineages[lineages["study"] == name]
     configs = dict(zip(lin["config_id"], lin["config_json"], strict=True))
     rows = rounds[rounds["study"] == name]
-    return study_findings(rows, configs, info.objective, info.params, info.search, info.trials_done), info
+    return study_findings(rows, configs, info.params, info.search, info.trials_done), info
 
 
 def summarize(rounds: pd.DataFrame, lineages: pd.DataFrame, studies: pd.DataFrame, skipped: list[str]) -> Summary:

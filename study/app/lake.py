@@ -17,7 +17,7 @@ from study.analysis.bands import group_bands
 from study.analysis.configs import config_id, config_labels
 from study.lake.incremental import IncrementalLake
 from study.lake.reader import LakeRead, read_table
-from study.lake.schema import TABLES
+from study.lake.schema import TABLES, LineageStatus
 from study.lake.store import store_for
 
 FILTERS = ("study", "model", "dataset", "strategy")
@@ -148,7 +148,7 @@ def filter_rows(df: pd.DataFrame, selected: dict[str, list[str]]) -> pd.DataFram
 def unfinished_lineages(lake: Lake) -> pd.DataFrame:
     """Lineages that are not finished: still running, interrupted (orphans) or failed."""
     lin = lake.lineages
-    return lin[lin["status"] != "finished"] if not lin.empty else lin
+    return lin[lin["status"] != LineageStatus.FINISHED] if not lin.empty else lin
 
 
 def with_series(df: pd.DataFrame) -> pd.DataFrame:

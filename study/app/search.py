@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import optuna
 import pandas as pd
 
-from study.analysis.objectives import OBJECTIVES, RoundPoint, objective_metrics, pareto_front, reported_test
+from study.analysis.objectives import OBJECTIVES, ObjectiveSpec, RoundPoint, pareto_front, seed_points
 from study.app.lake import Lake
-from study.lake.schema import FAILED_STATUSES
+from study.errors import SpecError
+from study.lake.schema import FAILED_STATUSES, LineageStatus
 from study.search.paths import choice_text, get_path
+from study.typed_yaml import build
 
 
 def study_info(lake: Lake, name: str) -> dict | None:
@@ -28,42 +31,19 @@ def study_info(lake: Lake, name: str) -> dict | None:
         "metrics": list(row["metrics"]),
         "modes": list(row["modes"]),
         "search": json.loads(row["search_json"]),
-        "objective_spec": spec.get("objective", {}),
+        "objective_spec": _objective(row["objective"], spec.get("objective", {})),
     }
 
 
-def complete_rounds(rounds: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Seed means per round of the trunk lineages `seeds` (rows of the lineages table), over the
-    rounds every one of them finished."""
-    r = rounds[rounds["trial_id"].isin(seeds["trial_id"])]
-    per_round = (
-        r.groupby("round")
-        .agg(
-            remaining_pct=("remaining_pct", "mean"),
-            val_acc=("val_acc", "mean"),
-            test_acc=("test_acc", "mean"),
-            val_loss=("val_loss", "mean"),
-            seeds=("trial_id", "nunique"),
-            barrier=("val_error_barrier", lambda s: s.mean() if s.notna().all() else None),
-        )
-        .reset_index()
-        .sort_values("round")
-    )
-    return per_round[per_round["seeds"] == len(seeds)]
-
-
-def round_points(complete: pd.DataFrame) -> list[RoundPoint]:
-    return [
-        RoundPoint(a, b, c, None if pd.isna(d) else d, e)
-        for a, b, c, d, e in zip(
-            complete["remaining_pct"],
-            complete["val_acc"],
-            complete["test_acc"],
-            complete["barrier"],
-            complete["val_loss"],
-            strict=True,
-        )
-    ]
+def _objective(name: str, raw: dict) -> ObjectiveSpec | None:
+    """The study's objective as its spec says, or None for one this version does not know (a
+    lake written by a newer version): its trials then show no objective values."""
+    if name not in OBJECTIVES:
+        return None
+    try:
+        return build(ObjectiveSpec, raw, "objective")
+    except SpecError:
+        return None
 
 
 def trial_lineages(lake: Lake, name: str) -> pd.DataFrame:
@@ -76,11 +56,25 @@ def trial_lineages(lake: Lake, name: str) -> pd.DataFrame:
     ]
 
 
+def trial_points(rounds: pd.DataFrame, seeds: pd.DataFrame) -> list[RoundPoint]:
+    """A trial's seed means per round (`seed_points`: the rounds every seed of `seeds`, rows of
+    the lineages table, finished), as the live trainable computed them."""
+    r = rounds[rounds["trial_id"].isin(seeds["trial_id"])].sort_values("round")
+    per_seed = [
+        [
+            SimpleNamespace(**{**row, "val_error_barrier": _or_none(row["val_error_barrier"])})
+            for row in r[r["trial_id"] == trial_id][_POINT_COLUMNS].to_dict("records")
+        ]
+        for trial_id in sorted(seeds["trial_id"])
+    ]
+    return seed_points(per_seed)
+
+
 def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
     """One row per Optuna trial, from its seeds' trunk lineages (branches are their controls)."""
     lin = trial_lineages(lake, name)
     rounds = lake.rounds[(lake.rounds["study"] == name) & lake.rounds["branch"].isna()]
-    obj = info["objective_spec"]
+    obj: ObjectiveSpec | None = info["objective_spec"]
     rows = []
     for number, group in lin.groupby("optuna_trial_number"):
         cfg = json.loads(group["config_json"].iloc[0])
@@ -89,16 +83,14 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
             active = all(get_path(cfg, k) in allowed for k, allowed in (pspec.get("when") or {}).items())
             if active:
                 params[pname] = choice_text(get_path(cfg, pname))
-        complete = complete_rounds(rounds, group)
+        points = trial_points(rounds, group)
         statuses = set(group["status"])
-        status = next((s for s in (*FAILED_STATUSES, "running", "stopped") if s in statuses), "finished")
+        worst = (*FAILED_STATUSES, LineageStatus.RUNNING, LineageStatus.STOPPED)
+        status = str(next((s for s in worst if s in statuses), LineageStatus.FINISHED))
         metrics: dict[str, float | None] = {}
-        known = info["objective"] in OBJECTIVES  # a lake written by a newer version may name another
-        if not complete.empty and status not in FAILED_STATUSES and known:  # a failed trial has no objective
-            points = round_points(complete)
-            args = (info["objective"], obj.get("tolerance", 0.01), obj.get("target_remaining"), obj.get("max_barrier"))
-            metrics = dict(objective_metrics(points, *args))
-            metrics["test acc (reported)"] = reported_test(points, *args)["test_acc_at_selected"]
+        if points and status not in FAILED_STATUSES and obj is not None:  # a failed trial has no objective
+            metrics = dict(obj.values(points))
+            metrics["test acc (reported)"] = obj.reported_test(points)["test_acc_at_selected"]
         trunk = group.iloc[0]
         rows.append(
             {
@@ -109,7 +101,7 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
                 **params,
                 **metrics,
                 "seeds": len(group),
-                "rounds done": len(complete),
+                "rounds done": len(points),
                 "status": status,
             }
         )
@@ -119,6 +111,13 @@ def study_trials(lake: Lake, name: str, info: dict) -> pd.DataFrame:
         front = pareto_front([tuple(v) for v in done[info["metrics"]].to_numpy()], info["modes"])
         trials["pareto"] = trials.index.isin(done.index[front])
     return trials
+
+
+_POINT_COLUMNS = ["round", "remaining_pct", "val_acc", "test_acc", "val_error_barrier", "val_loss"]
+
+
+def _or_none(value: float) -> float | None:
+    return None if pd.isna(value) else value
 
 
 def _distribution(spec: dict) -> optuna.distributions.BaseDistribution:

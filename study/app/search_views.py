@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from study.analysis.objectives import OBJECTIVES, objective_metrics
+from study.analysis.objectives import OBJECTIVES
 from study.app.lake import Lake
-from study.app.search import complete_rounds, round_points, trial_lineages
+from study.app.search import trial_lineages, trial_points
 
 NUMERIC = ("float", "log_float", "int")
 
@@ -96,25 +96,19 @@ def parallel(trials: pd.DataFrame, search: dict, metric: str) -> tuple[pd.DataFr
 def per_round(lake: Lake, name: str, info: dict) -> pd.DataFrame:
     """Each trial's objective after each round every seed finished, from the rounds seen so far
     (the value a scheduler such as ASHA compares trials on)."""
-    if info["objective"] not in OBJECTIVES:
+    obj = info["objective_spec"]
+    if info["objective"] not in OBJECTIVES or obj is None:
         return pd.DataFrame()
     lin = trial_lineages(lake, name)
     rounds = lake.rounds[(lake.rounds["study"] == name) & lake.rounds["branch"].isna()]
-    obj = info["objective_spec"]
     metric = info["metrics"][0]
     rows = []
     for number, group in lin.groupby("optuna_trial_number"):
         if set(group["status"]) & {"failed", "diverged", "degenerate"}:
             continue
-        points = round_points(complete_rounds(rounds, group))
+        points = trial_points(rounds, group)
         for i in range(len(points)):
-            values = objective_metrics(
-                points[: i + 1],
-                info["objective"],
-                obj.get("tolerance", 0.01),
-                obj.get("target_remaining"),
-                obj.get("max_barrier"),
-            )
+            values = obj.values(points[: i + 1])
             rows.append(
                 {
                     "optuna trial": int(number),

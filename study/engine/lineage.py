@@ -27,17 +27,16 @@ from study.engine.instability import barrier, linear_path
 from study.engine.models import MODELS
 from study.engine.plan import LineagePlan, build_lineage_model, instability_copies, plan_lineage, total_iterations
 from study.engine.pruning import Mask, apply_mask, dense_mask, remaining
-from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundResult
+from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundResult, RoundRows
 from study.engine.seeding import derive_seed
 from study.engine.spec import LineageSpec
 from study.engine.state import LineageState, StateDict, clone_state
 from study.engine.strategies import STRATEGIES, PruneStep, RoundStart
+from study.engine.task import HasRoundMetrics, Task
 from study.engine.train import (
     CaptureWeights,
-    HasRoundMetrics,
     KeepBest,
     ReportProgress,
-    Task,
     TrainCallback,
     TrainOutcome,
     TrainRequest,
@@ -157,16 +156,28 @@ class Lineage:
     def __iter__(self) -> Lineage:
         return self
 
-    def __next__(self) -> RoundResult:
-        row = run_steps(self.steps())
-        if row is None:
+    def __next__(self) -> RoundRows:
+        rows = run_steps(self.steps())
+        if rows is None:
             raise StopIteration
-        return row
+        return rows
 
-    def steps(self) -> Generator[list[TrainRequest], list[TrainOutcome], RoundResult | None]:
+    @property
+    def previous_rounds(self) -> list[RoundRows]:
+        """The rounds a resumed lineage had already finished, each with its branches' rows."""
+        branches = self.state.branch_results
+        return [RoundRows(r, tuple(b for b in branches if b.round == r.round)) for r in self.state.results]
+
+    @property
+    def branch_failures(self) -> dict[str, list[str]]:
+        """Per branch, the rounds it failed to train, and why (those rounds have no row)."""
+        return self.state.branch_failures
+
+    def steps(self) -> Generator[list[TrainRequest], list[TrainOutcome], RoundRows | None]:
         """The next round as a coroutine: it yields the trainings the round needs (those that
         can train at once together), is sent their outcomes (a result or the exception it
-        raised) and returns the round's row, or None when no round is left. `run_steps` drives it with the lone trainer; `packing` drives many at once."""
+        raised) and returns the round's rows, or None when no round is left. `run_steps`
+        drives it with the lone trainer; `packing` drives many at once."""
         if self.ended:
             return None
         try:
@@ -182,20 +193,27 @@ class Lineage:
         todo = self._rounds_left()
         if not todo:
             return None
-        row, *branch_rows = yield from self._run_round(todo[0])
-        if self.hooks.on_round:
-            for each in (row, *branch_rows):
-                self.hooks.on_round(each)
-        state.results.append(row)
-        state.branch_results += branch_rows
+        done: _Round = yield from self._run_round(todo[0])
+        on_instability, on_mask, on_round = self.hooks.on_instability, self.hooks.on_mask, self.hooks.on_round
+        if on_instability and done.instability is not None:  # the round's reports, in the order the lake files them
+            on_instability(done.instability)
+        if on_mask:
+            for each in done.masks:
+                on_mask(each)
+        if on_round:
+            for row in done.rows.rows:
+                on_round(row)
+        state.results.append(done.rows.trunk)
+        state.branch_results += done.rows.branches
         if self.checkpoint_path:
             save_checkpoint(self.checkpoint_path, self.spec.config_hash(), state.to_checkpoint())
-        if row.round == 0:  # its row is written; a degenerate lineage ends here, before anyone ranks it
-            self._stop_if_degenerate(row)
-        return row
+        if done.rows.round == 0:  # its row is written; a degenerate lineage ends here, before anyone ranks it
+            self._stop_if_degenerate(done.rows.trunk)
+        return done.rows
 
     def _run_round(self, round_: int) -> Steps:
-        """The round's rows: the trunk's, then one per branch still growing."""
+        """The round (`_Round`): its rows, the trunk's, then one per branch still growing, their
+        masks and its instability measurement."""
         state, spec = self.state, self.spec
         if round_ == 0:
             capture = CaptureWeights(spec.rewind_iteration)
@@ -206,8 +224,11 @@ class Lineage:
                 state.imp_trained = state.trained
             assert state.theta_k is not None
             extra: dict[str, float | None] = {"chance_val_acc": self.task.chance_accuracy()}
-            extra |= yield from self._instability(round_, RoundStart(state.theta_k, spec.rewind_iteration), state.mask)
-            return [self._round_result(round_, training, state.mask, extra)]
+            measured, instability = yield from self._instability(
+                round_, RoundStart(state.theta_k, spec.rewind_iteration), state.mask
+            )
+            row, mask_row = self._round_result(round_, training, state.mask, extra | measured)
+            return _Round(RoundRows(row), [mask_row], instability)
         step = PruneStep(spec, self.plan, round_, state, self.model, self.task)
         mask = self.strategy.mask(step)
         start = self.strategy.reset.start(spec, state, lambda: self._fresh_init(round_))
@@ -224,6 +245,7 @@ class Lineage:
                 _Job(
                     start,
                     mask,
+                    role=INSTABILITY_COPY,
                     task=self._other_order(round_),
                     purpose="instability_dropout",
                     hooks=False,
@@ -232,33 +254,43 @@ class Lineage:
             )
         if imp:
             assert state.theta_k is not None
-            jobs.append(_Job(RoundStart(state.theta_k, spec.rewind_iteration), mask))
+            jobs.append(_Job(RoundStart(state.theta_k, spec.rewind_iteration), mask, role=IMP_TRACK))
         for name, branch_mask in branch_masks.items():
             weights = self._fresh_init(round_) if BRANCHES[name].weights == "fresh_init" else start.weights
             jobs.append(
-                _Job(RoundStart(weights, start.iteration, start.lr_fn), branch_mask, branch=name, required=False)
+                _Job(
+                    RoundStart(weights, start.iteration, start.lr_fn),
+                    branch_mask,
+                    role=name,
+                    branch=name,
+                    required=False,
+                )
             )
-        training, *others = yield from self._train_all(round_, jobs)
+        outcomes = yield from self._train_all(round_, jobs)
+        training = outcomes[TRUNK]
         if isinstance(training, BaseException):
             raise training
-        second = others.pop(0) if measure else None
-        imp_training = others.pop(0) if imp else None
         state.trained = clone_state(self.model)
         state.mask = mask
-        measured = yield from self._instability(round_, start, mask, second)
-        rows = [self._round_result(round_, training, mask, measured)]
+        measured, instability = yield from self._instability(round_, start, mask, outcomes.get(INSTABILITY_COPY))
+        trunk_row, trunk_mask = self._round_result(round_, training, mask, measured)
+        imp_training = outcomes.get(IMP_TRACK)
+        if isinstance(imp_training, BaseException):
+            raise imp_training
         if imp_training is not None:
-            if isinstance(imp_training, BaseException):
-                raise imp_training
             state.imp_trained = clone_state(imp_training.model)
-        for name, outcome in zip(branch_masks, others, strict=True):
+        branch_rows, masks = [], [trunk_mask]
+        for name, branch_mask in branch_masks.items():
+            outcome = outcomes[name]
             if isinstance(outcome, LineageFailure):  # this control's round failed, not the trunk nor its other rounds
                 state.branch_failures.setdefault(name, []).append(f"round {round_} {outcome.status}: {outcome}")
                 continue
             if isinstance(outcome, BaseException):
                 raise outcome
-            rows.append(self._round_result(round_, outcome, branch_masks[name], branch=name))
-        return rows
+            row, mask_row = self._round_result(round_, outcome, branch_mask, branch=name)
+            branch_rows.append(row)
+            masks.append(mask_row)
+        return _Round(RoundRows(trunk_row, tuple(branch_rows)), masks, instability)
 
     def _other_order(self, round_: int) -> Task:
         """The data order of an instability measurement's second copy."""
@@ -269,14 +301,14 @@ class Lineage:
     ) -> Steps:
         """When the spec measures this round: train a second copy from the round's restart point
         on another data order (and dropout draws; `second`: the round trained it already), walk
-        the line from the round's own trained copy to it, report the path and return the round
-        row's barriers. At round 0 with k > 0 the first copy is retrained from θ_k too, as the
+        the line from the round's own trained copy to it, and return the round row's barriers
+        and the measurement (the path). At round 0 with k > 0 the first copy is retrained from θ_k too, as the
         lineage reached θ_k with a warm optimizer. A copy that fails to train leaves the round
         unmeasured (its row says why); the lineage goes on. The model holds the round's trained
         weights again afterwards."""
         spec = self.spec.instability
         if round_ not in spec.rounds:
-            return {}
+            return {}, None
         trained = clone_state(self.model)
         iterations, seconds, failure = 0, 0.0, None
         try:
@@ -316,9 +348,7 @@ class Lineage:
             code_version=self.version,
             error=failure,
         )
-        if self.hooks.on_instability:
-            self.hooks.on_instability(result)
-        return {"val_error_barrier": result.val_error_barrier, "test_error_barrier": result.test_error_barrier}
+        return {"val_error_barrier": result.val_error_barrier, "test_error_barrier": result.test_error_barrier}, result
 
     def _train(
         self,
@@ -332,15 +362,15 @@ class Lineage:
     ) -> Steps:
         """One training of the lineage's model from `start` under `mask`; raises its failure."""
         job = _Job(start, mask, callbacks, task=task, purpose=purpose, hooks=hooks)
-        (outcome,) = yield from self._train_all(round_, [job])
+        outcome = (yield from self._train_all(round_, [job]))[TRUNK]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     def _train_all(self, round_: int, jobs: list[_Job]) -> Steps:
         """Train the jobs at once, the first in the lineage's model and the others each in a
-        spare copy of it, with dropout seeded by (seed, purpose, round); returns for each its
-        `_RoundTraining` (whose model holds the trained weights) or the exception it raised."""
+        spare copy of it, with dropout seeded by (seed, purpose, round); returns, by each job's
+        role, its `_RoundTraining` (whose model holds the trained weights) or the exception it raised."""
         requests, bests = [], []
         for i, job in enumerate(jobs):
             model = self.model if i == 0 else self._spare(i - 1)
@@ -368,10 +398,10 @@ class Lineage:
                 )
             )
         outcomes = yield requests
-        return [
-            o if isinstance(o, BaseException) else _RoundTraining(o, best.state if best else None, r.model)
-            for o, best, r in zip(outcomes, bests, requests, strict=True)
-        ]
+        return {
+            job.role: o if isinstance(o, BaseException) else _RoundTraining(o, best.state if best else None, r.model)
+            for job, o, best, r in zip(jobs, outcomes, bests, requests, strict=True)
+        }
 
     def _spare(self, index: int) -> nn.Module:
         """The index-th spare copy of the model (for trainings beside the lineage's own)."""
@@ -414,8 +444,8 @@ class Lineage:
         mask: Mask,
         extra: dict[str, Any] | None = None,
         branch: str | None = None,
-    ) -> RoundResult:
-        """The row of a round's training (the trunk's, or with `branch` that branch's)."""
+    ) -> tuple[RoundResult, MaskResult]:
+        """The row of a round's training (the trunk's, or with `branch` that branch's), and its mask's."""
         spec, result, model = self.spec, training.result, training.model
         extra = dict(extra or {})
         if training.best_state is not None and isinstance(self.task, HasRoundMetrics):
@@ -428,11 +458,10 @@ class Lineage:
         before = self.state.results[-1].remaining_pct if self.state.results else 100.0
         es, fin, curve = result.early_stop, result.final, result.curve
         tags: dict[str, Any] = {"branch": branch, "trunk_lineage_id": None if branch is None else spec.lineage_id()}
-        if self.hooks.on_mask:
-            self.hooks.on_mask(
-                MaskResult(**self._identity(branch), round=round_, remaining_pct=overall, **packed_mask(mask), **tags)
-            )
-        return RoundResult(
+        mask_row = MaskResult(
+            **self._identity(branch), round=round_, remaining_pct=overall, **packed_mask(mask), **tags
+        )
+        row = RoundResult(
             **self._identity(branch),
             round=round_,
             remaining_pct=overall,
@@ -467,6 +496,7 @@ class Lineage:
             **tags,
             **extra,
         )
+        return row, mask_row
 
 
 def packed_mask(mask: Mask) -> dict[str, Any]:
@@ -486,14 +516,28 @@ class _RoundTraining:
     model: nn.Module  # holds the trained weights
 
 
+TRUNK, INSTABILITY_COPY, IMP_TRACK = "trunk", "instability copy", "imp track"  # a branch's role: its name
+
+
+@dataclass(frozen=True)
+class _Round:
+    """A trained round: its rows, the masks of its rows and its instability measurement (if measured)."""
+
+    rows: RoundRows
+    masks: list[MaskResult]
+    instability: InstabilityResult | None = None
+
+
 @dataclass(frozen=True)
 class _Job:
-    """One training a round asks for: from `start` under `mask`, on `task` (default: the
+    """One training a round asks for, in `role` (the trunk's, the instability copy, the IMP
+    track or a branch's, by its name): from `start` under `mask`, on `task` (default: the
     lineage's data order); `hooks`: the reset hooks see it (a branch's with its name)."""
 
     start: RoundStart
     mask: Mask
     callbacks: tuple[TrainCallback, ...] = ()
+    role: str = TRUNK
     branch: str | None = None
     task: Task | None = None
     purpose: str = "dropout"
@@ -509,6 +553,7 @@ def run_lineage(
     context: RunContext = RunContext(),
     hooks: LineageHooks = LineageHooks(),
 ) -> list[RoundResult]:
-    """Run (or resume) one lineage and return one RoundResult per round (resumed ones too)."""
+    """Run (or resume) one lineage and return its trunk's RoundResult of every round (resumed
+    ones too); its branches' rows go to `hooks.on_round`."""
     lineage = Lineage(spec, ids=ids, workdir=workdir, context=context, hooks=hooks)
-    return lineage.previous + list(lineage)
+    return lineage.previous + [rows.trunk for rows in lineage]

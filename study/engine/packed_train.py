@@ -3,10 +3,15 @@
 K training requests for the same architecture and schedule train together: their weights are
 stacked along a new first dimension and `torch.func.vmap` runs the model once for all K (batched
 matmuls, grouped convolutions, per-member batch-norm statistics). Each member keeps its own batches
-(its task's data order), mask, learning rate by iteration, optimizer state, loss and evaluation
-curve; member k's gradient is that of its own loss only, so each member gets the TrainResult the
-lone loop (`train.train`) gives it, to float rounding. A member whose loss stops being finite
-fails at that evaluation, as the lone loop raises there; the others go on.
+(its task's data order), mask, learning rate by iteration, optimizer state and dropout draws;
+its loss and evaluation are its task's own (`output_loss`, `eval_stats`, vmapped), and the loop
+around the steps is the lone one (`train.run_loop`), so each member gets the TrainResult the
+lone loop gives it, to float rounding; a member's failure is its own.
+
+Dropout: a member's draws are those the lone loop would draw for it (`models/draws.py`: each
+forward's draws recorded once per input shape, drawn per member from a generator seeded with
+its `dropout_seed`, replayed into the vmapped forward). A model whose randomness does not go
+through `draws` does not pack.
 
 All weights live in one (K, P) buffer (a member per row), so the masks and gradient clipping are
 a few kernels however deep the model is, and Adam is torch's fused kernel once per member.
@@ -16,22 +21,20 @@ a few eager steps and replayed: one launch per iteration instead of hundreds.
 
 from __future__ import annotations
 
-import math
-import time
 import warnings
-from collections.abc import Callable, Hashable, Sequence
-from functools import partial
-from typing import Any, cast
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_leaves, tree_map
 
-from study.engine.data.classification import ClassificationTask, stacked_batch
+from study.engine.models.draws import GLOBAL, DrawPlan, Replay, draws_elsewhere, modules_that_draw
 from study.engine.optim import ADAM_BETAS, ADAM_EPS
-from study.engine.train import EvalPoint, TrainRequest, TrainResult, diverged, overrides, train_request
+from study.engine.task import EvalStats, add_stats
+from study.engine.train import TrainRequest, TrainResult, run_loop, train_request
 
 GRAPH_WARMUP = 3  # eager steps before a CUDA graph is captured (cuDNN and the allocator settle)
 LR_CHUNK = 1024
@@ -41,19 +44,21 @@ def pack_key(request: TrainRequest) -> Hashable | None:
     """Requests with equal keys can train as one pack (None: this one trains alone): the same
     architecture on the same device, the same iterations and evaluations, the same optimizer
     settings but the learning rate, and tasks that share their data (their batch orders differ)."""
-    task, spec = request.task, request.spec
-    if not request.packs or not isinstance(task, ClassificationTask):
+    task, spec, model = request.task, request.spec, request.model
+    if not request.packs or draws_elsewhere(model):
         return None
-    shapes = tuple((n, tuple(t.shape), t.dtype) for n, t in request.model.state_dict().items())
-    first = next(request.model.parameters())
+    if modules_that_draw(model) and request.dropout_seed is None:
+        return None  # its draws come from wherever the global generator stands: no member can repeat them
+    shapes = tuple((n, tuple(t.shape), t.dtype) for n, t in model.state_dict().items())
+    first = next(model.parameters())
     return (
-        type(request.model),
+        type(model),
         shapes,
         str(first.device),
         request.start,
         request.stop,
         (spec.optimizer, spec.batch_size, spec.eval_every, spec.momentum, spec.weight_decay, spec.grad_clip),
-        (id(task.train_x), id(task.val_x), id(task.test_x), task.augment, task.eval_chunk),
+        task.data_key(),
     )
 
 
@@ -69,7 +74,11 @@ def train_packed(requests: Sequence[TrainRequest], cuda_graph: bool = True) -> l
     if len(keys) != 1 or None in keys:
         raise ValueError("train_packed takes requests of one pack_key")
     try:
-        return _Pack(requests).run(cuda_graph)
+        stepper = PackedStepper(requests, cuda_graph)
+        try:
+            return list(run_loop(stepper, requests))
+        finally:
+            stepper.close()
     except torch.cuda.OutOfMemoryError as e:
         error = RuntimeError(
             f"a pack of {len(requests)} trainings (each packed lineage's trunk, instability copy, IMP track and "
@@ -124,13 +133,16 @@ class _FlatOptimizer:
         self.flat.addcmul_(grad, lr, value=-1)
 
 
-class _Pack:
-    def __init__(self, requests: Sequence[TrainRequest]) -> None:
+class PackedStepper:
+    """K members as one stacked model (`train.Stepper`): every parameter a (K, ...) view of one
+    (K, P) buffer, a member per row."""
+
+    def __init__(self, requests: Sequence[TrainRequest], cuda_graph: bool = True) -> None:
         self.requests, self.k = list(requests), len(requests)
         first = requests[0]
         self.spec, self.start, self.end = first.spec, first.start, first.stop
-        self.base = first.model
-        self.tasks = [cast(ClassificationTask, r.task) for r in requests]  # pack_key: ClassificationTasks
+        self.base, self.task = first.model, first.task
+        self.tasks = [r.task for r in requests]
         p0 = next(self.base.parameters())
         self.device, self.dtype = p0.device, p0.dtype
         named = list(self.base.named_parameters())
@@ -162,15 +174,36 @@ class _Pack:
         self.lr_fns = [r.lr_of() for r in requests]
         self.lr_rows: tuple[int, np.ndarray] = (self.start, np.empty((0, self.k)))
         self.lr = torch.empty(self.k, 1, device=self.device, dtype=self.dtype)
-        self.loss_sum = torch.zeros(self.k, device=self.device, dtype=torch.float32)
-        self.x_static: Tensor | None = None
+        self.rates: np.ndarray | None = None
+        self.loss_sum = torch.zeros(self.k, device=self.device)  # as the lone loop sums: in the default dtype
+        self.replay = Replay()
+        self.drawing = modules_that_draw(self.base)
+        for module in self.drawing:
+            module.draws = self.replay  # type: ignore[assignment]
+        self.plans: dict[tuple, DrawPlan] = {}
+        self.generators = [
+            torch.Generator(self.device).manual_seed(r.dropout_seed) if r.dropout_seed is not None else None
+            for r in requests
+        ]
+        # a CUDA graph replays one batch shape and no draws
+        self.use_graph = cuda_graph and self.device.type == "cuda" and self.task.fixed_batch_shape and not self.drawing
+        self.statics: tuple[Any, Tensor] | None = None
         self.graph: Any = None
+        self.steps = 0
 
-        def forward(params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
-            return functional_call(self.base, (params, buffers), (x,))
+        def forward(params: dict[str, Tensor], buffers: dict[str, Tensor], args: tuple, noise: list[Tensor]) -> Any:
+            self.replay.queue = list(noise)
+            return functional_call(self.base, (params, buffers), args)
 
         self.train_forward = vmap(forward)
-        self.eval_forward = vmap(forward, in_dims=(0, 0, None))
+        self.eval_forward = vmap(forward, in_dims=(0, 0, None, None))
+        self.eval_stats = vmap(self.task.eval_stats, in_dims=(0, None))
+        self.base.train()
+
+    def close(self) -> None:
+        """Give the members' modules back their own draws."""
+        for module in self.drawing:
+            module.draws = GLOBAL  # type: ignore[assignment]
 
     def _rates(self, iteration: int) -> np.ndarray:
         """Every member's learning rate at `iteration` (computed LR_CHUNK iterations at a time)."""
@@ -186,23 +219,51 @@ class _Pack:
         column, shape = self.columns[name]
         return flat[:, column : column + shape.numel()].view(self.k, *shape)
 
-    def _materialize(self, k: int) -> nn.Module:
-        """Member k's module, holding its weights and buffers as they are now."""
-        model = self.requests[k].model
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(self.params[name][k])
-            for name, b in model.named_buffers():
-                b.copy_(self.buffers[name][k])
+    def model(self, member: int, current: bool = True) -> nn.Module:
+        """Member's module, holding its weights and buffers as they are now when `current`."""
+        model = self.requests[member].model
+        if current:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    p.copy_(self.params[name][member])
+                for name, b in model.named_buffers():
+                    b.copy_(self.buffers[name][member])
         return model
 
-    def _step(self, x: Tensor, y: Tensor) -> None:
-        """One optimizer step of every member (ClassificationTask.loss per member, summed: each
-        member's gradient is its own loss's)."""
+    def finish(self) -> None:
+        for m in range(self.k):
+            self.model(m)
+
+    def _noise(self, args: tuple) -> list[Tensor]:
+        """Each member's draws for one training forward on `args`, stacked (K, ...): what the
+        lone loop draws for it, from its generator seeded as the lone loop seeds the global one."""
+        if not self.drawing:
+            return []
+        key = tuple((tuple(t.shape), t.dtype) for t in tree_leaves(args))
+        plan = self.plans.get(key)
+        if plan is None:  # what one member's forward on these shapes draws, in order
+            self.replay.recording = []
+            try:
+                with torch.no_grad():
+                    one = (
+                        {n: p[0].detach() for n, p in self.params.items()},
+                        {n: b[0].clone() for n, b in self.buffers.items()},
+                    )
+                    functional_call(self.base, one, tree_map(lambda t: t[0], args))
+                plan = self.plans[key] = tuple(self.replay.recording)
+            finally:
+                self.replay.recording = None
+        return [
+            torch.stack([torch.rand(shape, dtype=dtype, device=self.device, generator=g) for g in self.generators])
+            for shape, dtype in plan
+        ]
+
+    def _step(self, args: tuple, y: Tensor, noise: list[Tensor]) -> None:
+        """One optimizer step of every member (its task's loss, summed: each member's gradient is
+        its own loss's)."""
         for p in self.params.values():
             p.grad = None
-        logits = self.train_forward(self.params, self.buffers, x)
-        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
+        losses = self.task.stacked_loss(self.train_forward(self.params, self.buffers, args, noise), y)
         losses.sum().backward()
         with torch.no_grad():
             grad = torch.cat([p.grad.reshape(self.k, -1) for p in self.params.values()], dim=1)  # type: ignore[union-attr]
@@ -216,127 +277,73 @@ class _Pack:
                 self.flat.mul_(self.mask)
             self.loss_sum += losses.detach()
 
-    def _graph_step(self, x: Tensor, y: Tensor, index: int) -> None:
+    def step(self, iteration: int) -> None:
+        rates = self._rates(iteration)
+        if self.rates is None or not np.array_equal(rates, self.rates):
+            self.lr.copy_(torch.as_tensor(rates, dtype=self.dtype).view(self.k, 1))
+            self.rates = rates
+        x, y = self.task.stacked_batch(self.tasks, iteration)
+        args = self.task.model_inputs(x)
+        if self.use_graph:
+            self._graph_step(args, y)
+        else:
+            self._step(args, y, self._noise(args))
+        self.steps += 1
+
+    def _graph_step(self, args: tuple, y: Tensor) -> None:
         """`_step`, eager for the first GRAPH_WARMUP steps on a side stream, then captured once
         and replayed with the batch copied into static tensors."""
-        if self.graph is None and index < GRAPH_WARMUP:
+        if self.graph is None and self.steps < GRAPH_WARMUP:
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                self._step(x, y)
+                self._step(args, y, [])
             torch.cuda.current_stream().wait_stream(stream)
             return
         if self.graph is False:
-            self._step(x, y)
+            self._step(args, y, [])
             return
         if self.graph is None:
-            self.x_static, self.y_static = x.clone(), y.clone()
+            self.statics = (tree_map(lambda t: t.clone(), args), y.clone())
             for p in self.params.values():
                 p.grad = None
             graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
             try:
                 with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    self._step(self.x_static, self.y_static)
+                    self._step(*self.statics, [])
             except RuntimeError as e:  # an op this model needs cannot be captured: stay eager
                 torch.cuda.set_stream(stream)  # a failed capture_end leaves the capture stream current
                 warnings.warn(
                     f"packed training runs without a CUDA graph: capturing the step failed ({e})", stacklevel=2
                 )
                 self.graph = False
-                self._step(x, y)
+                self._step(args, y, [])
                 return
             self.graph = graph
-        assert self.x_static is not None
-        self.x_static.copy_(x)
-        self.y_static.copy_(y)
+        assert self.statics is not None
+        static_args, static_y = self.statics
+        for static, new in zip(tree_leaves(static_args), tree_leaves(args), strict=True):
+            static.copy_(new)
+        static_y.copy_(y)
         self.graph.replay()
 
-    def _evaluate(self, split: str) -> tuple[list[float], list[float]]:
-        task = self.tasks[0]
-        x, y = (task.val_x, task.val_y) if split == "val" else (task.test_x, task.test_y)
-        chunk = max(256, task.eval_chunk // self.k)
-        loss_sum = torch.zeros(self.k, device=self.device, dtype=torch.float64)
-        correct = torch.zeros(self.k, device=self.device, dtype=torch.long)
+    def train_losses(self, steps: int) -> list[float]:
+        means = (self.loss_sum / steps).tolist()
+        self.loss_sum.zero_()
+        return means
+
+    def evaluate(self, split: str) -> tuple[list[float], list[float]]:
+        """Each member's task evaluation (`eval_stats` per member), the split in chunks a K-th the
+        lone size (at least 256, at most the lone size)."""
+        lone = self.task.eval_chunk
+        chunk = min(lone, max(256, lone // self.k))
+        total: EvalStats | None = None
         self.base.eval()
         with torch.no_grad():
-            for lo in range(0, len(x), chunk):
-                out = self.eval_forward(self.params, self.buffers, x[lo : lo + chunk])
-                yy = y[lo : lo + chunk]
-                losses = F.cross_entropy(out.flatten(0, 1), yy.repeat(self.k), reduction="none")
-                loss_sum += losses.view(self.k, -1).sum(1).double()
-                correct += (out.argmax(2) == yy).sum(1)
+            for x, y in self.task.eval_batches(split, chunk):
+                out = self.eval_forward(self.params, self.buffers, self.task.model_inputs(x), [])
+                total = add_stats(total, self.eval_stats(out, y))
         self.base.train()
-        n = len(x)
-        return (loss_sum / n).tolist(), (correct.double() / n).tolist()
-
-    def run(self, cuda_graph: bool) -> list[TrainResult | BaseException]:
-        k, requests = self.k, self.requests
-        outcome: list[TrainResult | BaseException | None] = [None] * k
-        curves: list[list[EvalPoint]] = [[] for _ in range(k)]
-        step_hooks = [[cb for cb in r.callbacks if overrides(cb, "on_step")] for r in requests]
-        eval_hooks = [[cb for cb in r.callbacks if overrides(cb, "on_eval")] for r in requests]
-        graph = cuda_graph and self.device.type == "cuda"
-        count = 0
-        t0 = time.perf_counter()
-
-        def call(m: int, hook: Callable[[], None]) -> None:
-            """A member's callback (none after one failed): its exception is that member's
-            failure, not the pack's."""
-            if outcome[m] is not None:
-                return
-            try:
-                hook()
-            except Exception as e:  # noqa: BLE001
-                outcome[m] = e
-
-        def evaluate(iteration: int) -> None:
-            nonlocal count
-            train_loss = (self.loss_sum / count).tolist() if count else [float("nan")] * k
-            for m in range(k):
-                if outcome[m] is None and count and not math.isfinite(train_loss[m]):
-                    outcome[m] = diverged(iteration, train_loss[m])
-            val_loss, val_acc = self._evaluate("val")
-            test_loss, test_acc = self._evaluate("test")
-            for m in range(k):
-                if outcome[m] is not None:
-                    continue
-                point = EvalPoint(iteration, train_loss[m], val_loss[m], val_acc[m], test_loss[m], test_acc[m])
-                curves[m].append(point)
-                model = self._materialize(m) if any(cb.reads_model for cb in eval_hooks[m]) else requests[m].model
-                for cb in eval_hooks[m]:
-                    call(m, partial(cb.on_eval, point, model))
-            self.loss_sum.zero_()
-            count = 0
-
-        for m, r in enumerate(requests):  # each module holds its start weights, masked
-            for cb in r.callbacks:
-                call(m, partial(cb.on_start, self.start, r.model))
-        evaluate(self.start)
-        previous: np.ndarray | None = None
-        for index, it in enumerate(range(self.start, self.end)):
-            rates = self._rates(it)
-            if previous is None or not np.array_equal(rates, previous):
-                self.lr.copy_(torch.as_tensor(rates, dtype=self.dtype).view(k, 1))
-                previous = rates
-            x, y = stacked_batch(self.tasks, it)
-            if graph:
-                self._graph_step(x, y, index)
-            else:
-                self._step(x, y)
-            for m in range(k):
-                if outcome[m] is None and any(cb.wants_step(it) for cb in step_hooks[m]):
-                    model = self._materialize(m)
-                    for cb in step_hooks[m]:
-                        call(m, partial(cb.on_step, it, model))
-            count += 1
-            done = it + 1
-            if (done - self.start) % self.spec.eval_every == 0 or done == self.end:
-                evaluate(done)
-        seconds = time.perf_counter() - t0
-        for m in range(k):
-            self._materialize(m)
-            if outcome[m] is None:
-                curve = curves[m]
-                early = min(curve, key=lambda p: (p.val_loss, p.iteration))
-                outcome[m] = TrainResult(tuple(curve), early, curve[-1], self.end - self.start, seconds)
-        return [o for o in outcome if o is not None]
+        assert total is not None, "a split holds at least one example"
+        loss_sum, correct, count = total
+        return (loss_sum / count).tolist(), (correct.double() / count).tolist()

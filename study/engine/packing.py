@@ -16,13 +16,13 @@ from collections.abc import Generator, Hashable, Iterator, Sequence
 from typing import Protocol
 
 from study.engine.packed_train import pack_key, train_packed
-from study.engine.rows import RoundResult
+from study.engine.rows import RoundRows
 from study.engine.train import TrainOutcome, TrainRequest
 
-Steps = Generator[list[TrainRequest], list[TrainOutcome], RoundResult | None]
+Steps = Generator[list[TrainRequest], list[TrainOutcome], RoundRows | None]
 PackEvent = tuple[
-    int, RoundResult | BaseException | None
-]  # member, its round's row / the error that ended it / None: done
+    int, RoundRows | BaseException | None
+]  # member, its round's rows / the error that ended it / None: done
 
 
 class Member(Protocol):
@@ -30,7 +30,7 @@ class Member(Protocol):
 
 
 def run_packed(members: Sequence[Member], cuda_graph: bool = True) -> Iterator[PackEvent]:
-    """Run every member to its end, yielding (member index, row) for each round it finishes,
+    """Run every member to its end, yielding (member index, rows) for each round it finishes,
     (index, None) when it has no round left and (index, exception) when one ends it (its
     siblings go on). Closing the iterator closes the members' coroutines."""
     live = {i: m.steps() for i, m in enumerate(members)}

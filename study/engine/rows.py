@@ -10,7 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+
+class LineageStatus(StrEnum):
+    """A lineage's status in the lake's lineages table (the value is what the lake holds)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    STOPPED = "stopped"  # interrupted, or its trial stopped: a re-run resumes it
+    FAILED = "failed"  # crashed, or its trial ran out of retries
+    DIVERGED = "diverged"  # its loss stopped being finite
+    DEGENERATE = "degenerate"  # its dense round did not beat chance
+
+    @property
+    def failed(self) -> bool:
+        """Its rows never count (and its trial can never be a study's best)."""
+        return self in FAILED_STATUSES
+
+
+FAILED_STATUSES = (LineageStatus.FAILED, LineageStatus.DIVERGED, LineageStatus.DEGENERATE)
 
 
 def key(doc: str, category: bool = False) -> dict[str, Any]:
@@ -181,3 +201,20 @@ class InstabilityResult(LineageColumns):
 class LineageIds:
     study: str = "adhoc"
     trial_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RoundRows:
+    """What a finished round reports: its trunk's row, then one per branch that trained it (a
+    branch whose training failed has none that round)."""
+
+    trunk: RoundResult
+    branches: tuple[RoundResult, ...] = ()
+
+    @property
+    def round(self) -> int:
+        return self.trunk.round
+
+    @property
+    def rows(self) -> tuple[RoundResult, ...]:
+        return (self.trunk, *self.branches)

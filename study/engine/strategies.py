@@ -20,7 +20,8 @@ from study.engine.pruning import Mask, dense_mask, keep_top, magnitude_scores, r
 from study.engine.pruning_at_init import grasp_scores, snip_scores, synflow_mask
 from study.engine.seeding import derive_seed
 from study.engine.state import LineageState, StateDict
-from study.engine.train import Task, final_lr
+from study.engine.task import Task
+from study.engine.train import final_lr
 from study.errors import SpecError
 
 if TYPE_CHECKING:

@@ -1,9 +1,11 @@
-"""The iteration-based, mask-aware training loop.
+"""The iteration-based, mask-aware training loop: one loop (`run_loop`: evaluation cadence,
+divergence, early stop, callbacks, each member's failure its own) for one training (`LoneStepper`)
+or many packed as one stacked model (`packed_train.PackedStepper`).
 
 Batches come from an in-memory task; evaluation runs every `eval_every` iterations on the
-validation and test splits under `torch.inference_mode`. Pruned weights are exactly zero after
-every step: gradients are masked before the step (so optimizer averages of pruned weights stay
-zero) and weights after it. Fused Adam keeps the cost of gradients full of zeros flat.
+validation and test splits without gradients. Pruned weights are exactly zero after every step:
+gradients are masked before the step (so optimizer averages of pruned weights stay zero) and
+weights after it. Fused Adam keeps the cost of gradients full of zeros flat.
 """
 
 from __future__ import annotations
@@ -12,48 +14,19 @@ import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from study.engine.failures import TrainingDiverged
 from study.engine.optim import LeanAdam, TorchOptimizer
+from study.engine.task import Task
 
 if TYPE_CHECKING:
     from study.engine.spec import TrainSpec
 
 R = TypeVar("R")
-
-
-class Task(Protocol):
-    """What the loop needs of a task (images: data.classification; sequences: data.sequence_tasks).
-    Batches may be tuples (sequence lengths, sentence pairs); the loop never looks inside."""
-
-    def batch(self, iteration: int) -> tuple[Any, Tensor]: ...
-    def loss(self, model: nn.Module, x: Any, y: Tensor, temperature: float = 1.0) -> Tensor: ...
-    def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]: ...
-    def chance_accuracy(self) -> float: ...
-    def synflow_output(self, model: nn.Module) -> Tensor:
-        """The output for a fixed probe input (SynFlow's data-free score; the cost columns' forward)."""
-        ...
-
-    def reordered(self, seed: int) -> Task:
-        """The same data and splits, batched in the order of another seed (instability's second copy)."""
-        ...
-
-    @property
-    def input_shape(self) -> tuple[int, ...]: ...
-    @property
-    def num_classes(self) -> int: ...
-
-
-@runtime_checkable
-class HasRoundMetrics(Protocol):
-    """A task with metrics of its own for each round (sequence models: perplexity, parse F1...),
-    read at the early-stop weights."""
-
-    def round_metrics(self, model: nn.Module) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -266,6 +239,151 @@ def diverged(iteration: int, train_loss: float) -> TrainingDiverged:
     )
 
 
+class Stepper(Protocol):
+    """How `run_loop`'s K members (trainings of one schedule) take their steps and are evaluated."""
+
+    def step(self, iteration: int) -> None:
+        """One optimizer step of every member (a failed member's is ignored), its loss counted."""
+
+    def train_losses(self, steps: int) -> list[float]:
+        """Each member's mean training loss over the `steps` steps since the last call."""
+        ...
+
+    def evaluate(self, split: str) -> tuple[list[float], list[float]]:
+        """Each member's (mean loss, accuracy) on 'val' or 'test'."""
+        ...
+
+    def model(self, member: int, current: bool = True) -> nn.Module:
+        """Member's module; holding its weights as they are now when `current` (else as they were
+        last handed out)."""
+        ...
+
+    def finish(self) -> None:
+        """Every member's module holds its final weights."""
+
+
+def run_loop(stepper: Stepper, requests: Sequence[TrainRequest]) -> list[TrainResult | Exception]:
+    """Train requests of one schedule (the same start, end and eval_every) with `stepper`: the
+    evaluation cadence, the divergence check, the callbacks and the early-stop choice of every
+    training, lone or packed. A member whose loss stops being finite fails at that evaluation
+    with `diverged`; one whose callback raises fails with that exception; the others go on. One
+    outcome per request."""
+    first = requests[0]
+    start, end, every = first.start, first.stop, first.spec.eval_every
+    k = len(requests)
+    failed: list[Exception | None] = [None] * k
+    curves: list[list[EvalPoint]] = [[] for _ in range(k)]
+    step_hooks = [[cb for cb in r.callbacks if overrides(cb, "on_step")] for r in requests]
+    eval_hooks = [[cb for cb in r.callbacks if overrides(cb, "on_eval")] for r in requests]
+    t0 = time.perf_counter()
+
+    def call(m: int, hook: Callable[..., None], *args: object) -> None:
+        """A member's callback (none after it failed): its exception is that member's failure."""
+        if failed[m] is None:
+            try:
+                hook(*args)
+            except Exception as e:  # noqa: BLE001  (the member's outcome)
+                failed[m] = e
+
+    def evaluate(iteration: int, count: int) -> None:
+        train_loss = stepper.train_losses(count) if count else [float("nan")] * k
+        for m in range(k):
+            if failed[m] is None and count and not math.isfinite(train_loss[m]):
+                failed[m] = diverged(iteration, train_loss[m])
+        if all(f is not None for f in failed):
+            return
+        val_loss, val_acc = stepper.evaluate("val")
+        test_loss, test_acc = stepper.evaluate("test")
+        for m in (m for m in range(k) if failed[m] is None):
+            point = EvalPoint(iteration, train_loss[m], val_loss[m], val_acc[m], test_loss[m], test_acc[m])
+            curves[m].append(point)
+            if eval_hooks[m]:
+                model = stepper.model(m, current=any(cb.reads_model for cb in eval_hooks[m]))
+                for cb in eval_hooks[m]:
+                    call(m, cb.on_eval, point, model)
+
+    for m, r in enumerate(requests):
+        model = stepper.model(m)
+        for cb in r.callbacks:
+            call(m, cb.on_start, start, model)
+    evaluate(start, 0)
+    count = 0
+    for it in range(start, end):
+        if all(f is not None for f in failed):
+            break
+        stepper.step(it)
+        for m in range(k):
+            if failed[m] is None and any(cb.wants_step(it) for cb in step_hooks[m]):
+                model = stepper.model(m)
+                for cb in step_hooks[m]:
+                    call(m, cb.on_step, it, model)
+        count += 1
+        done = it + 1
+        if (done - start) % every == 0 or done == end:
+            evaluate(done, count)
+            count = 0
+    seconds = time.perf_counter() - t0
+    stepper.finish()
+    return [
+        failure or TrainResult(tuple(c), min(c, key=lambda p: (p.val_loss, p.iteration)), c[-1], end - start, seconds)
+        for failure, c in zip(failed, curves, strict=True)
+    ]
+
+
+class LoneStepper:
+    """One training in its own module: the request's model trained in place."""
+
+    def __init__(self, request: TrainRequest) -> None:
+        self.request, self.spec, self.task = request, request.spec, request.task
+        self.lr_fn = request.lr_of()
+        self.params = dict(request.model.named_parameters())
+        masked = [(self.params[name], m) for name, m in (request.mask or {}).items()]
+        self.mask_weights = [p for p, _ in masked]
+        self.mask_values = [m.to(dtype=p.dtype, device=p.device) for p, m in masked]
+        if masked:
+            with torch.no_grad():
+                torch._foreach_mul_(self.mask_weights, self.mask_values)  # type: ignore[arg-type]
+        self.current_lr = self.lr_fn(request.start)
+        self.optimizer = make_optimizer(list(self.params.values()), self.spec, self.current_lr)
+        self.device = next(request.model.parameters()).device
+        self.loss_sum = torch.zeros((), device=self.device)
+        request.model.train()
+
+    def step(self, iteration: int) -> None:
+        model, spec, optimizer = self.request.model, self.spec, self.optimizer
+        lr = self.lr_fn(iteration)
+        if lr != self.current_lr:
+            optimizer.set_lr(lr)
+            self.current_lr = lr
+        x, y = self.task.batch(iteration)
+        loss = self.task.loss(model, x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        if self.mask_weights:
+            torch._foreach_mul_([p.grad for p in self.mask_weights], self.mask_values)  # type: ignore[arg-type, misc]
+        if spec.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params.values(), spec.grad_clip, foreach=True)
+        optimizer.step()
+        if self.mask_weights:
+            with torch.no_grad():
+                torch._foreach_mul_(self.mask_weights, self.mask_values)  # type: ignore[arg-type]
+        self.loss_sum += loss.detach()
+
+    def train_losses(self, steps: int) -> list[float]:
+        total, self.loss_sum = float(self.loss_sum), torch.zeros((), device=self.device)
+        return [total / steps]
+
+    def evaluate(self, split: str) -> tuple[list[float], list[float]]:
+        loss, acc = self.task.evaluate(self.request.model, split)
+        return [loss], [acc]
+
+    def model(self, member: int, current: bool = True) -> nn.Module:
+        return self.request.model  # the live module (its gradients too, after a step)
+
+    def finish(self) -> None:
+        pass
+
+
 def train(
     model: nn.Module,
     task: Task,
@@ -277,72 +395,14 @@ def train(
     lr_fn: Callable[[int], float] | None = None,
     callbacks: Sequence[TrainCallback] = (),
 ) -> TrainResult:
-    """Train `model` from global iteration `start` to `end` (default: spec.iterations).
+    """Train `model` from global iteration `start` to `end` (default: spec.iterations); raises
+    the training's failure (`TrainingDiverged`, a callback's exception).
 
     The learning rate at each iteration is `lr_fn(iteration)` (default: the spec's schedule).
     `callbacks` see the weights at the start, after every step and at every evaluation.
     """
-    end = spec.iterations if end is None else end
-    lr_fn = lr_fn or (lambda it: lr_at(spec, it))
-    params = dict(model.named_parameters())
-    masked = [(params[name], m) for name, m in (mask or {}).items()]
-    mask_weights = [p for p, _ in masked]
-    mask_values = [m.to(dtype=p.dtype, device=p.device) for p, m in masked]
-    if masked:
-        with torch.no_grad():
-            torch._foreach_mul_(mask_weights, mask_values)  # type: ignore[arg-type]
-    step_hooks = [cb.on_step for cb in callbacks if overrides(cb, "on_step")]
-    eval_hooks = [cb.on_eval for cb in callbacks if overrides(cb, "on_eval")]
-
-    current_lr = lr_fn(start)
-    optimizer = make_optimizer(list(params.values()), spec, current_lr)
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    loss_count = 0
-    curve: list[EvalPoint] = []
-    t0 = time.perf_counter()
-    model.train()
-
-    def evaluate(iteration: int) -> None:
-        nonlocal loss_sum, loss_count
-        train_loss = float(loss_sum) / loss_count if loss_count else float("nan")
-        if loss_count and not math.isfinite(train_loss):
-            raise diverged(iteration, train_loss)
-        val_loss, val_acc = task.evaluate(model, "val")
-        test_loss, test_acc = task.evaluate(model, "test")
-        point = EvalPoint(iteration, train_loss, val_loss, val_acc, test_loss, test_acc)
-        curve.append(point)
-        for hook in eval_hooks:
-            hook(point, model)
-        loss_sum = torch.zeros((), device=device)
-        loss_count = 0
-
-    for cb in callbacks:
-        cb.on_start(start, model)
-    evaluate(start)
-    for it in range(start, end):
-        lr = lr_fn(it)
-        if lr != current_lr:
-            optimizer.set_lr(lr)
-            current_lr = lr
-        x, y = task.batch(it)
-        loss = task.loss(model, x, y)
-        optimizer.zero_grad()
-        loss.backward()
-        if masked:
-            torch._foreach_mul_([p.grad for p in mask_weights], mask_values)  # type: ignore[arg-type, misc]
-        if spec.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params.values(), spec.grad_clip, foreach=True)
-        optimizer.step()
-        if masked:
-            with torch.no_grad():
-                torch._foreach_mul_(mask_weights, mask_values)  # type: ignore[arg-type]
-        for step_hook in step_hooks:
-            step_hook(it, model)
-        loss_sum += loss.detach()
-        loss_count += 1
-        done = it + 1
-        if (done - start) % spec.eval_every == 0 or done == end:
-            evaluate(done)
-    early = min(curve, key=lambda p: (p.val_loss, p.iteration))
-    return TrainResult(tuple(curve), early, curve[-1], end - start, time.perf_counter() - t0)
+    request = TrainRequest(model, task, spec, mask=mask, start=start, end=end, lr_fn=lr_fn, callbacks=callbacks)
+    (outcome,) = run_loop(LoneStepper(request), [request])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome

@@ -11,17 +11,16 @@ import pyarrow.compute as pc
 
 from study.lake.files import check_name, write_atomic
 from study.lake.reader import read_files, read_lineages, table_files
-from study.lake.schema import ROUND_KEYS, ROUNDS_SCHEMA
-from study.lake.store import check_s3_lake, is_remote, join, store_for
+from study.lake.schema import ROUND_KEYS, ROUNDS_SCHEMA, LineageStatus
+from study.lake.store import join, store_for
 
 
 def lake_studies(root: str | Path) -> list[str]:
     """The studies a lake holds rounds or lineages of (raises FileNotFoundError when `root` holds
     no lake: neither a rounds/ nor a lineages/ folder; an s3:// bucket that is missing or refuses
     the keys is a SpecError naming it)."""
-    if is_remote(root):
-        check_s3_lake(str(root), write=False)
     store = store_for(root)
+    store.check_readable(str(root))
     if not store.is_dir(join(root, "rounds")) and not store.is_dir(join(root, "lineages")):
         raise FileNotFoundError(f"no results lake at {root} (no rounds/ or lineages/ folder)")
     names = set()
@@ -53,7 +52,7 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
     running = [
         t
         for t, s in zip(lineages["trial_id"].to_pylist(), lineages["status"].to_pylist(), strict=True)
-        if s == "running"
+        if s == LineageStatus.RUNNING
     ]
     if running and not force:
         raise RuntimeError(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-import shutil
 import tempfile
 import time
 import uuid
@@ -18,7 +17,7 @@ import pyarrow as pa
 
 from study.lake.reader import read_one
 from study.lake.schema import LINEAGES_SCHEMA, ROUND_KEYS, STATUSES, STUDIES_SCHEMA, TABLES
-from study.lake.store import Stamp, is_remote, join, parent, store_for
+from study.lake.store import CheckpointPlace, Stamp, join, parent, store_for
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 
@@ -56,16 +55,11 @@ def scratch_dir(root: str, study: str, trial_id: str) -> Path:
     return Path(tempfile.gettempdir()) / "study-checkpoints" / lake / f"study={study}" / trial_id
 
 
-def drop_checkpoint(root: str | Path, study: str, trial_id: str) -> None:
-    """Remove a finished lineage's resume state: the lake's copy (and this node's, for S3)."""
-    durable = checkpoint_dir(root, study, trial_id)
-    if is_remote(root):
-        store = store_for(root)
-        for path in store.files(durable):
-            store.remove(path)
-        shutil.rmtree(scratch_dir(str(root), study, trial_id), ignore_errors=True)
-    else:
-        shutil.rmtree(durable, ignore_errors=True)
+def checkpoint_place(root: str | Path, study: str, trial_id: str, workdir: Path | None = None) -> CheckpointPlace:
+    """Where a lineage of the lake keeps its resume state (its store decides: see `CheckpointPlace`)."""
+    return store_for(root).checkpoint_place(
+        checkpoint_dir(root, study, trial_id), scratch_dir(str(root), study, trial_id), workdir
+    )
 
 
 def lineage_path(root: str | Path, study: str, strategy: str, trial_id: str) -> str:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from study.lake.schema import FAILED_STATUSES, TABLES
-from study.lake.store import LocalStore, Stamp, Store, StoreUnavailable, join, store_for
+from study.lake.store import Stamp, Store, StoreUnavailable, join, store_for
 
 
 @dataclass
@@ -58,10 +58,6 @@ def read_one(path: str, schema: pa.Schema, store: Store | None = None) -> tuple[
     return table, None
 
 
-READ_THREADS = 4  # Parquet decoding releases the GIL: small files read about 2x faster on two cores
-REMOTE_READ_THREADS = 32  # an object store's latency, not decoding, bounds a read of many small objects
-
-
 def read_many(paths: list[str], schema: pa.Schema) -> list[tuple[pa.Table | None, str | None]]:
     """`read_one` for each path, in order, a few files at a time (an object store: more at a time,
     as each read waits on the network)."""
@@ -70,8 +66,7 @@ def read_many(paths: list[str], schema: pa.Schema) -> list[tuple[pa.Table | None
     store = store_for(paths[0])
     if len(paths) <= 8:
         return [read_one(p, schema, store) for p in paths]
-    threads = READ_THREADS if isinstance(store, LocalStore) else REMOTE_READ_THREADS
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(store.read_threads) as pool:
         return list(pool.map(lambda p: read_one(p, schema, store), paths))
 
 

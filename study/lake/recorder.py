@@ -2,18 +2,15 @@
 whether it is running, finished, stopped, failed, diverged or degenerate. Used by the CLI and the
 Tune adapter.
 
-Nothing is written until the lineage is known to be runnable: its names are checked, the lake is
-writable, the trial id does not already hold another lineage (or `fresh` supersedes it), and the
-data, model and checkpoint are loaded."""
+Nothing is written until the lineage is known to be runnable (`LakeLineage.open`, one named step
+each): its names are checked, the lake is writable, the trial id does not already hold another
+lineage (or `fresh` supersedes it), and the data, model and checkpoint are loaded."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -22,17 +19,16 @@ from study.engine.branches import branch_label, branch_lineage_id
 from study.engine.checkpoint import CHECKPOINT_FILE, CheckpointMismatch
 from study.engine.failures import LineageFailure
 from study.engine.lineage import Lineage, LineageHooks, RunContext
-from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundResult
+from study.engine.rows import InstabilityResult, LineageIds, LineageStatus, MaskResult, RoundResult, RoundRows
 from study.engine.spec import LineageSpec
 from study.engine.train import TrainOutcome, TrainRequest, run_steps
 from study.errors import SpecError
 from study.lake.files import (
     ROUND_TABLES,
     check_name,
-    checkpoint_dir,
+    checkpoint_place,
     fold_rounds,
     matching,
-    scratch_dir,
     supersede,
     superseded_dir,
     trial_files,
@@ -40,34 +36,12 @@ from study.lake.files import (
     write_result,
 )
 from study.lake.schema import LINEAGES_SCHEMA, LineageRow
-from study.lake.store import StoreUnavailable, check_s3_lake, is_remote, join, normalize_root, store_for
+from study.lake.store import StoreUnavailable, check_writable, join, normalize_root, store_for
 from study.version import code_version
 
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def ensure_writable(
-    root: str | Path, what: str = "results lake", fix: str = "pass --results with a writable folder"
-) -> None:
-    """Fail with one line, before anything runs or is created, when the lake cannot be written:
-    the lake folder, or the nearest folder above it that exists, must be a writable folder; an
-    s3:// lake's endpoint must answer, its bucket exist and the credentials write to it."""
-    if is_remote(root):
-        check_s3_lake(str(root))
-        return
-    root = Path(root).expanduser().absolute()
-    existing = next(p for p in (root, *root.parents) if p.exists())
-    if not existing.is_dir():
-        why = f"{existing} is a file"
-    else:
-        try:  # a probe folder, removed at once: the only sure test (root ignores permission bits)
-            os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
-            return
-        except OSError as e:
-            why = e.strerror or type(e).__name__
-    raise SpecError(f"{what} {root} is not writable ({why}); {fix}")
 
 
 def held_lineages(root: str | Path, study: str, trial_id: str, files: list[str]) -> tuple[set[str], list[str]]:
@@ -101,15 +75,14 @@ def held_lineages(root: str | Path, study: str, trial_id: str, files: list[str])
 
 
 class LakeLineage:
-    """A lineage that files its rounds and status in the results lake as it runs. Iterate it to
-    run one round per step (each yielded after its checkpoint is saved); `previous` holds the
-    rounds a resumed lineage had already finished. With `fresh`, whatever the trial id held
-    before (rows and checkpoint) is moved under `<root>/_superseded/` and the lineage starts at
-    round 0.
-
-    The checkpoint lives in the lake (`_checkpoints/`) on a local lake; on an s3:// lake it is
-    saved on this node's disk (`workdir`, else a scratch folder) and uploaded to the lake's
-    `_checkpoints/` after every round, so a lineage resumes on any node."""
+    """A lineage that files its rounds and status in the results lake as it runs. Built, it has
+    done nothing (names checked, the lake's root and checkpoint place resolved); `open()` runs
+    the steps that must all pass before anything is written: the lake is writable, the trial id
+    holds no other lineage (or `fresh` supersedes it: whatever it held, rows and checkpoint, is
+    moved under `<root>/_superseded/`), the lineage's data, model and checkpoint load; then it
+    files the lineage 'running'. Iterate it to run one round per step (each yielded after its
+    checkpoint is saved); `previous` holds the rounds a resumed lineage had already finished.
+    Where its checkpoint lives is its lake's store's choice (`store.CheckpointPlace`)."""
 
     def __init__(
         self,
@@ -125,77 +98,109 @@ class LakeLineage:
         on_round: Callable[[RoundResult], None] | None = None,
         fresh: bool = False,
     ) -> None:
-        root = str(root).strip()
-        normalize_root(root)  # an empty path or a URI it cannot use is refused here, in one line
-        root = root.rstrip("/") if is_remote(root) else str(Path(root).expanduser())
-        self.root = root
-        self.on_round = on_round
+        self.spec, self.context, self.on_round, self.fresh = spec, context, on_round, fresh
+        self.optuna_trial_number, self.node_id = optuna_trial_number, node_id
+        self.root = normalize_root(root)  # an empty path or a URI it cannot use is refused here, in one line
         if trial_id is not None and not trial_id:
             raise SpecError("the trial id is empty; pass --trial NAME, or leave it out to use the lineage's id")
-        trial_id = trial_id or spec.lineage_id()
+        self.study, self.trial_id = study, trial_id or spec.lineage_id()
         try:
-            check_name("study", study)
-            check_name("trial id", trial_id)
+            check_name("study", self.study)
+            check_name("trial id", self.trial_id)
         except ValueError as e:
             raise SpecError(str(e)) from None
-        ensure_writable(root)
-        store = store_for(root)
-        self.durable: str | None = None  # the lake's copy of the checkpoint, when the lake is an object store
-        self.scratch = False
-        if is_remote(root):
-            self.durable = join(checkpoint_dir(root, study, trial_id), CHECKPOINT_FILE)
-            self.workdir = Path(workdir) if workdir is not None else scratch_dir(root, study, trial_id)
-            self.scratch = workdir is None  # ours to remove once the lineage stops: the lake holds the copy
-            if fresh or not store.get_file(self.durable, self.workdir / CHECKPOINT_FILE):
-                (self.workdir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the lake's copy is the one to resume
-        else:
-            self.workdir = Path(workdir) if workdir is not None else Path(checkpoint_dir(root, study, trial_id))
-        mine = trial_files(root, study, trial_id)
-        held, compacted = held_lineages(root, study, trial_id, mine)
-        if fresh and compacted:
+        self.place = checkpoint_place(self.root, self.study, self.trial_id, Path(workdir) if workdir else None)
+        self._lineage: Lineage | None = None
+        self.status_name: LineageStatus | None = None
+
+    @property
+    def lineage(self) -> Lineage:
+        assert self._lineage is not None, "LakeLineage.open() builds the lineage"
+        return self._lineage
+
+    @property
+    def workdir(self) -> Path:
+        """The folder on this node the lineage saves its checkpoint to after every round."""
+        return self.place.folder
+
+    def open(self) -> LakeLineage:
+        """Check, load and file the lineage 'running' (see the class); returns itself."""
+        check_writable(self.root)
+        self.place.fetch(CHECKPOINT_FILE, self.fresh)
+        files = trial_files(self.root, self.study, self.trial_id)
+        self.check_trial(files)
+        self._lineage = self.build_lineage()
+        started = self.supersede() if self.fresh else (self._started_at(files) or now())
+        self.row = self.lineage_row(started)
+        self.branch_rows = {  # each branch's lineages row: the trunk's, but for its identity
+            b: dataclasses.replace(
+                self.row,
+                strategy=branch_label(self.spec.strategy, b),
+                lineage_id=branch_lineage_id(self.spec.lineage_id(), b),
+                branch=b,
+                trunk_lineage_id=self.spec.lineage_id(),
+            )
+            for b in self.spec.branches
+        }
+        self.branch_done = {
+            r.branch: r.round + 1 for rows in self.lineage.previous_rounds for r in rows.branches if r.branch
+        }
+        self.previous = self.lineage.previous
+        self.done = self.previous[-1].round + 1 if self.previous else 0
+        self.status(LineageStatus.RUNNING)
+        return self
+
+    def check_trial(self, files: list[str]) -> None:
+        """The trial id holds no lineage but this spec's trunk and branches (unless `fresh`)."""
+        spec, trial_id = self.spec, self.trial_id
+        held, compacted = held_lineages(self.root, self.study, trial_id, files)
+        if self.fresh and compacted:
             raise SpecError(
                 f"trial {trial_id} has rows inside the compacted file {compacted[0]}, which --fresh "
                 f"cannot supersede; pass a new --trial"
             )
         ours = {spec.lineage_id(), *(branch_lineage_id(spec.lineage_id(), b) for b in spec.branches)}
-        if not fresh and held - ours:
+        if not self.fresh and held - ours:
             raise SpecError(
-                f"trial {trial_id} of study {study} already holds lineage {', '.join(sorted(held))}, "
+                f"trial {trial_id} of study {self.study} already holds lineage {', '.join(sorted(held))}, "
                 f"not this spec's {spec.lineage_id()}; pass another --trial, or --fresh to supersede "
-                f"it (its files are kept under {join(root, '_superseded')})"
+                f"it (its files are kept under {join(self.root, '_superseded')})"
             )
+
+    def build_lineage(self) -> Lineage:
+        """The engine's lineage, its hooks filing into the lake (its data, model and checkpoint loaded)."""
         try:
-            self.lineage = Lineage(
-                spec,
-                ids=LineageIds(study, trial_id),
-                workdir=self.workdir,
-                context=context,
+            return Lineage(
+                self.spec,
+                ids=LineageIds(self.study, self.trial_id),
+                workdir=self.place.folder,
+                context=self.context,
                 hooks=LineageHooks(
                     on_round=self._record,
                     on_instability=lambda r: self._write("instability", r),
                     on_mask=lambda r: self._write("masks", r),
                 ),
-                resume=not fresh,
+                resume=not self.fresh,
             )
         except CheckpointMismatch:
             raise SpecError(
-                f"the checkpoint of trial {trial_id} belongs to another config; pass another "
+                f"the checkpoint of trial {self.trial_id} belongs to another config; pass another "
                 f"--trial, or --fresh to start this spec over"
             ) from None
-        started = now()
-        if fresh:
-            target = supersede(root, study, trial_id) or superseded_dir(root)
-            dest = join(target, "checkpoint", trial_id, CHECKPOINT_FILE)
-            if self.durable is not None and store.exists(self.durable):
-                store.move(self.durable, dest)
-            elif self.durable is None and (self.workdir / CHECKPOINT_FILE).is_file():
-                store.move(str(self.workdir / CHECKPOINT_FILE), dest)
-        else:
-            started = self._started_at(mine) or started
-        self.row = LineageRow(
-            study=study,
+
+    def supersede(self) -> dt.datetime:
+        """Move what the trial id held (rows, status, checkpoint) under `_superseded/`; returns
+        the new lineage's start."""
+        target = supersede(self.root, self.study, self.trial_id) or superseded_dir(self.root)
+        self.place.move(CHECKPOINT_FILE, join(target, "checkpoint", self.trial_id, CHECKPOINT_FILE))
+        return now()
+
+    def lineage_row(self, started: dt.datetime) -> LineageRow:
+        spec = self.spec
+        return LineageRow(
+            study=self.study,
             strategy=spec.strategy,
-            trial_id=trial_id,
+            trial_id=self.trial_id,
             lineage_id=spec.lineage_id(),
             config_hash=spec.config_hash(),
             model=spec.model,
@@ -203,26 +208,12 @@ class LakeLineage:
             seed=spec.seed,
             rounds_planned=self.lineage.plan.rounds[-1],
             config_json=json.dumps(spec.to_dict(), sort_keys=True),
-            optuna_trial_number=optuna_trial_number,
-            node_id=node_id,
+            optuna_trial_number=self.optuna_trial_number,
+            node_id=self.node_id,
             device=str(self.lineage.device),
             code_version=code_version(),
             started_at=started,
         )
-        self.branch_rows = {  # each branch's lineages row: the trunk's, but for its identity
-            b: dataclasses.replace(
-                self.row,
-                strategy=branch_label(spec.strategy, b),
-                lineage_id=branch_lineage_id(spec.lineage_id(), b),
-                branch=b,
-                trunk_lineage_id=spec.lineage_id(),
-            )
-            for b in spec.branches
-        }
-        self.branch_done = {r.branch: r.round + 1 for r in self.lineage.state.branch_results if r.branch}
-        self.previous = self.lineage.previous
-        self.done = self.previous[-1].round + 1 if self.previous else 0
-        self.status("running")
 
     def _finish(self) -> None:
         try:  # one file per finished lineage, before it says finished (compaction waits for that)
@@ -231,7 +222,7 @@ class LakeLineage:
                     fold_rounds(self.root, self.row.study, strategy, self.row.trial_id, kind)
         except OSError:
             pass  # folding only saves reads: the per-round files stay and every reader takes them
-        self.status("finished")
+        self.status(LineageStatus.FINISHED)
 
     def _started_at(self, files: list[str]) -> dt.datetime | None:
         for path in files:
@@ -244,7 +235,7 @@ class LakeLineage:
                     return None
         return None
 
-    def status(self, state: str, error: str | None = None) -> None:
+    def status(self, state: LineageStatus, error: str | None = None) -> None:
         """File the lineage's status: its branches' first (the trunk's status; the rounds a
         branch failed to train are named in its error), the trunk's last, so a trunk filed
         finished means its branches are filed too."""
@@ -254,8 +245,8 @@ class LakeLineage:
         row = dataclasses.replace(self.row, status=state, error=error, rounds_done=self.done, updated_at=now())
         write_lineage(self.root, dataclasses.asdict(row))
 
-    def _branch_status(self, name: str, state: str, error: str | None) -> None:
-        failed = self.lineage.state.branch_failures.get(name)
+    def _branch_status(self, name: str, state: LineageStatus, error: str | None) -> None:
+        failed = self.lineage.branch_failures.get(name)
         if failed:  # its healthy rounds count; the failed ones have no row
             error = "; ".join([*failed, *([error] if error else [])])
         done = self.branch_done.get(name, min(self.done, 1))  # round 0, the dense round, is the trunk's and theirs
@@ -271,45 +262,42 @@ class LakeLineage:
         self._write("rounds", result)
         if result.branch is None:
             self.done = result.round + 1
-            self.status("running")
+            self.status(LineageStatus.RUNNING)
         else:
             self.branch_done[result.branch] = result.round + 1
-            self._branch_status(result.branch, "running", None)
+            self._branch_status(result.branch, LineageStatus.RUNNING, None)
         if self.on_round:
             self.on_round(result)
 
     def __iter__(self):
         return self
 
-    def __next__(self) -> RoundResult:
-        row = run_steps(self.steps())
-        if row is None:
+    def __next__(self) -> RoundRows:
+        rows = run_steps(self.steps())
+        if rows is None:
             raise StopIteration
-        return row
+        return rows
 
-    def steps(self) -> Generator[list[TrainRequest], list[TrainOutcome], RoundResult | None]:
-        """`Lineage.steps` into the lake: the next round's trainings, then its row (None: the
+    def steps(self) -> Generator[list[TrainRequest], list[TrainOutcome], RoundRows | None]:
+        """`Lineage.steps` into the lake: the next round's trainings, then its rows (None: the
         lineage finished), with the lineage's status filed as it ends, however it ends."""
+        rows = None
         try:
-            row = yield from self._steps()
-        except BaseException:
-            row = None
-            raise
+            rows = yield from self._steps()
         finally:
-            if self.scratch and row is None:  # over: the lake's copy is the one to resume from
-                shutil.rmtree(self.workdir, ignore_errors=True)
-        return row
+            if rows is None:  # over: the lake's copy is the one to resume from
+                self.place.release()
+        return rows
 
-    def _steps(self) -> Generator[list[TrainRequest], list[TrainOutcome], RoundResult | None]:
+    def _steps(self) -> Generator[list[TrainRequest], list[TrainOutcome], RoundRows | None]:
         try:
-            result = yield from self.lineage.steps()
-            if result is not None:
-                if self.durable is not None:  # the node's checkpoint to the lake, so any node resumes it
-                    store_for(self.durable).put_file(self.workdir / CHECKPOINT_FILE, self.durable)
+            rows = yield from self.lineage.steps()
+            if rows is not None:
+                self.place.upload(CHECKPOINT_FILE)  # the node's checkpoint to the lake, so any node resumes it
                 if self.lineage.finished:  # filed finished before anyone sees its last row (and may stop it)
                     self._finish()
-                return result
-            if self.status_name != "finished":
+                return rows
+            if self.status_name != LineageStatus.FINISHED:
                 self._finish()
             return None
         except LineageFailure as e:
@@ -318,14 +306,14 @@ class LakeLineage:
         except GeneratorExit:  # closed mid-round by what drove it (a packed sibling's crash ends their task):
             raise  # like a killed task's, its status stays running for the trial's retry or the driver to file
         except (KeyboardInterrupt, SystemExit) as e:  # interrupted, not broken: a re-run resumes it
-            self.status("stopped", f"interrupted ({type(e).__name__}) in round {self.done}")
+            self.status(LineageStatus.STOPPED, f"interrupted ({type(e).__name__}) in round {self.done}")
             raise
         except BaseException as e:
-            self.status("failed", f"{type(e).__name__}: {e}".splitlines()[0])
+            self.status(LineageStatus.FAILED, f"{type(e).__name__}: {e}".splitlines()[0])
             raise
 
 
 def run_to_lake(spec: LineageSpec, root: str | Path, **kwargs: Any) -> list[RoundResult]:
-    """Run (or resume) a lineage into the lake; returns all its rounds."""
-    lineage = LakeLineage(spec, root, **kwargs)
-    return list(lineage.previous) + list(lineage)
+    """Run (or resume) a lineage into the lake; returns its trunk's rows, every round's."""
+    lineage = LakeLineage(spec, root, **kwargs).open()
+    return list(lineage.previous) + [rows.trunk for rows in lineage]

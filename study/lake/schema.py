@@ -20,7 +20,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from study.engine.rows import FAILED_STATUSES as FAILED_STATUSES  # the lake's readers take them from here
 from study.engine.rows import InstabilityResult, LineageColumns, MaskResult, RoundResult, doc, key
+from study.engine.rows import LineageStatus as LineageStatus
 
 SCHEMA_VERSION = "1"
 _CATEGORY = pa.dictionary(pa.int32(), pa.string())
@@ -56,7 +58,9 @@ class InstabilityRow(InstabilityResult):
 
 @dataclass(frozen=True)
 class LineageRow(LineageColumns):
-    status: str | None = field(default=None, metadata=doc("running, finished, stopped, failed, diverged or degenerate"))
+    status: LineageStatus | None = field(
+        default=None, metadata=doc("running, finished, stopped, failed, diverged or degenerate")
+    )
     error: str | None = field(default=None, metadata=doc("why a lineage failed or stopped (one line)"))
     rounds_planned: int | None = field(default=None, metadata=doc("the last round the lineage will run"))
     rounds_done: int | None = None
@@ -101,6 +105,8 @@ def arrow_type(tp: Any) -> pa.DataType:
         return pa.map_(arrow_type(args[0]), arrow_type(args[1]))
     if tp in _SCALARS:
         return _SCALARS[tp]
+    if isinstance(tp, type) and issubclass(tp, str):  # a StrEnum (LineageStatus): its values are strings
+        return pa.string()
     raise TypeError(f"no lake column type for {tp}; use str, int, float, bool, datetime, list or dict of them")
 
 
@@ -127,8 +133,7 @@ INSTABILITY_SCHEMA = schema_of(InstabilityRow, "instability")
 MASKS_SCHEMA = schema_of(MaskRow, "masks")
 LINEAGES_SCHEMA = schema_of(LineageRow, "lineages")
 STUDIES_SCHEMA = schema_of(StudyRow, "studies")
-STATUSES = ("running", "finished", "stopped", "failed", "diverged", "degenerate")
-FAILED_STATUSES = ("failed", "diverged", "degenerate")  # can never be a study's best
+STATUSES = tuple(LineageStatus)  # a lineages row's status: one of these (FAILED_STATUSES never count)
 # one row per key (a retried round, a compacted copy: the latest written wins); never merged
 # across lineages, and strategy and config_hash follow from the lineage id
 ROUND_KEYS = ["study", "trial_id", "lineage_id", "round"]

@@ -25,10 +25,11 @@ import ray
 from ray.exceptions import RayError
 
 from study.engine.failures import LineageFailure
-from study.engine.rows import RoundResult
+from study.engine.rows import RoundResult, RoundRows
 from study.lake.files import matching, write_lineage
 from study.lake.reader import read_one
-from study.lake.schema import LINEAGES_SCHEMA, LineageRow
+from study.lake.schema import LINEAGES_SCHEMA, LineageRow, LineageStatus
+from study.search.seed_ids import seed_trial_id, tune_trial_of
 
 # What a trial itself holds: no CPU (it waits on its lineages' tasks, which hold the real
 # resources; even a fraction would leave no node a whole CPU for them), only memory, as Ray
@@ -58,7 +59,8 @@ class LineageBoard:
         if tune_trial is None:
             last = self.last
         else:
-            last = max((t for k, t in self.lineages.items() if k.startswith(f"{tune_trial}-s")), default=self.started)
+            mine = (t for k, t in self.lineages.items() if tune_trial_of(k) == tune_trial)
+            last = max(mine, default=self.started)
         return time.monotonic() - last
 
 
@@ -106,7 +108,7 @@ def _lake_lineage(job: LineageJob, context: Any) -> Any:
         context=context,
         optuna_trial_number=job.optuna_trial_number,
         node_id=ray.get_runtime_context().get_node_id(),
-    )
+    ).open()
 
 
 def _run_jobs(jobs: list[LineageJob], board: ray.actor.ActorHandle | None) -> Iterator[tuple[int, Any]]:
@@ -133,7 +135,7 @@ def _run_jobs(jobs: list[LineageJob], board: ray.actor.ActorHandle | None) -> It
         for i, event in run_packed(lineages):  # a pack of one trains with the lone loop
             if isinstance(event, BaseException) and not isinstance(event, LineageFailure):
                 raise event
-            yield i, event
+            yield i, event.trunk if isinstance(event, RoundRows) else event  # the trial reads trunks
     finally:
         stop.set()
 
@@ -251,7 +253,7 @@ def stop_all(lineages: list[RemoteLineage]) -> bool:
 def trial_lineages(root: str, study: str, trial_id: str) -> list[LineageRow]:
     """The lineage rows of a Tune trial in the lake (an unreadable file is the reader's to name)."""
     rows = []
-    for path in matching(root, f"lineages/study={study}", [f"strategy=*/{trial_id}-s*.parquet"]):
+    for path in matching(root, f"lineages/study={study}", [f"strategy=*/{seed_trial_id(trial_id, '*')}.parquet"]):
         table, _ = read_one(path, LINEAGES_SCHEMA)
         rows += [LineageRow(**r) for r in (table.to_pylist() if table is not None else [])]
     return rows
@@ -261,16 +263,16 @@ def all_finished(rows: list[LineageRow], seeds: int) -> bool:
     """Every seed's lineage of a trial (its `trial_lineages`, branches aside: their trunk files
     them) is filed finished: none of its tasks can be left."""
     trunks = [row for row in rows if row.branch is None]
-    return len(trunks) == seeds and all(row.status == "finished" for row in trunks)
+    return len(trunks) == seeds and all(row.status == LineageStatus.FINISHED for row in trunks)
 
 
-def close_running(root: str, study: str, trial_id: str, status: str, reason: str) -> int:
+def close_running(root: str, study: str, trial_id: str, status: LineageStatus, reason: str) -> int:
     """File the lineages of a Tune trial that still say 'running' as `status`, saying why (the
     trial was stopped, a sibling seed failed, the study ended) and after which round. Only for
     lineages whose tasks are gone: a live task would file 'running' again. Returns how many it
     closed."""
     closed = 0
-    for row in (r for r in trial_lineages(root, study, trial_id) if r.status == "running"):
+    for row in (r for r in trial_lineages(root, study, trial_id) if r.status == LineageStatus.RUNNING):
         done = row.rounds_done or 0
         error = f"{reason} ({f'after round {done - 1}' if done else 'before its first round finished'})"
         row = dataclasses.replace(row, status=status, updated_at=dt.datetime.now(dt.UTC), error=error)

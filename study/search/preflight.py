@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from study.errors import SpecError
-from study.lake.store import check_s3_lake, is_remote
+from study.lake.store import check_listable, check_writable
 from study.secrets import expand_env, redact, scrub
 
 WORKER_GROUPS_ENV = "STUDY_WORKER_GROUPS"  # "cpu=8,gpu=1;cpu=4": node sizes an autoscaler may add
@@ -160,10 +160,10 @@ def _waiting(seconds: float, attempt: Callable[[], Any], pause: float = 2.0) -> 
 def check_storage(study, timeout_s: float = 20.0) -> None:
     """The lake of a prepared study can be written, and its Optuna database and Tune's object
     storage answer."""
-    from study.lake.recorder import ensure_writable
-    from study.search.tune import optuna_storage, optuna_url, tune_root
+    from study.search.optuna_io import optuna_storage
+    from study.search.tune import optuna_url, tune_root
 
-    ensure_writable(study.storage.results)
+    check_writable(study.storage.results)
 
     url = optuna_url(study)
     if "://" in url:
@@ -171,19 +171,13 @@ def check_storage(study, timeout_s: float = 20.0) -> None:
         what = f"optuna storage {redact(url)}"
         _waiting(db_wait_seconds(), lambda: _within(timeout_s, what, lambda: optuna_storage(url), secret))
     else:
-        ensure_writable(
+        check_writable(
             os.path.dirname(url) or ".",
             "the Optuna journal's folder",
             "point storage.optuna at a file in a writable folder",
         )
     tune_path = tune_root(study)
-    if is_remote(tune_path):
-        same_bucket = (
-            is_remote(study.storage.results) and tune_path.split("/")[2] == study.storage.results.split("/")[2]
-        )
-        if not same_bucket:  # else the lake's check covered it
-            check_s3_lake(tune_path, write=False)  # Tune writes there later; a probe would leave a folder marker
-    elif "://" in tune_path:
+    if not check_listable(tune_path, study.storage.results) and "://" in tune_path:  # a URI of another scheme
         import pyarrow.fs as pafs
 
         def probe() -> None:

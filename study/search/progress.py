@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from study.analysis.configs import short_name, sig
-from study.search.tune import FAILURE_KEY
+from study.search.optuna_io import FAILURE_KEY
 
 
 def searched_values(config: dict[str, Any]) -> str:

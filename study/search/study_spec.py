@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study.analysis.objectives import OBJECTIVES
+from study.analysis.objectives import OBJECTIVES, ObjectiveSpec
 from study.errors import SpecError
-from study.lake.store import is_remote, join, normalize_root
+from study.lake.store import join, normalize_root, normalize_uri, store_for
 from study.search.paths import choice_text, missing_part, set_path
 from study.secrets import plain_secret, redact
 from study.typed_yaml import build, choice, load_yaml
@@ -112,44 +112,6 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
-class ObjectiveSpec:
-    name: str = "sparsest_within"
-    tolerance: float = 0.01
-    target_remaining: float | None = None
-    max_barrier: float | None = None  # stable_sparsest_within: the largest validation error barrier that counts
-
-    def validate(self, sampler: str) -> None:
-        choice("objective.name", self.name, tuple(OBJECTIVES))
-        if not 0 <= self.tolerance < 1:
-            raise SpecError(f"objective.tolerance is a fraction of accuracy in [0, 1), got {self.tolerance}")
-        if OBJECTIVES[self.name].needs_target and not (self.target_remaining and 0 < self.target_remaining < 100):
-            raise SpecError(f"objective {self.name} needs target_remaining, a percentage in (0, 100)")
-        if OBJECTIVES[self.name].needs_barrier and not (self.max_barrier is not None and 0 <= self.max_barrier < 1):
-            raise SpecError(
-                f"objective {self.name} needs max_barrier, the largest validation error barrier in [0, 1) that "
-                f"counts as stable (the paper's: 0.02)"
-            )
-        if self.max_barrier is not None and not OBJECTIVES[self.name].needs_barrier:
-            raise SpecError(
-                f"objective.max_barrier constrains stable_sparsest_within, not {self.name}; drop it or change the objective"
-            )
-        if OBJECTIVES[self.name].multi and sampler not in MULTI_OBJECTIVE_SAMPLERS:
-            raise SpecError(f"objective {self.name} is multi-objective; use sampler nsga2 or tpe, not {sampler}")
-
-    @property
-    def metrics(self) -> list[str]:
-        return list(OBJECTIVES[self.name].metrics)
-
-    @property
-    def modes(self) -> list[str]:
-        return list(OBJECTIVES[self.name].modes)
-
-    @property
-    def multi(self) -> bool:
-        return OBJECTIVES[self.name].multi
-
-
-@dataclass(frozen=True)
 class SchedulerSpec:
     type: str = "asha"
     grace_pruned_pct: float = 50.0
@@ -241,29 +203,27 @@ class StorageSpec:
 
     def tune_path(self) -> str:
         if self.tune:
-            return self.tune if "://" in self.tune else str(Path(self.tune).expanduser().resolve())
-        if is_remote(self.results):
-            return join(self.results, "_tune")
-        return str(Path(self.results).expanduser().resolve() / "_tune")
+            return normalize_uri(self.tune)
+        return join(normalize_root(self.results), "_tune")
 
     def optuna_url(self, study: str) -> str:
         """A journal file path (default) or an RDB URL (sqlite:///..., postgresql://...), as
         written: ${VARS} stay unexpanded."""
         if self.optuna:
             return self.optuna
-        return str(Path(self.results).expanduser().resolve() / "_optuna" / f"{study}.journal")
+        return join(normalize_root(self.results), "_optuna", f"{study}.journal")
 
     def validate(self) -> None:
         if not self.results.strip():
             raise SpecError("storage.results is empty; give the lake's folder or s3://bucket/prefix, e.g. results")
         normalize_root(self.results)
-        if is_remote(self.results) and not self.optuna:
+        if not store_for(self.results).on_disk and not self.optuna:
             raise SpecError(
                 f"storage.optuna is needed with an s3:// lake ({self.results}): Optuna's journal cannot live in "
                 f"an object store; give a postgresql:// URL (password as ${{VAR}}) or a local journal file path"
             )
-        if self.tune and is_remote(self.tune):
-            normalize_root(self.tune)
+        if self.tune:
+            normalize_uri(self.tune)  # an s3:// one is checked as a lake's root is
         if self.optuna:
             plain = plain_secret(self.optuna)
             if plain:
@@ -308,7 +268,11 @@ class StudySpec:
             raise SpecError(str(e)) from None
         base = self.base_spec()
         choice("sampler", self.sampler, SAMPLERS)
-        self.objective.validate(self.sampler)
+        self.objective.validate()
+        if self.objective.multi and self.sampler not in MULTI_OBJECTIVE_SAMPLERS:
+            raise SpecError(
+                f"objective {self.objective.name} is multi-objective; use sampler nsga2 or tpe, not {self.sampler}"
+            )
         if OBJECTIVES[self.objective.name].needs_barrier and not base.instability.rounds:
             raise SpecError(
                 f"objective {self.objective.name} reads the rounds' instability and base.instability.rounds is empty; "
@@ -318,7 +282,7 @@ class StudySpec:
         self.resources.validate()
         if self.resources.pack == "on" and not self.model_packs():
             raise SpecError(
-                f"resources.pack is on, but model {base.model} does not pack (each lineage draws its own dropout); "
+                f"resources.pack is on, but model {base.model} does not pack (its MODELS entry says packs=False); "
                 f"use pack: auto or off"
             )
         if self.scheduler is not None:

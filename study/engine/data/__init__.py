@@ -20,7 +20,7 @@ from study.errors import SpecError
 
 if TYPE_CHECKING:
     from study.engine.spec import DataSpec
-    from study.engine.train import Task
+    from study.engine.task import Task
 
 Signature = tuple[tuple[int, ...], int, dict[str, Any]]  # input shape, number of classes, model kwargs
 LOGIC_TRAIN_OPS, LOGIC_TEST_OPS = 6, 12

@@ -14,6 +14,7 @@ import copy
 import json
 import math
 from collections import Counter
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from study.engine.data.parsing import baseline_f1, corpus_f1, tree_from_distances
 from study.engine.data.sequences import Sentence
+from study.engine.task import EvalStats, Task, TaskMethods, evaluate_batches
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 PARSE_SENTENCES = 400
@@ -47,6 +49,18 @@ def _pad(seqs: list[list[int]], value: int, device) -> Tensor:
     for j, s in enumerate(seqs):
         out[: len(s), j] = torch.tensor(s, dtype=torch.long)
     return out.to(device)
+
+
+def _stack_steps(tensors: list[Tensor], value: int) -> Tensor:
+    """(T_k, B) token tensors of K members as one (K, T, B), each padded after its end to the
+    longest T with `value` (a recurrent model's state at a step never sees later steps, and a
+    padded target is ignored)."""
+    steps = max(t.shape[0] for t in tensors)
+    return torch.stack([F.pad(t, (0, 0, 0, steps - t.shape[0]), value=value) for t in tensors])
+
+
+def _sequence_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100, reduction=reduction)
 
 
 @dataclass
@@ -114,7 +128,7 @@ def _parse_metrics(model: nn.Module, sentences: list[Sentence], vocab: Vocabular
 
 
 @dataclass
-class LanguageModelTask:
+class LanguageModelTask(TaskMethods):
     """Next-token prediction over sentences (each starts from <eos>, ends by predicting <eos>)."""
 
     train_set: list[Sentence]
@@ -155,25 +169,31 @@ class LanguageModelTask:
         other.seed, other._epochs = seed, _Epochs(len(self.train_set), self.batch_size, seed)
         return other
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
-        logits, _ = model(x)
-        return F.cross_entropy((logits / temperature).flatten(0, 1), y.flatten(), ignore_index=-100)
+    def data_key(self) -> Hashable:
+        return (type(self), id(self.train_set), id(self.val_set), id(self.test_set), self.batch_size, self.eval_chunk)
 
-    def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]:
-        seqs = self._ids[split]
-        was = model.training
-        model.eval()
-        nll, correct, count = 0.0, 0, 0
-        with torch.inference_mode():
-            for lo in range(0, len(seqs), self.eval_chunk):
-                x, y = self._tensors(seqs[lo : lo + self.eval_chunk])
-                logits, _ = model(x)
-                nll += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum"))
-                valid = y != -100
-                correct += int((logits.argmax(-1) == y)[valid].sum())
-                count += int(valid.sum())
-        model.train(was)
-        return nll / count, correct / count
+    @property
+    def fixed_batch_shape(self) -> bool:
+        return False  # a batch is as long as its longest sentence
+
+    def stacked_batch(self, members: Sequence[Task], iteration: int) -> tuple[Tensor, Tensor]:
+        xs, ys = zip(*(m.batch(iteration) for m in members), strict=True)
+        return _stack_steps(list(xs), 0), _stack_steps(list(ys), -100)
+
+    def eval_batches(self, split: str, chunk: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        seqs, chunk = self._ids[split], chunk or self.eval_chunk
+        for lo in range(0, len(seqs), chunk):
+            yield self._tensors(seqs[lo : lo + chunk])
+
+    def model_inputs(self, x: Tensor) -> tuple[Tensor]:
+        return (x,)
+
+    def output_loss(self, output: tuple[Tensor, Any], y: Tensor, temperature: float = 1.0) -> Tensor:
+        return _sequence_loss(output[0] / temperature, y)
+
+    def eval_stats(self, output: tuple[Tensor, Any], y: Tensor) -> EvalStats:
+        logits, valid = output[0], y != -100
+        return _sequence_loss(logits, y, "sum").double(), ((logits.argmax(-1) == y) & valid).sum(), valid.sum()
 
     def chance_accuracy(self) -> float:
         """Validation accuracy of always predicting the most frequent next token."""
@@ -202,7 +222,7 @@ class LanguageModelTask:
 
 
 @dataclass
-class SequenceClassificationTask:
+class SequenceClassificationTask(TaskMethods):
     """Label a sequence (ListOps) or a pair of sequences (logical inference)."""
 
     train_set: list[tuple]  # (Sentence, label) or (Sentence, Sentence, label)
@@ -250,24 +270,42 @@ class SequenceClassificationTask:
         other.seed, other._epochs = seed, _Epochs(len(self.train_set), self.batch_size, seed)
         return other
 
-    def loss(self, model: nn.Module, x: tuple, y: Tensor, temperature: float = 1.0) -> Tensor:
-        return F.cross_entropy(model(*x) / temperature, y)
+    def data_key(self) -> Hashable:
+        return (type(self), id(self.train_set), id(self.val_set), id(self.test_set), self.batch_size, self.eval_chunk)
+
+    @property
+    def fixed_batch_shape(self) -> bool:
+        return False  # a batch is as long as its longest sequence
+
+    def stacked_batch(self, members: Sequence[Task], iteration: int) -> tuple[tuple, Tensor]:
+        """(tokens, lengths) (twice for pairs) of every member, tokens padded to the longest."""
+        xs, ys = zip(*(m.batch(iteration) for m in members), strict=True)
+        parts = tuple(
+            _stack_steps([x[i] for x in xs], 0) if i % 2 == 0 else torch.stack([x[i] for x in xs])
+            for i in range(len(xs[0]))
+        )
+        return parts, torch.stack(list(ys))
+
+    def _chunks(self, examples: list[tuple], chunk: int | None = None) -> Iterator[tuple[tuple, Tensor]]:
+        chunk = chunk or self.eval_chunk
+        for lo in range(0, len(examples), chunk):
+            yield self._tensors(examples[lo : lo + chunk])
+
+    def eval_batches(self, split: str, chunk: int | None = None) -> Iterator[tuple[tuple, Tensor]]:
+        return self._chunks(self.val_set if split == "val" else self.test_set, chunk)
+
+    def model_inputs(self, x: tuple) -> tuple:
+        return x
+
+    def output_loss(self, output: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
+        return F.cross_entropy(output / temperature, y)
+
+    def eval_stats(self, output: Tensor, y: Tensor) -> EvalStats:
+        loss = F.cross_entropy(output, y, reduction="sum").double()
+        return loss, (output.argmax(-1) == y).sum(), y.new_tensor(len(y))
 
     def _score(self, model: nn.Module, examples: list[tuple]) -> tuple[float, float]:
-        was = model.training
-        model.eval()
-        loss, correct = 0.0, 0
-        with torch.inference_mode():
-            for lo in range(0, len(examples), self.eval_chunk):
-                x, y = self._tensors(examples[lo : lo + self.eval_chunk])
-                out = model(*x)
-                loss += float(F.cross_entropy(out, y, reduction="sum"))
-                correct += int((out.argmax(-1) == y).sum())
-        model.train(was)
-        return loss / len(examples), correct / len(examples)
-
-    def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]:
-        return self._score(model, self.val_set if split == "val" else self.test_set)
+        return evaluate_batches(self, model, self._chunks(examples))
 
     def chance_accuracy(self) -> float:
         """Validation accuracy of always answering the most frequent validation label."""

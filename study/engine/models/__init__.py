@@ -34,7 +34,7 @@ class ModelInfo:
     inputs: str = "image"  # the kind of data it takes: image, text (language model), sequence
     model_args: tuple[str, ...] = ()  # what a spec's model_args may set
     model_arg_defaults: dict = field(default_factory=dict)
-    packs: bool = False  # lineages of it train stacked on one device (engine/packed_train: no dropout, image input)
+    packs: bool = False  # lineages of it train stacked on one device (engine/packed_train: vmap-able, its draws through models/draws)
 
 
 _LM_DEFAULTS = _defaults(RNNLanguageModel, "masters")
@@ -45,7 +45,7 @@ def _language_model(masters: bool) -> ModelInfo:
     """A recurrent language model: ON-LSTM cells (masters) or plain LSTM cells of the same layout."""
     return ModelInfo(
         lambda s, n, **kw: RNNLanguageModel(n, masters=masters, **kw),
-        RNN_KINDS, RNN_RATES, "uniform", "text", tuple(_LM_DEFAULTS), _LM_DEFAULTS,
+        RNN_KINDS, RNN_RATES, "uniform", "text", tuple(_LM_DEFAULTS), _LM_DEFAULTS, packs=True,
     )  # fmt: skip
 
 
@@ -53,7 +53,7 @@ def _sequence_classifier(masters: bool) -> ModelInfo:
     return ModelInfo(
         lambda s, n, **kw: SequenceClassifier(s[0], n, masters=masters, **kw),
         (*RNN_KINDS, "fc", "output"), {**RNN_RATES, "fc": 0.2, "output": 0.1}, "uniform", "sequence",
-        tuple(_CLASSIFIER_DEFAULTS), _CLASSIFIER_DEFAULTS,
+        tuple(_CLASSIFIER_DEFAULTS), _CLASSIFIER_DEFAULTS, packs=True,
     )  # fmt: skip
 
 

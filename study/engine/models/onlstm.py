@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from study.engine.models.draws import GLOBAL
 from study.engine.models.slots import Slot
 
 
@@ -29,11 +30,12 @@ class LockedDropout(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
+        self.draws = GLOBAL  # where its random numbers come from (models/draws.py)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.rand(1, x.shape[1], x.shape[2], device=x.device) >= self.p
+        keep = self.draws.uniform((1, x.shape[1], x.shape[2]), x.device) >= self.p
         return x * keep / (1 - self.p)
 
 
@@ -53,6 +55,7 @@ class RecurrentLayer(nn.Module):
         self.ih = nn.Linear(input_size, rows)
         self.hh = nn.Linear(hidden_size, rows)
         self.dropconnect = dropconnect
+        self.draws = GLOBAL  # where DropConnect's random numbers come from (models/draws.py)
 
     def row_blocks(self) -> dict[str, slice]:
         """The weight rows of each pruning group: master rows (ON-LSTM only) and gate rows."""
@@ -72,7 +75,9 @@ class RecurrentLayer(nn.Module):
         pre = F.linear(x, self.ih.weight, self.ih.bias + self.hh.bias)
         w_hh = self.hh.weight
         if self.training and self.dropconnect > 0:
-            keep = torch.rand_like(w_hh) >= self.dropconnect  # DropConnect with a bool mask
+            keep = (
+                self.draws.uniform(w_hh.shape, w_hh.device, w_hh.dtype) >= self.dropconnect
+            )  # DropConnect, a bool mask
             w_hh = w_hh * keep / (1 - self.dropconnect)
         if state is None:
             h = x.new_zeros(B, H)
