@@ -316,11 +316,10 @@ class StudySpec:
             )
         self.budget.validate()
         self.resources.validate()
-        if self.resources.pack == "on" and not self.model_packs():
-            raise SpecError(
-                f"resources.pack is on, but model {base.model} does not pack (each lineage draws its own dropout); "
-                f"use pack: auto or off"
-            )
+        if self.resources.pack == "on":
+            packs, why = self.pack_verdict()
+            if not packs:
+                raise SpecError(f"resources.pack is on, but {why}; use pack: auto or off")
         if self.scheduler is not None:
             self.scheduler.validate()
             if self.objective.multi:
@@ -399,9 +398,13 @@ class StudySpec:
         return -(-len(self.seeds) // self.pack_size())
 
     def model_packs(self) -> bool:
-        from study.engine.models import MODELS  # torch: a trial's process never needs it
+        return self.pack_verdict()[0]
 
-        return MODELS[self.base_spec().model].packs
+    def pack_verdict(self) -> tuple[bool, str | None]:
+        """Whether the base model's lineages may train packed, and why not (engine/plan.pack_verdict)."""
+        from study.engine.plan import pack_verdict  # torch: a trial's process never needs it
+
+        return pack_verdict(self.base_spec())
 
     def lineage_dict(self, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
         """The base lineage's YAML mapping with searched values applied (dotted paths: train.lr,
