@@ -350,13 +350,13 @@ def cmd_compact(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from study.engine.plan import plan_lineage, total_iterations
+    from study.engine.plan import pack_verdict, plan_lineage, total_iterations
+    from study.engine.registry import strategy
     from study.engine.spec import load_lineage_spec
-    from study.engine.strategies import STRATEGIES
 
     spec = load_lineage_spec(args.spec)
     plan = plan_lineage(spec)
-    console.print(f"strategy {spec.strategy}: {STRATEGIES[spec.strategy].summary}")
+    console.print(f"strategy {spec.strategy}: {strategy(spec.strategy).summary}")
     table = Table(title=f"{spec.strategy} {spec.model} on {spec.dataset} ({spec.prune.scope})", title_justify="left")
     table.add_column("round", justify="right")
     table.add_column("% remaining", justify="right")
@@ -366,6 +366,24 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         table.add_row(str(r), f"{plan.remaining_pct(i):.2f}", *[str(plan.counts[i][g]) for g in plan.groups])
     console.print(table)
     console.print(f"lineage id {spec.lineage_id()}, {total_iterations(spec, plan)} training iterations in all")
+    packs, why = pack_verdict(spec)
+    console.print("packing: its trainings may train stacked (packed)" if packs else f"packing: trains alone ({why})")
+    return 0
+
+
+def cmd_ticket_export(args: argparse.Namespace, console: Console) -> int:
+    from study.engine.tickets import load_ticket
+    from study.lake.artifacts import export_ticket
+    from study.lake.store import normalize_root
+
+    path = export_ticket(normalize_root(args.results), args.study, args.trial, args.round, args.out)
+    ticket = load_ticket(path)
+    meta, trained = ticket.meta, "with" if ticket.trained is not None else "without"
+    console.print(
+        f"ticket of {meta['model']} on {meta['dataset']}, trial {args.trial} round {args.round} "
+        f"({meta['remaining_pct']:.1f}% of weights, θ_k at iteration {meta['rewind_iteration']}, {trained} trained "
+        f"weights): {path} ({path.stat().st_size / 1e6:.1f} MB; study.load_ticket or torch.load(weights_only=True))"
+    )
     return 0
 
 
@@ -524,6 +542,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="show the rounds and exact per-group weight counts a spec will run")
     p.add_argument("spec")
     p.set_defaults(func=cmd_plan)
+
+    ticket = sub.add_parser("ticket", help="winning tickets of the results lake").add_subparsers(
+        dest="ticket_command", required=True
+    )
+    p = ticket.add_parser("export", help="write a round's ticket (mask, θ_k, trained weights if kept) to one file")
+    p.add_argument("study")
+    p.add_argument("--trial", required=True, help="the trial id of the lineage (its trunk)")
+    p.add_argument("--round", type=int, required=True, help="the round whose mask the ticket carries")
+    p.add_argument("--out", required=True, help="the file to write, e.g. ticket.pt")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results lake root (default: %(default)s)")
+    p.set_defaults(func=cmd_ticket_export)
 
     p = sub.add_parser("baselines", help="parse F1 of the trivial trees on every corpus with gold trees")
     p.add_argument("--sentences", type=int, default=2000, help="sentences generated per corpus (default: %(default)s)")

@@ -26,6 +26,7 @@ from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundRe
 from study.engine.spec import LineageSpec
 from study.engine.train import TrainOutcome, TrainRequest, run_steps
 from study.errors import SpecError
+from study.lake.artifacts import lake_tickets, trial_weights, write_weights
 from study.lake.files import (
     ROUND_TABLES,
     check_name,
@@ -164,6 +165,8 @@ class LakeLineage:
                 f"not this spec's {spec.lineage_id()}; pass another --trial, or --fresh to supersede "
                 f"it (its files are kept under {join(root, '_superseded')})"
             )
+        if context.tickets is None:  # init_from may name a round of a lake
+            context = dataclasses.replace(context, tickets=lake_tickets)
         try:
             self.lineage = Lineage(
                 spec,
@@ -174,6 +177,7 @@ class LakeLineage:
                     on_round=self._record,
                     on_instability=lambda r: self._write("instability", r),
                     on_mask=lambda r: self._write("masks", r),
+                    on_weights=lambda r: write_weights(root, r),
                 ),
                 resume=not fresh,
             )
@@ -186,6 +190,8 @@ class LakeLineage:
         if fresh:
             target = supersede(root, study, trial_id) or superseded_dir(root)
             dest = join(target, "checkpoint", trial_id, CHECKPOINT_FILE)
+            for path in trial_weights(root, study, trial_id):  # the old lineage's θ_k and trained weights
+                store.move(path, join(target, path[len(root.rstrip("/")) + 1 :]))
             if self.durable is not None and store.exists(self.durable):
                 store.move(self.durable, dest)
             elif self.durable is None and (self.workdir / CHECKPOINT_FILE).is_file():
@@ -208,6 +214,7 @@ class LakeLineage:
             device=str(self.lineage.device),
             code_version=code_version(),
             started_at=started,
+            init_from=spec.init_from.describe() if spec.init_from else None,
         )
         self.branch_rows = {  # each branch's lineages row: the trunk's, but for its identity
             b: dataclasses.replace(
