@@ -146,6 +146,8 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     metric, mode = study.objective.metrics[0], study.objective.modes[0]
+    if study.resources.pack == "auto" and 0 < study.resources.lineage_gpu < 1 and not study.model_packs():
+        console.print(f"note: {study.pack_verdict()[1]}: its lineages train alone, each holding its GPU share")
     progress = StudyProgress(metric, mode, study.budget.num_samples, console)
     where = f"the Ray cluster at {args.address}" if args.address else "a local Ray instance"
     outcome = run_study(
@@ -240,14 +242,18 @@ def _emit_manifests(objects: list, args: argparse.Namespace, console: Console) -
 
 
 def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
-    from study.deploy.k8s import capacity_warning, render
+    from study.deploy.k8s import capacity_warning, plugin_notice, render
     from study.search.study_spec import load_study_spec
 
     opts = _k8s_options(args)
+    study = load_study_spec(args.space)
+    notice = plugin_notice(study)
     objects = render(args.space, opts)
-    warning = capacity_warning(load_study_spec(args.space), opts)
+    warning = capacity_warning(study, opts)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
     return _emit_manifests(objects, args, console)
 
 

@@ -161,6 +161,37 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
+_PLUGIN_OBJECTIVES: dict[str, dict[str, str]] = {}  # a plugin objective's source, by name
+
+
+def register_objective(objective: Objective) -> None:
+    """A plugin's objective (it reads validation metrics only, like the built-ins)."""
+    from study.errors import SpecError
+    from study.plugins import source_identity
+
+    name, identity = objective.name, source_identity(objective.values)
+    if name in OBJECTIVES and _PLUGIN_OBJECTIVES.get(name) != identity:
+        raise SpecError(f"plugin objective {name!r} has the name of another objective; register it under another name")
+    OBJECTIVES[name] = objective
+    _PLUGIN_OBJECTIVES[name] = identity
+
+
+def objective(name: str) -> Objective:
+    """`OBJECTIVES[name]`, or a plugin's from its `study.objectives` entry point."""
+    if name not in OBJECTIVES:
+        from study.plugins import entry_points, load_entry_point
+
+        found = entry_points("objectives").get(name)
+        if found is None:
+            from study.errors import SpecError
+            from study.typed_yaml import choice
+
+            choice("objective.name", name, tuple(OBJECTIVES))
+            raise SpecError(f"objective.name: unknown value '{name}'")
+        register_objective(load_entry_point(found, "objectives"))
+    return OBJECTIVES[name]
+
+
 def selected_round(
     points: list[RoundPoint],
     name: str,
@@ -170,7 +201,7 @@ def selected_round(
 ) -> int | None:
     """The index of the round an objective's value is read from (None: no such round yet)."""
     params = ObjectiveParams(tolerance, target_remaining, max_barrier)
-    return OBJECTIVES[name].selected(points, params) if points else None
+    return objective(name).selected(points, params) if points else None
 
 
 def objective_metrics(
@@ -181,9 +212,9 @@ def objective_metrics(
     max_barrier: float | None = None,
 ) -> dict[str, float]:
     """The metric(s) a trial reports for objective `name`, from validation data only."""
-    objective = OBJECTIVES[name]
+    chosen = objective(name)
     params = ObjectiveParams(tolerance, target_remaining, max_barrier)
-    return dict(zip(objective.metrics, objective.values(points, params), strict=True))
+    return dict(zip(chosen.metrics, chosen.values(points, params), strict=True))
 
 
 def reported_test(
@@ -200,7 +231,7 @@ def reported_test(
         "test_acc_at_selected": None if i is None else points[i].test_acc,
         "remaining_pct_at_selected": None if i is None else points[i].remaining_pct,
     }
-    summary = OBJECTIVES[name].test_summary
+    summary = objective(name).test_summary
     if summary and all(p.test_acc is not None for p in points):
         out.update(summary(points))
     return out

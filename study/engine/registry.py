@@ -145,7 +145,7 @@ def sources(spec: LineageSpec) -> dict[str, Any]:
     if model:
         out["model"] = model
     if dataset:
-        out["dataset"] = dataset
+        out["dataset"] = dataset()
     for kind, name in (("strategies", spec.strategy), *(("branches", b) for b in spec.branches)):
         if (kind, name) in _SOURCES:
             out[f"{kind}.{name}"] = _SOURCES[(kind, name)]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study.analysis.objectives import OBJECTIVES
+from study.analysis.objectives import objective
 from study.errors import SpecError
 from study.lake.store import is_remote, join, normalize_root
 from study.search.paths import choice_text, missing_part, set_path
@@ -119,34 +119,34 @@ class ObjectiveSpec:
     max_barrier: float | None = None  # stable_sparsest_within: the largest validation error barrier that counts
 
     def validate(self, sampler: str) -> None:
-        choice("objective.name", self.name, tuple(OBJECTIVES))
+        objective(self.name)
         if not 0 <= self.tolerance < 1:
             raise SpecError(f"objective.tolerance is a fraction of accuracy in [0, 1), got {self.tolerance}")
-        if OBJECTIVES[self.name].needs_target and not (self.target_remaining and 0 < self.target_remaining < 100):
+        if objective(self.name).needs_target and not (self.target_remaining and 0 < self.target_remaining < 100):
             raise SpecError(f"objective {self.name} needs target_remaining, a percentage in (0, 100)")
-        if OBJECTIVES[self.name].needs_barrier and not (self.max_barrier is not None and 0 <= self.max_barrier < 1):
+        if objective(self.name).needs_barrier and not (self.max_barrier is not None and 0 <= self.max_barrier < 1):
             raise SpecError(
                 f"objective {self.name} needs max_barrier, the largest validation error barrier in [0, 1) that "
                 f"counts as stable (the paper's: 0.02)"
             )
-        if self.max_barrier is not None and not OBJECTIVES[self.name].needs_barrier:
+        if self.max_barrier is not None and not objective(self.name).needs_barrier:
             raise SpecError(
                 f"objective.max_barrier constrains stable_sparsest_within, not {self.name}; drop it or change the objective"
             )
-        if OBJECTIVES[self.name].multi and sampler not in MULTI_OBJECTIVE_SAMPLERS:
+        if objective(self.name).multi and sampler not in MULTI_OBJECTIVE_SAMPLERS:
             raise SpecError(f"objective {self.name} is multi-objective; use sampler nsga2 or tpe, not {sampler}")
 
     @property
     def metrics(self) -> list[str]:
-        return list(OBJECTIVES[self.name].metrics)
+        return list(objective(self.name).metrics)
 
     @property
     def modes(self) -> list[str]:
-        return list(OBJECTIVES[self.name].modes)
+        return list(objective(self.name).modes)
 
     @property
     def multi(self) -> bool:
-        return OBJECTIVES[self.name].multi
+        return objective(self.name).multi
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,34 @@ class BudgetSpec:
             raise SpecError(f"budget.num_samples must be >= 1, got {self.num_samples}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise SpecError("budget.time_budget_s must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class RuntimeEnvSpec:
+    """What Ray ships to every process of the study (Ray's job-level runtime_env), for plugins
+    that are not installed on the cluster: `py_modules`, local folders of Python packages (or
+    .whl/.zip files, or s3:// / https:// URIs of zips), and a `working_dir`. Not part of the
+    study's identity: where code comes from is not what it is (its source hash is, in the lineage
+    ids)."""
+
+    py_modules: tuple[str, ...] = ()
+    working_dir: str | None = None
+
+    def validate(self) -> None:
+        for path in (*self.py_modules, *([self.working_dir] if self.working_dir else [])):
+            if "://" not in path and not Path(path).expanduser().exists():
+                raise SpecError(
+                    f"runtime_env: {path} does not exist here; give the folder of the package to ship (or a URI of its zip)"
+                )
+
+    def as_ray(self) -> dict[str, Any] | None:
+        env: dict[str, Any] = {}
+        if self.py_modules:
+            env["py_modules"] = [p if "://" in p else str(Path(p).expanduser().resolve()) for p in self.py_modules]
+        if self.working_dir:
+            wd = self.working_dir
+            env["working_dir"] = wd if "://" in wd else str(Path(wd).expanduser().resolve())
+        return env or None
 
 
 PACK_MODES = ("auto", "on", "off")
@@ -290,6 +318,7 @@ class StudySpec:
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
     stall_timeout_s: float | None = 1800.0  # stop, saying why, when lineages wait but none runs for this long
+    runtime_env: RuntimeEnvSpec = field(default_factory=RuntimeEnvSpec)  # plugins shipped to every Ray worker
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same study (a re-run, which resumes it, may change resources,
@@ -309,7 +338,7 @@ class StudySpec:
         base = self.base_spec()
         choice("sampler", self.sampler, SAMPLERS)
         self.objective.validate(self.sampler)
-        if OBJECTIVES[self.objective.name].needs_barrier and not base.instability.rounds:
+        if objective(self.objective.name).needs_barrier and not base.instability.rounds:
             raise SpecError(
                 f"objective {self.objective.name} reads the rounds' instability and base.instability.rounds is empty; "
                 f"list the rounds to measure, e.g. instability: {{rounds: [0, 2, 4, 6]}}"
@@ -334,6 +363,7 @@ class StudySpec:
         if "seed" in self.search:
             raise SpecError("search.seed: seeds are not searched; list the replicates in seeds: [0, 1, 2]")
         self.storage.validate()
+        self.runtime_env.validate()
         if self.stall_timeout_s is not None and not self.stall_timeout_s > 0:
             raise SpecError(f"stall_timeout_s must be > 0 seconds (or null for no limit), got {self.stall_timeout_s}")
         if (self.max_concurrent is not None and self.max_concurrent < 1) or self.max_failures < 0:
@@ -436,7 +466,17 @@ def load_study_spec(path: str | Path) -> StudySpec:
         raise SpecError(f"{path}: a study spec starts with a top-level 'study:' mapping")
     try:
         spec = build(StudySpec, raw["study"], "study")
+        spec = dataclasses.replace(spec, runtime_env=_beside(spec.runtime_env, Path(path).parent))
         spec.validate()
     except SpecError as e:
         raise SpecError(f"{path}: {e}") from None
     return spec
+
+
+def _beside(env: RuntimeEnvSpec, folder: Path) -> RuntimeEnvSpec:
+    """A runtime_env's relative paths, taken relative to the study file's folder."""
+
+    def place(p: str) -> str:
+        return p if "://" in p or Path(p).expanduser().is_absolute() else str((folder / p).resolve())
+
+    return RuntimeEnvSpec(tuple(place(p) for p in env.py_modules), place(env.working_dir) if env.working_dir else None)

@@ -56,6 +56,8 @@ from study.search.lineage_tasks import (
     trials_to_fill,
 )
 from study.search.paths import get_path
+from study.plugins import import_plugins
+from study.search.plugins_on_ray import check_plugins_on_nodes, start_ray
 from study.search.preflight import check_fits, check_storage
 from study.search.study_spec import StudySpec
 from study.secrets import expand_env, redact
@@ -185,6 +187,7 @@ def lineage_trial(config: dict[str, Any], study: StudySpec, board: ray.actor.Act
     """The Tune function trainable: starts its seeds' lineages as parallel Ray tasks (packed: a
     task per GPU's worth of them), reports their seed means after every round they all
     finished, and stops them when it ends."""
+    import_plugins(study.base.get("plugins", ()))  # a plugin objective is read here
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     params = {k: v for k, v in config.items() if k in study.search}
@@ -560,10 +563,10 @@ def run_study(
 def _run_study(
     study: StudySpec, address: str | None, callbacks: list[tune.Callback] | None, announce: Callable[[], None] | None
 ) -> StudyOutcome:
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    start_ray(study, address)
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     check_fits(*study.task_request(), nodes, lineages=study.pack_size())
+    check_plugins_on_nodes(study)
     if announce:
         announce()
     metrics, modes = study.objective.metrics, study.objective.modes
