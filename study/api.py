@@ -72,7 +72,7 @@ def run_lineage(
         spec = load_spec(spec)
     bar = None
     report = progress if callable(progress) else (lambda n: bar.update(n) if bar is not None else None)
-    context = RunContext(device=device, threads=threads, on_progress=report if progress else None)
+    context = RunContext(device=device, threads=threads, on_progress=report if progress else None, pack=False)
     runner: Any = (
         LakeLineage(spec, results, study=study, trial_id=trial, context=context, fresh=fresh)
         if results is not None

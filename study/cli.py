@@ -73,7 +73,10 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     _check_run_flags(args)
     # every check (names, lake, identity, data, model, checkpoint) passes before anything is shown or written
     context = RunContext(
-        device=args.device, threads=args.threads, on_progress=lambda n: bar.update(n) if bar is not None else None
+        device=args.device,
+        threads=args.threads,
+        on_progress=lambda n: bar.update(n) if bar is not None else None,
+        pack=False,  # its trainings run one after another
     )
     lineage = LakeLineage(
         spec, args.results, study=args.study, trial_id=args.trial, context=context, on_round=on_round, fresh=args.fresh

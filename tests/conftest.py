@@ -504,3 +504,13 @@ def postgres():
     finally:
         subprocess.run([*as_user, ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
         shutil.rmtree(base, ignore_errors=True)
+
+
+EXAMPLE_PLUGIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "plugin")
+
+
+@pytest.fixture
+def example_plugin_path(monkeypatch):
+    """examples/plugin importable in this process (as a researcher's project folder is)."""
+    monkeypatch.syspath_prepend(EXAMPLE_PLUGIN)
+    return EXAMPLE_PLUGIN

@@ -61,6 +61,9 @@ class RunContext:
     on_progress: Callable[[int], None] | None = None
     tasks: SharedTasks | None = None  # lineages packed in one process share their data
     tickets: Callable[[TicketRef], Ticket] | None = None  # resolves init_from (default: ticket files only)
+    # its trainings may be stacked with others (engine/packing); lone drivers (study lineage,
+    # study.run_lineage) say False and spare judging a user's model
+    pack: bool = True
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,9 @@ class Lineage:
             self.model.load_state_dict(self.ticket.theta_k)
             self.plan = plan_lineage(spec, self.model, self.ticket.masks)
         # whether its trainings may train stacked with others (engine/packing), and why not
-        self.packs, self.pack_refusal = model_packs(spec, self.model, self.task.input_shape)
+        self.packs, self.pack_refusal = (
+            model_packs(spec, self.model, self.task.input_shape) if context.pack else (False, "trained alone")
+        )
         self.weight_positions = weight_positions(self.model, self.task.synflow_output)  # for the cost columns
         self.study, self.trial_id = ids.study, ids.trial_id or spec.lineage_id()
         self.checkpoint_path = Path(workdir) / CHECKPOINT_FILE if workdir is not None else None
@@ -408,14 +413,14 @@ class Lineage:
             self._spares.append(copy.deepcopy(self.model))
         return self._spares[index]
 
-    def _build(self, seed: int) -> nn.Module:
+    def _build(self, seed: int, check: bool = True) -> nn.Module:
         task = self.task
         return build_lineage_model(
-            self.spec, task.input_shape, task.num_classes, seed, getattr(task, "model_kwargs", {})
+            self.spec, task.input_shape, task.num_classes, seed, getattr(task, "model_kwargs", {}), check
         ).to(self.device)
 
     def _fresh_init(self, round_: int) -> StateDict:
-        return self._build(derive_seed(self.spec.seed, "reinit", round_)).state_dict()
+        return self._build(derive_seed(self.spec.seed, "reinit", round_), check=False).state_dict()
 
     def _stop_if_degenerate(self, dense: RoundResult) -> None:
         reason = degenerate_reason(self.spec, dense)

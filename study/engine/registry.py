@@ -9,6 +9,7 @@ use). A plugin's entry lands in the same registry as the built-ins; its source i
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -166,5 +167,11 @@ def model_packs(spec: LineageSpec, model: nn.Module | None, input_shape: tuple[i
     if info.packs is not None:
         return info.packs, None if info.packs else f"model {spec.model} does not pack (its lineages draw dropout)"
     assert model is not None, "a user's model is judged on the built model"
-    refusal = pack_refusal(model, input_shape)
-    return refusal is None, None if refusal is None else f"model {spec.model} does not pack: {refusal}"
+    key = json.dumps([spec.model, info.identity, spec.model_args, spec.output_layer, list(input_shape)], sort_keys=True)
+    if key not in _VERDICTS:  # an architecture is judged once per process
+        refusal = pack_refusal(model, input_shape)
+        _VERDICTS[key] = refusal is None, None if refusal is None else f"model {spec.model} does not pack: {refusal}"
+    return _VERDICTS[key]
+
+
+_VERDICTS: dict[str, tuple[bool, str | None]] = {}
