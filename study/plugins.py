@@ -108,7 +108,14 @@ def source_identity(obj: Any) -> dict[str, str]:
     code gets the same id wherever it runs (installed, or shipped with py_modules), and an
     edited model a new one."""
     module = inspect.getmodule(obj) if not isinstance(obj, ModuleType) else obj
-    name = getattr(module, "__name__", None) or getattr(obj, "__module__", "?")
+    name = getattr(module, "__name__", None) or getattr(obj, "__module__", None)
+    if not name:
+        raise SpecError(f"{obj!r} belongs to no module whose source could identify it; define it in a module")
+    return module_identity(name)
+
+
+def module_identity(name: str) -> dict[str, str]:
+    """A module's name and the source hash of its top-level package."""
     return {"module": name, "source": package_hash(name.split(".")[0])}
 
 

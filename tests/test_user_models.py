@@ -228,3 +228,32 @@ def test_resnet18_runs_an_imp_lineage_with_a_random_reinit_branch_on_fashion_mni
     assert all(pruned[c] == pytest.approx(90, abs=0.01) for c in convs) and pruned["fc.weight"] == 90.0
     dense, kept = _hand_macs(model, torch.zeros(1, 3, 16, 16), {})
     assert rows[0].macs_dense == dense
+
+
+BAD_MODELS = [
+    ({"model": "usernets:not_a_module"}, "the factory returned a str, not an nn.Module"),
+    ({"model": "usernets:NOT_CALLABLE"}, "int is not callable"),
+    ({"model": "usernets:bias_only"}, "has no prunable weights"),
+    ({"model": "usernets:three_classes"}, "outputs shape (2, 3) for 2 examples, but dataset synthetic has 10 classes"),
+    ({"model": "usernets:nope"}, "usernets has no attribute 'nope'"),
+    ({"model": "nosuchpackage.nets:build"}, "module 'nosuchpackage' is not importable here"),
+    ({"model": "usernets:mlp", "model_args": {"width": 3}}, "model_args.width: usernets:mlp has no such argument"),
+    ({"model": "usernets:mlp", "output_layer": "body.9"}, "output_layer 'body.9': the model has no such module"),
+    ({"model": "lenet_300_100", "output_layer": "fc3"}, "declares its own output layer"),
+    ({"model": "torchvision:resnet17"}, "did you mean 'torchvision:resnet18'"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_MODELS)
+def test_bad_models_are_one_line_exit_2_and_nothing_written(tmp_path, capsys, change, message):
+    import yaml
+
+    from study.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(synthetic_spec_dict(**{**TINY, **change})))
+    lake = tmp_path / "lake"
+    assert main(["lineage", str(spec), "--results", str(lake), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not any(p.is_file() for p in lake.rglob("*")), "nothing written"

@@ -22,7 +22,15 @@ from study.engine.models import MODELS, ModelInfo
 from study.engine.models.external import TORCHVISION, factory_info, pack_refusal, torchvision_info
 from study.engine.strategies import STRATEGIES, Strategy
 from study.errors import SpecError
-from study.plugins import entry_points, import_plugins, is_import_path, load_entry_point, resolve, source_identity
+from study.plugins import (
+    entry_points,
+    import_plugins,
+    is_import_path,
+    load_entry_point,
+    module_identity,
+    resolve,
+    source_identity,
+)
 
 if TYPE_CHECKING:
     from study.engine.spec import LineageSpec
@@ -99,7 +107,7 @@ def model_info(name: str) -> ModelInfo:
         return torchvision_info(name[len(TORCHVISION) :])
     if is_import_path(name):
         factory = resolve(name, f"model {name}")
-        return factory_info(factory, name, {"import_path": name, **source_identity(factory)})
+        return factory_info(factory, name, {"import_path": name, **module_identity(name.partition(":")[0])})
     if _from_entry_point("models", MODELS, name):
         return MODELS[name]
     raise _unknown("model", name, MODELS, "; or torchvision:<name>, or a factory's import path package.module:name")
@@ -114,7 +122,7 @@ def dataset_info(name: str) -> Dataset:
         return FORMATS[prefix](rest)
     if is_import_path(name):
         loader = resolve(name, f"dataset {name}")
-        return loader_dataset(loader, name, {"import_path": name, **source_identity(loader)})
+        return loader_dataset(loader, name, {"import_path": name, **module_identity(name.partition(":")[0])})
     if _from_entry_point("datasets", DATASETS, name):
         return DATASETS[name]
     formats = ", ".join(f"{f}:PATH" for f in FORMATS)
