@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import prune
 
 from study.errors import SpecError
 
@@ -134,7 +135,7 @@ class Ticket:
         for name, mask in self.masks.items():
             owner, _, attr = name.rpartition(".")
             if prune_api:
-                torch.nn.utils.prune.custom_from_mask(modules[owner], attr, mask.to(params[name].device))
+                prune.custom_from_mask(modules[owner], attr, mask.to(params[name].device))
             else:
                 with torch.no_grad():
                     params[name].mul_(mask.to(params[name].device, params[name].dtype))
