@@ -164,12 +164,16 @@ OBJECTIVES: dict[str, Objective] = {
 _PLUGIN_OBJECTIVES: dict[str, dict[str, str]] = {}  # a plugin objective's source, by name
 
 
-def register_objective(objective: Objective) -> None:
-    """A plugin's objective (it reads validation metrics only, like the built-ins)."""
-    from study.errors import SpecError
-    from study.plugins import source_identity
+def register_objective(objective: Objective, module: str | None = None) -> None:
+    """A plugin's objective (it reads validation metrics only, like the built-ins); its source is
+    `module`'s package (default: the caller's)."""
+    import sys
 
-    name, identity = objective.name, source_identity(objective.values)
+    from study.errors import SpecError
+    from study.plugins import module_identity
+
+    name = objective.name
+    identity = module_identity(module or str(sys._getframe(1).f_globals.get("__name__", "?")))
     if name in OBJECTIVES and _PLUGIN_OBJECTIVES.get(name) != identity:
         raise SpecError(f"plugin objective {name!r} has the name of another objective; register it under another name")
     OBJECTIVES[name] = objective
@@ -188,7 +192,7 @@ def objective(name: str) -> Objective:
 
             choice("objective.name", name, tuple(OBJECTIVES))
             raise SpecError(f"objective.name: unknown value '{name}'")
-        register_objective(load_entry_point(found, "objectives"))
+        register_objective(load_entry_point(found, "objectives"), found.module)
     return OBJECTIVES[name]
 
 

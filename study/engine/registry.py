@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -67,19 +68,26 @@ def register_dataset(name: str, loader: Callable[..., Any]) -> None:
     _register(DATASETS, "datasets", name, loader_dataset(loader, name, identity), identity)
 
 
-def register_strategy(strategy: Strategy) -> None:
-    _register(STRATEGIES, "strategies", strategy.name, strategy, source_identity(strategy.mask))
+def register_strategy(strategy: Strategy, module: str | None = None) -> None:
+    """A plugin's strategy; its source is `module`'s package (default: the caller's)."""
+    _register(STRATEGIES, "strategies", strategy.name, strategy, module_identity(module or _caller()))
 
 
-def register_branch(branch: Branch) -> None:
-    _register(BRANCHES, "branches", branch.name, branch, source_identity(branch.mask))
+def register_branch(branch: Branch, module: str | None = None) -> None:
+    """A plugin's branch; its source is `module`'s package (default: the caller's)."""
+    _register(BRANCHES, "branches", branch.name, branch, module_identity(module or _caller()))
 
 
-_REGISTER: dict[str, Callable[[str, Any], None]] = {
-    "models": register_model,
-    "datasets": register_dataset,
-    "strategies": lambda name, obj: register_strategy(obj),
-    "branches": lambda name, obj: register_branch(obj),
+def _caller() -> str:
+    """The module that called the register function (the plugin's)."""
+    return str(sys._getframe(2).f_globals.get("__name__", "?"))
+
+
+_REGISTER: dict[str, Callable[[str, Any, str], None]] = {
+    "models": lambda name, obj, module: register_model(name, obj),
+    "datasets": lambda name, obj, module: register_dataset(name, obj),
+    "strategies": lambda name, obj, module: register_strategy(obj, module),
+    "branches": lambda name, obj, module: register_branch(obj, module),
 }
 
 
@@ -89,7 +97,7 @@ def _from_entry_point(kind: str, registry: dict[str, Any], name: str) -> bool:
     if found is None:
         return False
     if name not in registry:
-        _REGISTER[kind](name, load_entry_point(found, kind))
+        _REGISTER[kind](name, load_entry_point(found, kind), found.module)
     return True
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from study.engine.data.classification import ClassificationTask
-from study.errors import SpecError
+from study.errors import DataUnavailable, SpecError
 
 if TYPE_CHECKING:
     from study.engine.data import Dataset
@@ -235,8 +235,13 @@ def loader_dataset(loader: Any, name: str, identity: dict[str, Any]) -> Dataset:
             out = loader(**spec.args)
         except SpecError:
             raise
+        except FileNotFoundError as e:
+            raise DataUnavailable(f"dataset {name}: the loader found no {e.filename or e}; check data.args {spec.args}") from None
         except TypeError as e:
             raise SpecError(f"dataset {name}: the loader does not take data.args {spec.args} ({e})") from None
+        except Exception as e:  # noqa: BLE001  (the user's loader: its failure in one line)
+            first = (str(e).splitlines() or [""])[0]
+            raise SpecError(f"dataset {name}: the loader raised {type(e).__name__}: {first}") from None
         if isinstance(out, (tuple, list)) and len(out) == 2:
             out = (*materialise(out[0], f"dataset {name} train"), *materialise(out[1], f"dataset {name} test"))
         return check_raw(out, f"dataset {name}")
@@ -247,7 +252,7 @@ def loader_dataset(loader: Any, name: str, identity: dict[str, Any]) -> Dataset:
 def _exists(path: Path, name: str, want: str) -> Path:
     path = path.expanduser()
     if not path.exists():
-        raise SpecError(f"dataset {name}: {path} does not exist; give the path of {want}")
+        raise DataUnavailable(f"dataset {name}: {path} does not exist; give the path of {want}")
     return path
 
 
