@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import inspect
+import marshal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -102,16 +103,30 @@ def import_plugins(modules: tuple[str, ...] | list[str]) -> None:
         import_module(name, "plugins")
 
 
-def source_identity(obj: Any) -> dict[str, str]:
+def source_identity(obj: Any, module: str | None = None) -> dict[str, str]:
     """What identifies a user's code: its import path and a hash of the source of the top-level
     package (or lone module) that defines it. The hash, not an installed version, so the same
     code gets the same id wherever it runs (installed, or shipped with py_modules), and an
     edited model a new one."""
-    module = inspect.getmodule(obj) if not isinstance(obj, ModuleType) else obj
-    name = getattr(module, "__name__", None) or getattr(obj, "__module__", None)
-    if not name:
-        raise SpecError(f"{obj!r} belongs to no module whose source could identify it; define it in a module")
-    return module_identity(name)
+    if module is None:
+        owner = inspect.getmodule(obj) if not isinstance(obj, ModuleType) else obj
+        module = getattr(owner, "__name__", None) or getattr(obj, "__module__", None)
+    name = module or "?"
+    top = sys.modules.get(name.split(".")[0])
+    if top is not None and (getattr(top, "__file__", None) or getattr(top, "__path__", None)) and name != "__main__":
+        return module_identity(name)
+    return {"module": name, "source": code_hash(obj)}  # a notebook's or a script's own function
+
+
+def code_hash(obj: Any) -> str:
+    """sha256 (16 hex digits) of an object's source, or of its compiled code when the source is
+    not on disk (a notebook cell)."""
+    try:
+        text = inspect.getsource(obj).encode()
+    except (OSError, TypeError):
+        code = getattr(obj, "__code__", None)
+        text = marshal.dumps(code) if code is not None else repr(obj).encode()
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def module_identity(name: str) -> dict[str, str]:

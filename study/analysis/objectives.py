@@ -170,10 +170,10 @@ def register_objective(objective: Objective, module: str | None = None) -> None:
     import sys
 
     from study.errors import SpecError
-    from study.plugins import module_identity
+    from study.plugins import source_identity
 
     name = objective.name
-    identity = module_identity(module or str(sys._getframe(1).f_globals.get("__name__", "?")))
+    identity = source_identity(objective.values, module or str(sys._getframe(1).f_globals.get("__name__", "?")))
     if name in OBJECTIVES and _PLUGIN_OBJECTIVES.get(name) != identity:
         raise SpecError(f"plugin objective {name!r} has the name of another objective; register it under another name")
     OBJECTIVES[name] = objective

@@ -70,12 +70,12 @@ def register_dataset(name: str, loader: Callable[..., Any]) -> None:
 
 def register_strategy(strategy: Strategy, module: str | None = None) -> None:
     """A plugin's strategy; its source is `module`'s package (default: the caller's)."""
-    _register(STRATEGIES, "strategies", strategy.name, strategy, module_identity(module or _caller()))
+    _register(STRATEGIES, "strategies", strategy.name, strategy, source_identity(strategy.mask, module or _caller()))
 
 
 def register_branch(branch: Branch, module: str | None = None) -> None:
     """A plugin's branch; its source is `module`'s package (default: the caller's)."""
-    _register(BRANCHES, "branches", branch.name, branch, module_identity(module or _caller()))
+    _register(BRANCHES, "branches", branch.name, branch, source_identity(branch.mask, module or _caller()))
 
 
 def _caller() -> str:
