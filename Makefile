@@ -10,7 +10,7 @@ test: setup
 	.venv/bin/python -m pytest -q --timeout 900 --durations=12
 
 # ruff (lint and format) and mypy, configured in pyproject.toml
-LINTED = study tests bench scripts app.py
+LINTED = study tests bench scripts app.py examples
 lint: setup
 	.venv/bin/ruff check $(LINTED)
 	.venv/bin/ruff format --check $(LINTED)

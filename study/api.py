@@ -91,7 +91,9 @@ def run_lineage(
             bar.close()
 
 
-def run_study(study_spec: StudySpec | str | Path, *, address: str | None = None, results: str | None = None) -> StudyOutcome:
+def run_study(
+    study_spec: StudySpec | str | Path, *, address: str | None = None, results: str | None = None
+) -> StudyOutcome:
     """Run (or resume) a study on Ray (a local one unless `address`); `results` overrides its lake."""
     from study.search.tune import run_study as run
 
@@ -127,7 +129,12 @@ class Lake:
         for name in df.columns:  # categories as text, maps as dicts: plain to filter and compare
             if str(df[name].dtype) == "category":
                 df[name] = df[name].astype(str)
-            elif len(df) and isinstance(df[name].iloc[0], list) and df[name].iloc[0] and isinstance(df[name].iloc[0][0], tuple):
+            elif (
+                len(df)
+                and isinstance(df[name].iloc[0], list)
+                and df[name].iloc[0]
+                and isinstance(df[name].iloc[0][0], tuple)
+            ):
                 df[name] = df[name].map(lambda v: dict(v) if v is not None else None)
         return df
 

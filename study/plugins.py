@@ -66,7 +66,9 @@ def import_module(name: str, what: str) -> ModuleType:
 def resolve(path: str, what: str) -> Any:
     """The object an import path `package.module:attribute` names (the attribute may be dotted)."""
     if not is_import_path(path):
-        raise SpecError(f"{what}: {path!r} is not an import path; write package.module:attribute, e.g. mypkg.nets:build")
+        raise SpecError(
+            f"{what}: {path!r} is not an import path; write package.module:attribute, e.g. mypkg.nets:build"
+        )
     module_name, _, attr = path.partition(":")
     obj: Any = import_module(module_name, what)
     for i, part in enumerate(attr.split(".")):
@@ -90,8 +92,7 @@ def load_entry_point(ep: importlib.metadata.EntryPoint, kind: str) -> Any:
         return ep.load()
     except ModuleNotFoundError as e:
         raise SpecError(
-            f"plugin {kind[:-1]} {ep.name!r} (entry point {ep.value}): module {e.name!r} is not importable; "
-            f"{SHIP_HINT}"
+            f"plugin {kind[:-1]} {ep.name!r} (entry point {ep.value}): module {e.name!r} is not importable; {SHIP_HINT}"
         ) from None
     except Exception as e:  # noqa: BLE001
         raise SpecError(f"plugin {kind[:-1]} {ep.name!r} (entry point {ep.value}) failed to load: {e}") from None

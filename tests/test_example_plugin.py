@@ -49,8 +49,9 @@ def study_file(tmp_path: Path, images: Path, runtime_env: bool) -> Path:
 
 
 def test_the_example_plugin_study_runs_on_ray_packs_and_its_ticket_retrains(example_plugin_path, tmp_path, capsys):
-    import study
     from test_user_models import _hand_macs
+
+    import study
 
     images = write_fashion_folder(tmp_path / "fashion_folder", 300, 100)
     if ray.is_initialized():
@@ -58,7 +59,9 @@ def test_the_example_plugin_study_runs_on_ray_packs_and_its_ticket_retrains(exam
     # a Ray started without the study's runtime_env: its workers lack the plugin, named before any trial
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        with pytest.raises(SpecError, match=r"on Ray node .*: plugins: module 'study_example' is not importable here; .*py_modules"):
+        with pytest.raises(
+            SpecError, match=r"on Ray node .*: plugins: module 'study_example' is not importable here; .*py_modules"
+        ):
             study.run_study(study_file(tmp_path, images, runtime_env=False))
     finally:
         ray.shutdown()
@@ -94,8 +97,14 @@ def test_the_example_plugin_study_runs_on_ray_packs_and_its_ticket_retrains(exam
     assert ticket.trained is not None  # keep_trained: last
     base = yaml.safe_load(open(os.path.join(EXAMPLE_PLUGIN, "study.yaml")))["study"]["base"]
     spec = study.load_spec(
-        {**base, "data": {"args": {"root": str(images)}, "validation_size": 100}, "rounds": 0, "branches": [],
-         "train": {**base["train"], "iterations": 40, "eval_every": 20}, "init_from": {"file": str(out)}}  # fmt: skip
+        {
+            **base,
+            "data": {"args": {"root": str(images)}, "validation_size": 100},
+            "rounds": 0,
+            "branches": [],
+            "train": {**base["train"], "iterations": 40, "eval_every": 20},
+            "init_from": {"file": str(out)},
+        }  # fmt: skip
     )
     again = study.run_lineage(spec, progress=False, threads=1)[0]
     lake_row = last[last["trial_id"] == trial].iloc[0]

@@ -14,7 +14,7 @@ from study.engine.lineage import Lineage, RunContext
 from study.engine.spec import lineage_spec_from_dict
 from study.errors import SpecError
 
-DEMO = '''
+DEMO = """
 import math
 from torch import nn
 from study.analysis.objectives import Objective
@@ -34,7 +34,7 @@ def load():
 STRATEGY = Strategy("ep_rewind_trained", "IMP keeping the trained weights", Magnitude(), Reset("trained"))
 BRANCH = Branch("ep_same_mask", "the trunk's mask, from its restart weights", lambda step: step.trunk_mask, "trunk")
 OBJECTIVE = Objective("ep_first_val_acc", ("objective_ep_first_val_acc",), ("max",), lambda points, p: (points[0].val_acc,), lambda points, p: 0)
-'''
+"""
 ENTRY_POINTS = """
 [study.models]
 ep_mlp = study_ep_demo:build
@@ -77,11 +77,15 @@ def test_entry_points_register_models_datasets_strategies_branches_and_objective
                    rounds=1, chance_margin=None)  # fmt: skip
     lineage = Lineage(spec, context=RunContext(threads=1))
     rows = list(lineage)
-    assert [r.round for r in rows] == [0, 1] and lineage.state.branch_results[0].strategy == "ep_rewind_trained.ep_same_mask"
+    assert [r.round for r in rows] == [0, 1] and lineage.state.branch_results[
+        0
+    ].strategy == "ep_rewind_trained.ep_same_mask"
     assert lineage.state.branch_results[0].remaining_pct == rows[1].remaining_pct  # the trunk's mask
     assert rows[0].macs_dense == 64 * 16 + 16 * 3
     sources = spec.hparam_dict()["sources"]
-    assert {sources[k]["module"] for k in ("model", "dataset", "strategies.ep_rewind_trained", "branches.ep_same_mask")} == {"study_ep_demo"}
+    assert {
+        sources[k]["module"] for k in ("model", "dataset", "strategies.ep_rewind_trained", "branches.ep_same_mask")
+    } == {"study_ep_demo"}
     assert objective("ep_first_val_acc") is OBJECTIVES["ep_first_val_acc"]
 
 
@@ -109,13 +113,21 @@ def test_a_changed_plugin_never_resumes_or_merges_with_the_old_lineage(installed
     assert first.returncode == 0, first.stderr
     (installed_plugin / "study_ep_demo" / "__init__.py").write_text(DEMO.format(hidden=24))  # the user edits it
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and f"trial t1 of study adhoc already holds lineage {spec.lineage_id()}" in again.stderr
+    assert (
+        again.returncode == 2 and f"trial t1 of study adhoc already holds lineage {spec.lineage_id()}" in again.stderr
+    )
 
 
 def test_spec_plugins_import_modules_that_register(example_plugin_path):
     spec = lineage_spec_from_dict(
-        {**synthetic_spec_dict(), "plugins": ["study_example"], "model": "res_cnn", "strategy": "magnitude_increase",
-         "branches": ["magnitude_at_init"], "rounds": 1}  # fmt: skip
+        {
+            **synthetic_spec_dict(),
+            "plugins": ["study_example"],
+            "model": "res_cnn",
+            "strategy": "magnitude_increase",
+            "branches": ["magnitude_at_init"],
+            "rounds": 1,
+        }  # fmt: skip
     )
     assert spec.hparam_dict()["sources"]["plugins"]["study_example"]["module"] == "study_example"
     with pytest.raises(SpecError, match="plugins: module 'no_such_plugin' is not importable here; install its package"):

@@ -133,13 +133,19 @@ def ticket_lake(tmp_path_factory):
 
 
 BAD = [
-    ({"dataset": "synthetic_cifar"}, "init_from ticket {t}: its mask fc1.weight is (300, 784) but the spec's model has (300, 3072)"),
+    (
+        {"dataset": "synthetic_cifar"},
+        "init_from ticket {t}: its mask fc1.weight is (300, 784) but the spec's model has (300, 3072)",
+    ),
     ({"strategy": "snip"}, "init_from: strategy snip scores the dense θ0 at init, overwriting the ticket's mask"),
     ({"strategy": "random_reinit"}, "init_from: strategy random_reinit re-initialises the survivors at random"),
     ({"init_from": {"file": "{root}/none.pt"}}, "init_from.file {root}/none.pt does not exist"),
     ({"init_from": {"file": "{root}/t.pt", "round": 1}}, "init_from takes a file, or results/study/trial/round"),
     ({"init_from": {"results": "{root}/lake", "study": "adhoc", "trial": "{trial}", "round": 7}}, "has no round 7"),
-    ({"init_from": {"results": "{root}/lake", "study": "adhoc", "trial": "nobody", "round": 0}}, "trial 'nobody' is not in"),
+    (
+        {"init_from": {"results": "{root}/lake", "study": "adhoc", "trial": "nobody", "round": 0}},
+        "trial 'nobody' is not in",
+    ),
 ]
 
 
@@ -158,7 +164,17 @@ def test_bad_tickets_are_one_line_exit_2_and_nothing_written(ticket_lake, tmp_pa
 
 def test_a_bad_export_is_one_line(ticket_lake, tmp_path, capsys):
     root, trial = ticket_lake
-    argv = ["ticket", "export", "adhoc", "--trial", trial, "--out", str(tmp_path / "x.pt"), "--results", str(root / "lake")]
+    argv = [
+        "ticket",
+        "export",
+        "adhoc",
+        "--trial",
+        trial,
+        "--out",
+        str(tmp_path / "x.pt"),
+        "--results",
+        str(root / "lake"),
+    ]
     assert main([*argv, "--round", "5"]) == 2
     assert "has no round 5 in the lake; its rounds: [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()

@@ -15,10 +15,11 @@ from study.engine.registry import dataset_info
 from study.engine.spec import DataSpec
 
 VALIDATION = 15
+NAMES = ("x_train", "y_train", "x_test", "y_test")
 
 
 def write_npz(path, parts=None):
-    np.savez(path, **dict(zip(("x_train", "y_train", "x_test", "y_test"), map(np.asarray, parts or userdata.images()))))
+    np.savez(path, **dict(zip(NAMES, map(np.asarray, parts or userdata.images()), strict=True)))
     return path
 
 

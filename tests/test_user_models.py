@@ -90,8 +90,7 @@ def _random_mask(model, keep=0.4, seed=0):
 
 
 @pytest.mark.parametrize(
-    "name, shape",
-    [("torchvision:resnet18", (3, 16, 16)), ("study_example.models:build_res_cnn", (1, 28, 28))],
+    "name, shape", [("torchvision:resnet18", (3, 16, 16)), ("study_example.models:build_res_cnn", (1, 28, 28))]
 )
 def test_macs_of_resnet18_and_the_plugin_model_match_an_independent_count(name, shape, example_plugin_path):
     model = model_info(name).factory(shape, 10)
@@ -129,7 +128,9 @@ def test_every_strategy_and_branch_runs_on_an_import_path_model():
         base = spec_of("usernets:mlp", strategy=name, rounds=1 if strategy.one_shot else 2)
         branches = tuple(b for b in BRANCHES if BRANCHES[b].problem(base) is None)
         instability = {"rounds": [1]} if name == "imp" else {}
-        spec = spec_of("usernets:mlp", strategy=name, rounds=base.rounds, branches=list(branches), instability=instability)
+        spec = spec_of(
+            "usernets:mlp", strategy=name, rounds=base.rounds, branches=list(branches), instability=instability
+        )
         lineage = Lineage(spec, context=RunContext(threads=1))
         rows = list(lineage)
         assert [r.round for r in rows] == lineage.plan.rounds, name

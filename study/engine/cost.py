@@ -27,7 +27,6 @@ from torch.overrides import TorchFunctionMode
 
 from study.engine.pruning import Mask
 
-
 _CONVS = {F.conv1d: 1, torch.conv1d: 1, F.conv2d: 2, torch.conv2d: 2, F.conv3d: 3, torch.conv3d: 3}
 
 
@@ -65,7 +64,9 @@ def weight_positions(model: nn.Module, probe: Callable[[nn.Module], Any]) -> dic
     was_training = model.training
     model.eval()
     counter = _CountPositions()
-    hooks = [m.register_forward_pre_hook(partial(_recurrent, counter)) for m in model.modules() if isinstance(m, nn.RNNBase)]
+    hooks = [
+        m.register_forward_pre_hook(partial(_recurrent, counter)) for m in model.modules() if isinstance(m, nn.RNNBase)
+    ]
     try:
         with torch.no_grad(), counter:
             probe(model)

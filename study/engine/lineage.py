@@ -155,7 +155,9 @@ class Lineage:
         if self.ticket is not None:
             start = {n: self.ticket.masks[n].to(m.device) for n, m in start.items()}
             apply_mask(self.model, start)
-        self.state = LineageState.from_checkpoint(saved) if saved is not None else LineageState(clone_state(self.model), start)
+        self.state = (
+            LineageState.from_checkpoint(saved) if saved is not None else LineageState(clone_state(self.model), start)
+        )
         self.previous = list(self.state.results)
         self.ended = False
         self._spares: list[nn.Module] = []
@@ -221,11 +223,18 @@ class Lineage:
         if self.hooks.on_weights is None:
             return
         ids = self._identity()
-        keep = {"study": ids["study"], "strategy": ids["strategy"], "trial_id": ids["trial_id"], "lineage_id": ids["lineage_id"]}
+        keep = {
+            "study": ids["study"],
+            "strategy": ids["strategy"],
+            "trial_id": ids["trial_id"],
+            "lineage_id": ids["lineage_id"],
+        }
         state, last = self.state, round_ == self.plan.rounds[-1]
         if round_ == 0 and state.theta_k is not None:
             self.hooks.on_weights(WeightsResult(**keep, kind="theta_k", round=None, state=state.theta_k))
-        if state.trained is not None and (self.spec.keep_trained == "every" or (self.spec.keep_trained == "last" and last)):
+        if state.trained is not None and (
+            self.spec.keep_trained == "every" or (self.spec.keep_trained == "last" and last)
+        ):
             self.hooks.on_weights(WeightsResult(**keep, kind="trained", round=round_, state=state.trained))
 
     def _run_round(self, round_: int) -> Steps:

@@ -75,8 +75,7 @@ def build_lineage_model(
     inputs to its classes)."""
     info = model_info(spec.model)
     model = construct(
-        spec,
-        lambda: build_from(info, input_shape, num_classes, seed, spec.init, **model_kwargs, **spec.model_args),
+        spec, lambda: build_from(info, input_shape, num_classes, seed, spec.init, **model_kwargs, **spec.model_args)
     )
     if check and info.identity is not None:
         check_output(model, spec.model, spec.dataset, input_shape, num_classes)

@@ -282,9 +282,7 @@ class LineageSpec:
             raise SpecError(f"branches lists a branch twice: {list(self.branches)}; name each once")
         self.instability.validate()
         if self.rounds is not None:  # else the plan, which counts the rounds to target_remaining, checks
-            self.instability.check_last_round(
-                min(self.rounds, 1) if strategy(self.strategy).one_shot else self.rounds
-            )
+            self.instability.check_last_round(min(self.rounds, 1) if strategy(self.strategy).one_shot else self.rounds)
         if self.branches and self.rounds == 0:
             raise SpecError("branches train off pruning rounds, and rounds is 0; set rounds >= 1 or drop branches")
 

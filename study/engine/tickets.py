@@ -146,11 +146,15 @@ class Ticket:
         state = model.state_dict()
         for name in prunable:
             if name not in self.masks:
-                raise SpecError(f"{label}: it has no mask for {name}, a prunable weight of the spec's model; export a ticket of this model")
+                raise SpecError(
+                    f"{label}: it has no mask for {name}, a prunable weight of the spec's model; export a ticket of this model"
+                )
         for what, tensors in (("mask", self.masks), ("starting weight", self.theta_k)):
             for name, t in tensors.items():
                 if name not in state:
-                    raise SpecError(f"{label}: its {what} {name} is not a tensor of the spec's model; export a ticket of this model")
+                    raise SpecError(
+                        f"{label}: its {what} {name} is not a tensor of the spec's model; export a ticket of this model"
+                    )
                 if tuple(t.shape) != tuple(state[name].shape):
                     raise SpecError(
                         f"{label}: its {what} {name} is {tuple(t.shape)} but the spec's model has {tuple(state[name].shape)}; "
@@ -175,7 +179,10 @@ def load_ticket(path: str | Path) -> Ticket:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise SpecError(f"{path} is not a ticket ({FORMAT}); write one with `study ticket export`")
     return Ticket(
-        {n: m.to(torch.bool) for n, m in blob["masks"].items()}, blob["theta_k"], blob.get("trained"), blob.get("meta", {})
+        {n: m.to(torch.bool) for n, m in blob["masks"].items()},
+        blob["theta_k"],
+        blob.get("trained"),
+        blob.get("meta", {}),
     )
 
 

@@ -35,13 +35,12 @@ def weights_path(root: str | Path, study: str, strategy: str, trial_id: str, rou
     return join(root, WEIGHTS, f"study={study}", f"strategy={strategy}", trial_id, name)
 
 
-def write_weights(root: str | Path, result: WeightsResult) -> str:
+def write_weights(root: str | Path, result: WeightsResult) -> None:
     """One of a lineage's kept weights, written whole."""
     path = weights_path(root, result.study, result.strategy, result.trial_id, result.round)
     buffer = io.BytesIO()
     torch.save({n: t.detach().cpu() for n, t in result.state.items()}, buffer)
     store_for(root).write_bytes(buffer.getvalue(), path)
-    return path
 
 
 def read_weights(path: str) -> dict[str, torch.Tensor]:

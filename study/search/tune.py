@@ -39,6 +39,7 @@ from study.lake.files import checkpoint_dir, drop_checkpoint, trial_round_files,
 from study.lake.reader import read_lineages, read_rounds, read_studies
 from study.lake.schema import FAILED_STATUSES, StudyRow
 from study.lake.store import S3_SCHEME, is_remote, s3_filesystem, store_for
+from study.plugins import import_plugins
 from study.search.driver_lock import driver_lock
 from study.search.lineage_tasks import (
     HEARTBEAT_S,
@@ -56,7 +57,6 @@ from study.search.lineage_tasks import (
     trials_to_fill,
 )
 from study.search.paths import get_path
-from study.plugins import import_plugins
 from study.search.plugins_on_ray import check_plugins_on_nodes, start_ray
 from study.search.preflight import check_fits, check_storage
 from study.search.study_spec import StudySpec

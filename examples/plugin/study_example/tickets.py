@@ -33,8 +33,15 @@ MAGNITUDE_INCREASE = Strategy(
     Reset("theta_k"),
 )
 MAGNITUDE_AT_INIT = Branch(
-    "magnitude_at_init", "the trunk's per-layer counts kept by |θ0|, from the trunk's restart weights", _magnitude_at_init, "trunk"
+    "magnitude_at_init",
+    "the trunk's per-layer counts kept by |θ0|, from the trunk's restart weights",
+    _magnitude_at_init,
+    "trunk",
 )
 LAST_VAL_ACC = Objective(
-    "last_val_acc", ("objective_last_val_acc",), ("max",), lambda points, p: (points[-1].val_acc,), lambda points, p: len(points) - 1
+    "last_val_acc",
+    ("objective_last_val_acc",),
+    ("max",),
+    lambda points, p: (points[-1].val_acc,),
+    lambda points, p: len(points) - 1,
 )

@@ -279,9 +279,11 @@ class SharedTasks:
     copy of the data, and a packed trainer sees that their tasks share it."""
 
     def __init__(self) -> None:
-        self._loaded: dict[tuple[str, DataSpec, int, str], Task] = {}
+        self._loaded: dict[tuple[str, str, int, str], Task] = {}
 
-    def load(self, dataset: Dataset, name: str, spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> Task:
+    def load(
+        self, dataset: Dataset, name: str, spec: DataSpec, batch_size: int, seed: int, device: torch.device
+    ) -> Task:
         key = (name, _hashable(spec), batch_size, str(device))
         if key not in self._loaded:
             self._loaded[key] = dataset.load(spec, batch_size, seed, device)

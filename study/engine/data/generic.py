@@ -53,9 +53,7 @@ def check_raw(raw: Any, what: str) -> Raw:
         if x.ndim < 2 or len(x) == 0:
             raise SpecError(f"{what}: x_{split} must be N examples × features (N >= 1), got shape {tuple(x.shape)}")
         if y.ndim != 1 or len(y) != len(x):
-            raise SpecError(
-                f"{what}: y_{split} must hold one label per example ({len(x)}), got shape {tuple(y.shape)}"
-            )
+            raise SpecError(f"{what}: y_{split} must hold one label per example ({len(x)}), got shape {tuple(y.shape)}")
         if not (x.dtype == torch.uint8 or x.is_floating_point()):
             raise SpecError(f"{what}: x_{split} must be uint8 images or floats, got {x.dtype}")
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
@@ -150,7 +148,9 @@ def _images(x: Tensor, spec: DataSpec) -> Tensor:
         raise SpecError(f"data.channels/resize apply to images (N×C×H×W), and these inputs are {tuple(x.shape)}")
     if spec.channels and x.shape[1] != spec.channels:
         if x.shape[1] != 1:
-            raise SpecError(f"data.channels {spec.channels}: only a 1-channel image can be repeated, these have {x.shape[1]}")
+            raise SpecError(
+                f"data.channels {spec.channels}: only a 1-channel image can be repeated, these have {x.shape[1]}"
+            )
         x = x.expand(-1, spec.channels, -1, -1)
     if spec.resize and tuple(x.shape[2:]) != tuple(spec.resize):
         dtype = x.dtype
@@ -236,7 +236,9 @@ def loader_dataset(loader: Any, name: str, identity: dict[str, Any]) -> Dataset:
         except SpecError:
             raise
         except FileNotFoundError as e:
-            raise DataUnavailable(f"dataset {name}: the loader found no {e.filename or e}; check data.args {spec.args}") from None
+            raise DataUnavailable(
+                f"dataset {name}: the loader found no {e.filename or e}; check data.args {spec.args}"
+            ) from None
         except TypeError as e:
             raise SpecError(f"dataset {name}: the loader does not take data.args {spec.args} ({e})") from None
         except Exception as e:  # noqa: BLE001  (the user's loader: its failure in one line)
@@ -295,18 +297,24 @@ def _read_image_folder(root: Path, name: str, spec: DataSpec) -> Raw:
     for split in ("train", "test"):
         folder = root / split
         if not folder.is_dir():
-            raise SpecError(f"dataset {name}: {folder} is missing; put the images in {root}/train/<class>/ and {root}/test/<class>/")
+            raise SpecError(
+                f"dataset {name}: {folder} is missing; put the images in {root}/train/<class>/ and {root}/test/<class>/"
+            )
         try:
             classes, _ = find_classes(str(folder))
         except FileNotFoundError:
-            raise SpecError(f"dataset {name}: {folder} holds no class folders; one folder per class, images inside") from None
+            raise SpecError(
+                f"dataset {name}: {folder} holds no class folders; one folder per class, images inside"
+            ) from None
         splits[split] = classes
     classes = splits["train"]
     if len(classes) < 2:
         raise SpecError(f"dataset {name}: {root}/train has one class ({classes[0]}); a classifier needs at least two")
     foreign = [c for c in splits["test"] if c not in classes]
     if foreign:
-        raise SpecError(f"dataset {name}: test classes {foreign} have no training folder; give both splits the same classes")
+        raise SpecError(
+            f"dataset {name}: test classes {foreign} have no training folder; give both splits the same classes"
+        )
     index = {c: i for i, c in enumerate(classes)}
     out: list[Tensor] = []
     for split in ("train", "test"):
@@ -322,7 +330,9 @@ def _read_image_folder(root: Path, name: str, spec: DataSpec) -> Raw:
         images, labels = [], []
         for file, label in samples:
             with Image.open(file) as img:
-                mode = mode or ("L" if (spec.channels == 1 or (spec.channels is None and img.mode in ("L", "1", "I;16"))) else "RGB")
+                mode = mode or (
+                    "L" if (spec.channels == 1 or (spec.channels is None and img.mode in ("L", "1", "I;16"))) else "RGB"
+                )
                 images.append(pil_to_tensor(img.convert(mode)))
             labels.append(label)
         shapes = {tuple(t.shape) for t in images}

@@ -43,6 +43,8 @@ def read_parquet(path: Path, label: str, name: str) -> tuple[torch.Tensor, ...]:
     x = np.stack(arrays, axis=1)
     y = table.column(label).to_numpy(zero_copy_only=False)
     if y.dtype.kind not in "iu":
-        raise SpecError(f"dataset {name}: label column {label!r} is {table.schema.field(label).type}; use integers 0..C-1")
+        raise SpecError(
+            f"dataset {name}: label column {label!r} is {table.schema.field(label).type}; use integers 0..C-1"
+        )
     train, test = split == "train", split == "test"
     return torch.from_numpy(x[train]), torch.from_numpy(y[train]), torch.from_numpy(x[test]), torch.from_numpy(y[test])

@@ -162,7 +162,9 @@ def _stacked_gap(model: nn.Module, input_shape: tuple[int, ...]) -> float:
         members.append(m)
     x = torch.randn((2, 2, *input_shape), generator=g, dtype=torch.float64)
     base = copy.deepcopy(members[0])
-    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in members]) for n, _ in base.named_parameters()}
+    params = {
+        n: torch.stack([dict(m.named_parameters())[n].detach() for m in members]) for n, _ in base.named_parameters()
+    }
     buffers = {n: torch.stack([dict(m.named_buffers())[n].clone() for m in members]) for n, _ in base.named_buffers()}
 
     def forward(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> Tensor:
