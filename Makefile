@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint bench mutants
+.PHONY: setup demo test test-portability lint bench mutants
 
 setup:
 	bash scripts/setup.sh
@@ -8,6 +8,10 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -q --timeout 900 --durations=12
+
+# the numeric-equivalence tests under every CPU dispatch level (default, avx2, avx512) and 1 and 2 threads
+test-portability: setup
+	.venv/bin/python scripts/portability.py
 
 # ruff (lint and format) and mypy, configured in pyproject.toml
 LINTED = study tests bench scripts app.py examples

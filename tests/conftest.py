@@ -136,7 +136,7 @@ def app_lake(tmp_path_factory):
         study="sequences",
         context=RunContext(threads=1),
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         run_study(_app_study("searched", root, seeds=[0, 1], budget={"num_samples": 4}))
         run_study(
@@ -168,10 +168,14 @@ def free_port() -> int:
 def loopback_cluster(head_cpus: int, worker_cpus: int):
     """A two-node Ray cluster on loopback: `ray start --head --block` plus `ray start --address
     --block`, each in a process group of its own. Yields the address; afterwards kills those two
-    groups only (`ray stop` would stop every Ray of this machine, other test runs' included)."""
+    groups only (`ray stop` would stop every Ray of this machine, other test runs' included).
+    Its own --temp-dir keeps it out of /tmp/ray/ray_current_cluster, where any other process's
+    `ray.init()` would find it and join it."""
+    import shutil
     import signal
     import subprocess
     import sys
+    import tempfile
     import time
 
     import ray
@@ -180,7 +184,8 @@ def loopback_cluster(head_cpus: int, worker_cpus: int):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    temp_dir = tempfile.mkdtemp(prefix="ray-lb-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    common = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
     nodes: list[subprocess.Popen] = []
 
     def start(*args: str) -> None:
@@ -226,6 +231,7 @@ def loopback_cluster(head_cpus: int, worker_cpus: int):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)  # what SIGTERM left of the group (Ray's monitor lingers)
             node.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def raw_rows(lake, table="rounds", study=None):

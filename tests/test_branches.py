@@ -37,6 +37,7 @@ def _weights(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.numerics
 def test_random_reinit_branch_reproduces_the_random_reinit_strategy_without_its_imp_track():
     """The branch is the LTH control computed the cheap way: the same rows, to the last digit, as
     an independent random_reinit lineage (which trains its own IMP track for the masks)."""
@@ -189,6 +190,7 @@ def test_branches_are_a_set_and_random_prune_needs_a_trunk_that_rewinds():
     spec(strategy="lr_rewind", branches=["random_reinit", "inverted"])  # those keep to the trunk's survivors
 
 
+@pytest.mark.numerics
 def test_branches_resume_exactly_and_the_lake_holds_one_row_each(tmp_path):
     import itertools
 

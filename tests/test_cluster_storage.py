@@ -30,6 +30,7 @@ pytestmark = pytest.mark.timeout(600)
 CLI = [sys.executable, "-m", "study.cli"]
 
 
+@pytest.mark.numerics
 def test_a_lineage_writes_the_same_lake_to_s3_as_to_a_folder(s3, tmp_path):
     spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2))
     lid, strategy = spec.lineage_id(), spec.strategy
@@ -80,6 +81,7 @@ def test_a_lineage_writes_the_same_lake_to_s3_as_to_a_folder(s3, tmp_path):
     assert read_rounds(root).table.num_rows == 4
 
 
+@pytest.mark.numerics
 def test_an_s3_lineage_resumes_on_another_node_from_the_lakes_checkpoint(s3):
     spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2))
     root, lid = "s3://lake/resume", spec.lineage_id()

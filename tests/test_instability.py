@@ -70,6 +70,7 @@ def spec(**kw):
     return lineage_spec_from_dict(synthetic_spec_dict(**kw))
 
 
+@pytest.mark.numerics
 def test_a_lineage_measures_the_rounds_it_lists_from_its_own_copy_to_a_second_one():
     measured = []
     s = spec(rewind_iteration=20, instability={"rounds": [0, 2]})
@@ -165,6 +166,7 @@ def test_a_searched_trial_reads_its_seeds_mean_barrier_for_the_stable_objective(
     assert generous == points[2].remaining_pct, "round 1 is unmeasured: the sparsest stable round is 2"
 
 
+@pytest.mark.numerics
 def test_round_0_at_k_0_measures_from_the_lineage_own_copy():
     measured = []
     rows = run_lineage(

@@ -4,15 +4,23 @@ import pytest
 import torch
 from conftest import run_capturing
 
+from study.engine.data import load_task
 from study.engine.lineage import RunContext, run_lineage
+from study.engine.models import build_model
 from study.engine.plan import plan_lineage
+from study.engine.train import train
 
 
+@pytest.mark.numerics
 def test_imp_masks_are_nested_and_survivors_equal_theta_k(make_spec, tmp_path):
     spec = make_spec(rewind_iteration=10, rounds=3)
     results, resets = run_capturing(spec, workdir=tmp_path)
     assert [r.round for r in results] == [0, 1, 2, 3]
-    theta_k = torch.load(tmp_path / "lineage.pt", weights_only=True)["state"]["theta_k"]
+    task = load_task(spec.dataset, spec.data, batch_size=spec.train.batch_size, seed=spec.seed)
+    model = build_model(spec.model, task.input_shape, task.num_classes, spec.seed)
+    model.load_state_dict(resets[0][1])
+    train(model, task, spec.train, end=10)  # θ_k replayed: the dense run's first k steps, nothing captured
+    theta_k = model.state_dict()
     for r in (1, 2, 3):
         mask, weights = resets[r]
         prev = resets[r - 1][0]

@@ -10,9 +10,12 @@ shared by its chunk_size consecutive units, f, i, o the usual sigmoid gates and 
 candidate, and the per-token distance d_t = 1 - mean(f̃_t).
 """
 
+import pytest
 import torch
 
 from study.engine.models.onlstm import RecurrentLayer
+
+pytestmark = pytest.mark.numerics  # `make test-portability` runs it under every CPU dispatch level
 
 INPUT, HIDDEN, CHUNK, STEPS, BATCH = 5, 12, 3, 7, 3
 N = HIDDEN // CHUNK

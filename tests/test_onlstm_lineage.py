@@ -99,6 +99,7 @@ def test_tied_embedding_is_masked_once_and_stays_tied():
     assert 0 < int(mask.sum()) < mask.numel() and torch.count_nonzero(weight[~mask]) == 0
 
 
+@pytest.mark.numerics
 def test_recurrent_lineages_repeat_exactly_with_dropout():
     a = run_lineage(lm_spec(), context=RunContext(threads=1))
     b = run_lineage(lm_spec(), context=RunContext(threads=1))

@@ -4,6 +4,7 @@ Every expected number is computed here from the tiny net's explicit gradient for
 paper, as literals), never by the code under test or by autograd.
 """
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,6 +13,8 @@ from study.engine import pruning_at_init
 from study.engine.models.slots import Slot
 from study.engine.pruning import dense_mask
 from study.engine.pruning_at_init import GRASP_TEMPERATURE, SCORE_BATCHES, grasp_scores, snip_scores, synflow_mask
+
+pytestmark = pytest.mark.numerics  # `make test-portability` runs it under every CPU dispatch level
 
 PARAMS = ["0.weight", "2.weight"]
 SLOTS = {"fc1": Slot("0.weight", None, "fc"), "fc2": Slot("2.weight", None, "output")}

@@ -259,6 +259,7 @@ def _replay_dense(spec, theta0):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, theta_k.state
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("strategy", ["imp", "lr_rewind"])
 def test_round_one_starts_from_the_weights_its_strategy_names(strategy):
     """imp resets survivors to θ_k; lr_rewind keeps the trained weights (Renda et al.). Both

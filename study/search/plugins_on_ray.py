@@ -7,6 +7,7 @@ with the package it lacks and how to ship it."""
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import ray
@@ -22,6 +23,8 @@ def start_ray(study: StudySpec, address: str | None) -> None:
     """Connect to (or start) Ray with the study's runtime_env, unless Ray is up already (then
     whoever started it chose the runtime_env, and `check_plugins_on_nodes` tells if it lacks one)."""
     if not ray.is_initialized():
+        # no address and no RAY_ADDRESS: a Ray of our own, never the last `ray start` of this machine
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(
             address=address,
             include_dashboard=False,
