@@ -258,3 +258,22 @@ def test_bad_models_are_one_line_exit_2_and_nothing_written(tmp_path, capsys, ch
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not any(p.is_file() for p in lake.rglob("*")), "nothing written"
+
+
+def test_study_plan_says_whether_a_model_packs_and_a_packed_study_refuses_one_that_does_not(tmp_path, capsys):
+    import yaml
+
+    from study.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(synthetic_spec_dict(**TINY, model="usernets:mlp_dropout")))
+    assert main(["plan", str(spec)]) == 0
+    why = "drop is Dropout(p=0.5): each lineage draws its own dropout masks, which a packed step cannot reproduce"
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert f"packing: trains alone (model usernets:mlp_dropout does not pack: {why})" in out
+    space = tmp_path / "study.yaml"
+    base = synthetic_spec_dict(**TINY, model="usernets:mlp_dropout")
+    space.write_text(yaml.safe_dump({"study": {"name": "s", "base": base, "resources": {"cpu": 1, "pack": "on"}}}))
+    assert main(["tune", str(space), "--results", str(tmp_path / "lake")]) == 2
+    assert f"resources.pack is on, but model usernets:mlp_dropout does not pack: {why}" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()
