@@ -422,14 +422,15 @@ class Lineage:
             self._spares.append(copy.deepcopy(self.model))
         return self._spares[index]
 
-    def _build(self, seed: int, check: bool = True) -> nn.Module:
-        task = self.task
+    def _build(self, seed: int) -> nn.Module:
+        """The model from `seed` (a user's model is checked against the data once: the lineage's own)."""
+        task, check = self.task, seed == self.spec.seed
         return build_lineage_model(
             self.spec, task.input_shape, task.num_classes, seed, getattr(task, "model_kwargs", {}), check
         ).to(self.device)
 
     def _fresh_init(self, round_: int) -> StateDict:
-        return self._build(derive_seed(self.spec.seed, "reinit", round_), check=False).state_dict()
+        return self._build(derive_seed(self.spec.seed, "reinit", round_)).state_dict()
 
     def _stop_if_degenerate(self, dense: RoundResult) -> None:
         reason = degenerate_reason(self.spec, dense)

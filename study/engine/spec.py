@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from study.engine.data import DATASETS
 from study.engine.models import NATIVE_INIT
 from study.engine.models.init import INIT_SCHEMES
 from study.engine.registry import branch, dataset_info, load_spec_plugins, model_info, sources, strategy
@@ -214,9 +215,10 @@ class LineageSpec:
         info, data = model_info(self.model), dataset_info(self.dataset)
         strategy(self.strategy)
         if data.inputs != info.inputs:
+            fits = ", ".join(name for name, d in DATASETS.items() if d.inputs == info.inputs)
             raise SpecError(
                 f"model {self.model} takes {info.inputs} data but dataset {self.dataset} is {data.inputs} data; "
-                f"use a dataset of {info.inputs} data"
+                f"use one of these datasets: {fits}"
             )
         for arg, value in self.model_args.items():
             if info.model_args is None:
