@@ -138,7 +138,7 @@ def pack_refusal(model: nn.Module, input_shape: tuple[int, ...]) -> str | None:
                 f"which a packed step cannot reproduce"
             )
         if isinstance(module, nn.RNNBase):
-            return f"{name} is an {type(module).__name__}: vmap cannot batch its fused recurrent kernel"
+            return f"{name} is a recurrent {type(module).__name__}: vmap cannot batch its fused kernel"
     try:
         gap = _stacked_gap(model, input_shape)
     except Exception as e:  # noqa: BLE001  (whatever the user's forward does under vmap)
