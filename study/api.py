@@ -57,7 +57,7 @@ def run_lineage(
     fresh: bool = False,
     progress: bool | Callable[[int], None] = True,
     device: str | None = None,
-    threads: int | None = None,
+    threads: int = 1,
 ) -> list[RoundResult]:
     """Run (or resume) one lineage and return its rounds (the trunk's; branches' rows are in
     the lake). With `results` (a folder or s3:// prefix) every round is filed in that lake, as

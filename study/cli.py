@@ -444,7 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="override the spec's seed")
     p.add_argument("--strategy", default=None, help="override the spec's strategy")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for this run")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1; rows depend on it, never on the machine)"
+    )
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start at round 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_lineage)

@@ -81,6 +81,7 @@ ROUNDS_V1 = {
     "test_error_barrier": F64,
     "chance_by_length": MAP,
     "trained_max_length": I64,
+    "threads": I64,
 }
 LINEAGES_V1 = {
     **IDENTITY_V1,

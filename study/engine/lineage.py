@@ -54,10 +54,13 @@ Steps = Generator[list[TrainRequest], list[TrainOutcome], Any]  # yields trainin
 @dataclass(frozen=True)
 class RunContext:
     """Where and how a lineage runs; none of it is part of the lineage's identity.
+    `threads`: torch's CPU threads. Float sums round differently with another thread count, so a
+    row depends on it: it is a setting (1 unless asked; a study's tasks take `resources.cpu`),
+    never the machine's core count, and every row records it.
     `on_progress(n)` is told every n training iterations done (resumed rounds at once)."""
 
     device: str | torch.device | None = None
-    threads: int | None = None
+    threads: int = 1
     on_progress: Callable[[int], None] | None = None
     tasks: SharedTasks | None = None  # lineages packed in one process share their data
     tickets: Callable[[TicketRef], Ticket] | None = None  # resolves init_from (default: ticket files only)
@@ -125,8 +128,7 @@ class Lineage:
         spec.validate()
         self.spec, self.hooks, self.context = spec, hooks, context
         self.strategy = strategy(spec.strategy)
-        if context.threads is not None:
-            torch.set_num_threads(context.threads)
+        torch.set_num_threads(context.threads)
         self.device = resolve_device(context.device)
         data, args = dataset_info(spec.dataset), (spec.data, spec.train.batch_size, spec.seed, self.device)
         self.task = context.tasks.load(data, spec.dataset, *args) if context.tasks else data.load(*args)
@@ -496,6 +498,7 @@ class Lineage:
             iterations=result.iterations,
             wall_seconds=result.wall_seconds,
             device=str(self.device),
+            threads=torch.get_num_threads(),
             code_version=self.version,
             curve_iteration=[p.iteration for p in curve],
             curve_train_loss=[p.train_loss if math.isfinite(p.train_loss) else None for p in curve],

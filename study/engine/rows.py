@@ -124,6 +124,12 @@ class RoundResult(LineageColumns):
         default=None,
         metadata=doc("the longest length in the training data: accuracy_by_length beyond it is generalisation"),
     )
+    threads: int | None = field(
+        default=None,
+        metadata=doc(
+            "torch CPU threads the round trained with: float sums round by thread count, so rows agree bit for bit only at equal threads"
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def compact(root: str | Path, study: str, force: bool = False) -> dict[str, int]
     read = read_files(files, ROUNDS_SCHEMA, ROUND_KEYS)
     if read.skipped:
         raise RuntimeError(f"cannot compact {study}: unreadable files {read.skipped[:2]}; move them away first")
-    stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
     written = {}
     strategies = read.table["strategy"].cast(pa.string())
     for strategy in sorted(set(strategies.to_pylist())):

@@ -204,7 +204,7 @@ def fold_rounds(root: str | Path, study: str, strategy: str, trial_id: str, kind
 
 def superseded_dir(root: str | Path) -> str:
     """A new folder under `<root>/_superseded/` (never read as a table)."""
-    return join(root, "_superseded", f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    return join(root, "_superseded", f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}")
 
 
 def supersede(root: str | Path, study: str, trial_id: str) -> str | None:

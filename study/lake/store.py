@@ -138,7 +138,7 @@ class LocalStore:
         found = {}
         for folder, dirs, names in os.walk(under):
             dirs.sort()
-            for n in names:
+            for n in sorted(names):  # the same order on every filesystem
                 path = os.path.join(folder, n)
                 stamp = self.stamp(path)
                 if stamp is not None:  # else removed between listing and stat (a fold, a compaction)
