@@ -215,7 +215,7 @@ def test_resnet18_runs_an_imp_lineage_with_a_random_reinit_branch_on_fashion_mni
             "rounds": 1,
             "branches": ["random_reinit"],
             "chance_margin": None,
-            "train": {"lr": 1e-3, "iterations": 2, "eval_every": 2, "batch_size": 4},
+            "train": {"lr": 1e-3, "iterations": 1, "eval_every": 1, "batch_size": 4},
         }
     )
     rows = run_to_lake(spec, tmp_path, context=RunContext(threads=2, pack=False))
