@@ -20,7 +20,7 @@ test-cluster: setup
 	.venv/bin/python -m pytest -q -s -p no:cacheprovider --timeout 1500 tests/cluster
 
 # ruff (lint and format), mypy (configured in pyproject.toml), and ARCHITECTURE.md's layer table as allow-lists
-LINTED = study tests bench scripts app.py
+LINTED = study tests bench scripts app.py examples
 lint: setup
 	.venv/bin/ruff check $(LINTED)
 	.venv/bin/ruff format --check $(LINTED)

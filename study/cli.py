@@ -73,7 +73,10 @@ def cmd_lineage(args: argparse.Namespace, console: Console) -> int:
     _check_run_flags(args)
     # every check (names, lake, identity, data, model, checkpoint) passes before anything is shown or written
     context = RunContext(
-        device=args.device, threads=args.threads, on_progress=lambda n: bar.update(n) if bar is not None else None
+        device=args.device,
+        threads=args.threads,
+        on_progress=lambda n: bar.update(n) if bar is not None else None,
+        pack=False,  # its trainings run one after another
     )
     lineage = LakeLineage(
         spec, args.results, study=args.study, trial_id=args.trial, context=context, on_round=on_round, fresh=args.fresh
@@ -158,6 +161,8 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
             f"{study.budget.num_samples}); its results:",
             highlight=False,
         )
+    if study.resources.pack == "auto" and 0 < study.resources.lineage_gpu < 1 and not study.model_packs():
+        console.print(f"note: {study.pack_verdict()[1]}: its lineages train alone, each holding its GPU share")
     progress = StudyProgress(metric, mode, study.budget.num_samples, console, finished=finished, failed=failed)
     where = f"the Ray cluster at {args.address}" if args.address else "a local Ray instance"
     outcome = run_study(
@@ -287,14 +292,18 @@ def _emit_manifests(objects: list, args: argparse.Namespace, console: Console) -
 
 
 def cmd_k8s_render(args: argparse.Namespace, console: Console) -> int:
-    from study.deploy.k8s import capacity_warning, render
+    from study.deploy.k8s import capacity_warning, plugin_notice, render
     from study.search.study_spec import load_study_spec
 
     opts = _k8s_options(args)
+    study = load_study_spec(args.space)
+    notice = plugin_notice(study)
     objects = render(args.space, opts)
-    warning = capacity_warning(load_study_spec(args.space), opts)
+    warning = capacity_warning(study, opts)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
     return _emit_manifests(objects, args, console)
 
 
@@ -413,9 +422,9 @@ def cmd_compact(args: argparse.Namespace, console: Console) -> int:
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from study.cli_tables import OutputFormat, emit
     from study.cli_views import plan_tables
-    from study.engine.plan import plan_lineage, round_iterations, total_iterations
+    from study.engine.plan import pack_verdict, plan_lineage, round_iterations, total_iterations
+    from study.engine.registry import strategy
     from study.engine.spec import load_lineage_spec
-    from study.engine.strategies import STRATEGIES
     from study.typed_yaml import load_yaml
 
     raw = load_yaml(args.spec)
@@ -465,14 +474,34 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     title = f"{spec.strategy} {spec.model} on {spec.dataset} ({spec.prune.scope})"
     outputs = plan_tables(groups, rounds, title)
     lines = _plan_lines(spec, plan, estimate, why, study, total_iterations(spec, plan))
+    packs, pack_why = pack_verdict(spec)
+    lines.append(
+        "packing: its trainings may train stacked (packed)" if packs else f"packing: trains alone ({pack_why})"
+    )
     fmt = OutputFormat(args.format)
     if fmt is OutputFormat.TABLE:
-        console.print(f"strategy {spec.strategy}: {STRATEGIES[spec.strategy].summary}", highlight=False)
+        console.print(f"strategy {spec.strategy}: {strategy(spec.strategy).summary}", highlight=False)
         emit(outputs, fmt, console)
         for line in lines:
             console.print(line, highlight=False, markup=False)
     else:
         emit(outputs[::-1], fmt, console, extra={"summary": lines})
+    return 0
+
+
+def cmd_ticket_export(args: argparse.Namespace, console: Console) -> int:
+    from study.engine.tickets import load_ticket
+    from study.lake.artifacts import export_ticket
+    from study.lake.store import normalize_root
+
+    path = export_ticket(normalize_root(args.results), args.study, args.trial, args.round, args.out)
+    ticket = load_ticket(path)
+    meta, trained = ticket.meta, "with" if ticket.trained is not None else "without"
+    console.print(
+        f"ticket of {meta['model']} on {meta['dataset']}, trial {args.trial} round {args.round} "
+        f"({meta['remaining_pct']:.1f}% of weights, θ_k at iteration {meta['rewind_iteration']}, {trained} trained "
+        f"weights): {path} ({path.stat().st_size / 1e6:.1f} MB; study.load_ticket or torch.load(weights_only=True))"
+    )
     return 0
 
 
@@ -686,6 +715,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-estimate", action="store_true", help="skip the timed training steps of the time estimate")
     _format_option(p)
     p.set_defaults(func=cmd_plan)
+
+    ticket = sub.add_parser("ticket", help="winning tickets of the results lake").add_subparsers(
+        dest="ticket_command", required=True
+    )
+    p = ticket.add_parser("export", help="write a round's ticket (mask, θ_k, trained weights if kept) to one file")
+    p.add_argument("study")
+    p.add_argument("--trial", required=True, help="the trial id of the lineage (its trunk)")
+    p.add_argument("--round", type=int, required=True, help="the round whose mask the ticket carries")
+    p.add_argument("--out", required=True, help="the file to write, e.g. ticket.pt")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results lake root (default: %(default)s)")
+    p.set_defaults(func=cmd_ticket_export)
 
     p = sub.add_parser("baselines", help="parse F1 of the trivial trees on every corpus with gold trees")
     p.add_argument("--sentences", type=int, default=2000, help="sentences generated per corpus (default: %(default)s)")

@@ -510,3 +510,39 @@ def postgres():
     finally:
         subprocess.run([*as_user, ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
         shutil.rmtree(base, ignore_errors=True)
+
+
+EXAMPLE_PLUGIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "plugin")
+
+
+@pytest.fixture
+def plugin_registries():
+    """What plugins register during a test is gone after it: the registries (and the plugin
+    modules, so the next import registers again) as they were."""
+    import sys
+
+    from study.analysis import objectives
+    from study.engine import registry
+    from study.engine.branches import BRANCHES
+    from study.engine.data import DATASETS
+    from study.engine.models import MODELS
+    from study.engine.strategies import STRATEGIES
+
+    held = [MODELS, DATASETS, STRATEGIES, BRANCHES, objectives.OBJECTIVES, registry._SOURCES,
+            objectives._PLUGIN_OBJECTIVES]  # fmt: skip
+    saved = [dict(r) for r in held]
+    modules = set(sys.modules)
+    yield
+    for registry_, before in zip(held, saved, strict=True):
+        registry_.clear()
+        registry_.update(before)
+    for name in set(sys.modules) - modules:
+        if name.split(".")[0] in ("study_example", "study_ep_demo", "userplugin"):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def example_plugin_path(monkeypatch, plugin_registries):
+    """examples/plugin importable in this process (as a researcher's project folder is)."""
+    monkeypatch.syspath_prepend(EXAMPLE_PLUGIN)
+    return EXAMPLE_PLUGIN

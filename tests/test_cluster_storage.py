@@ -49,6 +49,7 @@ def test_a_lineage_writes_the_same_lake_to_s3_as_to_a_folder(s3, tmp_path):
         f"same/lineages/study=s/strategy={strategy}/{lid}.parquet",
         f"same/masks/study=s/strategy={strategy}/{lid}.rounds.parquet",
         f"same/rounds/study=s/strategy={strategy}/{lid}.rounds.parquet",
+        f"same/weights/study=s/strategy={strategy}/{lid}/theta_k.pt",  # a ticket's starting weights
     ]
     rows = pq.read_table(io.BytesIO(objects[f"same/rounds/study=s/strategy={strategy}/{lid}.rounds.parquet"]))
     assert rows["round"].to_pylist() == [0, 1, 2]

@@ -98,6 +98,7 @@ LINEAGES_V1 = {
     "updated_at": TS,
     "branch": S,
     "trunk_lineage_id": S,
+    "init_from": S,  # issue 26: the ticket a lineage started from
 }
 STUDIES_V1 = {
     "study": (CAT, KEY),

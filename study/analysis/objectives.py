@@ -194,6 +194,37 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
+_PLUGIN_OBJECTIVES: dict[str, dict[str, str]] = {}  # a plugin objective's source, by name
+
+
+def register_objective(objective: Objective, module: str | None = None) -> None:
+    """A plugin's objective (it reads validation metrics only, like the built-ins); its source is
+    `module`'s package (default: the caller's)."""
+    import sys
+
+    from study.plugins import source_identity
+
+    name = objective.name
+    identity = source_identity(objective.values, module or str(sys._getframe(1).f_globals.get("__name__", "?")))
+    if name in OBJECTIVES and _PLUGIN_OBJECTIVES.get(name) != identity:
+        raise SpecError(f"plugin objective {name!r} has the name of another objective; register it under another name")
+    OBJECTIVES[name] = objective
+    _PLUGIN_OBJECTIVES[name] = identity
+
+
+def objective(name: str) -> Objective:
+    """`OBJECTIVES[name]`, or a plugin's from its `study.objectives` entry point."""
+    if name not in OBJECTIVES:
+        from study.plugins import entry_points, load_entry_point
+
+        found = entry_points("objectives").get(name)
+        if found is None:
+            choice("objective.name", name, tuple(OBJECTIVES))
+            raise SpecError(f"objective.name: unknown value '{name}'")
+        register_objective(load_entry_point(found, "objectives"), found.module)
+    return OBJECTIVES[name]
+
+
 @dataclass(frozen=True)
 class ObjectiveSpec:
     """A study's `objective:` block: which objective, and the settings it reads. Everything that
@@ -206,7 +237,7 @@ class ObjectiveSpec:
     max_barrier: float | None = None  # stable_sparsest_within: the largest validation error barrier that counts
 
     def validate(self) -> None:
-        choice("objective.name", self.name, tuple(OBJECTIVES))
+        objective(self.name)  # a built-in, a registered plugin's or one its entry point names
         if not 0 <= self.tolerance < 1:
             raise SpecError(f"objective.tolerance is a fraction of accuracy in [0, 1), got {self.tolerance}")
         if self.objective.needs_target and not (self.target_remaining and 0 < self.target_remaining < 100):
@@ -223,7 +254,7 @@ class ObjectiveSpec:
 
     @property
     def objective(self) -> Objective:
-        return OBJECTIVES[self.name]
+        return objective(self.name)
 
     @property
     def metrics(self) -> list[str]:

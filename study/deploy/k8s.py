@@ -299,6 +299,35 @@ def capacity_warning(study: StudySpec, opts: K8sOptions) -> str | None:
     )
 
 
+def plugin_notice(study: StudySpec) -> str | None:
+    """How a study's own code reaches the pods (None: it runs built-ins only). Local
+    runtime_env paths are refused: they are this machine's, not the pods'."""
+    from study.search.plugins_on_ray import uses_user_code
+
+    local = [p for p in (*study.runtime_env.py_modules, study.runtime_env.working_dir or "") if p and "://" not in p]
+    if local:
+        raise SpecError(
+            f"runtime_env {local[0]} is a path on this machine, which the pods do not have; install the package in "
+            f"the image (a RUN pip install line in k8s/Dockerfile) or give an s3:// or https:// URI of its zip"
+        )
+    if not uses_user_code(study.base):
+        return None
+    base = study.base
+    named = [f"plugins {', '.join(base['plugins'])}" if base.get("plugins") else "", f"model {base.get('model')}",
+             f"dataset {base.get('dataset')}"]  # fmt: skip
+    shipped = ", ".join(study.runtime_env.py_modules)
+    how = (
+        f"runtime_env ships {shipped} to every pod"
+        if shipped
+        else "the image must have it installed: add `RUN pip install <your package>` to k8s/Dockerfile and rebuild "
+        "the image (or list s3:// / https:// zips in the study's runtime_env.py_modules)"
+    )
+    return (
+        f"this study runs your code ({'; '.join(n for n in named if n)}): {how}; the driver checks every node "
+        f"can import it before any trial starts"
+    )
+
+
 def study_yaml_for_cluster(raw: dict, opts: K8sOptions, name: str, db_url: str | None) -> str:
     """The study YAML as the cluster sees it: every store on the shared volume (or S3/Postgres)."""
     raw = copy.deepcopy(raw)

@@ -6,14 +6,18 @@ normalisation or activation work); the compression ratio counts every parameter 
 normalisation included, which are never pruned), as ShrinkBench does, so at 1% of prunable
 weights left it is below 100.
 
-Counted per weight tensor, for any model: every `linear` and `conv2d` call of one probe forward
-is seen (a TorchFunctionMode), and a weight applied at P positions (tokens, output pixels) costs
-P MACs per entry, so P MACs per entry the mask keeps."""
+Counted per weight tensor, for any model: every `linear` and `conv1d`/`conv2d`/`conv3d` call of
+one probe forward is seen (a TorchFunctionMode), and a weight applied at P positions (tokens,
+output pixels or voxels) costs P MACs per entry, so P MACs per entry the mask keeps. An
+RNN/LSTM/GRU module applies each of its input and hidden matrices once per time step and
+sequence (seen by a forward pre-hook: P = steps × batch). An embedding lookup multiplies nothing
+and costs no MACs; neither do nn.MultiheadAttention's own projections, which are not pruned."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -22,6 +26,13 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from study.engine.pruning import Mask
+
+_CONVS = {F.conv1d: 1, torch.conv1d: 1, F.conv2d: 2, torch.conv2d: 2, F.conv3d: 3, torch.conv3d: 3}
+
+
+def _positions(out: torch.Tensor, dims: int) -> int:
+    """Output positions of a convolution with `dims` spatial dims (× batch; unbatched works too)."""
+    return out.numel() // out.shape[-dims - 1]
 
 
 class _CountPositions(TorchFunctionMode):
@@ -38,8 +49,8 @@ class _CountPositions(TorchFunctionMode):
         if func is F.linear and weight is not None:
             x = args[0]
             self._add(weight, x.numel() // x.shape[-1])
-        elif func in (F.conv2d, torch.conv2d) and weight is not None:
-            self._add(weight, out.numel() // out.shape[-3])  # output pixels (x batch): one probe example
+        elif func in _CONVS and weight is not None:
+            self._add(weight, _positions(out, _CONVS[func]))
         return out
 
     def _add(self, weight: torch.Tensor, positions: int) -> None:
@@ -52,12 +63,32 @@ def weight_positions(model: nn.Module, probe: Callable[[nn.Module], Any]) -> dic
     names = {id(p): name for name, p in model.named_parameters()}
     was_training = model.training
     model.eval()
+    counter = _CountPositions()
+    hooks = [
+        m.register_forward_pre_hook(partial(_recurrent, counter)) for m in model.modules() if isinstance(m, nn.RNNBase)
+    ]
     try:
-        with torch.no_grad(), _CountPositions() as counter:
+        with torch.no_grad(), counter:
             probe(model)
     finally:
         model.train(was_training)
+        for hook in hooks:
+            hook.remove()
     return {names[i]: n for i, n in counter.positions.items() if i in names}
+
+
+def _recurrent(counter: _CountPositions, module: nn.RNNBase, args: tuple[Any, ...]) -> None:
+    """An RNN module's matrices, each applied once per step of every sequence of its input."""
+    x = args[0]
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        steps = int(x.batch_sizes.sum())  # the packed steps of every sequence
+    elif x.dim() == 2:
+        steps = x.shape[0]  # one unbatched sequence
+    else:
+        steps = x.shape[0] * x.shape[1]
+    for name in module._flat_weights_names:
+        if name.startswith("weight_"):
+            counter._add(getattr(module, name), steps)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from study.engine.data import DATASETS
 from study.engine.plan import LineagePlan, build_lineage_model, round_iterations, round_length
+from study.engine.registry import dataset_info
 from study.engine.spec import LineageSpec
 from study.engine.train import resolve_device, train
 
@@ -49,8 +49,9 @@ def measure(spec: LineageSpec, threads: int | None = None, steps: int = 300, bud
         torch.set_num_threads(threads)
     try:
         device = resolve_device(None)
-        task = DATASETS[spec.dataset].load(spec.data, spec.train.batch_size, spec.seed, device)
-        shape, classes, kwargs = DATASETS[spec.dataset].signature(spec.data)
+        dataset = dataset_info(spec.dataset)  # a built-in, a user's format or loader, or a plugin's
+        task = dataset.load(spec.data, spec.train.batch_size, spec.seed, device)
+        shape, classes, kwargs = dataset.signature(spec.data)
         model = build_lineage_model(spec, shape, classes, spec.seed, kwargs).to(device)
 
         def clock() -> float:

@@ -18,21 +18,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from study.engine.branches import BRANCHES, BranchStep, branch_label, branch_lineage_id
+from study.engine.branches import BranchStep, branch_label, branch_lineage_id
 from study.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from study.engine.cost import cost, weight_positions
-from study.engine.data import DATASETS, SharedTasks
+from study.engine.data import SharedTasks
 from study.engine.failures import LineageDegenerate, LineageFailure
 from study.engine.instability import barrier, linear_path
-from study.engine.models import MODELS
 from study.engine.plan import LineagePlan, build_lineage_model, instability_copies, plan_lineage, total_iterations
 from study.engine.pruning import Mask, apply_mask, dense_mask, remaining
+from study.engine.registry import branch, dataset_info, model_packs, strategy
 from study.engine.rows import InstabilityResult, LineageIds, MaskResult, RoundResult, RoundRows
 from study.engine.seeding import derive_seed
 from study.engine.spec import LineageSpec
 from study.engine.state import LineageState, StateDict, clone_state
-from study.engine.strategies import STRATEGIES, PruneStep, RoundStart
+from study.engine.strategies import PruneStep, RoundStart
 from study.engine.task import HasRoundMetrics, Task
+from study.engine.tickets import Ticket, TicketRef, WeightsResult, file_tickets
 from study.engine.train import (
     CaptureWeights,
     KeepBest,
@@ -61,6 +62,10 @@ class RunContext:
     threads: int = 1
     on_progress: Callable[[int], None] | None = None
     tasks: SharedTasks | None = None  # lineages packed in one process share their data
+    tickets: Callable[[TicketRef], Ticket] | None = None  # resolves init_from (default: ticket files only)
+    # its trainings may be stacked with others (engine/packing); lone drivers (study lineage,
+    # study.run_lineage) say False and spare judging a user's model
+    pack: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,13 +77,16 @@ class LineageHooks:
     mask)` those a branch starts from; a round's resets all come before its trainings, each in
     the model (or spare copy) that trains.
     `on_instability(result)` gets a round's instability measurement and `on_mask(result)` the
-    mask of each of its rows (packed), before its rows."""
+    mask of each of its rows (packed), before its rows. `on_weights(result)` gets the weights the
+    lake keeps for tickets (θ_k after round 0; a round's trained weights as `keep_trained`
+    says), before the round's rows."""
 
     on_round: Callable[[RoundResult], None] | None = None
     on_instability: Callable[[InstabilityResult], None] | None = None
     on_mask: Callable[[MaskResult], None] | None = None
     on_reset: Callable[[int, nn.Module, Mask], None] | None = None
     on_branch_reset: Callable[[int, str, nn.Module, Mask], None] | None = None
+    on_weights: Callable[[WeightsResult], None] | None = None
 
 
 def degenerate_reason(spec: LineageSpec, dense: RoundResult) -> str | None:
@@ -118,13 +126,23 @@ class Lineage:
     ) -> None:
         spec.validate()
         self.spec, self.hooks, self.context = spec, hooks, context
-        self.strategy = STRATEGIES[spec.strategy]
+        self.strategy = strategy(spec.strategy)
         torch.set_num_threads(context.threads)
         self.device = resolve_device(context.device)
-        load = context.tasks.load if context.tasks else lambda name, *args: DATASETS[name].load(*args)
-        self.task = load(spec.dataset, spec.data, spec.train.batch_size, spec.seed, self.device)
+        data, args = dataset_info(spec.dataset), (spec.data, spec.train.batch_size, spec.seed, self.device)
+        self.task = context.tasks.load(data, spec.dataset, *args) if context.tasks else data.load(*args)
         self.model = self._build(spec.seed)
         self.plan: LineagePlan = plan_lineage(spec, self.model)
+        self.ticket = self._start_ticket()
+        if self.ticket is not None:  # it fits, and its mask is where pruning starts from
+            assert spec.init_from is not None
+            self.ticket.fits(self.model, self.plan.params, f"init_from ticket {spec.init_from.describe()}")
+            self.model.load_state_dict(self.ticket.theta_k)
+            self.plan = plan_lineage(spec, self.model, self.ticket.masks)
+        # whether its trainings may train stacked with others (engine/packing), and why not
+        self.packs, self.pack_refusal = (
+            model_packs(spec, self.model, self.task.input_shape) if context.pack else (False, "trained alone")
+        )
         self.weight_positions = weight_positions(self.model, self.task.synflow_output)  # for the cost columns
         self.study, self.trial_id = ids.study, ids.trial_id or spec.lineage_id()
         self.checkpoint_path = Path(workdir) / CHECKPOINT_FILE if workdir is not None else None
@@ -134,10 +152,12 @@ class Lineage:
             if self.checkpoint_path and resume
             else None
         )
+        start = dense_mask(self.model, self.plan.params)
+        if self.ticket is not None:
+            start = {n: self.ticket.masks[n].to(m.device) for n, m in start.items()}
+            apply_mask(self.model, start)
         self.state = (
-            LineageState.from_checkpoint(saved)
-            if saved is not None
-            else LineageState(clone_state(self.model), dense_mask(self.model, self.plan.params))
+            LineageState.from_checkpoint(saved) if saved is not None else LineageState(clone_state(self.model), start)
         )
         self.previous = list(self.state.results)
         self.ended = False
@@ -194,6 +214,7 @@ class Lineage:
         if not todo:
             return None
         done: _Round = yield from self._run_round(todo[0])
+        self._keep_weights(done.rows.round)
         on_instability, on_mask, on_round = self.hooks.on_instability, self.hooks.on_mask, self.hooks.on_round
         if on_instability and done.instability is not None:  # the round's reports, in the order the lake files them
             on_instability(done.instability)
@@ -210,6 +231,30 @@ class Lineage:
         if done.rows.round == 0:  # its row is written; a degenerate lineage ends here, before anyone ranks it
             self._stop_if_degenerate(done.rows.trunk)
         return done.rows
+
+    def _start_ticket(self) -> Ticket | None:
+        ref = self.spec.init_from
+        return None if ref is None else (self.context.tickets or file_tickets)(ref)
+
+    def _keep_weights(self, round_: int) -> None:
+        """Hand the lake what a ticket of this round needs: θ_k with round 0, and the round's
+        trained weights when the spec keeps them."""
+        if self.hooks.on_weights is None:
+            return
+        ids = self._identity()
+        keep = {
+            "study": ids["study"],
+            "strategy": ids["strategy"],
+            "trial_id": ids["trial_id"],
+            "lineage_id": ids["lineage_id"],
+        }
+        state, last = self.state, round_ == self.plan.rounds[-1]
+        if round_ == 0 and state.theta_k is not None:
+            self.hooks.on_weights(WeightsResult(**keep, kind="theta_k", round=None, state=state.theta_k))
+        if state.trained is not None and (
+            self.spec.keep_trained == "every" or (self.spec.keep_trained == "last" and last)
+        ):
+            self.hooks.on_weights(WeightsResult(**keep, kind="trained", round=round_, state=state.trained))
 
     def _run_round(self, round_: int) -> Steps:
         """The round (`_Round`): its rows, the trunk's, then one per branch still growing, their
@@ -233,7 +278,7 @@ class Lineage:
         mask = self.strategy.mask(step)
         start = self.strategy.reset.start(spec, state, lambda: self._fresh_init(round_))
         branch_masks = {  # from the trunk's step, before the trunk's training replaces what it saw
-            name: BRANCHES[name].mask(BranchStep(step, mask)) for name in spec.branches
+            name: branch(name).mask(BranchStep(step, mask)) for name in spec.branches
         }
         # every training of the round starts from the trunk's step: they train at once (packed,
         # they share a stacked model); the trunk's own, the instability copy, the IMP track, the branches
@@ -256,7 +301,7 @@ class Lineage:
             assert state.theta_k is not None
             jobs.append(_Job(RoundStart(state.theta_k, spec.rewind_iteration), mask, role=IMP_TRACK))
         for name, branch_mask in branch_masks.items():
-            weights = self._fresh_init(round_) if BRANCHES[name].weights == "fresh_init" else start.weights
+            weights = self._fresh_init(round_) if branch(name).weights == "fresh_init" else start.weights
             jobs.append(
                 _Job(
                     RoundStart(weights, start.iteration, start.lr_fn),
@@ -388,12 +433,12 @@ class Lineage:
                     model,
                     job.task or self.task,
                     self.spec.train,
-                    mask=job.mask if round_ > 0 else None,
+                    mask=job.mask if round_ > 0 or self.ticket is not None else None,
                     start=job.start.iteration,
                     lr_fn=job.start.lr_fn,
                     callbacks=[cb for cb in (*job.callbacks, best, progress) if cb is not None],
                     dropout_seed=derive_seed(self.spec.seed, job.purpose, round_),  # dropout draws repeat on resume
-                    packs=MODELS[self.spec.model].packs,
+                    packs=self.packs,
                     required=job.required,
                 )
             )
@@ -410,9 +455,10 @@ class Lineage:
         return self._spares[index]
 
     def _build(self, seed: int) -> nn.Module:
-        task = self.task
+        """The model from `seed` (a user's model is checked against the data once: the lineage's own)."""
+        task, check = self.task, seed == self.spec.seed
         return build_lineage_model(
-            self.spec, task.input_shape, task.num_classes, seed, getattr(task, "model_kwargs", {})
+            self.spec, task.input_shape, task.num_classes, seed, getattr(task, "model_kwargs", {}), check
         ).to(self.device)
 
     def _fresh_init(self, round_: int) -> StateDict:

@@ -10,11 +10,11 @@ from typing import Any
 
 from torch import nn
 
-from study.engine.data import DATASETS
-from study.engine.models import MODELS, Slot, build_model, prunable_slots
-from study.engine.pruning import planned_counts
+from study.engine.models import PRUNABLE_MODULES, Slot, build_from, prunable_slots
+from study.engine.models.external import check_output
+from study.engine.pruning import Mask, planned_counts
+from study.engine.registry import dataset_info, model_info, model_packs, strategy
 from study.engine.spec import MAX_ROUNDS, LineageSpec
-from study.engine.strategies import STRATEGIES
 from study.errors import SpecError
 
 
@@ -28,6 +28,7 @@ class LineagePlan:
     counts: list[dict[str, int]]  # round -> group -> weights kept
     rounds: list[int]  # the round numbers that will run
     total_weights: int
+    fixed: int | None = None  # prunable weights kept outside every group (None: all of the exempt slots)
 
     @property
     def params(self) -> list[str]:
@@ -37,14 +38,14 @@ class LineagePlan:
         return self.counts[round_]
 
     def remaining_pct(self, round_: int) -> float:
-        exempt = self.total_weights - sum(self.counts[0].values())  # weights no group prunes
+        exempt = self.total_weights - sum(self.counts[0].values()) if self.fixed is None else self.fixed
         return 100.0 * (sum(self.counts[round_].values()) + exempt) / self.total_weights
 
 
 def pruning_groups(spec: LineageSpec, slots: dict[str, Slot]) -> tuple[dict[str, list[str]], dict[str, float]]:
     live = {n: slot.kind for n, slot in slots.items() if slot.kind not in spec.prune.exempt}
     if spec.prune.scope == "layerwise":
-        kind_rates = {**MODELS[spec.model].default_rates, **spec.prune.rates}
+        kind_rates = {**model_info(spec.model).default_rates, **spec.prune.rates}
         return {n: [n] for n in live}, {n: kind_rates[k] for n, k in live.items()}
     assert spec.prune.rate is not None  # validated: global scope has a rate
     pooled = [n for n, k in live.items() if not (k == "output" and spec.prune.output_rate is not None)]
@@ -74,30 +75,64 @@ def construct(spec: LineageSpec, make: Callable[[], nn.Module]) -> nn.Module:
 
 
 def build_lineage_model(
-    spec: LineageSpec, input_shape: tuple[int, ...], num_classes: int, seed: int, model_kwargs: dict[str, Any]
+    spec: LineageSpec,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int,
+    model_kwargs: dict[str, Any],
+    check: bool = True,
 ) -> nn.Module:
-    """The spec's model, initialised from `seed`."""
-    return construct(
-        spec,
-        lambda: build_model(spec.model, input_shape, num_classes, seed, spec.init, **model_kwargs, **spec.model_args),
+    """The spec's model, initialised from `seed` (a user's model: checked to map the dataset's
+    inputs to its classes)."""
+    info = model_info(spec.model)
+    model = construct(
+        spec, lambda: build_from(info, input_shape, num_classes, seed, spec.init, **model_kwargs, **spec.model_args)
     )
+    if check and info.identity is not None:
+        check_output(model, spec.model, spec.dataset, input_shape, num_classes)
+    return model
 
 
-def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePlan:
+def _slots(spec: LineageSpec, model: nn.Module) -> dict[str, Slot]:
+    """The model's prunable slots; a user's model must have some, and its declared output layer."""
+    if spec.output_layer is not None:
+        module = dict(model.named_modules()).get(spec.output_layer)
+        if not isinstance(module, PRUNABLE_MODULES[:4]):
+            what = "no such module" if module is None else f"a {type(module).__name__}"
+            raise SpecError(
+                f"output_layer {spec.output_layer!r}: the model has {what} there; name its output Linear or Conv "
+                f"module (as in model.named_modules())"
+            )
+    slots = prunable_slots(model, spec.output_layer)
+    if not slots:
+        raise SpecError(
+            f"model {spec.model} has no prunable weights (Linear, Conv1d/2d/3d, Embedding, RNN/LSTM/GRU "
+            f"matrices); build it from those layers"
+        )
+    return slots
+
+
+def plan_lineage(spec: LineageSpec, model: nn.Module | None = None, start: Mask | None = None) -> LineagePlan:
+    """The plan of `spec` for `model` (None: built from the dataset's signature), from the mask
+    `start` (a ticket's; None: dense)."""
     if model is None:
-        shape, classes, kwargs = DATASETS[spec.dataset].signature(spec.data)
-        model = construct(spec, lambda: MODELS[spec.model].factory(shape, classes, **kwargs, **spec.model_args))
-    slots = prunable_slots(model)
+        shape, classes, kwargs = dataset_info(spec.dataset).signature(spec.data)
+        model = build_lineage_model(spec, shape, classes, spec.seed, kwargs)
+    slots = _slots(spec, model)
     params = dict(model.named_parameters())
     sizes = {n: (params[s.param] if s.rows is None else params[s.param][s.rows]).numel() for n, s in slots.items()}
-    groups, rates = pruning_groups(spec, slots)
     total = sum(sizes.values())
+    if start is not None:  # survivors of the ticket's mask
+        sizes = {n: int((start[s.param] if s.rows is None else start[s.param][s.rows]).sum()) for n, s in slots.items()}
+    groups, rates = pruning_groups(spec, slots)
+    grouped = {n for members in groups.values() for n in members}
+    fixed = sum(size for n, size in sizes.items() if n not in grouped)
     if spec.rounds is not None:
         n_rounds = spec.rounds
     else:
         assert spec.target_remaining is not None  # validated: exactly one of rounds, target_remaining
         n_rounds, counts = 0, planned_counts(sizes, groups, rates, 0)
-        while 100.0 * (sum(counts[-1].values()) + total - sum(counts[0].values())) / total > spec.target_remaining:
+        while 100.0 * (sum(counts[-1].values()) + fixed) / total > spec.target_remaining:
             n_rounds += 1
             counts = planned_counts(sizes, groups, rates, n_rounds)
             if n_rounds > MAX_ROUNDS or counts[-1] == counts[-2]:
@@ -106,10 +141,10 @@ def plan_lineage(spec: LineageSpec, model: nn.Module | None = None) -> LineagePl
                 )
     counts = planned_counts(sizes, groups, rates, n_rounds)
     rounds = list(range(n_rounds + 1))
-    if STRATEGIES[spec.strategy].one_shot:
+    if strategy(spec.strategy).one_shot:
         rounds, counts = [0, 1], [counts[0], counts[-1]]
     spec.instability.check_last_round(rounds[-1])
-    return LineagePlan(slots, groups, rates, counts, rounds, total)
+    return LineagePlan(slots, groups, rates, counts, rounds, total, fixed)
 
 
 def round_length(spec: LineageSpec, round_: int) -> int:
@@ -131,7 +166,7 @@ def round_iterations(spec: LineageSpec, plan: LineagePlan, round_: int) -> int:
     """Every iteration round `round_` trains: the round, the IMP track that supplies the next
     mask, the branches and the instability copies (which train from k on)."""
     total = round_length(spec, round_)
-    if STRATEGIES[spec.strategy].imp_track and 0 < round_ < plan.rounds[-1]:
+    if strategy(spec.strategy).imp_track and 0 < round_ < plan.rounds[-1]:
         total += round_length(spec, round_)
     if round_ > 0:
         total += len(spec.branches) * round_length(spec, round_)
@@ -148,3 +183,13 @@ def describe_plan(spec: LineageSpec, plan: LineagePlan) -> str:
     return (
         f"{spec.strategy} {spec.model} on {spec.dataset}: rounds {plan.rounds[0]}..{plan.rounds[-1]}, remaining {pct}"
     )
+
+
+def pack_verdict(spec: LineageSpec) -> tuple[bool, str | None]:
+    """Whether the spec's lineages may train packed, and why not: a built-in model says so
+    itself; a user's model is built (from the dataset's signature) and judged
+    (`models.external.pack_refusal`)."""
+    if model_info(spec.model).packs is not None:
+        return model_packs(spec, None, ())
+    shape, classes, kwargs = dataset_info(spec.dataset).signature(spec.data)
+    return model_packs(spec, build_lineage_model(spec, shape, classes, spec.seed, kwargs), shape)

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from study.engine.branches import BRANCHES
 from study.engine.data import DATASETS
-from study.engine.models import MODELS
+from study.engine.models import NATIVE_INIT
 from study.engine.models.init import INIT_SCHEMES
-from study.engine.strategies import STRATEGIES
+from study.engine.registry import branch, dataset_info, load_spec_plugins, model_info, sources, strategy
+from study.engine.tickets import TicketRef
 from study.errors import SpecError
 from study.typed_yaml import build, choice, load_yaml
 
@@ -31,6 +31,7 @@ SCHEDULES = ("constant", "step", "warmup", "cosine")
 MAX_ITERATIONS = 10**9
 MAX_ROUNDS = 500
 MAX_SEED = 2**31 - 1
+KEEP_TRAINED = ("none", "last", "every")  # the rounds whose trained weights the lake keeps
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,21 @@ class DataSpec:
     split_seed: int = 0
     augment: bool | None = None
     synthetic_size: int = 3000
+    args: dict[str, Any] = field(default_factory=dict)  # a loader's keyword arguments (dataset: package.module:loader)
+    label_column: str = "label"  # dataset parquet:PATH: the column of class labels
+    channels: int | None = None  # repeat a grey image's channel (e.g. 3 for an ImageNet model)
+    resize: tuple[int, ...] = ()  # [H, W]: resize every image
+    train_subset: int | None = None  # a seeded random subset of the training split (before the hold-out)
+    test_subset: int | None = None
 
     def validate(self) -> None:
+        if self.channels is not None and self.channels not in (1, 3):
+            raise SpecError(f"data.channels repeats a grey channel to 1 or 3 channels, got {self.channels}")
+        if self.resize and (len(self.resize) != 2 or min(self.resize) < 1):
+            raise SpecError(f"data.resize is [height, width] in pixels, got {list(self.resize)}")
+        for what, n in (("train_subset", self.train_subset), ("test_subset", self.test_subset)):
+            if n is not None and n < 2:
+                raise SpecError(f"data.{what} must be >= 2 examples, got {n}")
         if self.root and not self.download and not Path(self.root).expanduser().exists():
             raise SpecError(
                 f"data.root {self.root} does not exist; fix the path, or remove data.root to use "
@@ -191,35 +205,49 @@ class LineageSpec:
     chance_margin: float | None = 0.02  # the dense round must beat chance on validation by this much (null: no check)
     branches: tuple[str, ...] = ()  # paired controls trained off every pruning round (engine/branches.py)
     instability: InstabilitySpec = field(default_factory=InstabilitySpec)
+    plugins: tuple[str, ...] = ()  # modules to import first: they register models, datasets, strategies...
+    output_layer: str | None = None  # a user's model: its output layer's module name (default: its last Linear)
+    init_from: TicketRef | None = None  # start from a ticket: its mask and starting weights (transfer)
+    keep_trained: str = "none"  # the lake keeps θ_k, and the trained weights of none, the last or every round
 
     def validate(self) -> None:
-        choice("model", self.model, tuple(MODELS))
-        choice("dataset", self.dataset, tuple(DATASETS))
-        choice("strategy", self.strategy, tuple(STRATEGIES))
-        info = MODELS[self.model]
-        if DATASETS[self.dataset].inputs != info.inputs:
+        load_spec_plugins(self)
+        info, data = model_info(self.model), dataset_info(self.dataset)
+        strategy(self.strategy)
+        if data.inputs != info.inputs:
             fits = ", ".join(name for name, d in DATASETS.items() if d.inputs == info.inputs)
             raise SpecError(
-                f"model {self.model} takes {info.inputs} data but dataset {self.dataset} is "
-                f"{DATASETS[self.dataset].inputs} data; use one of these datasets: {fits}"
+                f"model {self.model} takes {info.inputs} data but dataset {self.dataset} is {data.inputs} data; "
+                f"use one of these datasets: {fits}"
             )
         for arg, value in self.model_args.items():
+            if info.model_args is None:
+                continue  # a factory that takes **kwargs: it says itself what it refuses
             if arg not in info.model_args:
                 allowed = ", ".join(info.model_args) or "none"
                 close = difflib.get_close_matches(arg, info.model_args, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise SpecError(f"model_args.{arg}: {self.model} has no such argument; {hint}allowed: {allowed}")
-            _check_model_arg(arg, value, info.model_arg_defaults.get(arg))
+            if info.identity is None:
+                _check_model_arg(arg, value, info.model_arg_defaults.get(arg))
+        if self.output_layer is not None and info.identity is None:
+            raise SpecError(f"output_layer: model {self.model} declares its own output layer; remove output_layer")
+        choice("keep_trained", self.keep_trained, KEEP_TRAINED)
         if self.chance_margin is not None and not 0 <= self.chance_margin < 1:
             raise SpecError(f"chance_margin is a fraction of accuracy in [0, 1), got {self.chance_margin}")
         if self.init is not None:
-            choice("init", self.init, tuple(INIT_SCHEMES))
+            choice("init", self.init, (*INIT_SCHEMES, NATIVE_INIT))
+        if self.init_from is not None:
+            self.init_from.validate()
+            problem = strategy(self.strategy).ticket_problem
+            if problem:
+                raise SpecError(f"init_from: strategy {self.strategy} {problem}; use imp, lr_rewind, oneshot...")
         self.train.validate()
         self.prune.validate()
         self.data.validate()
         if not 0 <= self.seed <= MAX_SEED:
             raise SpecError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
-        known_kinds = MODELS[self.model].layer_kinds
+        known_kinds = info.layer_kinds
         for kind in self.prune.exempt:
             if kind not in known_kinds:
                 raise SpecError(
@@ -247,19 +275,16 @@ class LineageSpec:
             raise SpecError(
                 f"rewind_iteration {self.rewind_iteration} is outside the round (0 <= k < train.iterations = {self.train.iterations}); lower it"
             )
-        STRATEGIES[self.strategy].check(self)
-        for branch in self.branches:
-            choice("branches", branch, tuple(BRANCHES))
-            problem = BRANCHES[branch].problem(self)
+        strategy(self.strategy).check(self)
+        for name in self.branches:
+            problem = branch(name).problem(self)
             if problem:
                 raise SpecError(problem)
         if len(set(self.branches)) < len(self.branches):
             raise SpecError(f"branches lists a branch twice: {list(self.branches)}; name each once")
         self.instability.validate()
         if self.rounds is not None:  # else the plan, which counts the rounds to target_remaining, checks
-            self.instability.check_last_round(
-                min(self.rounds, 1) if STRATEGIES[self.strategy].one_shot else self.rounds
-            )
+            self.instability.check_last_round(min(self.rounds, 1) if strategy(self.strategy).one_shot else self.rounds)
         if self.branches and self.rounds == 0:
             raise SpecError("branches train off pruning rounds, and rounds is 0; set rounds >= 1 or drop branches")
 
@@ -273,7 +298,7 @@ class LineageSpec:
         d = _non_default(self)
         d.update(model=self.model, dataset=self.dataset, strategy=self.strategy, seed=self.seed)
         # a value equal to the model's own default is no change either (and 0 is 0.0)
-        info = MODELS[self.model]
+        info = model_info(self.model)
         args = {
             k: _number(v) for k, v in self.model_args.items() if _number(v) != _number(info.model_arg_defaults.get(k))
         }
@@ -299,6 +324,13 @@ class LineageSpec:
             d["data"] = data
         else:
             d.pop("data", None)
+        code = sources(self)  # a user's model, data or plugins: their import paths and source hashes
+        if code:
+            d["sources"] = code
+        if self.init_from is not None:
+            d["init_from"] = self.init_from.identity()
+        d.pop("plugins", None)  # named in `sources`, with their source hashes
+        d.pop("keep_trained", None)  # what the lake keeps, not what the lineage does
         return d
 
     def config_hash(self) -> str:

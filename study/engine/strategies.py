@@ -196,6 +196,16 @@ class Strategy:
         if isinstance(self.mask, Magnitude) and (self.mask.source == "imp_trained") != self.imp_track:
             raise ValueError(f"strategy {self.name}: masks from the IMP track's weights go with imp_track=True")
 
+    @property
+    def ticket_problem(self) -> str | None:
+        """Why a lineage that starts from a ticket (`init_from`) cannot use this strategy: it
+        would overwrite the ticket's weights or mask (None: it keeps them)."""
+        if self.reset.weights == "fresh_init":
+            return "re-initialises the survivors at random, overwriting the ticket's starting weights"
+        if isinstance(self.mask, AtInit) or self.mask is synflow_at_init:
+            return "scores the dense θ0 at init, overwriting the ticket's mask"
+        return None
+
     def check(self, spec: LineageSpec) -> None:
         if self.no_rewind and spec.rewind_iteration:
             raise SpecError(f"strategy {self.name} {self.no_rewind}")

@@ -23,6 +23,7 @@ from study.engine.rows import InstabilityResult, LineageIds, LineageStatus, Mask
 from study.engine.spec import LineageSpec
 from study.engine.train import TrainOutcome, TrainRequest, run_steps
 from study.errors import SpecError
+from study.lake.artifacts import lake_tickets, trial_weights, write_weights
 from study.lake.files import (
     ROUND_TABLES,
     check_name,
@@ -169,16 +170,20 @@ class LakeLineage:
 
     def build_lineage(self) -> Lineage:
         """The engine's lineage, its hooks filing into the lake (its data, model and checkpoint loaded)."""
+        context = self.context
+        if context.tickets is None:  # init_from may name a round of a lake
+            context = dataclasses.replace(context, tickets=lake_tickets)
         try:
             return Lineage(
                 self.spec,
                 ids=LineageIds(self.study, self.trial_id),
                 workdir=self.place.folder,
-                context=self.context,
+                context=context,
                 hooks=LineageHooks(
                     on_round=self._record,
                     on_instability=lambda r: self._write("instability", r),
                     on_mask=lambda r: self._write("masks", r),
+                    on_weights=lambda r: write_weights(self.root, r),
                 ),
                 resume=not self.fresh,
             )
@@ -189,9 +194,12 @@ class LakeLineage:
             ) from None
 
     def supersede(self) -> dt.datetime:
-        """Move what the trial id held (rows, status, checkpoint) under `_superseded/`; returns
-        the new lineage's start."""
+        """Move what the trial id held (rows, status, θ_k and trained weights, checkpoint) under
+        `_superseded/`; returns the new lineage's start."""
         target = supersede(self.root, self.study, self.trial_id) or superseded_dir(self.root)
+        store = store_for(self.root)
+        for path in trial_weights(self.root, self.study, self.trial_id):  # the old lineage's θ_k and trained weights
+            store.move(path, join(target, path[len(self.root.rstrip("/")) + 1 :]))
         self.place.move(CHECKPOINT_FILE, join(target, "checkpoint", self.trial_id, CHECKPOINT_FILE))
         return now()
 
@@ -213,6 +221,7 @@ class LakeLineage:
             device=str(self.lineage.device),
             code_version=code_version(),
             started_at=started,
+            init_from=spec.init_from.describe() if spec.init_from else None,
         )
 
     def _finish(self) -> None:

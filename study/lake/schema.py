@@ -75,6 +75,9 @@ class LineageRow(LineageColumns):
     )
     branch: str | None = field(default=None, metadata=doc("the branch this lineage is; null for a trunk"))
     trunk_lineage_id: str | None = field(default=None, metadata=doc("the lineage a branch grew from"))
+    init_from: str | None = field(
+        default=None, metadata=doc("the ticket the lineage started from (a file or lake round)")
+    )
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,8 @@ class Store(Protocol):
     def move(self, source: str, target: str) -> None: ...
     def put_file(self, local: Path, path: str) -> None: ...
     def get_file(self, path: str, local: Path) -> bool: ...
+    def write_bytes(self, data: bytes, path: str) -> None: ...
+    def read_bytes(self, path: str) -> bytes: ...
 
 
 def write_local(target: Path, write: Callable[[Path], object]) -> None:
@@ -270,6 +272,12 @@ class LocalStore:
             return False
         self.put_file(Path(path), str(local))
         return True
+
+    def write_bytes(self, data: bytes, path: str) -> None:
+        write_local(Path(path), lambda tmp: tmp.write_bytes(data))
+
+    def read_bytes(self, path: str) -> bytes:
+        return Path(path).read_bytes()
 
 
 CONNECT_TIMEOUT_S = 5.0
@@ -399,6 +407,22 @@ class S3Store:
 
         write_local(Path(local), download)
         return True
+
+    def write_bytes(self, data: bytes, path: str) -> None:
+        """Under a temporary key, its size checked, then copied into place (as `put_file`)."""
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}.uploading"
+        try:
+            with self.fs.open_output_stream(self.key(tmp)) as out:
+                out.write(data)
+            if self.fs.get_file_info(self.key(tmp)).size != len(data):
+                raise OSError(f"the upload to {path} came out short")
+            self.fs.copy_file(self.key(tmp), self.key(path))
+        finally:
+            self.remove(tmp)
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open_input_stream(self.key(path)) as f:
+            return f.read()
 
 
 def store_for(path: str | Path) -> Store:

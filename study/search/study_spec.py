@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study.analysis.objectives import OBJECTIVES, ObjectiveSpec
-from study.errors import SpecError
+from study.analysis.objectives import ObjectiveSpec
+from study.errors import DataUnavailable, SpecError
 from study.lake.store import join, normalize_root, normalize_uri, store_for
 from study.search.paths import choice_text, missing_part, set_path
 from study.secrets import plain_secret, redact
@@ -139,6 +139,34 @@ class BudgetSpec:
             raise SpecError("budget.time_budget_s must be > 0 seconds")
 
 
+@dataclass(frozen=True)
+class RuntimeEnvSpec:
+    """What Ray ships to every process of the study (Ray's job-level runtime_env), for plugins
+    that are not installed on the cluster: `py_modules`, local folders of Python packages (or
+    .whl/.zip files, or s3:// / https:// URIs of zips), and a `working_dir`. Not part of the
+    study's identity: where code comes from is not what it is (its source hash is, in the lineage
+    ids)."""
+
+    py_modules: tuple[str, ...] = ()
+    working_dir: str | None = None
+
+    def validate(self) -> None:
+        for path in (*self.py_modules, *([self.working_dir] if self.working_dir else [])):
+            if "://" not in path and not Path(path).expanduser().exists():
+                raise SpecError(
+                    f"runtime_env: {path} does not exist here; give the folder of the package to ship (or a URI of its zip)"
+                )
+
+    def as_ray(self) -> dict[str, Any] | None:
+        env: dict[str, Any] = {}
+        if self.py_modules:
+            env["py_modules"] = [p if "://" in p else str(Path(p).expanduser().resolve()) for p in self.py_modules]
+        if self.working_dir:
+            wd = self.working_dir
+            env["working_dir"] = wd if "://" in wd else str(Path(wd).expanduser().resolve())
+        return env or None
+
+
 PACK_MODES = ("auto", "on", "off")
 
 
@@ -250,6 +278,7 @@ class StudySpec:
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
     stall_timeout_s: float | None = 1800.0  # stop, saying why, when lineages wait but none runs for this long
+    runtime_env: RuntimeEnvSpec = field(default_factory=RuntimeEnvSpec)  # plugins shipped to every Ray worker
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same study (a re-run, which resumes it, may change resources,
@@ -273,18 +302,20 @@ class StudySpec:
             raise SpecError(
                 f"objective {self.objective.name} is multi-objective; use sampler nsga2 or tpe, not {self.sampler}"
             )
-        if OBJECTIVES[self.objective.name].needs_barrier and not base.instability.rounds:
+        if self.objective.objective.needs_barrier and not base.instability.rounds:
             raise SpecError(
                 f"objective {self.objective.name} reads the rounds' instability and base.instability.rounds is empty; "
                 f"list the rounds to measure, e.g. instability: {{rounds: [0, 2, 4, 6]}}"
             )
         self.budget.validate()
         self.resources.validate()
-        if self.resources.pack == "on" and not self.model_packs():
-            raise SpecError(
-                f"resources.pack is on, but model {base.model} does not pack (its MODELS entry says packs=False); "
-                f"use pack: auto or off"
-            )
+        if self.resources.pack == "on":
+            try:
+                packs, why = self.pack_verdict()
+            except DataUnavailable:  # rendered for a cluster that holds the data: each lineage task judges the model
+                packs, why = True, None
+            if not packs:
+                raise SpecError(f"resources.pack is on, but {why}; use pack: auto or off")
         if self.scheduler is not None:
             self.scheduler.validate()
             if self.objective.multi:
@@ -299,6 +330,7 @@ class StudySpec:
         if "seed" in self.search:
             raise SpecError("search.seed: seeds are not searched; list the replicates in seeds: [0, 1, 2]")
         self.storage.validate()
+        self.runtime_env.validate()
         if self.stall_timeout_s is not None and not self.stall_timeout_s > 0:
             raise SpecError(f"stall_timeout_s must be > 0 seconds (or null for no limit), got {self.stall_timeout_s}")
         if (self.max_concurrent is not None and self.max_concurrent < 1) or self.max_failures < 0:
@@ -363,9 +395,13 @@ class StudySpec:
         return -(-len(self.seeds) // self.pack_size())
 
     def model_packs(self) -> bool:
-        from study.engine.models import MODELS  # torch: a trial's process never needs it
+        return self.pack_verdict()[0]
 
-        return MODELS[self.base_spec().model].packs
+    def pack_verdict(self) -> tuple[bool, str | None]:
+        """Whether the base model's lineages may train packed, and why not (engine/plan.pack_verdict)."""
+        from study.engine.plan import pack_verdict  # torch: a trial's process never needs it
+
+        return pack_verdict(self.base_spec())
 
     def lineage_dict(self, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
         """The base lineage's YAML mapping with searched values applied (dotted paths: train.lr,
@@ -397,7 +433,17 @@ def load_study_spec(path: str | Path) -> StudySpec:
         raise SpecError(f"{path}: a study spec starts with a top-level 'study:' mapping")
     try:
         spec = build(StudySpec, raw["study"], "study")
+        spec = dataclasses.replace(spec, runtime_env=_beside(spec.runtime_env, Path(path).parent))
         spec.validate()
     except SpecError as e:
         raise SpecError(f"{path}: {e}") from None
     return spec
+
+
+def _beside(env: RuntimeEnvSpec, folder: Path) -> RuntimeEnvSpec:
+    """A runtime_env's relative paths, taken relative to the study file's folder."""
+
+    def place(p: str) -> str:
+        return p if "://" in p or Path(p).expanduser().is_absolute() else str((folder / p).resolve())
+
+    return RuntimeEnvSpec(tuple(place(p) for p in env.py_modules), place(env.working_dir) if env.working_dir else None)

@@ -20,6 +20,7 @@ from study.analysis.objectives import RoundPoint, seed_mean, seed_points
 from study.engine.failures import LineageFailure
 from study.lake.files import checkpoint_place
 from study.lake.schema import LineageStatus
+from study.plugins import import_plugins
 from study.search.lineage_tasks import LineageJob, RemoteLineage, close_running, start_tasks, stop_all
 from study.search.optuna_io import FAILURE_KEY
 from study.search.seed_ids import seed_trial_id
@@ -38,6 +39,7 @@ def lineage_trial(
     task per GPU's worth of them), reports their seed means after every round they all
     finished, and stops them when it ends. `after_round` is a test's hook (fault injection),
     called before each round's report."""
+    import_plugins(study.base.get("plugins", ()))  # a plugin objective is read here
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     params = {k: v for k, v in config.items() if k in study.search}

@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import logging
-import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from study.search.optuna_io import (  # EnvRDBStorage: pickles of an older versi
     make_sampler,
     optuna_storage,
 )
+from study.search.plugins_on_ray import check_plugins_on_nodes, start_ray
 from study.search.preflight import check_fits, check_storage
 from study.search.study_spec import StudySpec
 from study.search.trainable import AfterRound, lineage_trial
@@ -121,12 +120,10 @@ def _run_study(
     announce: Callable[[], None] | None,
     after_round: AfterRound | None,
 ) -> StudyOutcome:
-    if not ray.is_initialized():
-        # no address and no RAY_ADDRESS: a Ray of our own, never the last `ray start` of this machine
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    start_ray(study, address)
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     check_fits(*study.task_request(), nodes, lineages=study.pack_size())
+    check_plugins_on_nodes(study)
     if announce:
         announce()
     metrics, modes = study.objective.metrics, study.objective.modes

@@ -5,6 +5,7 @@ entry here (and its loader)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -14,6 +15,7 @@ import torch
 
 from study.engine.data import sequences as seq
 from study.engine.data.classification import ClassificationTask
+from study.engine.data.generic import adapt, adapted_shape
 from study.engine.data.sequence_tasks import LanguageModelTask, SequenceClassificationTask, Vocabulary
 from study.engine.data.vision import SOURCES, load_raw, synthetic_raw
 from study.errors import SpecError
@@ -32,6 +34,7 @@ class Dataset:
     signature: Callable[[DataSpec], Signature]
     load: Callable[[DataSpec, int, int, torch.device], Task]  # (data spec, batch size, seed, device)
     trees: Callable[[int, int], list[seq.Sentence]] | None = None  # (n, seed): sentences with gold trees
+    identity: Callable[[], dict[str, Any]] | None = None  # a user's data: its source or files (part of lineage ids)
 
 
 def _check_batch(batch_size: int, train_size: int, name: str) -> None:
@@ -95,16 +98,17 @@ def _images(
 
 def _vision(name: str, spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> ClassificationTask:
     source = SOURCES[name]
-    train_x, train_y, test_x, test_y = load_raw(name, spec)
-    return _images(
-        name, train_x, train_y, test_x, test_y, spec, batch_size, seed, device, source.mean, source.std, source.augment
-    )
+    train_x, train_y, test_x, test_y = adapt(load_raw(name, spec), spec)
+    mean, std = source.mean, source.std
+    if spec.channels and len(mean) == 1:  # a grey image repeated: the same statistics per channel
+        mean, std = mean * spec.channels, std * spec.channels
+    return _images(name, train_x, train_y, test_x, test_y, spec, batch_size, seed, device, mean, std, source.augment)
 
 
 def _synthetic(
     name: str, shape: tuple[int, int, int], spec: DataSpec, batch_size: int, seed: int, device: torch.device
 ) -> ClassificationTask:
-    train_x, train_y, test_x, test_y = synthetic_raw(shape, spec.synthetic_size, spec.split_seed)
+    train_x, train_y, test_x, test_y = adapt(synthetic_raw(shape, spec.synthetic_size, spec.split_seed), spec)
     return _images(name, train_x, train_y, test_x, test_y, spec, batch_size, seed, device, None, None, False)
 
 
@@ -208,11 +212,13 @@ def _logical_inference(spec: DataSpec, batch_size: int, seed: int, device: torch
 
 
 def _image_dataset(name: str) -> Dataset:
-    return Dataset("image", lambda spec: (SOURCES[name].input_shape, 10, {}), partial(_vision, name))
+    return Dataset(
+        "image", lambda spec: (adapted_shape(SOURCES[name].input_shape, spec), 10, {}), partial(_vision, name)
+    )
 
 
 def _synthetic_dataset(name: str, shape: tuple[int, int, int]) -> Dataset:
-    return Dataset("image", lambda spec: (shape, 10, {}), partial(_synthetic, name, shape))
+    return Dataset("image", lambda spec: (adapted_shape(shape, spec), 10, {}), partial(_synthetic, name, shape))
 
 
 def _language_signature(vocabulary: Callable[[DataSpec], Vocabulary]) -> Callable[[DataSpec], Signature]:
@@ -260,7 +266,8 @@ DATASETS: dict[str, Dataset] = {
 
 
 def load_task(name: str, spec: DataSpec, *, batch_size: int, seed: int, device: torch.device | str = "cpu") -> Task:
-    """Dataset `name` as an in-memory task on `device` (see `DATASETS`)."""
+    """Dataset `name` as an in-memory task on `device` (see `DATASETS`; a user's dataset is
+    resolved by `engine.registry.dataset_info`)."""
     if name not in DATASETS:
         raise SpecError(f"dataset: unknown '{name}'; choose one of {', '.join(DATASETS)}")
     return DATASETS[name].load(spec, batch_size, seed, torch.device(device))
@@ -272,10 +279,19 @@ class SharedTasks:
     copy of the data, and a packed trainer sees that their tasks share it."""
 
     def __init__(self) -> None:
-        self._loaded: dict[tuple[str, DataSpec, int, str], Task] = {}
+        self._loaded: dict[tuple[str, str, int, str], Task] = {}
 
-    def load(self, dataset: str, spec: DataSpec, batch_size: int, seed: int, device: torch.device) -> Task:
-        key = (dataset, spec, batch_size, str(device))
+    def load(
+        self, dataset: Dataset, name: str, spec: DataSpec, batch_size: int, seed: int, device: torch.device
+    ) -> Task:
+        key = (name, _hashable(spec), batch_size, str(device))
         if key not in self._loaded:
-            self._loaded[key] = DATASETS[dataset].load(spec, batch_size, seed, device)
+            self._loaded[key] = dataset.load(spec, batch_size, seed, device)
         return self._loaded[key].reordered(seed)
+
+
+def _hashable(spec: DataSpec) -> str:
+    """A data spec as a key (its `args` mapping is not hashable)."""
+    import json
+
+    return json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)

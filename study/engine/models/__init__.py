@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import torch
 from torch import nn
 
 from study.engine.models.cifar import VGG19, ResNet20
@@ -32,9 +34,12 @@ class ModelInfo:
     default_rates: dict[str, float]
     default_init: str
     inputs: str = "image"  # the kind of data it takes: image, text (language model), sequence
-    model_args: tuple[str, ...] = ()  # what a spec's model_args may set
+    model_args: tuple[str, ...] | None = ()  # what a spec's model_args may set (None: whatever the factory takes)
     model_arg_defaults: dict = field(default_factory=dict)
-    packs: bool = False  # lineages of it train stacked on one device (engine/packed_train: vmap-able, its draws through models/draws)
+    # lineages of it train stacked on one device (engine/packed_train: vmap-able, its draws through
+    # models/draws); None: decided per built model by `models.external.pack_refusal`
+    packs: bool | None = False
+    identity: dict[str, Any] | None = None  # a user's model: its import path and source hash (part of lineage ids)
 
 
 _LM_DEFAULTS = _defaults(RNNLanguageModel, "masters")
@@ -79,28 +84,83 @@ MODELS: dict[str, ModelInfo] = {
 }
 
 
+NATIVE_INIT = "native"  # the model's own initialisation, drawn from the lineage's seed
+
+
 def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, seed: int, init: str | None = None, **model_args
 ) -> nn.Module:
-    info = MODELS[name]
-    return initialize(info.factory(input_shape, num_classes, **model_args), init or info.default_init, seed)
+    return build_from(MODELS[name], input_shape, num_classes, seed, init, **model_args)
 
 
-def prunable_slots(model: nn.Module) -> dict[str, Slot]:
+def build_from(
+    info: ModelInfo, input_shape: tuple[int, ...], num_classes: int, seed: int, init: str | None = None, **model_args
+) -> nn.Module:
+    """The model `info` describes, every weight drawn from `seed`: a user's model (`identity`)
+    is built under torch's RNG seeded by `seed` (restored afterwards), so its own
+    initialisation is the seed's too; an init scheme then redraws what it covers."""
+    scheme = init or info.default_init
+    if info.identity is None:
+        model = info.factory(input_shape, num_classes, **model_args)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = info.factory(input_shape, num_classes, **model_args)
+    return model if scheme == NATIVE_INIT else initialize(model, scheme, seed)
+
+
+def prunable_slots(model: nn.Module, output_layer: str | None = None) -> dict[str, Slot]:
     """Slot name -> Slot. A model may define its own (row blocks); otherwise one slot per
     prunable weight, named after it."""
-    if hasattr(model, "prunable_slots"):
-        return model.prunable_slots()  # type: ignore[operator]
-    return {name: Slot(name, None, kind) for name, kind in prunable_layers(model).items()}
+    if hasattr(model, "prunable_slots") and callable(model.prunable_slots):
+        return model.prunable_slots()
+    return {name: Slot(name, None, kind) for name, kind in prunable_layers(model, output_layer).items()}
 
 
-def prunable_layers(model: nn.Module) -> dict[str, str]:
-    """Parameter name -> layer kind ('conv', 'fc' or 'output') for every prunable weight.
-    Biases and normalisation parameters are never prunable."""
-    out_prefix = model.output_layer
+PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.RNNBase)
+
+
+def output_layer_of(model: nn.Module, declared: str | None = None) -> str | None:
+    """The output layer's module name: `declared`, else the model's own `output_layer`, else its
+    last Linear (in registration order; none inside an nn.MultiheadAttention)."""
+    if declared is not None:
+        return declared
+    own = getattr(model, "output_layer", None)
+    if isinstance(own, str):
+        return own
+    linears = [name for name, m in _modules_outside_attention(model) if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _modules_outside_attention(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """named_modules, without the projections nn.MultiheadAttention applies itself (its
+    weights are neither pruned nor counted)."""
+    inside = [name for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    return [(n, m) for n, m in model.named_modules() if not any(n.startswith(f"{a}.") for a in inside)]
+
+
+def prunable_layers(model: nn.Module, output_layer: str | None = None) -> dict[str, str]:
+    """Parameter name -> layer kind for every prunable weight: 'conv' (Conv1d/2d/3d), 'fc'
+    (Linear), 'embedding', 'rnn_ih'/'rnn_hh' (an RNN/LSTM/GRU's input and hidden matrices) and
+    'output' (the output layer, `output_layer_of`). Biases and normalisation parameters are never
+    prunable; a weight shared by two modules is named once."""
+    out_prefix = output_layer_of(model, output_layer)
+    names = {id(p): n for n, p in model.named_parameters()}
     kinds: dict[str, str] = {}
-    for mod_name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            kind = "output" if mod_name == out_prefix else ("conv" if isinstance(module, nn.Conv2d) else "fc")
-            kinds[f"{mod_name}.weight"] = kind
+    for mod_name, module in _modules_outside_attention(model):
+        if not isinstance(module, PRUNABLE_MODULES):
+            continue
+        if isinstance(module, nn.RNNBase):
+            for weight in module._flat_weights_names:
+                if weight.startswith("weight_"):
+                    kind = "rnn_ih" if weight.startswith("weight_ih") else "rnn_hh"
+                    kinds.setdefault(names[id(getattr(module, weight))], kind)
+            continue
+        if mod_name == out_prefix:
+            kind = "output"
+        elif isinstance(module, nn.Linear):
+            kind = "fc"
+        else:
+            kind = "embedding" if isinstance(module, nn.Embedding) else "conv"
+        kinds.setdefault(names[id(module.weight)], kind)
     return kinds

@@ -1,7 +1,7 @@
 """Seeded initialisation: a seed alone decides every initial weight (no global RNG).
 
-A scheme (`INIT_SCHEMES`) names how conv/linear weights and how embeddings are drawn; biases are
-zero and batch-norm starts as the identity under every scheme."""
+A scheme (`INIT_SCHEMES`) names how conv/linear weights (and recurrent matrices) and how embeddings
+are drawn; biases are zero and normalisation layers start as the identity under every scheme."""
 
 from __future__ import annotations
 
@@ -67,13 +67,21 @@ def initialize(model: nn.Module, scheme: str, seed: int) -> nn.Module:
             if isinstance(module, nn.Embedding):
                 drawn.add(id(module.weight))
                 module.weight.copy_(draw.embedding(module.weight.shape, g))
-            elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 if id(module.weight) not in drawn:  # else tied to an embedding already drawn
                     drawn.add(id(module.weight))
                     module.weight.copy_(draw.weights(module.weight.shape, g))
                 if module.bias is not None:
                     module.bias.zero_()
-            elif isinstance(module, nn.BatchNorm2d):
+            elif isinstance(module, nn.RNNBase):  # each gate block's matrix, as a linear map of its own
+                for name in module._flat_weights_names:
+                    p = getattr(module, name)
+                    if name.startswith("weight_"):
+                        p.copy_(draw.weights(p.shape, g))
+                    else:
+                        p.zero_()
+            elif isinstance(module, nn.modules.batchnorm._NormBase):
                 module.reset_parameters()
-                module.reset_running_stats()
+            elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+                module.reset_parameters()
     return model
