@@ -82,6 +82,18 @@ def test_a_lineage_writes_the_same_lake_to_s3_as_to_a_folder(s3, tmp_path):
 
 
 @pytest.mark.numerics
+def test_two_s3_servers_with_one_bucket_name_keep_their_node_scratch_apart(monkeypatch):
+    """A node's scratch folder for an s3:// lineage is keyed by the endpoint too: two test runs (or
+    two object stores) with a bucket of one name never share a checkpoint on a node's disk."""
+    scratch = {}
+    for endpoint in ("http://127.0.0.1:9000", "http://127.0.0.1:9001"):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        scratch[endpoint] = scratch_dir("s3://lake/same", "s", "t")
+    assert len(set(scratch.values())) == 2
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9002")  # the S3-specific variable wins
+    assert scratch_dir("s3://lake/same", "s", "t") not in scratch.values()
+
+
 def test_an_s3_lineage_resumes_on_another_node_from_the_lakes_checkpoint(s3):
     spec = lineage_spec_from_dict(synthetic_spec_dict(rounds=2))
     root, lid = "s3://lake/resume", spec.lineage_id()

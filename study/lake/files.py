@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from study.lake.reader import read_one
 from study.lake.schema import LINEAGES_SCHEMA, ROUND_KEYS, STATUSES, STUDIES_SCHEMA, TABLES
-from study.lake.store import CheckpointPlace, Stamp, join, parent, store_for
+from study.lake.store import CheckpointPlace, Stamp, join, lake_identity, parent, store_for
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 
@@ -51,7 +51,7 @@ def checkpoint_dir(root: str | Path, study: str, trial_id: str) -> str:
 def scratch_dir(root: str, study: str, trial_id: str) -> Path:
     """Where a lineage of an object-store lake keeps its checkpoint on this node (the lake's
     `checkpoint_dir` holds the durable copy, uploaded after every round)."""
-    lake = hashlib.sha256(root.encode()).hexdigest()[:12]
+    lake = hashlib.sha256(lake_identity(root).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / "study-checkpoints" / lake / f"study={study}" / trial_id
 
 

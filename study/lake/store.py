@@ -290,6 +290,15 @@ _CLIENT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEF
                "AWS_EC2_METADATA_DISABLED")  # fmt: skip
 
 
+def lake_identity(root: str) -> str:
+    """What tells two lakes apart on one node: an object-store lake's URI and its endpoint (two
+    S3 servers may each hold a bucket of one name), a local lake's path."""
+    if not is_remote(root):
+        return root
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    return f"{endpoint}|{root}"
+
+
 def s3_filesystem() -> pafs.S3FileSystem:
     """An S3 client configured from the standard AWS environment (the endpoint too: pyarrow's
     constructor does not read AWS_ENDPOINT_URL itself). One per process and environment, so
