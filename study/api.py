@@ -74,7 +74,7 @@ def run_lineage(
     report = progress if callable(progress) else (lambda n: bar.update(n) if bar is not None else None)
     context = RunContext(device=device, threads=threads, on_progress=report if progress else None, pack=False)
     runner: Any = (
-        LakeLineage(spec, results, study=study, trial_id=trial, context=context, fresh=fresh)
+        LakeLineage(spec, results, study=study, trial_id=trial, context=context, fresh=fresh).open()
         if results is not None
         else Lineage(spec, context=context, resume=False)
     )
@@ -85,7 +85,7 @@ def run_lineage(
         done = sum(r.iterations for r in runner.previous)
         bar = tqdm(total=total_iterations(spec, lineage.plan), initial=done, unit="it", desc=spec.strategy)
     try:
-        return list(runner.previous) + list(runner)
+        return list(runner.previous) + [rows.trunk for rows in runner]
     finally:
         if bar is not None:
             bar.close()

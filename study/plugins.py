@@ -15,6 +15,7 @@ import importlib.metadata
 import inspect
 import marshal
 import sys
+import tokenize
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -124,7 +125,7 @@ def code_hash(obj: Any) -> str:
     not on disk (a notebook cell)."""
     try:
         text = inspect.getsource(obj).encode()
-    except (OSError, TypeError):
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):  # no source, or a file that no longer matches
         code = getattr(obj, "__code__", None)
         text = marshal.dumps(code) if code is not None else repr(obj).encode()
     return hashlib.sha256(text).hexdigest()[:16]

@@ -76,7 +76,7 @@ def test_entry_points_register_models_datasets_strategies_branches_and_objective
     spec = spec_of(model="ep_mlp", dataset="ep_images", strategy="ep_rewind_trained", branches=["ep_same_mask"],
                    rounds=1, chance_margin=None)  # fmt: skip
     lineage = Lineage(spec, context=RunContext(threads=1))
-    rows = list(lineage)
+    rows = [r.trunk for r in lineage]
     assert [r.round for r in rows] == [0, 1] and lineage.state.branch_results[
         0
     ].strategy == "ep_rewind_trained.ep_same_mask"
@@ -166,3 +166,16 @@ def test_a_plugin_module_is_hashed_by_its_package_source(tmp_path, monkeypatch, 
     (pkg / "helpers.py").write_text("X = 1\n")  # a file the factory's module may import
     package_hash.cache_clear()
     assert package_hash("userplugin") != first
+
+
+def test_a_function_whose_file_no_longer_matches_still_gets_an_identity(tmp_path):
+    """A notebook or script function whose file changed since it ran (inspect.getsource then
+    reads lines that do not parse) is identified by its compiled code, not refused."""
+    from study.plugins import code_hash
+
+    file = tmp_path / "notes.md"
+    file.write_text("text (\n" * 3)  # what sits at the function's lines now: an unclosed bracket
+    scope: dict = {}
+    exec(compile("def build(shape, classes):\n    return shape\n", str(file), "exec"), scope)  # noqa: S102
+    first = code_hash(scope["build"])
+    assert len(first) == 16 and first == code_hash(scope["build"])

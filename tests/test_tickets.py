@@ -47,9 +47,9 @@ def test_the_lake_keeps_theta_k_once_and_the_trained_weights_the_spec_asks_for(t
         spec = spec_of(rounds=2, rewind_iteration=20, keep_trained=keep)
         from study.lake.recorder import LakeLineage
 
-        lake = LakeLineage(spec, root, context=RunContext(threads=1))
+        lake = LakeLineage(spec, root, context=RunContext(threads=1)).open()
         lake.lineage.hooks = LineageHooks(**{**lake.lineage.hooks.__dict__, "on_reset": on_reset})
-        rows = list(lake)
+        rows = [r.trunk for r in lake]
         assert weight_files(root) == files
     folder = next((tmp_path / "every" / "weights").rglob("theta_k.pt")).parent
     theta_k = torch.load(folder / "theta_k.pt", weights_only=True)

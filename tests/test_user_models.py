@@ -132,7 +132,7 @@ def test_every_strategy_and_branch_runs_on_an_import_path_model():
             "usernets:mlp", strategy=name, rounds=base.rounds, branches=list(branches), instability=instability
         )
         lineage = Lineage(spec, context=RunContext(threads=1))
-        rows = list(lineage)
+        rows = [r.trunk for r in lineage]
         assert [r.round for r in rows] == lineage.plan.rounds, name
         assert len(lineage.state.branch_results) == len(branches) * (len(rows) - 1), name
         last = rows[-1]
@@ -149,7 +149,7 @@ def test_resume_of_an_import_path_model_repeats_the_uninterrupted_run(tmp_path):
     first = Lineage(spec, workdir=tmp_path, context=RunContext(threads=1))
     next(first)  # round 0 only, then the process "dies"
     resumed = Lineage(spec, workdir=tmp_path, context=RunContext(threads=1))
-    rows = resumed.previous + list(resumed)
+    rows = resumed.previous + [r.trunk for r in resumed]
     for a, b in zip(whole, rows, strict=True):
         assert (a.round, a.val_acc, a.test_loss, a.remaining_pct) == (b.round, b.val_acc, b.test_loss, b.remaining_pct)
 
