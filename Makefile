@@ -7,7 +7,7 @@ demo: setup
 	bash scripts/demo.sh
 
 test: setup
-	.venv/bin/python -m pytest -q --timeout 900 --durations=12
+	.venv/bin/python -m pytest -q -n 2 --dist loadgroup --timeout 900 --durations=12
 
 # the numeric-equivalence tests under every CPU dispatch level (default, avx2, avx512) and 1 and 2 threads
 test-portability: setup

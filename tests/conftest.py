@@ -11,11 +11,58 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 
+# Tests that share something expensive run on one pytest-xdist worker, in file order: the app's
+# lake (two real Ray studies) is built once, and test_tune's local Ray is kept from test to test.
+# Grouped by file (the controller sees test ids only; pytest 9 ignores xdist's xdist_group ids).
+SHARED_FIXTURES = {"app_lake": "the app's lake", "local_ray": "test_tune's Ray"}
+SHARED_FILES = {
+    "tests/test_app.py": "app_lake",
+    "tests/test_app_browser.py": "app_lake",
+    "tests/test_findings.py": "app_lake",
+    "tests/test_incremental.py": "app_lake",
+    "tests/test_report.py": "app_lake",
+    "tests/test_tune.py": "local_ray",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses a shared fixture from a file outside its group would build it again."""
+    for item in items:
+        for name in SHARED_FIXTURES:
+            if name in getattr(item, "fixturenames", ()) and SHARED_FILES.get(_file_of(item.nodeid)) != name:
+                raise pytest.UsageError(f"{item.nodeid} uses {name}: add its file to SHARED_FILES in tests/conftest.py")
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup: each test on its own, but the files of SHARED_FILES one group each."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_FILES.get(_file_of(nodeid), nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item, nextitem):
     """Tell `local_ray` (tests/test_tune.py) whether the next test asks for it too: a Ray
     started and stopped once for a run of such tests saves ~5 s each."""
     item.next_uses_local_ray = nextitem is not None and "local_ray" in getattr(nextitem, "fixturenames", ())
+
+
+@pytest.fixture(autouse=True)
+def _piped_terminal(monkeypatch):
+    """The CLI's tables as a pipe sees them unless a test sets COLUMNS: whatever width the shell
+    (or a pytest-xdist worker, which gets COLUMNS=80) hands the run."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -359,11 +359,17 @@ def test_bad_render_inputs_are_one_line_errors(tmp_path):
         (["--max-workers", "3000000000"], "count pods"),
         (["--namespace", "Bad_NS"], "not a Kubernetes name"),
     ):
-        out = subprocess.run(
-            [sys.executable, "-m", "study.cli", "k8s", "render", SPACE, *args], capture_output=True, text=True
-        )
+        out = study_cli("k8s", "render", SPACE, *args)  # in-process: each subprocess cost ~2.5 s
         assert out.returncode == 2 and expected in out.stderr and out.stderr.count("\n") == 1, out.stderr
         assert "Planted99" not in out.stdout + out.stderr and out.stdout == ""
+    # the installed entry point, once: the same one line from a whole process, nothing on stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "study.cli", "k8s", "render", SPACE, "--results", "s3://AKIA:Planted99@b/lake"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "carries credentials" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert "Planted99" not in out.stdout + out.stderr and out.stdout == ""
     # what no cluster can run: an image reference runtimes reject, a pod larger than any node (in-process CLI)
     for args, expected in (
         (["--image", "Lottery-Study:0.1.0"], "not an image reference"),
