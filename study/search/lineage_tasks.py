@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +35,7 @@ from study.search.seed_ids import seed_trial_id, tune_trial_of
 # resources; even a fraction would leave no node a whole CPU for them), only memory, as Ray
 # takes no empty request.
 TRIAL_RESOURCES: dict[str, float] = {"cpu": 0, "memory": 256 * 2**20}
+WORKER_DATASETS = 2  # datasets a lineage worker keeps loaded for its next lineages
 CANCEL_WAIT_S = 30.0
 HEARTBEAT_S = 1.0
 QUIET_S = 3 * HEARTBEAT_S  # no beat for this long: the lineage's task is gone
@@ -128,7 +129,7 @@ def _run_jobs(jobs: list[LineageJob], board: ray.actor.ActorHandle | None) -> It
         from study.engine.packing import run_packed
 
         first = jobs[0]
-        context = RunContext(device=first.device, threads=first.threads, tasks=SharedTasks() if len(jobs) > 1 else None)
+        context = RunContext(device=first.device, threads=first.threads, tasks=_worker_data(SharedTasks))
         lineages = [_lake_lineage(job, context) for job in jobs]
         for i, lineage in enumerate(lineages):
             yield i, Started(list(lineage.previous), lineage.workdir / CHECKPOINT_FILE)
@@ -138,6 +139,18 @@ def _run_jobs(jobs: list[LineageJob], board: ray.actor.ActorHandle | None) -> It
             yield i, event.trunk if isinstance(event, RoundRows) else event  # the trial reads trunks
     finally:
         stop.set()
+
+
+_worker_tasks: list[Any] = []  # this worker process's datasets, made by its first lineage task
+
+
+def _worker_data(shared: Callable[..., Any]) -> Any:
+    """The datasets this worker process holds for its lineages: loaded once, shared by every
+    lineage it runs, packed together or one task after another (tasks are read-only; a CPU
+    worker serves lineage after lineage of a study, a GPU lineage gets a fresh worker)."""
+    if not _worker_tasks:
+        _worker_tasks.append(shared(keep=WORKER_DATASETS))
+    return _worker_tasks[0]
 
 
 # retries are the trial's business (Tune's max_failures), which resumes from the lake checkpoints

@@ -278,16 +278,19 @@ class SharedTasks:
     batch order over the same tensors (`Task.reordered`): lineages packed on one device hold one
     copy of the data, and a packed trainer sees that their tasks share it."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int | None = None) -> None:
+        self.keep = keep  # at most this many datasets held, the least recently used let go first
         self._loaded: dict[tuple[str, str, int, str], Task] = {}
 
     def load(
         self, dataset: Dataset, name: str, spec: DataSpec, batch_size: int, seed: int, device: torch.device
     ) -> Task:
         key = (name, _hashable(spec), batch_size, str(device))
-        if key not in self._loaded:
-            self._loaded[key] = dataset.load(spec, batch_size, seed, device)
-        return self._loaded[key].reordered(seed)
+        task = self._loaded.pop(key, None) or dataset.load(spec, batch_size, seed, device)
+        self._loaded[key] = task  # now the most recently used
+        while self.keep is not None and len(self._loaded) > self.keep:
+            del self._loaded[next(iter(self._loaded))]
+        return task.reordered(seed)
 
 
 def _hashable(spec: DataSpec) -> str:
