@@ -40,11 +40,12 @@ def config_id(config_json: str | None) -> str:
     return "?" if cfg is None else hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:6]
 
 
-def _flat(value: dict, prefix: str = "") -> dict[str, Any]:
+def flat_config(value: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted paths: {'train': {'lr': 1}} -> {'train.lr': 1}."""
     out: dict[str, Any] = {}
     for k, v in value.items():
         if isinstance(v, dict):
-            out |= _flat(v, f"{prefix}{k}.")
+            out |= flat_config(v, f"{prefix}{k}.")
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -133,7 +134,7 @@ def config_labels(
             cid = config_id(r.get("config_json"))
             cfg = _configuration(r.get("config_json"))
             if cfg is not None:
-                configs.setdefault(cid, _flat(cfg))
+                configs.setdefault(cid, flat_config(cfg))
             number = r.get("optuna_trial_number")
             if number is not None and not (isinstance(number, float) and math.isnan(number)):
                 numbers.setdefault(cid, set()).add(int(number))

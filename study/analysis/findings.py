@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from study.analysis.bands import mean_band
-from study.analysis.configs import short_name
+from study.analysis.configs import flat_config, short_name
 from study.analysis.objectives import OBJECTIVES, ObjectiveSpec, RoundPoint
 from study.analysis.paired import paired_differences
 
@@ -241,16 +241,7 @@ def _settings(config_json: str | None) -> dict[str, str]:
     if not isinstance(config_json, str):
         return {}
 
-    def flat(value: dict, prefix: str = "") -> dict[str, str]:
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            if isinstance(v, dict):
-                out |= flat(v, f"{prefix}{k}.")
-            else:
-                out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
-        return out
-
-    cfg = flat(json.loads(config_json))
+    cfg = {k: json.dumps(v, sort_keys=True) for k, v in flat_config(json.loads(config_json)).items()}
     for ignored in ("seed", "strategy", "branches", "data.root"):
         cfg.pop(ignored, None)
     return cfg

@@ -8,6 +8,7 @@ import html
 import re
 
 from study.analysis.findings import Findings
+from study.app.charts import Reference
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#+!|$~])")
 
@@ -50,3 +51,16 @@ def findings_html(findings: Findings) -> str:
         notes = "".join(f"<li>{html.escape(c)}</li>" for c in caveats)
         parts.append(f"<div class='caveats'><strong>Caveats</strong><ul>{notes}</ul></div>")
     return f"<div class='findings'>{''.join(parts)}</div>"
+
+
+def ticket_reference(findings: Findings) -> Reference | None:
+    """The accuracy chart's reference: the best configuration's dense test accuracy and the
+    ticket tolerance below it (None: no best configuration with a ticket)."""
+    best = findings.best
+    if best is None or best.ticket is None:
+        return None
+    return Reference(
+        best.ticket.dense_test,
+        findings.tolerance,
+        f"dense test accuracy of {best.label}; shaded: {findings.tolerance * 100:g} point below it",
+    )

@@ -21,7 +21,6 @@ from study.analysis.paired import paired_differences, share_dense_rounds
 from study.analysis.stability import barrier_bands, path_bands, rewind_bands, with_rewind_series
 from study.analysis.summary import study_findings_of
 from study.app.charts import (
-    Reference,
     band_chart,
     contour_chart,
     cost_chart,
@@ -37,7 +36,7 @@ from study.app.charts import (
     series_scale,
     timeline_chart,
 )
-from study.app.findings import findings_html
+from study.app.findings import findings_html, ticket_reference
 from study.app.lake import Lake, band_table, cost_bands, seed_bands, sparsest_tickets, with_series
 from study.app.search import importance, study_info, study_trials
 from study.app.search_views import best_trials, contour, contour_params, history, parallel, per_round, timeline
@@ -82,14 +81,7 @@ def sections(lake: Lake, study: str) -> list[Section]:
     ]
 
     colors = series_scale(rows)
-    best = findings.best
-    reference = None
-    if best is not None and best.ticket is not None:
-        reference = Reference(
-            best.ticket.dense_test,
-            findings.tolerance,
-            f"dense test accuracy of {best.label}; shaded: {findings.tolerance * 100:g} point below it",
-        )
+    best, reference = findings.best, ticket_reference(findings)
     strategies = Section(
         "Strategy comparison",
         "Test accuracy at the early-stop iteration (reported) against the % of weights remaining, one line per "

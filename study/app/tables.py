@@ -117,8 +117,8 @@ ABSENT = {
     ),
     "sequences": Absent(
         "Sequence models (the ON-LSTM claims)",
-        "Run ON-LSTM or LSTM lineages: search_spaces/sequences/*.yaml, or the studies "
-        "search_spaces/studies/onlstm_*.yaml.",
+        "Run ON-LSTM or LSTM lineages: `search_spaces/sequences/*.yaml`, or the studies "
+        "`search_spaces/studies/onlstm_*.yaml`.",
     ),
     "search": Absent(
         "Search (trials, history, parallel coordinates, importance)",

@@ -2,9 +2,9 @@ import streamlit as st
 
 from study.analysis.paired import paired_differences, share_dense_rounds
 from study.analysis.summary import study_findings_of
-from study.app.charts import Reference, band_chart, cost_chart, paired_chart, series_scale
+from study.app.charts import band_chart, cost_chart, paired_chart, series_scale
 from study.app.context import current_lake, require_rows, show_table
-from study.app.findings import findings_markdown
+from study.app.findings import findings_markdown, ticket_reference
 from study.app.lake import cost_bands, seed_bands, sparsest_tickets, with_series
 
 st.title("Strategies")
@@ -27,14 +27,7 @@ st.caption(
     "validation data; test accuracy is reported only."
 )
 colors = series_scale(rows)
-best = findings.best
-reference = None
-if best is not None and best.ticket is not None:
-    reference = Reference(
-        best.ticket.dense_test,
-        findings.tolerance,
-        f"dense test accuracy of {best.label}; shaded: {findings.tolerance * 100:g} point below it",
-    )
+best, reference = findings.best, ticket_reference(findings)
 st.altair_chart(
     band_chart(
         seed_bands(rows, "test_acc"),
