@@ -111,7 +111,8 @@ def test_a_changed_plugin_never_resumes_or_merges_with_the_old_lineage(installed
     argv = [sys.executable, "-m", "study.cli", "lineage", str(path), "--trial", "t1", "--results", str(tmp_path / "lake"), "--quiet"]  # fmt: skip
     first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
-    (installed_plugin / "study_ep_demo" / "__init__.py").write_text(DEMO.format(hidden=24))  # the user edits it
+    edited = DEMO.format(hidden=16).replace("nn.ReLU()", "nn.Tanh()")  # shapes and defaults alike: only the source tells
+    (installed_plugin / "study_ep_demo" / "__init__.py").write_text(edited)
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert (
         again.returncode == 2 and f"trial t1 of study adhoc already holds lineage {spec.lineage_id()}" in again.stderr
