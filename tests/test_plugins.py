@@ -111,9 +111,8 @@ def test_a_changed_plugin_never_resumes_or_merges_with_the_old_lineage(installed
     argv = [sys.executable, "-m", "study.cli", "lineage", str(path), "--trial", "t1", "--results", str(tmp_path / "lake"), "--quiet"]  # fmt: skip
     first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
-    edited = DEMO.format(hidden=16).replace(
-        "nn.ReLU()", "nn.Tanh()"
-    )  # shapes and defaults alike: only the source tells
+    # the user edits it, shapes and defaults alike: only the source hash can tell
+    edited = DEMO.format(hidden=16).replace("nn.ReLU()", "nn.Tanh()")
     (installed_plugin / "study_ep_demo" / "__init__.py").write_text(edited)
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert (
