@@ -99,6 +99,51 @@ def test_a_ticket_is_exported_and_retrained_to_the_lakes_accuracy(tmp_path, caps
     assert row["init_from"] == f"{lake} study=adhoc trial={spec.lineage_id()} round=2"
 
 
+def test_a_ticket_found_on_one_dataset_trains_on_another(tmp_path):
+    """Transfer (Morcos et al., 2019): a ticket of a lineage on synthetic images starts a lineage on
+    the real Fashion-MNIST (the same shapes): it trains under the ticket's mask from its θ_k, and
+    its lineages row names where the ticket came from."""
+    lake = tmp_path / "lake"
+    source = spec_of(rounds=1)
+    run_to_lake(source, lake, context=RunContext(threads=1))
+    ref = {"results": str(lake), "study": "adhoc", "trial": source.lineage_id(), "round": 1}
+    seen = {}
+
+    def on_reset(round_, model, mask):
+        seen.setdefault(round_, {k: v.clone() for k, v in model.state_dict().items()})
+
+    target = lineage_spec_from_dict(
+        {
+            **synthetic_spec_dict(**FAST),
+            "dataset": "fashion_mnist",
+            "data": {"train_subset": 600, "test_subset": 200, "validation_size": 100},
+            "rounds": 0,
+            "chance_margin": None,
+            "init_from": ref,
+        }
+    )
+    from study.lake.recorder import LakeLineage
+
+    lineage = LakeLineage(target, lake, study="transfer", context=RunContext(threads=1)).open()
+    lineage.lineage.hooks = LineageHooks(**{**lineage.lineage.hooks.__dict__, "on_reset": on_reset})
+    (row,) = [r.trunk for r in lineage]
+    ticket = load_ticket(main_export(lake, source.lineage_id(), 1, tmp_path / "t.pt"))
+    assert row.remaining_pct == pytest.approx(ticket.meta["remaining_pct"])
+    for name, mask in ticket.masks.items():  # it started from the ticket: θ_k under the ticket's mask
+        assert torch.equal(seen[0][name], ticket.theta_k[name] * mask), name
+    (lin,) = read_lineages(lake, "transfer").table.to_pylist()
+    assert (
+        lin["dataset"] == "fashion_mnist"
+        and lin["init_from"] == f"{lake} study=adhoc trial={source.lineage_id()} round=1"
+    )
+
+
+def main_export(lake, trial, round_, out):
+    assert main(["ticket", "export", "adhoc", "--trial", trial, "--round", str(round_), "--out", str(out),
+                 "--results", str(lake)]) == 0  # fmt: skip
+    return out
+
+
 def test_weights_go_through_the_store_to_s3(s3, tmp_path):
     spec = spec_of(rounds=1, keep_trained="last")
     run_to_lake(spec, "s3://lake/tickets", study="s", context=RunContext(threads=1))
