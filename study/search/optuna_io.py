@@ -100,3 +100,11 @@ class LotterySearch(OptunaSearch):
         if result and result.get(FAILURE_KEY) and fail_optuna_trial(self, trial_id, {FAILURE_KEY: result[FAILURE_KEY]}):
             return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """An intermediate value for Optuna's record; a trial its storage already holds finished
+        (a result Tune delivers after the trial's end) keeps its final state, and the study runs on."""
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
