@@ -55,6 +55,10 @@ def fail_optuna_trial(searcher: Any, trial_id: str, attrs: dict[str, str]) -> bo
     ot_study = private(searcher, "_ot_study")
     assert ot_study is not None, "OptunaSearch sets its study up before any trial"
     ot_trial = private(searcher, "_ot_trials")[trial_id]
+    held = next(t for t in ot_study.get_trials(deepcopy=False) if t.number == ot_trial.number)
+    if held.state.is_finished():  # on record already (a retried trial's end, filed by its first end)
+        completed.add(trial_id)
+        return True
     for key, value in attrs.items():
         ot_trial.set_user_attr(key, value)
     ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)

@@ -99,7 +99,10 @@ class LotterySearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and result.get(FAILURE_KEY) and fail_optuna_trial(self, trial_id, {FAILURE_KEY: result[FAILURE_KEY]}):
             return
-        super().on_trial_complete(trial_id, result=result, error=error)
+        try:
+            super().on_trial_complete(trial_id, result=result, error=error)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # its end is on record already: the state filed first stays
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """An intermediate value for Optuna's record; a trial its storage already holds finished
