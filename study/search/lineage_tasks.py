@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -123,13 +123,12 @@ def _run_jobs(jobs: list[LineageJob], board: ray.actor.ActorHandle | None) -> It
         threading.Thread(target=_heartbeat, args=(board, ids, stop), daemon=True).start()
     try:
         from study.engine.checkpoint import CHECKPOINT_FILE
-        from study.engine.data import SharedTasks
         from study.engine.failures import LineageFailure
         from study.engine.lineage import RunContext
         from study.engine.packing import run_packed
 
         first = jobs[0]
-        context = RunContext(device=first.device, threads=first.threads, tasks=_worker_data(SharedTasks))
+        context = RunContext(device=first.device, threads=first.threads, tasks=_worker_data())
         lineages = [_lake_lineage(job, context) for job in jobs]
         for i, lineage in enumerate(lineages):
             yield i, Started(list(lineage.previous), lineage.workdir / CHECKPOINT_FILE)
@@ -144,12 +143,14 @@ def _run_jobs(jobs: list[LineageJob], board: ray.actor.ActorHandle | None) -> It
 _worker_tasks: list[Any] = []  # this worker process's datasets, made by its first lineage task
 
 
-def _worker_data(shared: Callable[..., Any]) -> Any:
+def _worker_data() -> Any:
     """The datasets this worker process holds for its lineages: loaded once, shared by every
     lineage it runs, packed together or one task after another (tasks are read-only; a CPU
     worker serves lineage after lineage of a study, a GPU lineage gets a fresh worker)."""
     if not _worker_tasks:
-        _worker_tasks.append(shared(keep=WORKER_DATASETS))
+        from study.engine.data import SharedTasks  # in the task's worker: a trial's process loads no torch
+
+        _worker_tasks.append(SharedTasks(keep=WORKER_DATASETS))
     return _worker_tasks[0]
 
 
