@@ -22,6 +22,14 @@ PY=${PYTHON:-python3}
 stamp=.venv/.study-installed
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat $stamp 2>/dev/null)" != "$want" ]; then
+    # torch's CUDA build and its libraries take about 7 GB in .venv; a full disk otherwise ends in
+    # a half-installed environment and pip's mid-download errors
+    free_gb=$(df --output=avail -BG . | tail -1 | tr -dc 0-9)
+    if [ ! -d .venv/lib/python3*/site-packages/torch ] && [ "$free_gb" -lt 9 ]; then
+        echo "setup: error: $free_gb GB free on $(df --output=target . | tail -1), the environment needs about 9 GB; free some space and re-run" >&2
+        exit 1
+    fi
+    export PIP_RETRIES=10 PIP_RESUME_RETRIES=10  # a dropped download resumes instead of failing the setup
     echo "setup: installing torch 2.14.1 / torchvision 0.29.1 and the study package (a few minutes the first time)"
     .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
     .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "^WARNING: Location" || true
