@@ -461,3 +461,25 @@ def test_log_searched_parameters_get_log_axes():
     lines, _ = parallel(trials, spec, "objective")
     got = lines[lines["axis"] == "train.lr"].set_index("optuna trial")["position"]
     assert got[0] == pytest.approx((math.log10(4.2e-4) - math.log10(3e-4)) / 1.0)  # the range spans one decade
+
+
+def test_a_chart_is_tall_enough_for_every_entry_of_its_legend():
+    """Streamlit fits a whole chart, axes included, into its height and clips the legend below it:
+    with 12 configurations the Strategies page showed 10 legend entries. Under Streamlit's chart
+    theme one legend row takes 30 px (measured on a screenshot in Chromium) and the legend's
+    title and padding about 50 px more."""
+    import pandas as pd
+
+    from study.app.charts import band_chart, paired_chart, rounds_chart
+
+    names = [f"#{i} imp fc=0.{i}" for i in range(12)]
+    cells = pd.DataFrame(
+        [
+            {"series": s, "pair": s, "configuration": s, "optuna trial": i, "round": r, "remaining_pct": 100 * 0.8**r,
+             "mean": 0.9, "lo": 0.85, "hi": 0.95, "n": 2, "value": 0.9, "strategy": "imp"}
+            for i, s in enumerate(names) for r in range(3)
+        ]
+    )  # fmt: skip
+    needed = 12 * 30 + 50
+    for chart in (band_chart(cells, "t", "acc"), paired_chart(cells, "diff"), rounds_chart(cells, "val_acc")):
+        assert chart.to_dict()["height"] >= needed

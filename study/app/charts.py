@@ -18,9 +18,13 @@ BEST = "#d62728"
 _LEGEND = alt.Legend(labelLimit=360, symbolLimit=60, symbolOpacity=1)  # a band's light fill would fade the key
 
 
+LEGEND_ROW_PX = 30  # one legend entry under Streamlit's chart theme, measured in Chromium
+
+
 def legend_height(entries: int) -> int:
-    """A chart tall enough for a legend of `entries` (the app clips what passes the chart's height)."""
-    return 24 * entries + 40
+    """A chart tall enough for a legend of `entries` and its title: the app fits the whole chart,
+    axes included, into this height and clips a legend that runs past it."""
+    return LEGEND_ROW_PX * entries + 60
 
 
 def _lightness(color: str, lightness: float) -> str:
@@ -229,7 +233,7 @@ def overlap_heatmap(cells: pd.DataFrame, title: str) -> alt.FacetChart:
     text = alt.Chart().mark_text(fontSize=11).encode(x=x, y=y, text=alt.Text("ratio:Q", format=".2f"))
     return (
         alt.layer(rect, text, data=cells)
-        .properties(width=alt.Step(64), height=alt.Step(28))
+        .properties(width=alt.Step(84), height=alt.Step(28))  # room for '10 (0.134%)'
         .facet(row=alt.Row("series:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left", labelLimit=400)))
         .resolve_scale(x="independent")
         .properties(title=title)
