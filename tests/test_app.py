@@ -483,3 +483,30 @@ def test_a_chart_is_tall_enough_for_every_entry_of_its_legend():
     needed = 12 * 30 + 50
     for chart in (band_chart(cells, "t", "acc"), paired_chart(cells, "diff"), rounds_chart(cells, "val_acc")):
         assert chart.to_dict()["height"] >= needed
+
+
+def test_a_y_axis_title_longer_than_its_plot_is_broken_into_lines():
+    """A rotated y title longer than the plot pushed Vega's chart title above what the app shows
+    (the Search page's 'Objective after each round' and optimisation history lost theirs). A
+    280 px chart leaves (280 - 110) / 7.5 = 22 characters per line (hand-computed)."""
+    import pandas as pd
+
+    from study.app.charts import axis_title, history_chart, rounds_chart
+
+    assert axis_title("test accuracy", 280) == "test accuracy"
+    assert axis_title("objective_sparsest_within (log scale)", 280) == ["objective_sparsest_", "within (log scale)"]
+    per_round = pd.DataFrame(
+        {"configuration": ["#0"] * 2, "optuna trial": [0, 0], "round": [0, 1], "remaining_pct": [100, 80],
+         "value": [100.0, 80.0], "strategy": ["imp"] * 2}
+    )  # fmt: skip
+    points = per_round.assign(best=[100.0, 80.0])
+    for chart in (
+        rounds_chart(per_round, "objective_sparsest_within"),
+        history_chart(points, "objective_sparsest_within", "min"),
+    ):
+        title = (
+            chart.to_dict()["encoding"]["y"]["title"]
+            if "encoding" in chart.to_dict()
+            else chart.to_dict()["layer"][1]["encoding"]["y"]["title"]
+        )
+        assert isinstance(title, list) and all(len(line) <= 22 for line in title), title

@@ -15,6 +15,7 @@ REMAINING_AXIS = alt.X(
 # one hue per strategy (Vega's tableau10, its pale yellow left out), lightness per configuration
 HUES = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#ff9da6", "#bab0ac"]
 BEST = "#d62728"
+HISTORY_HEIGHT, SLICE_HEIGHT, PARETO_HEIGHT = 280, 240, 360
 _LEGEND = alt.Legend(labelLimit=360, symbolLimit=60, symbolOpacity=1)  # a band's light fill would fade the key
 
 
@@ -25,6 +26,37 @@ def legend_height(entries: int) -> int:
     """A chart tall enough for a legend of `entries` and its title: the app fits the whole chart,
     axes included, into this height and clips a legend that runs past it."""
     return LEGEND_ROW_PX * entries + 60
+
+
+AXIS_TITLE_CHAR_PX = 7.5  # a character of an axis title under Streamlit's chart theme, about
+PLOT_MARGIN_PX = 110  # a chart's title, x axis and its title: what its height gives the plot less
+
+
+def axis_title(text: str, chart_height: int) -> str | list[str]:
+    """`text` as lines that each fit along the y axis of a chart `chart_height` tall. A longer
+    rotated title runs past the plot, and Vega then sets the chart's own title above the top of
+    what the app shows (the Search page lost its chart titles so). Lines break at spaces, and a
+    word too long for a line at its underscores."""
+    room = max(8, int((chart_height - PLOT_MARGIN_PX) / AXIS_TITLE_CHAR_PX))
+    if len(text) <= room:
+        return text
+    words = [piece for word in text.split(" ") for piece in _split_long(word, room)]
+    lines = [words[0]]
+    for word in words[1:]:
+        joiner = "" if lines[-1].endswith("_") else " "
+        if len(lines[-1]) + len(joiner) + len(word) <= room:
+            lines[-1] += joiner + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def _split_long(word: str, room: int) -> list[str]:
+    if len(word) <= room:
+        return [word]
+    parts = [p + "_" for p in word.split("_")]
+    parts[-1] = parts[-1][:-1]
+    return [p for p in parts if p]
 
 
 def _lightness(color: str, lightness: float) -> str:
@@ -266,19 +298,19 @@ def param_scatter(
         alt.Tooltip(f"{field}:{kind}", title=param),
         alt.Tooltip(f"{objective}:Q", format=".4g"),
     ]
-    y = alt.Y(f"{objective}:Q", title=objective, scale=alt.Scale(zero=False))
+    y = alt.Y(f"{objective}:Q", title=axis_title(objective, SLICE_HEIGHT), scale=alt.Scale(zero=False))
     base = alt.Chart(data).encode(x=x, y=y)
     dots = base.mark_circle(size=70, opacity=0.85).encode(
         color=alt.Color("strategy:N", title="strategy", scale=strategy_scale(list(data["strategy"]))), tooltip=tooltip
     )
     ring = base.transform_filter(alt.datum.best).mark_point(size=260, color=BEST, strokeWidth=2, filled=False)
-    return (dots + ring).properties(height=240, title=f"{param} vs {objective} (ringed: best)")
+    return (dots + ring).properties(height=SLICE_HEIGHT, title=f"{param} vs {objective} (ringed: best)")
 
 
 def history_chart(points: pd.DataFrame, metric: str, mode: str) -> alt.LayerChart:
     """Optimisation history: each trial's objective by trial number, and the best so far (a step line)."""
     x = alt.X("optuna trial:Q", title="Optuna trial", axis=alt.Axis(tickMinStep=1, format="d"))
-    y = alt.Y("value:Q", title=f"{metric} ({mode})", scale=alt.Scale(zero=False))
+    y = alt.Y("value:Q", title=axis_title(f"{metric} ({mode})", HISTORY_HEIGHT), scale=alt.Scale(zero=False))
     dots = (
         alt.Chart(points)
         .mark_circle(size=70)
@@ -294,7 +326,7 @@ def history_chart(points: pd.DataFrame, metric: str, mode: str) -> alt.LayerChar
         .mark_line(interpolate="step-after", color=BEST)
         .encode(x=x, y=alt.Y("best:Q"), tooltip=[alt.Tooltip("best:Q", format=".4g", title="best so far")])
     )
-    return (best + dots).properties(title="Optimisation history (red: best so far)", height=280)
+    return (best + dots).properties(title="Optimisation history (red: best so far)", height=HISTORY_HEIGHT)
 
 
 def parallel_chart(lines: pd.DataFrame, ticks: pd.DataFrame, metric: str) -> alt.LayerChart:
@@ -333,12 +365,14 @@ def _y_scale(metric: str) -> alt.Scale:
 def rounds_chart(per_round: pd.DataFrame, metric: str) -> alt.Chart:
     """The objective of each trial after each round, from the rounds seen so far (what a
     scheduler compares trials on), one line per trial."""
+    height = max(280, legend_height(per_round["configuration"].nunique()))
+    y_title = axis_title(metric + (" (log scale)" if _is_percent(metric) else ""), height)
     return (
         alt.Chart(per_round)
         .mark_line(point=True)
         .encode(
             x=alt.X("round:Q", title="round", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("value:Q", title=metric + (" (log scale)" if _is_percent(metric) else ""), scale=_y_scale(metric)),
+            y=alt.Y("value:Q", title=y_title, scale=_y_scale(metric)),
             color=alt.Color("configuration:N", scale=series_scale(per_round, "configuration"), legend=_LEGEND),
             tooltip=[
                 "optuna trial",
@@ -348,10 +382,7 @@ def rounds_chart(per_round: pd.DataFrame, metric: str) -> alt.Chart:
                 alt.Tooltip("value:Q", format=".4g"),
             ],
         )
-        .properties(
-            title="Objective after each round, per trial (what ASHA sees)",
-            height=max(280, legend_height(per_round["configuration"].nunique())),
-        )
+        .properties(title="Objective after each round, per trial (what ASHA sees)", height=height)
     )
 
 
@@ -445,7 +476,7 @@ def pareto_chart(trials: pd.DataFrame, x: str, y: str) -> alt.Chart:
         .mark_circle(size=80)
         .encode(
             x=alt.X(f"{x}:Q", title=x, scale=alt.Scale(type="log", reverse=True, nice=False)),
-            y=alt.Y(f"{y}:Q", title=y, scale=alt.Scale(zero=False)),
+            y=alt.Y(f"{y}:Q", title=axis_title(y, PARETO_HEIGHT), scale=alt.Scale(zero=False)),
             color=alt.Color(
                 "pareto:N", title="Pareto set", scale=alt.Scale(domain=[True, False], range=["#d62728", "#9e9e9e"])
             ),
@@ -453,7 +484,7 @@ def pareto_chart(trials: pd.DataFrame, x: str, y: str) -> alt.Chart:
         )
     )
     front = alt.Chart(trials[trials["pareto"]].sort_values(x)).mark_line(color="#d62728").encode(x=f"{x}:Q", y=f"{y}:Q")
-    return (front + points).properties(title="Pareto front: accuracy vs sparsity", height=360)
+    return (front + points).properties(title="Pareto front: accuracy vs sparsity", height=PARETO_HEIGHT)
 
 
 def tree_chart(tokens: list[str], tree, title: str) -> alt.Chart:
