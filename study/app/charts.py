@@ -218,7 +218,7 @@ def sparsity_heatmap(cells: pd.DataFrame) -> alt.Chart:
         alt.Chart(cells)
         .mark_rect()
         .encode(
-            x=alt.X("round:O", title="round"),
+            x=alt.X("round:O", title="round", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("layer:N", title="layer / group", sort=None),
             color=alt.Color("remaining_pct:Q", title="% remaining", scale=alt.Scale(scheme="viridis", domain=[0, 100])),
             tooltip=["layer", "round", alt.Tooltip("remaining_pct:Q", format=".2f")],
