@@ -500,13 +500,7 @@ def test_a_y_axis_title_longer_than_its_plot_is_broken_into_lines():
          "value": [100.0, 80.0], "strategy": ["imp"] * 2}
     )  # fmt: skip
     points = per_round.assign(best=[100.0, 80.0])
-    for chart in (
-        rounds_chart(per_round, "objective_sparsest_within"),
-        history_chart(points, "objective_sparsest_within", "min"),
-    ):
-        title = (
-            chart.to_dict()["encoding"]["y"]["title"]
-            if "encoding" in chart.to_dict()
-            else chart.to_dict()["layer"][1]["encoding"]["y"]["title"]
-        )
+    rounds = rounds_chart(per_round, "objective_sparsest_within").to_dict()["encoding"]["y"]["title"]
+    history = history_chart(points, "objective_sparsest_within", "min").to_dict()["layer"][1]["encoding"]["y"]["title"]
+    for title in (rounds, history):
         assert isinstance(title, list) and all(len(line) <= 22 for line in title), title
